@@ -1,0 +1,130 @@
+//! A member set kept per shard, with an `Arc` snapshot per shard rebuilt only after that
+//! shard's members changed — so a broadcast costs the hub O(shards) (invariant 3).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ids::ConnId;
+use crate::msg::Target;
+
+/// Members of a group (or of a whole system), split by shard.
+#[derive(Debug)]
+pub struct Members {
+    /// Per shard: slot → generation (a slot holds one live connection at a time).
+    per_shard: Vec<HashMap<u32, u32>>,
+    /// Per shard: the delivery snapshot, `None` until needed or after a change.
+    snaps: Vec<Option<Arc<[Target]>>>,
+    len: usize,
+}
+
+impl Members {
+    pub fn new(shards: usize) -> Self {
+        Members { per_shard: vec![HashMap::new(); shards], snaps: vec![None; shards], len: 0 }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    pub fn contains(&self, c: ConnId) -> bool {
+        self.per_shard[c.shard as usize].get(&c.slot) == Some(&c.gen)
+    }
+
+    /// Adds `c`; false if it was already there.
+    pub fn insert(&mut self, c: ConnId) -> bool {
+        let s = c.shard as usize;
+        match self.per_shard[s].insert(c.slot, c.gen) {
+            Some(old) if old == c.gen => false,
+            Some(_) => {
+                // A stale generation in this slot: the hub removes connections before their
+                // slot can be reused, so this indicates a lost Disconnected. Replace it.
+                debug_assert!(false, "stale generation in member set");
+                self.snaps[s] = None;
+                true
+            }
+            None => {
+                self.len += 1;
+                self.snaps[s] = None;
+                true
+            }
+        }
+    }
+
+    /// Removes `c` (exact generation); false if it was not there.
+    pub fn remove(&mut self, c: ConnId) -> bool {
+        let s = c.shard as usize;
+        let m = &mut self.per_shard[s];
+        if m.get(&c.slot) != Some(&c.gen) {
+            return false;
+        }
+        m.remove(&c.slot);
+        if m.capacity() > 64 && m.len() < m.capacity() / 8 {
+            m.shrink_to_fit();
+        }
+        self.len -= 1;
+        self.snaps[s] = None;
+        true
+    }
+
+    /// The members on `shard` as a shared snapshot; `None` when there are none.
+    pub fn snapshot(&mut self, shard: usize) -> Option<Arc<[Target]>> {
+        let m = &self.per_shard[shard];
+        if m.is_empty() {
+            return None;
+        }
+        let snap =
+            self.snaps[shard].get_or_insert_with(|| m.iter().map(|(&slot, &gen)| Target { slot, gen }).collect());
+        Some(snap.clone())
+    }
+
+    pub fn shards(&self) -> usize {
+        self.per_shard.len()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.per_shard
+            .iter()
+            .enumerate()
+            .flat_map(|(shard, m)| m.iter().map(move |(&slot, &gen)| ConnId { shard: shard as u16, slot, gen }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(shard: u16, slot: u32, gen: u32) -> ConnId {
+        ConnId { shard, slot, gen }
+    }
+
+    #[test]
+    fn snapshots_are_shared_until_membership_changes() {
+        let mut m = Members::new(2);
+        assert!(m.insert(c(0, 1, 1)));
+        assert!(!m.insert(c(0, 1, 1)));
+        assert!(m.insert(c(1, 1, 2)));
+        let a = m.snapshot(0).unwrap();
+        let b = m.snapshot(0).unwrap();
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(m.insert(c(0, 2, 3)));
+        let d = m.snapshot(0).unwrap();
+        assert_eq!(d.len(), 2);
+        assert!(!Arc::ptr_eq(&a, &d));
+        assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn remove_needs_the_exact_generation() {
+        let mut m = Members::new(1);
+        m.insert(c(0, 7, 1));
+        assert!(!m.remove(c(0, 7, 2)));
+        assert!(m.contains(c(0, 7, 1)));
+        assert!(m.remove(c(0, 7, 1)));
+        assert!(m.is_empty());
+        assert!(m.snapshot(0).is_none());
+    }
+}

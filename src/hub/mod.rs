@@ -1,0 +1,356 @@
+//! The hub: the one thread that owns the index (systems, clients, groups) and turns each
+//! send into at most one [`ShardMsg`] per shard.
+//!
+//! It runs commands in batches (up to [`BATCH`]) and wakes each shard it wrote to once per
+//! batch. All removals of a client go through [`Hub::remove_client`], keyed on the exact
+//! (shard, slot, generation), so a 1002 notice is sent exactly once however many paths
+//! (close, error, idle, `close_client`) report the same connection.
+
+mod members;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+pub use members::Members;
+
+use crate::ids::{self, ConnId};
+use crate::metrics::{self, HubStats};
+use crate::msg::{Command, Frame, Op, ShardMsg};
+use crate::protocol::api;
+
+/// Commands handled between two rounds of shard wake-ups.
+pub const BATCH: usize = 1024;
+
+/// How the hub reaches one shard.
+pub struct ShardLink {
+    pub tx: Sender<ShardMsg>,
+    pub waker: Arc<mio::Waker>,
+}
+
+/// Hub settings.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    pub node: u32,
+    pub notify_max_group_size: usize,
+    pub client_publish: bool,
+}
+
+struct Client {
+    system: Arc<str>,
+    user_id: Box<str>,
+    extend: Box<str>,
+    groups: Vec<Arc<str>>,
+}
+
+struct System {
+    members: Members,
+    groups: HashMap<Arc<str>, Members>,
+}
+
+/// Sends to shards and remembers whom to wake.
+struct Outbox {
+    links: Vec<ShardLink>,
+    woken: Vec<bool>,
+}
+
+impl Outbox {
+    fn send(&mut self, shard: usize, msg: ShardMsg) {
+        let link = &self.links[shard];
+        match link.tx.try_send(msg) {
+            Ok(()) => {}
+            Err(TrySendError::Full(msg)) => {
+                // The shard may be asleep with a full queue: wake it before waiting on it.
+                let _ = link.waker.wake();
+                let _ = link.tx.send(msg);
+            }
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+        self.woken[shard] = true;
+    }
+
+    fn broadcast(&mut self, members: &mut Members, frame: &Frame) {
+        for shard in 0..members.shards() {
+            if let Some(targets) = members.snapshot(shard) {
+                self.send(shard, ShardMsg::Deliver { frame: frame.clone(), targets });
+            }
+        }
+    }
+
+    fn reply(&mut self, to: ConnId, status: u16, body: Bytes) {
+        self.send(to.shard as usize, ShardMsg::Reply { to: to.target(), status, body });
+    }
+
+    fn wake(&mut self) {
+        for (i, w) in self.woken.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                let _ = self.links[i].waker.wake();
+            }
+        }
+    }
+}
+
+/// The group index.
+pub struct Hub {
+    cfg: HubConfig,
+    out: Outbox,
+    systems: HashMap<Arc<str>, System>,
+    clients: HashMap<ConnId, Client>,
+    stats: Arc<HubStats>,
+}
+
+type ApiResult = Result<Bytes, (u16, String)>;
+
+fn not_found_client() -> (u16, String) {
+    (404, "client not found (unknown clientId, or not in this system)".into())
+}
+
+impl Hub {
+    pub fn new(cfg: HubConfig, links: Vec<ShardLink>, stats: Arc<HubStats>) -> Self {
+        let n = links.len();
+        Hub {
+            cfg,
+            out: Outbox { links, woken: vec![false; n] },
+            systems: HashMap::new(),
+            clients: HashMap::new(),
+            stats,
+        }
+    }
+
+    /// Runs until every command sender is gone (all shards stopped).
+    pub fn run(mut self, rx: Receiver<Command>) {
+        while let Ok(cmd) = rx.recv() {
+            self.handle(cmd);
+            let mut n = 1;
+            while n < BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+            metrics::add(&self.stats.commands_total, n as u64);
+            self.out.wake();
+            self.stats.clients.store(self.clients.len() as u64, Relaxed);
+            self.stats.systems.store(self.systems.len() as u64, Relaxed);
+        }
+    }
+
+    fn shards(&self) -> usize {
+        self.out.links.len()
+    }
+
+    /// Handles one command (public for benches).
+    pub fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Connect { conn, system } => {
+                let result = match self.systems.get_mut(&*system) {
+                    Some(sys) => {
+                        sys.members.insert(conn);
+                        let system = self.systems.get_key_value(&*system).map(|(k, _)| k.clone()).unwrap_or_default();
+                        self.clients
+                            .insert(conn, Client { system, user_id: "".into(), extend: "".into(), groups: Vec::new() });
+                        Ok(())
+                    }
+                    None => Err(format!("systemId '{system}' is not registered")),
+                };
+                self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result });
+            }
+            Command::Disconnected { conn } => self.remove_client(conn, true),
+            Command::Api { from, system, op } => {
+                let body = match self.api(&system, op) {
+                    Ok(b) => (200, b),
+                    Err((status, msg)) => (status, api::err_body(&msg)),
+                };
+                self.out.reply(from, body.0, body.1);
+            }
+            Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
+        }
+    }
+
+    /// Removes a client everywhere and, if `notify`, tells its groups (1002). Idempotent.
+    fn remove_client(&mut self, conn: ConnId, notify: bool) {
+        let Some(client) = self.clients.remove(&conn) else { return };
+        let Some(sys) = self.systems.get_mut(&client.system) else { return };
+        sys.members.remove(conn);
+        let client_id = ids::client_id(self.cfg.node, conn);
+        for g in &client.groups {
+            let Some(members) = sys.groups.get_mut(g) else { continue };
+            members.remove(conn);
+            if members.is_empty() {
+                sys.groups.remove(g);
+                metrics::sub(&self.stats.groups, 1);
+            } else if notify && members.len() <= self.cfg.notify_max_group_size {
+                let f =
+                    api::notice_frame(api::OFFLINE, &ids::message_id(), &client_id, &client.user_id, &client.extend);
+                self.out.broadcast(members, &f);
+                metrics::add(&self.stats.notices_total, 1);
+            }
+        }
+    }
+
+    fn client_in(&self, system: &str, c: ConnId) -> Result<&Client, (u16, String)> {
+        match self.clients.get(&c) {
+            Some(cl) if &*cl.system == system => Ok(cl),
+            _ => Err(not_found_client()),
+        }
+    }
+
+    fn api(&mut self, system: &str, op: Op) -> ApiResult {
+        if let Op::Register = op {
+            if self.systems.contains_key(system) {
+                return Err((409, format!("systemId '{system}' is already registered")));
+            }
+            self.systems.insert(system.into(), System { members: Members::new(self.shards()), groups: HashMap::new() });
+            return Ok(api::ok_body("[]"));
+        }
+        if !self.systems.contains_key(system) {
+            return Err((404, format!("systemId '{system}' is not registered: call /api/register first")));
+        }
+        match op {
+            Op::Register => unreachable!("handled above"),
+            Op::SendToClients { clients, frame, message_id, strict } => {
+                for c in clients {
+                    if self.client_in(system, c).is_ok() {
+                        self.out
+                            .send(c.shard as usize, ShardMsg::DeliverOne { target: c.target(), frame: frame.clone() });
+                    } else if strict {
+                        return Err(not_found_client());
+                    }
+                }
+                Ok(api::message_id_body(&message_id))
+            }
+            Op::SendToGroup { group, frame, message_id } => {
+                let sys = self.systems.get_mut(system).expect("checked above");
+                if let Some(members) = sys.groups.get_mut(&*group) {
+                    self.out.broadcast(members, &frame);
+                }
+                Ok(api::message_id_body(&message_id))
+            }
+            Op::SendToSystem { frame, message_id } => {
+                let sys = self.systems.get_mut(system).expect("checked above");
+                self.out.broadcast(&mut sys.members, &frame);
+                Ok(api::message_id_body(&message_id))
+            }
+            Op::Bind { client, group, user_id, extend, notify } => {
+                self.bind(system, client, group, user_id, extend, notify)
+            }
+            Op::Unbind { client, group, notify } => self.unbind(system, client, &group, notify),
+            Op::OnlineList { group } => {
+                let sys = &self.systems[system];
+                let mut list = Vec::new();
+                if let Some(m) = sys.groups.get(&*group) {
+                    list.extend(m.iter().map(|c| ids::client_id(self.cfg.node, c)));
+                }
+                let arr = api::string_array(list.iter().map(String::as_str));
+                Ok(api::ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", list.len())))
+            }
+            Op::AllGroups => {
+                let sys = &self.systems[system];
+                let mut s = String::from("{");
+                for (i, (name, m)) in sys.groups.iter().enumerate() {
+                    if i > 0 {
+                        s.push(',');
+                    }
+                    let ids: Vec<String> = m.iter().map(|c| ids::client_id(self.cfg.node, c)).collect();
+                    s.push_str(&api::json_string(name));
+                    s.push(':');
+                    s.push_str(&api::string_array(ids.iter().map(String::as_str)));
+                }
+                s.push('}');
+                Ok(api::ok_body(&s))
+            }
+            Op::Close { client, notify } => {
+                self.client_in(system, client)?;
+                self.remove_client(client, notify);
+                self.out.send(
+                    client.shard as usize,
+                    ShardMsg::Close { target: client.target(), code: 1000, reason: "closed by server" },
+                );
+                Ok(api::ok_body("[]"))
+            }
+        }
+    }
+
+    fn bind(
+        &mut self,
+        system: &str,
+        c: ConnId,
+        group: Box<str>,
+        user_id: Box<str>,
+        extend: Box<str>,
+        notify: bool,
+    ) -> ApiResult {
+        self.client_in(system, c)?;
+        let shards = self.shards();
+        let sys = self.systems.get_mut(system).expect("checked by caller");
+        let client = self.clients.get_mut(&c).expect("checked above");
+        client.user_id = user_id;
+        client.extend = extend;
+        if client.groups.iter().any(|g| **g == *group) {
+            return Ok(api::ok_body("[]"));
+        }
+        let key: Arc<str> = match sys.groups.get_key_value(&*group) {
+            Some((k, _)) => k.clone(),
+            None => {
+                metrics::add(&self.stats.groups, 1);
+                let k: Arc<str> = group.into();
+                sys.groups.insert(k.clone(), Members::new(shards));
+                k
+            }
+        };
+        let members = sys.groups.get_mut(&key).expect("inserted above");
+        members.insert(c);
+        client.groups.push(key);
+        if notify && members.len() <= self.cfg.notify_max_group_size {
+            let id = ids::client_id(self.cfg.node, c);
+            let f = api::notice_frame(api::ONLINE, &ids::message_id(), &id, &client.user_id, &client.extend);
+            self.out.broadcast(members, &f);
+            metrics::add(&self.stats.notices_total, 1);
+        }
+        Ok(api::ok_body("[]"))
+    }
+
+    fn unbind(&mut self, system: &str, c: ConnId, group: &str, notify: bool) -> ApiResult {
+        self.client_in(system, c)?;
+        let sys = self.systems.get_mut(system).expect("checked by caller");
+        let client = self.clients.get_mut(&c).expect("checked above");
+        let Some(pos) = client.groups.iter().position(|g| **g == *group) else { return Ok(api::ok_body("[]")) };
+        client.groups.swap_remove(pos);
+        if let Some(members) = sys.groups.get_mut(group) {
+            members.remove(c);
+            if members.is_empty() {
+                sys.groups.remove(group);
+                metrics::sub(&self.stats.groups, 1);
+            } else if notify && members.len() <= self.cfg.notify_max_group_size {
+                let id = ids::client_id(self.cfg.node, c);
+                let f = api::notice_frame(api::OFFLINE, &ids::message_id(), &id, &client.user_id, &client.extend);
+                self.out.broadcast(members, &f);
+                metrics::add(&self.stats.notices_total, 1);
+            }
+        }
+        Ok(api::ok_body("[]"))
+    }
+
+    fn publish(&mut self, conn: ConnId, group: &str, code: i64, msg: &str, data: &serde_json::value::RawValue) {
+        let reply = |hub: &mut Hub, text: &str| {
+            let f = crate::protocol::ws::frame(crate::protocol::ws::OP_TEXT, text.as_bytes());
+            hub.out.send(conn.shard as usize, ShardMsg::DeliverOne { target: conn.target(), frame: f });
+        };
+        if !self.cfg.client_publish {
+            return reply(self, r#"{"cmd":"error","msg":"client publishing is disabled on this server"}"#);
+        }
+        let Some(client) = self.clients.get(&conn) else { return };
+        if !client.groups.iter().any(|g| **g == *group) {
+            return reply(self, r#"{"cmd":"error","msg":"publish: not a member of that group"}"#);
+        }
+        let f = api::push_frame(&ids::message_id(), &client.user_id, code, msg, Some(data));
+        let system = client.system.clone();
+        if let Some(members) = self.systems.get_mut(&system).and_then(|s| s.groups.get_mut(group)) {
+            self.out.broadcast(members, &f);
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! # roomcast — a realtime WebSocket push server
+//!
+//! Browsers and devices hold WebSocket connections (`GET /ws?systemId=S`); business back ends
+//! steer them over a small JSON HTTP API (`POST /api/<name>`), wire-compatible with the Go
+//! servers `woodylan/go-websocket` and `goravel-socket` (see `README.md` and `docs/API.md`).
+//!
+//! ## Threads and who owns what
+//!
+//! ```text
+//!  TCP ─► shard 0..N  (one mio loop per core, own SO_REUSEPORT listener, Slab<Conn>)
+//!          │  HTTP (httparse, keep-alive) ─upgrade─► WebSocket (frames in/out)
+//!          │  POST /api/*: JWT check, JSON parse, the outgoing frame is built ONCE here
+//!          │  GET /health, /metrics: answered locally from per-shard atomics
+//!          │
+//!          │ Command (bounded crossbeam channel; full ⇒ HTTP 503)
+//!          ▼
+//!         hub  (one thread: systems, clients, groups; per-shard member snapshots)
+//!          │ ShardMsg (bounded channel per shard + mio::Waker, one wake per batch)
+//!          ▼
+//!         shard: queue the shared frame on each target connection, writev once per turn
+//! ```
+//!
+//! ## Module map (dependencies point down)
+//!
+//! | module | owner / role |
+//! | --- | --- |
+//! | [`config`] | CLI, env vars and TOML file merged into one [`config::Config`] |
+//! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
+//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats |
+//! | [`hub`] | the group index: the only place membership lives; fans out to shards |
+//! | [`msg`] | **the cross-thread contract**: `Command` (shard → hub), `ShardMsg` (hub → shard) |
+//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, API JSON |
+//! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
+//! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
+//! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
+//!
+//! ## Invariants (each is relied on where a comment says so)
+//!
+//! 1. A connection is read and written only by the shard that accepted it; hub state only by
+//!    the hub thread. No lock on any per-message path.
+//! 2. One outgoing message is serialized exactly once into an immutable [`bytes::Bytes`]
+//!    (WebSocket header + JSON) shared by every recipient on every shard.
+//! 3. A broadcast costs the hub O(shards): it hands each shard an `Arc` snapshot of that
+//!    shard's members, rebuilt only after membership changed.
+//! 4. Per-connection output is a queue of shared buffers flushed with `writev` once per loop
+//!    turn, bounded by a hard and a soft (timed) limit; a slow consumer is closed with 1008.
+//! 5. References to a connection from outside its shard carry a generation; a message for a
+//!    stale (slot, generation) is dropped.
+//! 6. Every queue between threads is bounded; a full hub queue answers HTTP 503.
+//! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
+
+pub mod auth;
+pub mod config;
+pub mod hub;
+pub mod ids;
+pub mod metrics;
+pub mod msg;
+pub mod protocol;
+pub mod server;
+pub mod shard;

@@ -1,0 +1,66 @@
+//! The `roomcast` binary: `roomcast [serve] [OPTIONS]` and `roomcast token`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use roomcast::config::{Cli, Command, ServeArgs};
+use signal_hook::consts::{SIGINT, SIGTERM};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Token(t)) => {
+            match roomcast::auth::mint_hs256(t.jwt_secret.as_bytes(), t.system.as_deref(), t.ttl.as_secs()) {
+                Ok(tok) => {
+                    println!("{tok}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("roomcast: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+        Some(Command::Serve(args)) => serve(*args),
+        None => serve(cli.serve),
+    }
+}
+
+fn serve(args: ServeArgs) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cfg = match args.resolve() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("roomcast: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roomcast: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let shards = cfg.shards;
+    let open = matches!(cfg.jwt, roomcast::config::JwtKey::None);
+    let server = match roomcast::server::Server::start(cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("roomcast: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Scripts and tests read this line to learn the port.
+    println!("roomcast listening on {}", server.local_addr());
+    tracing::info!(addr = %server.local_addr(), shards, open_api = open, "roomcast started");
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "shutting down: closing clients with 1001");
+    }
+    server.shutdown();
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}

@@ -1,0 +1,98 @@
+//! Counters: one [`ShardStats`] per shard (written only by that shard, relaxed atomics) and
+//! one [`HubStats`]; `/metrics` sums them when read (Prometheus text format).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($name:ident { $($field:ident : $help:literal),* $(,)? }) => {
+        /// Counters; see each field's help text.
+        #[derive(Default, Debug)]
+        pub struct $name { $(#[doc = $help] pub $field: AtomicU64,)* }
+        impl $name {
+            fn fields(&self) -> Vec<(&'static str, &'static str, u64)> {
+                vec![$((stringify!($field), $help, self.$field.load(Relaxed)),)*]
+            }
+        }
+    };
+}
+
+counters!(ShardStats {
+    connections: "open TCP connections (HTTP and WebSocket)",
+    ws_clients: "open WebSocket connections",
+    accepted_total: "TCP connections accepted",
+    refused_full_total: "connections refused because max_connections was reached",
+    http_requests_total: "HTTP requests parsed",
+    http_errors_total: "HTTP requests answered with a 4xx/5xx status",
+    hub_busy_total: "requests answered 503 because the hub queue was full",
+    frames_queued_total: "server-to-client frames queued",
+    bytes_written_total: "bytes written to sockets",
+    writev_calls_total: "writev system calls",
+    slow_consumer_closes_total: "clients closed (1008) for exceeding an output buffer limit",
+    idle_closes_total: "connections closed by the idle timeout",
+    oversized_closes_total: "clients closed (1009) for a message over max_message_size",
+    protocol_closes_total: "clients closed for a WebSocket protocol error",
+    pings_sent_total: "heartbeat pings sent",
+    client_messages_total: "text messages received from clients",
+    output_buffer_bytes: "bytes waiting in output queues",
+});
+
+counters!(HubStats {
+    systems: "registered systems",
+    clients: "clients known to the hub",
+    groups: "non-empty groups",
+    commands_total: "commands processed by the hub",
+    notices_total: "1001/1002 notices broadcast",
+});
+
+/// Adds `n` to a counter.
+#[inline]
+pub fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Relaxed);
+}
+
+/// Subtracts `n` from a gauge.
+#[inline]
+pub fn sub(c: &AtomicU64, n: u64) {
+    c.fetch_sub(n, Relaxed);
+}
+
+/// Sum of one field over all shards.
+pub fn sum(shards: &[ShardStats], f: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
+    shards.iter().map(|s| f(s).load(Relaxed)).sum()
+}
+
+/// Renders all counters in Prometheus text format.
+pub fn render(shards: &[ShardStats], hub: &HubStats) -> String {
+    let mut out = String::new();
+    let mut totals: Vec<(&str, &str, u64)> = Vec::new();
+    for s in shards {
+        for (i, (name, help, v)) in s.fields().into_iter().enumerate() {
+            match totals.get_mut(i) {
+                Some(t) => t.2 += v,
+                None => totals.push((name, help, v)),
+            }
+        }
+    }
+    totals.extend(hub.fields());
+    for (name, help, v) in totals {
+        let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+        let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}\nroomcast_{name} {v}");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn render_sums_shards() {
+        let shards = [ShardStats::default(), ShardStats::default()];
+        add(&shards[0].accepted_total, 2);
+        add(&shards[1].accepted_total, 3);
+        let text = render(&shards, &HubStats::default());
+        assert!(text.contains("roomcast_accepted_total 5\n"));
+        assert!(text.contains("# TYPE roomcast_connections gauge"));
+    }
+}

@@ -1,0 +1,101 @@
+//! The cross-thread contract: everything a shard and the hub say to each other.
+//!
+//! Shards send [`Command`]s to the hub over one bounded MPSC channel (so commands from
+//! different shards are totally ordered: a client that learnt its id from shard A and
+//! whose back end then calls bind on shard B is always known to the hub first). The hub
+//! answers with [`ShardMsg`]s over one bounded channel per shard, waking the shard's
+//! `mio::Poll` once per batch. A shard never blocks on the hub (it uses `try_send` and
+//! answers 503 when the hub is full); the hub may block on a full shard queue, which the
+//! shard always drains, after waking it.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+use crate::ids::ConnId;
+
+/// A complete, immutable server-to-client WebSocket frame (header + payload), shared by
+/// every recipient (invariant 2).
+pub type Frame = Bytes;
+
+/// A connection inside one shard: slab slot plus generation (invariant 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub slot: u32,
+    pub gen: u32,
+}
+
+/// Shard → hub.
+#[derive(Debug)]
+pub enum Command {
+    /// A WebSocket handshake completed for `system`; the hub registers the client (or
+    /// refuses it: unknown system) and answers [`ShardMsg::Welcome`].
+    Connect { conn: ConnId, system: Box<str> },
+    /// The connection is gone (closed, error, idle, slow consumer). Idempotent.
+    Disconnected { conn: ConnId },
+    /// An HTTP API call, answered with [`ShardMsg::Reply`] to `from`.
+    Api { from: ConnId, system: Box<str>, op: Op },
+    /// A client published to a group it belongs to (opt-in by config).
+    Publish { conn: ConnId, group: Box<str>, code: i64, msg: Box<str>, data: Box<RawValue> },
+}
+
+/// The API operations that need the index. Frames are already built by the shard.
+#[derive(Debug)]
+pub enum Op {
+    Register,
+    /// `send_to_client` (`strict`: 404 when the one client is unknown) and `send_to_clients`.
+    SendToClients {
+        clients: Vec<ConnId>,
+        frame: Frame,
+        message_id: Box<str>,
+        strict: bool,
+    },
+    SendToGroup {
+        group: Box<str>,
+        frame: Frame,
+        message_id: Box<str>,
+    },
+    SendToSystem {
+        frame: Frame,
+        message_id: Box<str>,
+    },
+    Bind {
+        client: ConnId,
+        group: Box<str>,
+        user_id: Box<str>,
+        extend: Box<str>,
+        notify: bool,
+    },
+    Unbind {
+        client: ConnId,
+        group: Box<str>,
+        notify: bool,
+    },
+    OnlineList {
+        group: Box<str>,
+    },
+    AllGroups,
+    Close {
+        client: ConnId,
+        notify: bool,
+    },
+}
+
+/// Hub → shard.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Queue `frame` on every live target of this shard.
+    Deliver { frame: Frame, targets: Arc<[Target]> },
+    /// Queue `frame` on one target.
+    DeliverOne { target: Target, frame: Frame },
+    /// The answer to an API call: HTTP status and JSON body.
+    Reply { to: Target, status: u16, body: Bytes },
+    /// The answer to [`Command::Connect`]: `Ok(())` sends the connect frame, `Err(msg)`
+    /// sends the -1001 error frame with `msg` and closes.
+    Welcome { to: Target, result: Result<(), String> },
+    /// Close the connection with a close frame (close_client).
+    Close { target: Target, code: u16, reason: &'static str },
+    /// Graceful shutdown: close 1001 to everyone, flush, exit.
+    Shutdown,
+}

@@ -1,0 +1,216 @@
+//! The JSON of the HTTP API and of the frames pushed to clients (PROTOCOL.md).
+//!
+//! Push frames are written straight into their WebSocket frame buffer
+//! ([`ws::text_frame_with`]), once per message; `data` is copied byte for byte from the
+//! request, never re-encoded.
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::ws;
+
+/// Every field any endpoint takes; each endpoint checks its own required fields.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Body<'a> {
+    pub system_id: Option<String>,
+    pub client_id: Option<String>,
+    pub client_ids: Option<Vec<String>>,
+    pub group_name: Option<String>,
+    pub send_user_id: Option<String>,
+    pub code: Option<i64>,
+    pub msg: Option<String>,
+    #[serde(borrow)]
+    pub data: Option<&'a RawValue>,
+    pub user_id: Option<String>,
+    pub extend: Option<String>,
+    pub notify: Option<bool>,
+}
+
+/// Parses a request body; an empty body is `{}`.
+pub fn parse_body(body: &[u8]) -> Result<Body<'_>, String> {
+    let text = std::str::from_utf8(body).map_err(|_| "request body is not UTF-8".to_string())?;
+    if text.trim().is_empty() {
+        return Ok(Body::default());
+    }
+    serde_json::from_str(text).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+impl Body<'_> {
+    /// A required, non-empty string field.
+    pub fn required<'s>(field: &'s Option<String>, name: &str) -> Result<&'s str, String> {
+        match field.as_deref() {
+            Some(s) if !s.is_empty() => Ok(s),
+            _ => Err(format!("{name} is required")),
+        }
+    }
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, s);
+}
+
+/// The frame pushed to clients: `{"messageId","sendUserId","code","msg","data"}` in that
+/// order. A missing `data` is `""` (upstream's `data` was a string).
+pub fn push_frame(message_id: &str, send_user_id: &str, code: i64, msg: &str, data: Option<&RawValue>) -> Bytes {
+    let data = data.map(RawValue::get).unwrap_or("\"\"");
+    let cap = 64 + message_id.len() + send_user_id.len() + msg.len() + data.len();
+    ws::text_frame_with(cap, |v| {
+        v.extend_from_slice(b"{\"messageId\":");
+        push_str(v, message_id);
+        v.extend_from_slice(b",\"sendUserId\":");
+        push_str(v, send_user_id);
+        v.extend_from_slice(b",\"code\":");
+        v.extend_from_slice(code.to_string().as_bytes());
+        v.extend_from_slice(b",\"msg\":");
+        push_str(v, msg);
+        v.extend_from_slice(b",\"data\":");
+        v.extend_from_slice(data.as_bytes());
+        v.push(b'}');
+    })
+}
+
+/// Code of the "client bound to group" notice.
+pub const ONLINE: i64 = 1001;
+/// Code of the "client left" notice.
+pub const OFFLINE: i64 = 1002;
+
+/// The 1001/1002 notice: `data` is a JSON *string* holding
+/// `{"clientId":..,"extend":..,"userId":..}` (keys sorted, as Go marshals a map).
+pub fn notice_frame(code: i64, message_id: &str, client_id: &str, user_id: &str, extend: &str) -> Bytes {
+    let mut inner = Vec::with_capacity(64 + client_id.len() + user_id.len() + extend.len());
+    inner.extend_from_slice(b"{\"clientId\":");
+    push_str(&mut inner, client_id);
+    inner.extend_from_slice(b",\"extend\":");
+    push_str(&mut inner, extend);
+    inner.extend_from_slice(b",\"userId\":");
+    push_str(&mut inner, user_id);
+    inner.push(b'}');
+    // The inner JSON is built from valid strings, so it is valid UTF-8.
+    let inner = String::from_utf8(inner).unwrap_or_default();
+    let data = serde_json::to_string(&inner).unwrap_or_default();
+    let raw = RawValue::from_string(data).ok();
+    let (send_user_id, msg) = if code == ONLINE { (user_id, "客户端上线") } else { ("", "客户端下线") };
+    push_frame(message_id, send_user_id, code, msg, raw.as_deref())
+}
+
+/// The frame sent right after the handshake.
+pub fn welcome_frame(client_id: &str) -> Bytes {
+    ws::text_frame_with(64, |v| {
+        v.extend_from_slice(b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":");
+        push_str(v, client_id);
+        v.extend_from_slice(b"}}");
+    })
+}
+
+/// Code of the connect refusal frame.
+pub const CONNECT_REFUSED: i64 = -1001;
+
+/// The frame sent before closing a refused connection (upstream shape).
+pub fn refused_frame(msg: &str) -> Bytes {
+    ws::text_frame_with(64 + msg.len(), |v| {
+        v.extend_from_slice(b"{\"messageId\":\"\",\"sendUserId\":\"\",\"code\":-1001,\"msg\":");
+        push_str(v, msg);
+        v.extend_from_slice(b",\"data\":[]}");
+    })
+}
+
+/// `{"code":0,"msg":"success","data":<data>}` where `data` is raw JSON.
+pub fn ok_body(data: &str) -> Bytes {
+    let mut v = Vec::with_capacity(40 + data.len());
+    v.extend_from_slice(b"{\"code\":0,\"msg\":\"success\",\"data\":");
+    v.extend_from_slice(data.as_bytes());
+    v.push(b'}');
+    Bytes::from(v)
+}
+
+/// `{"code":-1,"msg":<msg>,"data":[]}`.
+pub fn err_body(msg: &str) -> Bytes {
+    let mut v = Vec::with_capacity(40 + msg.len());
+    v.extend_from_slice(b"{\"code\":-1,\"msg\":");
+    push_str(&mut v, msg);
+    v.extend_from_slice(b",\"data\":[]}");
+    Bytes::from(v)
+}
+
+/// `{"messageId":".."}` as success data.
+pub fn message_id_body(message_id: &str) -> Bytes {
+    ok_body(&format!("{{\"messageId\":\"{message_id}\"}}"))
+}
+
+/// A JSON array of strings.
+pub fn string_array<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let mut v = Vec::new();
+    v.push(b'[');
+    for (i, s) in items.enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        push_str(&mut v, s);
+    }
+    v.push(b']');
+    String::from_utf8(v).unwrap_or_default()
+}
+
+/// JSON string literal of `s`.
+pub fn json_string(s: &str) -> String {
+    serde_json::to_string(s).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn payload(frame: &Bytes) -> &str {
+        let off = if frame[1] & 0x7f == 126 { 4 } else { 2 };
+        std::str::from_utf8(&frame[off..]).unwrap()
+    }
+
+    #[test]
+    fn push_frame_keeps_key_order_and_raw_data() {
+        let body = parse_body(br#"{"data": {"b":1, "a":[1,2.50,"x"]}}"#).unwrap();
+        let f = push_frame("9fa54bdbbf2778cb", "u1", 200, "hello", body.data);
+        assert_eq!(
+            payload(&f),
+            r#"{"messageId":"9fa54bdbbf2778cb","sendUserId":"u1","code":200,"msg":"hello","data":{"b":1, "a":[1,2.50,"x"]}}"#
+        );
+        let f = push_frame("m", "", 0, "", None);
+        assert_eq!(payload(&f), r#"{"messageId":"m","sendUserId":"","code":0,"msg":"","data":""}"#);
+    }
+
+    #[test]
+    fn notice_data_is_a_json_string() {
+        let f = notice_frame(ONLINE, "m", "c1", "u\"1", "e");
+        let v: serde_json::Value = serde_json::from_str(payload(&f)).unwrap();
+        assert_eq!(v["code"], 1001);
+        assert_eq!(v["sendUserId"], "u\"1");
+        let inner = v["data"].as_str().unwrap();
+        assert_eq!(inner, r#"{"clientId":"c1","extend":"e","userId":"u\"1"}"#);
+        let off = notice_frame(OFFLINE, "m", "c1", "u", "");
+        let v: serde_json::Value = serde_json::from_str(payload(&off)).unwrap();
+        assert_eq!(v["sendUserId"], "");
+        assert_eq!(v["code"], 1002);
+    }
+
+    #[test]
+    fn connect_frames_match_upstream() {
+        assert_eq!(payload(&welcome_frame("abc")), r#"{"code":0,"msg":"success","data":{"clientId":"abc"}}"#);
+        assert_eq!(
+            payload(&refused_frame("systemId is required")),
+            r#"{"messageId":"","sendUserId":"","code":-1001,"msg":"systemId is required","data":[]}"#
+        );
+    }
+
+    #[test]
+    fn bodies() {
+        assert_eq!(&err_body("x \"y\"")[..], br#"{"code":-1,"msg":"x \"y\"","data":[]}"#);
+        assert_eq!(&ok_body("[]")[..], br#"{"code":0,"msg":"success","data":[]}"#);
+        assert_eq!(string_array(["a", "b\""].into_iter()), r#"["a","b\""]"#);
+        assert!(parse_body(b"{").unwrap_err().contains("invalid JSON"));
+        assert!(parse_body(b"").unwrap().client_id.is_none());
+        assert!(parse_body(br#"{"code":"x"}"#).is_err());
+        assert_eq!(Body::required(&Some(String::new()), "clientId").unwrap_err(), "clientId is required");
+    }
+}

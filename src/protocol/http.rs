@@ -1,0 +1,271 @@
+//! HTTP/1.1 request heads (httparse) and responses. Sans-IO: [`parse_head`] returns
+//! `Ok(None)` on incomplete input and never consumes anything itself.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// Why a request cannot be served; each maps to a status and closes the connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// Head larger than the limit (431).
+    HeadTooLarge,
+    /// Not HTTP/1.x, bad syntax, bad Content-Length (400).
+    Malformed(&'static str),
+    /// Body larger than the limit (413).
+    BodyTooLarge,
+    /// Transfer-Encoding bodies are not supported (411: send Content-Length).
+    LengthRequired,
+}
+
+impl HttpError {
+    pub fn status(&self) -> u16 {
+        match self {
+            HttpError::HeadTooLarge => 431,
+            HttpError::Malformed(_) => 400,
+            HttpError::BodyTooLarge => 413,
+            HttpError::LengthRequired => 411,
+        }
+    }
+    pub fn message(&self) -> &'static str {
+        match self {
+            HttpError::HeadTooLarge => "request header too large",
+            HttpError::Malformed(m) => m,
+            HttpError::BodyTooLarge => "request body too large",
+            HttpError::LengthRequired => "chunked bodies are not supported: send Content-Length",
+        }
+    }
+}
+
+/// The parts of a request head the server uses.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Head {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub system_id: Option<String>,
+    pub authorization: Option<String>,
+    pub content_length: usize,
+    pub keep_alive: bool,
+    pub upgrade_websocket: bool,
+    pub ws_key: Option<String>,
+    pub ws_version: Option<String>,
+    /// Length of the head in bytes; the body follows.
+    pub head_len: usize,
+}
+
+impl Head {
+    /// Value of query parameter `name` (percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<String> {
+        self.query.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k == name).then(|| percent_decode(v))
+        })
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const MAX_HEADERS: usize = 48;
+
+/// Parses a request head from `buf`. `max_head` bounds the head, `max_body` the body.
+pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option<Head>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let head_len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => {
+            return if buf.len() > max_head { Err(HttpError::HeadTooLarge) } else { Ok(None) };
+        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(_) => return Err(HttpError::Malformed("malformed HTTP request")),
+    };
+    if head_len > max_head {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let version = req.version.unwrap_or(1);
+    let target = req.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut h = Head {
+        method: req.method.unwrap_or("").to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        keep_alive: version == 1,
+        head_len,
+        ..Head::default()
+    };
+    let mut saw_length = false;
+    let mut connection_upgrade = false;
+    for hd in req.headers.iter() {
+        let value = std::str::from_utf8(hd.value).map(str::trim);
+        let name = hd.name;
+        let text = || value.map(str::to_string).map_err(|_| HttpError::Malformed("header value is not UTF-8"));
+        if name.eq_ignore_ascii_case("content-length") {
+            let n: usize =
+                value.ok().and_then(|v| v.parse().ok()).ok_or(HttpError::Malformed("invalid Content-Length"))?;
+            if saw_length && n != h.content_length {
+                return Err(HttpError::Malformed("conflicting Content-Length headers"));
+            }
+            saw_length = true;
+            h.content_length = n;
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            return Err(HttpError::LengthRequired);
+        } else if name.eq_ignore_ascii_case("systemid") || name.eq_ignore_ascii_case("system-id") {
+            h.system_id = Some(text()?);
+        } else if name.eq_ignore_ascii_case("authorization") {
+            h.authorization = Some(text()?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            let v = value.unwrap_or("").to_ascii_lowercase();
+            for tok in v.split(',').map(str::trim) {
+                match tok {
+                    "close" => h.keep_alive = false,
+                    "keep-alive" => h.keep_alive = true,
+                    "upgrade" => connection_upgrade = true,
+                    _ => {}
+                }
+            }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            h.upgrade_websocket = value.map(|v| v.eq_ignore_ascii_case("websocket")).unwrap_or(false);
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            h.ws_key = Some(text()?);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            h.ws_version = Some(text()?);
+        }
+    }
+    h.upgrade_websocket &= connection_upgrade;
+    if h.content_length > max_body {
+        return Err(HttpError::BodyTooLarge);
+    }
+    Ok(Some(h))
+}
+
+/// Reason phrase of the statuses the server sends.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        411 => "Length Required",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+/// A complete response with a body.
+pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
+    let mut b = BytesMut::with_capacity(128 + body.len());
+    b.put_slice(b"HTTP/1.1 ");
+    b.put_slice(status.to_string().as_bytes());
+    b.put_u8(b' ');
+    b.put_slice(reason(status).as_bytes());
+    b.put_slice(b"\r\nContent-Type: ");
+    b.put_slice(content_type.as_bytes());
+    b.put_slice(b"\r\nContent-Length: ");
+    b.put_slice(body.len().to_string().as_bytes());
+    b.put_slice(if keep_alive { b"\r\n\r\n" as &[u8] } else { b"\r\nConnection: close\r\n\r\n" });
+    b.put_slice(body);
+    b.freeze()
+}
+
+/// A JSON response.
+pub fn json(status: u16, body: &[u8], keep_alive: bool) -> Bytes {
+    response(status, "application/json", body, keep_alive)
+}
+
+/// The 101 answer to a WebSocket upgrade.
+pub fn switching_protocols(ws_key: &str) -> Bytes {
+    let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
+    Bytes::from(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_an_api_request() {
+        let raw = b"POST /api/send_to_group HTTP/1.1\r\nHost: x\r\nSystemId: s1\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n{}";
+        let h = parse_head(raw, 8192, 1024).unwrap().unwrap();
+        assert_eq!(h.method, "POST");
+        assert_eq!(h.path, "/api/send_to_group");
+        assert_eq!(h.system_id.as_deref(), Some("s1"));
+        assert_eq!(h.authorization.as_deref(), Some("Bearer t"));
+        assert_eq!(h.content_length, 2);
+        assert!(h.keep_alive);
+        assert_eq!(&raw[h.head_len..], b"{}");
+    }
+
+    #[test]
+    fn partial_head_is_none_until_limit() {
+        let raw = b"GET /ws?systemId=a HTTP/1.1\r\nHost: x\r\n";
+        assert_eq!(parse_head(raw, 8192, 0), Ok(None));
+        assert_eq!(parse_head(raw, 10, 0), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn parses_an_upgrade_with_query() {
+        let raw = b"GET /ws?systemId=a%20b&x=1 HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let h = parse_head(raw, 8192, 0).unwrap().unwrap();
+        assert!(h.upgrade_websocket);
+        assert_eq!(h.query_param("systemId").as_deref(), Some("a b"));
+        assert_eq!(h.query_param("x").as_deref(), Some("1"));
+        assert_eq!(h.query_param("nope"), None);
+        let resp = switching_protocols(h.ws_key.as_deref().unwrap());
+        assert!(std::str::from_utf8(&resp).unwrap().contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+    }
+
+    #[test]
+    fn rejects_bad_requests() {
+        assert!(matches!(parse_head(b"\x00\x01garbage\r\n\r\n", 8192, 0), Err(HttpError::Malformed(_))));
+        let te = b"POST /api/x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(parse_head(te, 8192, 100), Err(HttpError::LengthRequired));
+        let big = b"POST /api/x HTTP/1.1\r\nContent-Length: 101\r\n\r\n";
+        assert_eq!(parse_head(big, 8192, 100), Err(HttpError::BodyTooLarge));
+        let bad = b"POST /api/x HTTP/1.1\r\nContent-Length: -1\r\n\r\n";
+        assert!(matches!(parse_head(bad, 8192, 100), Err(HttpError::Malformed(_))));
+        let http10 = b"GET /health HTTP/1.0\r\n\r\n";
+        assert!(!parse_head(http10, 8192, 0).unwrap().unwrap().keep_alive);
+    }
+
+    #[test]
+    fn percent_decoding_tolerates_garbage() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("%zz%"), "%zz%");
+        assert_eq!(percent_decode("%4"), "%4");
+    }
+
+    #[test]
+    fn responses_are_well_formed() {
+        let r = json(404, b"{}", false);
+        assert_eq!(&r[..], &b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"[..]);
+    }
+}

@@ -1,0 +1,111 @@
+//! Starting and stopping a node: listeners, shard threads, the hub thread.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{bounded, Sender};
+use mio::{Poll, Waker};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::auth::Verifier;
+use crate::config::{Config, JwtKey};
+use crate::hub::{Hub, HubConfig, ShardLink};
+use crate::metrics::{HubStats, ShardStats};
+use crate::msg::ShardMsg;
+use crate::shard::{Shard, Shared, WAKER};
+
+/// A running node.
+pub struct Server {
+    addr: SocketAddr,
+    links: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+    shards: Vec<JoinHandle<()>>,
+    hub: Option<JoinHandle<()>>,
+}
+
+fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    // One listener per shard on the same port: the kernel spreads accepts.
+    s.set_reuse_port(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(4096)?;
+    Ok(s.into())
+}
+
+fn verifier(cfg: &Config) -> io::Result<Verifier> {
+    Ok(match &cfg.jwt {
+        JwtKey::None => Verifier::open(),
+        JwtKey::Secret(s) => Verifier::hs256(s.as_bytes()),
+        JwtKey::PublicKey { pem, alg } => Verifier::public_key(pem, *alg).map_err(io::Error::other)?,
+    })
+}
+
+impl Server {
+    /// Binds and starts every thread. With port 0 the first shard picks a port and the
+    /// others bind the same one.
+    pub fn start(cfg: Config) -> io::Result<Server> {
+        let first = listener(cfg.listen)?;
+        let addr = first.local_addr()?;
+        let mut listeners = vec![first];
+        for _ in 1..cfg.shards {
+            listeners.push(listener(addr)?);
+        }
+        let n = cfg.shards;
+        let hub_stats = Arc::new(HubStats::default());
+        let shared = Arc::new(Shared {
+            verifier: verifier(&cfg)?,
+            stats: (0..n).map(|_| ShardStats::default()).collect(),
+            hub_stats: hub_stats.clone(),
+            connections: AtomicUsize::new(0),
+            cfg: cfg.clone(),
+        });
+        let (hub_tx, hub_rx) = bounded(cfg.hub_queue);
+        let mut links = Vec::new();
+        let mut hub_links = Vec::new();
+        let mut shards = Vec::new();
+        for (i, l) in listeners.into_iter().enumerate() {
+            let poll = Poll::new()?;
+            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+            let (tx, rx) = bounded(cfg.shard_queue);
+            links.push((tx.clone(), waker.clone()));
+            hub_links.push(ShardLink { tx, waker });
+            let shard =
+                Shard::new(i as u16, shared.clone(), poll, mio::net::TcpListener::from_std(l), rx, hub_tx.clone())?;
+            shards.push(std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || shard.run())?);
+        }
+        drop(hub_tx);
+        let hub_cfg = HubConfig {
+            node: cfg.node_id,
+            notify_max_group_size: cfg.notify_max_group_size,
+            client_publish: cfg.client_publish,
+        };
+        let hub = Hub::new(hub_cfg, hub_links, hub_stats);
+        let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
+        Ok(Server { addr, links, shards, hub: Some(hub) })
+    }
+
+    /// The bound address (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Graceful shutdown: every shard stops accepting, sends close 1001 to its clients,
+    /// flushes (bounded by `shutdown_timeout`) and exits; then the hub exits.
+    pub fn shutdown(mut self) {
+        for (tx, waker) in &self.links {
+            let _ = tx.send(ShardMsg::Shutdown);
+            let _ = waker.wake();
+        }
+        self.links.clear();
+        for t in self.shards.drain(..) {
+            let _ = t.join();
+        }
+        if let Some(h) = self.hub.take() {
+            let _ = h.join();
+        }
+    }
+}

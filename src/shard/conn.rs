@@ -1,0 +1,243 @@
+//! One connection as its shard holds it, and its output queue.
+//!
+//! Kept small on purpose (invariant 7): an idle WebSocket connection is this struct in the
+//! slab and nothing else — no read buffer, no allocated queue.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Write};
+
+use bytes::Bytes;
+use mio::net::TcpStream;
+
+use crate::protocol::ws::Kind;
+
+/// What the connection currently speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// HTTP/1.1; `awaiting` while an API call is at the hub (no further request is parsed).
+    Http { awaiting: bool, keep_alive: bool },
+    /// A `/ws` client (`registered`: the hub was told, so it must hear of the disconnect).
+    Client { registered: bool },
+    /// An echo WebSocket (conformance testing).
+    Echo,
+    /// Sending what is queued (a close frame last), then shutting down; input is discarded.
+    Closing,
+}
+
+impl State {
+    pub fn is_ws(self) -> bool {
+        matches!(self, State::Client { .. } | State::Echo)
+    }
+}
+
+/// A fragmented message being assembled.
+#[derive(Debug)]
+pub struct Fragments {
+    pub kind: Kind,
+    pub data: Vec<u8>,
+}
+
+/// A connection.
+#[derive(Debug)]
+pub struct Conn {
+    pub sock: TcpStream,
+    pub gen: u32,
+    pub state: State,
+    pub out: OutQueue,
+    /// Unparsed input (a partial frame or request), only while there is some.
+    pub partial: Option<Box<Vec<u8>>>,
+    /// A fragmented message in progress, only while there is one.
+    pub frag: Option<Box<Fragments>>,
+    /// Shard clock (ms, wrapping) of the last byte received.
+    pub last_seen: u32,
+    /// Shard clock of the last ping sent.
+    pub last_ping: u32,
+    /// Shard clock since when the output has been over the soft limit (0: it is not).
+    pub soft_since: u32,
+    /// Shard clock after which a `Closing` connection is dropped regardless.
+    pub close_deadline: u32,
+    /// Queued in the shard's dirty list for this loop turn.
+    pub dirty: bool,
+    /// A read was skipped (HTTP request pending at the hub) and must be redone.
+    pub deferred_read: bool,
+    /// Write side already shut down (`Closing`, everything flushed).
+    pub write_shut: bool,
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, gen: u32, now: u32) -> Self {
+        Conn {
+            sock,
+            gen,
+            state: State::Http { awaiting: false, keep_alive: true },
+            out: OutQueue::default(),
+            partial: None,
+            frag: None,
+            last_seen: now,
+            last_ping: now,
+            soft_since: 0,
+            close_deadline: 0,
+            dirty: false,
+            deferred_read: false,
+            write_shut: false,
+        }
+    }
+}
+
+/// Pending output: shared frame buffers plus how much of the first one is already written
+/// (invariant 4). `bytes` counts what is still to be written.
+#[derive(Debug, Default)]
+pub struct OutQueue {
+    frames: VecDeque<Bytes>,
+    offset: usize,
+    bytes: usize,
+}
+
+/// Most buffers handed to one `writev`.
+pub const MAX_IOV: usize = 64;
+
+impl OutQueue {
+    pub fn push(&mut self, b: Bytes) {
+        if b.is_empty() {
+            return;
+        }
+        self.bytes += b.len();
+        self.frames.push_back(b);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    /// Drops every buffer not yet started, keeping a partly written head so the peer never
+    /// sees a truncated frame. Returns the bytes dropped.
+    pub fn drop_unstarted(&mut self) -> usize {
+        let keep = usize::from(self.offset > 0);
+        let dropped: usize = self.frames.iter().skip(keep).map(Bytes::len).sum();
+        self.frames.truncate(keep);
+        self.bytes -= dropped;
+        dropped
+    }
+
+    /// Writes as much as `w` takes with gathered writes. Returns bytes written and the number
+    /// of `writev` calls; stops at `WouldBlock` (not an error) or when empty.
+    pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<(usize, usize)> {
+        let (mut total, mut calls) = (0, 0);
+        while !self.frames.is_empty() {
+            let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &f[self.offset..] } else { f });
+                n += 1;
+            }
+            calls += 1;
+            match w.write_vectored(&iov[..n]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(written) => {
+                    total += written;
+                    self.advance(written);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((total, calls))
+    }
+
+    fn advance(&mut self, mut n: usize) {
+        self.bytes -= n;
+        while n > 0 {
+            let head = self.frames.front().map(|f| f.len() - self.offset).unwrap_or(0);
+            if n >= head {
+                n -= head;
+                self.frames.pop_front();
+                self.offset = 0;
+            } else {
+                self.offset += n;
+                n = 0;
+            }
+        }
+        if self.frames.is_empty() && self.frames.capacity() > 16 {
+            self.frames = VecDeque::new();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A writer that takes at most `cap` bytes per call, then blocks after `budget`.
+    struct Trickle {
+        got: Vec<u8>,
+        cap: usize,
+        budget: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(buf)])
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            if self.budget == 0 {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.cap - n).min(self.budget - n);
+                self.got.extend_from_slice(&b[..take]);
+                n += take;
+                if take < b.len() {
+                    break;
+                }
+            }
+            self.budget -= n;
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn partial_writes_resume_exactly() {
+        let mut q = OutQueue::default();
+        for i in 0..100u8 {
+            q.push(Bytes::from(vec![i; (i as usize % 7) + 1]));
+        }
+        let expected: Vec<u8> = (0..100u8).flat_map(|i| vec![i; (i as usize % 7) + 1]).collect();
+        let mut w = Trickle { got: vec![], cap: 5, budget: 50 };
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.got.len(), 50);
+        assert_eq!(q.bytes(), expected.len() - 50);
+        w.budget = usize::MAX;
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.got, expected);
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn drop_unstarted_keeps_the_partial_head() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abcd"));
+        q.push(Bytes::from_static(b"efgh"));
+        let mut w = Trickle { got: vec![], cap: 2, budget: 2 };
+        q.write_to(&mut w).unwrap();
+        assert_eq!(q.drop_unstarted(), 4);
+        q.push(Bytes::from_static(b"Z"));
+        w.budget = 100;
+        q.write_to(&mut w).unwrap();
+        assert_eq!(w.got, b"abcdZ");
+    }
+
+    #[test]
+    fn idle_conn_is_small() {
+        // Invariant 7: a few hundred bytes at most, slab entry included.
+        assert!(std::mem::size_of::<Conn>() <= 128, "Conn is {} bytes", std::mem::size_of::<Conn>());
+    }
+}

@@ -1,0 +1,286 @@
+//! The shard's HTTP side: routing, the API calls (auth, JSON, the frame built once here),
+//! WebSocket upgrades, `/health` and `/metrics`.
+
+use bytes::Bytes;
+use crossbeam_channel::TrySendError;
+
+use super::{Shard, State};
+use crate::auth::Scope;
+use crate::ids;
+use crate::metrics;
+use crate::msg::{Command, Op, Target};
+use crate::protocol::api::{self, Body};
+use crate::protocol::http::{self, Head};
+use crate::protocol::ws::close;
+
+/// An API failure: HTTP status and message.
+type Fail = (u16, String);
+
+fn fail(status: u16, msg: impl Into<String>) -> Fail {
+    (status, msg.into())
+}
+
+const ENDPOINTS: &[&str] = &[
+    "register",
+    "send_to_client",
+    "send_to_clients",
+    "send_to_group",
+    "send_to_system",
+    "bind_to_group",
+    "unbind_from_group",
+    "get_online_list",
+    "get_all_groups",
+    "close_client",
+];
+
+impl Shard {
+    /// Parses one request from `data`; returns bytes consumed (0: need more input).
+    pub(super) fn http_input(&mut self, slot: usize, data: &[u8]) -> usize {
+        let cfg = &self.shared.cfg;
+        let head = match http::parse_head(data, cfg.max_header_size, cfg.max_body_size) {
+            Ok(Some(h)) => h,
+            Ok(None) => return 0,
+            Err(e) => {
+                tracing::debug!(shard = self.id, "bad HTTP request: {}", e.message());
+                self.respond(slot, e.status(), &api::err_body(e.message()), false);
+                return data.len();
+            }
+        };
+        let total = head.head_len + head.content_length;
+        if data.len() < total {
+            return 0;
+        }
+        metrics::add(&self.stats().http_requests_total, 1);
+        let body = &data[head.head_len..total];
+        self.route(slot, &head, body);
+        total
+    }
+
+    fn route(&mut self, slot: usize, head: &Head, body: &[u8]) {
+        let ka = head.keep_alive;
+        if let State::Http { keep_alive, .. } = &mut self.conns[slot].state {
+            *keep_alive = ka;
+        }
+        let path = head.path.as_str();
+        let is_echo = self.shared.cfg.echo_path.as_deref() == Some(path);
+        if path == "/ws" || is_echo {
+            if head.method != "GET" || !head.upgrade_websocket {
+                return self.respond(slot, 426, &api::err_body("this endpoint needs a WebSocket upgrade"), ka);
+            }
+            return self.upgrade(slot, head, is_echo);
+        }
+        match (head.method.as_str(), path) {
+            ("GET", "/health") => {
+                let n = metrics::sum(&self.shared.stats, |s| &s.ws_clients);
+                let body = format!("{{\"status\":\"ok\",\"connections\":{n}}}");
+                self.respond(slot, 200, body.as_bytes(), ka);
+            }
+            ("GET", "/metrics") => {
+                let text = metrics::render(&self.shared.stats, &self.shared.hub_stats);
+                let resp = http::response(200, "text/plain; version=0.0.4", text.as_bytes(), ka);
+                self.queue(slot, resp);
+            }
+            (method, p) if p.starts_with("/api/") => {
+                if method != "POST" {
+                    return self.respond(slot, 405, &api::err_body("use POST for /api/* endpoints"), ka);
+                }
+                if let Err((status, msg)) = self.api_call(slot, head, body) {
+                    self.respond(slot, status, &api::err_body(&msg), ka);
+                }
+            }
+            _ => self.respond(slot, 404, &api::err_body(&format!("unknown route {path}")), ka),
+        }
+    }
+
+    /// Queues a JSON response.
+    fn respond(&mut self, slot: usize, status: u16, body: &[u8], keep_alive: bool) {
+        if status >= 400 {
+            metrics::add(&self.stats().http_errors_total, 1);
+        }
+        if let Some(c) = self.conns.get_mut(slot) {
+            if let State::Http { keep_alive: ka, .. } = &mut c.state {
+                *ka &= keep_alive;
+            }
+        }
+        self.queue(slot, http::json(status, body, keep_alive));
+    }
+
+    /// Checks, parses and hands an API call to the hub; `Err` is answered at once.
+    fn api_call(&mut self, slot: usize, head: &Head, raw: &[u8]) -> Result<(), Fail> {
+        let name = &head.path["/api/".len()..];
+        if !ENDPOINTS.contains(&name) {
+            return Err(fail(404, format!("unknown endpoint /api/{name}")));
+        }
+        let register = name == "register";
+        let header_system = head.system_id.as_deref().filter(|s| !s.is_empty());
+        let scope = match (register, header_system) {
+            (true, _) => Scope::Operator,
+            (false, Some(s)) => Scope::System(s),
+            (false, None) => return Err(fail(400, "SystemId header is required")),
+        };
+        self.shared.verifier.check(head.authorization.as_deref(), scope).map_err(|e| fail(e.status(), e.message()))?;
+        let body = api::parse_body(raw).map_err(|m| fail(400, m))?;
+        let node = self.shared.cfg.node_id;
+        let parse_client =
+            |s: &str| ids::parse_client_id(node, s).ok_or_else(|| fail(404, "client not found (unknown clientId)"));
+        let system: Box<str> = match register {
+            true => Body::required(&body.system_id, "systemId").map_err(|m| fail(400, m))?.into(),
+            false => header_system.unwrap_or_default().into(),
+        };
+        let req = |f: &Option<String>, n: &str| Body::required(f, n).map(Box::<str>::from).map_err(|m| fail(400, m));
+        let notify = body.notify.unwrap_or(true);
+        let op = match name {
+            "register" => Op::Register,
+            "send_to_client" => {
+                let c = parse_client(&req(&body.client_id, "clientId")?)?;
+                let (frame, message_id) = build_push(&body);
+                Op::SendToClients { clients: vec![c], frame, message_id, strict: true }
+            }
+            "send_to_clients" => {
+                let list = body.client_ids.as_ref().filter(|l| !l.is_empty());
+                let list = list.ok_or_else(|| fail(400, "clientIds is required (a non-empty array)"))?;
+                let clients = list.iter().filter_map(|s| ids::parse_client_id(node, s)).collect();
+                let (frame, message_id) = build_push(&body);
+                Op::SendToClients { clients, frame, message_id, strict: false }
+            }
+            "send_to_group" => {
+                let group = req(&body.group_name, "groupName")?;
+                let (frame, message_id) = build_push(&body);
+                Op::SendToGroup { group, frame, message_id }
+            }
+            "send_to_system" => {
+                let (frame, message_id) = build_push(&body);
+                Op::SendToSystem { frame, message_id }
+            }
+            "bind_to_group" => Op::Bind {
+                client: parse_client(&req(&body.client_id, "clientId")?)?,
+                group: req(&body.group_name, "groupName")?,
+                user_id: body.user_id.clone().unwrap_or_default().into(),
+                extend: body.extend.clone().unwrap_or_default().into(),
+                notify,
+            },
+            "unbind_from_group" => Op::Unbind {
+                client: parse_client(&req(&body.client_id, "clientId")?)?,
+                group: req(&body.group_name, "groupName")?,
+                notify,
+            },
+            "get_online_list" => Op::OnlineList { group: req(&body.group_name, "groupName")? },
+            "get_all_groups" => Op::AllGroups,
+            "close_client" => Op::Close { client: parse_client(&req(&body.client_id, "clientId")?)?, notify },
+            _ => return Err(fail(404, format!("unknown endpoint /api/{name}"))),
+        };
+        let from = self.conn_id(slot);
+        match self.hub.try_send(Command::Api { from, system, op }) {
+            Ok(()) => {
+                if let State::Http { awaiting, .. } = &mut self.conns[slot].state {
+                    *awaiting = true;
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics::add(&self.stats().hub_busy_total, 1);
+                Err(fail(503, "server busy: the hub queue is full, retry later"))
+            }
+        }
+    }
+
+    /// The hub's answer to an API call from `to`.
+    pub(super) fn api_reply(&mut self, to: Target, status: u16, body: Bytes) {
+        let Some(conn) = self.target(to) else { return };
+        let State::Http { awaiting: true, keep_alive } = conn.state else { return };
+        conn.state = State::Http { awaiting: false, keep_alive };
+        let slot = to.slot as usize;
+        self.respond(slot, status, &body, keep_alive);
+        // Requests pipelined behind this one, then anything that arrived meanwhile.
+        if keep_alive {
+            self.feed(slot, 0);
+            if self.conns.get(slot).is_some_and(|c| c.deferred_read) {
+                self.conns[slot].deferred_read = false;
+                self.on_readable(slot);
+            }
+        }
+    }
+
+    fn upgrade(&mut self, slot: usize, head: &Head, echo: bool) {
+        let ka = head.keep_alive;
+        if head.ws_version.as_deref() != Some("13") {
+            return self.respond(slot, 400, &api::err_body("unsupported Sec-WebSocket-Version (need 13)"), false);
+        }
+        let Some(key) = head.ws_key.as_deref() else {
+            return self.respond(slot, 400, &api::err_body("missing Sec-WebSocket-Key"), false);
+        };
+        let accept = http::switching_protocols(key);
+        if echo {
+            self.become_ws(slot, accept, State::Echo);
+            return;
+        }
+        let system = head.query_param("systemId").or_else(|| head.system_id.clone()).filter(|s| !s.is_empty());
+        let Some(system) = system else {
+            // Upstream behaviour: complete the handshake, send -1001, close.
+            self.become_ws(slot, accept, State::Client { registered: false });
+            return self.refuse(slot, "systemId is required");
+        };
+        if self.shared.cfg.ws_auth {
+            let token = head.query_param("token");
+            if let Err(e) = self.shared.verifier.check(token.as_deref(), Scope::System(&system)) {
+                self.become_ws(slot, accept, State::Client { registered: false });
+                return self.refuse(slot, e.message());
+            }
+        }
+        let conn = self.conn_id(slot);
+        match self.hub.try_send(Command::Connect { conn, system: system.into() }) {
+            // The connect frame is sent when the hub answers (Welcome): by then the hub
+            // knows the client, so a bind that follows can never miss it.
+            Ok(()) => self.become_ws(slot, accept, State::Client { registered: true }),
+            Err(_) => {
+                metrics::add(&self.stats().hub_busy_total, 1);
+                self.respond(slot, 503, &api::err_body("server busy: the hub queue is full, retry later"), ka);
+            }
+        }
+    }
+
+    fn become_ws(&mut self, slot: usize, accept: Bytes, state: State) {
+        self.queue(slot, accept);
+        self.conns[slot].state = state;
+        metrics::add(&self.stats().ws_clients, 1);
+    }
+
+    /// Sends the -1001 frame and closes (policy violation).
+    fn refuse(&mut self, slot: usize, msg: &str) {
+        self.queue(slot, api::refused_frame(msg));
+        self.begin_close(slot, close::POLICY, "connection refused", false);
+    }
+
+    /// The hub's answer to `Command::Connect`.
+    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>) {
+        let node = self.shared.cfg.node_id;
+        let shard = self.id;
+        let Some(conn) = self.target(to) else { return };
+        if !matches!(conn.state, State::Client { .. }) {
+            return;
+        }
+        match result {
+            Ok(()) => {
+                let id = ids::client_id(node, crate::ids::ConnId { shard, slot: to.slot, gen: to.gen });
+                self.queue(to.slot as usize, api::welcome_frame(&id));
+            }
+            Err(msg) => {
+                conn.state = State::Client { registered: false };
+                self.refuse(to.slot as usize, &msg);
+            }
+        }
+    }
+}
+
+/// Builds the push frame once (invariant 2) with a fresh messageId.
+fn build_push(body: &Body<'_>) -> (Bytes, Box<str>) {
+    let message_id = ids::message_id();
+    let frame = api::push_frame(
+        &message_id,
+        body.send_user_id.as_deref().unwrap_or(""),
+        body.code.unwrap_or(0),
+        body.msg.as_deref().unwrap_or(""),
+        body.data,
+    );
+    (frame, message_id.into())
+}

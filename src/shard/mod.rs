@@ -1,0 +1,592 @@
+//! A shard: one thread, one `mio::Poll`, its own SO_REUSEPORT listener, a `Slab<Conn>`.
+//!
+//! The loop's contract (as mio's): sockets are edge-triggered, so every read drains until
+//! `WouldBlock`; spurious events are normal; unknown tokens are ignored. One turn is:
+//! poll → read ready sockets (parsing requests and frames as they come) → drain the hub's
+//! messages (queueing shared frames) → flush every connection with new output once with
+//! `writev` → close what was marked for closing → periodic sweep (heartbeats, idle and
+//! soft-limit checks). Nothing on this thread blocks: the hub is reached with `try_send`.
+//!
+//! Invariant 1 lives here: only this thread touches these sockets.
+
+mod conn;
+mod http;
+mod ws;
+
+use std::collections::VecDeque;
+use std::io::{self, Read};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+pub use conn::{Conn, OutQueue, State, MAX_IOV};
+
+use crate::auth::Verifier;
+use crate::config::Config;
+use crate::ids::ConnId;
+use crate::metrics::{self, HubStats, ShardStats};
+use crate::msg::{Command, ShardMsg, Target};
+use crate::protocol::ws::{self as wsp, close};
+
+/// Token of the listening socket.
+pub const LISTENER: Token = Token(usize::MAX - 1);
+/// Token of the hub's waker.
+pub const WAKER: Token = Token(usize::MAX - 2);
+
+/// Per-shard read buffer: every socket is read into it (invariant 7).
+const SCRATCH: usize = 64 * 1024;
+/// How long a closing connection may take to flush and see the peer's FIN.
+const CLOSE_GRACE_MS: u32 = 3_000;
+
+/// What every shard shares (read-only, or atomics).
+pub struct Shared {
+    pub cfg: Config,
+    pub verifier: Verifier,
+    pub stats: Vec<ShardStats>,
+    pub hub_stats: Arc<HubStats>,
+    /// Open TCP connections over all shards, against `max_connections`.
+    pub connections: AtomicUsize,
+}
+
+/// One event loop.
+pub struct Shard {
+    id: u16,
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: Option<TcpListener>,
+    conns: Slab<Conn>,
+    rx: Receiver<ShardMsg>,
+    hub: Sender<Command>,
+    /// Disconnects that found the hub queue full; retried every turn, in order.
+    backlog: VecDeque<Command>,
+    scratch: Vec<u8>,
+    dirty: Vec<usize>,
+    to_close: Vec<usize>,
+    next_gen: u32,
+    epoch: Instant,
+    ping: Bytes,
+    accept_paused: bool,
+    shutdown_deadline: Option<u32>,
+}
+
+impl Shard {
+    pub fn new(
+        id: u16,
+        shared: Arc<Shared>,
+        poll: Poll,
+        mut listener: TcpListener,
+        rx: Receiver<ShardMsg>,
+        hub: Sender<Command>,
+    ) -> io::Result<Self> {
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        Ok(Shard {
+            id,
+            shared,
+            poll,
+            listener: Some(listener),
+            conns: Slab::new(),
+            rx,
+            hub,
+            backlog: VecDeque::new(),
+            scratch: vec![0; SCRATCH],
+            dirty: Vec::new(),
+            to_close: Vec::new(),
+            next_gen: 1,
+            epoch: Instant::now(),
+            ping: wsp::frame(wsp::OP_PING, b""),
+            accept_paused: false,
+            shutdown_deadline: None,
+        })
+    }
+
+    fn stats(&self) -> &ShardStats {
+        &self.shared.stats[self.id as usize]
+    }
+
+    fn cfg(&self) -> &Config {
+        &self.shared.cfg
+    }
+
+    /// Shard clock: milliseconds since start, wrapping (compare with `wrapping_sub`).
+    fn now(&self) -> u32 {
+        self.epoch.elapsed().as_millis() as u32
+    }
+
+    fn tick_every(&self) -> Duration {
+        let c = self.cfg();
+        let t = (c.ping_interval / 2).min(c.idle_timeout / 4).min(Duration::from_secs(1));
+        t.max(Duration::from_millis(10))
+    }
+
+    /// Runs the loop until shutdown completes.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        let tick = self.tick_every();
+        let mut next_tick = Instant::now() + tick;
+        loop {
+            let timeout = next_tick.saturating_duration_since(Instant::now());
+            let timeout = if self.backlog.is_empty() { timeout } else { timeout.min(Duration::from_millis(1)) };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    tracing::error!(shard = self.id, "poll failed: {e}");
+                    return;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(slot) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.on_readable(slot);
+                        }
+                        if ev.is_writable() {
+                            self.mark_dirty(slot);
+                        }
+                    }
+                }
+            }
+            self.drain_hub();
+            self.flush_dirty();
+            self.close_marked();
+            if Instant::now() >= next_tick {
+                self.sweep();
+                next_tick = Instant::now() + tick;
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                let late = (self.now().wrapping_sub(deadline) as i32) >= 0;
+                if self.conns.is_empty() || late {
+                    let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for s in slots {
+                        self.close_now(s);
+                    }
+                    self.flush_backlog();
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
+                Ok((sock, _)) => self.admit(sock),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // EMFILE/ENFILE: pause; the sweep retries (edge-triggered: no new event
+                    // would come for connections already waiting).
+                    if !self.accept_paused {
+                        tracing::warn!(shard = self.id, "accept failed, pausing accepts: {e}");
+                    }
+                    self.accept_paused = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut sock: TcpStream) {
+        let shared = &self.shared;
+        if shared.connections.fetch_add(1, Relaxed) >= shared.cfg.max_connections {
+            shared.connections.fetch_sub(1, Relaxed);
+            metrics::add(&self.stats().refused_full_total, 1);
+            let body = crate::protocol::api::err_body("server is full: max_connections reached");
+            let resp = crate::protocol::http::json(503, &body, false);
+            let _ = io::Write::write(&mut sock, &resp);
+            return;
+        }
+        let _ = sock.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        // Edge-triggered, readable and writable registered once: no re-registration syscalls.
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
+            tracing::warn!("register failed: {e}");
+            shared.connections.fetch_sub(1, Relaxed);
+            return;
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        let now = self.epoch.elapsed().as_millis() as u32;
+        entry.insert(Conn::new(sock, gen, now));
+        let st = self.stats();
+        metrics::add(&st.accepted_total, 1);
+        metrics::add(&st.connections, 1);
+    }
+
+    fn conn_id(&self, slot: usize) -> ConnId {
+        ConnId { shard: self.id, slot: slot as u32, gen: self.conns[slot].gen }
+    }
+
+    /// The live connection at `t`, if its generation still matches (invariant 5).
+    fn target(&mut self, t: Target) -> Option<&mut Conn> {
+        self.conns.get_mut(t.slot as usize).filter(|c| c.gen == t.gen)
+    }
+
+    /// Reads until `WouldBlock`, feeding each chunk to the parser.
+    fn on_readable(&mut self, slot: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(slot) else { return };
+            if let State::Http { awaiting: true, .. } = conn.state {
+                conn.deferred_read = true;
+                return;
+            }
+            match conn.sock.read(&mut self.scratch) {
+                Ok(0) => {
+                    self.close_now(slot);
+                    return;
+                }
+                Ok(n) => {
+                    let now = self.now();
+                    let conn = &mut self.conns[slot];
+                    conn.last_seen = now;
+                    if conn.state == State::Closing {
+                        continue; // discard input while closing
+                    }
+                    self.feed(slot, n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => {
+                    self.close_now(slot);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Parses `scratch[..n]` after any buffered partial input; keeps the unparsed rest.
+    fn feed(&mut self, slot: usize, n: usize) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let partial = self.conns[slot].partial.take();
+        match partial {
+            Some(mut buf) => {
+                buf.extend_from_slice(&scratch[..n]);
+                let used = self.process(slot, &mut buf);
+                buf.drain(..used);
+                if let Some(c) = self.conns.get_mut(slot) {
+                    if !buf.is_empty() && c.state != State::Closing {
+                        c.partial = Some(buf);
+                    }
+                }
+            }
+            None => {
+                let used = self.process(slot, &mut scratch[..n]);
+                if let Some(c) = self.conns.get_mut(slot) {
+                    if used < n && c.state != State::Closing {
+                        c.partial = Some(Box::new(scratch[used..n].to_vec()));
+                    }
+                }
+            }
+        }
+        self.scratch = scratch;
+    }
+
+    /// Parses as much of `data` as the connection's state allows; returns bytes consumed.
+    fn process(&mut self, slot: usize, data: &mut [u8]) -> usize {
+        let mut pos = 0;
+        while pos < data.len() {
+            let Some(conn) = self.conns.get(slot) else { return data.len() };
+            let used = match conn.state {
+                State::Http { awaiting: true, .. } => return pos,
+                State::Http { .. } => self.http_input(slot, &data[pos..]),
+                State::Client { .. } | State::Echo => self.ws_input(slot, &mut data[pos..]),
+                State::Closing => return data.len(),
+            };
+            if used == 0 {
+                break;
+            }
+            pos += used;
+        }
+        pos
+    }
+
+    /// Queues `frame` for `slot`, enforcing the hard output limit (invariant 4).
+    fn queue(&mut self, slot: usize, frame: Bytes) {
+        let hard = self.shared.cfg.output_hard_limit;
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.state == State::Closing {
+            return;
+        }
+        if conn.state.is_ws() && conn.out.bytes() + frame.len() > hard && !conn.out.is_empty() {
+            let queued = conn.out.bytes();
+            metrics::add(&self.stats().slow_consumer_closes_total, 1);
+            tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
+            self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
+            return;
+        }
+        conn.out.push(frame);
+        metrics::add(&self.stats().frames_queued_total, 1);
+        self.mark_dirty(slot);
+    }
+
+    fn mark_dirty(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !c.dirty && (!c.out.is_empty() || c.state == State::Closing) {
+                c.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Writes every connection with pending output once (`writev`), then closes what is done.
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &slot in &dirty {
+            let Some(conn) = self.conns.get_mut(slot) else { continue };
+            conn.dirty = false;
+            match conn.out.write_to(&mut conn.sock) {
+                Ok((bytes, calls)) => {
+                    let st = &self.shared.stats[self.id as usize];
+                    metrics::add(&st.bytes_written_total, bytes as u64);
+                    metrics::add(&st.writev_calls_total, calls as u64);
+                }
+                Err(_) => {
+                    self.to_close.push(slot);
+                    continue;
+                }
+            }
+            if conn.out.is_empty() {
+                match conn.state {
+                    State::Http { awaiting: false, keep_alive: false } => self.to_close.push(slot),
+                    State::Closing if !conn.write_shut => {
+                        // Everything (close frame last) is out: half-close and wait for the
+                        // peer's FIN (read side) until the grace period ends.
+                        let _ = conn.sock.shutdown(std::net::Shutdown::Write);
+                        conn.write_shut = true;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn close_marked(&mut self) {
+        while let Some(slot) = self.to_close.pop() {
+            self.close_now(slot);
+        }
+    }
+
+    /// Starts a WebSocket close: (optionally) drops unsent output, queues a close frame, tells
+    /// the hub the client is gone, and waits for the flush (bounded by a grace period).
+    fn begin_close(&mut self, slot: usize, code: u16, reason: &str, drop_output: bool) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.state == State::Closing {
+            return;
+        }
+        let was = conn.state;
+        if drop_output {
+            conn.out.drop_unstarted();
+        }
+        conn.out.push(wsp::close_frame(code, reason));
+        conn.state = State::Closing;
+        conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
+        conn.partial = None;
+        conn.frag = None;
+        self.left(slot, was);
+        self.mark_dirty(slot);
+    }
+
+    /// Bookkeeping when a connection stops being a client: tell the hub, fix gauges.
+    fn left(&mut self, slot: usize, was: State) {
+        if was.is_ws() {
+            metrics::sub(&self.stats().ws_clients, 1);
+        }
+        if let State::Client { registered: true } = was {
+            let conn = self.conn_id(slot);
+            self.tell_hub_lifecycle(Command::Disconnected { conn });
+        }
+    }
+
+    /// Sends a command that must not be lost: queued locally if the hub is full.
+    fn tell_hub_lifecycle(&mut self, cmd: Command) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(cmd);
+            return;
+        }
+        match self.hub.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn flush_backlog(&mut self) {
+        while let Some(cmd) = self.backlog.pop_front() {
+            match self.hub.try_send(cmd) {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) => {
+                    self.backlog.push_front(cmd);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops the connection now (socket closed, slot freed).
+    fn close_now(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else { return };
+        let was = conn.state;
+        if was != State::Closing {
+            self.left(slot, was);
+        }
+        let mut conn = self.conns.remove(slot);
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        self.shared.connections.fetch_sub(1, Relaxed);
+        metrics::sub(&self.stats().connections, 1);
+    }
+
+    /// Handles everything the hub sent since the last turn.
+    fn drain_hub(&mut self) {
+        self.flush_backlog();
+        while let Ok(msg) = self.rx.try_recv() {
+            match msg {
+                ShardMsg::Deliver { frame, targets } => {
+                    for &t in targets.iter() {
+                        self.deliver(t, &frame);
+                    }
+                }
+                ShardMsg::DeliverOne { target, frame } => self.deliver(target, &frame),
+                ShardMsg::Reply { to, status, body } => self.api_reply(to, status, body),
+                ShardMsg::Welcome { to, result } => self.welcome(to, result),
+                ShardMsg::Close { target, code, reason } => {
+                    if let Some(conn) = self.target(target) {
+                        // The hub already removed the client: no Disconnected needed.
+                        if let State::Client { registered } = &mut conn.state {
+                            *registered = false;
+                        }
+                        self.begin_close(target.slot as usize, code, reason, false);
+                    }
+                }
+                ShardMsg::Shutdown => self.start_shutdown(),
+            }
+        }
+    }
+
+    fn deliver(&mut self, t: Target, frame: &Bytes) {
+        if let Some(conn) = self.target(t) {
+            if matches!(conn.state, State::Client { registered: true }) {
+                self.queue(t.slot as usize, frame.clone());
+            }
+        }
+    }
+
+    fn start_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let grace = self.cfg().shutdown_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
+        self.shutdown_deadline = Some(self.now().wrapping_add(grace));
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            match self.conns[slot].state {
+                State::Client { .. } | State::Echo => {
+                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false)
+                }
+                State::Http { awaiting: false, .. } if self.conns[slot].out.is_empty() => self.close_now(slot),
+                State::Http { awaiting, .. } => self.conns[slot].state = State::Http { awaiting, keep_alive: false },
+                State::Closing => {}
+            }
+        }
+    }
+
+    /// Periodic sweep: pings, idle timeouts, soft output limit, closing deadlines, retries.
+    fn sweep(&mut self) {
+        let now = self.now();
+        let cfg = &self.shared.cfg;
+        let ping_ms = cfg.ping_interval.as_millis() as u32;
+        let idle_ms = cfg.idle_timeout.as_millis() as u32;
+        let soft = cfg.output_soft_limit;
+        let soft_ms = cfg.output_soft_seconds.as_millis() as u32;
+        let mut idle = Vec::new();
+        let mut slow = Vec::new();
+        let mut ping = Vec::new();
+        let mut expired = Vec::new();
+        let mut queued = 0u64;
+        for (slot, c) in self.conns.iter_mut() {
+            queued += c.out.bytes() as u64;
+            let silent = now.wrapping_sub(c.last_seen);
+            match c.state {
+                State::Closing => {
+                    if (now.wrapping_sub(c.close_deadline) as i32) >= 0 {
+                        expired.push(slot);
+                    }
+                }
+                State::Http { awaiting, .. } => {
+                    if !awaiting && silent > idle_ms {
+                        expired.push(slot);
+                    }
+                }
+                State::Client { .. } | State::Echo => {
+                    if silent > idle_ms {
+                        idle.push(slot);
+                        continue;
+                    }
+                    if c.out.bytes() > soft {
+                        if c.soft_since == 0 {
+                            c.soft_since = now | 1;
+                        } else if now.wrapping_sub(c.soft_since) > soft_ms {
+                            slow.push(slot);
+                            continue;
+                        }
+                    } else {
+                        c.soft_since = 0;
+                    }
+                    if now.wrapping_sub(c.last_ping) >= ping_ms {
+                        c.last_ping = now;
+                        ping.push(slot);
+                    }
+                }
+            }
+        }
+        self.stats().output_buffer_bytes.store(queued, Relaxed);
+        for slot in expired {
+            self.close_now(slot);
+        }
+        for slot in idle {
+            metrics::add(&self.stats().idle_closes_total, 1);
+            tracing::debug!(shard = self.id, slot, "idle timeout");
+            self.begin_close(slot, close::GOING_AWAY, "idle timeout", true);
+        }
+        for slot in slow {
+            metrics::add(&self.stats().slow_consumer_closes_total, 1);
+            tracing::info!(shard = self.id, slot, "slow consumer: output over the soft limit too long, closing 1008");
+            self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
+        }
+        metrics::add(&self.stats().pings_sent_total, ping.len() as u64);
+        for slot in ping {
+            let p = self.ping.clone();
+            self.queue(slot, p);
+        }
+        self.flush_backlog();
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.accept();
+        }
+        self.flush_dirty();
+        self.close_marked();
+    }
+}

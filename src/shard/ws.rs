@@ -1,0 +1,169 @@
+//! The shard's WebSocket input side: frames → messages → client commands (or echo).
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use super::conn::Fragments;
+use super::{Shard, State};
+use crate::metrics;
+use crate::msg::Command;
+use crate::protocol::ws::{self as wsp, close, Kind};
+
+/// A text message a `/ws` client may send. Anything else is ignored, as upstream did.
+#[derive(Deserialize)]
+struct ClientCmd<'a> {
+    cmd: &'a str,
+    #[serde(rename = "groupName")]
+    group_name: Option<String>,
+    code: Option<i64>,
+    msg: Option<String>,
+    #[serde(borrow)]
+    data: Option<&'a RawValue>,
+}
+
+impl Shard {
+    /// Parses frames from `data` (unmasking in place); returns bytes consumed.
+    pub(super) fn ws_input(&mut self, slot: usize, data: &mut [u8]) -> usize {
+        let state = self.conns[slot].state;
+        let max = match state {
+            State::Echo => self.shared.cfg.echo_max_message_size,
+            _ => self.shared.cfg.max_message_size,
+        };
+        let mut pos = 0;
+        loop {
+            if self.conns.get(slot).is_none_or(|c| c.state != state) {
+                return data.len();
+            }
+            let f = match wsp::parse_frame(&data[pos..], max) {
+                Ok(Some(f)) => f,
+                Ok(None) => return pos,
+                Err(e) => {
+                    self.ws_error(slot, e.code, e.reason);
+                    return data.len();
+                }
+            };
+            let payload = (pos + f.payload.start)..(pos + f.payload.end);
+            pos = payload.end;
+            wsp::unmask(&mut data[payload.clone()], f.mask, 0);
+            let p = &data[payload];
+            match f.kind {
+                Kind::Ping => {
+                    let pong = wsp::frame(wsp::OP_PONG, p);
+                    self.queue(slot, pong);
+                }
+                Kind::Pong => {}
+                Kind::Close => {
+                    let (code, reason) = match wsp::check_close_payload(p) {
+                        Ok(Some(code)) => (code, ""),
+                        Ok(None) => (close::NORMAL, ""),
+                        Err(e) => (e.code, e.reason),
+                    };
+                    self.begin_close(slot, code, reason, false);
+                    return data.len();
+                }
+                Kind::Text | Kind::Binary | Kind::Continuation => {
+                    if let Err((code, reason)) = self.data_frame(slot, f.kind, f.fin, p, max) {
+                        self.ws_error(slot, code, reason);
+                        return data.len();
+                    }
+                }
+            }
+        }
+    }
+
+    fn ws_error(&mut self, slot: usize, code: u16, reason: &'static str) {
+        let st = self.stats();
+        metrics::add(if code == close::TOO_BIG { &st.oversized_closes_total } else { &st.protocol_closes_total }, 1);
+        tracing::debug!(shard = self.id, slot, code, reason, "closing WebSocket");
+        self.begin_close(slot, code, reason, false);
+    }
+
+    /// One data frame: assembles fragments, then handles the complete message.
+    fn data_frame(
+        &mut self,
+        slot: usize,
+        kind: Kind,
+        fin: bool,
+        p: &[u8],
+        max: usize,
+    ) -> Result<(), (u16, &'static str)> {
+        let conn = &mut self.conns[slot];
+        let whole: Option<(Kind, Vec<u8>)> = match (kind, conn.frag.as_mut()) {
+            (Kind::Continuation, None) => return Err((close::PROTOCOL_ERROR, "continuation without a message")),
+            (Kind::Continuation, Some(fr)) => {
+                if fr.data.len() + p.len() > max {
+                    return Err((close::TOO_BIG, "message too big"));
+                }
+                fr.data.extend_from_slice(p);
+                if fin {
+                    conn.frag.take().map(|fr| (fr.kind, fr.data))
+                } else {
+                    None
+                }
+            }
+            (_, Some(_)) => return Err((close::PROTOCOL_ERROR, "new message inside a fragmented one")),
+            (k, None) if fin => {
+                return self.message(slot, k, p);
+            }
+            (k, None) => {
+                conn.frag = Some(Box::new(Fragments { kind: k, data: p.to_vec() }));
+                None
+            }
+        };
+        match whole {
+            Some((k, data)) => self.message(slot, k, &data),
+            None => Ok(()),
+        }
+    }
+
+    /// A complete message.
+    fn message(&mut self, slot: usize, kind: Kind, p: &[u8]) -> Result<(), (u16, &'static str)> {
+        if kind == Kind::Text && std::str::from_utf8(p).is_err() {
+            return Err((close::INVALID_DATA, "text message is not valid UTF-8"));
+        }
+        metrics::add(&self.stats().client_messages_total, 1);
+        match self.conns[slot].state {
+            State::Echo => {
+                let op = if kind == Kind::Text { wsp::OP_TEXT } else { wsp::OP_BINARY };
+                self.queue(slot, wsp::frame(op, p));
+            }
+            State::Client { registered: true } if kind == Kind::Text => self.client_command(slot, p),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn client_command(&mut self, slot: usize, p: &[u8]) {
+        let Ok(cmd) = serde_json::from_slice::<ClientCmd<'_>>(p) else { return };
+        match cmd.cmd {
+            "ping" => self.queue(slot, wsp::frame(wsp::OP_TEXT, br#"{"cmd":"pong"}"#)),
+            "publish" => {
+                let reply =
+                    |msg: &str| wsp::frame(wsp::OP_TEXT, format!(r#"{{"cmd":"error","msg":"{msg}"}}"#).as_bytes());
+                if !self.shared.cfg.client_publish {
+                    return self.queue(slot, reply("client publishing is disabled on this server"));
+                }
+                let Some(group) = cmd.group_name.filter(|g| !g.is_empty()) else {
+                    return self.queue(slot, reply("publish: groupName is required"));
+                };
+                let data = cmd
+                    .data
+                    .map(|d| d.to_owned())
+                    .unwrap_or_else(|| RawValue::from_string("\"\"".into()).expect("valid JSON literal"));
+                let conn = self.conn_id(slot);
+                let c = Command::Publish {
+                    conn,
+                    group: group.into(),
+                    code: cmd.code.unwrap_or(0),
+                    msg: cmd.msg.unwrap_or_default().into(),
+                    data,
+                };
+                if self.hub.try_send(c).is_err() {
+                    metrics::add(&self.stats().hub_busy_total, 1);
+                    self.queue(slot, reply("server busy, retry later"));
+                }
+            }
+            _ => {}
+        }
+    }
+}

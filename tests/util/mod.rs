@@ -1,0 +1,213 @@
+//! Shared helpers for the black-box tests: a real `roomcast` process on port 0, real
+//! WebSocket clients (tungstenite) and a plain HTTP/1.1 client over `TcpStream`.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::{Message, WebSocket};
+
+pub const SECRET: &str = "test-secret";
+
+/// A server process; killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub token: Option<String>,
+}
+
+impl Server {
+    /// Starts `roomcast` with an open API plus `extra` arguments.
+    pub fn start(extra: &[&str]) -> Server {
+        Self::spawn(extra, None)
+    }
+
+    /// Starts `roomcast` with `--jwt-secret SECRET`; API calls use an operator token.
+    pub fn start_with_jwt(extra: &[&str]) -> Server {
+        let mut args = vec!["--jwt-secret", SECRET];
+        args.extend_from_slice(extra);
+        Self::spawn(&args, Some(token(None, 3600)))
+    }
+
+    fn spawn(extra: &[&str], token: Option<String>) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn roomcast");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read listen line");
+        let addr = line
+            .trim()
+            .strip_prefix("roomcast listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .parse()
+            .unwrap();
+        Server { child, addr, token }
+    }
+
+    pub fn url(&self, path_and_query: &str) -> String {
+        format!("ws://{}{}", self.addr, path_and_query)
+    }
+
+    /// POST /api/<name> with the server's default token.
+    pub fn api(&self, name: &str, system: Option<&str>, body: Value) -> (u16, Value) {
+        let auth = self.token.clone();
+        self.api_as(name, system, auth.as_deref(), body)
+    }
+
+    /// POST /api/<name> with an explicit token (or none).
+    pub fn api_as(&self, name: &str, system: Option<&str>, token: Option<&str>, body: Value) -> (u16, Value) {
+        let body = body.to_string();
+        let mut req = format!("POST /api/{name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+        if let Some(s) = system {
+            req.push_str(&format!("SystemId: {s}\r\n"));
+        }
+        if let Some(t) = token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        let (status, text) = self.raw(req.as_bytes());
+        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}"));
+        (status, v)
+    }
+
+    /// Sends raw bytes, reads until the server closes; returns the status and body.
+    pub fn raw(&self, bytes: &[u8]) -> (u16, String) {
+        let mut s = TcpStream::connect(self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(bytes).unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        parse_response(&out)
+    }
+
+    /// Registers `system` (operator call) and asserts success.
+    pub fn register(&self, system: &str) {
+        let (st, v) = self.api("register", None, json!({"systemId": system}));
+        assert_eq!((st, &v["code"]), (200, &json!(0)), "register {system}: {v}");
+    }
+
+    /// Connects a WebSocket client to `system` and reads its connect frame.
+    pub fn client(&self, system: &str) -> Client {
+        let mut c = Client::connect(&self.url(&format!("/ws?systemId={system}")));
+        let hello = c.recv().expect("connect frame");
+        assert_eq!(hello["code"], 0, "connect frame: {hello}");
+        c.id = hello["data"]["clientId"].as_str().expect("clientId").to_string();
+        c
+    }
+
+    pub fn bind(&self, system: &str, client: &str, group: &str, user: &str) {
+        let (st, v) =
+            self.api("bind_to_group", Some(system), json!({"clientId": client, "groupName": group, "userId": user}));
+        assert_eq!(st, 200, "bind: {v}");
+    }
+
+    /// SIGTERM, then wait (bounded) for the exit status.
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(15) {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn parse_response(out: &[u8]) -> (u16, String) {
+    let text = String::from_utf8_lossy(out).to_string();
+    let status = text.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
+}
+
+/// An HS256 token signed with [`SECRET`].
+pub fn token(system: Option<&str>, ttl: u64) -> String {
+    roomcast::auth::mint_hs256(SECRET.as_bytes(), system, ttl).unwrap()
+}
+
+/// A WebSocket client.
+pub struct Client {
+    pub ws: WebSocket<TcpStream>,
+    pub id: String,
+}
+
+impl Client {
+    pub fn connect(url: &str) -> Client {
+        let u: tungstenite::http::Uri = url.parse().unwrap();
+        let stream = TcpStream::connect((u.host().unwrap(), u.port_u16().unwrap())).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let (ws, _) = tungstenite::client::client(url, stream).expect("handshake");
+        Client { ws, id: String::new() }
+    }
+
+    pub fn set_timeout(&mut self, d: Duration) {
+        self.ws.get_ref().set_read_timeout(Some(d)).unwrap();
+    }
+
+    /// The next text frame as JSON; `None` on timeout or close.
+    pub fn recv(&mut self) -> Option<Value> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Text(t)) => return Some(serde_json::from_str(t.as_str()).expect("JSON frame")),
+                Ok(Message::Close(_)) => return None,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Reads frames until the server's close frame; returns its code.
+    pub fn close_code(&mut self) -> Option<CloseCode> {
+        loop {
+            match self.ws.read() {
+                Ok(Message::Close(Some(f))) => return Some(f.code),
+                Ok(Message::Close(None)) => return None,
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// Next frame with `code` (skipping others); panics after the timeout.
+    pub fn expect_code(&mut self, code: i64) -> Value {
+        loop {
+            let v = self.recv().unwrap_or_else(|| panic!("no frame with code {code}"));
+            if v["code"] == code {
+                return v;
+            }
+        }
+    }
+
+    /// Asserts nothing arrives within `d`.
+    pub fn expect_silence(&mut self, d: Duration) {
+        self.set_timeout(d);
+        if let Ok(Message::Text(t)) = self.ws.read() {
+            panic!("unexpected frame: {t}");
+        }
+        self.set_timeout(Duration::from_secs(5));
+    }
+
+    pub fn send_text(&mut self, t: &str) {
+        self.ws.send(Message::text(t)).unwrap();
+    }
+}
