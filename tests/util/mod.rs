@@ -211,3 +211,61 @@ impl Client {
         self.ws.send(Message::text(t)).unwrap();
     }
 }
+
+/// A keep-alive HTTP/1.1 connection for many API calls in a row.
+pub struct Http {
+    s: TcpStream,
+    buf: Vec<u8>,
+    token: Option<String>,
+}
+
+impl Http {
+    pub fn new(server: &Server) -> Http {
+        let s = TcpStream::connect(server.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.set_nodelay(true).unwrap();
+        Http { s, buf: Vec::new(), token: server.token.clone() }
+    }
+
+    /// One request on this connection; returns status and JSON body.
+    pub fn call(&mut self, name: &str, system: &str, body: &Value) -> (u16, Value) {
+        let body = body.to_string();
+        let mut req =
+            format!("POST /api/{name} HTTP/1.1\r\nHost: x\r\nSystemId: {system}\r\nContent-Length: {}\r\n", body.len());
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        req.push_str(&body);
+        self.s.write_all(req.as_bytes()).unwrap();
+        loop {
+            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&self.buf[..pos]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
+                    })
+                    .unwrap_or(0);
+                if self.buf.len() >= pos + 4 + len {
+                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+                    let v = serde_json::from_slice(&self.buf[pos + 4..pos + 4 + len]).unwrap();
+                    self.buf.drain(..pos + 4 + len);
+                    return (status, v);
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).expect("read response");
+            assert!(n > 0, "server closed the keep-alive connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+/// Reads `/metrics` and returns the value of `name`.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let (_, text) = server.raw(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("roomcast_{name} ")).map(|v| v.trim().parse().unwrap()))
+        .unwrap_or_else(|| panic!("metric {name} missing"))
+}
