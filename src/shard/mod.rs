@@ -42,7 +42,7 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 /// Per-shard read buffer: every socket is read into it (invariant 7).
 const SCRATCH: usize = 64 * 1024;
 /// How long a closing connection may take to flush and see the peer's FIN.
-const CLOSE_GRACE_MS: u32 = 3_000;
+const CLOSE_GRACE_MS: u32 = 10_000;
 
 /// What every shard shares (read-only, or atomics).
 pub struct Shared {

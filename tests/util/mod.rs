@@ -34,8 +34,12 @@ impl Server {
     }
 
     fn spawn(extra: &[&str], token: Option<String>) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if !extra.contains(&"--shards") {
+            cmd.args(["--shards", "2"]);
+        }
+        let mut child = cmd
             .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
@@ -85,8 +89,24 @@ impl Server {
         let mut s = TcpStream::connect(self.addr).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(bytes).unwrap();
+        // Read one whole response (Content-Length), or until the server closes.
         let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
+        let mut chunk = [0u8; 65536];
+        loop {
+            if let Some(pos) = out.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&out[..pos]).to_ascii_lowercase();
+                let len = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
+                if len.is_some_and(|len| out.len() >= pos + 4 + len) {
+                    break;
+                }
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+            }
+        }
         parse_response(&out)
     }
 

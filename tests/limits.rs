@@ -1,0 +1,203 @@
+//! Bounds and bad input: each gets its documented error or close code, and the server keeps
+//! serving.
+mod util;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::json;
+use tungstenite::protocol::frame::coding::{Data, OpCode};
+use tungstenite::protocol::frame::Frame;
+use tungstenite::Message;
+use util::*;
+
+fn still_serving(s: &Server) {
+    let (st, _) = s.raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(st, 200);
+    let mut c = s.client("a");
+    c.send_text(r#"{"cmd":"ping"}"#);
+    assert_eq!(c.recv().unwrap()["cmd"], "pong");
+}
+
+#[test]
+fn oversized_messages_close_1009() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let mut ok = s.client("a");
+    ok.send_text(&"x".repeat(8192));
+    ok.send_text(r#"{"cmd":"ping"}"#);
+    assert_eq!(ok.recv().unwrap()["cmd"], "pong", "8192 bytes is within the default limit");
+    let mut big = s.client("a");
+    big.send_text(&"x".repeat(8193));
+    assert_eq!(big.close_code().map(u16::from), Some(1009));
+    // The same limit holds for a message split into fragments.
+    let mut frag = s.client("a");
+    for i in 0..3 {
+        let op = if i == 0 { OpCode::Data(Data::Text) } else { OpCode::Data(Data::Continue) };
+        frag.ws.write(Message::Frame(Frame::message(vec![b'y'; 4000], op, i == 2))).unwrap();
+    }
+    frag.ws.flush().unwrap();
+    assert_eq!(frag.close_code().map(u16::from), Some(1009));
+    assert!(metric(&s, "oversized_closes_total") >= 2);
+    still_serving(&s);
+}
+
+#[test]
+fn invalid_utf8_text_closes_1007() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let mut c = s.client("a");
+    c.ws.write(Message::Frame(Frame::message(vec![0xff, 0xfe, b'a'], OpCode::Data(Data::Text), true))).unwrap();
+    c.ws.flush().unwrap();
+    assert_eq!(c.close_code().map(u16::from), Some(1007));
+    still_serving(&s);
+}
+
+#[test]
+fn unmasked_client_frame_closes_1002() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let mut c = s.client("a");
+    c.ws.get_mut().write_all(&[0x81, 0x02, b'h', b'i']).unwrap();
+    assert_eq!(c.close_code().map(u16::from), Some(1002));
+    still_serving(&s);
+}
+
+#[test]
+fn bad_http_gets_clear_errors() {
+    let s = Server::start(&["--max-body-size", "1000"]);
+    s.register("a");
+    let cases: &[(&[u8], u16)] = &[
+        (b"\x16\x03\x01garbage\r\n\r\n", 400),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 5\r\n\r\n{oops", 400),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 15\r\n\r\n{\"code\":\"high\"}", 400),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 1001\r\n\r\n", 413),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
+        (b"GET /api/send_to_group HTTP/1.1\r\nSystemId: a\r\n\r\n", 405),
+        (b"POST /api/nope HTTP/1.1\r\nSystemId: a\r\nContent-Length: 0\r\n\r\n", 404),
+        (b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 2\r\n\r\n\xff\xfe", 400),
+    ];
+    for (req, want) in cases {
+        let (st, body) = s.raw(req);
+        assert_eq!(st, *want, "request {:?} -> {body}", String::from_utf8_lossy(req));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
+        assert_eq!(v["code"], -1);
+        assert!(!v["msg"].as_str().unwrap().is_empty());
+    }
+    let mut huge = b"GET /health HTTP/1.1\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 10_000));
+    huge.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(s.raw(&huge).0, 431);
+    still_serving(&s);
+}
+
+#[test]
+fn max_connections_refuses_with_503() {
+    let s = Server::start(&["--max-connections", "3"]);
+    s.register("a");
+    let c1 = s.client("a");
+    let _c2 = s.client("a");
+    let _c3 = s.client("a");
+    let (st, body) = s.raw(b"GET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(st, 503, "{body}");
+    assert!(body.contains("max_connections"));
+    assert!(metric_after_close(&s, c1) >= 1);
+}
+
+fn metric_after_close(s: &Server, c: Client) -> u64 {
+    drop(c);
+    for _ in 0..100 {
+        let (st, text) = s.raw(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+        if st == 200 {
+            return text
+                .lines()
+                .find_map(|l| l.strip_prefix("roomcast_refused_full_total ").map(|v| v.parse().unwrap()))
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("server did not free the connection");
+}
+
+/// A client that stops reading is closed with 1008 once its output passes the hard limit,
+/// while a healthy client in the same group receives every message.
+#[test]
+fn slow_consumer_is_closed_1008_and_others_keep_receiving() {
+    let s = Server::start(&["--output-hard-limit", "262144", "--output-soft-limit", "131072"]);
+    s.register("a");
+    // The slow client: a tiny receive buffer so the kernel cannot hide the backlog.
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let (ws, _) = tungstenite::client::client(s.url("/ws?systemId=a"), stream).unwrap();
+    let mut slow = Client { ws, id: String::new() };
+    slow.id = slow.recv().unwrap()["data"]["clientId"].as_str().unwrap().to_string();
+    let mut healthy = s.client("a");
+    healthy.set_timeout(Duration::from_secs(20));
+    s.bind("a", &slow.id, "g", "slow");
+    s.bind("a", &healthy.id, "g", "ok");
+
+    let n = 2500; // 2500 × 4 KB = 10 MB: far past the hard limit plus any kernel buffer
+    let slow_id = slow.id.clone();
+    let reader = std::thread::spawn(move || {
+        let (mut got, mut offline) = (0, 0);
+        while got < n || offline == 0 {
+            let Some(v) = healthy.recv() else { break };
+            match v["code"].as_i64() {
+                Some(200) => {
+                    assert_eq!(v["msg"], got.to_string(), "in order, none lost");
+                    got += 1;
+                }
+                Some(1002) if v["data"].as_str().unwrap().contains(&slow_id) => offline += 1,
+                _ => {}
+            }
+        }
+        (got, offline, healthy)
+    });
+    let mut h = Http::new(&s);
+    let data = "d".repeat(4000);
+    for i in 0..n {
+        let (st, v) =
+            h.call("send_to_group", "a", &json!({"groupName": "g", "code": 200, "msg": i.to_string(), "data": data}));
+        assert_eq!(st, 200, "{v}");
+    }
+    let (got, offline, _healthy) = reader.join().unwrap();
+    assert_eq!(got, n, "the healthy client received everything");
+    assert_eq!(offline, 1, "the slow client went offline exactly once");
+    // The slow client now reads its backlog and finds the 1008 close at the end.
+    let mut code = None;
+    loop {
+        match slow.ws.read() {
+            Ok(Message::Close(f)) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+    assert_eq!(code, Some(1008));
+    assert_eq!(metric(&s, "slow_consumer_closes_total"), 1);
+    let (_, v) = s.api("get_online_list", Some("a"), json!({"groupName": "g"}));
+    assert_eq!(v["data"]["count"], 1);
+}
+
+#[test]
+fn partial_requests_do_not_hang_the_server() {
+    let s = Server::start(&[]);
+    s.register("a");
+    // Half a request head, never finished, on a connection kept open.
+    let mut stuck = TcpStream::connect(s.addr).unwrap();
+    stuck.write_all(b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Le").unwrap();
+    // A declared body that never fully arrives.
+    let mut short = TcpStream::connect(s.addr).unwrap();
+    short.write_all(b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 100\r\n\r\n{").unwrap();
+    still_serving(&s);
+    let mut buf = [0u8; 16];
+    stuck.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    assert!(stuck.read(&mut buf).is_err(), "no answer to an incomplete head");
+}
