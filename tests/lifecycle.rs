@@ -14,7 +14,7 @@ fn idle_peer_is_closed_and_goes_offline() {
     let s = Server::start(&["--ping-interval", "300ms", "--idle-timeout", "1s"]);
     s.register("a");
     let mut watcher = s.client("a");
-    let mut silent = s.client("a");
+    let silent = s.client("a");
     s.bind("a", &watcher.id, "g", "w");
     s.bind("a", &silent.id, "g", "s");
     watcher.expect_code(1001);
@@ -27,7 +27,7 @@ fn idle_peer_is_closed_and_goes_offline() {
     assert!(metric(&s, "idle_closes_total") >= 1);
     let (_, v) = s.api("get_online_list", Some("a"), json!({"groupName": "g"}));
     assert_eq!(v["data"]["list"], json!([watcher.id]));
-    drop(silent.ws.get_mut());
+    drop(silent);
 }
 
 #[test]
@@ -129,17 +129,13 @@ fn graceful_shutdown_closes_clients_with_1001_and_exits_zero() {
     let status = s.terminate().expect("exits within the bound");
     assert!(status.success(), "{status:?}");
     for c in [&mut a, &mut b] {
-        let mut code = None;
-        loop {
+        let code = loop {
             match c.ws.read() {
-                Ok(Message::Close(f)) => {
-                    code = f.map(|f| u16::from(f.code));
-                    break;
-                }
+                Ok(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
                 Ok(_) => continue,
-                Err(_) => break,
+                Err(_) => break None,
             }
-        }
+        };
         assert_eq!(code, Some(1001));
     }
     assert!(std::net::TcpStream::connect(s.addr).is_err(), "no longer accepting");

@@ -169,17 +169,13 @@ fn slow_consumer_is_closed_1008_and_others_keep_receiving() {
     assert_eq!(got, n, "the healthy client received everything");
     assert_eq!(offline, 1, "the slow client went offline exactly once");
     // The slow client now reads its backlog and finds the 1008 close at the end.
-    let mut code = None;
-    loop {
+    let code = loop {
         match slow.ws.read() {
-            Ok(Message::Close(f)) => {
-                code = f.map(|f| u16::from(f.code));
-                break;
-            }
+            Ok(Message::Close(f)) => break f.map(|f| u16::from(f.code)),
             Ok(_) => continue,
             Err(e) => panic!("no close frame: {e}"),
         }
-    }
+    };
     assert_eq!(code, Some(1008));
     assert_eq!(metric(&s, "slow_consumer_closes_total"), 1);
     let (_, v) = s.api("get_online_list", Some("a"), json!({"groupName": "g"}));
