@@ -197,3 +197,54 @@ fn partial_requests_do_not_hang_the_server() {
     stuck.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     assert!(stuck.read(&mut buf).is_err(), "no answer to an incomplete head");
 }
+
+/// A client that pipelines thousands of requests (local answers and hub round trips mixed)
+/// before reading gets every response, in order; its unread output is bounded by pausing
+/// its input, not by dropping anything.
+#[test]
+fn pipelined_requests_all_answered_in_order() {
+    let s = Server::start(&["--output-hard-limit", "65536", "--output-soft-limit", "32768"]);
+    s.register("a");
+    let n = 3000;
+    let mut reqs = Vec::new();
+    for i in 0..n {
+        if i % 3 == 0 {
+            let body = format!(r#"{{"groupName":"g","code":{i}}}"#);
+            reqs.extend_from_slice(
+                format!(
+                    "POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        } else {
+            reqs.extend_from_slice(b"GET /health HTTP/1.1\r\n\r\n");
+        }
+    }
+    let mut w = TcpStream::connect(s.addr).unwrap();
+    w.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut r = w.try_clone().unwrap();
+    let writer = std::thread::spawn(move || w.write_all(&reqs).unwrap());
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 65536];
+    let mut seen = 0;
+    while seen < n {
+        let k = r.read(&mut chunk).expect("responses keep coming");
+        assert!(k > 0, "closed after {seen} responses");
+        buf.extend_from_slice(&chunk[..k]);
+        while let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
+            let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
+            if buf.len() < pos + 4 + len {
+                break;
+            }
+            let body = String::from_utf8_lossy(&buf[pos + 4..pos + 4 + len]).to_string();
+            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+            let api = seen % 3 == 0;
+            assert_eq!(body.contains("messageId"), api, "response {seen} out of order: {body}");
+            buf.drain(..pos + 4 + len);
+            seen += 1;
+        }
+    }
+    writer.join().unwrap();
+}

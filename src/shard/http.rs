@@ -193,11 +193,7 @@ impl Shard {
         self.respond(slot, status, &body, keep_alive);
         // Requests pipelined behind this one, then anything that arrived meanwhile.
         if keep_alive {
-            self.feed(slot, 0);
-            if self.conns.get(slot).is_some_and(|c| c.deferred_read) {
-                self.conns[slot].deferred_read = false;
-                self.on_readable(slot);
-            }
+            self.resume(slot);
         }
     }
 
@@ -228,7 +224,14 @@ impl Shard {
             }
         }
         let conn = self.conn_id(slot);
-        match self.hub.try_send(Command::Connect { conn, system: system.into() }) {
+        // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
+        // may be the same, and the hub must see the old generation leave first.
+        let sent = if self.backlog.is_empty() {
+            self.hub.try_send(Command::Connect { conn, system: system.into() }).map_err(|_| ())
+        } else {
+            Err(())
+        };
+        match sent {
             // The connect frame is sent when the hub answers (Welcome): by then the hub
             // knows the client, so a bind that follows can never miss it.
             Ok(()) => self.become_ws(slot, accept, State::Client { registered: true }),

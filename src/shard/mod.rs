@@ -41,6 +41,8 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 /// Per-shard read buffer: every socket is read into it (invariant 7).
 const SCRATCH: usize = 64 * 1024;
+/// Reads of one socket per loop turn before others get their turn (fairness).
+const READS_PER_TURN: usize = 16;
 /// How long a closing connection may take to flush and see the peer's FIN.
 const CLOSE_GRACE_MS: u32 = 10_000;
 
@@ -68,6 +70,9 @@ pub struct Shard {
     scratch: Vec<u8>,
     dirty: Vec<usize>,
     to_close: Vec<usize>,
+    /// Connections to read again next turn: read budget used up, or reading was paused
+    /// (API call at the hub, HTTP output over the limit) and may resume.
+    read_again: Vec<usize>,
     next_gen: u32,
     epoch: Instant,
     ping: Bytes,
@@ -97,6 +102,7 @@ impl Shard {
             scratch: vec![0; SCRATCH],
             dirty: Vec::new(),
             to_close: Vec::new(),
+            read_again: Vec::new(),
             next_gen: 1,
             epoch: Instant::now(),
             ping: wsp::frame(wsp::OP_PING, b""),
@@ -131,7 +137,13 @@ impl Shard {
         let mut next_tick = Instant::now() + tick;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if self.backlog.is_empty() { timeout } else { timeout.min(Duration::from_millis(1)) };
+            let timeout = if !self.read_again.is_empty() {
+                Duration::ZERO
+            } else if self.backlog.is_empty() {
+                timeout
+            } else {
+                timeout.min(Duration::from_millis(1))
+            };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     tracing::error!(shard = self.id, "poll failed: {e}");
@@ -151,6 +163,9 @@ impl Shard {
                         }
                     }
                 }
+            }
+            for slot in std::mem::take(&mut self.read_again) {
+                self.resume(slot);
             }
             self.drain_hub();
             self.flush_dirty();
@@ -233,14 +248,25 @@ impl Shard {
         self.conns.get_mut(t.slot as usize).filter(|c| c.gen == t.gen)
     }
 
-    /// Reads until `WouldBlock`, feeding each chunk to the parser.
+    /// True while this connection's input must wait: an API call is at the hub, or HTTP
+    /// responses are piling up unread (which bounds a pipelining client's output).
+    fn input_paused(&self, conn: &Conn) -> bool {
+        match conn.state {
+            State::Http { awaiting, .. } => awaiting || conn.out.bytes() > self.shared.cfg.output_hard_limit,
+            _ => false,
+        }
+    }
+
+    /// Reads until `WouldBlock` (edge-triggered), at most [`READS_PER_TURN`] times; feeds
+    /// each chunk to the parser.
     fn on_readable(&mut self, slot: usize) {
-        loop {
-            let Some(conn) = self.conns.get_mut(slot) else { return };
-            if let State::Http { awaiting: true, .. } = conn.state {
-                conn.deferred_read = true;
+        for _ in 0..READS_PER_TURN {
+            let Some(conn) = self.conns.get(slot) else { return };
+            if self.input_paused(conn) {
+                self.conns[slot].deferred_read = true;
                 return;
             }
+            let conn = &mut self.conns[slot];
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => {
                     self.close_now(slot);
@@ -262,6 +288,25 @@ impl Shard {
                     return;
                 }
             }
+        }
+        // Budget used up: the socket may hold more, and no new edge will announce it.
+        self.read_again.push(slot);
+    }
+
+    /// Continues a connection whose input was paused: parse what is buffered, then read.
+    pub(super) fn resume(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else { return };
+        if self.input_paused(conn) {
+            return;
+        }
+        let deferred = std::mem::take(&mut self.conns[slot].deferred_read);
+        if self.conns[slot].partial.is_some() {
+            self.feed(slot, 0);
+        }
+        if deferred && self.conns.get(slot).is_some_and(|c| !self.input_paused(c)) {
+            self.on_readable(slot);
+        } else if let Some(c) = self.conns.get_mut(slot) {
+            c.deferred_read |= deferred;
         }
     }
 
@@ -297,8 +342,10 @@ impl Shard {
         let mut pos = 0;
         while pos < data.len() {
             let Some(conn) = self.conns.get(slot) else { return data.len() };
+            if self.input_paused(conn) {
+                return pos;
+            }
             let used = match conn.state {
-                State::Http { awaiting: true, .. } => return pos,
                 State::Http { .. } => self.http_input(slot, &data[pos..]),
                 State::Client { .. } | State::Echo => self.ws_input(slot, &mut data[pos..]),
                 State::Closing => return data.len(),
@@ -355,6 +402,9 @@ impl Shard {
                     self.to_close.push(slot);
                     continue;
                 }
+            }
+            if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) {
+                self.read_again.push(slot);
             }
             if conn.out.is_empty() {
                 match conn.state {
