@@ -119,6 +119,9 @@ impl OutQueue {
         let keep = usize::from(self.offset > 0);
         let dropped: usize = self.frames.iter().skip(keep).map(Bytes::len).sum();
         self.frames.truncate(keep);
+        if self.frames.is_empty() {
+            self.frames = VecDeque::new();
+        }
         self.bytes -= dropped;
         dropped
     }
@@ -162,7 +165,8 @@ impl OutQueue {
                 n = 0;
             }
         }
-        if self.frames.is_empty() && self.frames.capacity() > 16 {
+        if self.frames.is_empty() {
+            // Invariant 7: an idle connection holds no heap memory for output.
             self.frames = VecDeque::new();
         }
     }
