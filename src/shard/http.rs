@@ -41,7 +41,9 @@ impl Shard {
             Ok(Some(h)) => h,
             Ok(None) => return 0,
             Err(e) => {
-                tracing::debug!(shard = self.id, "bad HTTP request: {}", e.message());
+                if self.log_ok() {
+                    tracing::info!(shard = self.id, status = e.status(), "bad HTTP request: {}", e.message());
+                }
                 self.respond(slot, e.status(), &api::err_body(e.message()), false);
                 return data.len();
             }
@@ -179,6 +181,9 @@ impl Shard {
             }
             Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
                 metrics::add(&self.stats().hub_busy_total, 1);
+                if self.log_ok() {
+                    tracing::warn!(shard = self.id, "API call refused (503): hub queue full");
+                }
                 Err(fail(503, "server busy: the hub queue is full, retry later"))
             }
         }

@@ -46,6 +46,39 @@ const READS_PER_TURN: usize = 16;
 /// How long a closing connection may take to flush and see the peer's FIN.
 const CLOSE_GRACE_MS: u32 = 10_000;
 
+/// Caps the log lines about limits being hit, so a flood of bad clients cannot flood the
+/// log: at most [`LogLimiter::PER_SECOND`] a second per shard, then one summary line.
+#[derive(Default)]
+pub struct LogLimiter {
+    second: u64,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub const PER_SECOND: u32 = 20;
+
+    /// May a line be logged now (`now_ms`: shard clock)?
+    pub fn allow(&mut self, now_ms: u32) -> bool {
+        let sec = u64::from(now_ms / 1000);
+        if sec != self.second {
+            if self.suppressed > 0 {
+                tracing::warn!(suppressed = self.suppressed, "limit log lines suppressed in the last second");
+            }
+            self.second = sec;
+            self.used = 0;
+            self.suppressed = 0;
+        }
+        if self.used < Self::PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
 /// What every shard shares (read-only, or atomics).
 pub struct Shared {
     pub cfg: Config,
@@ -78,6 +111,7 @@ pub struct Shard {
     ping: Bytes,
     accept_paused: bool,
     shutdown_deadline: Option<u32>,
+    logs: LogLimiter,
 }
 
 impl Shard {
@@ -108,11 +142,18 @@ impl Shard {
             ping: wsp::frame(wsp::OP_PING, b""),
             accept_paused: false,
             shutdown_deadline: None,
+            logs: LogLimiter::default(),
         })
     }
 
     fn stats(&self) -> &ShardStats {
         &self.shared.stats[self.id as usize]
+    }
+
+    /// True if a limit-related log line may be written now (see [`LogLimiter`]).
+    fn log_ok(&mut self) -> bool {
+        let now = self.now();
+        self.logs.allow(now)
     }
 
     fn cfg(&self) -> &Config {
@@ -212,10 +253,17 @@ impl Shard {
     }
 
     fn admit(&mut self, mut sock: TcpStream) {
-        let shared = &self.shared;
+        let shared = self.shared.clone();
         if shared.connections.fetch_add(1, Relaxed) >= shared.cfg.max_connections {
             shared.connections.fetch_sub(1, Relaxed);
             metrics::add(&self.stats().refused_full_total, 1);
+            if self.log_ok() {
+                tracing::warn!(
+                    shard = self.id,
+                    max = self.shared.cfg.max_connections,
+                    "connection refused (503): max_connections reached"
+                );
+            }
             let body = crate::protocol::api::err_body("server is full: max_connections reached");
             let resp = crate::protocol::http::json(503, &body, false);
             let _ = io::Write::write(&mut sock, &resp);
@@ -368,7 +416,9 @@ impl Shard {
         if conn.state.is_ws() && conn.out.bytes() + frame.len() > hard && !conn.out.is_empty() {
             let queued = conn.out.bytes();
             metrics::add(&self.stats().slow_consumer_closes_total, 1);
-            tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
+            if self.log_ok() {
+                tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
+            }
             self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
             return;
         }
@@ -618,12 +668,20 @@ impl Shard {
         }
         for slot in idle {
             metrics::add(&self.stats().idle_closes_total, 1);
-            tracing::debug!(shard = self.id, slot, "idle timeout");
+            if self.log_ok() {
+                tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
+            }
             self.begin_close(slot, close::GOING_AWAY, "idle timeout", true);
         }
         for slot in slow {
             metrics::add(&self.stats().slow_consumer_closes_total, 1);
-            tracing::info!(shard = self.id, slot, "slow consumer: output over the soft limit too long, closing 1008");
+            if self.log_ok() {
+                tracing::info!(
+                    shard = self.id,
+                    slot,
+                    "slow consumer: output over the soft limit too long, closing 1008"
+                );
+            }
             self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
         }
         metrics::add(&self.stats().pings_sent_total, ping.len() as u64);
@@ -638,5 +696,18 @@ impl Shard {
         }
         self.flush_dirty();
         self.close_marked();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLimiter;
+
+    #[test]
+    fn log_limiter_caps_lines_per_second() {
+        let mut l = LogLimiter::default();
+        let allowed = (0..100).filter(|i| l.allow(5_000 + i)).count();
+        assert_eq!(allowed, LogLimiter::PER_SECOND as usize);
+        assert!(l.allow(6_000), "a new second starts afresh");
     }
 }

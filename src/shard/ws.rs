@@ -74,7 +74,9 @@ impl Shard {
     fn ws_error(&mut self, slot: usize, code: u16, reason: &'static str) {
         let st = self.stats();
         metrics::add(if code == close::TOO_BIG { &st.oversized_closes_total } else { &st.protocol_closes_total }, 1);
-        tracing::debug!(shard = self.id, slot, code, reason, "closing WebSocket");
+        if self.log_ok() {
+            tracing::info!(shard = self.id, slot, code, reason, "closing WebSocket: bad input");
+        }
         self.begin_close(slot, code, reason, false);
     }
 
