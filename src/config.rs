@@ -121,10 +121,10 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_JWT_ALG")]
     pub jwt_alg: Option<String>,
     /// Allow an open API (no JWT key) on a non-loopback address
-    #[arg(long, env = "ROOMCAST_INSECURE_NO_AUTH")]
+    #[arg(long, env = "ROOMCAST_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_no_auth: Option<bool>,
     /// Require a JWT (?token=) on WebSocket connects [default: false]
-    #[arg(long, env = "ROOMCAST_WS_AUTH")]
+    #[arg(long, env = "ROOMCAST_WS_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub ws_auth: Option<bool>,
     /// Serve an echo WebSocket at this path, for conformance tests [default: off]
     #[arg(long, env = "ROOMCAST_ECHO_PATH")]
@@ -169,7 +169,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ROOMCAST_NOTIFY_MAX_GROUP_SIZE")]
     pub notify_max_group_size: Option<usize>,
     /// Let clients publish to their groups [default: false]
-    #[arg(long, env = "ROOMCAST_CLIENT_PUBLISH")]
+    #[arg(long, env = "ROOMCAST_CLIENT_PUBLISH", num_args = 0..=1, default_missing_value = "true")]
     pub client_publish: Option<bool>,
     /// Bound on graceful shutdown [default: 5s]
     #[arg(long, env = "ROOMCAST_SHUTDOWN_TIMEOUT")]
@@ -366,6 +366,18 @@ mod tests {
         assert_eq!(c.shards, 1);
         assert_eq!(c.max_message_size, 100);
         assert_eq!(c.ping_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn boolean_flags_work_bare_or_with_a_value() {
+        let cli = Cli::try_parse_from(["roomcast", "--listen", "0.0.0.0:7800", "--insecure-no-auth"]).unwrap();
+        assert!(cli.serve.resolve().is_ok());
+        let cli = Cli::try_parse_from(["roomcast", "--client-publish", "--shards", "1"]).unwrap();
+        assert!(cli.serve.resolve().unwrap().client_publish);
+        let cli = Cli::try_parse_from(["roomcast", "--client-publish", "false"]).unwrap();
+        assert!(!cli.serve.resolve().unwrap().client_publish);
+        let cli = Cli::try_parse_from(["roomcast", "serve", "--shards", "3"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve(a)) if a.shards == Some(3)));
     }
 
     #[test]

@@ -33,8 +33,18 @@ impl Server {
         Self::spawn(&args, Some(token(None, 3600)))
     }
 
+    /// Starts `roomcast` with extra environment variables.
+    pub fn start_env(extra: &[&str], envs: &[(&str, &str)]) -> Server {
+        Self::spawn_with(extra, envs, None)
+    }
+
     fn spawn(extra: &[&str], token: Option<String>) -> Server {
+        Self::spawn_with(extra, &[], token)
+    }
+
+    fn spawn_with(extra: &[&str], envs: &[(&str, &str)], token: Option<String>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
+        cmd.envs(envs.iter().copied());
         cmd.args(["--listen", "127.0.0.1:0"]);
         if !extra.contains(&"--shards") {
             cmd.args(["--shards", "2"]);
