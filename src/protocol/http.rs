@@ -48,6 +48,8 @@ pub struct Head {
     pub upgrade_websocket: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
+    pub expect_continue: bool,
     /// Length of the head in bytes; the body follows.
     pub head_len: usize,
 }
@@ -145,6 +147,8 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
             h.upgrade_websocket = value.map(|v| v.eq_ignore_ascii_case("websocket")).unwrap_or(false);
+        } else if name.eq_ignore_ascii_case("expect") {
+            h.expect_continue = value.map(|v| v.eq_ignore_ascii_case("100-continue")).unwrap_or(false);
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             h.ws_key = Some(text()?);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
@@ -199,6 +203,9 @@ pub fn json(status: u16, body: &[u8], keep_alive: bool) -> Bytes {
     response(status, "application/json", body, keep_alive)
 }
 
+/// The interim answer to `Expect: 100-continue`.
+pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+
 /// The 101 answer to a WebSocket upgrade.
 pub fn switching_protocols(ws_key: &str) -> Bytes {
     let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
@@ -215,6 +222,7 @@ mod tests {
     fn parses_an_api_request() {
         let raw = b"POST /api/send_to_group HTTP/1.1\r\nHost: x\r\nSystemId: s1\r\nAuthorization: Bearer t\r\nContent-Length: 2\r\n\r\n{}";
         let h = parse_head(raw, 8192, 1024).unwrap().unwrap();
+        assert!(!h.expect_continue);
         assert_eq!(h.method, "POST");
         assert_eq!(h.path, "/api/send_to_group");
         assert_eq!(h.system_id.as_deref(), Some("s1"));

@@ -62,6 +62,8 @@ pub struct Conn {
     pub deferred_read: bool,
     /// Write side already shut down (`Closing`, everything flushed).
     pub write_shut: bool,
+    /// `100 Continue` already sent for the request being received.
+    pub continue_sent: bool,
 }
 
 impl Conn {
@@ -80,6 +82,7 @@ impl Conn {
             dirty: false,
             deferred_read: false,
             write_shut: false,
+            continue_sent: false,
         }
     }
 }

@@ -50,8 +50,14 @@ impl Shard {
         };
         let total = head.head_len + head.content_length;
         if data.len() < total {
+            let conn = &mut self.conns[slot];
+            if head.expect_continue && !conn.continue_sent {
+                conn.continue_sent = true;
+                self.queue(slot, Bytes::from_static(http::CONTINUE));
+            }
             return 0;
         }
+        self.conns[slot].continue_sent = false;
         metrics::add(&self.stats().http_requests_total, 1);
         let body = &data[head.head_len..total];
         self.route(slot, &head, body);

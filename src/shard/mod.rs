@@ -317,6 +317,14 @@ impl Shard {
             let conn = &mut self.conns[slot];
             match conn.sock.read(&mut self.scratch) {
                 Ok(0) => {
+                    // A half-closed HTTP client still gets what it asked for, then the close.
+                    if let State::Http { awaiting, .. } = conn.state {
+                        if awaiting || !conn.out.is_empty() {
+                            conn.state = State::Http { awaiting, keep_alive: false };
+                            self.mark_dirty(slot);
+                            return;
+                        }
+                    }
                     self.close_now(slot);
                     return;
                 }
