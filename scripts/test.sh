@@ -4,5 +4,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --bin roomcast
-cargo test --all-targets
+cargo test --workspace --all-targets
 scripts/autobahn.sh

@@ -1,0 +1,547 @@
+//! `roomcast-loadtest`: drives a roomcast-compatible server (roomcast itself, or the Bun
+//! reference in `peers/`) with real WebSocket clients and HTTP API calls, and reports what
+//! it measured. See `loadtest/README.md`.
+//!
+//! Process model: the parent spawns `--procs` worker processes (this binary with
+//! `--worker I`), each holding its share of the clients in one mio loop (one process holds
+//! at most ~19,900 sockets here), and drives the HTTP side itself. Workers report JSON lines
+//! on stdout; the parent sends them commands on stdin. Every loop is bounded by
+//! `--time-limit`.
+
+mod report;
+mod sender;
+mod worker;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use serde_json::{json, Value};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    /// Open --clients connections: rate, handshake latency, failures, RSS per connection.
+    Connect,
+    /// Clients bound round-robin to --groups groups; --messages send_to_group calls.
+    Fanout,
+    /// One group holding every client (bound with notify false); --messages sends to it.
+    Broadcast,
+    /// --messages send_to_client calls to random clients.
+    Unicast,
+    /// Every client binds into one group with notices on: time until all C(C+1)/2 arrive.
+    Joinstorm,
+}
+
+/// Command line.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "roomcast-loadtest", about = "Load tester for roomcast and compatible servers")]
+pub struct Cli {
+    /// What to measure.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// Server host.
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Server port(s), comma-separated: clients and API calls go round robin over them.
+    #[arg(long, default_value = "7800", value_delimiter = ',')]
+    pub port: Vec<u16>,
+    /// systemId to use (registered if needed).
+    #[arg(long, default_value = "loadtest")]
+    pub system: String,
+    /// WebSocket clients in total.
+    #[arg(long, default_value_t = 1000)]
+    pub clients: usize,
+    /// Groups (fanout).
+    #[arg(long, default_value_t = 10)]
+    pub groups: usize,
+    /// API send calls.
+    #[arg(long, default_value_t = 1000)]
+    pub messages: u64,
+    /// Concurrent keep-alive HTTP connections for API calls.
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Extra bytes of padding in each message's data.
+    #[arg(long, default_value_t = 0)]
+    pub payload: usize,
+    /// New connections per second (all workers together).
+    #[arg(long, default_value_t = 20_000)]
+    pub connect_rate: u64,
+    /// API sends per second (0: as fast as the server answers).
+    #[arg(long, default_value_t = 0.0)]
+    pub send_rate: f64,
+    /// HS256 secret to mint an operator token for the API.
+    #[arg(long)]
+    pub jwt_secret: Option<String>,
+    /// Hard limit on the whole run, seconds.
+    #[arg(long, default_value_t = 120)]
+    pub time_limit: u64,
+    /// Seconds to wait for deliveries after the last send.
+    #[arg(long, default_value_t = 20)]
+    pub drain_secs: u64,
+    /// Write the JSON result here.
+    #[arg(long)]
+    pub json: Option<String>,
+    /// Write an HTML report (charts) here.
+    #[arg(long)]
+    pub html: Option<String>,
+    /// Server PIDs to sample (RSS and CPU from /proc), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub pid: Vec<u32>,
+    /// Worker processes holding the clients.
+    #[arg(long, default_value_t = 1)]
+    pub procs: usize,
+    /// Spread client source addresses over 127.0.0.1 ..= 127.0.0.N.
+    #[arg(long, default_value_t = 8)]
+    pub src_ips: usize,
+    /// Label for this run in the outputs (e.g. roomcast, bun).
+    #[arg(long, default_value = "server")]
+    pub label: String,
+    /// Internal: run as worker I.
+    #[arg(long, hide = true)]
+    pub worker: Option<usize>,
+}
+
+/// Resolved options shared by parent and workers.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub scenario: Scenario,
+    pub ports: Vec<SocketAddr>,
+    pub system: String,
+    pub clients: usize,
+    pub concurrency: usize,
+    pub connect_rate: u64,
+    pub time_limit: u64,
+    pub procs: usize,
+    pub src_ips: usize,
+    pub token: Option<String>,
+    pub report_ids: bool,
+}
+
+/// Nanoseconds since the Unix epoch (the same clock in every process on this machine).
+pub fn now_nanos() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let ports: Vec<SocketAddr> = cli
+        .port
+        .iter()
+        .map(|p| (cli.host.as_str(), *p).to_socket_addrs().ok().and_then(|mut a| a.next()).expect("resolvable --host"))
+        .collect();
+    let token =
+        cli.jwt_secret.as_ref().map(|s| roomcast::auth::mint_hs256(s.as_bytes(), None, 24 * 3600).expect("token"));
+    let opts = Opts {
+        scenario: cli.scenario,
+        ports,
+        system: cli.system.clone(),
+        clients: cli.clients,
+        concurrency: cli.concurrency,
+        connect_rate: cli.connect_rate,
+        time_limit: cli.time_limit,
+        procs: cli.procs.max(1),
+        src_ips: cli.src_ips.clamp(1, 250),
+        token,
+        report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm),
+    };
+    if let Some(i) = cli.worker {
+        if let Err(e) = worker::run(&opts, i) {
+            eprintln!("worker {i}: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    match parent(&cli, &opts) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("roomcast-loadtest: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+/// What the workers have said so far.
+#[derive(Default)]
+pub struct Collected {
+    pub ready: Vec<Value>,
+    pub bound: Vec<Value>,
+    pub results: Vec<Value>,
+    pub progress: Vec<Value>,
+    /// Per second: (t, delivered so far, p50 µs, p99 µs) for the report.
+    pub series: Vec<(f64, u64, u64, u64)>,
+    pub failed: Option<String>,
+}
+
+struct Workers {
+    children: Vec<Child>,
+    stdins: Vec<ChildStdin>,
+    state: Arc<Mutex<Collected>>,
+}
+
+impl Workers {
+    fn spawn(procs: usize) -> std::io::Result<Workers> {
+        let exe = std::env::current_exe()?;
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let state = Arc::new(Mutex::new(Collected { progress: vec![Value::Null; procs], ..Default::default() }));
+        let (mut children, mut stdins) = (Vec::new(), Vec::new());
+        for i in 0..procs {
+            let mut child = Command::new(&exe)
+                .args(&args)
+                .args(["--worker", &i.to_string()])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            stdins.push(child.stdin.take().expect("piped stdin"));
+            let out = child.stdout.take().expect("piped stdout");
+            let st = state.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    let Ok(v) = serde_json::from_str::<Value>(&line) else { continue };
+                    let mut s = st.lock().expect("collector lock");
+                    match v["type"].as_str() {
+                        Some("ready") => s.ready.push(v),
+                        Some("bound") => s.bound.push(v),
+                        Some("result") => s.results.push(v),
+                        Some("progress") => {
+                            let w = v["worker"].as_u64().unwrap_or(0) as usize;
+                            if w < s.progress.len() {
+                                s.progress[w] = v;
+                            }
+                        }
+                        Some("timeout") => s.failed = Some("a worker hit --time-limit".into()),
+                        _ => {}
+                    }
+                }
+            });
+            children.push(child);
+        }
+        Ok(Workers { children, stdins, state })
+    }
+
+    fn tell(&mut self, i: usize, cmd: &str) {
+        let _ = writeln!(self.stdins[i], "{cmd}");
+        let _ = self.stdins[i].flush();
+    }
+
+    fn tell_all(&mut self, cmd: &str) {
+        for i in 0..self.stdins.len() {
+            self.tell(i, cmd);
+        }
+    }
+
+    /// Waits until `pick(state)` has `n` entries, printing progress once a second.
+    fn wait_for(
+        &self,
+        n: usize,
+        deadline: Instant,
+        what: &str,
+        pick: impl Fn(&Collected) -> usize,
+    ) -> Result<(), String> {
+        let mut last = Instant::now();
+        loop {
+            {
+                let s = self.state.lock().expect("collector lock");
+                if pick(&s) >= n {
+                    return Ok(());
+                }
+                if let Some(f) = &s.failed {
+                    return Err(f.clone());
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(format!("--time-limit reached while waiting for {what}"));
+            }
+            if last.elapsed() >= Duration::from_secs(1) {
+                last = Instant::now();
+                self.progress_line(what);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn progress_line(&self, what: &str) {
+        let mut s = self.state.lock().expect("collector lock");
+        let (mut conn, mut recv, mut p50, mut p99) = (0, 0, 0, 0);
+        for p in &s.progress {
+            conn += p["connected"].as_u64().unwrap_or(0);
+            recv += p["received"].as_u64().unwrap_or(0);
+            p50 = p50.max(p["p50_us"].as_u64().unwrap_or(0));
+            p99 = p99.max(p["p99_us"].as_u64().unwrap_or(0));
+        }
+        let t = s.series.len() as f64 + 1.0;
+        s.series.push((t, recv, p50, p99));
+        eprintln!(
+            "[{what}] connected={conn} delivered={recv} p50={:.2}ms p99={:.2}ms",
+            p50 as f64 / 1e3,
+            p99 as f64 / 1e3
+        );
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.tell_all("quit");
+        for c in &mut self.children {
+            let t = Instant::now();
+            while t.elapsed() < Duration::from_secs(3) {
+                if let Ok(Some(_)) = c.try_wait() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Merges `[[value,count],..]` histograms.
+fn merge(into: &mut Histogram<u64>, v: &Value) {
+    for pair in v.as_array().into_iter().flatten() {
+        let (val, n) = (pair[0].as_u64().unwrap_or(1), pair[1].as_u64().unwrap_or(0));
+        let _ = into.record_n(val.max(1), n);
+    }
+}
+
+fn hist() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds")
+}
+
+fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
+    let deadline = Instant::now() + Duration::from_secs(cli.time_limit);
+    let t0 = Instant::now();
+    // Register the system (409: it already exists, fine).
+    let reg = sender::post(
+        "/api/register",
+        &opts.system,
+        opts.token.as_deref(),
+        &json!({"systemId": opts.system}).to_string(),
+    );
+    sender::run(
+        &opts.ports[..1],
+        1,
+        1,
+        None,
+        deadline,
+        |_| reg.clone(),
+        |_, st, body| {
+            if st != 200 && st != 409 {
+                eprintln!("register: HTTP {st} {}", String::from_utf8_lossy(body));
+            }
+        },
+    )
+    .map_err(|e| format!("cannot reach the server at {:?}: {e}", opts.ports))?;
+    let mem_before = report::sample(&cli.pid);
+    let mut w = Workers::spawn(opts.procs).map_err(|e| format!("spawn workers: {e}"))?;
+    w.wait_for(opts.procs, deadline, "connect", |s| s.ready.len())?;
+    std::thread::sleep(Duration::from_millis(300));
+    let mem_after = report::sample(&cli.pid);
+    let ready = w.state.lock().expect("lock").ready.clone();
+    let connected: u64 = ready.iter().map(|r| r["connected"].as_u64().unwrap_or(0)).sum();
+    let failed: u64 = ready.iter().map(|r| r["failed"].as_u64().unwrap_or(0)).sum();
+    let connect_secs = ready.iter().map(|r| r["connect_secs"].as_f64().unwrap_or(0.0)).fold(0.0, f64::max);
+    let mut hs = hist();
+    ready.iter().for_each(|r| merge(&mut hs, &r["handshake"]));
+    let mut out = report::Outcome::new(cli, opts);
+    out.set("connected", json!(connected));
+    out.set("connect_failed", json!(failed));
+    out.set("connect_rate_per_s", json!(connected as f64 / connect_secs.max(1e-9)));
+    out.set("handshake_p50_ms", json!(hs.value_at_quantile(0.5) as f64 / 1e3));
+    out.set("handshake_p99_ms", json!(hs.value_at_quantile(0.99) as f64 / 1e3));
+    if let (Some(b), Some(a)) = (&mem_before, &mem_after) {
+        let per = (a.rss_kib.saturating_sub(b.rss_kib)) as f64 * 1024.0 / connected.max(1) as f64;
+        out.set("server_rss_kib", json!(a.rss_kib));
+        out.set("rss_per_connection_bytes", json!(per.round()));
+    }
+    let code = match cli.scenario {
+        Scenario::Connect => 0,
+        Scenario::Fanout | Scenario::Broadcast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Unicast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
+    };
+    out.set("wall_secs", json!(t0.elapsed().as_secs_f64()));
+    let series = w.state.lock().expect("lock").series.clone();
+    drop(w);
+    out.finish(&series)?;
+    Ok(code)
+}
+
+/// fanout / broadcast / unicast: bind (if needed), send, wait for deliveries, tally.
+fn run_sends(
+    cli: &Cli,
+    opts: &Opts,
+    w: &mut Workers,
+    out: &mut report::Outcome,
+    deadline: Instant,
+    ready: &[Value],
+) -> Result<i32, String> {
+    let groups = if cli.scenario == Scenario::Broadcast { 1 } else { cli.groups.max(1) };
+    let procs = opts.procs;
+    let range = |i: usize| (opts.clients * i / procs, opts.clients * (i + 1) / procs);
+    let mut expected = vec![0u64; procs];
+    // unicast targets: (worker, clientId)
+    let mut targets: Vec<(usize, String)> = Vec::new();
+    if cli.scenario == Scenario::Unicast {
+        for r in ready {
+            let wk = r["worker"].as_u64().unwrap_or(0) as usize;
+            for id in r["ids"].as_array().into_iter().flatten() {
+                targets.push((wk, id.as_str().unwrap_or("").to_string()));
+            }
+        }
+        if targets.is_empty() {
+            return Err("no client connected".into());
+        }
+    } else {
+        w.tell_all(&format!("bind {groups} false"));
+        w.wait_for(procs, deadline, "bind", |s| s.bound.len())?;
+        let per_group = |g: usize| cli.messages / groups as u64 + u64::from((g as u64) < cli.messages % groups as u64);
+        for (i, e) in expected.iter_mut().enumerate() {
+            let (lo, hi) = range(i);
+            *e = (lo..hi).map(|c| per_group(c % groups)).sum();
+        }
+        // Clients that failed to connect cannot receive: count them out of "expected".
+        for r in ready {
+            let wk = r["worker"].as_u64().unwrap_or(0) as usize;
+            if r["failed"].as_u64().unwrap_or(0) > 0 {
+                eprintln!("note: worker {wk} has {} failed connections; their messages count as lost", r["failed"]);
+            }
+        }
+    }
+    let pad = "x".repeat(cli.payload);
+    let mut rng = fastrand::Rng::with_seed(7);
+    let picks: Vec<usize> = (0..cli.messages).map(|_| rng.usize(..targets.len().max(1))).collect();
+    for &p in &picks {
+        if let Some((wk, _)) = targets.get(p) {
+            expected[*wk] += 1;
+        }
+    }
+    let cpu_before = report::sample(&cli.pid);
+    let send_start = now_nanos();
+    let rate = (cli.send_rate > 0.0).then_some(cli.send_rate);
+    let (system, token) = (opts.system.clone(), opts.token.clone());
+    let scenario = cli.scenario;
+    let mut api_errors = 0u64;
+    let stats = sender::run(
+        &opts.ports,
+        cli.concurrency,
+        cli.messages,
+        rate,
+        deadline,
+        |i| {
+            let data = if pad.is_empty() {
+                format!(r#"{{"t":{}}}"#, now_nanos())
+            } else {
+                format!(r#"{{"t":{},"p":"{pad}"}}"#, now_nanos())
+            };
+            let (path, body) = match scenario {
+                Scenario::Unicast => {
+                    let id = &targets[picks[i as usize]].1;
+                    ("/api/send_to_client", format!(r#"{{"clientId":"{id}","code":200,"data":{data}}}"#))
+                }
+                _ => (
+                    "/api/send_to_group",
+                    format!(r#"{{"groupName":"g{}","code":200,"data":{data}}}"#, i % groups as u64),
+                ),
+            };
+            sender::post(path, &system, token.as_deref(), &body)
+        },
+        |_, st, body| {
+            if st != 200 {
+                api_errors += 1;
+                if api_errors <= 3 {
+                    eprintln!("API error: HTTP {st} {}", String::from_utf8_lossy(body));
+                }
+            }
+        },
+    )
+    .map_err(|e| format!("sending: {e}"))?;
+    for (i, e) in expected.iter().enumerate() {
+        w.tell(i, &format!("expect 200 {e} {}", cli.drain_secs));
+    }
+    w.wait_for(procs, deadline, "deliver", |s| s.results.len())?;
+    let cpu_after = report::sample(&cli.pid);
+    let results = w.state.lock().expect("lock").results.clone();
+    let delivered: u64 = results.iter().map(|r| r["codes"]["200"].as_u64().unwrap_or(0)).sum();
+    let last_rx = results.iter().map(|r| r["last_rx"].as_u64().unwrap_or(0)).max().unwrap_or(0);
+    let window = (last_rx.saturating_sub(send_start)) as f64 / 1e9;
+    let mut lat = hist();
+    results.iter().for_each(|r| merge(&mut lat, &r["latency"]));
+    let total_expected: u64 = expected.iter().sum();
+    let lost = total_expected.saturating_sub(delivered);
+    out.set("api_calls", json!(stats.sent));
+    out.set("api_errors", json!(stats.errors));
+    out.set("api_req_per_s", json!(stats.sent as f64 / stats.elapsed.as_secs_f64().max(1e-9)));
+    out.set("api_p99_ms", json!(stats.latency.value_at_quantile(0.99) as f64 / 1e3));
+    out.set("expected", json!(total_expected));
+    out.set("delivered", json!(delivered));
+    out.set("lost", json!(lost));
+    out.set("delivered_per_s", json!(delivered as f64 / window.max(1e-9)));
+    out.set("latency_p50_ms", json!(lat.value_at_quantile(0.5) as f64 / 1e3));
+    out.set("latency_p99_ms", json!(lat.value_at_quantile(0.99) as f64 / 1e3));
+    out.set("latency_p999_ms", json!(lat.value_at_quantile(0.999) as f64 / 1e3));
+    out.set("latency_max_ms", json!(lat.max() as f64 / 1e3));
+    if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+        let cpu = a.cpu_secs - b.cpu_secs;
+        out.set("server_cpu_secs", json!(cpu));
+        out.set("server_cpu_us_per_frame", json!(cpu * 1e6 / delivered.max(1) as f64));
+    }
+    Ok(i32::from(lost > 0 || stats.errors > 0))
+}
+
+/// Every client binds into one group with notices on; all C(C+1)/2 notices must arrive.
+fn run_joinstorm(
+    cli: &Cli,
+    opts: &Opts,
+    w: &mut Workers,
+    out: &mut report::Outcome,
+    deadline: Instant,
+    ready: &[Value],
+) -> Result<i32, String> {
+    let ids: Vec<String> = ready
+        .iter()
+        .flat_map(|r| r["ids"].as_array().cloned().unwrap_or_default())
+        .filter_map(|v| v.as_str().map(str::to_string))
+        .collect();
+    let c = ids.len() as u64;
+    let start = now_nanos();
+    let cpu_before = report::sample(&cli.pid);
+    let (system, token) = (opts.system.clone(), opts.token.clone());
+    let stats = sender::run(
+        &opts.ports,
+        cli.concurrency,
+        c,
+        None,
+        deadline,
+        |i| {
+            let body =
+                json!({"clientId": ids[i as usize], "groupName": "storm", "userId": format!("u{i}")}).to_string();
+            sender::post("/api/bind_to_group", &system, token.as_deref(), &body)
+        },
+        |_, _, _| {},
+    )
+    .map_err(|e| format!("binding: {e}"))?;
+    w.tell_all(&format!("expect 1001 0 {}", cli.drain_secs));
+    w.wait_for(opts.procs, deadline, "notices", |s| s.results.len())?;
+    let cpu_after = report::sample(&cli.pid);
+    let results = w.state.lock().expect("lock").results.clone();
+    let got: u64 = results.iter().map(|r| r["codes"]["1001"].as_u64().unwrap_or(0)).sum();
+    let last = results.iter().map(|r| r["last_rx"].as_u64().unwrap_or(0)).max().unwrap_or(0);
+    let secs = (last.saturating_sub(start)) as f64 / 1e9;
+    let expected = c * (c + 1) / 2;
+    out.set("binds", json!(stats.sent));
+    out.set("api_errors", json!(stats.errors));
+    out.set("expected", json!(expected));
+    out.set("delivered", json!(got));
+    out.set("lost", json!(expected.saturating_sub(got)));
+    out.set("storm_secs", json!(secs));
+    out.set("delivered_per_s", json!(got as f64 / secs.max(1e-9)));
+    if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
+        out.set("server_cpu_secs", json!(a.cpu_secs - b.cpu_secs));
+    }
+    Ok(i32::from(got < expected || stats.errors > 0))
+}

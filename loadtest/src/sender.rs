@@ -1,0 +1,175 @@
+//! The HTTP side: K keep-alive connections in one mio loop, one request in flight on each,
+//! optionally paced to a global rate. Requests come from a generator; every response goes
+//! to a callback.
+
+use std::io::{self, Read, Write};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+
+/// What a sender run did.
+pub struct SendStats {
+    pub sent: u64,
+    pub ok: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    /// Request → response, microseconds.
+    pub latency: Histogram<u64>,
+}
+
+struct Conn {
+    sock: TcpStream,
+    out: Vec<u8>,
+    written: usize,
+    inbuf: Vec<u8>,
+    inflight: Option<(u64, Instant)>,
+}
+
+/// Builds a POST request.
+pub fn post(path: &str, system: &str, token: Option<&str>, body: &str) -> Vec<u8> {
+    let mut r =
+        format!("POST {path} HTTP/1.1\r\nHost: loadtest\r\nSystemId: {system}\r\nContent-Length: {}\r\n", body.len());
+    if let Some(t) = token {
+        r.push_str("Authorization: Bearer ");
+        r.push_str(t);
+        r.push_str("\r\n");
+    }
+    r.push_str("\r\n");
+    r.push_str(body);
+    r.into_bytes()
+}
+
+/// Parses one complete response at the start of `buf`: (status, body range, total length).
+fn parse_response(buf: &[u8]) -> Option<(u16, std::ops::Range<usize>, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..end]).ok()?;
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length").then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    (buf.len() >= end + len).then_some((status, end..end + len, end + len))
+}
+
+/// Sends `total` requests made by `make(i)` over `conns` connections (spread over `addrs`),
+/// at most `rate` per second if given, until done or `deadline`. `done(i, status, body)` sees
+/// every response.
+pub fn run(
+    addrs: &[SocketAddr],
+    conns: usize,
+    total: u64,
+    rate: Option<f64>,
+    deadline: Instant,
+    mut make: impl FnMut(u64) -> Vec<u8>,
+    mut done: impl FnMut(u64, u16, &[u8]),
+) -> io::Result<SendStats> {
+    let mut poll = Poll::new()?;
+    let mut cs = Vec::new();
+    for i in 0..conns.max(1) {
+        let s = std::net::TcpStream::connect(addrs[i % addrs.len()])?;
+        s.set_nodelay(true)?;
+        s.set_nonblocking(true)?;
+        let mut sock = TcpStream::from_std(s);
+        poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
+        cs.push(Conn { sock, out: Vec::new(), written: 0, inbuf: Vec::new(), inflight: None });
+    }
+    let mut stats = SendStats {
+        sent: 0,
+        ok: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+    };
+    let start = Instant::now();
+    let mut events = Events::with_capacity(1024);
+    let mut chunk = vec![0u8; 64 * 1024];
+    let mut received = 0u64;
+    while received < total && Instant::now() < deadline {
+        // Hand out requests to idle connections, as pacing allows.
+        let allowed = match rate {
+            Some(r) => ((start.elapsed().as_secs_f64() * r) as u64 + 1).min(total),
+            None => total,
+        };
+        for (i, c) in cs.iter_mut().enumerate() {
+            if stats.sent >= allowed {
+                break;
+            }
+            if c.inflight.is_none() && c.out.is_empty() {
+                let n = stats.sent;
+                c.out = make(n);
+                c.written = 0;
+                c.inflight = Some((n, Instant::now()));
+                stats.sent += 1;
+                flush(c).map_err(|e| io::Error::new(e.kind(), format!("conn {i}: {e}")))?;
+            }
+        }
+        let timeout = if rate.is_some() { Duration::from_micros(500) } else { Duration::from_millis(100) };
+        poll.poll(&mut events, Some(timeout))?;
+        for ev in events.iter() {
+            let c = &mut cs[ev.token().0];
+            if ev.is_writable() {
+                flush(c)?;
+            }
+            if !ev.is_readable() {
+                continue;
+            }
+            loop {
+                match c.sock.read(&mut chunk) {
+                    Ok(0) => {
+                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed an HTTP connection"))
+                    }
+                    Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            while let Some((status, body, len)) = parse_response(&c.inbuf) {
+                let Some((n, t)) = c.inflight.take() else { break };
+                let _ = stats.latency.record(t.elapsed().as_micros().max(1) as u64);
+                if status == 200 {
+                    stats.ok += 1;
+                } else {
+                    stats.errors += 1;
+                }
+                done(n, status, &c.inbuf[body]);
+                c.inbuf.drain(..len);
+                received += 1;
+            }
+        }
+    }
+    stats.elapsed = start.elapsed();
+    Ok(stats)
+}
+
+fn flush(c: &mut Conn) -> io::Result<()> {
+    while c.written < c.out.len() {
+        match c.sock.write(&c.out[c.written..]) {
+            Ok(n) => c.written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    c.out.clear();
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_complete_responses_only() {
+        let r = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}HTTP/1.1";
+        let (st, body, len) = parse_response(r).unwrap();
+        assert_eq!((st, &r[body], len), (200, &b"{}"[..], 40));
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n{}").is_none());
+    }
+}

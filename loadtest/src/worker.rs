@@ -1,0 +1,394 @@
+//! A worker process: holds its share of WebSocket clients in one mio loop.
+//!
+//! It connects its clients (paced, source addresses spread over 127.0.0.1..N), reports
+//! `ready` with handshake latencies (and clientIds if asked), then obeys commands read from
+//! stdin — `bind`, `expect`, `quit` — while counting frames by `code` and recording the
+//! end-to-end latency of every code-200 frame from the send time embedded in `data` (`"t"`).
+//! Everything it says goes to stdout as one JSON object per line.
+
+use std::collections::HashMap;
+use std::io::{self, BufRead, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use serde_json::json;
+
+use crate::{now_nanos, Opts};
+
+enum St {
+    Connecting,
+    Handshake,
+    Open,
+    Closed,
+}
+
+struct Ws {
+    sock: TcpStream,
+    st: St,
+    started: Instant,
+    rbuf: Vec<u8>,
+    wbuf: Vec<u8>,
+    id: String,
+    global: usize,
+}
+
+/// Counters and histograms of one worker.
+pub struct Tally {
+    pub codes: HashMap<i64, u64>,
+    pub latency: Histogram<u64>,
+    pub interval: Histogram<u64>,
+    pub first_rx: u64,
+    pub last_rx: u64,
+    pub closed: u64,
+}
+
+impl Tally {
+    fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
+        Tally { codes: HashMap::new(), latency: h(), interval: h(), first_rx: 0, last_rx: 0, closed: 0 }
+    }
+}
+
+/// `[[value, count], ...]` of a histogram's recorded values (mergeable by the parent).
+pub fn hist_json(h: &Histogram<u64>) -> serde_json::Value {
+    h.iter_recorded().map(|v| json!([v.value_iterated_to(), v.count_at_value()])).collect()
+}
+
+fn emit(v: serde_json::Value) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{v}");
+    let _ = out.flush();
+}
+
+/// Extracts the integer after `key` (e.g. `"code":`) in a JSON text, without parsing it.
+fn int_after(p: &[u8], key: &[u8]) -> Option<i64> {
+    let i = p.windows(key.len()).position(|w| w == key)? + key.len();
+    let mut n: i64 = 0;
+    let mut neg = false;
+    let mut any = false;
+    for (k, &c) in p[i..].iter().enumerate() {
+        match c {
+            b'-' if k == 0 => neg = true,
+            b'0'..=b'9' => {
+                n = n * 10 + (c - b'0') as i64;
+                any = true;
+            }
+            _ => break,
+        }
+    }
+    any.then_some(if neg { -n } else { n })
+}
+
+/// Runs worker `index` of `procs`, owning global clients `[lo, hi)`.
+pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
+    let procs = opts.procs.max(1);
+    let (lo, hi) = (opts.clients * index / procs, opts.clients * (index + 1) / procs);
+    let (cmd_tx, cmd_rx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in io::stdin().lock().lines() {
+            let Ok(l) = line else { break };
+            if cmd_tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let mut poll = Poll::new()?;
+    // Index = mio token; `None`: the connect call itself failed.
+    let mut conns: Vec<Option<Ws>> = Vec::with_capacity(hi - lo);
+    let mut tally = Tally::new();
+    let mut handshake = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("bounds");
+    let (mut opened, mut failed) = (0usize, 0usize);
+    let rate = opts.connect_rate.max(1) as f64 / procs as f64;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(opts.time_limit);
+    let path = format!("/ws?systemId={}", opts.system);
+    let mut events = Events::with_capacity(4096);
+    let mut chunk = vec![0u8; 256 * 1024];
+    let mut expect: Option<(i64, u64, Instant)> = None;
+    let mut ready_sent = false;
+    let mut last_progress = Instant::now();
+    let mut bind_rx: Option<mpsc::Receiver<(u64, u64)>> = None;
+    loop {
+        // Open new connections as the connect rate allows.
+        let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(hi - lo);
+        while conns.len() < due {
+            let global = lo + conns.len();
+            let addr = opts.ports[global % opts.ports.len()];
+            let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (global % opts.src_ips.max(1)) as u8));
+            match connect(addr, src) {
+                Ok(mut sock) => {
+                    poll.registry().register(&mut sock, Token(conns.len()), Interest::READABLE | Interest::WRITABLE)?;
+                    let started = Instant::now();
+                    conns.push(Some(Ws {
+                        sock,
+                        st: St::Connecting,
+                        started,
+                        rbuf: Vec::new(),
+                        wbuf: Vec::new(),
+                        id: String::new(),
+                        global,
+                    }));
+                }
+                Err(_) => {
+                    failed += 1;
+                    conns.push(None);
+                }
+            }
+        }
+        let timeout = if conns.len() < hi - lo { Duration::from_millis(2) } else { Duration::from_millis(20) };
+        poll.poll(&mut events, Some(timeout))?;
+        for ev in events.iter() {
+            let Some(c) = conns.get_mut(ev.token().0).and_then(Option::as_mut) else { continue };
+            if let St::Connecting = c.st {
+                if ev.is_writable() || ev.is_error() {
+                    if c.sock.peer_addr().is_err() {
+                        c.st = St::Closed;
+                        failed += 1;
+                        continue;
+                    }
+                    c.wbuf.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: loadtest\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes());
+                    c.st = St::Handshake;
+                }
+            }
+            if ev.is_writable() {
+                flush(c);
+            }
+            if ev.is_readable() || ev.is_read_closed() {
+                read_all(c, &mut chunk, &mut tally, &mut handshake, &mut opened, &mut failed);
+            }
+        }
+        let settled = opened + failed >= hi - lo;
+        if settled && !ready_sent {
+            ready_sent = true;
+            let ids: Vec<&str> = if opts.report_ids {
+                conns.iter().flatten().map(|c| c.id.as_str()).filter(|s| !s.is_empty()).collect()
+            } else {
+                Vec::new()
+            };
+            emit(json!({"type": "ready", "worker": index, "connected": opened, "failed": failed,
+                "connect_secs": start.elapsed().as_secs_f64(), "handshake": hist_json(&handshake), "ids": ids}));
+        }
+        // Commands from the parent.
+        while let Ok(cmd) = cmd_rx.try_recv() {
+            let parts: Vec<&str> = cmd.split_whitespace().collect();
+            match parts.as_slice() {
+                ["bind", groups, notify] => {
+                    let groups: usize = groups.parse().unwrap_or(1);
+                    let notify = *notify == "true";
+                    let reqs: Vec<Vec<u8>> = conns
+                        .iter()
+                        .flatten()
+                        .filter(|c| matches!(c.st, St::Open))
+                        .map(|c| {
+                            let body = json!({"clientId": c.id, "groupName": format!("g{}", c.global % groups), "notify": notify}).to_string();
+                            crate::sender::post("/api/bind_to_group", &opts.system, opts.token.as_deref(), &body)
+                        })
+                        .collect();
+                    let (tx, rx) = mpsc::channel();
+                    bind_rx = Some(rx);
+                    let ports = opts.ports.clone();
+                    let k = opts.concurrency.clamp(1, 16);
+                    std::thread::spawn(move || {
+                        let n = reqs.len() as u64;
+                        let dl = Instant::now() + Duration::from_secs(600);
+                        let r = crate::sender::run(&ports, k, n, None, dl, |i| reqs[i as usize].clone(), |_, _, _| {});
+                        let _ = tx.send(r.map(|s| (s.ok, s.errors)).unwrap_or((0, n)));
+                    });
+                }
+                ["expect", code, n, secs] => {
+                    let until = Instant::now() + Duration::from_secs(secs.parse().unwrap_or(30));
+                    expect = Some((code.parse().unwrap_or(200), n.parse().unwrap_or(0), until));
+                    tally.interval.reset();
+                }
+                ["quit"] => return Ok(()),
+                _ => {}
+            }
+        }
+        if let Some(rx) = &bind_rx {
+            if let Ok((ok, errors)) = rx.try_recv() {
+                emit(json!({"type": "bound", "worker": index, "ok": ok, "errors": errors}));
+                bind_rx = None;
+            }
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            last_progress = Instant::now();
+            let h = &tally.interval;
+            emit(
+                json!({"type": "progress", "worker": index, "connected": opened, "received": tally.codes.get(&200).copied().unwrap_or(0),
+                "p50_us": h.value_at_quantile(0.5), "p99_us": h.value_at_quantile(0.99), "count": h.len()}),
+            );
+            tally.interval.reset();
+        }
+        if let Some((code, n, until)) = expect {
+            let got = tally.codes.get(&code).copied().unwrap_or(0);
+            // n == 0: until 2 s without any new frame of that code.
+            let idle_done = n == 0 && tally.last_rx > 0 && now_nanos().saturating_sub(tally.last_rx) > 2_000_000_000;
+            if (n > 0 && got >= n) || idle_done || Instant::now() >= until {
+                let codes: HashMap<String, u64> = tally.codes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+                emit(json!({"type": "result", "worker": index, "codes": codes, "latency": hist_json(&tally.latency),
+                    "first_rx": tally.first_rx, "last_rx": tally.last_rx, "closed": tally.closed, "connected": opened}));
+                expect = None;
+            }
+        }
+        if Instant::now() >= deadline {
+            emit(json!({"type": "timeout", "worker": index}));
+            return Ok(());
+        }
+    }
+}
+
+fn connect(addr: SocketAddr, src: IpAddr) -> io::Result<TcpStream> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+    s.set_nonblocking(true)?;
+    s.set_nodelay(true)?;
+    let _ = s.bind(&SocketAddr::new(src, 0).into());
+    match s.connect(&addr.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(TcpStream::from_std(s.into()))
+}
+
+fn flush(c: &mut Ws) {
+    while !c.wbuf.is_empty() {
+        match c.sock.write(&c.wbuf) {
+            Ok(n) => {
+                c.wbuf.drain(..n);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(_) => {
+                c.wbuf.clear();
+                return;
+            }
+        }
+    }
+}
+
+fn read_all(
+    c: &mut Ws,
+    chunk: &mut [u8],
+    tally: &mut Tally,
+    hs: &mut Histogram<u64>,
+    opened: &mut usize,
+    failed: &mut usize,
+) {
+    loop {
+        match c.sock.read(chunk) {
+            Ok(0) => {
+                match c.st {
+                    St::Open => tally.closed += 1,
+                    St::Connecting | St::Handshake => *failed += 1,
+                    St::Closed => {}
+                }
+                c.st = St::Closed;
+                return;
+            }
+            Ok(n) => {
+                c.rbuf.extend_from_slice(&chunk[..n]);
+                parse(c, tally, hs, opened, failed);
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                if matches!(c.st, St::Connecting | St::Handshake) {
+                    *failed += 1;
+                }
+                c.st = St::Closed;
+                return;
+            }
+        }
+    }
+}
+
+fn parse(c: &mut Ws, tally: &mut Tally, hs: &mut Histogram<u64>, opened: &mut usize, failed: &mut usize) {
+    let mut pos = 0;
+    if let St::Handshake = c.st {
+        let Some(end) = c.rbuf.windows(4).position(|w| w == b"\r\n\r\n") else { return };
+        if !c.rbuf.starts_with(b"HTTP/1.1 101") {
+            *failed += 1;
+            c.st = St::Closed;
+            return;
+        }
+        pos = end + 4;
+        c.st = St::Open;
+    }
+    let mut pong = false;
+    loop {
+        let b = &c.rbuf[pos..];
+        if b.len() < 2 {
+            break;
+        }
+        let op = b[0] & 0x0f;
+        let (len, hl) = match b[1] & 0x7f {
+            126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+            127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap_or([0; 8])) as usize, 10),
+            126 | 127 => break,
+            n => (n as usize, 2),
+        };
+        if b.len() < hl + len {
+            break;
+        }
+        let p = &b[hl..hl + len];
+        match op {
+            0x1 => {
+                if c.id.is_empty() && p.starts_with(b"{\"code\":0,") {
+                    if let Some(i) = p.windows(12).position(|w| w == b"\"clientId\":\"") {
+                        let rest = &p[i + 12..];
+                        let end = rest.iter().position(|&x| x == b'"').unwrap_or(0);
+                        c.id = String::from_utf8_lossy(&rest[..end]).into_owned();
+                    }
+                    *opened += 1;
+                    let _ = hs.record(c.started.elapsed().as_micros().max(1) as u64);
+                } else if let Some(code) = int_after(p, b"\"code\":") {
+                    let now = now_nanos();
+                    *tally.codes.entry(code).or_default() += 1;
+                    if tally.first_rx == 0 {
+                        tally.first_rx = now;
+                    }
+                    tally.last_rx = now;
+                    if code == 200 {
+                        if let Some(t) = int_after(p, b"\"t\":") {
+                            let us = (now.saturating_sub(t as u64) / 1000).max(1);
+                            let _ = tally.latency.record(us);
+                            let _ = tally.interval.record(us);
+                        }
+                    }
+                }
+            }
+            0x9 => pong = true,
+            0x8 => {
+                tally.closed += 1;
+                c.st = St::Closed;
+            }
+            _ => {}
+        }
+        pos += hl + len;
+    }
+    c.rbuf.drain(..pos);
+    if c.rbuf.capacity() > 4096 && c.rbuf.is_empty() {
+        c.rbuf = Vec::new();
+    }
+    if pong {
+        // A masked, empty pong (mask key 0: payload-less, so nothing to mask).
+        c.wbuf.extend_from_slice(&[0x8a, 0x80, 0, 0, 0, 0]);
+        flush(c);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::int_after;
+
+    #[test]
+    fn int_after_finds_numbers() {
+        assert_eq!(int_after(br#"{"code":200,"data":{"t":1763}}"#, b"\"code\":"), Some(200));
+        assert_eq!(int_after(br#"{"code":-1001}"#, b"\"code\":"), Some(-1001));
+        assert_eq!(int_after(br#"{"data":{"t":1763}}"#, b"\"t\":"), Some(1763));
+        assert_eq!(int_after(br#"{"x":1}"#, b"\"t\":"), None);
+    }
+}

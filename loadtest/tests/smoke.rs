@@ -1,0 +1,64 @@
+//! The harness against a real roomcast process: every scenario runs, reports JSON, and
+//! nothing is lost.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+struct Server(Child, u16);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn server() -> Server {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let st = Command::new(cargo).args(["build", "-q", "--bin", "roomcast"]).current_dir(root).status().unwrap();
+    assert!(st.success());
+    let mut child = Command::new(format!("{root}/target/debug/roomcast"))
+        .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port = line.trim().rsplit(':').next().unwrap().parse().unwrap();
+    Server(child, port)
+}
+
+fn run(s: &Server, args: &[&str]) -> serde_json::Value {
+    let out = std::env::temp_dir().join(format!("lt-{}-{}.json", std::process::id(), args[0]));
+    let st = Command::new(env!("CARGO_BIN_EXE_roomcast-loadtest"))
+        .args(args)
+        .args(["--port", &s.1.to_string(), "--pid", &s.0.id().to_string(), "--time-limit", "60", "--drain-secs", "10"])
+        .args(["--json", out.to_str().unwrap(), "--system", args[0]])
+        .status()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    std::fs::remove_file(&out).ok();
+    assert!(st.success(), "{v}");
+    v
+}
+
+#[test]
+fn every_scenario_runs_without_loss() {
+    let s = server();
+    let v = run(&s, &["connect", "--clients", "300", "--procs", "2"]);
+    assert_eq!(v["connected"], 300);
+    assert!(v["rss_per_connection_bytes"].as_f64().unwrap() > 0.0);
+    let v = run(&s, &["fanout", "--clients", "300", "--groups", "7", "--messages", "50", "--procs", "2"]);
+    assert_eq!(v["lost"], 0, "{v}");
+    let expected = v["expected"].as_u64().unwrap();
+    assert!(expected >= 300 * 50 / 7, "{v}");
+    assert_eq!(v["delivered"].as_u64(), Some(expected));
+    let v = run(&s, &["broadcast", "--clients", "200", "--messages", "20"]);
+    assert_eq!(v["delivered"], 200 * 20, "{v}");
+    let v = run(&s, &["unicast", "--clients", "100", "--messages", "300", "--procs", "2"]);
+    assert_eq!((v["delivered"].as_u64(), v["lost"].as_u64()), (Some(300), Some(0)), "{v}");
+    let v = run(&s, &["joinstorm", "--clients", "60"]);
+    assert_eq!(v["delivered"], 60 * 61 / 2, "{v}");
+}
