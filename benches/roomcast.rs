@@ -92,12 +92,12 @@ fn hub_fanout(c: &mut Criterion) {
         Arc::new(HubStats::default()),
     );
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
-    hub.handle(Command::Api { from, system: "s".into(), op: Op::Register });
+    hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });
     for i in 0..MEMBERS {
         let conn = ConnId { shard: (i % SHARDS as u32) as u16, slot: i, gen: 1 };
         hub.handle(Command::Connect { conn, system: "s".into() });
         let op = Op::Bind { client: conn, group: "g".into(), user_id: "".into(), extend: "".into(), notify: false };
-        hub.handle(Command::Api { from, system: "s".into(), op });
+        hub.handle(Command::Api { from, system: "s".into(), op, answered: false });
     }
     let drain = |rxs: &[crossbeam_channel::Receiver<ShardMsg>]| {
         let mut targets = 0;
@@ -117,7 +117,7 @@ fn hub_fanout(c: &mut Criterion) {
     g.bench_function("send_to_group_10k_members_2_shards", |b| {
         b.iter(|| {
             let op = Op::SendToGroup { group: "g".into(), frame: frame.clone(), message_id: "m".into() };
-            hub.handle(Command::Api { from, system: "s".into(), op });
+            hub.handle(Command::Api { from, system: "s".into(), op, answered: true });
             assert_eq!(drain(&rxs), MEMBERS as usize);
         })
     });

@@ -34,8 +34,9 @@ pub enum Command {
     Connect { conn: ConnId, system: Box<str> },
     /// The connection is gone (closed, error, idle, slow consumer). Idempotent.
     Disconnected { conn: ConnId },
-    /// An HTTP API call, answered with [`ShardMsg::Reply`] to `from`.
-    Api { from: ConnId, system: Box<str>, op: Op },
+    /// An HTTP API call, answered with [`ShardMsg::Reply`] to `from` unless `answered`:
+    /// the shard already answered it (a send to a system it knows is registered).
+    Api { from: ConnId, system: Box<str>, op: Op, answered: bool },
     /// A client published to a group it belongs to (opt-in by config).
     Publish { conn: ConnId, group: Box<str>, code: i64, msg: Box<str>, data: Box<RawValue> },
 }
@@ -89,8 +90,10 @@ pub enum ShardMsg {
     Deliver { frame: Frame, targets: Arc<[Target]> },
     /// Queue `frame` on one target.
     DeliverOne { target: Target, frame: Frame },
-    /// The answer to an API call: HTTP status and JSON body.
-    Reply { to: Target, status: u16, body: Bytes },
+    /// The answer to an API call: HTTP status and JSON body. `registered` names the
+    /// caller's system when it is registered, so the shard can answer later sends to it
+    /// itself (systems are never unregistered).
+    Reply { to: Target, status: u16, body: Bytes, registered: Option<Box<str>> },
     /// The answer to [`Command::Connect`]: `Ok(())` sends the connect frame, `Err(msg)`
     /// sends the -1001 error frame with `msg` and closes.
     Welcome { to: Target, result: Result<(), String> },

@@ -265,3 +265,32 @@ fn keep_alive_carries_many_requests() {
     let (st, _) = h.call("get_all_groups", "a", &json!({}));
     assert_eq!(st, 200, "errors keep the connection open");
 }
+
+/// Sends to a system the shard knows is registered are answered before the hub has run
+/// them; that must not change errors or the order of effects.
+#[test]
+fn early_answers_keep_errors_and_order() {
+    let s = Server::start(&["--shards", "1"]);
+    s.register("a");
+    let mut c = s.client("a");
+    s.bind("a", &c.id, "g", "u");
+    c.expect_code(1001);
+    let mut h = Http::new(&s);
+    for i in 0..5 {
+        let (st, v) = h.call("send_to_group", "a", &json!({"groupName": "g", "code": 100 + i}));
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["data"]["messageId"].as_str().map(str::len), Some(16));
+    }
+    let (st, _) = h.call("unbind_from_group", "a", &json!({"clientId": c.id, "groupName": "g"}));
+    assert_eq!(st, 200);
+    let (st, _) = h.call("send_to_group", "a", &json!({"groupName": "g", "code": 999}));
+    assert_eq!(st, 200);
+    for i in 0..5 {
+        assert_eq!(c.recv().unwrap()["code"], 100 + i);
+    }
+    c.expect_silence(Duration::from_millis(300));
+    let (st, v) = h.call("send_to_group", "never-registered", &json!({"groupName": "g"}));
+    assert_eq!(st, 404, "{v}");
+    let (st, _) = h.call("send_to_system", "never-registered", &json!({}));
+    assert_eq!(st, 404);
+}

@@ -80,8 +80,8 @@ impl Outbox {
         }
     }
 
-    fn reply(&mut self, to: ConnId, status: u16, body: Bytes) {
-        self.send(to.shard as usize, ShardMsg::Reply { to: to.target(), status, body });
+    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
+        self.send(to.shard as usize, ShardMsg::Reply { to: to.target(), status, body, registered });
     }
 
     fn wake(&mut self) {
@@ -160,12 +160,19 @@ impl Hub {
                 self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result });
             }
             Command::Disconnected { conn } => self.remove_client(conn, true),
-            Command::Api { from, system, op } => {
-                let body = match self.api(&system, op) {
+            Command::Api { from, system, op, answered } => {
+                let learn = matches!(
+                    op,
+                    Op::Register | Op::SendToGroup { .. } | Op::SendToSystem { .. } | Op::SendToClients { .. }
+                );
+                let (status, body) = match self.api(&system, op) {
                     Ok(b) => (200, b),
                     Err((status, msg)) => (status, api::err_body(&msg)),
                 };
-                self.out.reply(from, body.0, body.1);
+                if !answered {
+                    let registered = (learn && self.systems.contains_key(&*system)).then_some(system);
+                    self.out.reply(from, status, body, registered);
+                }
             }
             Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
         }

@@ -168,8 +168,13 @@ impl OutQueue {
                 n = 0;
             }
         }
-        if self.frames.is_empty() {
-            // Invariant 7: an idle connection holds no heap memory for output.
+    }
+
+    /// Frees the buffer list's allocation if nothing is queued (invariant 7: an idle
+    /// connection holds no heap memory for output). Called by the periodic sweep rather than
+    /// on every drain, so a busy connection does not reallocate for each burst.
+    pub fn release_if_idle(&mut self) {
+        if self.frames.is_empty() && self.frames.capacity() > 0 {
             self.frames = VecDeque::new();
         }
     }
@@ -240,6 +245,18 @@ mod tests {
         w.budget = 100;
         q.write_to(&mut w).unwrap();
         assert_eq!(w.got, b"abcdZ");
+    }
+
+    #[test]
+    fn release_if_idle_frees_only_an_empty_queue() {
+        let mut q = OutQueue::default();
+        q.push(Bytes::from_static(b"abc"));
+        q.release_if_idle();
+        assert_eq!(q.bytes(), 3);
+        q.write_to(&mut Trickle { got: vec![], cap: 10, budget: 10 }).unwrap();
+        assert!(q.frames.capacity() > 0);
+        q.release_if_idle();
+        assert_eq!(q.frames.capacity(), 0);
     }
 
     #[test]

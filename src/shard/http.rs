@@ -178,10 +178,27 @@ impl Shard {
             _ => return Err(fail(404, format!("unknown endpoint /api/{name}"))),
         };
         let from = self.conn_id(slot);
-        match self.hub.try_send(Command::Api { from, system, op }) {
+        // A send to a system the hub confirmed registered cannot fail at the hub: answer it
+        // as soon as it is queued (the hub sees it before any later call of this client).
+        let answer_now = match &op {
+            Op::SendToGroup { message_id, .. } | Op::SendToSystem { message_id, .. } => Some(message_id.clone()),
+            Op::SendToClients { message_id, strict: false, .. } => Some(message_id.clone()),
+            _ => None,
+        }
+        .filter(|_| self.known_systems.contains(&*system));
+        let answered = answer_now.is_some();
+        match self.hub.try_send(Command::Api { from, system, op, answered }) {
             Ok(()) => {
-                if let State::Http { awaiting, .. } = &mut self.conns[slot].state {
-                    *awaiting = true;
+                match answer_now {
+                    Some(id) => {
+                        self.respond(slot, 200, &api::message_id_body(&id), head.keep_alive);
+                        self.flush_one(slot);
+                    }
+                    None => {
+                        if let State::Http { awaiting, .. } = &mut self.conns[slot].state {
+                            *awaiting = true;
+                        }
+                    }
                 }
                 Ok(())
             }
@@ -202,6 +219,7 @@ impl Shard {
         conn.state = State::Http { awaiting: false, keep_alive };
         let slot = to.slot as usize;
         self.respond(slot, status, &body, keep_alive);
+        self.flush_one(slot);
         // Requests pipelined behind this one, then anything that arrived meanwhile.
         if keep_alive {
             self.resume(slot);

@@ -13,7 +13,7 @@ mod conn;
 mod http;
 mod ws;
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -112,6 +112,10 @@ pub struct Shard {
     accept_paused: bool,
     shutdown_deadline: Option<u32>,
     logs: LogLimiter,
+    /// Frames queued since the counter was last published (one atomic add per turn).
+    queued_frames: u64,
+    /// Systems the hub has confirmed registered: sends to them are answered here at once.
+    known_systems: HashSet<Box<str>>,
 }
 
 impl Shard {
@@ -143,6 +147,8 @@ impl Shard {
             accept_paused: false,
             shutdown_deadline: None,
             logs: LogLimiter::default(),
+            queued_frames: 0,
+            known_systems: HashSet::new(),
         })
     }
 
@@ -431,7 +437,7 @@ impl Shard {
             return;
         }
         conn.out.push(frame);
-        metrics::add(&self.stats().frames_queued_total, 1);
+        self.queued_frames += 1;
         self.mark_dirty(slot);
     }
 
@@ -446,41 +452,51 @@ impl Shard {
 
     /// Writes every connection with pending output once (`writev`), then closes what is done.
     fn flush_dirty(&mut self) {
-        let dirty = std::mem::take(&mut self.dirty);
+        metrics::add(&self.shared.stats[self.id as usize].frames_queued_total, std::mem::take(&mut self.queued_frames));
+        let mut dirty = std::mem::take(&mut self.dirty);
         for &slot in &dirty {
-            let Some(conn) = self.conns.get_mut(slot) else { continue };
-            conn.dirty = false;
-            match conn.out.write_to(&mut conn.sock) {
-                Ok((bytes, calls)) => {
-                    let st = &self.shared.stats[self.id as usize];
-                    metrics::add(&st.bytes_written_total, bytes as u64);
-                    metrics::add(&st.writev_calls_total, calls as u64);
-                }
-                Err(_) => {
-                    self.to_close.push(slot);
-                    continue;
-                }
-            }
-            if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) {
-                self.read_again.push(slot);
-            }
-            if conn.out.is_empty() {
-                match conn.state {
-                    State::Http { awaiting: false, keep_alive: false } => self.to_close.push(slot),
-                    State::Closing if !conn.write_shut => {
-                        // Everything (close frame last) is out: half-close and wait for the
-                        // peer's FIN (read side) until the grace period ends.
-                        let _ = conn.sock.shutdown(std::net::Shutdown::Write);
-                        conn.write_shut = true;
-                    }
-                    _ => {}
-                }
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.dirty = false;
+                self.flush_one(slot);
             }
         }
-        let mut dirty = dirty;
         dirty.clear();
         if self.dirty.is_empty() {
             self.dirty = dirty;
+        }
+    }
+
+    /// One gathered write of `slot`'s queue; schedules the close of a finished connection.
+    /// Used by the end-of-turn flush, and at once for API answers: a caller waiting for its
+    /// answer should not wait behind a broadcast's writes (it sends its next request sooner,
+    /// so more messages share each later `writev`).
+    pub(super) fn flush_one(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        match conn.out.write_to(&mut conn.sock) {
+            Ok((bytes, calls)) => {
+                let st = &self.shared.stats[self.id as usize];
+                metrics::add(&st.bytes_written_total, bytes as u64);
+                metrics::add(&st.writev_calls_total, calls as u64);
+            }
+            Err(_) => {
+                self.to_close.push(slot);
+                return;
+            }
+        }
+        if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) {
+            self.read_again.push(slot);
+        }
+        if conn.out.is_empty() {
+            match conn.state {
+                State::Http { awaiting: false, keep_alive: false } => self.to_close.push(slot),
+                State::Closing if !conn.write_shut => {
+                    // Everything (close frame last) is out: half-close and wait for the
+                    // peer's FIN (read side) until the grace period ends.
+                    let _ = conn.sock.shutdown(std::net::Shutdown::Write);
+                    conn.write_shut = true;
+                }
+                _ => {}
+            }
         }
     }
 
@@ -575,7 +591,12 @@ impl Shard {
                     }
                 }
                 ShardMsg::DeliverOne { target, frame } => self.deliver(target, &frame),
-                ShardMsg::Reply { to, status, body } => self.api_reply(to, status, body),
+                ShardMsg::Reply { to, status, body, registered } => {
+                    if let Some(s) = registered {
+                        self.known_systems.insert(s);
+                    }
+                    self.api_reply(to, status, body)
+                }
                 ShardMsg::Welcome { to, result } => self.welcome(to, result),
                 ShardMsg::Close { target, code, reason } => {
                     if let Some(conn) = self.target(target) {
@@ -636,6 +657,7 @@ impl Shard {
         let mut queued = 0u64;
         for (slot, c) in self.conns.iter_mut() {
             queued += c.out.bytes() as u64;
+            c.out.release_if_idle();
             let silent = now.wrapping_sub(c.last_seen);
             match c.state {
                 State::Closing => {

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Runs each scenario against roomcast and the Bun reference, alternating, ROUNDS times, each
+# run on a freshly started server; prints the medians and ratios and writes every JSON result
+# to $OUT. Usage: loadtest/compare.sh [ROUNDS] [SCENARIO...]
+#   scenarios: connect fanout broadcast unicast joinstorm paced scale  (default: all but scale)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${1:-3}; shift || true
+scenarios=${*:-connect fanout broadcast unicast joinstorm paced}
+OUT=${OUT:-$root/target/compare}
+mkdir -p "$OUT"
+cd "$root"
+cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
+[ -x loadtest/peers/node_modules/.bin/bun ] || (cd loadtest/peers && npm install --no-audit --no-fund --silent)
+LT=$root/target/release/roomcast-loadtest
+
+args_for() {
+  case $1 in
+    connect)   echo "connect --clients 10000 --procs 2" ;;
+    fanout)    echo "fanout --clients 15000 --groups 100 --messages 2000 --procs 2 --concurrency 16" ;;
+    broadcast) echo "broadcast --clients 2000 --messages 500 --concurrency 16" ;;
+    unicast)   echo "unicast --clients 1000 --messages 50000 --concurrency 32" ;;
+    joinstorm) echo "joinstorm --clients 2000 --concurrency 16" ;;
+    paced)     echo "fanout --clients 2000 --groups 20 --messages 1000 --send-rate 100" ;;
+  esac
+}
+
+start() { # $1: roomcast|bun|roomcast1 → sets PID, PORT
+  local log=$OUT/server.log
+  case $1 in
+    roomcast)  "$root/target/release/roomcast" --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
+    roomcast1) "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 >"$log" 2>&1 & ;;
+    bun)       (cd loadtest/peers && exec node_modules/.bin/bun bun-server.js 0) >"$log" 2>&1 & ;;
+  esac
+  PID=$!
+  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
+  [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
+}
+stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
+
+servers="bun roomcast"
+for sc in $scenarios; do
+  [ "$sc" = scale ] && continue
+  for r in $(seq "$rounds"); do
+    for s in $servers; do
+      start "$s"
+      # shellcheck disable=SC2046
+      "$LT" $(args_for "$sc") --port "$PORT" --pid "$PID" --label "$s" --time-limit 300 \
+        --json "$OUT/$sc-$s-$r.json" 2>"$OUT/$sc-$s-$r.log" | sed "s/^/[$sc $r] /" || echo "[$sc $r] $s: loadtest exit $?"
+      stop
+    done
+  done
+done
+if [[ " $scenarios " == *" scale "* ]]; then
+  for r in $(seq "$rounds"); do
+    for s in roomcast1 roomcast; do
+      start "$s"
+      "$LT" $(args_for fanout) --port "$PORT" --pid "$PID" --label "$s" --time-limit 300 \
+        --json "$OUT/scale-$s-$r.json" 2>"$OUT/scale-$s-$r.log" | sed "s/^/[scale $r] /" || true
+      stop
+    done
+  done
+fi
+python3 "$root/loadtest/summarize.py" "$OUT"

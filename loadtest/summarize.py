@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""Medians of loadtest/compare.sh results, roomcast vs Bun, as a Markdown table."""
+import glob, json, os, statistics, sys
+
+out = sys.argv[1]
+runs = {}
+for p in glob.glob(os.path.join(out, "*.json")):
+    name = os.path.basename(p)[:-5]
+    sc, label, _ = name.rsplit("-", 2)
+    runs.setdefault((sc, label), []).append(json.load(open(p)))
+
+METRICS = {
+    "connect": [("connect_rate_per_s", "connections/s", True), ("rss_per_connection_bytes", "RSS B/conn", False),
+                ("handshake_p99_ms", "handshake p99 ms", False)],
+    "fanout": [("delivered_per_s", "delivered msg/s", True), ("latency_p99_ms", "p99 ms (burst)", False),
+               ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("lost", "lost", False)],
+    "broadcast": [("delivered_per_s", "delivered msg/s", True), ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("lost", "lost", False)],
+    "unicast": [("api_req_per_s", "send_to_client req/s", True), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
+    "joinstorm": [("delivered_per_s", "notices/s", True), ("storm_secs", "seconds to all notices", False), ("lost", "lost", False)],
+    "paced": [("latency_p50_ms", "p50 ms", False), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
+    "scale": [("delivered_per_s", "delivered msg/s", True), ("server_cpu_us_per_frame", "server CPU µs/frame", False)],
+}
+print("| scenario | metric | Bun (median) | roomcast (median) | roomcast / Bun | runs |")
+print("| --- | --- | --- | --- | --- | --- |")
+for sc, metrics in METRICS.items():
+    a_label, b_label = ("roomcast1", "roomcast") if sc == "scale" else ("bun", "roomcast")
+    a, b = runs.get((sc, a_label), []), runs.get((sc, b_label), [])
+    if not a and not b:
+        continue
+    for key, title, _higher_better in metrics:
+        va = [r[key] for r in a if key in r]
+        vb = [r[key] for r in b if key in r]
+        ma = statistics.median(va) if va else None
+        mb = statistics.median(vb) if vb else None
+        ratio = f"{mb / ma:.2f}x" if ma and mb is not None and ma != 0 else "-"
+        fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
+        name = f"{sc} ({a_label} vs {b_label})" if sc == "scale" else sc
+        print(f"| {name} | {title} | {fmt(ma)} | {fmt(mb)} | {ratio} | {len(va)}/{len(vb)} |")
