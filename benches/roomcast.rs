@@ -11,14 +11,13 @@
 use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use roomcast::hub::{Hub, HubConfig, ShardLink};
 use roomcast::ids::ConnId;
 use roomcast::metrics::HubStats;
 use roomcast::msg::{Command, Op, ShardMsg};
 use roomcast::protocol::{api, http};
-use roomcast::shard::OutQueue;
+use roomcast::shard::{Buf, OutQueue};
 
 const BODY: &[u8] = br#"{"groupName":"room-42","sendUserId":"user-1234","code":200,"msg":"chat","data":{"text":"hello everyone, this is a chat message of typical size","ts":1763779200123,"tags":["a","b"]}}"#;
 
@@ -143,7 +142,8 @@ impl Write for Sink {
 }
 
 fn output_queue(c: &mut Criterion) {
-    let frame: Bytes = api::push_frame("9fa54bdbbf2778cb", "user-1234", 200, "chat", None);
+    // As on the delivery path: one shard-local handle per message, cloned per recipient.
+    let frame: Buf = Buf::new(api::push_frame("9fa54bdbbf2778cb", "user-1234", 200, "chat", None));
     let mut g = c.benchmark_group("output_queue");
     g.throughput(Throughput::Elements(64));
     g.bench_function("queue_64_frames_then_writev", |b| {
@@ -151,7 +151,7 @@ fn output_queue(c: &mut Criterion) {
         b.iter(|| {
             let mut q = OutQueue::default();
             for _ in 0..64 {
-                q.push(frame.clone());
+                q.push_shared(frame.clone());
             }
             let (n, calls) = q.write_to(&mut sink).unwrap();
             black_box((n, calls))

@@ -73,9 +73,17 @@ impl Server {
             let (tx, rx) = bounded(cfg.shard_queue);
             links.push((tx.clone(), waker.clone()));
             hub_links.push(ShardLink { tx, waker });
-            let shard =
-                Shard::new(i as u16, shared.clone(), poll, mio::net::TcpListener::from_std(l), rx, hub_tx.clone())?;
-            shards.push(std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || shard.run())?);
+            let (shared, hub_tx) = (shared.clone(), hub_tx.clone());
+            let listener = mio::net::TcpListener::from_std(l);
+            // Built on its own thread: a shard holds thread-local (`Rc`) buffers.
+            let thread =
+                std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || {
+                    match Shard::new(i as u16, shared, poll, listener, rx, hub_tx) {
+                        Ok(shard) => shard.run(),
+                        Err(e) => tracing::error!(shard = i, "cannot start shard: {e}"),
+                    }
+                })?;
+            shards.push(thread);
         }
         drop(hub_tx);
         let hub_cfg = HubConfig {

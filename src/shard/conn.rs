@@ -5,6 +5,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
 
 use bytes::Bytes;
 use mio::net::TcpStream;
@@ -87,11 +88,16 @@ impl Conn {
     }
 }
 
+/// A frame as queued on a connection: the hub's shared buffer behind a shard-local `Rc`.
+/// The buffer's own (atomic) refcount is touched once per shard per message; each recipient
+/// only bumps this non-atomic count, so shards never contend on one cache line.
+pub type Buf = Rc<Bytes>;
+
 /// Pending output: shared frame buffers plus how much of the first one is already written
 /// (invariant 4). `bytes` counts what is still to be written.
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    frames: VecDeque<Bytes>,
+    frames: VecDeque<Buf>,
     offset: usize,
     bytes: usize,
 }
@@ -101,6 +107,11 @@ pub const MAX_IOV: usize = 64;
 
 impl OutQueue {
     pub fn push(&mut self, b: Bytes) {
+        self.push_shared(Rc::new(b));
+    }
+
+    /// Queues a buffer shared with other connections of this shard.
+    pub fn push_shared(&mut self, b: Buf) {
         if b.is_empty() {
             return;
         }
@@ -120,7 +131,7 @@ impl OutQueue {
     /// sees a truncated frame. Returns the bytes dropped.
     pub fn drop_unstarted(&mut self) -> usize {
         let keep = usize::from(self.offset > 0);
-        let dropped: usize = self.frames.iter().skip(keep).map(Bytes::len).sum();
+        let dropped: usize = self.frames.iter().skip(keep).map(|f| f.len()).sum();
         self.frames.truncate(keep);
         if self.frames.is_empty() {
             self.frames = VecDeque::new();
@@ -137,7 +148,7 @@ impl OutQueue {
             let mut iov: [IoSlice<'_>; MAX_IOV] = [IoSlice::new(&[]); MAX_IOV];
             let mut n = 0;
             for (i, f) in self.frames.iter().take(MAX_IOV).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &f[self.offset..] } else { f });
+                iov[i] = IoSlice::new(if i == 0 { &f[self.offset..] } else { &f[..] });
                 n += 1;
             }
             calls += 1;

@@ -19,13 +19,12 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-pub use conn::{Conn, OutQueue, State, MAX_IOV};
+pub use conn::{Buf, Conn, OutQueue, State, MAX_IOV};
 
 use crate::auth::Verifier;
 use crate::config::Config;
@@ -108,7 +107,7 @@ pub struct Shard {
     read_again: Vec<usize>,
     next_gen: u32,
     epoch: Instant,
-    ping: Bytes,
+    ping: Buf,
     accept_paused: bool,
     shutdown_deadline: Option<u32>,
     logs: LogLimiter,
@@ -143,7 +142,7 @@ impl Shard {
             read_again: Vec::new(),
             next_gen: 1,
             epoch: Instant::now(),
-            ping: wsp::frame(wsp::OP_PING, b""),
+            ping: Buf::new(wsp::frame(wsp::OP_PING, b"")),
             accept_paused: false,
             shutdown_deadline: None,
             logs: LogLimiter::default(),
@@ -421,7 +420,8 @@ impl Shard {
     }
 
     /// Queues `frame` for `slot`, enforcing the hard output limit (invariant 4).
-    fn queue(&mut self, slot: usize, frame: Bytes) {
+    fn queue(&mut self, slot: usize, frame: impl Into<Buf>) {
+        let frame: Buf = frame.into();
         let hard = self.shared.cfg.output_hard_limit;
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.state == State::Closing {
@@ -436,7 +436,7 @@ impl Shard {
             self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
             return;
         }
-        conn.out.push(frame);
+        conn.out.push_shared(frame);
         self.queued_frames += 1;
         self.mark_dirty(slot);
     }
@@ -586,11 +586,12 @@ impl Shard {
         while let Ok(msg) = self.rx.try_recv() {
             match msg {
                 ShardMsg::Deliver { frame, targets } => {
+                    let frame = Buf::new(frame);
                     for &t in targets.iter() {
                         self.deliver(t, &frame);
                     }
                 }
-                ShardMsg::DeliverOne { target, frame } => self.deliver(target, &frame),
+                ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
                 ShardMsg::Reply { to, status, body, registered } => {
                     if let Some(s) = registered {
                         self.known_systems.insert(s);
@@ -612,7 +613,7 @@ impl Shard {
         }
     }
 
-    fn deliver(&mut self, t: Target, frame: &Bytes) {
+    fn deliver(&mut self, t: Target, frame: &Buf) {
         if let Some(conn) = self.target(t) {
             if matches!(conn.state, State::Client { registered: true }) {
                 self.queue(t.slot as usize, frame.clone());
