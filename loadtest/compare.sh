@@ -2,11 +2,11 @@
 # Runs each scenario against roomcast and the Bun reference, alternating, ROUNDS times, each
 # run on a freshly started server; prints the medians and ratios and writes every JSON result
 # to $OUT. Usage: loadtest/compare.sh [ROUNDS] [SCENARIO...]
-#   scenarios: connect fanout broadcast unicast joinstorm paced scale  (default: all but scale)
+#   scenarios: connect fanout broadcast unicast joinstorm paced churn scale  (default: all but scale)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}; shift || true
-scenarios=${*:-connect fanout broadcast unicast joinstorm paced}
+scenarios=${*:-connect fanout broadcast unicast joinstorm paced churn}
 OUT=${OUT:-$root/target/compare}
 mkdir -p "$OUT"
 cd "$root"
@@ -22,6 +22,7 @@ args_for() {
     unicast)   echo "unicast --clients 1000 --messages 50000 --concurrency 32" ;;
     joinstorm) echo "joinstorm --clients 2000 --concurrency 16 --procs 2" ;;
     paced)     echo "fanout --clients 2000 --groups 20 --messages 1000 --send-rate 100" ;;
+    churn)     echo "churn --clients 2000 --groups 20 --messages 2000 --send-rate 400 --churners 4 --procs 2" ;;
   esac
 }
 

@@ -18,9 +18,12 @@ METRICS = {
     "unicast": [("api_req_per_s", "send_to_client req/s", True), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
     "joinstorm": [("delivered_per_s", "notices/s", True), ("storm_secs", "seconds to all notices", False), ("lost", "lost", False)],
     "paced": [("latency_p50_ms", "p50 ms", False), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
+    "churn": [("lost", "lost", False), ("notices_missing", "notices missing", False), ("notices_duplicated", "notices duplicated", False),
+              ("churn_sessions", "churn sessions", True), ("latency_p99_ms", "p99 ms", False)],
     "scale": [("delivered_per_s", "delivered msg/s", True), ("server_cpu_us_per_frame", "server CPU µs/frame", False)],
 }
 print("| scenario | metric | Bun (median) | roomcast (median) | roomcast / Bun | runs |")
+# (for "scale" the two columns are roomcast --shards 1 and roomcast with the default 2 shards)
 print("| --- | --- | --- | --- | --- | --- |")
 for sc, metrics in METRICS.items():
     a_label, b_label = ("roomcast1", "roomcast") if sc == "scale" else ("bun", "roomcast")

@@ -8,6 +8,7 @@
 //! on stdout; the parent sends them commands on stdin. Every loop is bounded by
 //! `--time-limit`.
 
+mod churn;
 mod report;
 mod sender;
 mod worker;
@@ -34,6 +35,9 @@ pub enum Scenario {
     Unicast,
     /// Every client binds into one group with notices on: time until all C(C+1)/2 arrive.
     Joinstorm,
+    /// A fanout while --churners clients per worker keep connecting, binding (notices on)
+    /// and leaving: nothing lost for the clients that stay, each notice exactly once.
+    Churn,
 }
 
 /// Command line.
@@ -97,6 +101,9 @@ pub struct Cli {
     /// Spread client source addresses over 127.0.0.1 ..= 127.0.0.N.
     #[arg(long, default_value_t = 8)]
     pub src_ips: usize,
+    /// Churn: churning client threads per worker process.
+    #[arg(long, default_value_t = 4)]
+    pub churners: usize,
     /// Label for this run in the outputs (e.g. roomcast, bun).
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -119,6 +126,9 @@ pub struct Opts {
     pub src_ips: usize,
     pub token: Option<String>,
     pub report_ids: bool,
+    pub groups: usize,
+    /// Churning threads per worker (churn scenario only, else 0).
+    pub churners: usize,
 }
 
 /// Nanoseconds since the Unix epoch (the same clock in every process on this machine).
@@ -147,6 +157,8 @@ fn main() {
         src_ips: cli.src_ips.clamp(1, 250),
         token,
         report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm),
+        groups: cli.groups.max(1),
+        churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
     };
     if let Some(i) = cli.worker {
         if let Err(e) = worker::run(&opts, i) {
@@ -169,6 +181,7 @@ fn main() {
 pub struct Collected {
     pub ready: Vec<Value>,
     pub bound: Vec<Value>,
+    pub churned: Vec<Value>,
     pub results: Vec<Value>,
     pub progress: Vec<Value>,
     /// Per second: (t, delivered so far, p50 µs, p99 µs) for the report.
@@ -206,6 +219,7 @@ impl Workers {
                     match v["type"].as_str() {
                         Some("ready") => s.ready.push(v),
                         Some("bound") => s.bound.push(v),
+                        Some("churned") => s.churned.push(v),
                         Some("result") => s.results.push(v),
                         Some("progress") => {
                             let w = v["worker"].as_u64().unwrap_or(0) as usize;
@@ -361,7 +375,7 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     let code = match cli.scenario {
         Scenario::Connect => 0,
         Scenario::Fanout | Scenario::Broadcast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
-        Scenario::Unicast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Unicast | Scenario::Churn => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
         Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
     };
     out.set("wall_secs", json!(t0.elapsed().as_secs_f64()));
@@ -420,6 +434,10 @@ fn run_sends(
             expected[*wk] += 1;
         }
     }
+    if cli.scenario == Scenario::Churn {
+        w.tell_all("churn start");
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let cpu_before = report::sample(&cli.pid);
     let send_start = now_nanos();
     let rate = (cli.send_rate > 0.0).then_some(cli.send_rate);
@@ -460,6 +478,11 @@ fn run_sends(
         },
     )
     .map_err(|e| format!("sending: {e}"))?;
+    if cli.scenario == Scenario::Churn {
+        w.tell_all("churn stop");
+        w.wait_for(procs, deadline, "churn stop", |s| s.churned.len())?;
+        std::thread::sleep(Duration::from_millis(1500)); // let the last 1002s arrive
+    }
     for (i, e) in expected.iter().enumerate() {
         w.tell(i, &format!("expect 200 {e} {}", cli.drain_secs));
     }
@@ -485,12 +508,52 @@ fn run_sends(
     out.set("latency_p99_ms", json!(lat.value_at_quantile(0.99) as f64 / 1e3));
     out.set("latency_p999_ms", json!(lat.value_at_quantile(0.999) as f64 / 1e3));
     out.set("latency_max_ms", json!(lat.max() as f64 / 1e3));
+    let mut notice_problems = 0;
+    if cli.scenario == Scenario::Churn {
+        notice_problems = check_churn(opts, groups, &w.state.lock().expect("lock").churned, &results, out);
+    }
     if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
         let cpu = a.cpu_secs - b.cpu_secs;
         out.set("server_cpu_secs", json!(cpu));
         out.set("server_cpu_us_per_frame", json!(cpu * 1e6 / delivered.max(1) as f64));
     }
-    Ok(i32::from(lost > 0 || stats.errors > 0))
+    Ok(i32::from(lost > 0 || stats.errors > 0 || notice_problems > 0))
+}
+
+/// Churn: every completed session must have produced exactly one 1001 and one 1002 at each
+/// stayer of its group. Returns the number of missing plus duplicated notices.
+fn check_churn(opts: &Opts, groups: usize, churned: &[Value], results: &[Value], out: &mut report::Outcome) -> u64 {
+    let mut stayers = vec![0u64; groups];
+    for c in 0..opts.clients {
+        stayers[c % groups] += 1;
+    }
+    let mut got: std::collections::HashMap<String, [u64; 2]> = std::collections::HashMap::new();
+    for r in results {
+        for (id, v) in r["notices"].as_object().into_iter().flatten() {
+            let e = got.entry(id.clone()).or_insert([0, 0]);
+            e[0] += v[0].as_u64().unwrap_or(0);
+            e[1] += v[1].as_u64().unwrap_or(0);
+        }
+    }
+    let dups: u64 = results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
+    let (mut sessions, mut expected, mut missing) = (0u64, 0u64, 0u64);
+    for c in churned {
+        for s in c["sessions"].as_array().into_iter().flatten() {
+            let (id, g) = (s[0].as_str().unwrap_or(""), s[1].as_u64().unwrap_or(0) as usize);
+            sessions += 1;
+            let want = stayers[g % groups];
+            expected += 2 * want;
+            let have = got.get(id).copied().unwrap_or([0, 0]);
+            missing += want.saturating_sub(have[0]) + want.saturating_sub(have[1]);
+        }
+    }
+    let errors: u64 = churned.iter().map(|c| c["errors"].as_u64().unwrap_or(0)).sum();
+    out.set("churn_sessions", json!(sessions));
+    out.set("churn_errors", json!(errors));
+    out.set("notices_expected", json!(expected));
+    out.set("notices_missing", json!(missing));
+    out.set("notices_duplicated", json!(dups));
+    missing + dups
 }
 
 /// Every client binds into one group with notices on; all C(C+1)/2 notices must arrive.

@@ -6,10 +6,11 @@
 //! end-to-end latency of every code-200 frame from the send time embedded in `data` (`"t"`).
 //! Everything it says goes to stdout as one JSON object per line.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -44,12 +45,27 @@ pub struct Tally {
     pub first_rx: u64,
     pub last_rx: u64,
     pub closed: u64,
+    /// Churn mode only: per churner clientId, [1001 count, 1002 count] over all stayers.
+    pub notices: Option<HashMap<String, [u64; 2]>>,
+    /// Churn mode only: (stayer, churner, code) already seen, to count duplicates.
+    seen: HashSet<(usize, String, i64)>,
+    pub notice_dups: u64,
 }
 
 impl Tally {
     fn new() -> Self {
         let h = || Histogram::new_with_bounds(1, 120_000_000, 3).expect("histogram bounds");
-        Tally { codes: HashMap::new(), latency: h(), interval: h(), first_rx: 0, last_rx: 0, closed: 0 }
+        Tally {
+            codes: HashMap::new(),
+            latency: h(),
+            interval: h(),
+            first_rx: 0,
+            last_rx: 0,
+            closed: 0,
+            notices: None,
+            seen: HashSet::new(),
+            notice_dups: 0,
+        }
     }
 }
 
@@ -100,6 +116,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
     // Index = mio token; `None`: the connect call itself failed.
     let mut conns: Vec<Option<Ws>> = Vec::with_capacity(hi - lo);
     let mut tally = Tally::new();
+    if opts.churners > 0 {
+        tally.notices = Some(HashMap::new());
+    }
+    let churn = Arc::new(crate::churn::Churn::default());
+    let mut churn_threads = Vec::new();
     let mut handshake = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("bounds");
     let (mut opened, mut failed) = (0usize, 0usize);
     let rate = opts.connect_rate.max(1) as f64 / procs as f64;
@@ -204,6 +225,34 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                     expect = Some((code.parse().unwrap_or(200), n.parse().unwrap_or(0), until));
                     tally.interval.reset();
                 }
+                ["churn", "start"] => {
+                    churn_threads = crate::churn::start(
+                        opts.churners,
+                        opts.ports.clone(),
+                        opts.system.clone(),
+                        opts.token.clone(),
+                        opts.groups,
+                        churn.clone(),
+                    );
+                }
+                ["churn", "stop"] => {
+                    churn.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let (threads, churn) = (std::mem::take(&mut churn_threads), churn.clone());
+                    std::thread::spawn(move || {
+                        for t in threads {
+                            let _ = t.join();
+                        }
+                        let sessions: Vec<serde_json::Value> = churn
+                            .sessions
+                            .lock()
+                            .expect("sessions")
+                            .iter()
+                            .map(|s| json!([s.client_id, s.group]))
+                            .collect();
+                        let errors = *churn.errors.lock().expect("errors");
+                        emit(json!({"type": "churned", "worker": index, "sessions": sessions, "errors": errors}));
+                    });
+                }
                 ["quit"] => return Ok(()),
                 _ => {}
             }
@@ -230,7 +279,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
             if (n > 0 && got >= n) || idle_done || Instant::now() >= until {
                 let codes: HashMap<String, u64> = tally.codes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
                 emit(json!({"type": "result", "worker": index, "codes": codes, "latency": hist_json(&tally.latency),
-                    "first_rx": tally.first_rx, "last_rx": tally.last_rx, "closed": tally.closed, "connected": opened}));
+                    "first_rx": tally.first_rx, "last_rx": tally.last_rx, "closed": tally.closed, "connected": opened,
+                    "notices": tally.notices, "notice_dups": tally.notice_dups}));
                 expect = None;
             }
         }
@@ -351,6 +401,19 @@ fn parse(c: &mut Ws, tally: &mut Tally, hs: &mut Histogram<u64>, opened: &mut us
                         tally.first_rx = now;
                     }
                     tally.last_rx = now;
+                    if let (Some(map), 1001 | 1002) = (tally.notices.as_mut(), code) {
+                        // data is a JSON string: {\"clientId\":\"ID\",...}
+                        let key = br#"clientId\":\""#;
+                        if let Some(i) = p.windows(key.len()).position(|w| w == key) {
+                            let rest = &p[i + key.len()..];
+                            let end = rest.iter().position(|&x| x == b'\\').unwrap_or(rest.len());
+                            let id = String::from_utf8_lossy(&rest[..end]).into_owned();
+                            if !tally.seen.insert((c.global, id.clone(), code)) {
+                                tally.notice_dups += 1;
+                            }
+                            map.entry(id).or_insert([0, 0])[(code - 1001) as usize] += 1;
+                        }
+                    }
                     if code == 200 {
                         if let Some(t) = int_after(p, b"\"t\":") {
                             let us = (now.saturating_sub(t as u64) / 1000).max(1);

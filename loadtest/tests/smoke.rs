@@ -61,4 +61,26 @@ fn every_scenario_runs_without_loss() {
     assert_eq!((v["delivered"].as_u64(), v["lost"].as_u64()), (Some(300), Some(0)), "{v}");
     let v = run(&s, &["joinstorm", "--clients", "60"]);
     assert_eq!(v["delivered"], 60 * 61 / 2, "{v}");
+    let v = run(
+        &s,
+        &[
+            "churn",
+            "--clients",
+            "100",
+            "--groups",
+            "4",
+            "--messages",
+            "300",
+            "--send-rate",
+            "300",
+            "--churners",
+            "2",
+            "--procs",
+            "2",
+        ],
+    );
+    assert_eq!(v["lost"], 0, "{v}");
+    assert!(v["churn_sessions"].as_u64().unwrap() > 0, "{v}");
+    assert!(v["notices_expected"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!((v["notices_missing"].as_u64(), v["notices_duplicated"].as_u64()), (Some(0), Some(0)), "{v}");
 }

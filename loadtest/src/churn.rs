@@ -1,0 +1,115 @@
+//! The churning clients of the `churn` scenario: each thread loops connect → bind into a
+//! random group (notices on) → stay 50–300 ms → leave (close frame or plain TCP drop), with
+//! blocking sockets. Completed sessions are recorded so the parent can tell how many 1001
+//! and 1002 notices every stayer must have seen.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One completed churn session: the client bound to `group`, then left.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub client_id: String,
+    pub group: usize,
+}
+
+/// Shared between the worker loop and its churn threads.
+#[derive(Default)]
+pub struct Churn {
+    pub stop: AtomicBool,
+    pub sessions: Mutex<Vec<Session>>,
+    pub errors: Mutex<u64>,
+}
+
+fn read_until(s: &mut TcpStream, pred: impl Fn(&[u8]) -> bool) -> std::io::Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !pred(&buf) {
+        let n = s.read(&mut chunk)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    Ok(buf)
+}
+
+fn session(
+    addr: SocketAddr,
+    system: &str,
+    token: Option<&str>,
+    groups: usize,
+    api: &mut TcpStream,
+    rng: &mut fastrand::Rng,
+    n: u64,
+) -> std::io::Result<Session> {
+    let mut ws = TcpStream::connect(addr)?;
+    ws.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(ws, "GET /ws?systemId={system} HTTP/1.1\r\nHost: churn\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")?;
+    let hello = read_until(&mut ws, |b| b.windows(3).any(|w| w == b"\"}}"))?;
+    let text = String::from_utf8_lossy(&hello);
+    let id = text.split("\"clientId\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
+    let group = rng.usize(..groups);
+    let body = format!(r#"{{"clientId":"{id}","groupName":"g{group}","userId":"churn{n}"}}"#);
+    api.write_all(&crate::sender::post("/api/bind_to_group", system, token, &body))?;
+    let resp = read_until(api, |b| {
+        b.windows(4).position(|w| w == b"\r\n\r\n").is_some_and(|end| {
+            let head = String::from_utf8_lossy(&b[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            b.len() >= end + 4 + len
+        })
+    })?;
+    if !resp.starts_with(b"HTTP/1.1 200") {
+        return Err(std::io::Error::other(format!("bind: {}", String::from_utf8_lossy(&resp))));
+    }
+    std::thread::sleep(Duration::from_millis(rng.u64(50..300)));
+    if n.is_multiple_of(2) {
+        ws.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])?; // masked close 1000 (zero mask)
+    }
+    drop(ws);
+    Ok(Session { client_id: id, group })
+}
+
+/// Runs `threads` churners until `churn.stop`.
+pub fn start(
+    threads: usize,
+    addrs: Vec<SocketAddr>,
+    system: String,
+    token: Option<String>,
+    groups: usize,
+    churn: Arc<Churn>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..threads)
+        .map(|t| {
+            let (addrs, system, token, churn) = (addrs.clone(), system.clone(), token.clone(), churn.clone());
+            std::thread::spawn(move || {
+                let mut rng = fastrand::Rng::with_seed(t as u64 + 1);
+                let addr = addrs[t % addrs.len()];
+                let Ok(mut api) = TcpStream::connect(addr) else { return };
+                let _ = api.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut n = 0u64;
+                while !churn.stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    match session(addr, &system, token.as_deref(), groups, &mut api, &mut rng, n) {
+                        Ok(s) => churn.sessions.lock().expect("sessions").push(s),
+                        Err(_) => {
+                            *churn.errors.lock().expect("errors") += 1;
+                            std::thread::sleep(Duration::from_millis(50));
+                            if let Ok(a) = TcpStream::connect(addr) {
+                                api = a;
+                                let _ = api.set_read_timeout(Some(Duration::from_secs(10)));
+                            }
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
