@@ -214,3 +214,29 @@ mod tests {
         assert_eq!(Body::required(&Some(String::new()), "clientId").unwrap_err(), "clientId is required");
     }
 }
+
+/// Randomized robustness: arbitrary bodies never panic the parser or the frame builder.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+
+    #[test]
+    fn random_and_mutated_bodies_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(0xbeef);
+        let valid = br#"{"clientId":"abc","groupName":"g","code":200,"msg":"m\u00e9","data":{"a":[1,2,{"b":null}]},"notify":false}"#;
+        for i in 0..100_000 {
+            let buf: Vec<u8> = if i % 2 == 0 {
+                (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect()
+            } else {
+                let mut v = valid.to_vec();
+                let at = rng.usize(..v.len());
+                v[at] = rng.u8(..);
+                v
+            };
+            if let Ok(b) = parse_body(&buf) {
+                let f = push_frame("m", b.send_user_id.as_deref().unwrap_or(""), b.code.unwrap_or(0), "", b.data);
+                assert!(f.len() > 2);
+            }
+        }
+    }
+}
