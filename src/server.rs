@@ -36,6 +36,23 @@ fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(s.into())
 }
 
+/// SO_REUSEPORT would let a second server on the same port silently take part of the
+/// connections; a plain bind first fails if anything listens there already.
+fn ensure_free(addr: SocketAddr) -> io::Result<()> {
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_address(true)?;
+    s.bind(&addr.into()).map_err(|e| {
+        if e.kind() == io::ErrorKind::AddrInUse {
+            io::Error::new(
+                e.kind(),
+                format!("{addr} is already in use (another roomcast or another server listens there)"),
+            )
+        } else {
+            e
+        }
+    })
+}
+
 fn verifier(cfg: &Config) -> io::Result<Verifier> {
     Ok(match &cfg.jwt {
         JwtKey::None => Verifier::open(),
@@ -48,6 +65,9 @@ impl Server {
     /// Binds and starts every thread. With port 0 the first shard picks a port and the
     /// others bind the same one.
     pub fn start(cfg: Config) -> io::Result<Server> {
+        if cfg.listen.port() != 0 {
+            ensure_free(cfg.listen)?;
+        }
         let first = listener(cfg.listen)?;
         let addr = first.local_addr()?;
         let mut listeners = vec![first];

@@ -48,3 +48,32 @@ fn bad_config_is_refused_with_a_clear_message() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// SO_REUSEPORT must not let a second server silently share a port (it would take half the
+/// connections): the second one refuses to start.
+#[test]
+fn a_second_server_on_the_same_port_refuses_to_start() {
+    let s = Server::start(&[]);
+    let mut second = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--listen", &s.addr.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = second.try_wait().unwrap() {
+            break st;
+        }
+        if t.elapsed() > std::time::Duration::from_secs(5) {
+            let _ = second.kill();
+            panic!("a second server started on the same port");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(!status.success());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(err.contains("in use"), "{err}");
+    s.register("still-mine");
+}

@@ -14,12 +14,14 @@ pub struct Members {
     per_shard: Vec<HashMap<u32, u32>>,
     /// Per shard: the delivery snapshot, `None` until needed or after a change.
     snaps: Vec<Option<Arc<[Target]>>>,
+    /// Per shard: entries of the snapshot whose connection has since disconnected.
+    stale: Vec<usize>,
     len: usize,
 }
 
 impl Members {
     pub fn new(shards: usize) -> Self {
-        Members { per_shard: vec![HashMap::new(); shards], snaps: vec![None; shards], len: 0 }
+        Members { per_shard: vec![HashMap::new(); shards], snaps: vec![None; shards], stale: vec![0; shards], len: 0 }
     }
 
     pub fn len(&self) -> usize {
@@ -44,18 +46,33 @@ impl Members {
                 // slot's next Connect (same ordered queue, backlog first), so this should not
                 // happen; if it does, the newer connection wins and the count is unchanged.
                 self.snaps[s] = None;
+                self.stale[s] = 0;
                 true
             }
             None => {
                 self.len += 1;
                 self.snaps[s] = None;
+                self.stale[s] = 0;
                 true
             }
         }
     }
 
-    /// Removes `c` (exact generation); false if it was not there.
+    /// Removes `c` (exact generation); false if it was not there. The snapshot is rebuilt
+    /// before the next delivery.
     pub fn remove(&mut self, c: ConnId) -> bool {
+        self.remove_inner(c, false)
+    }
+
+    /// Removes a member whose connection is gone (closed, or closing). Its snapshot entry may
+    /// stay: shards drop targets that are not live clients (generation and state checks), so
+    /// the snapshot is rebuilt only once a quarter of it is stale. A mass disconnect then
+    /// costs O(n log n) snapshot work instead of one O(n) rebuild per departure.
+    pub fn remove_gone(&mut self, c: ConnId) -> bool {
+        self.remove_inner(c, true)
+    }
+
+    fn remove_inner(&mut self, c: ConnId, gone: bool) -> bool {
         let s = c.shard as usize;
         let m = &mut self.per_shard[s];
         if m.get(&c.slot) != Some(&c.gen) {
@@ -66,7 +83,13 @@ impl Members {
             m.shrink_to_fit();
         }
         self.len -= 1;
-        self.snaps[s] = None;
+        match &self.snaps[s] {
+            Some(snap) if gone && (self.stale[s] + 1) * 4 <= snap.len() => self.stale[s] += 1,
+            _ => {
+                self.snaps[s] = None;
+                self.stale[s] = 0;
+            }
+        }
         true
     }
 
@@ -74,6 +97,8 @@ impl Members {
     pub fn snapshot(&mut self, shard: usize) -> Option<Arc<[Target]>> {
         let m = &self.per_shard[shard];
         if m.is_empty() {
+            self.snaps[shard] = None;
+            self.stale[shard] = 0;
             return None;
         }
         let snap =
@@ -115,6 +140,25 @@ mod tests {
         assert_eq!(d.len(), 2);
         assert!(!Arc::ptr_eq(&a, &d));
         assert_eq!(m.len(), 3);
+    }
+
+    #[test]
+    fn gone_members_keep_the_snapshot_until_a_quarter_is_stale() {
+        let mut m = Members::new(1);
+        for i in 0..8 {
+            m.insert(c(0, i, 1));
+        }
+        let a = m.snapshot(0).unwrap();
+        assert!(m.remove_gone(c(0, 0, 1)));
+        assert!(m.remove_gone(c(0, 1, 1)));
+        let b = m.snapshot(0).unwrap();
+        assert!(Arc::ptr_eq(&a, &b), "2 of 8 stale: kept");
+        assert!(m.remove_gone(c(0, 2, 1)));
+        let d = m.snapshot(0).unwrap();
+        assert_eq!(d.len(), 5, "3 of 8 stale: rebuilt");
+        assert!(m.remove(c(0, 3, 1)));
+        assert_eq!(m.snapshot(0).unwrap().len(), 4, "a plain remove always rebuilds");
+        assert_eq!(m.len(), 4);
     }
 
     #[test]

@@ -182,11 +182,13 @@ impl Hub {
     fn remove_client(&mut self, conn: ConnId, notify: bool) {
         let Some(client) = self.clients.remove(&conn) else { return };
         let Some(sys) = self.systems.get_mut(&client.system) else { return };
-        sys.members.remove(conn);
+        // The connection is gone or closing (disconnect, or close_client which closes it):
+        // shards will not deliver to it, so snapshots may keep its entry for a while.
+        sys.members.remove_gone(conn);
         let client_id = ids::client_id(self.cfg.node, conn);
         for g in &client.groups {
             let Some(members) = sys.groups.get_mut(g) else { continue };
-            members.remove(conn);
+            members.remove_gone(conn);
             if members.is_empty() {
                 sys.groups.remove(g);
                 metrics::sub(&self.stats.groups, 1);
