@@ -40,6 +40,10 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 /// Per-shard read buffer: every socket is read into it (invariant 7).
 const SCRATCH: usize = 64 * 1024;
+/// Hub messages handled per loop turn before flushing: output is written while it is
+/// produced instead of piling up in every connection's queue behind undrained work (a
+/// notice storm otherwise queued thousands of frames per member before the first write).
+const HUB_MSGS_PER_TURN: usize = 256;
 /// Reads of one socket per loop turn before others get their turn (fairness).
 const READS_PER_TURN: usize = 16;
 /// How long a closing connection may take to flush and see the peer's FIN.
@@ -183,7 +187,7 @@ impl Shard {
         let mut next_tick = Instant::now() + tick;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if !self.read_again.is_empty() {
+            let timeout = if !self.read_again.is_empty() || !self.rx.is_empty() {
                 Duration::ZERO
             } else if self.backlog.is_empty() {
                 timeout
@@ -580,10 +584,12 @@ impl Shard {
         metrics::sub(&self.stats().connections, 1);
     }
 
-    /// Handles everything the hub sent since the last turn.
+    /// Handles what the hub sent, at most [`HUB_MSGS_PER_TURN`] messages (the loop comes
+    /// straight back when more are waiting).
     fn drain_hub(&mut self) {
         self.flush_backlog();
-        while let Ok(msg) = self.rx.try_recv() {
+        for _ in 0..HUB_MSGS_PER_TURN {
+            let Ok(msg) = self.rx.try_recv() else { break };
             match msg {
                 ShardMsg::Deliver { frame, targets } => {
                     let frame = Buf::new(frame);
