@@ -39,7 +39,8 @@
 //! 1. A connection is read and written only by the shard that accepted it; hub state only by
 //!    the hub thread. No lock on any per-message path.
 //! 2. One outgoing message is serialized exactly once into an immutable [`bytes::Bytes`]
-//!    (WebSocket header + JSON) shared by every recipient on every shard.
+//!    (WebSocket header + JSON) shared by every recipient on every shard (inside a shard,
+//!    through a shard-local `Rc`, so recipients never contend on one atomic refcount).
 //! 3. A broadcast costs the hub O(shards): it hands each shard an `Arc` snapshot of that
 //!    shard's members, rebuilt only after membership changed.
 //! 4. Per-connection output is a queue of shared buffers flushed with `writev` once per loop
