@@ -2,7 +2,7 @@
 //! send into at most one [`ShardMsg`] per shard.
 //!
 //! It runs commands in batches (up to [`BATCH`]) and wakes each shard it wrote to once per
-//! batch. All removals of a client go through [`Hub::remove_client`], keyed on the exact
+//! batch. All removals of a client go through `Hub::remove_client`, keyed on the exact
 //! (shard, slot, generation), so a 1002 notice is sent exactly once however many paths
 //! (close, error, idle, `close_client`) report the same connection.
 
