@@ -418,7 +418,8 @@ fn run_sends(
             let (lo, hi) = range(i);
             *e = (lo..hi).map(|c| per_group(c % groups)).sum();
         }
-        // Clients that failed to connect cannot receive: count them out of "expected".
+        // Clients that failed to connect cannot receive: their messages stay in "expected"
+        // and so count as lost (a failed connection is a failure, not an excuse).
         for r in ready {
             let wk = r["worker"].as_u64().unwrap_or(0) as usize;
             if r["failed"].as_u64().unwrap_or(0) > 0 {
