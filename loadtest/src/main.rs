@@ -184,9 +184,12 @@ pub struct Collected {
     pub churned: Vec<Value>,
     pub results: Vec<Value>,
     pub progress: Vec<Value>,
-    /// Per second: (t, delivered so far, p50 µs, p99 µs) for the report.
+    /// Every 250 ms: (seconds since start, delivered so far, p50 µs, p99 µs of the last
+    /// interval, worst worker) for the report.
     pub series: Vec<(f64, u64, u64, u64)>,
     pub failed: Option<String>,
+    /// Stops the series sampler.
+    pub done: bool,
 }
 
 struct Workers {
@@ -234,6 +237,23 @@ impl Workers {
             });
             children.push(child);
         }
+        // The report's time series: every 250 ms, what the workers last said.
+        let st = state.clone();
+        let start = Instant::now();
+        std::thread::spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(250));
+            let mut s = st.lock().expect("collector lock");
+            if s.done {
+                return;
+            }
+            let (mut recv, mut p50, mut p99) = (0, 0, 0);
+            for p in &s.progress {
+                recv += p["received"].as_u64().unwrap_or(0);
+                p50 = p50.max(p["p50_us"].as_u64().unwrap_or(0));
+                p99 = p99.max(p["p99_us"].as_u64().unwrap_or(0));
+            }
+            s.series.push((start.elapsed().as_secs_f64(), recv, p50, p99));
+        });
         Ok(Workers { children, stdins, state })
     }
 
@@ -279,7 +299,7 @@ impl Workers {
     }
 
     fn progress_line(&self, what: &str) {
-        let mut s = self.state.lock().expect("collector lock");
+        let s = self.state.lock().expect("collector lock");
         let (mut conn, mut recv, mut p50, mut p99) = (0, 0, 0, 0);
         for p in &s.progress {
             conn += p["connected"].as_u64().unwrap_or(0);
@@ -287,8 +307,6 @@ impl Workers {
             p50 = p50.max(p["p50_us"].as_u64().unwrap_or(0));
             p99 = p99.max(p["p99_us"].as_u64().unwrap_or(0));
         }
-        let t = s.series.len() as f64 + 1.0;
-        s.series.push((t, recv, p50, p99));
         eprintln!(
             "[{what}] connected={conn} delivered={recv} p50={:.2}ms p99={:.2}ms",
             p50 as f64 / 1e3,
@@ -379,7 +397,11 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
         Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
     };
     out.set("wall_secs", json!(t0.elapsed().as_secs_f64()));
-    let series = w.state.lock().expect("lock").series.clone();
+    let series = {
+        let mut s = w.state.lock().expect("lock");
+        s.done = true;
+        s.series.clone()
+    };
     drop(w);
     out.finish(&series)?;
     Ok(code)

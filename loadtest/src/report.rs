@@ -109,7 +109,7 @@ impl Outcome {
 /// One SVG line chart (no scripts, no external assets).
 fn chart(title: &str, unit: &str, xs: &[f64], lines: &[(&str, &str, Vec<f64>)]) -> String {
     let (w, h, pad) = (640.0, 240.0, 40.0);
-    let xmax = xs.iter().cloned().fold(1.0, f64::max);
+    let xmax = xs.iter().cloned().fold(1e-9, f64::max);
     let ymax = lines.iter().flat_map(|l| l.2.iter().cloned()).fold(1e-9, f64::max) * 1.1;
     let mut s = format!(
         r#"<figure><figcaption>{title}</figcaption><svg width="{w}" height="{h}" viewBox="0 0 {w} {h}" xmlns="http://www.w3.org/2000/svg">"#
@@ -122,7 +122,7 @@ fn chart(title: &str, unit: &str, xs: &[f64], lines: &[(&str, &str, Vec<f64>)]) 
     );
     let _ = write!(
         s,
-        r#"<text x="2" y="18" font-size="11">{ymax:.1} {unit}</text><text x="{pad}" y="{}" font-size="11">0 s</text><text x="{}" y="{}" font-size="11">{xmax:.0} s</text>"#,
+        r#"<text x="2" y="18" font-size="11">{ymax:.1} {unit}</text><text x="{pad}" y="{}" font-size="11">0 s</text><text x="{}" y="{}" font-size="11">{xmax:.1} s</text>"#,
         h - 22.0,
         w - 40.0,
         h - 22.0
@@ -148,30 +148,49 @@ fn chart(title: &str, unit: &str, xs: &[f64], lines: &[(&str, &str, Vec<f64>)]) 
 }
 
 fn html(v: &Value, series: &[(f64, u64, u64, u64)]) -> String {
-    let xs: Vec<f64> = series.iter().map(|s| s.0).collect();
-    let rate: Vec<f64> = series.windows(2).map(|w| w[1].1.saturating_sub(w[0].1) as f64).collect();
-    let mut rate_full = vec![series.first().map(|s| s.1 as f64).unwrap_or(0.0)];
-    rate_full.extend(rate);
-    let p50: Vec<f64> = series.iter().map(|s| s.2 as f64 / 1e3).collect();
-    let p99: Vec<f64> = series.iter().map(|s| s.3 as f64 / 1e3).collect();
+    // Delivered per second between consecutive samples, placed at the interval's end.
+    let rate: Vec<(f64, f64)> = series
+        .windows(2)
+        .map(|w| (w[1].0, w[1].1.saturating_sub(w[0].1) as f64 / (w[1].0 - w[0].0).max(1e-3)))
+        .collect();
+    let xs: Vec<f64> = rate.iter().map(|r| r.0).collect();
+    let rates: Vec<f64> = rate.iter().map(|r| r.1).collect();
+    let p50: Vec<f64> = series.iter().skip(1).map(|s| s.2 as f64 / 1e3).collect();
+    let p99: Vec<f64> = series.iter().skip(1).map(|s| s.3 as f64 / 1e3).collect();
     let mut rows = String::new();
     if let Value::Object(m) = v {
         for (k, x) in m.iter().filter(|(k, _)| *k != "series") {
-            let _ = write!(rows, "<tr><td>{k}</td><td>{x}</td></tr>");
+            let shown = match x {
+                Value::Number(n) if n.is_f64() => {
+                    let f = n.as_f64().unwrap_or(0.0);
+                    if f.abs() >= 100.0 {
+                        format!("{f:.0}")
+                    } else {
+                        format!("{f:.3}")
+                    }
+                }
+                Value::String(t) => t.clone(),
+                other => other.to_string(),
+            };
+            let _ = write!(rows, "<tr><td>{k}</td><td>{shown}</td></tr>");
         }
     }
+    let charts = if xs.len() < 2 {
+        "<p>(run too short for charts: fewer than three 250 ms samples)</p>".to_string()
+    } else {
+        chart("Delivered messages per second", "msg/s", &xs, &[("delivered/s", "#1f77b4", rates)])
+            + &chart(
+                "End-to-end latency per 250 ms interval (worst worker)",
+                "ms",
+                &xs,
+                &[("p50", "#2ca02c", p50), ("p99", "#d62728", p99)],
+            )
+    };
     format!(
         r#"<!doctype html><html><head><meta charset="utf-8"><title>roomcast-loadtest: {label} {scenario}</title>
 <style>body{{font-family:sans-serif;margin:2em;max-width:1400px}}td{{padding:2px 12px;border-bottom:1px solid #eee}}figure{{display:inline-block;margin:1em}}</style></head>
-<body><h1>{label} — {scenario}</h1>{c1}{c2}<h2>Result</h2><table>{rows}</table></body></html>"#,
+<body><h1>{label} — {scenario}</h1>{charts}<h2>Result</h2><table>{rows}</table></body></html>"#,
         label = v["label"].as_str().unwrap_or(""),
         scenario = v["scenario"].as_str().unwrap_or(""),
-        c1 = chart("Delivered messages per second", "msg/s", &xs, &[("delivered/s", "#1f77b4", rate_full)]),
-        c2 = chart(
-            "End-to-end latency per second (worst worker)",
-            "ms",
-            &xs,
-            &[("p50", "#2ca02c", p50), ("p99", "#d62728", p99)]
-        ),
     )
 }

@@ -263,7 +263,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 bind_rx = None;
             }
         }
-        if last_progress.elapsed() >= Duration::from_secs(1) {
+        if last_progress.elapsed() >= Duration::from_millis(250) {
             last_progress = Instant::now();
             let h = &tally.interval;
             emit(
