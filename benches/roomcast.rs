@@ -82,8 +82,10 @@ fn hub_fanout(c: &mut Criterion) {
     let mut rxs = Vec::new();
     for p in &polls {
         let (tx, rx) = crossbeam_channel::bounded(1 << 16);
-        links.push(ShardLink { tx, waker: Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).unwrap()) });
+        let (replies, replies_rx) = crossbeam_channel::bounded(1 << 16);
+        links.push(ShardLink { tx, replies, waker: Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).unwrap()) });
         rxs.push(rx);
+        rxs.push(replies_rx);
     }
     let mut hub = Hub::new(
         HubConfig { node: 1, notify_max_group_size: 0, client_publish: false },

@@ -91,14 +91,15 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = bounded(cfg.shard_queue);
+            let (replies, replies_rx) = bounded(cfg.shard_queue);
             links.push((tx.clone(), waker.clone()));
-            hub_links.push(ShardLink { tx, waker });
+            hub_links.push(ShardLink { tx, replies, waker });
             let (shared, hub_tx) = (shared.clone(), hub_tx.clone());
             let listener = mio::net::TcpListener::from_std(l);
             // Built on its own thread: a shard holds thread-local (`Rc`) buffers.
             let thread =
                 std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || {
-                    match Shard::new(i as u16, shared, poll, listener, rx, hub_tx) {
+                    match Shard::new(i as u16, shared, poll, listener, (rx, replies_rx), hub_tx) {
                         Ok(shard) => shard.run(),
                         Err(e) => tracing::error!(shard = i, "cannot start shard: {e}"),
                     }

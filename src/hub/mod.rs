@@ -25,9 +25,12 @@ use crate::protocol::api;
 /// Commands handled between two rounds of shard wake-ups.
 pub const BATCH: usize = 1024;
 
-/// How the hub reaches one shard.
+/// How the hub reaches one shard: the ordered channel (deliveries, welcomes, closes) and a
+/// separate one for API answers, which the shard also checks in the middle of long flushes
+/// so a caller's answer never waits behind a broadcast's writes.
 pub struct ShardLink {
     pub tx: Sender<ShardMsg>,
+    pub replies: Sender<ShardMsg>,
     pub waker: Arc<mio::Waker>,
 }
 
@@ -60,16 +63,20 @@ struct Outbox {
 impl Outbox {
     fn send(&mut self, shard: usize, msg: ShardMsg) {
         let link = &self.links[shard];
-        match link.tx.try_send(msg) {
+        Self::push(&link.tx, &link.waker, msg);
+        self.woken[shard] = true;
+    }
+
+    fn push(tx: &Sender<ShardMsg>, waker: &mio::Waker, msg: ShardMsg) {
+        match tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
                 // The shard may be asleep with a full queue: wake it before waiting on it.
-                let _ = link.waker.wake();
-                let _ = link.tx.send(msg);
+                let _ = waker.wake();
+                let _ = tx.send(msg);
             }
             Err(TrySendError::Disconnected(_)) => {}
         }
-        self.woken[shard] = true;
     }
 
     fn broadcast(&mut self, members: &mut Members, frame: &Frame) {
@@ -81,7 +88,10 @@ impl Outbox {
     }
 
     fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
-        self.send(to.shard as usize, ShardMsg::Reply { to: to.target(), status, body, registered });
+        let shard = to.shard as usize;
+        let link = &self.links[shard];
+        Self::push(&link.replies, &link.waker, ShardMsg::Reply { to: to.target(), status, body, registered });
+        self.woken[shard] = true;
     }
 
     fn wake(&mut self) {

@@ -100,6 +100,8 @@ pub struct Shard {
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     rx: Receiver<ShardMsg>,
+    /// API answers from the hub (checked every turn and during long flushes).
+    replies: Receiver<ShardMsg>,
     hub: Sender<Command>,
     /// Disconnects that found the hub queue full; retried every turn, in order.
     backlog: VecDeque<Command>,
@@ -127,7 +129,7 @@ impl Shard {
         shared: Arc<Shared>,
         poll: Poll,
         mut listener: TcpListener,
-        rx: Receiver<ShardMsg>,
+        (rx, replies): (Receiver<ShardMsg>, Receiver<ShardMsg>),
         hub: Sender<Command>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
@@ -138,6 +140,7 @@ impl Shard {
             listener: Some(listener),
             conns: Slab::new(),
             rx,
+            replies,
             hub,
             backlog: VecDeque::new(),
             scratch: vec![0; SCRATCH],
@@ -187,7 +190,7 @@ impl Shard {
         let mut next_tick = Instant::now() + tick;
         loop {
             let timeout = next_tick.saturating_duration_since(Instant::now());
-            let timeout = if !self.read_again.is_empty() || !self.rx.is_empty() {
+            let timeout = if !self.read_again.is_empty() || !self.rx.is_empty() || !self.replies.is_empty() {
                 Duration::ZERO
             } else if self.backlog.is_empty() {
                 timeout
@@ -458,10 +461,14 @@ impl Shard {
     fn flush_dirty(&mut self) {
         metrics::add(&self.shared.stats[self.id as usize].frames_queued_total, std::mem::take(&mut self.queued_frames));
         let mut dirty = std::mem::take(&mut self.dirty);
-        for &slot in &dirty {
+        for (i, &slot) in dirty.iter().enumerate() {
             if let Some(conn) = self.conns.get_mut(slot) {
                 conn.dirty = false;
                 self.flush_one(slot);
+            }
+            // A long flush (a broadcast to thousands) must not hold back API answers.
+            if i % 32 == 31 {
+                self.drain_replies();
             }
         }
         dirty.clear();
@@ -588,6 +595,7 @@ impl Shard {
     /// straight back when more are waiting).
     fn drain_hub(&mut self) {
         self.flush_backlog();
+        self.drain_replies();
         for _ in 0..HUB_MSGS_PER_TURN {
             let Ok(msg) = self.rx.try_recv() else { break };
             match msg {
@@ -598,12 +606,7 @@ impl Shard {
                     }
                 }
                 ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
-                ShardMsg::Reply { to, status, body, registered } => {
-                    if let Some(s) = registered {
-                        self.known_systems.insert(s);
-                    }
-                    self.api_reply(to, status, body)
-                }
+                ShardMsg::Reply { to, status, body, registered } => self.on_reply(to, status, body, registered),
                 ShardMsg::Welcome { to, result } => self.welcome(to, result),
                 ShardMsg::Close { target, code, reason } => {
                     if let Some(conn) = self.target(target) {
@@ -617,6 +620,22 @@ impl Shard {
                 ShardMsg::Shutdown => self.start_shutdown(),
             }
         }
+    }
+
+    /// Answers every API call the hub has answered (written at once, see `api_reply`).
+    fn drain_replies(&mut self) {
+        while let Ok(msg) = self.replies.try_recv() {
+            if let ShardMsg::Reply { to, status, body, registered } = msg {
+                self.on_reply(to, status, body, registered);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, to: Target, status: u16, body: bytes::Bytes, registered: Option<Box<str>>) {
+        if let Some(s) = registered {
+            self.known_systems.insert(s);
+        }
+        self.api_reply(to, status, body);
     }
 
     fn deliver(&mut self, t: Target, frame: &Buf) {
