@@ -91,7 +91,10 @@ impl Server {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
             let (tx, rx) = bounded(cfg.shard_queue);
-            let (replies, replies_rx) = bounded(cfg.shard_queue);
+            // Answers in flight are bounded by the shard's waiting HTTP connections; a full
+            // channel only makes the hub wait (after waking the shard). crossbeam touches every
+            // slot up front, so this stays small.
+            let (replies, replies_rx) = bounded(cfg.shard_queue.min(4096));
             links.push((tx.clone(), waker.clone()));
             hub_links.push(ShardLink { tx, replies, waker });
             let (shared, hub_tx) = (shared.clone(), hub_tx.clone());
