@@ -120,7 +120,7 @@ pub struct ServeArgs {
     /// Algorithm of --jwt-public-key: RS256 or ES256 [default: RS256]
     #[arg(long, env = "ROOMCAST_JWT_ALG")]
     pub jwt_alg: Option<String>,
-    /// Allow an open API (no JWT key) on a non-loopback address
+    /// Allow an open API (no JWT key) on a non-loopback address [default: false]
     #[arg(long, env = "ROOMCAST_INSECURE_NO_AUTH", num_args = 0..=1, default_missing_value = "true")]
     pub insecure_no_auth: Option<bool>,
     /// Require a JWT (?token=) on WebSocket connects [default: false]
