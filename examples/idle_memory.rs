@@ -49,31 +49,47 @@ fn connect(addr: SocketAddr) -> TcpStream {
     s
 }
 
+/// Kills the server when dropped, whatever happens to this program (panic included).
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let n: usize = args.first().and_then(|a| a.parse().ok()).unwrap_or(10_000);
     let shards = args.iter().position(|a| a == "--shards").map(|i| args[i + 1].clone()).unwrap_or_else(|| "2".into());
     let bin = concat!(env!("CARGO_MANIFEST_DIR"), "/target/release/roomcast");
-    let mut child = Command::new(bin)
-        .args(["--listen", "127.0.0.1:0", "--shards", &shards])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("run `cargo build --release` first");
+    let mut child = Child(
+        Command::new(bin)
+            .args(["--listen", "127.0.0.1:0", "--shards", &shards])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("run `cargo build --release` first"),
+    );
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr: SocketAddr = line.trim().trim_start_matches("roomcast listening on ").parse().unwrap();
     post(addr, "/api/register", r#"{"systemId":"mem"}"#);
     let warm: Vec<TcpStream> = (0..1000).map(|_| connect(addr)).collect();
     std::thread::sleep(Duration::from_millis(500));
-    let before = rss_kib(child.id());
+    let before = rss_kib(child.0.id());
     let t = std::time::Instant::now();
     let conns: Vec<TcpStream> = (0..n).map(|_| connect(addr)).collect();
     let took = t.elapsed();
     std::thread::sleep(Duration::from_secs(1));
-    let after = rss_kib(child.id());
+    let after = rss_kib(child.0.id());
     let per = (after.saturating_sub(before)) as f64 * 1024.0 / n as f64;
-    println!(
+    // Printing must not panic (e.g. `| head -1` closes the pipe): release builds abort on
+    // panic, which would skip the guard that stops the server.
+    let mut out = std::io::stdout();
+    let _ = writeln!(
+        out,
         "shards={shards} connections={} rss_before={before}KiB rss_after={after}KiB per_connection={per:.0}B ({:.2} KiB) connect_rate={:.0}/s (sequential)",
         n + warm.len(),
         per / 1024.0,
@@ -86,10 +102,12 @@ fn main() {
         let _ = c.read(&mut buf).unwrap();
     }
     std::thread::sleep(Duration::from_secs(1));
-    let after_msg = rss_kib(child.id());
+    let after_msg = rss_kib(child.0.id());
     let per_msg = (after_msg.saturating_sub(before)) as f64 * 1024.0 / n as f64;
-    println!("after one message to all: rss={after_msg}KiB per_connection={per_msg:.0}B ({:.2} KiB)", per_msg / 1024.0);
+    let _ = writeln!(
+        out,
+        "after one message to all: rss={after_msg}KiB per_connection={per_msg:.0}B ({:.2} KiB)",
+        per_msg / 1024.0
+    );
     drop(conns);
-    let _ = child.kill();
-    let _ = child.wait();
 }

@@ -108,9 +108,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
         for line in io::stdin().lock().lines() {
             let Ok(l) = line else { break };
             if cmd_tx.send(l).is_err() {
-                break;
+                return;
             }
         }
+        // The parent is gone (stdin closed): stop now rather than at --time-limit.
+        let _ = cmd_tx.send("quit".into());
     });
     let mut poll = Poll::new()?;
     // Index = mio token; `None`: the connect call itself failed.
