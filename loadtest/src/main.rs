@@ -190,12 +190,16 @@ pub struct Collected {
     pub failed: Option<String>,
     /// Stops the series sampler.
     pub done: bool,
+    /// What the run is doing now, for the progress lines.
+    pub phase: &'static str,
 }
 
 struct Workers {
     children: Vec<Child>,
     stdins: Vec<ChildStdin>,
     state: Arc<Mutex<Collected>>,
+    /// API calls sent so far (progress lines).
+    sent: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Workers {
@@ -237,24 +241,42 @@ impl Workers {
             });
             children.push(child);
         }
-        // The report's time series: every 250 ms, what the workers last said.
-        let st = state.clone();
+        // Every 250 ms: a point of the report's time series; every second: a progress line.
+        let (st, sent) = (state.clone(), Arc::new(std::sync::atomic::AtomicU64::new(0)));
+        let sent2 = sent.clone();
         let start = Instant::now();
-        std::thread::spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(250));
-            let mut s = st.lock().expect("collector lock");
-            if s.done {
-                return;
+        std::thread::spawn(move || {
+            for tick in 1u64.. {
+                std::thread::sleep(Duration::from_millis(250));
+                let mut s = st.lock().expect("collector lock");
+                if s.done {
+                    return;
+                }
+                let (mut conn, mut recv, mut p50, mut p99) = (0, 0, 0, 0);
+                for p in &s.progress {
+                    conn += p["connected"].as_u64().unwrap_or(0);
+                    recv += p["received"].as_u64().unwrap_or(0);
+                    p50 = p50.max(p["p50_us"].as_u64().unwrap_or(0));
+                    p99 = p99.max(p["p99_us"].as_u64().unwrap_or(0));
+                }
+                let t = start.elapsed().as_secs_f64();
+                s.series.push((t, recv, p50, p99));
+                if tick % 4 == 0 {
+                    let worst = s.series.iter().rev().take(4).map(|x| x.3).max().unwrap_or(0);
+                    eprintln!(
+                        "[{} {t:.0}s] connected={conn} sent={} delivered={recv} p99(last 1s)={:.2}ms",
+                        s.phase,
+                        sent2.load(std::sync::atomic::Ordering::Relaxed),
+                        worst as f64 / 1e3
+                    );
+                }
             }
-            let (mut recv, mut p50, mut p99) = (0, 0, 0);
-            for p in &s.progress {
-                recv += p["received"].as_u64().unwrap_or(0);
-                p50 = p50.max(p["p50_us"].as_u64().unwrap_or(0));
-                p99 = p99.max(p["p99_us"].as_u64().unwrap_or(0));
-            }
-            s.series.push((start.elapsed().as_secs_f64(), recv, p50, p99));
         });
-        Ok(Workers { children, stdins, state })
+        Ok(Workers { children, stdins, state, sent })
+    }
+
+    fn set_phase(&self, phase: &'static str) {
+        self.state.lock().expect("collector lock").phase = phase;
     }
 
     fn tell(&mut self, i: usize, cmd: &str) {
@@ -268,15 +290,15 @@ impl Workers {
         }
     }
 
-    /// Waits until `pick(state)` has `n` entries, printing progress once a second.
+    /// Waits until `pick(state)` has `n` entries.
     fn wait_for(
         &self,
         n: usize,
         deadline: Instant,
-        what: &str,
+        what: &'static str,
         pick: impl Fn(&Collected) -> usize,
     ) -> Result<(), String> {
-        let mut last = Instant::now();
+        self.set_phase(what);
         loop {
             {
                 let s = self.state.lock().expect("collector lock");
@@ -290,28 +312,8 @@ impl Workers {
             if Instant::now() >= deadline {
                 return Err(format!("--time-limit reached while waiting for {what}"));
             }
-            if last.elapsed() >= Duration::from_secs(1) {
-                last = Instant::now();
-                self.progress_line(what);
-            }
             std::thread::sleep(Duration::from_millis(20));
         }
-    }
-
-    fn progress_line(&self, what: &str) {
-        let s = self.state.lock().expect("collector lock");
-        let (mut conn, mut recv, mut p50, mut p99) = (0, 0, 0, 0);
-        for p in &s.progress {
-            conn += p["connected"].as_u64().unwrap_or(0);
-            recv += p["received"].as_u64().unwrap_or(0);
-            p50 = p50.max(p["p50_us"].as_u64().unwrap_or(0));
-            p99 = p99.max(p["p99_us"].as_u64().unwrap_or(0));
-        }
-        eprintln!(
-            "[{what}] connected={conn} delivered={recv} p50={:.2}ms p99={:.2}ms",
-            p50 as f64 / 1e3,
-            p99 as f64 / 1e3
-        );
     }
 }
 
@@ -467,6 +469,8 @@ fn run_sends(
     let (system, token) = (opts.system.clone(), opts.token.clone());
     let scenario = cli.scenario;
     let mut api_errors = 0u64;
+    w.set_phase("send");
+    let sent = w.sent.clone();
     let stats = sender::run(
         &opts.ports,
         cli.concurrency,
@@ -474,6 +478,7 @@ fn run_sends(
         rate,
         deadline,
         |i| {
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let data = if pad.is_empty() {
                 format!(r#"{{"t":{}}}"#, now_nanos())
             } else {
@@ -597,6 +602,8 @@ fn run_joinstorm(
     let start = now_nanos();
     let cpu_before = report::sample(&cli.pid);
     let (system, token) = (opts.system.clone(), opts.token.clone());
+    w.set_phase("bind");
+    let sent = w.sent.clone();
     let stats = sender::run(
         &opts.ports,
         cli.concurrency,
@@ -604,6 +611,7 @@ fn run_joinstorm(
         None,
         deadline,
         |i| {
+            sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let body =
                 json!({"clientId": ids[i as usize], "groupName": "storm", "userId": format!("u{i}")}).to_string();
             sender::post("/api/bind_to_group", &system, token.as_deref(), &body)
