@@ -70,15 +70,19 @@ pub fn run(
     mut done: impl FnMut(u64, u16, &[u8]),
 ) -> io::Result<SendStats> {
     let mut poll = Poll::new()?;
-    let mut cs = Vec::new();
-    for i in 0..conns.max(1) {
+    let open = |poll: &Poll, i: usize| -> io::Result<Conn> {
         let s = std::net::TcpStream::connect(addrs[i % addrs.len()])?;
         s.set_nodelay(true)?;
         s.set_nonblocking(true)?;
         let mut sock = TcpStream::from_std(s);
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        cs.push(Conn { sock, out: Vec::new(), written: 0, inbuf: Vec::new(), inflight: None });
+        Ok(Conn { sock, out: Vec::new(), written: 0, inbuf: Vec::new(), inflight: None })
+    };
+    let mut cs = Vec::new();
+    for i in 0..conns.max(1) {
+        cs.push(open(&poll, i)?);
     }
+    let mut next_conn = 0usize;
     let mut stats = SendStats {
         sent: 0,
         ok: 0,
@@ -96,7 +100,13 @@ pub fn run(
             Some(r) => ((start.elapsed().as_secs_f64() * r) as u64 + 1).min(total),
             None => total,
         };
-        for (i, c) in cs.iter_mut().enumerate() {
+        // Rotate the starting connection so paced runs use them all (an unused keep-alive
+        // connection would hit the server's idle timeout).
+        let nconns = cs.len();
+        next_conn = (next_conn + 1) % nconns;
+        for k in 0..nconns {
+            let i = (next_conn + k) % nconns;
+            let c = &mut cs[i];
             if stats.sent >= allowed {
                 break;
             }
@@ -112,17 +122,20 @@ pub fn run(
         let timeout = if rate.is_some() { Duration::from_micros(500) } else { Duration::from_millis(100) };
         poll.poll(&mut events, Some(timeout))?;
         for ev in events.iter() {
-            let c = &mut cs[ev.token().0];
+            let i = ev.token().0;
+            let c = &mut cs[i];
             if ev.is_writable() {
                 flush(c)?;
             }
             if !ev.is_readable() {
                 continue;
             }
+            let mut closed = false;
             loop {
                 match c.sock.read(&mut chunk) {
                     Ok(0) => {
-                        return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "server closed an HTTP connection"))
+                        closed = true;
+                        break;
                     }
                     Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -141,6 +154,16 @@ pub fn run(
                 done(n, status, &c.inbuf[body]);
                 c.inbuf.drain(..len);
                 received += 1;
+            }
+            if closed {
+                // The server closed this connection. Idle: its keep-alive timeout, so open a
+                // new one. With a request in flight: that request failed.
+                if c.inflight.take().is_some() {
+                    stats.errors += 1;
+                    received += 1;
+                }
+                let _ = poll.registry().deregister(&mut c.sock);
+                cs[i] = open(&poll, i)?;
             }
         }
     }
