@@ -1,0 +1,62 @@
+//! What the hub sends a shard: deliveries, API answers (on their own channel), welcomes,
+//! closes and shutdown.
+
+use super::{Buf, Shard, State, HUB_MSGS_PER_TURN};
+use crate::msg::{ShardMsg, Target};
+
+impl Shard {
+    /// Handles what the hub sent, at most [`HUB_MSGS_PER_TURN`] messages (the loop comes
+    /// straight back when more are waiting).
+    pub(super) fn drain_hub(&mut self) {
+        self.flush_backlog();
+        self.drain_replies();
+        for _ in 0..HUB_MSGS_PER_TURN {
+            let Ok(msg) = self.rx.try_recv() else { break };
+            match msg {
+                ShardMsg::Deliver { frame, targets } => {
+                    let frame = Buf::new(frame);
+                    for &t in targets.iter() {
+                        self.deliver(t, &frame);
+                    }
+                }
+                ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
+                ShardMsg::Reply { to, status, body, registered } => self.on_reply(to, status, body, registered),
+                ShardMsg::Welcome { to, result } => self.welcome(to, result),
+                ShardMsg::Close { target, code, reason } => {
+                    if let Some(conn) = self.target(target) {
+                        // The hub already removed the client: no Disconnected needed.
+                        if let State::Client { registered } = &mut conn.state {
+                            *registered = false;
+                        }
+                        self.begin_close(target.slot as usize, code, reason, false);
+                    }
+                }
+                ShardMsg::Shutdown => self.start_shutdown(),
+            }
+        }
+    }
+
+    /// Answers every API call the hub has answered (written at once, see `api_reply`).
+    pub(super) fn drain_replies(&mut self) {
+        while let Ok(msg) = self.replies.try_recv() {
+            if let ShardMsg::Reply { to, status, body, registered } = msg {
+                self.on_reply(to, status, body, registered);
+            }
+        }
+    }
+
+    pub(super) fn on_reply(&mut self, to: Target, status: u16, body: bytes::Bytes, registered: Option<Box<str>>) {
+        if let Some(s) = registered {
+            self.known_systems.insert(s);
+        }
+        self.api_reply(to, status, body);
+    }
+
+    pub(super) fn deliver(&mut self, t: Target, frame: &Buf) {
+        if let Some(conn) = self.target(t) {
+            if matches!(conn.state, State::Client { registered: true }) {
+                self.queue(t.slot as usize, frame.clone());
+            }
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The shard's output side: queueing shared frames (hard limit), the once-per-turn gathered
+//! writes, and closing connections (close frame, flush, half-close, free the slot).
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use crossbeam_channel::TrySendError;
+
+use super::{Buf, Shard, State, CLOSE_GRACE_MS};
+use crate::metrics;
+use crate::msg::Command;
+use crate::protocol::ws::{self as wsp, close};
+
+impl Shard {
+    /// Queues `frame` for `slot`, enforcing the hard output limit (invariant 4).
+    pub(super) fn queue(&mut self, slot: usize, frame: impl Into<Buf>) {
+        let frame: Buf = frame.into();
+        let hard = self.shared.cfg.output_hard_limit;
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.state == State::Closing {
+            return;
+        }
+        if conn.state.is_ws() && conn.out.bytes() + frame.len() > hard && !conn.out.is_empty() {
+            let queued = conn.out.bytes();
+            metrics::add(&self.stats().slow_consumer_closes_total, 1);
+            if self.log_ok() {
+                tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
+            }
+            self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
+            return;
+        }
+        conn.out.push_shared(frame);
+        self.queued_frames += 1;
+        self.mark_dirty(slot);
+    }
+
+    pub(super) fn mark_dirty(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !c.dirty && (!c.out.is_empty() || c.state == State::Closing) {
+                c.dirty = true;
+                self.dirty.push(slot);
+            }
+        }
+    }
+
+    /// Writes every connection with pending output once (`writev`), then closes what is done.
+    pub(super) fn flush_dirty(&mut self) {
+        metrics::add(&self.shared.stats[self.id as usize].frames_queued_total, std::mem::take(&mut self.queued_frames));
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for (i, &slot) in dirty.iter().enumerate() {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.dirty = false;
+                self.flush_one(slot);
+            }
+            // A long flush (a broadcast to thousands) must not hold back API answers.
+            if i % 32 == 31 {
+                self.drain_replies();
+            }
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    /// One gathered write of `slot`'s queue; schedules the close of a finished connection.
+    /// Used by the end-of-turn flush, and at once for API answers: a caller waiting for its
+    /// answer should not wait behind a broadcast's writes (it sends its next request sooner,
+    /// so more messages share each later `writev`).
+    pub(super) fn flush_one(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        match conn.out.write_to(&mut conn.sock) {
+            Ok((bytes, calls)) => {
+                let st = &self.shared.stats[self.id as usize];
+                metrics::add(&st.bytes_written_total, bytes as u64);
+                metrics::add(&st.writev_calls_total, calls as u64);
+            }
+            Err(_) => {
+                self.to_close.push(slot);
+                return;
+            }
+        }
+        if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) {
+            self.read_again.push(slot);
+        }
+        if conn.out.is_empty() {
+            match conn.state {
+                State::Http { awaiting: false, keep_alive: false } => self.to_close.push(slot),
+                State::Closing if !conn.write_shut => {
+                    // Everything (close frame last) is out: half-close and wait for the
+                    // peer's FIN (read side) until the grace period ends.
+                    let _ = conn.sock.shutdown(std::net::Shutdown::Write);
+                    conn.write_shut = true;
+                }
+                _ => {}
+            }
+        }
+    }
+
+    pub(super) fn close_marked(&mut self) {
+        while let Some(slot) = self.to_close.pop() {
+            self.close_now(slot);
+        }
+    }
+
+    /// Starts a WebSocket close: (optionally) drops unsent output, queues a close frame, tells
+    /// the hub the client is gone, and waits for the flush (bounded by a grace period).
+    pub(super) fn begin_close(&mut self, slot: usize, code: u16, reason: &str, drop_output: bool) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.state == State::Closing {
+            return;
+        }
+        let was = conn.state;
+        if drop_output {
+            conn.out.drop_unstarted();
+        }
+        conn.out.push(wsp::close_frame(code, reason));
+        conn.state = State::Closing;
+        conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
+        conn.partial = None;
+        conn.frag = None;
+        self.left(slot, was);
+        self.mark_dirty(slot);
+    }
+
+    /// Bookkeeping when a connection stops being a client: tell the hub, fix gauges.
+    pub(super) fn left(&mut self, slot: usize, was: State) {
+        if was.is_ws() {
+            metrics::sub(&self.stats().ws_clients, 1);
+        }
+        if let State::Client { registered: true } = was {
+            let conn = self.conn_id(slot);
+            self.tell_hub_lifecycle(Command::Disconnected { conn });
+        }
+    }
+
+    /// Sends a command that must not be lost: queued locally if the hub is full.
+    pub(super) fn tell_hub_lifecycle(&mut self, cmd: Command) {
+        if !self.backlog.is_empty() {
+            self.backlog.push_back(cmd);
+            return;
+        }
+        match self.hub.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    pub(super) fn flush_backlog(&mut self) {
+        while let Some(cmd) = self.backlog.pop_front() {
+            match self.hub.try_send(cmd) {
+                Ok(()) => {}
+                Err(TrySendError::Full(cmd)) => {
+                    self.backlog.push_front(cmd);
+                    return;
+                }
+                Err(TrySendError::Disconnected(_)) => {
+                    self.backlog.clear();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Drops the connection now (socket closed, slot freed).
+    pub(super) fn close_now(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get(slot) else { return };
+        let was = conn.state;
+        if was != State::Closing {
+            self.left(slot, was);
+        }
+        let mut conn = self.conns.remove(slot);
+        let _ = self.poll.registry().deregister(&mut conn.sock);
+        self.shared.connections.fetch_sub(1, Relaxed);
+        metrics::sub(&self.stats().connections, 1);
+    }
+}

@@ -1,0 +1,164 @@
+//! The periodic sweep (heartbeats, idle and soft-limit closes, closing deadlines, retries),
+//! graceful shutdown, and the limiter for log lines about limits.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{Shard, State};
+use crate::metrics;
+use crate::protocol::ws::close;
+
+/// Caps the log lines about limits being hit, so a flood of bad clients cannot flood the
+/// log: at most [`LogLimiter::PER_SECOND`] a second per shard, then one summary line.
+#[derive(Default)]
+pub struct LogLimiter {
+    second: u64,
+    used: u32,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    pub const PER_SECOND: u32 = 20;
+
+    /// May a line be logged now (`now_ms`: shard clock)?
+    pub fn allow(&mut self, now_ms: u32) -> bool {
+        let sec = u64::from(now_ms / 1000);
+        if sec != self.second {
+            if self.suppressed > 0 {
+                tracing::warn!(suppressed = self.suppressed, "limit log lines suppressed in the last second");
+            }
+            self.second = sec;
+            self.used = 0;
+            self.suppressed = 0;
+        }
+        if self.used < Self::PER_SECOND {
+            self.used += 1;
+            true
+        } else {
+            self.suppressed += 1;
+            false
+        }
+    }
+}
+
+impl Shard {
+    pub(super) fn start_shutdown(&mut self) {
+        if self.shutdown_deadline.is_some() {
+            return;
+        }
+        let grace = self.cfg().shutdown_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
+        self.shutdown_deadline = Some(self.now().wrapping_add(grace));
+        if let Some(mut l) = self.listener.take() {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for slot in slots {
+            match self.conns[slot].state {
+                State::Client { .. } | State::Echo => {
+                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false)
+                }
+                State::Http { awaiting: false, .. } if self.conns[slot].out.is_empty() => self.close_now(slot),
+                State::Http { awaiting, .. } => self.conns[slot].state = State::Http { awaiting, keep_alive: false },
+                State::Closing => {}
+            }
+        }
+    }
+
+    /// Periodic sweep: pings, idle timeouts, soft output limit, closing deadlines, retries.
+    pub(super) fn sweep(&mut self) {
+        let now = self.now();
+        let cfg = &self.shared.cfg;
+        let ping_ms = cfg.ping_interval.as_millis() as u32;
+        let idle_ms = cfg.idle_timeout.as_millis() as u32;
+        let soft = cfg.output_soft_limit;
+        let soft_ms = cfg.output_soft_seconds.as_millis() as u32;
+        let mut idle = Vec::new();
+        let mut slow = Vec::new();
+        let mut ping = Vec::new();
+        let mut expired = Vec::new();
+        let mut queued = 0u64;
+        for (slot, c) in self.conns.iter_mut() {
+            queued += c.out.bytes() as u64;
+            c.out.release_if_idle();
+            let silent = now.wrapping_sub(c.last_seen);
+            match c.state {
+                State::Closing => {
+                    if (now.wrapping_sub(c.close_deadline) as i32) >= 0 {
+                        expired.push(slot);
+                    }
+                }
+                State::Http { awaiting, .. } => {
+                    if !awaiting && silent > idle_ms {
+                        expired.push(slot);
+                    }
+                }
+                State::Client { .. } | State::Echo => {
+                    if silent > idle_ms {
+                        idle.push(slot);
+                        continue;
+                    }
+                    if c.out.bytes() > soft {
+                        if c.soft_since == 0 {
+                            c.soft_since = now | 1;
+                        } else if now.wrapping_sub(c.soft_since) > soft_ms {
+                            slow.push(slot);
+                            continue;
+                        }
+                    } else {
+                        c.soft_since = 0;
+                    }
+                    if now.wrapping_sub(c.last_ping) >= ping_ms {
+                        c.last_ping = now;
+                        ping.push(slot);
+                    }
+                }
+            }
+        }
+        self.stats().output_buffer_bytes.store(queued, Relaxed);
+        for slot in expired {
+            self.close_now(slot);
+        }
+        for slot in idle {
+            metrics::add(&self.stats().idle_closes_total, 1);
+            if self.log_ok() {
+                tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
+            }
+            self.begin_close(slot, close::GOING_AWAY, "idle timeout", true);
+        }
+        for slot in slow {
+            metrics::add(&self.stats().slow_consumer_closes_total, 1);
+            if self.log_ok() {
+                tracing::info!(
+                    shard = self.id,
+                    slot,
+                    "slow consumer: output over the soft limit too long, closing 1008"
+                );
+            }
+            self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
+        }
+        metrics::add(&self.stats().pings_sent_total, ping.len() as u64);
+        for slot in ping {
+            let p = self.ping.clone();
+            self.queue(slot, p);
+        }
+        self.flush_backlog();
+        if self.accept_paused {
+            self.accept_paused = false;
+            self.accept();
+        }
+        self.flush_dirty();
+        self.close_marked();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LogLimiter;
+
+    #[test]
+    fn log_limiter_caps_lines_per_second() {
+        let mut l = LogLimiter::default();
+        let allowed = (0..100).filter(|i| l.allow(5_000 + i)).count();
+        assert_eq!(allowed, LogLimiter::PER_SECOND as usize);
+        assert!(l.allow(6_000), "a new second starts afresh");
+    }
+}
