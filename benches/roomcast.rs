@@ -80,12 +80,13 @@ fn hub_fanout(c: &mut Criterion) {
     let polls: Vec<mio::Poll> = (0..SHARDS).map(|_| mio::Poll::new().unwrap()).collect();
     let mut links = Vec::new();
     let mut rxs = Vec::new();
+    let mut reply_rxs = Vec::new();
     for p in &polls {
         let (tx, rx) = crossbeam_channel::bounded(1 << 16);
         let (replies, replies_rx) = crossbeam_channel::bounded(1 << 16);
         links.push(ShardLink { tx, replies, waker: Arc::new(mio::Waker::new(p.registry(), mio::Token(0)).unwrap()) });
         rxs.push(rx);
-        rxs.push(replies_rx);
+        reply_rxs.push(replies_rx);
     }
     let mut hub = Hub::new(
         HubConfig { node: 1, notify_max_group_size: 0, client_publish: false },
@@ -112,6 +113,9 @@ fn hub_fanout(c: &mut Criterion) {
         targets
     };
     drain(&rxs);
+    for r in &reply_rxs {
+        while r.try_recv().is_ok() {}
+    }
     let frame = api::push_frame("9fa54bdbbf2778cb", "u", 200, "m", None);
     let mut g = c.benchmark_group("hub_fanout");
     g.throughput(Throughput::Elements(MEMBERS as u64));

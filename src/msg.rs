@@ -34,7 +34,7 @@ pub enum Command {
     Connect { conn: ConnId, system: Box<str> },
     /// The connection is gone (closed, error, idle, slow consumer). Idempotent.
     Disconnected { conn: ConnId },
-    /// An HTTP API call, answered with [`ShardMsg::Reply`] to `from` unless `answered`:
+    /// An HTTP API call, answered with a [`Reply`] to `from` unless `answered`:
     /// the shard already answered it (a send to a system it knows is registered).
     Api { from: ConnId, system: Box<str>, op: Op, answered: bool },
     /// A client published to a group it belongs to (opt-in by config).
@@ -90,10 +90,6 @@ pub enum ShardMsg {
     Deliver { frame: Frame, targets: Arc<[Target]> },
     /// Queue `frame` on one target.
     DeliverOne { target: Target, frame: Frame },
-    /// The answer to an API call: HTTP status and JSON body. `registered` names the
-    /// caller's system when it is registered, so the shard can answer later sends to it
-    /// itself (systems are never unregistered).
-    Reply { to: Target, status: u16, body: Bytes, registered: Option<Box<str>> },
     /// The answer to [`Command::Connect`]: `Ok(())` sends the connect frame, `Err(msg)`
     /// sends the -1001 error frame with `msg` and closes.
     Welcome { to: Target, result: Result<(), String> },
@@ -101,4 +97,16 @@ pub enum ShardMsg {
     Close { target: Target, code: u16, reason: &'static str },
     /// Graceful shutdown: close 1001 to everyone, flush, exit.
     Shutdown,
+}
+
+/// Hub → shard, on the shard's reply channel: the answer to an API call (HTTP status and
+/// JSON body). `registered` names the caller's system when it is registered, so the shard
+/// can answer later sends to it itself (systems are never unregistered). Answers travel
+/// apart from [`ShardMsg`] so a shard can write them in the middle of a long flush.
+#[derive(Debug)]
+pub struct Reply {
+    pub to: Target,
+    pub status: u16,
+    pub body: Bytes,
+    pub registered: Option<Box<str>>,
 }

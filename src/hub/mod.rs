@@ -19,7 +19,7 @@ pub use members::Members;
 
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
-use crate::msg::{Command, Frame, Op, ShardMsg};
+use crate::msg::{Command, Frame, Op, Reply, ShardMsg};
 use crate::protocol::api;
 
 /// Commands handled between two rounds of shard wake-ups.
@@ -30,7 +30,7 @@ pub const BATCH: usize = 1024;
 /// so a caller's answer never waits behind a broadcast's writes.
 pub struct ShardLink {
     pub tx: Sender<ShardMsg>,
-    pub replies: Sender<ShardMsg>,
+    pub replies: Sender<Reply>,
     pub waker: Arc<mio::Waker>,
 }
 
@@ -67,7 +67,7 @@ impl Outbox {
         self.woken[shard] = true;
     }
 
-    fn push(tx: &Sender<ShardMsg>, waker: &mio::Waker, msg: ShardMsg) {
+    fn push<T>(tx: &Sender<T>, waker: &mio::Waker, msg: T) {
         match tx.try_send(msg) {
             Ok(()) => {}
             Err(TrySendError::Full(msg)) => {
@@ -90,7 +90,7 @@ impl Outbox {
     fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
         let shard = to.shard as usize;
         let link = &self.links[shard];
-        Self::push(&link.replies, &link.waker, ShardMsg::Reply { to: to.target(), status, body, registered });
+        Self::push(&link.replies, &link.waker, Reply { to: to.target(), status, body, registered });
         self.woken[shard] = true;
     }
 
@@ -101,6 +101,25 @@ impl Outbox {
             }
         }
     }
+}
+
+/// Sends the 1001 (`api::ONLINE`) or 1002 (`api::OFFLINE`) notice about `client` to
+/// `members`, unless the group is larger than `notify_max_group_size`.
+fn notice(
+    out: &mut Outbox,
+    cfg: &HubConfig,
+    stats: &HubStats,
+    members: &mut Members,
+    code: i64,
+    client_id: &str,
+    client: &Client,
+) {
+    if members.len() > cfg.notify_max_group_size {
+        return;
+    }
+    let f = api::notice_frame(code, &ids::message_id(), client_id, &client.user_id, &client.extend);
+    out.broadcast(members, &f);
+    metrics::add(&stats.notices_total, 1);
 }
 
 /// The group index.
@@ -202,11 +221,8 @@ impl Hub {
             if members.is_empty() {
                 sys.groups.remove(g);
                 metrics::sub(&self.stats.groups, 1);
-            } else if notify && members.len() <= self.cfg.notify_max_group_size {
-                let f =
-                    api::notice_frame(api::OFFLINE, &ids::message_id(), &client_id, &client.user_id, &client.extend);
-                self.out.broadcast(members, &f);
-                metrics::add(&self.stats.notices_total, 1);
+            } else if notify {
+                notice(&mut self.out, &self.cfg, &self.stats, members, api::OFFLINE, &client_id, &client);
             }
         }
     }
@@ -324,11 +340,9 @@ impl Hub {
         let members = sys.groups.get_mut(&key).expect("inserted above");
         members.insert(c);
         client.groups.push(key);
-        if notify && members.len() <= self.cfg.notify_max_group_size {
+        if notify {
             let id = ids::client_id(self.cfg.node, c);
-            let f = api::notice_frame(api::ONLINE, &ids::message_id(), &id, &client.user_id, &client.extend);
-            self.out.broadcast(members, &f);
-            metrics::add(&self.stats.notices_total, 1);
+            notice(&mut self.out, &self.cfg, &self.stats, members, api::ONLINE, &id, client);
         }
         Ok(api::ok_body("[]"))
     }
@@ -344,11 +358,9 @@ impl Hub {
             if members.is_empty() {
                 sys.groups.remove(group);
                 metrics::sub(&self.stats.groups, 1);
-            } else if notify && members.len() <= self.cfg.notify_max_group_size {
+            } else if notify {
                 let id = ids::client_id(self.cfg.node, c);
-                let f = api::notice_frame(api::OFFLINE, &ids::message_id(), &id, &client.user_id, &client.extend);
-                self.out.broadcast(members, &f);
-                metrics::add(&self.stats.notices_total, 1);
+                notice(&mut self.out, &self.cfg, &self.stats, members, api::OFFLINE, &id, client);
             }
         }
         Ok(api::ok_body("[]"))

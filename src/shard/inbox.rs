@@ -2,7 +2,7 @@
 //! closes and shutdown.
 
 use super::{Buf, Shard, State, HUB_MSGS_PER_TURN};
-use crate::msg::{ShardMsg, Target};
+use crate::msg::{Reply, ShardMsg, Target};
 
 impl Shard {
     /// Handles what the hub sent, at most [`HUB_MSGS_PER_TURN`] messages (the loop comes
@@ -20,7 +20,6 @@ impl Shard {
                     }
                 }
                 ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
-                ShardMsg::Reply { to, status, body, registered } => self.on_reply(to, status, body, registered),
                 ShardMsg::Welcome { to, result } => self.welcome(to, result),
                 ShardMsg::Close { target, code, reason } => {
                     if let Some(conn) = self.target(target) {
@@ -38,18 +37,12 @@ impl Shard {
 
     /// Answers every API call the hub has answered (written at once, see `api_reply`).
     pub(super) fn drain_replies(&mut self) {
-        while let Ok(msg) = self.replies.try_recv() {
-            if let ShardMsg::Reply { to, status, body, registered } = msg {
-                self.on_reply(to, status, body, registered);
+        while let Ok(Reply { to, status, body, registered }) = self.replies.try_recv() {
+            if let Some(s) = registered {
+                self.known_systems.insert(s);
             }
+            self.api_reply(to, status, body);
         }
-    }
-
-    pub(super) fn on_reply(&mut self, to: Target, status: u16, body: bytes::Bytes, registered: Option<Box<str>>) {
-        if let Some(s) = registered {
-            self.known_systems.insert(s);
-        }
-        self.api_reply(to, status, body);
     }
 
     pub(super) fn deliver(&mut self, t: Target, frame: &Buf) {

@@ -39,7 +39,7 @@ use crate::auth::Verifier;
 use crate::config::Config;
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats, ShardStats};
-use crate::msg::{Command, ShardMsg, Target};
+use crate::msg::{Command, Reply, ShardMsg, Target};
 use crate::protocol::ws as wsp;
 
 /// Token of the listening socket.
@@ -77,7 +77,7 @@ pub struct Shard {
     conns: Slab<Conn>,
     rx: Receiver<ShardMsg>,
     /// API answers from the hub (checked every turn and during long flushes).
-    replies: Receiver<ShardMsg>,
+    replies: Receiver<Reply>,
     hub: Sender<Command>,
     /// Disconnects that found the hub queue full; retried every turn, in order.
     backlog: VecDeque<Command>,
@@ -105,7 +105,7 @@ impl Shard {
         shared: Arc<Shared>,
         poll: Poll,
         mut listener: TcpListener,
-        (rx, replies): (Receiver<ShardMsg>, Receiver<ShardMsg>),
+        (rx, replies): (Receiver<ShardMsg>, Receiver<Reply>),
         hub: Sender<Command>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
