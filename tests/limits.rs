@@ -232,17 +232,12 @@ fn pipelined_requests_all_answered_in_order() {
         let k = r.read(&mut chunk).expect("responses keep coming");
         assert!(k > 0, "closed after {seen} responses");
         buf.extend_from_slice(&chunk[..k]);
-        while let Some(pos) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..pos]).to_string();
-            let len: usize = head.lines().find_map(|l| l.strip_prefix("Content-Length: ")).unwrap().parse().unwrap();
-            if buf.len() < pos + 4 + len {
-                break;
-            }
-            let body = String::from_utf8_lossy(&buf[pos + 4..pos + 4 + len]).to_string();
-            assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        while let Some((status, body, len)) = complete_response(&buf) {
+            let body = String::from_utf8_lossy(&buf[body]).to_string();
+            assert_eq!(status, 200, "{body}");
             let api = seen % 3 == 0;
             assert_eq!(body.contains("messageId"), api, "response {seen} out of order: {body}");
-            buf.drain(..pos + 4 + len);
+            buf.drain(..len);
             seen += 1;
         }
     }

@@ -102,16 +102,7 @@ impl Server {
         // Read one whole response (Content-Length), or until the server closes.
         let mut out = Vec::new();
         let mut chunk = [0u8; 65536];
-        loop {
-            if let Some(pos) = out.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&out[..pos]).to_ascii_lowercase();
-                let len = head
-                    .lines()
-                    .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()));
-                if len.is_some_and(|len| out.len() >= pos + 4 + len) {
-                    break;
-                }
-            }
+        while complete_response(&out).is_none() {
             match s.read(&mut chunk) {
                 Ok(0) | Err(_) => break,
                 Ok(n) => out.extend_from_slice(&chunk[..n]),
@@ -161,6 +152,16 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// One complete response at the start of `buf` (it has a Content-Length): status, body
+/// range and total length; `None` while incomplete.
+pub fn complete_response(buf: &[u8]) -> Option<(u16, std::ops::Range<usize>, usize)> {
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+    let status = head.split(' ').nth(1)?.parse().ok()?;
+    let len: usize = head.lines().find_map(|l| l.strip_prefix("content-length:"))?.trim().parse().ok()?;
+    (buf.len() >= end + len).then_some((status, end..end + len, end + len))
 }
 
 pub fn parse_response(out: &[u8]) -> (u16, String) {
@@ -269,20 +270,10 @@ impl Http {
         req.push_str(&body);
         self.s.write_all(req.as_bytes()).unwrap();
         loop {
-            if let Some(pos) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let head = String::from_utf8_lossy(&self.buf[..pos]).to_string();
-                let len: usize = head
-                    .lines()
-                    .find_map(|l| {
-                        l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap())
-                    })
-                    .unwrap_or(0);
-                if self.buf.len() >= pos + 4 + len {
-                    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-                    let v = serde_json::from_slice(&self.buf[pos + 4..pos + 4 + len]).unwrap();
-                    self.buf.drain(..pos + 4 + len);
-                    return (status, v);
-                }
+            if let Some((status, body, len)) = complete_response(&self.buf) {
+                let v = serde_json::from_slice(&self.buf[body]).unwrap();
+                self.buf.drain(..len);
+                return (status, v);
             }
             let mut chunk = [0u8; 65536];
             let n = self.s.read(&mut chunk).expect("read response");
