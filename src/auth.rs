@@ -85,10 +85,6 @@ impl Verifier {
         Verifier { key: Some((key, v)) }
     }
 
-    pub fn is_open(&self) -> bool {
-        self.key.is_none()
-    }
-
     /// Checks an `Authorization` header value (`Bearer <token>`) or a bare token.
     pub fn check(&self, authorization: Option<&str>, scope: Scope<'_>) -> Result<(), AuthError> {
         let Some((key, validation)) = &self.key else { return Ok(()) };

@@ -31,7 +31,7 @@ pub fn client_id(node: u32, conn: ConnId) -> String {
 }
 
 /// Appends the clientId of `conn` to `out`.
-pub fn write_client_id(out: &mut String, node: u32, conn: ConnId) {
+fn write_client_id(out: &mut String, node: u32, conn: ConnId) {
     let _ = write!(out, "{:08x}{:04x}{:08x}{:08x}", node, conn.shard, conn.slot, conn.gen);
 }
 

@@ -105,9 +105,6 @@ pub fn welcome_frame(client_id: &str) -> Bytes {
     })
 }
 
-/// Code of the connect refusal frame.
-pub const CONNECT_REFUSED: i64 = -1001;
-
 /// The frame sent before closing a refused connection (upstream shape).
 pub fn refused_frame(msg: &str) -> Bytes {
     ws::text_frame_with(64 + msg.len(), |v| {

@@ -293,7 +293,7 @@ impl Shard {
         }
         match result {
             Ok(()) => {
-                let id = ids::client_id(node, crate::ids::ConnId { shard, slot: to.slot, gen: to.gen });
+                let id = ids::client_id(node, ids::ConnId { shard, slot: to.slot, gen: to.gen });
                 self.queue(to.slot as usize, api::welcome_frame(&id));
             }
             Err(msg) => {
