@@ -92,13 +92,15 @@ fn hub_fanout(c: &mut Criterion) {
         HubConfig { node: 1, notify_max_group_size: 0, client_publish: false },
         links,
         Arc::new(HubStats::default()),
+        None,
     );
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });
     for i in 0..MEMBERS {
         let conn = ConnId { shard: (i % SHARDS as u32) as u16, slot: i, gen: 1 };
         hub.handle(Command::Connect { conn, system: "s".into() });
-        let op = Op::Bind { client: conn, group: "g".into(), user_id: "".into(), extend: "".into(), notify: false };
+        let client = roomcast::ids::ClientRef { node: 1, conn };
+        let op = Op::Bind { client, group: "g".into(), user_id: "".into(), extend: "".into(), notify: false };
         hub.handle(Command::Api { from, system: "s".into(), op, answered: false });
     }
     let drain = |rxs: &[crossbeam_channel::Receiver<ShardMsg>]| {

@@ -1,8 +1,15 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, black-box tests (real server processes on port 0, real
-# WebSocket and HTTP clients), then Autobahn conformance against the echo path.
+# WebSocket and HTTP clients; cluster tests with their own redis-server), then Autobahn
+# conformance against the echo path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if ! command -v redis-server >/dev/null; then
+    echo "installing redis-server (Debian package) for the cluster tests" >&2
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y redis-server >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y redis-server >/dev/null; }
+fi
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
 scripts/autobahn.sh

@@ -55,6 +55,10 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Node id embedded in clientIds. Default random.
     pub node_id: u32,
+    /// Cluster mode: the Redis URL (`None`: single node).
+    pub redis: Option<String>,
+    /// Cluster mode: how long a node's presence outlives its last heartbeat.
+    pub presence_ttl: Duration,
 }
 
 /// The JWT verification key.
@@ -177,6 +181,12 @@ pub struct ServeArgs {
     /// Node id (hex, 8 digits) embedded in clientIds [default: random]
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
+    /// Redis URL (redis://[:password@]host:port[/db]): turns cluster mode on [default: off]
+    #[arg(long, env = "ROOMCAST_REDIS")]
+    pub redis: Option<String>,
+    /// Cluster mode: a dead node's clients leave presence within this [default: 15s]
+    #[arg(long, env = "ROOMCAST_PRESENCE_TTL")]
+    pub presence_ttl: Option<String>,
 }
 
 macro_rules! merge {
@@ -236,7 +246,9 @@ impl ServeArgs {
                 notify_max_group_size,
                 client_publish,
                 shutdown_timeout,
-                node_id
+                node_id,
+                redis,
+                presence_ttl
             );
         }
         let listen =
@@ -304,7 +316,12 @@ impl ServeArgs {
             client_publish: self.client_publish.unwrap_or(false),
             shutdown_timeout: duration(self.shutdown_timeout, "shutdown_timeout", Duration::from_secs(5))?,
             node_id,
+            redis: self.redis.filter(|r| !r.is_empty()),
+            presence_ttl: duration(self.presence_ttl, "presence_ttl", Duration::from_secs(15))?,
         };
+        if c.presence_ttl < Duration::from_millis(300) || c.presence_ttl > Duration::from_secs(600) {
+            return Err("presence_ttl must be between 300ms and 10m".into());
+        }
         if c.ping_interval.is_zero() || c.idle_timeout.is_zero() {
             return Err("ping_interval and idle_timeout must be > 0".into());
         }

@@ -35,17 +35,34 @@ fn write_client_id(out: &mut String, node: u32, conn: ConnId) {
     let _ = write!(out, "{:08x}{:04x}{:08x}{:08x}", node, conn.shard, conn.slot, conn.gen);
 }
 
-/// Parses a clientId; `None` when it is malformed or belongs to another node.
-pub fn parse_client_id(node: u32, s: &str) -> Option<ConnId> {
+/// A connection anywhere in the cluster: its node and its place there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ClientRef {
+    pub node: u32,
+    pub conn: ConnId,
+}
+
+impl ClientRef {
+    /// The clientId string.
+    pub fn id(self) -> String {
+        client_id(self.node, self.conn)
+    }
+}
+
+/// Parses a clientId of any node; `None` when it is malformed.
+pub fn parse_client_ref(s: &str) -> Option<ClientRef> {
     let b = s.as_bytes();
     if b.len() != CLIENT_ID_LEN || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
     let hex = |r: std::ops::Range<usize>| u32::from_str_radix(&s[r], 16).ok();
-    if hex(0..8)? != node {
-        return None;
-    }
-    Some(ConnId { shard: hex(8..12)? as u16, slot: hex(12..20)?, gen: hex(20..28)? })
+    let conn = ConnId { shard: hex(8..12)? as u16, slot: hex(12..20)?, gen: hex(20..28)? };
+    Some(ClientRef { node: hex(0..8)?, conn })
+}
+
+/// Parses a clientId; `None` when it is malformed or belongs to another node.
+pub fn parse_client_id(node: u32, s: &str) -> Option<ConnId> {
+    parse_client_ref(s).filter(|r| r.node == node).map(|r| r.conn)
 }
 
 /// A fresh messageId: 16 lowercase hex characters.

@@ -51,6 +51,7 @@
 //! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod hub;
 pub mod ids;

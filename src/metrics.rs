@@ -43,6 +43,13 @@ counters!(HubStats {
     groups: "non-empty groups",
     commands_total: "commands processed by the hub",
     notices_total: "1001/1002 notices broadcast",
+    cluster_up: "cluster mode: 1 while Redis is reachable (always 0 on a single node)",
+    cluster_published_total: "cluster mode: messages published to Redis",
+    cluster_received_total: "cluster mode: messages received from Redis",
+    cluster_redis_errors_total: "cluster mode: failed Redis round trips (each leads to a reconnect)",
+    cluster_unavailable_total: "cluster mode: API calls answered 503 (Redis unreachable or broker queue full)",
+    cluster_remote_timeouts_total: "cluster mode: forwarded calls another node did not answer in time (503)",
+    cluster_reaped_total: "cluster mode: presence entries of dead nodes removed by this node",
 });
 
 /// Adds `n` to a counter.

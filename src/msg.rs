@@ -13,7 +13,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
-use crate::ids::ConnId;
+use crate::ids::{ClientRef, ConnId};
 
 /// A complete, immutable server-to-client WebSocket frame (header + payload), shared by
 /// every recipient (invariant 2).
@@ -39,6 +39,26 @@ pub enum Command {
     Api { from: ConnId, system: Box<str>, op: Op, answered: bool },
     /// A client published to a group it belongs to (opt-in by config).
     Publish { conn: ConnId, group: Box<str>, code: i64, msg: Box<str>, data: Box<RawValue> },
+    /// Cluster mode, from the broker: an API operation another node forwarded for a client
+    /// of this node; answered to `origin` with correlation id `corr`.
+    Remote { origin: u32, corr: u64, system: Box<str>, op: Op },
+    /// Cluster mode, from the broker: a frame published to a group (or, without `group`, to
+    /// a whole system) for this node's members.
+    Deliver { system: Box<str>, group: Option<Box<str>>, frame: Frame },
+    /// Cluster mode, from the broker: whether `system` is registered (`Err`: Redis
+    /// unreachable), answering a lookup the hub asked for.
+    SystemKnown { system: Box<str>, registered: Result<bool, String> },
+    /// Cluster mode, from the broker: this node now receives `system`'s broadcasts, so the
+    /// client waiting for its connect frame can get it.
+    Subscribed { conn: ConnId },
+}
+
+/// Where an API answer goes: an HTTP connection of this node, or another node that
+/// forwarded the call (cluster mode).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplyTo {
+    Local(ConnId),
+    Remote { node: u32, corr: u64 },
 }
 
 /// The API operations that need the index. Frames are already built by the shard.
@@ -47,7 +67,7 @@ pub enum Op {
     Register,
     /// `send_to_client` (`strict`: 404 when the one client is unknown) and `send_to_clients`.
     SendToClients {
-        clients: Vec<ConnId>,
+        clients: Vec<ClientRef>,
         frame: Frame,
         message_id: Box<str>,
         strict: bool,
@@ -62,14 +82,14 @@ pub enum Op {
         message_id: Box<str>,
     },
     Bind {
-        client: ConnId,
+        client: ClientRef,
         group: Box<str>,
         user_id: Box<str>,
         extend: Box<str>,
         notify: bool,
     },
     Unbind {
-        client: ConnId,
+        client: ClientRef,
         group: Box<str>,
         notify: bool,
     },
@@ -78,7 +98,7 @@ pub enum Op {
     },
     AllGroups,
     Close {
-        client: ConnId,
+        client: ClientRef,
         notify: bool,
     },
 }

@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -11,6 +11,7 @@ use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::auth::Verifier;
+use crate::cluster::{self, ClusterConfig, Replies};
 use crate::config::{Config, JwtKey};
 use crate::hub::{Hub, HubConfig, ShardLink};
 use crate::metrics::{HubStats, ShardStats};
@@ -23,6 +24,7 @@ pub struct Server {
     links: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
     shards: Vec<JoinHandle<()>>,
     hub: Option<JoinHandle<()>>,
+    cluster: Vec<JoinHandle<()>>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -76,7 +78,10 @@ impl Server {
         }
         let n = cfg.shards;
         let hub_stats = Arc::new(HubStats::default());
+        // Single node: always "up". Cluster: up once the broker reached Redis.
+        let cluster_up = Arc::new(AtomicBool::new(cfg.redis.is_none()));
         let shared = Arc::new(Shared {
+            cluster_up: cluster_up.clone(),
             verifier: verifier(&cfg)?,
             stats: (0..n).map(|_| ShardStats::default()).collect(),
             hub_stats: hub_stats.clone(),
@@ -109,15 +114,31 @@ impl Server {
                 })?;
             shards.push(thread);
         }
+        let (broker, cluster) = match &cfg.redis {
+            None => (None, Vec::new()),
+            Some(url) => {
+                let ccfg = ClusterConfig {
+                    url: url.clone(),
+                    node: cfg.node_id,
+                    presence_ttl: cfg.presence_ttl,
+                    notify_max_group_size: cfg.notify_max_group_size,
+                    soft_cap: cfg.hub_queue,
+                };
+                let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
+                let (link, threads) = cluster::start(ccfg, hub_tx.clone(), replies, hub_stats.clone(), cluster_up)
+                    .map_err(io::Error::other)?;
+                (Some(link), threads)
+            }
+        };
         drop(hub_tx);
         let hub_cfg = HubConfig {
             node: cfg.node_id,
             notify_max_group_size: cfg.notify_max_group_size,
             client_publish: cfg.client_publish,
         };
-        let hub = Hub::new(hub_cfg, hub_links, hub_stats);
+        let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
-        Ok(Server { addr, links, shards, hub: Some(hub) })
+        Ok(Server { addr, links, shards, hub: Some(hub), cluster })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -138,6 +159,11 @@ impl Server {
         }
         if let Some(h) = self.hub.take() {
             let _ = h.join();
+        }
+        // The broker ends when the hub is gone (after removing this node's presence); the
+        // subscriber when the broker is.
+        for t in self.cluster.drain(..) {
+            let _ = t.join();
         }
     }
 }

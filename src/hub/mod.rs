@@ -6,6 +6,7 @@
 //! (shard, slot, generation), so a 1002 notice is sent exactly once however many paths
 //! (close, error, idle, `close_client`) report the same connection.
 
+mod cluster;
 mod members;
 
 use std::collections::HashMap;
@@ -17,9 +18,10 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 pub use members::Members;
 
+use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
-use crate::msg::{Command, Frame, Op, Reply, ShardMsg};
+use crate::msg::{Command, Frame, Op, Reply, ReplyTo, ShardMsg};
 use crate::protocol::api;
 
 /// Commands handled between two rounds of shard wake-ups.
@@ -129,6 +131,9 @@ pub struct Hub {
     systems: HashMap<Arc<str>, System>,
     clients: HashMap<ConnId, Client>,
     stats: Arc<HubStats>,
+    /// Cluster mode: the broker, and commands waiting for a system lookup in Redis.
+    cluster: Option<BrokerLink>,
+    lookups: cluster::Lookups,
 }
 
 type ApiResult = Result<Bytes, (u16, String)>;
@@ -138,7 +143,7 @@ fn not_found_client() -> (u16, String) {
 }
 
 impl Hub {
-    pub fn new(cfg: HubConfig, links: Vec<ShardLink>, stats: Arc<HubStats>) -> Self {
+    pub fn new(cfg: HubConfig, links: Vec<ShardLink>, stats: Arc<HubStats>, cluster: Option<BrokerLink>) -> Self {
         let n = links.len();
         Hub {
             cfg,
@@ -146,6 +151,8 @@ impl Hub {
             systems: HashMap::new(),
             clients: HashMap::new(),
             stats,
+            cluster,
+            lookups: cluster::Lookups::default(),
         }
     }
 
@@ -174,36 +181,75 @@ impl Hub {
 
     /// Handles one command (public for benches).
     pub fn handle(&mut self, cmd: Command) {
+        let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
             Command::Connect { conn, system } => {
                 let result = match self.systems.get_mut(&*system) {
                     Some(sys) => {
+                        let first = sys.members.is_empty();
                         sys.members.insert(conn);
                         let system = self.systems.get_key_value(&*system).map(|(k, _)| k.clone()).unwrap_or_default();
-                        self.clients
-                            .insert(conn, Client { system, user_id: "".into(), extend: "".into(), groups: Vec::new() });
+                        self.clients.insert(
+                            conn,
+                            Client {
+                                system: system.clone(),
+                                user_id: "".into(),
+                                extend: "".into(),
+                                groups: Vec::new(),
+                            },
+                        );
+                        if let (Some(cl), true) = (&self.cluster, first) {
+                            // The connect frame waits until this node receives the system's sends.
+                            return cl.send(BrokerCmd::SystemSub { system, on: true, welcome: Some(conn) });
+                        }
                         Ok(())
                     }
-                    None => Err(format!("systemId '{system}' is not registered")),
+                    None => {
+                        Err(self.lookups.failure().unwrap_or_else(|| format!("systemId '{system}' is not registered")))
+                    }
                 };
                 self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result });
             }
             Command::Disconnected { conn } => self.remove_client(conn, true),
             Command::Api { from, system, op, answered } => {
+                if let (Some(cl), Op::Register) = (&self.cluster, &op) {
+                    return match cl.usable() {
+                        true => cl.send(BrokerCmd::Register { system, to: from }),
+                        false => self.answer(ReplyTo::Local(from), Err(cluster::unavailable()), None),
+                    };
+                }
                 let learn = matches!(
                     op,
                     Op::Register | Op::SendToGroup { .. } | Op::SendToSystem { .. } | Op::SendToClients { .. }
                 );
-                let (status, body) = match self.api(&system, op) {
-                    Ok(b) => (200, b),
-                    Err((status, msg)) => (status, api::err_body(&msg)),
-                };
+                let Some(r) = self.api(&system, op, ReplyTo::Local(from)) else { return };
                 if !answered {
                     let registered = (learn && self.systems.contains_key(&*system)).then_some(system);
-                    self.out.reply(from, status, body, registered);
+                    self.answer(ReplyTo::Local(from), r, registered);
                 }
             }
             Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
+            Command::Remote { origin, corr, system, op } => self.remote(origin, corr, system, op),
+            Command::Deliver { system, group, frame } => self.deliver(&system, group.as_deref(), &frame),
+            Command::SystemKnown { system, registered } => self.system_known(system, registered),
+            Command::Subscribed { conn } => {
+                if self.clients.contains_key(&conn) {
+                    self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result: Ok(()) });
+                }
+            }
+        }
+    }
+
+    /// Sends an API answer to a caller here or on the node that forwarded the call.
+    fn answer(&mut self, to: ReplyTo, r: ApiResult, registered: Option<Box<str>>) {
+        let (status, body) = match r {
+            Ok(b) => (200, b),
+            Err((status, msg)) => (status, api::err_body(&msg)),
+        };
+        match (to, &self.cluster) {
+            (ReplyTo::Local(c), _) => self.out.reply(c, status, body, registered),
+            (to @ ReplyTo::Remote { .. }, Some(cl)) => cl.send(BrokerCmd::Answer { to, status, body }),
+            (ReplyTo::Remote { .. }, None) => {}
         }
     }
 
@@ -218,12 +264,20 @@ impl Hub {
         for g in &client.groups {
             let Some(members) = sys.groups.get_mut(g) else { continue };
             members.remove_gone(conn);
+            if let Some(cl) = &self.cluster {
+                let notice = notify.then(|| cluster::notice_frame(api::OFFLINE, &client_id, &client));
+                let (system, group) = (client.system.clone(), g.clone());
+                cl.send(BrokerCmd::Leave { system, group, client: client_id.clone(), notice });
+            }
             if members.is_empty() {
                 sys.groups.remove(g);
                 metrics::sub(&self.stats.groups, 1);
-            } else if notify {
+            } else if notify && self.cluster.is_none() {
                 notice(&mut self.out, &self.cfg, &self.stats, members, api::OFFLINE, &client_id, &client);
             }
+        }
+        if let (Some(cl), true) = (&self.cluster, sys.members.is_empty()) {
+            cl.send(BrokerCmd::SystemSub { system: client.system.clone(), on: false, welcome: None });
         }
     }
 
@@ -234,46 +288,68 @@ impl Hub {
         }
     }
 
-    fn api(&mut self, system: &str, op: Op) -> ApiResult {
+    /// Runs one API operation; `None` when the broker answers `to` later (cluster mode).
+    fn api(&mut self, system: &str, op: Op, to: ReplyTo) -> Option<ApiResult> {
         if let Op::Register = op {
             if self.systems.contains_key(system) {
-                return Err((409, format!("systemId '{system}' is already registered")));
+                return Some(Err((409, format!("systemId '{system}' is already registered"))));
             }
             self.systems.insert(system.into(), System { members: Members::new(self.shards()), groups: HashMap::new() });
-            return Ok(api::ok_body("[]"));
+            return Some(Ok(api::ok_body("[]")));
         }
         if !self.systems.contains_key(system) {
-            return Err((404, format!("systemId '{system}' is not registered: call /api/register first")));
+            if let Some(e) = self.lookups.failure() {
+                return Some(Err((503, e)));
+            }
+            return Some(Err((404, format!("systemId '{system}' is not registered: call /api/register first"))));
         }
-        match op {
+        let me = self.cfg.node;
+        let presence = matches!(op, Op::Bind { .. } | Op::Unbind { .. } | Op::Close { .. });
+        let r = match op {
             Op::Register => unreachable!("handled above"),
             Op::SendToClients { clients, frame, message_id, strict } => {
+                let mut remote: Vec<ids::ClientRef> = Vec::new();
                 for c in clients {
-                    if self.client_in(system, c).is_ok() {
-                        self.out
-                            .send(c.shard as usize, ShardMsg::DeliverOne { target: c.target(), frame: frame.clone() });
+                    if c.node != me {
+                        remote.push(c);
+                    } else if self.client_in(system, c.conn).is_ok() {
+                        let msg = ShardMsg::DeliverOne { target: c.conn.target(), frame: frame.clone() };
+                        self.out.send(c.conn.shard as usize, msg);
                     } else if strict {
-                        return Err(not_found_client());
+                        return Some(Err(not_found_client()));
                     }
+                }
+                if !remote.is_empty() {
+                    return self.forward_sends(system, remote, frame, message_id, strict, to);
                 }
                 Ok(api::message_id_body(&message_id))
             }
             Op::SendToGroup { group, frame, message_id } => {
                 let sys = self.systems.get_mut(system).expect("checked above");
+                let key = sys.groups.get_key_value(&*group).map(|(k, _)| k.clone());
                 if let Some(members) = sys.groups.get_mut(&*group) {
                     self.out.broadcast(members, &frame);
                 }
-                Ok(api::message_id_body(&message_id))
+                let group = key.unwrap_or_else(|| group.into());
+                self.publish_cluster(system, Some(group), frame, &message_id)
             }
             Op::SendToSystem { frame, message_id } => {
                 let sys = self.systems.get_mut(system).expect("checked above");
                 self.out.broadcast(&mut sys.members, &frame);
-                Ok(api::message_id_body(&message_id))
+                self.publish_cluster(system, None, frame, &message_id)
+            }
+            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } if client.node != me => {
+                return self.forward(client.node, system, op, to);
+            }
+            Op::Bind { .. } | Op::Unbind { .. } | Op::Close { .. } if self.cluster_blocked() => {
+                Err(cluster::unavailable())
             }
             Op::Bind { client, group, user_id, extend, notify } => {
-                self.bind(system, client, group, user_id, extend, notify)
+                self.bind(system, client.conn, group, user_id, extend, notify)
             }
-            Op::Unbind { client, group, notify } => self.unbind(system, client, &group, notify),
+            Op::Unbind { client, group, notify } => self.unbind(system, client.conn, &group, notify),
+            Op::OnlineList { group } if self.cluster.is_some() => return self.query(system, Some(group), to),
+            Op::AllGroups if self.cluster.is_some() => return self.query(system, None, to),
             Op::OnlineList { group } => {
                 let sys = &self.systems[system];
                 let mut list = Vec::new();
@@ -299,15 +375,21 @@ impl Hub {
                 Ok(api::ok_body(&s))
             }
             Op::Close { client, notify } => {
-                self.client_in(system, client)?;
-                self.remove_client(client, notify);
+                if let Err(e) = self.client_in(system, client.conn) {
+                    return Some(Err(e));
+                }
+                self.remove_client(client.conn, notify);
                 self.out.send(
-                    client.shard as usize,
-                    ShardMsg::Close { target: client.target(), code: 1000, reason: "closed by server" },
+                    client.conn.shard as usize,
+                    ShardMsg::Close { target: client.conn.target(), code: 1000, reason: "closed by server" },
                 );
                 Ok(api::ok_body("[]"))
             }
+        };
+        if presence {
+            return self.after_change(to, r);
         }
+        Some(r)
     }
 
     fn bind(
@@ -325,7 +407,14 @@ impl Hub {
         let client = self.clients.get_mut(&c).expect("checked above");
         client.user_id = user_id;
         client.extend = extend;
-        if client.groups.iter().any(|g| **g == *group) {
+        let id = ids::client_id(self.cfg.node, c);
+        if let Some(g) = client.groups.iter().find(|g| ***g == *group) {
+            if let Some(cl) = &self.cluster {
+                // Already a member: only its info may change, without a notice.
+                let (system, group) = (client.system.clone(), g.clone());
+                let info = cluster::info(client);
+                cl.send(BrokerCmd::Join { system, group, client: id, info, notice: None });
+            }
             return Ok(api::ok_body("[]"));
         }
         let key: Arc<str> = match sys.groups.get_key_value(&*group) {
@@ -339,9 +428,12 @@ impl Hub {
         };
         let members = sys.groups.get_mut(&key).expect("inserted above");
         members.insert(c);
-        client.groups.push(key);
-        if notify {
-            let id = ids::client_id(self.cfg.node, c);
+        client.groups.push(key.clone());
+        if let Some(cl) = &self.cluster {
+            let notice = notify.then(|| cluster::notice_frame(api::ONLINE, &id, client));
+            let info = cluster::info(client);
+            cl.send(BrokerCmd::Join { system: client.system.clone(), group: key, client: id, info, notice });
+        } else if notify {
             notice(&mut self.out, &self.cfg, &self.stats, members, api::ONLINE, &id, client);
         }
         Ok(api::ok_body("[]"))
@@ -352,14 +444,18 @@ impl Hub {
         let sys = self.systems.get_mut(system).expect("checked by caller");
         let client = self.clients.get_mut(&c).expect("checked above");
         let Some(pos) = client.groups.iter().position(|g| **g == *group) else { return Ok(api::ok_body("[]")) };
-        client.groups.swap_remove(pos);
+        let key = client.groups.swap_remove(pos);
+        let id = ids::client_id(self.cfg.node, c);
+        if let Some(cl) = &self.cluster {
+            let notice = notify.then(|| cluster::notice_frame(api::OFFLINE, &id, client));
+            cl.send(BrokerCmd::Leave { system: client.system.clone(), group: key, client: id.clone(), notice });
+        }
         if let Some(members) = sys.groups.get_mut(group) {
             members.remove(c);
             if members.is_empty() {
                 sys.groups.remove(group);
                 metrics::sub(&self.stats.groups, 1);
-            } else if notify {
-                let id = ids::client_id(self.cfg.node, c);
+            } else if notify && self.cluster.is_none() {
                 notice(&mut self.out, &self.cfg, &self.stats, members, api::OFFLINE, &id, client);
             }
         }
@@ -375,13 +471,16 @@ impl Hub {
             return reply(self, r#"{"cmd":"error","msg":"client publishing is disabled on this server"}"#);
         }
         let Some(client) = self.clients.get(&conn) else { return };
-        if !client.groups.iter().any(|g| **g == *group) {
+        let Some(key) = client.groups.iter().find(|g| ***g == *group).cloned() else {
             return reply(self, r#"{"cmd":"error","msg":"publish: not a member of that group"}"#);
-        }
+        };
         let f = api::push_frame(&ids::message_id(), &client.user_id, code, msg, Some(data));
         let system = client.system.clone();
         if let Some(members) = self.systems.get_mut(&system).and_then(|s| s.groups.get_mut(group)) {
             self.out.broadcast(members, &f);
+        }
+        if let (Some(cl), false) = (&self.cluster, self.cluster_blocked()) {
+            cl.send(BrokerCmd::Publish { system, group: Some(key), frame: f });
         }
     }
 }

@@ -2,6 +2,8 @@
 //! WebSocket upgrades, `/health` and `/metrics`.
 
 use bytes::Bytes;
+use std::sync::atomic::Ordering::Relaxed;
+
 use crossbeam_channel::TrySendError;
 
 use super::{Shard, State};
@@ -80,7 +82,12 @@ impl Shard {
         match (head.method.as_str(), path) {
             ("GET", "/health") => {
                 let n = metrics::sum(&self.shared.stats, |s| &s.ws_clients);
-                let body = format!("{{\"status\":\"ok\",\"connections\":{n}}}");
+                let cluster = match (&self.shared.cfg.redis, self.shared.cluster_up.load(Relaxed)) {
+                    (None, _) => "",
+                    (Some(_), true) => ",\"cluster\":\"up\"",
+                    (Some(_), false) => ",\"cluster\":\"redis unreachable\"",
+                };
+                let body = format!("{{\"status\":\"ok\",\"connections\":{n}{cluster}}}");
                 self.respond(slot, 200, body.as_bytes(), ka);
             }
             ("GET", "/metrics") => {
@@ -129,8 +136,10 @@ impl Shard {
         self.shared.verifier.check(head.authorization.as_deref(), scope).map_err(|e| fail(e.status(), e.message()))?;
         let body = api::parse_body(raw).map_err(|m| fail(400, m))?;
         let node = self.shared.cfg.node_id;
-        let parse_client =
-            |s: &str| ids::parse_client_id(node, s).ok_or_else(|| fail(404, "client not found (unknown clientId)"));
+        // Single node: another node's clientId cannot be ours. Cluster: any node's.
+        let cluster = self.shared.cfg.redis.is_some();
+        let parse_ref = |s: &str| ids::parse_client_ref(s).filter(|r| cluster || r.node == node);
+        let parse_client = |s: &str| parse_ref(s).ok_or_else(|| fail(404, "client not found (unknown clientId)"));
         let system: Box<str> = match register {
             true => Body::required(&body.system_id, "systemId").map_err(|m| fail(400, m))?.into(),
             false => header_system.unwrap_or_default().into(),
@@ -147,7 +156,7 @@ impl Shard {
             "send_to_clients" => {
                 let list = body.client_ids.as_ref().filter(|l| !l.is_empty());
                 let list = list.ok_or_else(|| fail(400, "clientIds is required (a non-empty array)"))?;
-                let clients = list.iter().filter_map(|s| ids::parse_client_id(node, s)).collect();
+                let clients = list.iter().filter_map(|s| parse_ref(s)).collect();
                 let (frame, message_id) = build_push(&body);
                 Op::SendToClients { clients, frame, message_id, strict: false }
             }
@@ -185,7 +194,7 @@ impl Shard {
             Op::SendToClients { message_id, strict: false, .. } => Some(message_id.clone()),
             _ => None,
         }
-        .filter(|_| self.known_systems.contains(&*system));
+        .filter(|_| self.known_systems.contains(&*system) && self.shared.cluster_up.load(Relaxed));
         let answered = answer_now.is_some();
         match self.hub.try_send(Command::Api { from, system, op, answered }) {
             Ok(()) => {

@@ -1,0 +1,701 @@
+//! The broker thread: the node's only writer to Redis.
+
+use std::collections::{HashMap, HashSet};
+use std::io::Write;
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use redis::{ConnectionAddr, RedisResult, Value};
+
+use super::{keys, scripts, wire, BrokerCmd, ClusterConfig, Pending, Replies, SubEvent};
+use crate::ids::ConnId;
+use crate::metrics::{self, HubStats};
+use crate::msg::{Command, ReplyTo};
+use crate::protocol::api;
+
+/// Commands run as one pipeline.
+const BATCH: usize = 1024;
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+fn unavailable() -> Bytes {
+    api::err_body("cluster store unreachable (Redis): retry later")
+}
+
+/// A client's presence info: `[userId, extend]`.
+pub fn info(user_id: &str, extend: &str) -> Box<str> {
+    serde_json::to_string(&[user_id, extend]).unwrap_or_default().into()
+}
+
+fn offline_notice(node: u32, client: &str, info: &str) -> Vec<u8> {
+    let [user, extend]: [String; 2] = serde_json::from_str(info).unwrap_or_default();
+    let f = api::notice_frame(api::OFFLINE, &crate::ids::message_id(), client, &user, &extend);
+    wire::delivery(wire::DELIVER_ALL, node, &f)
+}
+
+struct GroupMirror {
+    system: Arc<str>,
+    group: Arc<str>,
+    clients: HashMap<String, Box<str>>,
+}
+
+/// What to do with one pipeline result.
+enum Post {
+    Ignore,
+    Publish,
+    Register { system: Box<str>, to: ConnId },
+    Lookup { system: Box<str> },
+    Forward { corr: u64, waiting: bool },
+    Online { to: ConnId },
+    AllGroups { to: ConnId },
+}
+
+/// Local effects that follow a batch's pipeline.
+enum Later {
+    Answer(ConnId, u16, Bytes),
+    Welcome(ConnId),
+}
+
+pub(super) struct Broker {
+    cfg: ClusterConfig,
+    client: redis::Client,
+    con: Option<redis::Connection>,
+    sub: Option<TcpStream>,
+    sub_gen: u64,
+    streams: Sender<(u64, TcpStream)>,
+    events: Receiver<SubEvent>,
+    hub: Sender<Command>,
+    replies: Arc<Replies>,
+    pending: Arc<Pending>,
+    stats: Arc<HubStats>,
+    up: Arc<AtomicBool>,
+    /// This node's presence, by group channel: what Redis must hold for this node.
+    groups: HashMap<String, GroupMirror>,
+    /// Systems with clients here, by channel.
+    systems: HashSet<String>,
+    /// Systems seen registered (written again if Redis lost its data).
+    known: HashSet<Box<str>>,
+    subscribed: HashSet<String>,
+    shas: [String; 3],
+    next_beat: Instant,
+    retry_at: Instant,
+    backoff: Duration,
+    corr: u64,
+}
+
+impl Broker {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        cfg: ClusterConfig,
+        client: redis::Client,
+        hub: Sender<Command>,
+        replies: Arc<Replies>,
+        pending: Arc<Pending>,
+        stats: Arc<HubStats>,
+        up: Arc<AtomicBool>,
+        streams: Sender<(u64, TcpStream)>,
+        events: Receiver<SubEvent>,
+    ) -> Result<Self, String> {
+        if !matches!(client.get_connection_info().addr(), ConnectionAddr::Tcp(..)) {
+            return Err(format!("--redis {}: only redis://host:port URLs (plain TCP) are supported", cfg.url));
+        }
+        let now = Instant::now();
+        Ok(Broker {
+            cfg,
+            client,
+            con: None,
+            sub: None,
+            sub_gen: 0,
+            streams,
+            events,
+            hub,
+            replies,
+            pending,
+            stats,
+            up,
+            groups: HashMap::new(),
+            systems: HashSet::new(),
+            known: HashSet::new(),
+            subscribed: HashSet::new(),
+            shas: Default::default(),
+            next_beat: now,
+            retry_at: now,
+            backoff: Duration::from_millis(100),
+            corr: 0,
+        })
+    }
+
+    fn me(&self) -> u32 {
+        self.cfg.node
+    }
+
+    /// Runs until the hub is gone, then removes this node's presence.
+    pub fn run(mut self, rx: Receiver<BrokerCmd>) {
+        let tick = (self.cfg.presence_ttl / 3).min(Duration::from_millis(500));
+        loop {
+            let wait = self.next_beat.saturating_duration_since(Instant::now()).min(tick);
+            let mut batch = Vec::new();
+            match rx.recv_timeout(wait) {
+                Ok(cmd) => batch.push(cmd),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                }
+            }
+            while let Ok(ev) = self.events.try_recv() {
+                if matches!(ev, SubEvent::Down(g) if g == self.sub_gen) && self.con.is_some() {
+                    self.down("pub/sub connection lost".into());
+                }
+            }
+            if self.con.is_none() && Instant::now() >= self.retry_at {
+                if let Err(e) = self.connect() {
+                    self.down(e);
+                }
+            }
+            if !batch.is_empty() {
+                self.run_batch(batch);
+            }
+            if self.con.is_some() && Instant::now() >= self.next_beat {
+                if let Err(e) = self.beat() {
+                    self.down(e);
+                }
+            }
+            for to in self.pending.expired(Instant::now()) {
+                metrics::add(&self.stats.cluster_remote_timeouts_total, 1);
+                self.replies.send(
+                    to,
+                    503,
+                    api::err_body("the client's node did not answer in time: retry later"),
+                    None,
+                );
+            }
+        }
+        if self.con.is_some() {
+            let _ = self.leave_all();
+        }
+        // Ends the subscriber's read; it exits once this thread's stream sender is gone.
+        if let Some(s) = self.sub.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+    }
+
+    fn down(&mut self, why: String) {
+        if self.con.is_some() || self.up.load(Relaxed) {
+            tracing::warn!(node = format!("{:08x}", self.me()), "Redis unreachable: {why}; retrying with backoff");
+        }
+        metrics::add(&self.stats.cluster_redis_errors_total, 1);
+        self.con = None;
+        if let Some(s) = self.sub.take() {
+            let _ = s.shutdown(std::net::Shutdown::Both);
+        }
+        self.up.store(false, Relaxed);
+        self.stats.cluster_up.store(0, Relaxed);
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    fn connect(&mut self) -> Result<(), String> {
+        let e = |e: redis::RedisError| e.to_string();
+        let mut con = self.client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
+        con.set_read_timeout(Some(IO_TIMEOUT)).map_err(e)?;
+        con.set_write_timeout(Some(IO_TIMEOUT)).map_err(e)?;
+        for (i, src) in [scripts::JOIN, scripts::LEAVE, scripts::ALL_GROUPS].into_iter().enumerate() {
+            self.shas[i] = redis::cmd("SCRIPT").arg("LOAD").arg(src).query(&mut con).map_err(e)?;
+        }
+        let info = self.client.get_connection_info();
+        let ConnectionAddr::Tcp(host, port) = info.addr() else { return Err("not a TCP address".into()) };
+        let addr = (host.as_str(), *port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
+        let _ = stream.set_nodelay(true);
+        let mut w = stream.try_clone().map_err(|e| e.to_string())?;
+        w.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        if let Some(pw) = info.redis_settings().password() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = info.redis_settings().username() {
+                auth.arg(user);
+            }
+            w.write_all(&auth.arg(pw).get_packed_command()).map_err(|e| e.to_string())?;
+        }
+        self.sub_gen += 1;
+        self.streams.send((self.sub_gen, stream)).map_err(|e| e.to_string())?;
+        self.sub = Some(w);
+        self.con = Some(con);
+        self.subscribed.clear();
+        let mut chans = vec![keys::node(self.me())];
+        chans.extend(self.groups.keys().cloned());
+        chans.extend(self.systems.iter().cloned());
+        self.subscribe(&chans)?;
+        self.resync()?;
+        self.up.store(true, Relaxed);
+        self.stats.cluster_up.store(1, Relaxed);
+        self.backoff = Duration::from_millis(100);
+        tracing::info!(node = format!("{:08x}", self.me()), "connected to Redis");
+        Ok(())
+    }
+
+    /// Subscribes and waits until Redis confirmed every channel.
+    fn subscribe(&mut self, chans: &[String]) -> Result<(), String> {
+        if chans.is_empty() {
+            return Ok(());
+        }
+        let w = self.sub.as_mut().ok_or("no pub/sub connection")?;
+        w.write_all(&redis::cmd("SUBSCRIBE").arg(chans).get_packed_command()).map_err(|e| e.to_string())?;
+        let deadline = Instant::now() + IO_TIMEOUT;
+        let mut left = chans.len();
+        while left > 0 {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            match self.events.recv_timeout(wait) {
+                Ok(SubEvent::Subscribed(g)) if g == self.sub_gen => left -= 1,
+                Ok(SubEvent::Down(g)) if g == self.sub_gen => return Err("pub/sub connection lost".into()),
+                Ok(_) => {}
+                Err(_) => return Err("no SUBSCRIBE confirmation in time".into()),
+            }
+        }
+        self.subscribed.extend(chans.iter().cloned());
+        Ok(())
+    }
+
+    fn unsubscribe(&mut self, chans: Vec<String>) {
+        let chans: Vec<String> = chans
+            .into_iter()
+            .filter(|c| !self.groups.contains_key(c) && !self.systems.contains(c) && self.subscribed.remove(c))
+            .collect();
+        if let (Some(w), false) = (self.sub.as_mut(), chans.is_empty()) {
+            let _ = w.write_all(&redis::cmd("UNSUBSCRIBE").arg(&chans).get_packed_command());
+        }
+    }
+
+    fn pipe_join(&self, p: &mut redis::Pipeline, system: &str, group: &str, client: &str, info: &str, notice: &[u8]) {
+        p.cmd("EVALSHA")
+            .arg(&self.shas[0])
+            .arg(3)
+            .arg(keys::group(system, group))
+            .arg(keys::groups(system))
+            .arg(keys::node(self.me()))
+            .arg(client)
+            .arg(info)
+            .arg(group)
+            .arg(keys::member_field(client, system, group))
+            .arg(notice)
+            .arg(self.cfg.notify_max_group_size);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn pipe_leave(&self, p: &mut redis::Pipeline, node: u32, system: &str, group: &str, client: &str, notice: &[u8]) {
+        p.cmd("EVALSHA")
+            .arg(&self.shas[1])
+            .arg(3)
+            .arg(keys::group(system, group))
+            .arg(keys::groups(system))
+            .arg(keys::node(node))
+            .arg(client)
+            .arg(group)
+            .arg(keys::member_field(client, system, group))
+            .arg(notice)
+            .arg(self.cfg.notify_max_group_size);
+    }
+
+    /// Updates the mirror; returns the channel to subscribe to, if any.
+    fn mirror(&mut self, cmd: &BrokerCmd, unsub: &mut Vec<String>) -> Option<String> {
+        match cmd {
+            BrokerCmd::Join { system, group, client, info, .. } => {
+                let chan = keys::group(system, group);
+                let m = self.groups.entry(chan.clone()).or_insert_with(|| GroupMirror {
+                    system: system.clone(),
+                    group: group.clone(),
+                    clients: HashMap::new(),
+                });
+                m.clients.insert(client.clone(), info.clone());
+                (!self.subscribed.contains(&chan)).then_some(chan)
+            }
+            BrokerCmd::Leave { system, group, client, .. } => {
+                let chan = keys::group(system, group);
+                if let Some(m) = self.groups.get_mut(&chan) {
+                    m.clients.remove(client);
+                    if m.clients.is_empty() {
+                        self.groups.remove(&chan);
+                        unsub.push(chan);
+                    }
+                }
+                None
+            }
+            BrokerCmd::SystemSub { system, on, .. } => {
+                let chan = keys::system(system);
+                if *on {
+                    self.systems.insert(chan.clone());
+                    (!self.subscribed.contains(&chan)).then_some(chan)
+                } else {
+                    self.systems.remove(&chan);
+                    unsub.push(chan);
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    fn run_batch(&mut self, batch: Vec<BrokerCmd>) {
+        let mut unsub = Vec::new();
+        let mut subs: Vec<String> = Vec::new();
+        for cmd in &batch {
+            if let Some(c) = self.mirror(cmd, &mut unsub) {
+                if !subs.contains(&c) {
+                    subs.push(c);
+                }
+            }
+        }
+        if self.con.is_some() {
+            if let Err(e) = self.subscribe(&subs) {
+                self.down(e);
+            }
+        }
+        if self.con.is_none() {
+            return self.fail_batch(batch);
+        }
+        let me = self.me();
+        let mut p = redis::pipe();
+        p.ignore_errors();
+        let mut posts = Vec::with_capacity(batch.len());
+        let mut later = Vec::new();
+        for cmd in batch {
+            match cmd {
+                BrokerCmd::Register { system, to } => {
+                    p.cmd("SADD").arg(keys::SYSTEMS).arg(&*system);
+                    self.known.insert(system.clone());
+                    posts.push(Post::Register { system, to });
+                }
+                BrokerCmd::Lookup { system } => {
+                    p.cmd("SISMEMBER").arg(keys::SYSTEMS).arg(&*system);
+                    posts.push(Post::Lookup { system });
+                }
+                BrokerCmd::Publish { system, group, frame } => {
+                    let chan = match &group {
+                        Some(g) => keys::group(&system, g),
+                        None => keys::system(&system),
+                    };
+                    p.cmd("PUBLISH").arg(chan).arg(wire::delivery(wire::DELIVER_OTHERS, me, &frame));
+                    posts.push(Post::Publish);
+                }
+                BrokerCmd::Join { system, group, client, info, notice } => {
+                    let n = notice.map(|f| wire::delivery(wire::DELIVER_ALL, me, &f)).unwrap_or_default();
+                    self.pipe_join(&mut p, &system, &group, &client, &info, &n);
+                    posts.push(Post::Ignore);
+                }
+                BrokerCmd::Leave { system, group, client, notice } => {
+                    let n = notice.map(|f| wire::delivery(wire::DELIVER_ALL, me, &f)).unwrap_or_default();
+                    self.pipe_leave(&mut p, me, &system, &group, &client, &n);
+                    posts.push(Post::Ignore);
+                }
+                BrokerCmd::SystemSub { welcome, .. } => later.extend(welcome.map(Later::Welcome)),
+                BrokerCmd::Forward { node, system, op, reply } => {
+                    self.corr += 1;
+                    let Some(payload) = wire::request(me, self.corr, &system, &op) else { continue };
+                    if let Some(to) = reply {
+                        self.pending.insert(self.corr, to);
+                    }
+                    p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
+                    posts.push(Post::Forward { corr: self.corr, waiting: reply.is_some() });
+                }
+                BrokerCmd::Query { system, group: Some(g), to } => {
+                    p.cmd("HKEYS").arg(keys::group(&system, &g));
+                    posts.push(Post::Online { to });
+                }
+                BrokerCmd::Query { system, group: None, to } => {
+                    p.cmd("EVALSHA")
+                        .arg(&self.shas[2])
+                        .arg(1)
+                        .arg(keys::groups(&system))
+                        .arg(keys::group_prefix(&system));
+                    posts.push(Post::AllGroups { to });
+                }
+                BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
+                    later.push(Later::Answer(to, status, body))
+                }
+                BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
+                    p.cmd("PUBLISH").arg(keys::node(node)).arg(wire::answer(corr, status, &body));
+                    posts.push(Post::Ignore);
+                }
+            }
+        }
+        let results: Vec<RedisResult<Value>> = match posts.is_empty() {
+            true => Vec::new(),
+            false => match p.query(self.con.as_mut().expect("checked above")) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.down(e.to_string());
+                    for post in posts {
+                        self.post(post, Err(redis::RedisError::from((redis::ErrorKind::Io, "down"))));
+                    }
+                    return self.run_later(later);
+                }
+            },
+        };
+        for (post, r) in posts.into_iter().zip(results) {
+            self.post(post, r);
+        }
+        self.run_later(later);
+        self.unsubscribe(unsub);
+    }
+
+    fn run_later(&mut self, later: Vec<Later>) {
+        for l in later {
+            match l {
+                Later::Answer(to, status, body) => self.replies.send(to, status, body, None),
+                Later::Welcome(conn) => {
+                    let _ = self.hub.send(Command::Subscribed { conn });
+                }
+            }
+        }
+    }
+
+    fn post(&mut self, post: Post, r: RedisResult<Value>) {
+        if let Err(e) = &r {
+            if !matches!(post, Post::Ignore | Post::Publish) || !e.is_io_error() {
+                tracing::debug!("redis: {e}");
+            }
+        }
+        match post {
+            Post::Ignore => {}
+            Post::Publish => metrics::add(&self.stats.cluster_published_total, 1),
+            Post::Register { system, to } => match r {
+                Ok(Value::Int(n)) => {
+                    let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
+                    match n {
+                        1 => self.replies.send(to, 200, api::ok_body("[]"), Some(system)),
+                        _ => self.replies.send(
+                            to,
+                            409,
+                            api::err_body(&format!("systemId '{system}' is already registered")),
+                            Some(system),
+                        ),
+                    }
+                }
+                _ => self.unavailable(to),
+            },
+            Post::Lookup { system } => {
+                let registered = match r {
+                    Ok(Value::Int(n)) => Ok(n == 1),
+                    _ => Err("cluster store unreachable (Redis): retry later".to_string()),
+                };
+                if registered == Ok(true) {
+                    self.known.insert(system.clone());
+                }
+                let _ = self.hub.send(Command::SystemKnown { system, registered });
+            }
+            Post::Forward { corr, waiting } => {
+                metrics::add(&self.stats.cluster_published_total, 1);
+                if !waiting {
+                    return;
+                }
+                match r {
+                    // No node listens there: the node is gone, and its clients with it.
+                    Ok(Value::Int(0)) => {
+                        if let Some(to) = self.pending.take(corr) {
+                            let body = api::err_body("client not found (its node is not running)");
+                            self.replies.send(to, 404, body, None);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        if let Some(to) = self.pending.take(corr) {
+                            self.unavailable(to);
+                        }
+                    }
+                }
+            }
+            Post::Online { to } => match r {
+                Ok(Value::Array(ids)) => {
+                    let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
+                    let arr = api::string_array(ids.iter().map(String::as_str));
+                    self.replies.send(
+                        to,
+                        200,
+                        api::ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", ids.len())),
+                        None,
+                    );
+                }
+                _ => self.unavailable(to),
+            },
+            Post::AllGroups { to } => match r {
+                Ok(Value::Array(flat)) => {
+                    let mut s = String::from("{");
+                    let mut it = flat.into_iter();
+                    while let (Some(g), Some(Value::Array(ids))) = (it.next().and_then(string), it.next()) {
+                        if s.len() > 1 {
+                            s.push(',');
+                        }
+                        let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
+                        s.push_str(&api::json_string(&g));
+                        s.push(':');
+                        s.push_str(&api::string_array(ids.iter().map(String::as_str)));
+                    }
+                    s.push('}');
+                    self.replies.send(to, 200, api::ok_body(&s), None);
+                }
+                _ => self.unavailable(to),
+            },
+        }
+    }
+
+    fn unavailable(&self, to: ConnId) {
+        metrics::add(&self.stats.cluster_unavailable_total, 1);
+        self.replies.send(to, 503, unavailable(), None);
+    }
+
+    /// Redis is unreachable: the mirror was updated; callers get 503, lookups an error,
+    /// welcomes go out (local delivery keeps working), frames for other nodes are dropped.
+    fn fail_batch(&mut self, batch: Vec<BrokerCmd>) {
+        for cmd in batch {
+            match cmd {
+                BrokerCmd::Register { to, .. } | BrokerCmd::Forward { reply: Some(to), .. } => self.unavailable(to),
+                BrokerCmd::Query { to, .. } => self.unavailable(to),
+                BrokerCmd::Lookup { system } => {
+                    let registered = Err("cluster store unreachable (Redis): retry later".to_string());
+                    let _ = self.hub.send(Command::SystemKnown { system, registered });
+                }
+                BrokerCmd::SystemSub { welcome: Some(conn), .. } => {
+                    let _ = self.hub.send(Command::Subscribed { conn });
+                }
+                BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => self.replies.send(to, status, body, None),
+                _ => {}
+            }
+        }
+    }
+
+    /// Makes Redis hold exactly this node's presence: entries it no longer has leave (with
+    /// their 1002 notices: they left while Redis was away, or before a restart), the rest
+    /// is written again; registered systems and the heartbeat too.
+    fn resync(&mut self) -> Result<(), String> {
+        let me = self.me();
+        let con = self.con.as_mut().ok_or("down")?;
+        let held: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(keys::node(me)).query(con).map_err(|e| e.to_string())?;
+        let mut p = redis::pipe();
+        for (field, info) in &held {
+            match keys::parse_member_field(field) {
+                Some((client, system, group)) => {
+                    let chan = keys::group(system, group);
+                    if !self.groups.get(&chan).is_some_and(|m| m.clients.contains_key(client)) {
+                        let notice = offline_notice(me, client, info);
+                        self.pipe_leave(&mut p, me, system, group, client, &notice);
+                        p.ignore();
+                    }
+                }
+                None => {
+                    p.cmd("HDEL").arg(keys::node(me)).arg(field).ignore();
+                }
+            }
+        }
+        for m in self.groups.values() {
+            for (client, info) in &m.clients {
+                self.pipe_join(&mut p, &m.system, &m.group, client, info, b"");
+                p.ignore();
+            }
+        }
+        for s in &self.known {
+            p.cmd("SADD").arg(keys::SYSTEMS).arg(&**s).ignore();
+        }
+        p.cmd("SADD").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
+        p.cmd("SET").arg(keys::alive(me)).arg(1).arg("PX").arg(self.cfg.presence_ttl.as_millis() as u64).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        p.query::<()>(con).map_err(|e| e.to_string())?;
+        self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
+        Ok(())
+    }
+
+    /// Heartbeat, then reap nodes whose heartbeat expired.
+    fn beat(&mut self) -> Result<(), String> {
+        let me = self.me();
+        let ttl = self.cfg.presence_ttl.as_millis() as u64;
+        self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
+        let e = |e: redis::RedisError| e.to_string();
+        let con = self.con.as_mut().ok_or("down")?;
+        let prev: Option<String> =
+            redis::cmd("SET").arg(keys::alive(me)).arg(1).arg("PX").arg(ttl).arg("GET").query(con).map_err(e)?;
+        if prev.is_none() {
+            // Our heartbeat lapsed: a survivor may have reaped us. Write it all again.
+            tracing::warn!("this node's heartbeat had expired; re-writing its presence");
+            self.resync()?;
+        }
+        let con = self.con.as_mut().ok_or("down")?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(keys::NODES).query(con).map_err(e)?;
+        for n in nodes {
+            let Ok(node) = u32::from_str_radix(&n, 16) else { continue };
+            if node == me {
+                continue;
+            }
+            let con = self.con.as_mut().ok_or("down")?;
+            let alive: bool = redis::cmd("EXISTS").arg(keys::alive(node)).query(con).map_err(e)?;
+            if alive {
+                continue;
+            }
+            let won: Option<String> = redis::cmd("SET")
+                .arg(keys::reap_lock(node))
+                .arg(format!("{me:08x}"))
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query(con)
+                .map_err(e)?;
+            if won.is_some() {
+                self.reap(node)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a dead node's presence, sending the 1002 notices its clients never got.
+    fn reap(&mut self, node: u32) -> Result<(), String> {
+        let me = self.me();
+        let con = self.con.as_mut().ok_or("down")?;
+        let held: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(keys::node(node)).query(con).map_err(|e| e.to_string())?;
+        let mut p = redis::pipe();
+        for (field, info) in &held {
+            if let Some((client, system, group)) = keys::parse_member_field(field) {
+                let notice = offline_notice(me, client, info);
+                self.pipe_leave(&mut p, node, system, group, client, &notice);
+                p.ignore();
+            }
+        }
+        p.cmd("DEL").arg(keys::node(node)).ignore();
+        p.cmd("SREM").arg(keys::NODES).arg(format!("{node:08x}")).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        p.query::<()>(con).map_err(|e| e.to_string())?;
+        metrics::add(&self.stats.cluster_reaped_total, held.len() as u64);
+        tracing::info!(node = format!("{node:08x}"), entries = held.len(), "reaped a dead node's presence");
+        Ok(())
+    }
+
+    /// Graceful exit: this node's clients leave (with notices) and its heartbeat goes.
+    fn leave_all(&mut self) -> Result<(), String> {
+        let me = self.me();
+        let mut p = redis::pipe();
+        for m in self.groups.values() {
+            for (client, info) in &m.clients {
+                self.pipe_leave(&mut p, me, &m.system, &m.group, client, &offline_notice(me, client, info));
+                p.ignore();
+            }
+        }
+        p.cmd("DEL").arg(keys::node(me)).arg(keys::alive(me)).ignore();
+        p.cmd("SREM").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        p.query::<()>(con).map_err(|e| e.to_string())
+    }
+}
+
+fn string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}

@@ -1,0 +1,169 @@
+//! Cluster mode on Redis: many nodes act as one server.
+//!
+//! Two threads per node talk to Redis; neither the shards nor the hub ever wait on it.
+//!
+//! - The **broker** ([`broker`]) receives [`BrokerCmd`]s from the hub (one ordered,
+//!   unbounded channel: the hub refuses API calls with 503 beyond `hub_queue` waiting
+//!   commands, but a departure is always recorded). It runs each batch as one Redis pipeline
+//!   on one connection, so effects land in the order the hub decided them, then answers API
+//!   callers: an answer is sent only once its effect is in Redis (read-your-writes on any
+//!   node). It keeps a mirror of this node's presence and subscriptions, so after Redis comes
+//!   back it re-subscribes and re-writes them; it beats a heartbeat and reaps dead nodes.
+//! - The **subscriber** ([`subscriber`]) reads the pub/sub connection: frames for groups and
+//!   systems that have members here, calls forwarded by other nodes, and their answers. It
+//!   hands them to the hub as [`Command`]s (or answers waiting HTTP callers directly).
+//!
+//! Keys and channels are in [`keys`], the payloads in [`wire`], the Lua steps in [`scripts`].
+//! What crosses nodes is the exact frame the origin built: a message is serialized once.
+
+mod broker;
+pub use broker::info;
+pub mod keys;
+mod scripts;
+mod subscriber;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{unbounded, Receiver, Sender};
+
+use crate::ids::ConnId;
+use crate::metrics::HubStats;
+use crate::msg::{Command, Frame, Op, Reply, ReplyTo};
+
+/// How long a forwarded call may wait for the other node's answer (then 503).
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Hub → broker.
+#[derive(Debug)]
+pub enum BrokerCmd {
+    /// `register`: SADD; answered to `to`, and the hub learns the system.
+    Register { system: Box<str>, to: ConnId },
+    /// Is `system` registered? Answered with [`Command::SystemKnown`].
+    Lookup { system: Box<str> },
+    /// A frame the hub already delivered here, for the other nodes' members.
+    Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame },
+    /// A client of this node joined a group (or changed its info); `notice` is the 1001
+    /// frame, sent to the whole group if the client is new there.
+    Join { system: Arc<str>, group: Arc<str>, client: String, info: Box<str>, notice: Option<Frame> },
+    /// A client of this node left a group; `notice` is the 1002 frame.
+    Leave { system: Arc<str>, group: Arc<str>, client: String, notice: Option<Frame> },
+    /// This node has its first (`on`) or no more clients of `system`: (un)subscribe its
+    /// channel. `welcome`: a client whose connect frame waits for the subscription.
+    SystemSub { system: Arc<str>, on: bool, welcome: Option<ConnId> },
+    /// A call about clients of another node; `reply`: the caller waits for its answer.
+    Forward { node: u32, system: Box<str>, op: Op, reply: Option<ConnId> },
+    /// `get_online_list` (`group`) or `get_all_groups`, read from presence.
+    Query { system: Box<str>, group: Option<Box<str>>, to: ConnId },
+    /// An answer the hub decided; sent after every earlier command took effect.
+    Answer { to: ReplyTo, status: u16, body: Bytes },
+}
+
+/// The hub's end of the broker channel.
+pub struct BrokerLink {
+    tx: Sender<BrokerCmd>,
+    soft_cap: usize,
+    up: Arc<AtomicBool>,
+}
+
+impl BrokerLink {
+    /// Whether an API call may use the cluster now: Redis reachable and fewer than the
+    /// soft bound of commands waiting.
+    pub fn usable(&self) -> bool {
+        self.up.load(std::sync::atomic::Ordering::Relaxed) && self.tx.len() < self.soft_cap
+    }
+
+    pub fn send(&self, cmd: BrokerCmd) {
+        let _ = self.tx.send(cmd);
+    }
+}
+
+/// The shards' answer channels, for the broker and the subscriber to answer HTTP callers.
+pub struct Replies(pub Vec<(Sender<Reply>, Arc<mio::Waker>)>);
+
+impl Replies {
+    pub fn send(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
+        if let Some((tx, waker)) = self.0.get(to.shard as usize) {
+            let _ = tx.send(Reply { to: to.target(), status, body, registered });
+            let _ = waker.wake();
+        }
+    }
+}
+
+/// Forwarded calls waiting for the other node's answer: correlation id → caller.
+#[derive(Default)]
+pub struct Pending(Mutex<HashMap<u64, (ConnId, Instant)>>);
+
+impl Pending {
+    fn insert(&self, corr: u64, to: ConnId) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert(corr, (to, Instant::now() + FORWARD_TIMEOUT));
+        }
+    }
+    fn take(&self, corr: u64) -> Option<ConnId> {
+        self.0.lock().ok()?.remove(&corr).map(|(to, _)| to)
+    }
+    fn expired(&self, now: Instant) -> Vec<ConnId> {
+        let Ok(mut m) = self.0.lock() else { return Vec::new() };
+        let gone: Vec<u64> = m.iter().filter(|(_, (_, t))| *t <= now).map(|(k, _)| *k).collect();
+        gone.into_iter().filter_map(|k| m.remove(&k)).map(|(to, _)| to).collect()
+    }
+}
+
+/// Cluster settings.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    pub url: String,
+    pub node: u32,
+    pub presence_ttl: Duration,
+    pub notify_max_group_size: usize,
+    pub soft_cap: usize,
+}
+
+/// Starts the broker and subscriber threads; returns the hub's link and the receiving end
+/// the broker reads (the hub's `Command` sender is `hub`).
+pub fn start(
+    cfg: ClusterConfig,
+    hub: Sender<Command>,
+    replies: Replies,
+    stats: Arc<HubStats>,
+    up: Arc<AtomicBool>,
+) -> Result<(BrokerLink, Vec<std::thread::JoinHandle<()>>), String> {
+    let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("--redis {}: {e}", cfg.url))?;
+    let (tx, rx): (Sender<BrokerCmd>, Receiver<BrokerCmd>) = unbounded();
+    let replies = Arc::new(replies);
+    let pending = Arc::new(Pending::default());
+    let (streams_tx, streams_rx) = unbounded();
+    let (events_tx, events_rx) = unbounded();
+    let sub = subscriber::Subscriber {
+        node: cfg.node,
+        hub: hub.clone(),
+        replies: replies.clone(),
+        pending: pending.clone(),
+        stats: stats.clone(),
+        events: events_tx,
+    };
+    let s = std::thread::Builder::new()
+        .name("roomcast-subscriber".into())
+        .spawn(move || sub.run(streams_rx))
+        .map_err(|e| e.to_string())?;
+    let b = broker::Broker::new(cfg.clone(), client, hub, replies, pending, stats, up.clone(), streams_tx, events_rx)?;
+    let b = std::thread::Builder::new()
+        .name("roomcast-broker".into())
+        .spawn(move || b.run(rx))
+        .map_err(|e| e.to_string())?;
+    Ok((BrokerLink { tx, soft_cap: cfg.soft_cap, up }, vec![b, s]))
+}
+
+/// Subscriber → broker.
+#[derive(Debug)]
+enum SubEvent {
+    /// A subscribe was confirmed on the pub/sub connection of this generation.
+    Subscribed(u64),
+    /// The pub/sub connection of this generation failed.
+    Down(u64),
+}

@@ -1,0 +1,36 @@
+//! Lua scripts: each presence change is one atomic step in Redis, and a notice is published
+//! by the same step that decided it (so it goes out exactly once, after the change).
+
+/// KEYS: group hash (also its channel), groups set, node hash.
+/// ARGV: clientId, info, group name, member field, notice payload ('' = none), max size.
+/// Returns the group's size.
+pub const JOIN: &str = r"
+local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
+local n = redis.call('HLEN', KEYS[1])
+if new == 1 and ARGV[5] ~= '' and n <= tonumber(ARGV[6]) then redis.call('PUBLISH', KEYS[1], ARGV[5]) end
+return n
+";
+
+/// KEYS: group hash (also its channel), groups set, node hash.
+/// ARGV: clientId, group name, member field, notice payload ('' = none), max size.
+/// Returns 1 if the client was a member.
+pub const LEAVE: &str = r"
+local gone = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[3])
+local n = redis.call('HLEN', KEYS[1])
+if n == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+if gone == 1 and n > 0 and ARGV[4] ~= '' and n <= tonumber(ARGV[5]) then redis.call('PUBLISH', KEYS[1], ARGV[4]) end
+return gone
+";
+
+/// KEYS: groups set. ARGV: group key prefix. Returns [group, [clientId…], …].
+pub const ALL_GROUPS: &str = r"
+local out = {}
+for _, g in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  out[#out + 1] = g
+  out[#out + 1] = redis.call('HKEYS', ARGV[1] .. g)
+end
+return out
+";

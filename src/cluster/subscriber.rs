@@ -1,0 +1,97 @@
+//! The subscriber thread: reads the pub/sub connection the broker opened and subscribes on.
+
+use std::io::BufReader;
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use redis::Value;
+
+use super::keys::{self, Chan};
+use super::wire::{self, NodeMsg};
+use super::{Pending, Replies, SubEvent};
+use crate::metrics::{self, HubStats};
+use crate::msg::Command;
+
+pub(super) struct Subscriber {
+    pub node: u32,
+    pub hub: Sender<Command>,
+    pub replies: Arc<Replies>,
+    pub pending: Arc<Pending>,
+    pub stats: Arc<HubStats>,
+    pub events: Sender<SubEvent>,
+}
+
+fn bulk(v: Value) -> Option<Vec<u8>> {
+    match v {
+        Value::BulkString(b) => Some(b),
+        Value::SimpleString(s) => Some(s.into_bytes()),
+        _ => None,
+    }
+}
+
+impl Subscriber {
+    /// Reads each connection the broker hands over until it fails; ends with the broker.
+    pub fn run(self, streams: Receiver<(u64, TcpStream)>) {
+        for (gen, stream) in streams {
+            let mut reader = BufReader::with_capacity(64 << 10, stream);
+            let mut parser = redis::Parser::new();
+            loop {
+                match parser.parse_value(&mut reader) {
+                    Ok(Value::Array(items)) | Ok(Value::Push { data: items, .. }) => self.push(gen, items),
+                    Ok(Value::ServerError(e)) => {
+                        tracing::warn!("redis pub/sub connection: {e:?}");
+                        break;
+                    }
+                    Ok(_) => {} // +OK of AUTH
+                    Err(_) => break,
+                }
+            }
+            let _ = self.events.send(SubEvent::Down(gen));
+        }
+    }
+
+    fn push(&self, gen: u64, items: Vec<Value>) {
+        let mut it = items.into_iter();
+        let kind = it.next().and_then(bulk).unwrap_or_default();
+        match &kind[..] {
+            b"message" => {
+                let (Some(chan), Some(payload)) = (it.next().and_then(bulk), it.next().and_then(bulk)) else { return };
+                metrics::add(&self.stats.cluster_received_total, 1);
+                self.message(&chan, payload);
+            }
+            b"subscribe" => {
+                let _ = self.events.send(SubEvent::Subscribed(gen));
+            }
+            _ => {}
+        }
+    }
+
+    fn message(&self, chan: &[u8], payload: Vec<u8>) {
+        let Some(chan) = std::str::from_utf8(chan).ok().and_then(keys::parse_channel) else { return };
+        let (system, group) = match chan {
+            Chan::Node(_) => return self.node_msg(&payload),
+            Chan::Group(s, g) => (s, Some(g.into())),
+            Chan::System(s) => (s, None),
+        };
+        let Some(Some(frame)) = wire::parse_delivery(self.node, &payload) else { return };
+        let start = payload.len() - frame.len();
+        let frame = Bytes::from(payload).slice(start..);
+        let _ = self.hub.send(Command::Deliver { system: system.into(), group, frame });
+    }
+
+    fn node_msg(&self, payload: &[u8]) {
+        match wire::parse_node_msg(payload) {
+            Some(NodeMsg::Request { origin, corr, system, op }) => {
+                let _ = self.hub.send(Command::Remote { origin, corr, system, op });
+            }
+            Some(NodeMsg::Answer { corr, status, body }) => {
+                if let Some(to) = self.pending.take(corr) {
+                    self.replies.send(to, status, body, None);
+                }
+            }
+            None => tracing::warn!("ignored a malformed message on this node's channel"),
+        }
+    }
+}

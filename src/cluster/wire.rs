@@ -1,0 +1,241 @@
+//! What nodes publish to each other through Redis (pure): frames to deliver, forwarded
+//! API calls and their answers. Binary, length-prefixed, big-endian; frames travel as the
+//! exact bytes the origin built (invariant 2 across nodes).
+
+use bytes::Bytes;
+
+use crate::ids::{ClientRef, ConnId};
+use crate::msg::{Frame, Op};
+
+/// Group or system channel: deliver to every member, including the origin node's.
+pub const DELIVER_ALL: u8 = b'D';
+/// Group or system channel: the origin node already delivered to its own members.
+pub const DELIVER_OTHERS: u8 = b'd';
+const REQUEST: u8 = b'Q';
+const ANSWER: u8 = b'R';
+
+/// A frame for a group or system channel.
+pub fn delivery(kind: u8, origin: u32, frame: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(5 + frame.len());
+    v.push(kind);
+    v.extend_from_slice(&origin.to_be_bytes());
+    v.extend_from_slice(frame);
+    v
+}
+
+/// Reads a delivery: the frame, unless `me` is the origin of a [`DELIVER_OTHERS`].
+pub fn parse_delivery(me: u32, p: &[u8]) -> Option<Option<&[u8]>> {
+    let (&kind, rest) = p.split_first()?;
+    let origin = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    match kind {
+        DELIVER_ALL => Some(Some(&rest[4..])),
+        DELIVER_OTHERS => Some((origin != me).then_some(&rest[4..])),
+        _ => None,
+    }
+}
+
+/// What arrives on a node's own channel.
+#[derive(Debug)]
+pub enum NodeMsg {
+    Request { origin: u32, corr: u64, system: Box<str>, op: Op },
+    Answer { corr: u64, status: u16, body: Bytes },
+}
+
+struct W(Vec<u8>);
+
+impl W {
+    fn u8(&mut self, v: u8) -> &mut Self {
+        self.0.push(v);
+        self
+    }
+    fn u32(&mut self, v: u32) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn u64(&mut self, v: u64) -> &mut Self {
+        self.0.extend_from_slice(&v.to_be_bytes());
+        self
+    }
+    fn str(&mut self, s: &str) -> &mut Self {
+        self.u32(s.len() as u32);
+        self.0.extend_from_slice(s.as_bytes());
+        self
+    }
+    fn client(&mut self, c: ClientRef) -> &mut Self {
+        self.u32(c.node).u32(u32::from(c.conn.shard)).u32(c.conn.slot).u32(c.conn.gen)
+    }
+}
+
+struct R<'a>(&'a [u8]);
+
+impl<'a> R<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (a, b) = self.0.split_at(n);
+        self.0 = b;
+        Some(a)
+    }
+    fn u8(&mut self) -> Option<u8> {
+        Some(self.take(1)?[0])
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn str(&mut self) -> Option<Box<str>> {
+        let n = self.u32()? as usize;
+        std::str::from_utf8(self.take(n)?).ok().map(Into::into)
+    }
+    fn client(&mut self) -> Option<ClientRef> {
+        let node = self.u32()?;
+        let shard = u16::try_from(self.u32()?).ok()?;
+        Some(ClientRef { node, conn: ConnId { shard, slot: self.u32()?, gen: self.u32()? } })
+    }
+}
+
+/// A forwarded call; only operations on given clients are ever forwarded.
+pub fn request(origin: u32, corr: u64, system: &str, op: &Op) -> Option<Vec<u8>> {
+    let mut w = W(Vec::with_capacity(64));
+    w.u8(REQUEST).u32(origin).u64(corr).str(system);
+    match op {
+        Op::SendToClients { clients, frame, message_id, strict } => {
+            w.u8(1).u8(u8::from(*strict)).str(message_id).u32(clients.len() as u32);
+            for c in clients {
+                w.client(*c);
+            }
+            w.0.extend_from_slice(frame);
+        }
+        Op::Bind { client, group, user_id, extend, notify } => {
+            w.u8(2).client(*client).u8(u8::from(*notify)).str(group).str(user_id).str(extend);
+        }
+        Op::Unbind { client, group, notify } => {
+            w.u8(3).client(*client).u8(u8::from(*notify)).str(group);
+        }
+        Op::Close { client, notify } => {
+            w.u8(4).client(*client).u8(u8::from(*notify));
+        }
+        _ => return None,
+    }
+    Some(w.0)
+}
+
+/// An answer to a forwarded call.
+pub fn answer(corr: u64, status: u16, body: &[u8]) -> Vec<u8> {
+    let mut w = W(Vec::with_capacity(11 + body.len()));
+    w.u8(ANSWER).u64(corr).u32(u32::from(status));
+    w.0.extend_from_slice(body);
+    w.0
+}
+
+/// Reads what arrived on a node channel; `None` for anything malformed.
+pub fn parse_node_msg(p: &[u8]) -> Option<NodeMsg> {
+    let mut r = R(p);
+    match r.u8()? {
+        ANSWER => {
+            let corr = r.u64()?;
+            let status = u16::try_from(r.u32()?).ok()?;
+            Some(NodeMsg::Answer { corr, status, body: Bytes::copy_from_slice(r.0) })
+        }
+        REQUEST => {
+            let (origin, corr, system) = (r.u32()?, r.u64()?, r.str()?);
+            let op = match r.u8()? {
+                1 => {
+                    let strict = r.u8()? != 0;
+                    let message_id = r.str()?;
+                    let n = r.u32()? as usize;
+                    let mut clients = Vec::with_capacity(n.min(r.0.len() / 16));
+                    for _ in 0..n {
+                        clients.push(r.client()?);
+                    }
+                    let frame: Frame = Bytes::copy_from_slice(r.0);
+                    Op::SendToClients { clients, frame, message_id, strict }
+                }
+                2 => {
+                    let (client, notify) = (r.client()?, r.u8()? != 0);
+                    Op::Bind { client, notify, group: r.str()?, user_id: r.str()?, extend: r.str()? }
+                }
+                3 => {
+                    let (client, notify) = (r.client()?, r.u8()? != 0);
+                    Op::Unbind { client, notify, group: r.str()? }
+                }
+                4 => Op::Close { client: r.client()?, notify: r.u8()? != 0 },
+                _ => return None,
+            };
+            Some(NodeMsg::Request { origin, corr, system, op })
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(node: u32, slot: u32) -> ClientRef {
+        ClientRef { node, conn: ConnId { shard: 1, slot, gen: 7 } }
+    }
+
+    #[test]
+    fn requests_round_trip() {
+        let ops = [
+            Op::SendToClients {
+                clients: vec![c(1, 2), c(3, 4)],
+                frame: Bytes::from_static(b"\x81\x02hi"),
+                message_id: "m1".into(),
+                strict: true,
+            },
+            Op::Bind { client: c(9, 1), group: "g:1".into(), user_id: "u".into(), extend: "{}".into(), notify: false },
+            Op::Unbind { client: c(9, 1), group: "日本".into(), notify: true },
+            Op::Close { client: c(2, 3), notify: false },
+        ];
+        for op in ops {
+            let p = request(5, 77, "sys", &op).expect("forwardable");
+            let Some(NodeMsg::Request { origin: 5, corr: 77, system, op: back }) = parse_node_msg(&p) else {
+                panic!("bad parse")
+            };
+            assert_eq!(&*system, "sys");
+            assert_eq!(format!("{op:?}"), format!("{back:?}"));
+            // Every truncation is refused, never a panic.
+            for n in 0..p.len() {
+                if let Some(NodeMsg::Request { op, .. }) = parse_node_msg(&p[..n]) {
+                    assert!(matches!(op, Op::SendToClients { .. }), "only a frame may be cut short");
+                }
+            }
+        }
+        assert!(request(1, 1, "s", &Op::AllGroups).is_none());
+    }
+
+    #[test]
+    fn answers_and_deliveries_round_trip() {
+        let p = answer(42, 404, b"{\"code\":404}");
+        match parse_node_msg(&p) {
+            Some(NodeMsg::Answer { corr: 42, status: 404, body }) => assert_eq!(&body[..], b"{\"code\":404}"),
+            other => panic!("{other:?}"),
+        }
+        let d = delivery(DELIVER_OTHERS, 7, b"frame");
+        assert_eq!(parse_delivery(7, &d), Some(None));
+        assert_eq!(parse_delivery(8, &d), Some(Some(&b"frame"[..])));
+        let d = delivery(DELIVER_ALL, 7, b"frame");
+        assert_eq!(parse_delivery(7, &d), Some(Some(&b"frame"[..])));
+        assert_eq!(parse_delivery(7, b"x"), None);
+        assert_eq!(parse_delivery(7, b"Z\0\0\0\0"), None);
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut rng = fastrand::Rng::with_seed(4);
+        for _ in 0..20_000 {
+            let n = rng.usize(0..64);
+            let mut v: Vec<u8> = (0..n).map(|_| rng.u8(..)).collect();
+            if !v.is_empty() && rng.bool() {
+                v[0] = *rng.choice(&[REQUEST, ANSWER]).unwrap_or(&REQUEST);
+            }
+            let _ = parse_node_msg(&v);
+            let _ = parse_delivery(1, &v);
+        }
+    }
+}

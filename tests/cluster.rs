@@ -1,0 +1,384 @@
+//! Cluster mode: a real `redis-server` on a free loopback port and three `roomcast` node
+//! processes; every endpoint across nodes, isolation, and the failure cases (a node killed,
+//! Redis restarted, a node restarted).
+mod util;
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use util::*;
+
+/// A `redis-server` of our own; killed on drop.
+struct Redis {
+    child: Option<Child>,
+    port: u16,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis { child: None, port };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn health(s: &Server) -> Value {
+    let (_, body) = s.raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    serde_json::from_str(&body).unwrap()
+}
+
+fn wait_up(s: &Server) {
+    let t = Instant::now();
+    while health(s)["cluster"] != "up" {
+        assert!(t.elapsed() < Duration::from_secs(15), "node never reached Redis: {}", health(s));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str()];
+    args.extend_from_slice(extra);
+    let s = Server::start(&args);
+    wait_up(&s);
+    s
+}
+
+fn nodes(redis: &Redis, n: usize, extra: &[&str]) -> Vec<Server> {
+    (0..n).map(|_| node(redis, extra)).collect()
+}
+
+fn online(s: &Server, system: &str, group: &str) -> Vec<String> {
+    let (st, v) = s.api("get_online_list", Some(system), json!({"groupName": group}));
+    assert_eq!(st, 200, "{v}");
+    let mut l: Vec<String> = v["data"]["list"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().into()).collect();
+    assert_eq!(v["data"]["count"], l.len());
+    l.sort();
+    l
+}
+
+fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+fn send_group(s: &Server, system: &str, group: &str, msg: &str) -> String {
+    let (st, v) =
+        s.api("send_to_group", Some(system), json!({"groupName": group, "code": 0, "msg": msg, "data": {"n": 1}}));
+    assert_eq!(st, 200, "{v}");
+    v["data"]["messageId"].as_str().unwrap().to_string()
+}
+
+/// The clientId in the next notice with `code` (1001 online, 1002 offline), skipping other frames.
+fn notice(c: &mut Client, code: i64) -> String {
+    let v = c.expect_code(code);
+    let data: Value = serde_json::from_str(v["data"].as_str().expect("notice data is a JSON string")).unwrap();
+    data["clientId"].as_str().unwrap().to_string()
+}
+
+/// The next frame that is not a 1001/1002 notice.
+fn next_message(c: &mut Client) -> Value {
+    loop {
+        let v = c.recv().expect("a frame");
+        if v["code"] != 1001 && v["code"] != 1002 {
+            return v;
+        }
+    }
+}
+
+#[test]
+fn every_endpoint_works_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, &[]);
+    n[0].register("sys");
+    let (st, v) = n[1].api("register", None, json!({"systemId": "sys"}));
+    assert_eq!(st, 409, "register is unique cluster-wide: {v}");
+
+    // A system registered on node 0 is known on node 2 (looked up in Redis).
+    let mut c0 = n[0].client("sys");
+    let mut c1 = n[1].client("sys");
+    let mut c2 = n[2].client("sys");
+    let mut refused = Client::connect(&n[2].url("/ws?systemId=nope"));
+    assert_eq!(refused.recv().unwrap()["code"], -1001);
+
+    // Binds of remote clients, with notices reaching members on every node once.
+    // (A member is told of its own arrival too, as upstream does.)
+    n[1].bind("sys", &c0.id, "room", "u0");
+    assert_eq!(notice(&mut c0, 1001), c0.id);
+    n[2].bind("sys", &c1.id, "room", "u1");
+    assert_eq!(notice(&mut c0, 1001), c1.id);
+    assert_eq!(notice(&mut c1, 1001), c1.id);
+    n[0].bind("sys", &c2.id, "room", "u2");
+    let c2id = c2.id.clone();
+    for c in [&mut c0, &mut c1, &mut c2] {
+        let v = c.expect_code(1001);
+        assert_eq!(v["sendUserId"], "u2");
+        let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["clientId"], c2id.as_str());
+    }
+    // Read-your-writes from any node.
+    let all = sorted(vec![c0.id.clone(), c1.id.clone(), c2.id.clone()]);
+    for s in &n {
+        assert_eq!(online(s, "sys", "room"), all);
+    }
+    let (st, v) = n[0].api("get_all_groups", Some("sys"), json!({}));
+    assert_eq!(st, 200);
+    let mut g: Vec<String> = v["data"]["room"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().into()).collect();
+    g.sort();
+    assert_eq!(g, all);
+
+    // send_to_group: everyone once, the same bytes, in order.
+    let ids: Vec<String> = (0..30).map(|i| send_group(&n[i % 3], "sys", "room", &format!("m{i}"))).collect();
+    for c in [&mut c0, &mut c1, &mut c2] {
+        // Sends from different nodes may interleave; each arrives once.
+        let got: Vec<String> = (0..ids.len()).map(|_| next_message(c)["messageId"].as_str().unwrap().into()).collect();
+        assert_eq!(sorted(got), sorted(ids.clone()));
+    }
+    let ordered: Vec<String> = (0..20).map(|i| send_group(&n[1], "sys", "room", &format!("o{i}"))).collect();
+    for c in [&mut c0, &mut c1, &mut c2] {
+        for id in &ordered {
+            assert_eq!(next_message(c)["messageId"], id.as_str());
+        }
+    }
+
+    // send_to_client to a client of another node; unknown clients of a live node: 404.
+    let (st, v) =
+        n[0].api("send_to_client", Some("sys"), json!({"clientId": c2.id, "code": 0, "msg": "direct", "data": 1}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(next_message(&mut c2)["msg"], "direct");
+    let bogus = format!("{}{:020x}", &c1.id[..8], 0xdead_beefu64);
+    let (st, _) = n[0].api("send_to_client", Some("sys"), json!({"clientId": bogus, "code": 0, "msg": "x", "data": 1}));
+    assert_eq!(st, 404);
+    let dead_node = format!("{:08x}{}", 0x0bad_0bad_u32, &c1.id[8..]);
+    let (st, _) =
+        n[0].api("send_to_client", Some("sys"), json!({"clientId": dead_node, "code": 0, "msg": "x", "data": 1}));
+    assert_eq!(st, 404);
+
+    // send_to_clients and send_to_system from a third node.
+    let (st, _) = n[2].api(
+        "send_to_clients",
+        Some("sys"),
+        json!({"clientIds": [c0.id, c1.id, c2.id], "code": 0, "msg": "list", "data": 1}),
+    );
+    assert_eq!(st, 200);
+    for c in [&mut c0, &mut c1, &mut c2] {
+        assert_eq!(next_message(c)["msg"], "list");
+    }
+    let (st, _) = n[1].api("send_to_system", Some("sys"), json!({"code": 0, "msg": "all", "data": 1}));
+    assert_eq!(st, 200);
+    for c in [&mut c0, &mut c1, &mut c2] {
+        assert_eq!(next_message(c)["msg"], "all");
+    }
+
+    // Unbind a remote client: 1002 for the others, gone from the list everywhere.
+    let (st, _) = n[0].api("unbind_from_group", Some("sys"), json!({"clientId": c1.id, "groupName": "room"}));
+    assert_eq!(st, 200);
+    for c in [&mut c0, &mut c2] {
+        assert_eq!(notice(c, 1002), c1.id);
+    }
+    assert_eq!(online(&n[2], "sys", "room"), sorted(vec![c0.id.clone(), c2.id.clone()]));
+    send_group(&n[0], "sys", "room", "after-unbind");
+    c1.expect_silence(Duration::from_millis(300));
+
+    // close_client of a remote client.
+    let (st, _) = n[1].api("close_client", Some("sys"), json!({"clientId": c2.id}));
+    assert_eq!(st, 200);
+    assert!(c2.close_code().is_some());
+    assert_eq!(notice(&mut c0, 1002), c2.id);
+    assert_eq!(online(&n[1], "sys", "room"), vec![c0.id.clone()]);
+    c0.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn disconnect_notices_reach_other_nodes_exactly_once() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, &[]);
+    n[2].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    let c = n[2].client("s");
+    for (x, s) in [(&a.id, &n[2]), (&b.id, &n[0]), (&c.id, &n[1])] {
+        s.bind("s", x, "g", "u");
+    }
+    assert_eq!(notice(&mut a, 1001), a.id);
+    assert_eq!(notice(&mut a, 1001), b.id);
+    assert_eq!(notice(&mut a, 1001), c.id);
+    assert_eq!(notice(&mut b, 1001), b.id);
+    assert_eq!(notice(&mut b, 1001), c.id);
+    let cid = c.id.clone();
+    drop(c);
+    for m in [&mut a, &mut b] {
+        assert_eq!(notice(m, 1002), cid);
+        m.expect_silence(Duration::from_millis(400));
+    }
+    assert_eq!(online(&n[0], "s", "g"), sorted(vec![a.id.clone(), b.id.clone()]));
+}
+
+#[test]
+fn tenants_stay_apart_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, &[]);
+    n[0].register("alpha");
+    n[1].register("beta");
+    let mut b = n[1].client("beta");
+    n[2].bind("beta", &b.id, "g", "u");
+    assert_eq!(notice(&mut b, 1001), b.id);
+    // alpha's caller names beta's client from every node: not found, nothing delivered.
+    for s in &n {
+        let (st, _) =
+            s.api("send_to_client", Some("alpha"), json!({"clientId": b.id, "code": 0, "msg": "x", "data": 1}));
+        assert_eq!(st, 404);
+        let (st, _) = s.api("bind_to_group", Some("alpha"), json!({"clientId": b.id, "groupName": "g"}));
+        assert_eq!(st, 404);
+        let (st, _) = s.api("close_client", Some("alpha"), json!({"clientId": b.id}));
+        assert_eq!(st, 404);
+        assert!(online(s, "alpha", "g").is_empty());
+        send_group(s, "alpha", "g", "x");
+        let (st, v) = s.api("get_all_groups", Some("alpha"), json!({}));
+        assert_eq!((st, &v["data"]), (200, &json!({})));
+    }
+    b.expect_silence(Duration::from_millis(300));
+    assert_eq!(online(&n[0], "beta", "g"), vec![b.id.clone()]);
+}
+
+#[test]
+fn a_killed_node_leaves_presence_within_the_ttl() {
+    let redis = Redis::start();
+    let ttl = ["--presence-ttl", "1s"];
+    let n = nodes(&redis, 3, &ttl);
+    n[0].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    let c = n[2].client("s");
+    for x in [&a.id, &b.id, &c.id] {
+        n[0].bind("s", x, "g", "u");
+    }
+    for _ in 0..3 {
+        notice(&mut a, 1001);
+    }
+    for _ in 0..2 {
+        notice(&mut b, 1001);
+    }
+    let cid = c.id.clone();
+    let mut dead = n.into_iter();
+    let (n0, n1, mut n2) = (dead.next().unwrap(), dead.next().unwrap(), dead.next().unwrap());
+    n2.child.kill().unwrap(); // SIGKILL
+    let t = Instant::now();
+    for m in [&mut a, &mut b] {
+        m.set_timeout(Duration::from_secs(10));
+        assert_eq!(notice(m, 1002), cid);
+    }
+    assert!(t.elapsed() < Duration::from_secs(5), "reaped after {:?}", t.elapsed());
+    assert_eq!(online(&n1, "s", "g"), sorted(vec![a.id.clone(), b.id.clone()]));
+    // One survivor reaped it: the notice came once.
+    a.expect_silence(Duration::from_millis(1500));
+    let (st, _) = n0.api("send_to_client", Some("s"), json!({"clientId": cid, "code": 0, "msg": "x", "data": 1}));
+    assert_eq!(st, 404);
+    drop(c);
+}
+
+#[test]
+fn redis_restart_local_delivery_continues_and_cluster_recovers() {
+    let mut redis = Redis::start();
+    let n = nodes(&redis, 3, &["--presence-ttl", "2s"]);
+    n[0].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    n[0].bind("s", &a.id, "g", "u");
+    n[0].bind("s", &b.id, "g", "u");
+    assert_eq!(notice(&mut a, 1001), a.id);
+    assert_eq!(notice(&mut a, 1001), b.id);
+    assert_eq!(notice(&mut b, 1001), b.id);
+
+    redis.stop();
+    let t = Instant::now();
+    while health(&n[0])["cluster"] == "up" {
+        // A failing call is what notices the loss; the heartbeat does too.
+        let _ = n[0].api("get_online_list", Some("s"), json!({"groupName": "g"}));
+        assert!(t.elapsed() < Duration::from_secs(10), "Redis loss not noticed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // Cluster-wide calls: a clear 503, quickly.
+    let t = Instant::now();
+    let (st, v) = n[0].api("get_online_list", Some("s"), json!({"groupName": "g"}));
+    assert_eq!(st, 503, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("Redis"), "{v}");
+    let (st, _) = n[2].api("bind_to_group", Some("s"), json!({"clientId": a.id, "groupName": "g2"}));
+    assert_eq!(st, 503);
+    assert!(t.elapsed() < Duration::from_secs(3));
+    // Local delivery keeps working.
+    let (st, v) =
+        n[0].api("send_to_client", Some("s"), json!({"clientId": a.id, "code": 0, "msg": "local", "data": 1}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(next_message(&mut a)["msg"], "local");
+
+    redis.spawn(); // same port, empty data
+    for s in &n {
+        wait_up(s);
+    }
+    // Presence, registrations and subscriptions are back.
+    assert_eq!(online(&n[2], "s", "g"), sorted(vec![a.id.clone(), b.id.clone()]));
+    let (st, _) = n[2].api("register", None, json!({"systemId": "s"}));
+    assert_eq!(st, 409);
+    let id = send_group(&n[0], "s", "g", "back");
+    assert_eq!(next_message(&mut b)["messageId"], id.as_str());
+    assert_eq!(next_message(&mut a)["messageId"], id.as_str());
+}
+
+#[test]
+fn a_restarted_node_leaves_no_stale_presence() {
+    let redis = Redis::start();
+    let a_node = node(&redis, &[]);
+    let fixed = ["--node-id", "00c0ffee", "--presence-ttl", "60s"];
+    let mut b_node = node(&redis, &fixed);
+    a_node.register("s");
+    let mut a = a_node.client("s");
+    let b = b_node.client("s");
+    a_node.bind("s", &a.id, "g", "u");
+    a_node.bind("s", &b.id, "g", "u");
+    assert_eq!(notice(&mut a, 1001), a.id);
+    assert_eq!(notice(&mut a, 1001), b.id);
+    b_node.child.kill().unwrap();
+    let _ = b_node.child.wait();
+    drop(b_node);
+    // Restarted long before its 60 s TTL: it clears what its last life left behind.
+    let b_node = node(&redis, &fixed);
+    assert_eq!(notice(&mut a, 1002), b.id);
+    assert_eq!(online(&a_node, "s", "g"), vec![a.id.clone()]);
+    assert_eq!(online(&b_node, "s", "g"), vec![a.id.clone()]);
+    drop(b);
+}
