@@ -51,6 +51,8 @@ pub enum Command {
     /// Cluster mode, from the broker: this node now receives `system`'s broadcasts, so the
     /// client waiting for its connect frame can get it.
     Subscribed { conn: ConnId },
+    /// Every shard has stopped: the hub exits (and with it the broker).
+    Stop,
 }
 
 /// Where an API answer goes: an HTTP connection of this node, or another node that

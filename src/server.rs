@@ -15,7 +15,7 @@ use crate::cluster::{self, ClusterConfig, Replies};
 use crate::config::{Config, JwtKey};
 use crate::hub::{Hub, HubConfig, ShardLink};
 use crate::metrics::{HubStats, ShardStats};
-use crate::msg::ShardMsg;
+use crate::msg::{Command, ShardMsg};
 use crate::shard::{Shard, Shared, WAKER};
 
 /// A running node.
@@ -25,6 +25,7 @@ pub struct Server {
     shards: Vec<JoinHandle<()>>,
     hub: Option<JoinHandle<()>>,
     cluster: Vec<JoinHandle<()>>,
+    hub_tx: Sender<Command>,
 }
 
 fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
@@ -130,7 +131,6 @@ impl Server {
                 (Some(link), threads)
             }
         };
-        drop(hub_tx);
         let hub_cfg = HubConfig {
             node: cfg.node_id,
             notify_max_group_size: cfg.notify_max_group_size,
@@ -138,7 +138,7 @@ impl Server {
         };
         let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
-        Ok(Server { addr, links, shards, hub: Some(hub), cluster })
+        Ok(Server { addr, links, shards, hub: Some(hub), cluster, hub_tx })
     }
 
     /// The bound address (with the real port when 0 was asked for).
@@ -157,6 +157,7 @@ impl Server {
         for t in self.shards.drain(..) {
             let _ = t.join();
         }
+        let _ = self.hub_tx.send(Command::Stop);
         if let Some(h) = self.hub.take() {
             let _ = h.join();
         }

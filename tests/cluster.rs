@@ -382,3 +382,57 @@ fn a_restarted_node_leaves_no_stale_presence() {
     assert_eq!(online(&b_node, "s", "g"), vec![a.id.clone()]);
     drop(b);
 }
+
+#[test]
+fn a_stopped_node_removes_its_presence_at_once() {
+    let redis = Redis::start();
+    let ttl = ["--presence-ttl", "60s"];
+    let a_node = node(&redis, &ttl);
+    let mut b_node = node(&redis, &ttl);
+    a_node.register("s");
+    let mut a = a_node.client("s");
+    let mut b = b_node.client("s");
+    a_node.bind("s", &a.id, "g", "u");
+    a_node.bind("s", &b.id, "g", "u");
+    assert_eq!(notice(&mut a, 1001), a.id);
+    assert_eq!(notice(&mut a, 1001), b.id);
+    let status = b_node.terminate().expect("the node exits on SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert_eq!(b.close_code(), Some(tungstenite::protocol::frame::coding::CloseCode::Away));
+    // Not after the 60 s TTL: now, with one notice.
+    assert_eq!(notice(&mut a, 1002), b.id);
+    assert_eq!(online(&a_node, "s", "g"), vec![a.id.clone()]);
+    a.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn a_node_receives_only_groups_it_has_members_in() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, &[]);
+    n[0].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    let _c = n[2].client("s"); // node 2 has a client, but in no group
+    n[0].bind("s", &a.id, "g", "u");
+    n[0].bind("s", &b.id, "g", "u");
+    let before: Vec<u64> = n.iter().map(|s| metric(s, "cluster_received_total")).collect();
+    let ids: Vec<String> = (0..10).map(|i| send_group(&n[0], "s", "g", &format!("m{i}"))).collect();
+    for id in &ids {
+        assert_eq!(next_message(&mut a)["messageId"], id.as_str());
+        assert_eq!(next_message(&mut b)["messageId"], id.as_str());
+    }
+    let after: Vec<u64> = n.iter().map(|s| metric(s, "cluster_received_total")).collect();
+    assert_eq!(after[1] - before[1], 10, "node 1 holds a member: it gets each message once");
+    assert_eq!(after[2], before[2], "node 2 holds no member of g: it gets nothing");
+    // The origin node delivered locally; it skips its own copies (same count as node 1).
+    assert_eq!(after[0] - before[0], 10);
+    // Once its last member leaves, node 1 stops receiving the group.
+    let (st, _) =
+        n[2].api("unbind_from_group", Some("s"), json!({"clientId": b.id, "groupName": "g", "notify": false}));
+    assert_eq!(st, 200);
+    let mid = metric(&n[1], "cluster_received_total");
+    send_group(&n[0], "s", "g", "late");
+    assert_eq!(next_message(&mut a)["msg"], "late");
+    assert_eq!(metric(&n[1], "cluster_received_total"), mid);
+    b.expect_silence(Duration::from_millis(200));
+}

@@ -75,8 +75,8 @@ pub(super) struct Broker {
     up: Arc<AtomicBool>,
     /// This node's presence, by group channel: what Redis must hold for this node.
     groups: HashMap<String, GroupMirror>,
-    /// Systems with clients here, by channel.
-    systems: HashSet<String>,
+    /// Systems with clients here, by channel: how many.
+    systems: HashMap<String, usize>,
     /// Systems seen registered (written again if Redis lost its data).
     known: HashSet<Box<str>>,
     subscribed: HashSet<String>,
@@ -118,7 +118,7 @@ impl Broker {
             stats,
             up,
             groups: HashMap::new(),
-            systems: HashSet::new(),
+            systems: HashMap::new(),
             known: HashSet::new(),
             subscribed: HashSet::new(),
             shas: Default::default(),
@@ -231,7 +231,7 @@ impl Broker {
         self.subscribed.clear();
         let mut chans = vec![keys::node(self.me())];
         chans.extend(self.groups.keys().cloned());
-        chans.extend(self.systems.iter().cloned());
+        chans.extend(self.systems.keys().cloned());
         self.subscribe(&chans)?;
         self.resync()?;
         self.up.store(true, Relaxed);
@@ -246,31 +246,39 @@ impl Broker {
         if chans.is_empty() {
             return Ok(());
         }
+        self.pubsub_command("SUBSCRIBE", chans)?;
+        self.subscribed.extend(chans.iter().cloned());
+        Ok(())
+    }
+
+    /// Unsubscribes from channels that lost their last member here, and waits for Redis.
+    fn unsubscribe(&mut self, chans: Vec<String>) -> Result<(), String> {
+        let chans: Vec<String> = chans
+            .into_iter()
+            .filter(|c| !self.groups.contains_key(c) && !self.systems.contains_key(c) && self.subscribed.remove(c))
+            .collect();
+        if chans.is_empty() || self.sub.is_none() {
+            return Ok(());
+        }
+        self.pubsub_command("UNSUBSCRIBE", &chans)
+    }
+
+    /// Sends (UN)SUBSCRIBE on the pub/sub connection and waits for every confirmation.
+    fn pubsub_command(&mut self, cmd: &str, chans: &[String]) -> Result<(), String> {
         let w = self.sub.as_mut().ok_or("no pub/sub connection")?;
-        w.write_all(&redis::cmd("SUBSCRIBE").arg(chans).get_packed_command()).map_err(|e| e.to_string())?;
+        w.write_all(&redis::cmd(cmd).arg(chans).get_packed_command()).map_err(|e| e.to_string())?;
         let deadline = Instant::now() + IO_TIMEOUT;
         let mut left = chans.len();
         while left > 0 {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
-                Ok(SubEvent::Subscribed(g)) if g == self.sub_gen => left -= 1,
+                Ok(SubEvent::Confirmed(g)) if g == self.sub_gen => left -= 1,
                 Ok(SubEvent::Down(g)) if g == self.sub_gen => return Err("pub/sub connection lost".into()),
                 Ok(_) => {}
-                Err(_) => return Err("no SUBSCRIBE confirmation in time".into()),
+                Err(_) => return Err(format!("no {cmd} confirmation in time")),
             }
         }
-        self.subscribed.extend(chans.iter().cloned());
         Ok(())
-    }
-
-    fn unsubscribe(&mut self, chans: Vec<String>) {
-        let chans: Vec<String> = chans
-            .into_iter()
-            .filter(|c| !self.groups.contains_key(c) && !self.systems.contains(c) && self.subscribed.remove(c))
-            .collect();
-        if let (Some(w), false) = (self.sub.as_mut(), chans.is_empty()) {
-            let _ = w.write_all(&redis::cmd("UNSUBSCRIBE").arg(&chans).get_packed_command());
-        }
     }
 
     fn pipe_join(&self, p: &mut redis::Pipeline, system: &str, group: &str, client: &str, info: &str, notice: &[u8]) {
@@ -330,11 +338,16 @@ impl Broker {
             BrokerCmd::SystemSub { system, on, .. } => {
                 let chan = keys::system(system);
                 if *on {
-                    self.systems.insert(chan.clone());
+                    *self.systems.entry(chan.clone()).or_default() += 1;
                     (!self.subscribed.contains(&chan)).then_some(chan)
                 } else {
-                    self.systems.remove(&chan);
-                    unsub.push(chan);
+                    if let Some(n) = self.systems.get_mut(&chan) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.systems.remove(&chan);
+                            unsub.push(chan);
+                        }
+                    }
                     None
                 }
             }
@@ -441,8 +454,11 @@ impl Broker {
         for (post, r) in posts.into_iter().zip(results) {
             self.post(post, r);
         }
+        // Before the answers: a caller that saw its unbind answered sees the node gone.
+        if let Err(e) = self.unsubscribe(unsub) {
+            self.down(e);
+        }
         self.run_later(later);
-        self.unsubscribe(unsub);
     }
 
     fn run_later(&mut self, later: Vec<Later>) {

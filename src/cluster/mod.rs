@@ -162,8 +162,8 @@ pub fn start(
 /// Subscriber → broker.
 #[derive(Debug)]
 enum SubEvent {
-    /// A subscribe was confirmed on the pub/sub connection of this generation.
-    Subscribed(u64),
+    /// A (un)subscribe was confirmed on the pub/sub connection of this generation.
+    Confirmed(u64),
     /// The pub/sub connection of this generation failed.
     Down(u64),
 }

@@ -61,8 +61,8 @@ impl Subscriber {
                 metrics::add(&self.stats.cluster_received_total, 1);
                 self.message(&chan, payload);
             }
-            b"subscribe" => {
-                let _ = self.events.send(SubEvent::Subscribed(gen));
+            b"subscribe" | b"unsubscribe" => {
+                let _ = self.events.send(SubEvent::Confirmed(gen));
             }
             _ => {}
         }

@@ -156,13 +156,17 @@ impl Hub {
         }
     }
 
-    /// Runs until every command sender is gone (all shards stopped).
+    /// Runs until [`Command::Stop`] (or until every command sender is gone).
     pub fn run(mut self, rx: Receiver<Command>) {
         while let Ok(cmd) = rx.recv() {
+            if matches!(cmd, Command::Stop) {
+                break;
+            }
             self.handle(cmd);
             let mut n = 1;
             while n < BATCH {
                 match rx.try_recv() {
+                    Ok(Command::Stop) => return self.out.wake(),
                     Ok(cmd) => self.handle(cmd),
                     Err(_) => break,
                 }
@@ -184,23 +188,23 @@ impl Hub {
         let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
             Command::Connect { conn, system } => {
-                let result = match self.systems.get_mut(&*system) {
-                    Some(sys) => {
-                        let first = sys.members.is_empty();
-                        sys.members.insert(conn);
+                let result = match self.systems.get(&*system) {
+                    Some(_) => {
                         let system = self.systems.get_key_value(&*system).map(|(k, _)| k.clone()).unwrap_or_default();
-                        self.clients.insert(
-                            conn,
-                            Client {
-                                system: system.clone(),
-                                user_id: "".into(),
-                                extend: "".into(),
-                                groups: Vec::new(),
-                            },
-                        );
-                        if let (Some(cl), true) = (&self.cluster, first) {
-                            // The connect frame waits until this node receives the system's sends.
+                        let client = Client {
+                            system: system.clone(),
+                            user_id: "".into(),
+                            extend: "".into(),
+                            groups: Vec::new(),
+                        };
+                        self.clients.insert(conn, client);
+                        if let Some(cl) = &self.cluster {
+                            // The client becomes a member (and gets its connect frame) once
+                            // this node surely receives the system's sends from other nodes.
                             return cl.send(BrokerCmd::SystemSub { system, on: true, welcome: Some(conn) });
+                        }
+                        if let Some(sys) = self.systems.get_mut(&system) {
+                            sys.members.insert(conn);
                         }
                         Ok(())
                     }
@@ -233,10 +237,13 @@ impl Hub {
             Command::Deliver { system, group, frame } => self.deliver(&system, group.as_deref(), &frame),
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
             Command::Subscribed { conn } => {
-                if self.clients.contains_key(&conn) {
-                    self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result: Ok(()) });
+                let Some(c) = self.clients.get(&conn) else { return };
+                if let Some(sys) = self.systems.get_mut(&c.system) {
+                    sys.members.insert(conn);
                 }
+                self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result: Ok(()) });
             }
+            Command::Stop => {}
         }
     }
 
@@ -276,7 +283,7 @@ impl Hub {
                 notice(&mut self.out, &self.cfg, &self.stats, members, api::OFFLINE, &client_id, &client);
             }
         }
-        if let (Some(cl), true) = (&self.cluster, sys.members.is_empty()) {
+        if let Some(cl) = &self.cluster {
             cl.send(BrokerCmd::SystemSub { system: client.system.clone(), on: false, welcome: None });
         }
     }
