@@ -34,7 +34,7 @@ pub fn info(user_id: &str, extend: &str) -> Box<str> {
 fn offline_notice(node: u32, client: &str, info: &str) -> Vec<u8> {
     let [user, extend]: [String; 2] = serde_json::from_str(info).unwrap_or_default();
     let f = api::notice_frame(api::OFFLINE, &crate::ids::message_id(), client, &user, &extend);
-    wire::delivery(wire::DELIVER_ALL, node, &f)
+    wire::delivery(node, &f)
 }
 
 struct GroupMirror {
@@ -46,12 +46,27 @@ struct GroupMirror {
 /// What to do with one pipeline result.
 enum Post {
     Ignore,
-    Publish,
-    Register { system: Box<str>, to: ConnId },
-    Lookup { system: Box<str> },
-    Forward { corr: u64, waiting: bool },
-    Online { to: ConnId },
-    AllGroups { to: ConnId },
+    /// A send: answered once Redis has it, so a later send from any node comes after it.
+    Publish {
+        answer: Option<(ConnId, Bytes)>,
+    },
+    Register {
+        system: Box<str>,
+        to: ConnId,
+    },
+    Lookup {
+        system: Box<str>,
+    },
+    Forward {
+        corr: u64,
+        waiting: bool,
+    },
+    Online {
+        to: ConnId,
+    },
+    AllGroups {
+        to: ConnId,
+    },
 }
 
 /// Local effects that follow a batch's pipeline.
@@ -389,21 +404,21 @@ impl Broker {
                     p.cmd("SISMEMBER").arg(keys::SYSTEMS).arg(&*system);
                     posts.push(Post::Lookup { system });
                 }
-                BrokerCmd::Publish { system, group, frame } => {
+                BrokerCmd::Publish { system, group, frame, answer } => {
                     let chan = match &group {
                         Some(g) => keys::group(&system, g),
                         None => keys::system(&system),
                     };
-                    p.cmd("PUBLISH").arg(chan).arg(wire::delivery(wire::DELIVER_OTHERS, me, &frame));
-                    posts.push(Post::Publish);
+                    p.cmd("PUBLISH").arg(chan).arg(wire::delivery(me, &frame));
+                    posts.push(Post::Publish { answer });
                 }
                 BrokerCmd::Join { system, group, client, info, notice } => {
-                    let n = notice.map(|f| wire::delivery(wire::DELIVER_ALL, me, &f)).unwrap_or_default();
+                    let n = notice.map(|f| wire::delivery(me, &f)).unwrap_or_default();
                     self.pipe_join(&mut p, &system, &group, &client, &info, &n);
                     posts.push(Post::Ignore);
                 }
                 BrokerCmd::Leave { system, group, client, notice } => {
-                    let n = notice.map(|f| wire::delivery(wire::DELIVER_ALL, me, &f)).unwrap_or_default();
+                    let n = notice.map(|f| wire::delivery(me, &f)).unwrap_or_default();
                     self.pipe_leave(&mut p, me, &system, &group, &client, &n);
                     posts.push(Post::Ignore);
                 }
@@ -447,7 +462,9 @@ impl Broker {
                     for post in posts {
                         self.post(post, Err(redis::RedisError::from((redis::ErrorKind::Io, "down"))));
                     }
-                    return self.run_later(later);
+                    // What this batch changed is not in Redis yet (it is re-written after the
+                    // reconnect): callers hear 503 and may retry (binds are idempotent).
+                    return self.run_later(later, true);
                 }
             },
         };
@@ -458,12 +475,13 @@ impl Broker {
         if let Err(e) = self.unsubscribe(unsub) {
             self.down(e);
         }
-        self.run_later(later);
+        self.run_later(later, false);
     }
 
-    fn run_later(&mut self, later: Vec<Later>) {
+    fn run_later(&mut self, later: Vec<Later>, failed: bool) {
         for l in later {
             match l {
+                Later::Answer(to, _, _) if failed => self.unavailable(to),
                 Later::Answer(to, status, body) => self.replies.send(to, status, body, None),
                 Later::Welcome(conn) => {
                     let _ = self.hub.send(Command::Subscribed { conn });
@@ -474,13 +492,20 @@ impl Broker {
 
     fn post(&mut self, post: Post, r: RedisResult<Value>) {
         if let Err(e) = &r {
-            if !matches!(post, Post::Ignore | Post::Publish) || !e.is_io_error() {
+            if !matches!(post, Post::Ignore | Post::Publish { .. }) || !e.is_io_error() {
                 tracing::debug!("redis: {e}");
             }
         }
         match post {
             Post::Ignore => {}
-            Post::Publish => metrics::add(&self.stats.cluster_published_total, 1),
+            Post::Publish { answer } => {
+                metrics::add(&self.stats.cluster_published_total, 1);
+                match (answer, r.is_ok()) {
+                    (Some((to, body)), true) => self.replies.send(to, 200, body, None),
+                    (Some((to, _)), false) => self.unavailable(to),
+                    (None, _) => {}
+                }
+            }
             Post::Register { system, to } => match r {
                 Ok(Value::Int(n)) => {
                     let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
@@ -571,7 +596,9 @@ impl Broker {
     fn fail_batch(&mut self, batch: Vec<BrokerCmd>) {
         for cmd in batch {
             match cmd {
-                BrokerCmd::Register { to, .. } | BrokerCmd::Forward { reply: Some(to), .. } => self.unavailable(to),
+                BrokerCmd::Register { to, .. }
+                | BrokerCmd::Forward { reply: Some(to), .. }
+                | BrokerCmd::Publish { answer: Some((to, _)), .. } => self.unavailable(to),
                 BrokerCmd::Query { to, .. } => self.unavailable(to),
                 BrokerCmd::Lookup { system } => {
                     let registered = Err("cluster store unreachable (Redis): retry later".to_string());
@@ -580,7 +607,7 @@ impl Broker {
                 BrokerCmd::SystemSub { welcome: Some(conn), .. } => {
                     let _ = self.hub.send(Command::Subscribed { conn });
                 }
-                BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => self.replies.send(to, status, body, None),
+                BrokerCmd::Answer { to: ReplyTo::Local(to), .. } => self.unavailable(to),
                 _ => {}
             }
         }

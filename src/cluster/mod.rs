@@ -45,8 +45,9 @@ pub enum BrokerCmd {
     Register { system: Box<str>, to: ConnId },
     /// Is `system` registered? Answered with [`Command::SystemKnown`].
     Lookup { system: Box<str> },
-    /// A frame the hub already delivered here, for the other nodes' members.
-    Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame },
+    /// A frame for a group's (or a whole system's) members on every node, this one too;
+    /// `answer`: the caller and its 200 body, sent once Redis has the frame.
+    Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame, answer: Option<(ConnId, Bytes)> },
     /// A client of this node joined a group (or changed its info); `notice` is the 1001
     /// frame, sent to the whole group if the client is new there.
     Join { system: Arc<str>, group: Arc<str>, client: String, info: Box<str>, notice: Option<Frame> },
@@ -140,7 +141,6 @@ pub fn start(
     let (streams_tx, streams_rx) = unbounded();
     let (events_tx, events_rx) = unbounded();
     let sub = subscriber::Subscriber {
-        node: cfg.node,
         hub: hub.clone(),
         replies: replies.clone(),
         pending: pending.clone(),

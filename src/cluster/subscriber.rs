@@ -15,7 +15,6 @@ use crate::metrics::{self, HubStats};
 use crate::msg::Command;
 
 pub(super) struct Subscriber {
-    pub node: u32,
     pub hub: Sender<Command>,
     pub replies: Arc<Replies>,
     pub pending: Arc<Pending>,
@@ -75,7 +74,7 @@ impl Subscriber {
             Chan::Group(s, g) => (s, Some(g.into())),
             Chan::System(s) => (s, None),
         };
-        let Some(Some(frame)) = wire::parse_delivery(self.node, &payload) else { return };
+        let Some((_origin, frame)) = wire::parse_delivery(&payload) else { return };
         let start = payload.len() - frame.len();
         let frame = Bytes::from(payload).slice(start..);
         let _ = self.hub.send(Command::Deliver { system: system.into(), group, frame });

@@ -7,31 +7,26 @@ use bytes::Bytes;
 use crate::ids::{ClientRef, ConnId};
 use crate::msg::{Frame, Op};
 
-/// Group or system channel: deliver to every member, including the origin node's.
-pub const DELIVER_ALL: u8 = b'D';
-/// Group or system channel: the origin node already delivered to its own members.
-pub const DELIVER_OTHERS: u8 = b'd';
+/// Group or system channel: a frame for every member, on every node (the origin's too:
+/// everyone receives a group's frames in Redis's order).
+const DELIVER: u8 = b'D';
 const REQUEST: u8 = b'Q';
 const ANSWER: u8 = b'R';
 
-/// A frame for a group or system channel.
-pub fn delivery(kind: u8, origin: u32, frame: &[u8]) -> Vec<u8> {
+/// A frame for a group or system channel, published by node `origin`.
+pub fn delivery(origin: u32, frame: &[u8]) -> Vec<u8> {
     let mut v = Vec::with_capacity(5 + frame.len());
-    v.push(kind);
+    v.push(DELIVER);
     v.extend_from_slice(&origin.to_be_bytes());
     v.extend_from_slice(frame);
     v
 }
 
-/// Reads a delivery: the frame, unless `me` is the origin of a [`DELIVER_OTHERS`].
-pub fn parse_delivery(me: u32, p: &[u8]) -> Option<Option<&[u8]>> {
+/// Reads a delivery: the origin node and the frame.
+pub fn parse_delivery(p: &[u8]) -> Option<(u32, &[u8])> {
     let (&kind, rest) = p.split_first()?;
     let origin = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-    match kind {
-        DELIVER_ALL => Some(Some(&rest[4..])),
-        DELIVER_OTHERS => Some((origin != me).then_some(&rest[4..])),
-        _ => None,
-    }
+    (kind == DELIVER).then_some((origin, &rest[4..]))
 }
 
 /// What arrives on a node's own channel.
@@ -216,13 +211,10 @@ mod tests {
             Some(NodeMsg::Answer { corr: 42, status: 404, body }) => assert_eq!(&body[..], b"{\"code\":404}"),
             other => panic!("{other:?}"),
         }
-        let d = delivery(DELIVER_OTHERS, 7, b"frame");
-        assert_eq!(parse_delivery(7, &d), Some(None));
-        assert_eq!(parse_delivery(8, &d), Some(Some(&b"frame"[..])));
-        let d = delivery(DELIVER_ALL, 7, b"frame");
-        assert_eq!(parse_delivery(7, &d), Some(Some(&b"frame"[..])));
-        assert_eq!(parse_delivery(7, b"x"), None);
-        assert_eq!(parse_delivery(7, b"Z\0\0\0\0"), None);
+        let d = delivery(7, b"frame");
+        assert_eq!(parse_delivery(&d), Some((7, &b"frame"[..])));
+        assert_eq!(parse_delivery(b"x"), None);
+        assert_eq!(parse_delivery(b"Z\0\0\0\0"), None);
     }
 
     #[test]
@@ -235,7 +227,7 @@ mod tests {
                 v[0] = *rng.choice(&[REQUEST, ANSWER]).unwrap_or(&REQUEST);
             }
             let _ = parse_node_msg(&v);
-            let _ = parse_delivery(1, &v);
+            let _ = parse_delivery(&v);
         }
     }
 }

@@ -170,22 +170,27 @@ impl Hub {
         Some(Ok(api::message_id_body(&message_id)))
     }
 
-    /// After delivering here: the same frame to the other nodes' members.
+    /// `send_to_group` / `send_to_system`: every node's members (this one's too) get the
+    /// frame through Redis, so all of them see a group's frames in one order; the caller is
+    /// answered once Redis has it. While Redis is unreachable nothing is delivered (503):
+    /// a retry cannot duplicate.
     pub(super) fn publish_cluster(
         &mut self,
         system: &str,
         group: Option<Arc<str>>,
         frame: Frame,
         message_id: &str,
-    ) -> ApiResult {
-        let body = api::message_id_body(message_id);
-        let Some(cl) = &self.cluster else { return Ok(body) };
+        to: ReplyTo,
+    ) -> Option<ApiResult> {
+        let (Some(cl), ReplyTo::Local(conn)) = (&self.cluster, to) else { return Some(Err(not_found_client())) };
         if !cl.usable() {
-            return Err((503, "cluster store unreachable (Redis): delivered to this node's members only".into()));
+            return Some(Err(unavailable()));
         }
-        let Some((system, _)) = self.systems.get_key_value(system) else { return Ok(body) };
-        cl.send(BrokerCmd::Publish { system: system.clone(), group, frame });
-        Ok(body)
+        let Some((system, _)) = self.systems.get_key_value(system) else { return Some(Err(not_found_client())) };
+        let system = system.clone();
+        let answer = Some((conn, api::message_id_body(message_id)));
+        cl.send(BrokerCmd::Publish { system, group, frame, answer });
+        None
     }
 
     /// `get_online_list` / `get_all_groups`: read from presence by the broker.

@@ -331,19 +331,23 @@ impl Hub {
                 }
                 Ok(api::message_id_body(&message_id))
             }
+            Op::SendToGroup { group, frame, message_id } if self.cluster.is_some() => {
+                return self.publish_cluster(system, Some(group.into()), frame, &message_id, to);
+            }
+            Op::SendToSystem { frame, message_id } if self.cluster.is_some() => {
+                return self.publish_cluster(system, None, frame, &message_id, to);
+            }
             Op::SendToGroup { group, frame, message_id } => {
                 let sys = self.systems.get_mut(system).expect("checked above");
-                let key = sys.groups.get_key_value(&*group).map(|(k, _)| k.clone());
                 if let Some(members) = sys.groups.get_mut(&*group) {
                     self.out.broadcast(members, &frame);
                 }
-                let group = key.unwrap_or_else(|| group.into());
-                self.publish_cluster(system, Some(group), frame, &message_id)
+                Ok(api::message_id_body(&message_id))
             }
             Op::SendToSystem { frame, message_id } => {
                 let sys = self.systems.get_mut(system).expect("checked above");
                 self.out.broadcast(&mut sys.members, &frame);
-                self.publish_cluster(system, None, frame, &message_id)
+                Ok(api::message_id_body(&message_id))
             }
             Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } if client.node != me => {
                 return self.forward(client.node, system, op, to);
@@ -483,11 +487,12 @@ impl Hub {
         };
         let f = api::push_frame(&ids::message_id(), &client.user_id, code, msg, Some(data));
         let system = client.system.clone();
+        if let Some(cl) = &self.cluster {
+            // Through Redis like every group frame (dropped while Redis is unreachable).
+            return cl.send(BrokerCmd::Publish { system, group: Some(key), frame: f, answer: None });
+        }
         if let Some(members) = self.systems.get_mut(&system).and_then(|s| s.groups.get_mut(group)) {
             self.out.broadcast(members, &f);
-        }
-        if let (Some(cl), false) = (&self.cluster, self.cluster_blocked()) {
-            cl.send(BrokerCmd::Publish { system, group: Some(key), frame: f });
         }
     }
 }

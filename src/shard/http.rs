@@ -194,7 +194,8 @@ impl Shard {
             Op::SendToClients { message_id, strict: false, .. } => Some(message_id.clone()),
             _ => None,
         }
-        .filter(|_| self.known_systems.contains(&*system) && self.shared.cluster_up.load(Relaxed));
+        // Not in cluster mode: a send is answered once Redis has it (one order cluster-wide).
+        .filter(|_| self.known_systems.contains(&*system) && self.shared.cfg.redis.is_none());
         let answered = answer_now.is_some();
         match self.hub.try_send(Command::Api { from, system, op, answered }) {
             Ok(()) => {

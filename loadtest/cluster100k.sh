@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# 100,000 connections on this machine: Redis plus NODES roomcast nodes in cluster mode on
+# loopback (one process holds at most ~19,900 sockets here), and roomcast-loadtest with one
+# worker process per node. Runs a fanout (groups spanning every node, binds and sends round
+# robin over the nodes) and a broadcast to one group holding every client (bound with
+# "notify": false), each on freshly connected clients; prints a table and writes the JSON
+# results, per-node RSS and logs to $OUT.
+# Usage: loadtest/cluster100k.sh [CLIENTS] [NODES]        (defaults: 100000 6)
+# Needs redis-server (Debian package redis-server).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+clients=${1:-100000}
+nodes=${2:-6}
+OUT=${OUT:-$root/target/cluster100k}
+FANOUT_MESSAGES=${FANOUT_MESSAGES:-2000}
+BROADCAST_MESSAGES=${BROADCAST_MESSAGES:-20}
+mkdir -p "$OUT"
+cd "$root"
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
+cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
+LT=$root/target/release/roomcast-loadtest
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+pids=(); ports=()
+cleanup() {
+  [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "${REDIS:-}" ] && kill "$REDIS" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+RPORT=$(free_port)
+redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >"$OUT/redis.log" 2>&1 &
+REDIS=$!
+for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$RPORT") 2>/dev/null && break; sleep 0.1; done
+
+for i in $(seq "$nodes"); do
+  log=$OUT/node$i.log
+  "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "redis://127.0.0.1:$RPORT" >"$log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
+  [ -n "$port" ] || { echo "node $i did not start"; cat "$log"; exit 1; }
+  ports+=("$port")
+  for _ in $(seq 100); do
+    curl -s "http://127.0.0.1:$port/health" | grep -q '"cluster":"up"' && break; sleep 0.1
+  done
+done
+PORTS=$(IFS=,; echo "${ports[*]}")
+PIDS=$(IFS=,; echo "${pids[*]}")
+echo "redis :$RPORT, $nodes nodes on ports $PORTS (pids $PIDS)"
+
+# Peak RSS of each node, sampled every 500 ms.
+( while true; do
+    line=""
+    for p in "${pids[@]}"; do line="$line $(awk '/VmRSS/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)"; done
+    echo "$line"
+    sleep 0.5
+  done ) >"$OUT/rss.txt" &
+SAMPLER=$!
+
+run() { # name, loadtest args...
+  local name=$1; shift
+  "$LT" "$@" --port "$PORTS" --pid "$PIDS" --procs "$nodes" --label "cluster-$nodes" --time-limit 900 \
+    --json "$OUT/$name.json" --html "$OUT/$name.html" 2>"$OUT/$name.log" | sed "s/^/[$name] /"
+}
+run fanout fanout --clients "$clients" --groups 100 --messages "$FANOUT_MESSAGES" --concurrency 16
+run broadcast broadcast --clients "$clients" --messages "$BROADCAST_MESSAGES" --concurrency 6
+
+kill "$SAMPLER"; SAMPLER=""
+python3 - "$OUT" "$nodes" "$clients" <<'EOF'
+import json, sys
+out, nodes, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+rows = [list(map(int, l.split())) for l in open(f"{out}/rss.txt") if l.strip()]
+peak = [max(r[i] for r in rows) for i in range(nodes)] if rows else [0] * nodes
+lines = [f"# roomcast cluster: {nodes} nodes + Redis, {clients} clients", "",
+         "| run | connected | delivered | lost | delivered msg/s | p50 ms | p99 ms | max ms |",
+         "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+for name in ("fanout", "broadcast"):
+    try:
+        r = json.load(open(f"{out}/{name}.json"))
+    except OSError:
+        continue
+    lines.append(f"| {name} | {r.get('connected')} | {r.get('delivered')} | {r.get('lost')} | "
+                 f"{r.get('delivered_per_s', 0):,.0f} | {r.get('latency_p50_ms')} | {r.get('latency_p99_ms')} | "
+                 f"{r.get('latency_max_ms')} |")
+lines += ["", "peak RSS per node (MiB): " + ", ".join(f"{p/1024:.1f}" for p in peak),
+          f"peak RSS, all nodes: {sum(peak)/1024:.1f} MiB; over the idle nodes' {sum(rows[0])/1024:.1f} MiB: "
+          f"{(sum(peak)-sum(rows[0]))*1024/clients:.0f} B per connection (Redis excluded)"]
+open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+EOF
