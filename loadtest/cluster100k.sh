@@ -14,6 +14,8 @@ nodes=${2:-6}
 OUT=${OUT:-$root/target/cluster100k}
 FANOUT_MESSAGES=${FANOUT_MESSAGES:-2000}
 BROADCAST_MESSAGES=${BROADCAST_MESSAGES:-20}
+PACED_MESSAGES=${PACED_MESSAGES:-600}
+PACED_RATE=${PACED_RATE:-100}
 mkdir -p "$OUT"
 cd "$root"
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
@@ -55,7 +57,7 @@ echo "redis :$RPORT, $nodes nodes on ports $PORTS (pids $PIDS)"
 # Peak RSS of each node, sampled every 500 ms.
 ( while true; do
     line=""
-    for p in "${pids[@]}"; do line="$line $(awk '/VmRSS/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)"; done
+    for p in "${pids[@]}" "$REDIS"; do line="$line $(awk '/VmRSS/ {print $2}' /proc/"$p"/status 2>/dev/null || echo 0)"; done
     echo "$line"
     sleep 0.5
   done ) >"$OUT/rss.txt" &
@@ -67,6 +69,7 @@ run() { # name, loadtest args...
     --json "$OUT/$name.json" --html "$OUT/$name.html" 2>"$OUT/$name.log" | sed "s/^/[$name] /"
 }
 run fanout fanout --clients "$clients" --groups 100 --messages "$FANOUT_MESSAGES" --concurrency 16
+run paced fanout --clients "$clients" --groups 100 --messages "$PACED_MESSAGES" --send-rate "$PACED_RATE" --concurrency 16
 run broadcast broadcast --clients "$clients" --messages "$BROADCAST_MESSAGES" --concurrency 6
 
 kill "$SAMPLER"; SAMPLER=""
@@ -74,11 +77,12 @@ python3 - "$OUT" "$nodes" "$clients" <<'EOF'
 import json, sys
 out, nodes, clients = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 rows = [list(map(int, l.split())) for l in open(f"{out}/rss.txt") if l.strip()]
-peak = [max(r[i] for r in rows) for i in range(nodes)] if rows else [0] * nodes
+peak = [max(r[i] for r in rows) for i in range(nodes + 1)] if rows else [0] * (nodes + 1)
+redis_peak, peak, idle = peak[nodes], peak[:nodes], rows[0][:nodes]
 lines = [f"# roomcast cluster: {nodes} nodes + Redis, {clients} clients", "",
          "| run | connected | delivered | lost | delivered msg/s | p50 ms | p99 ms | max ms |",
          "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-for name in ("fanout", "broadcast"):
+for name in ("fanout", "paced", "broadcast"):
     try:
         r = json.load(open(f"{out}/{name}.json"))
     except OSError:
@@ -87,8 +91,9 @@ for name in ("fanout", "broadcast"):
                  f"{r.get('delivered_per_s', 0):,.0f} | {r.get('latency_p50_ms')} | {r.get('latency_p99_ms')} | "
                  f"{r.get('latency_max_ms')} |")
 lines += ["", "peak RSS per node (MiB): " + ", ".join(f"{p/1024:.1f}" for p in peak),
-          f"peak RSS, all nodes: {sum(peak)/1024:.1f} MiB; over the idle nodes' {sum(rows[0])/1024:.1f} MiB: "
-          f"{(sum(peak)-sum(rows[0]))*1024/clients:.0f} B per connection (Redis excluded)"]
+          f"peak RSS, all nodes: {sum(peak)/1024:.1f} MiB; over the idle nodes' {sum(idle)/1024:.1f} MiB: "
+          f"{(sum(peak)-sum(idle))*1024/clients:.0f} B per connection (Redis excluded)",
+          f"Redis peak RSS: {redis_peak/1024:.1f} MiB"]
 open(f"{out}/summary.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 EOF
