@@ -42,9 +42,12 @@ pub enum Command {
     /// Cluster mode, from the broker: an API operation another node forwarded for a client
     /// of this node; answered to `origin` with correlation id `corr`.
     Remote { origin: u32, corr: u64, system: Box<str>, op: Op },
-    /// Cluster mode, from the broker: a frame published to a group (or, without `group`, to
-    /// a whole system) for this node's members.
-    Deliver { system: Box<str>, group: Option<Box<str>>, frame: Frame },
+    /// Cluster mode, from the subscriber: a frame published to a group (or, without `group`,
+    /// to a whole system) for this node's members. `joined`: a client that joined the group
+    /// at this point of Redis's order; if it is ours it becomes a member here before the frame
+    /// (its 1001 notice, if any) is delivered, so group membership follows one order
+    /// cluster-wide.
+    Deliver { system: Box<str>, group: Option<Box<str>>, frame: Option<Frame>, joined: Option<ClientRef> },
     /// Cluster mode, from the broker: whether `system` is registered (`Err`: Redis
     /// unreachable), answering a lookup the hub asked for.
     SystemKnown { system: Box<str>, registered: Result<bool, String> },

@@ -438,3 +438,46 @@ fn a_node_receives_only_groups_it_has_members_in() {
     assert_eq!(metric(&n[1], "cluster_received_total"), mid);
     b.expect_silence(Duration::from_millis(200));
 }
+
+#[test]
+fn concurrent_joins_across_nodes_are_told_in_one_order() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 3, &[]);
+    n[0].register("s");
+    let mut clients: Vec<Client> = (0..24).map(|i| n[i % 3].client("s")).collect();
+    let ids: Vec<String> = clients.iter().map(|c| c.id.clone()).collect();
+    // Three callers bind at once, each through another node than the clients'.
+    std::thread::scope(|sc| {
+        for (t, node) in n.iter().enumerate() {
+            let ids = &ids;
+            sc.spawn(move || {
+                let mut h = Http::new(node);
+                for id in ids.iter().skip(t).step_by(3) {
+                    let (st, v) = h.call("bind_to_group", "s", &json!({"clientId": id, "groupName": "g"}));
+                    assert_eq!(st, 200, "{v}");
+                }
+            });
+        }
+    });
+    // Each member hears of itself and of everyone who joined after it: for any two
+    // clients exactly one heard of the other, and 24·25/2 notices in all.
+    std::thread::sleep(Duration::from_millis(500));
+    let mut heard: Vec<std::collections::HashSet<String>> = Vec::new();
+    for c in clients.iter_mut() {
+        c.set_timeout(Duration::from_millis(150));
+        let mut h = std::collections::HashSet::new();
+        while let Some(v) = c.recv() {
+            assert_eq!(v["code"], 1001, "{v}");
+            let data: Value = serde_json::from_str(v["data"].as_str().unwrap()).unwrap();
+            assert!(h.insert(data["clientId"].as_str().unwrap().to_string()), "a notice came twice");
+        }
+        assert!(h.contains(&c.id));
+        heard.push(h);
+    }
+    assert_eq!(heard.iter().map(|h| h.len()).sum::<usize>(), 24 * 25 / 2);
+    for i in 0..ids.len() {
+        for j in i + 1..ids.len() {
+            assert!(heard[i].contains(&ids[j]) ^ heard[j].contains(&ids[i]), "{i} and {j}");
+        }
+    }
+}

@@ -296,7 +296,9 @@ impl Broker {
         Ok(())
     }
 
+    /// `notice`: the 1001 frame, or empty.
     fn pipe_join(&self, p: &mut redis::Pipeline, system: &str, group: &str, client: &str, info: &str, notice: &[u8]) {
+        let with_notice = if notice.is_empty() { Vec::new() } else { wire::joined(client, notice) };
         p.cmd("EVALSHA")
             .arg(&self.shas[0])
             .arg(3)
@@ -307,8 +309,9 @@ impl Broker {
             .arg(info)
             .arg(group)
             .arg(keys::member_field(client, system, group))
-            .arg(notice)
-            .arg(self.cfg.notify_max_group_size);
+            .arg(with_notice)
+            .arg(self.cfg.notify_max_group_size)
+            .arg(wire::joined(client, b""));
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -413,7 +416,7 @@ impl Broker {
                     posts.push(Post::Publish { answer });
                 }
                 BrokerCmd::Join { system, group, client, info, notice } => {
-                    let n = notice.map(|f| wire::delivery(me, &f)).unwrap_or_default();
+                    let n = notice.unwrap_or_default();
                     self.pipe_join(&mut p, &system, &group, &client, &info, &n);
                     posts.push(Post::Ignore);
                 }

@@ -2,14 +2,21 @@
 //! by the same step that decided it (so it goes out exactly once, after the change).
 
 /// KEYS: group hash (also its channel), groups set, node hash.
-/// ARGV: clientId, info, group name, member field, notice payload ('' = none), max size.
+/// ARGV: clientId, info, group name, member field, joined marker with the 1001 notice
+/// ('' = no notice), max size, joined marker alone.
+/// Publishes the marker (the client's node makes it a member at this point of the group's
+/// order), with the notice if the client is new and the group not larger than max size.
 /// Returns the group's size.
 pub const JOIN: &str = r"
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('SADD', KEYS[2], ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
 local n = redis.call('HLEN', KEYS[1])
-if new == 1 and ARGV[5] ~= '' and n <= tonumber(ARGV[6]) then redis.call('PUBLISH', KEYS[1], ARGV[5]) end
+if new == 1 and ARGV[5] ~= '' and n <= tonumber(ARGV[6]) then
+  redis.call('PUBLISH', KEYS[1], ARGV[5])
+else
+  redis.call('PUBLISH', KEYS[1], ARGV[7])
+end
 return n
 ";
 

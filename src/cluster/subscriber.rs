@@ -9,7 +9,7 @@ use crossbeam_channel::{Receiver, Sender};
 use redis::Value;
 
 use super::keys::{self, Chan};
-use super::wire::{self, NodeMsg};
+use super::wire::{self, Delivery, NodeMsg};
 use super::{Pending, Replies, SubEvent};
 use crate::metrics::{self, HubStats};
 use crate::msg::Command;
@@ -74,10 +74,14 @@ impl Subscriber {
             Chan::Group(s, g) => (s, Some(g.into())),
             Chan::System(s) => (s, None),
         };
-        let Some((_origin, frame)) = wire::parse_delivery(&payload) else { return };
-        let start = payload.len() - frame.len();
-        let frame = Bytes::from(payload).slice(start..);
-        let _ = self.hub.send(Command::Deliver { system: system.into(), group, frame });
+        let (frame, joined) = match wire::parse_delivery(&payload) {
+            Some(Delivery::Frame { frame, .. }) => (Some(frame), None),
+            Some(Delivery::Joined { client, notice }) => (notice, Some(client)),
+            None => return,
+        };
+        // The frame is the payload's tail: keep the buffer, no copy.
+        let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
+        let _ = self.hub.send(Command::Deliver { system: system.into(), group, frame, joined });
     }
 
     fn node_msg(&self, payload: &[u8]) {

@@ -10,6 +10,8 @@ use crate::msg::{Frame, Op};
 /// Group or system channel: a frame for every member, on every node (the origin's too:
 /// everyone receives a group's frames in Redis's order).
 const DELIVER: u8 = b'D';
+/// Group channel: a client joined here, in Redis's order; maybe with its 1001 notice.
+const JOINED: u8 = b'J';
 const REQUEST: u8 = b'Q';
 const ANSWER: u8 = b'R';
 
@@ -22,11 +24,38 @@ pub fn delivery(origin: u32, frame: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Reads a delivery: the origin node and the frame.
-pub fn parse_delivery(p: &[u8]) -> Option<(u32, &[u8])> {
+/// The marker a JOIN step publishes: `client` joined; `notice` (may be empty) follows.
+pub fn joined(client_id: &str, notice: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + client_id.len() + notice.len());
+    v.push(JOINED);
+    v.extend_from_slice(client_id.as_bytes());
+    v.extend_from_slice(notice);
+    v
+}
+
+/// What a group or system channel carried.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Delivery<'a> {
+    Frame { origin: u32, frame: &'a [u8] },
+    Joined { client: ClientRef, notice: Option<&'a [u8]> },
+}
+
+/// Reads a delivery; `None` for anything malformed.
+pub fn parse_delivery(p: &[u8]) -> Option<Delivery<'_>> {
     let (&kind, rest) = p.split_first()?;
-    let origin = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-    (kind == DELIVER).then_some((origin, &rest[4..]))
+    match kind {
+        DELIVER => {
+            let origin = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+            Some(Delivery::Frame { origin, frame: &rest[4..] })
+        }
+        JOINED => {
+            let id = std::str::from_utf8(rest.get(..crate::ids::CLIENT_ID_LEN)?).ok()?;
+            let client = crate::ids::parse_client_ref(id)?;
+            let notice = &rest[id.len()..];
+            Some(Delivery::Joined { client, notice: (!notice.is_empty()).then_some(notice) })
+        }
+        _ => None,
+    }
 }
 
 /// What arrives on a node's own channel.
@@ -212,7 +241,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let d = delivery(7, b"frame");
-        assert_eq!(parse_delivery(&d), Some((7, &b"frame"[..])));
+        assert_eq!(parse_delivery(&d), Some(Delivery::Frame { origin: 7, frame: &b"frame"[..] }));
+        let c = ClientRef { node: 3, conn: ConnId { shard: 1, slot: 2, gen: 3 } };
+        let j = joined(&c.id(), b"notice");
+        assert_eq!(parse_delivery(&j), Some(Delivery::Joined { client: c, notice: Some(&b"notice"[..]) }));
+        assert_eq!(parse_delivery(&joined(&c.id(), b"")), Some(Delivery::Joined { client: c, notice: None }));
+        assert_eq!(parse_delivery(&j[..20]), None);
         assert_eq!(parse_delivery(b"x"), None);
         assert_eq!(parse_delivery(b"Z\0\0\0\0"), None);
     }

@@ -112,15 +112,35 @@ impl Hub {
         }
     }
 
-    /// A frame from another node (or a notice decided in Redis) for members here.
-    pub(super) fn deliver(&mut self, system: &str, group: Option<&str>, frame: &Frame) {
+    /// A frame through Redis (any node's send, a notice decided in Redis) for members here;
+    /// first, if `joined` is a client of ours still in the group, it becomes a member.
+    pub(super) fn deliver(
+        &mut self,
+        system: &str,
+        group: Option<&str>,
+        frame: Option<&Frame>,
+        joined: Option<ClientRef>,
+    ) {
+        let shards = self.shards();
         let Some(sys) = self.systems.get_mut(system) else { return };
         let members = match group {
-            Some(g) => sys.groups.get_mut(g),
+            Some(g) => {
+                if let Some(c) = joined.filter(|c| c.node == self.cfg.node) {
+                    let key = self.clients.get(&c.conn).and_then(|cl| cl.groups.iter().find(|k| ***k == *g));
+                    if let Some(key) = key {
+                        let m = sys.groups.entry(key.clone()).or_insert_with(|| {
+                            crate::metrics::add(&self.stats.groups, 1);
+                            Members::new(shards)
+                        });
+                        m.insert(c.conn);
+                    }
+                }
+                sys.groups.get_mut(g)
+            }
             None => Some(&mut sys.members),
         };
-        if let Some(m) = members {
-            self.out.broadcast(m, frame);
+        if let (Some(m), Some(f)) = (members, frame) {
+            self.out.broadcast(m, f);
         }
     }
 

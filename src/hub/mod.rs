@@ -234,7 +234,9 @@ impl Hub {
             }
             Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
             Command::Remote { origin, corr, system, op } => self.remote(origin, corr, system, op),
-            Command::Deliver { system, group, frame } => self.deliver(&system, group.as_deref(), &frame),
+            Command::Deliver { system, group, frame, joined } => {
+                self.deliver(&system, group.as_deref(), frame.as_ref(), joined)
+            }
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
             Command::Subscribed { conn } => {
                 let Some(c) = self.clients.get(&conn) else { return };
@@ -438,7 +440,10 @@ impl Hub {
             }
         };
         let members = sys.groups.get_mut(&key).expect("inserted above");
-        members.insert(c);
+        if self.cluster.is_none() {
+            // (Cluster mode: it becomes a member when Redis orders its join; see `deliver`.)
+            members.insert(c);
+        }
         client.groups.push(key.clone());
         if let Some(cl) = &self.cluster {
             let notice = notify.then(|| cluster::notice_frame(api::ONLINE, &id, client));
