@@ -18,7 +18,15 @@
 //!          │ ShardMsg (bounded channel per shard + mio::Waker, one wake per batch)
 //!          ▼
 //!         shard: queue the shared frame on each target connection, writev once per turn
+//!
+//!  cluster mode only (--redis):
+//!         hub ──BrokerCmd──► broker thread ── one Redis pipeline per batch ──► Redis
+//!         hub ◄──Command──── subscriber thread ◄── pub/sub (groups, systems, node channel)
 //! ```
+//!
+//! In cluster mode the hub keeps only this node's clients; registered systems, presence and
+//! the order of group frames live in Redis ([`cluster`], `docs/CLUSTER.md`). Neither a shard
+//! nor the hub ever waits on Redis.
 //!
 //! ## Module map (dependencies point down)
 //!
@@ -28,6 +36,7 @@
 //! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
 //! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats |
 //! | [`hub`] | the group index: the only place membership lives; fans out to shards |
+//! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys, the wire format between nodes |
 //! | [`msg`] | **the cross-thread contract**: `Command` (shard → hub), `ShardMsg` (hub → shard) |
 //! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, API JSON |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
@@ -47,7 +56,9 @@
 //!    turn, bounded by a hard and a soft (timed) limit; a slow consumer is closed with 1008.
 //! 5. References to a connection from outside its shard carry a generation; a message for a
 //!    stale (slot, generation) is dropped.
-//! 6. Every queue between threads is bounded; a full hub queue answers HTTP 503.
+//! 6. Every queue between threads is bounded; a full hub queue answers HTTP 503. (Cluster
+//!    mode: hub → broker is unbounded so a departure is never lost, but API calls answer 503
+//!    once `hub_queue` commands wait there.)
 //! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
 
 pub mod auth;

@@ -297,6 +297,21 @@ fn connect(addr: SocketAddr, src: IpAddr) -> io::Result<TcpStream> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
     s.set_nonblocking(true)?;
     s.set_nodelay(true)?;
+    // Choose the source port at connect time, per destination: with a port picked at bind
+    // time every source address would have only ~28k ports for all servers together, and
+    // the TIME_WAIT left by a previous 100k run would exhaust them.
+    let one: libc::c_int = 1;
+    // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+    unsafe {
+        use std::os::fd::AsRawFd;
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
     let _ = s.bind(&SocketAddr::new(src, 0).into());
     match s.connect(&addr.into()) {
         Ok(()) => {}
