@@ -319,6 +319,12 @@ impl ServeArgs {
             redis: self.redis.filter(|r| !r.is_empty()),
             presence_ttl: duration(self.presence_ttl, "presence_ttl", Duration::from_secs(15))?,
         };
+        if let Some(url) = &c.redis {
+            let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis: invalid URL '{url}': {e}"))?;
+            if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::Tcp(..)) {
+                return Err(format!("redis: '{url}': only redis://host:port URLs (plain TCP) are supported"));
+            }
+        }
         if c.presence_ttl < Duration::from_millis(300) || c.presence_ttl > Duration::from_secs(600) {
             return Err("presence_ttl must be between 300ms and 10m".into());
         }

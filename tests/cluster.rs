@@ -14,19 +14,29 @@ use util::*;
 struct Redis {
     child: Option<Child>,
     port: u16,
+    password: Option<&'static str>,
 }
 
 impl Redis {
     fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    fn start_with(password: Option<&'static str>) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis { child: None, port };
+        let mut r = Redis { child: None, port, password };
         r.spawn();
         r
     }
 
     fn spawn(&mut self) {
+        let mut args = vec!["--port".to_string(), self.port.to_string()];
+        args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
+        if let Some(p) = self.password {
+            args.extend(["--requirepass".to_string(), p.to_string()]);
+        }
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(&args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
@@ -46,7 +56,10 @@ impl Redis {
     }
 
     fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
     }
 }
 
@@ -480,4 +493,42 @@ fn concurrent_joins_across_nodes_are_told_in_one_order() {
             assert!(heard[i].contains(&ids[j]) ^ heard[j].contains(&ids[i]), "{i} and {j}");
         }
     }
+}
+
+#[test]
+fn a_node_starts_without_redis_answers_503_and_joins_when_redis_appears() {
+    let mut redis = Redis::start();
+    redis.stop(); // the port is known, nothing listens there yet
+    let url = redis.url();
+    let s = Server::start(&["--redis", &url]);
+    assert_eq!(health(&s)["cluster"], "redis unreachable");
+    let t = Instant::now();
+    let (st, v) = s.api("register", None, json!({"systemId": "s"}));
+    assert_eq!(st, 503, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("Redis"), "{v}");
+    let mut c = Client::connect(&s.url("/ws?systemId=s"));
+    let refused = c.recv().expect("a refusal frame");
+    assert_eq!(refused["code"], -1001, "{refused}");
+    assert!(refused["msg"].as_str().unwrap().contains("Redis"), "{refused}");
+    assert!(t.elapsed() < Duration::from_secs(3), "answers must not wait for Redis");
+    redis.spawn();
+    wait_up(&s);
+    s.register("s");
+    let c = s.client("s");
+    s.bind("s", &c.id, "g", "u");
+    assert_eq!(online(&s, "s", "g"), vec![c.id.clone()]);
+}
+
+#[test]
+fn a_password_protected_redis_works_for_commands_and_pub_sub() {
+    let redis = Redis::start_with(Some("s3cret"));
+    let n = nodes(&redis, 2, &[]);
+    n[0].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    n[1].bind("s", &a.id, "g", "u");
+    n[0].bind("s", &b.id, "g", "u");
+    let id = send_group(&n[1], "s", "g", "hi");
+    assert_eq!(next_message(&mut a)["messageId"], id.as_str());
+    assert_eq!(next_message(&mut b)["messageId"], id.as_str());
 }

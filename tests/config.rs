@@ -77,3 +77,16 @@ fn a_second_server_on_the_same_port_refuses_to_start() {
     assert!(err.contains("in use"), "{err}");
     s.register("still-mine");
 }
+
+#[test]
+fn a_bad_redis_url_is_refused_with_a_clear_message() {
+    for url in ["http://example.com", "redis://", "rediss://127.0.0.1:6379"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(["--listen", "127.0.0.1:0", "--redis", url])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains("redis"), "{url}: {err}");
+    }
+}
