@@ -532,3 +532,23 @@ fn a_password_protected_redis_works_for_commands_and_pub_sub() {
     assert_eq!(next_message(&mut a)["messageId"], id.as_str());
     assert_eq!(next_message(&mut b)["messageId"], id.as_str());
 }
+
+#[test]
+fn client_publish_reaches_members_on_other_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2, &["--client-publish"]);
+    n[0].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    n[1].bind("s", &a.id, "g", "ua");
+    n[0].bind("s", &b.id, "g", "ub");
+    a.send_text(r#"{"cmd":"publish","groupName":"g","code":7,"msg":"from a","data":{"x":1}}"#);
+    for c in [&mut b, &mut a] {
+        let v = next_message(c);
+        assert_eq!(
+            (v["code"].as_i64(), v["msg"].as_str(), v["sendUserId"].as_str()),
+            (Some(7), Some("from a"), Some("ua"))
+        );
+        assert_eq!(v["data"], json!({"x": 1}));
+    }
+}
