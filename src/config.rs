@@ -181,7 +181,7 @@ pub struct ServeArgs {
     /// Node id (hex, 8 digits) embedded in clientIds [default: random]
     #[arg(long, env = "ROOMCAST_NODE_ID")]
     pub node_id: Option<String>,
-    /// Redis URL (redis://[:password@]host:port[/db]): turns cluster mode on [default: off]
+    /// Redis URL such as redis://:password@host:6379/0: turns cluster mode on [default: off]
     #[arg(long, env = "ROOMCAST_REDIS")]
     pub redis: Option<String>,
     /// Cluster mode: a dead node's clients leave presence within this [default: 15s]

@@ -2,18 +2,18 @@
 //!
 //! Two threads per node talk to Redis; neither the shards nor the hub ever wait on it.
 //!
-//! - The **broker** ([`broker`]) receives [`BrokerCmd`]s from the hub (one ordered,
+//! - The **broker** (`broker.rs`) receives [`BrokerCmd`]s from the hub (one ordered,
 //!   unbounded channel: the hub refuses API calls with 503 beyond `hub_queue` waiting
 //!   commands, but a departure is always recorded). It runs each batch as one Redis pipeline
 //!   on one connection, so effects land in the order the hub decided them, then answers API
 //!   callers: an answer is sent only once its effect is in Redis (read-your-writes on any
 //!   node). It keeps a mirror of this node's presence and subscriptions, so after Redis comes
 //!   back it re-subscribes and re-writes them; it beats a heartbeat and reaps dead nodes.
-//! - The **subscriber** ([`subscriber`]) reads the pub/sub connection: frames for groups and
+//! - The **subscriber** (`subscriber.rs`) reads the pub/sub connection: frames for groups and
 //!   systems that have members here, calls forwarded by other nodes, and their answers. It
 //!   hands them to the hub as [`Command`]s (or answers waiting HTTP callers directly).
 //!
-//! Keys and channels are in [`keys`], the payloads in [`wire`], the Lua steps in [`scripts`].
+//! Keys and channels are in [`keys`], the payloads in [`wire`], the Lua steps in `scripts.rs`.
 //! What crosses nodes is the exact frame the origin built: a message is serialized once.
 
 mod broker;
