@@ -8,20 +8,22 @@
 
 mod cluster;
 mod members;
+mod outbox;
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::{Receiver, Sender};
 
 pub use members::Members;
+use outbox::{notice, Outbox};
 
 use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
-use crate::msg::{Command, Frame, Op, Reply, ReplyTo, ShardMsg};
+use crate::msg::{Command, Op, Reply, ReplyTo, ShardMsg};
 use crate::protocol::api;
 
 /// Commands handled between two rounds of shard wake-ups.
@@ -54,74 +56,6 @@ struct Client {
 struct System {
     members: Members,
     groups: HashMap<Arc<str>, Members>,
-}
-
-/// Sends to shards and remembers whom to wake.
-struct Outbox {
-    links: Vec<ShardLink>,
-    woken: Vec<bool>,
-}
-
-impl Outbox {
-    fn send(&mut self, shard: usize, msg: ShardMsg) {
-        let link = &self.links[shard];
-        Self::push(&link.tx, &link.waker, msg);
-        self.woken[shard] = true;
-    }
-
-    fn push<T>(tx: &Sender<T>, waker: &mio::Waker, msg: T) {
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(msg)) => {
-                // The shard may be asleep with a full queue: wake it before waiting on it.
-                let _ = waker.wake();
-                let _ = tx.send(msg);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
-    }
-
-    fn broadcast(&mut self, members: &mut Members, frame: &Frame) {
-        for shard in 0..members.shards() {
-            if let Some(targets) = members.snapshot(shard) {
-                self.send(shard, ShardMsg::Deliver { frame: frame.clone(), targets });
-            }
-        }
-    }
-
-    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
-        let shard = to.shard as usize;
-        let link = &self.links[shard];
-        Self::push(&link.replies, &link.waker, Reply { to: to.target(), status, body, registered });
-        self.woken[shard] = true;
-    }
-
-    fn wake(&mut self) {
-        for (i, w) in self.woken.iter_mut().enumerate() {
-            if std::mem::take(w) {
-                let _ = self.links[i].waker.wake();
-            }
-        }
-    }
-}
-
-/// Sends the 1001 (`api::ONLINE`) or 1002 (`api::OFFLINE`) notice about `client` to
-/// `members`, unless the group is larger than `notify_max_group_size`.
-fn notice(
-    out: &mut Outbox,
-    cfg: &HubConfig,
-    stats: &HubStats,
-    members: &mut Members,
-    code: i64,
-    client_id: &str,
-    client: &Client,
-) {
-    if members.len() > cfg.notify_max_group_size {
-        return;
-    }
-    let f = api::notice_frame(code, &ids::message_id(), client_id, &client.user_id, &client.extend);
-    out.broadcast(members, &f);
-    metrics::add(&stats.notices_total, 1);
 }
 
 /// The group index.

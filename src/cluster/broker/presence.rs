@@ -1,0 +1,237 @@
+//! The broker's presence work: the Lua steps, its mirror of this node's presence, and the
+//! heartbeat, reaping and re-writing that keep Redis in line with the live nodes.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use super::{Broker, GroupMirror};
+use crate::cluster::{keys, wire, BrokerCmd};
+use crate::metrics;
+use crate::protocol::api;
+
+/// A client's presence info: `[userId, extend]`.
+pub fn info(user_id: &str, extend: &str) -> Box<str> {
+    serde_json::to_string(&[user_id, extend]).unwrap_or_default().into()
+}
+
+fn offline_notice(node: u32, client: &str, info: &str) -> Vec<u8> {
+    let [user, extend]: [String; 2] = serde_json::from_str(info).unwrap_or_default();
+    let f = api::notice_frame(api::OFFLINE, &crate::ids::message_id(), client, &user, &extend);
+    wire::delivery(node, &f)
+}
+
+impl Broker {
+    /// `notice`: the 1001 frame, or empty.
+    pub(super) fn pipe_join(
+        &self,
+        p: &mut redis::Pipeline,
+        system: &str,
+        group: &str,
+        client: &str,
+        info: &str,
+        notice: &[u8],
+    ) {
+        let with_notice = if notice.is_empty() { Vec::new() } else { wire::joined(client, notice) };
+        p.cmd("EVALSHA")
+            .arg(&self.shas[0])
+            .arg(3)
+            .arg(keys::group(system, group))
+            .arg(keys::groups(system))
+            .arg(keys::node(self.me()))
+            .arg(client)
+            .arg(info)
+            .arg(group)
+            .arg(keys::member_field(client, system, group))
+            .arg(with_notice)
+            .arg(self.cfg.notify_max_group_size)
+            .arg(wire::joined(client, b""));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn pipe_leave(
+        &self,
+        p: &mut redis::Pipeline,
+        node: u32,
+        system: &str,
+        group: &str,
+        client: &str,
+        notice: &[u8],
+    ) {
+        p.cmd("EVALSHA")
+            .arg(&self.shas[1])
+            .arg(3)
+            .arg(keys::group(system, group))
+            .arg(keys::groups(system))
+            .arg(keys::node(node))
+            .arg(client)
+            .arg(group)
+            .arg(keys::member_field(client, system, group))
+            .arg(notice)
+            .arg(self.cfg.notify_max_group_size);
+    }
+
+    /// Updates the mirror; returns the channel to subscribe to, if any.
+    pub(super) fn mirror(&mut self, cmd: &BrokerCmd, unsub: &mut Vec<String>) -> Option<String> {
+        match cmd {
+            BrokerCmd::Join { system, group, client, info, .. } => {
+                let chan = keys::group(system, group);
+                let m = self.groups.entry(chan.clone()).or_insert_with(|| GroupMirror {
+                    system: system.clone(),
+                    group: group.clone(),
+                    clients: HashMap::new(),
+                });
+                m.clients.insert(client.clone(), info.clone());
+                (!self.subscribed.contains(&chan)).then_some(chan)
+            }
+            BrokerCmd::Leave { system, group, client, .. } => {
+                let chan = keys::group(system, group);
+                if let Some(m) = self.groups.get_mut(&chan) {
+                    m.clients.remove(client);
+                    if m.clients.is_empty() {
+                        self.groups.remove(&chan);
+                        unsub.push(chan);
+                    }
+                }
+                None
+            }
+            BrokerCmd::SystemSub { system, on, .. } => {
+                let chan = keys::system(system);
+                if *on {
+                    *self.systems.entry(chan.clone()).or_default() += 1;
+                    (!self.subscribed.contains(&chan)).then_some(chan)
+                } else {
+                    if let Some(n) = self.systems.get_mut(&chan) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.systems.remove(&chan);
+                            unsub.push(chan);
+                        }
+                    }
+                    None
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Makes Redis hold exactly this node's presence: entries it no longer has leave (with
+    /// their 1002 notices: they left while Redis was away, or before a restart), the rest
+    /// is written again; registered systems and the heartbeat too.
+    pub(super) fn resync(&mut self) -> Result<(), String> {
+        let me = self.me();
+        let con = self.con.as_mut().ok_or("down")?;
+        let held: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(keys::node(me)).query(con).map_err(|e| e.to_string())?;
+        let mut p = redis::pipe();
+        for (field, info) in &held {
+            match keys::parse_member_field(field) {
+                Some((client, system, group)) => {
+                    let chan = keys::group(system, group);
+                    if !self.groups.get(&chan).is_some_and(|m| m.clients.contains_key(client)) {
+                        let notice = offline_notice(me, client, info);
+                        self.pipe_leave(&mut p, me, system, group, client, &notice);
+                        p.ignore();
+                    }
+                }
+                None => {
+                    p.cmd("HDEL").arg(keys::node(me)).arg(field).ignore();
+                }
+            }
+        }
+        for m in self.groups.values() {
+            for (client, info) in &m.clients {
+                self.pipe_join(&mut p, &m.system, &m.group, client, info, b"");
+                p.ignore();
+            }
+        }
+        for s in &self.known {
+            p.cmd("SADD").arg(keys::SYSTEMS).arg(&**s).ignore();
+        }
+        p.cmd("SADD").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
+        p.cmd("SET").arg(keys::alive(me)).arg(1).arg("PX").arg(self.cfg.presence_ttl.as_millis() as u64).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        p.query::<()>(con).map_err(|e| e.to_string())?;
+        self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
+        Ok(())
+    }
+
+    /// Heartbeat, then reap nodes whose heartbeat expired.
+    pub(super) fn beat(&mut self) -> Result<(), String> {
+        let me = self.me();
+        let ttl = self.cfg.presence_ttl.as_millis() as u64;
+        self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
+        let e = |e: redis::RedisError| e.to_string();
+        let con = self.con.as_mut().ok_or("down")?;
+        let prev: Option<String> =
+            redis::cmd("SET").arg(keys::alive(me)).arg(1).arg("PX").arg(ttl).arg("GET").query(con).map_err(e)?;
+        if prev.is_none() {
+            // Our heartbeat lapsed: a survivor may have reaped us. Write it all again.
+            tracing::warn!("this node's heartbeat had expired; re-writing its presence");
+            self.resync()?;
+        }
+        let con = self.con.as_mut().ok_or("down")?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(keys::NODES).query(con).map_err(e)?;
+        for n in nodes {
+            let Ok(node) = u32::from_str_radix(&n, 16) else { continue };
+            if node == me {
+                continue;
+            }
+            let con = self.con.as_mut().ok_or("down")?;
+            let alive: bool = redis::cmd("EXISTS").arg(keys::alive(node)).query(con).map_err(e)?;
+            if alive {
+                continue;
+            }
+            let won: Option<String> = redis::cmd("SET")
+                .arg(keys::reap_lock(node))
+                .arg(format!("{me:08x}"))
+                .arg("NX")
+                .arg("PX")
+                .arg(ttl)
+                .query(con)
+                .map_err(e)?;
+            if won.is_some() {
+                self.reap(node)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a dead node's presence, sending the 1002 notices its clients never got.
+    fn reap(&mut self, node: u32) -> Result<(), String> {
+        let me = self.me();
+        let con = self.con.as_mut().ok_or("down")?;
+        let held: HashMap<String, String> =
+            redis::cmd("HGETALL").arg(keys::node(node)).query(con).map_err(|e| e.to_string())?;
+        let mut p = redis::pipe();
+        for (field, info) in &held {
+            if let Some((client, system, group)) = keys::parse_member_field(field) {
+                let notice = offline_notice(me, client, info);
+                self.pipe_leave(&mut p, node, system, group, client, &notice);
+                p.ignore();
+            }
+        }
+        p.cmd("DEL").arg(keys::node(node)).ignore();
+        p.cmd("SREM").arg(keys::NODES).arg(format!("{node:08x}")).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        p.query::<()>(con).map_err(|e| e.to_string())?;
+        metrics::add(&self.stats.cluster_reaped_total, held.len() as u64);
+        tracing::info!(node = format!("{node:08x}"), entries = held.len(), "reaped a dead node's presence");
+        Ok(())
+    }
+
+    /// Graceful exit: this node's clients leave (with notices) and its heartbeat goes.
+    pub(super) fn leave_all(&mut self) -> Result<(), String> {
+        let me = self.me();
+        let mut p = redis::pipe();
+        for m in self.groups.values() {
+            for (client, info) in &m.clients {
+                self.pipe_leave(&mut p, me, &m.system, &m.group, client, &offline_notice(me, client, info));
+                p.ignore();
+            }
+        }
+        p.cmd("DEL").arg(keys::node(me)).arg(keys::alive(me)).ignore();
+        p.cmd("SREM").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        p.query::<()>(con).map_err(|e| e.to_string())
+    }
+}

@@ -1,0 +1,142 @@
+//! What the broker does with each pipeline result: answers, lookups, forwarded calls.
+
+use bytes::Bytes;
+use redis::{RedisResult, Value};
+
+use super::Broker;
+use crate::ids::ConnId;
+use crate::metrics;
+use crate::msg::Command;
+use crate::protocol::api;
+
+/// What to do with one pipeline result.
+pub(super) enum Post {
+    Ignore,
+    /// A send: answered once Redis has it, so a later send from any node comes after it.
+    Publish {
+        answer: Option<(ConnId, Bytes)>,
+    },
+    Register {
+        system: Box<str>,
+        to: ConnId,
+    },
+    Lookup {
+        system: Box<str>,
+    },
+    Forward {
+        corr: u64,
+        waiting: bool,
+    },
+    Online {
+        to: ConnId,
+    },
+    AllGroups {
+        to: ConnId,
+    },
+}
+
+impl Broker {
+    pub(super) fn post(&mut self, post: Post, r: RedisResult<Value>) {
+        if let Err(e) = &r {
+            if !matches!(post, Post::Ignore | Post::Publish { .. }) || !e.is_io_error() {
+                tracing::debug!("redis: {e}");
+            }
+        }
+        match post {
+            Post::Ignore => {}
+            Post::Publish { answer } => {
+                metrics::add(&self.stats.cluster_published_total, 1);
+                match (answer, r.is_ok()) {
+                    (Some((to, body)), true) => self.replies.send(to, 200, body, None),
+                    (Some((to, _)), false) => self.unavailable(to),
+                    (None, _) => {}
+                }
+            }
+            Post::Register { system, to } => match r {
+                Ok(Value::Int(n)) => {
+                    let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
+                    match n {
+                        1 => self.replies.send(to, 200, api::ok_body("[]"), Some(system)),
+                        _ => self.replies.send(
+                            to,
+                            409,
+                            api::err_body(&format!("systemId '{system}' is already registered")),
+                            Some(system),
+                        ),
+                    }
+                }
+                _ => self.unavailable(to),
+            },
+            Post::Lookup { system } => {
+                let registered = match r {
+                    Ok(Value::Int(n)) => Ok(n == 1),
+                    _ => Err("cluster store unreachable (Redis): retry later".to_string()),
+                };
+                if registered == Ok(true) {
+                    self.known.insert(system.clone());
+                }
+                let _ = self.hub.send(Command::SystemKnown { system, registered });
+            }
+            Post::Forward { corr, waiting } => {
+                metrics::add(&self.stats.cluster_published_total, 1);
+                if !waiting {
+                    return;
+                }
+                match r {
+                    // No node listens there: the node is gone, and its clients with it.
+                    Ok(Value::Int(0)) => {
+                        if let Some(to) = self.pending.take(corr) {
+                            let body = api::err_body("client not found (its node is not running)");
+                            self.replies.send(to, 404, body, None);
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(_) => {
+                        if let Some(to) = self.pending.take(corr) {
+                            self.unavailable(to);
+                        }
+                    }
+                }
+            }
+            Post::Online { to } => match r {
+                Ok(Value::Array(ids)) => {
+                    let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
+                    let arr = api::string_array(ids.iter().map(String::as_str));
+                    self.replies.send(
+                        to,
+                        200,
+                        api::ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", ids.len())),
+                        None,
+                    );
+                }
+                _ => self.unavailable(to),
+            },
+            Post::AllGroups { to } => match r {
+                Ok(Value::Array(flat)) => {
+                    let mut s = String::from("{");
+                    let mut it = flat.into_iter();
+                    while let (Some(g), Some(Value::Array(ids))) = (it.next().and_then(string), it.next()) {
+                        if s.len() > 1 {
+                            s.push(',');
+                        }
+                        let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
+                        s.push_str(&api::json_string(&g));
+                        s.push(':');
+                        s.push_str(&api::string_array(ids.iter().map(String::as_str)));
+                    }
+                    s.push('}');
+                    self.replies.send(to, 200, api::ok_body(&s), None);
+                }
+                _ => self.unavailable(to),
+            },
+        }
+    }
+}
+
+fn string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
