@@ -552,3 +552,23 @@ fn client_publish_reaches_members_on_other_nodes() {
         assert_eq!(v["data"], json!({"x": 1}));
     }
 }
+
+#[test]
+fn two_running_nodes_with_one_node_id_are_reported() {
+    let redis = Redis::start();
+    let same = ["--node-id", "0000abcd", "--presence-ttl", "600ms"];
+    let a = node(&redis, &same);
+    let b = node(&redis, &same);
+    let t = Instant::now();
+    while metric(&a, "cluster_node_id_conflicts_total") + metric(&b, "cluster_node_id_conflicts_total") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the conflict went unnoticed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A restart under the same id (the previous process gone) is not a conflict.
+    let mut only = node(&redis, &["--node-id", "0000beef", "--presence-ttl", "600ms"]);
+    only.child.kill().unwrap();
+    let _ = only.child.wait();
+    let again = node(&redis, &["--node-id", "0000beef", "--presence-ttl", "600ms"]);
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(metric(&again, "cluster_node_id_conflicts_total"), 0);
+}

@@ -69,6 +69,9 @@ pub(super) struct Broker {
     retry_at: Instant,
     backoff: Duration,
     corr: u64,
+    /// This process's heartbeat value: another value under our node id means another
+    /// process uses the same id.
+    instance: String,
 }
 
 impl Broker {
@@ -110,6 +113,7 @@ impl Broker {
             retry_at: now,
             backoff: Duration::from_millis(100),
             corr: 0,
+            instance: format!("{:016x}", fastrand::u64(..)),
         })
     }
 

@@ -148,7 +148,8 @@ impl Broker {
             p.cmd("SADD").arg(keys::SYSTEMS).arg(&**s).ignore();
         }
         p.cmd("SADD").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
-        p.cmd("SET").arg(keys::alive(me)).arg(1).arg("PX").arg(self.cfg.presence_ttl.as_millis() as u64).ignore();
+        let ttl = self.cfg.presence_ttl.as_millis() as u64;
+        p.cmd("SET").arg(keys::alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         p.query::<()>(con).map_err(|e| e.to_string())?;
         self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
@@ -162,12 +163,30 @@ impl Broker {
         self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
         let e = |e: redis::RedisError| e.to_string();
         let con = self.con.as_mut().ok_or("down")?;
-        let prev: Option<String> =
-            redis::cmd("SET").arg(keys::alive(me)).arg(1).arg("PX").arg(ttl).arg("GET").query(con).map_err(e)?;
-        if prev.is_none() {
-            // Our heartbeat lapsed: a survivor may have reaped us. Write it all again.
-            tracing::warn!("this node's heartbeat had expired; re-writing its presence");
-            self.resync()?;
+        let prev: Option<String> = redis::cmd("SET")
+            .arg(keys::alive(me))
+            .arg(&self.instance)
+            .arg("PX")
+            .arg(ttl)
+            .arg("GET")
+            .query(con)
+            .map_err(e)?;
+        match prev {
+            None => {
+                // Our heartbeat lapsed: a survivor may have reaped us. Write it all again.
+                tracing::warn!("this node's heartbeat had expired; re-writing its presence");
+                self.resync()?;
+            }
+            Some(v) if v != self.instance => {
+                // Another live process beats under our node id: clientIds, forwarded calls
+                // and presence of the two collide. Nothing here can fix that; say it loudly.
+                metrics::add(&self.stats.cluster_node_id_conflicts_total, 1);
+                tracing::error!(
+                    node = format!("{me:08x}"),
+                    "another running node uses this node id: give every node its own --node-id"
+                );
+            }
+            Some(_) => {}
         }
         let con = self.con.as_mut().ok_or("down")?;
         let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(keys::NODES).query(con).map_err(e)?;
