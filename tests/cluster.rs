@@ -211,6 +211,21 @@ fn every_endpoint_works_across_nodes() {
     for c in [&mut c0, &mut c1, &mut c2] {
         assert_eq!(next_message(c)["msg"], "list");
     }
+    // Sends to one client through alternating other nodes (forwarded) keep their order.
+    let ids: Vec<String> = (0..21)
+        .map(|i| {
+            let (name, body) = match i % 2 {
+                0 => ("send_to_clients", json!({"clientIds": [c2.id], "code": 0, "msg": "u", "data": i})),
+                _ => ("send_to_client", json!({"clientId": c2.id, "code": 0, "msg": "u", "data": i})),
+            };
+            let (st, v) = n[(i / 2) % 2].api(name, Some("sys"), body);
+            assert_eq!(st, 200, "{v}");
+            v["data"]["messageId"].as_str().unwrap().to_string()
+        })
+        .collect();
+    for id in &ids {
+        assert_eq!(next_message(&mut c2)["messageId"], id.as_str());
+    }
     let (st, _) = n[1].api("send_to_system", Some("sys"), json!({"code": 0, "msg": "all", "data": 1}));
     assert_eq!(st, 200);
     for c in [&mut c0, &mut c1, &mut c2] {

@@ -187,7 +187,10 @@ impl Hub {
             let op = Op::SendToClients { clients, frame: frame.clone(), message_id: message_id.clone(), strict };
             cl.send(BrokerCmd::Forward { node, system: system.into(), op, reply: None });
         }
-        Some(Ok(api::message_id_body(&message_id)))
+        // Answered once the forwards are in Redis: a later send through another node comes
+        // after them at every client's node.
+        cl.send(BrokerCmd::Answer { to, status: 200, body: api::message_id_body(&message_id) });
+        None
     }
 
     /// `send_to_group` / `send_to_system`: every node's members (this one's too) get the
