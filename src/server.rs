@@ -2,7 +2,7 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -79,10 +79,7 @@ impl Server {
         }
         let n = cfg.shards;
         let hub_stats = Arc::new(HubStats::default());
-        // Single node: always "up". Cluster: up once the broker reached Redis.
-        let cluster_up = Arc::new(AtomicBool::new(cfg.redis.is_none()));
         let shared = Arc::new(Shared {
-            cluster_up: cluster_up.clone(),
             verifier: verifier(&cfg)?,
             stats: (0..n).map(|_| ShardStats::default()).collect(),
             hub_stats: hub_stats.clone(),
@@ -126,8 +123,8 @@ impl Server {
                     soft_cap: cfg.hub_queue,
                 };
                 let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
-                let (link, threads) = cluster::start(ccfg, hub_tx.clone(), replies, hub_stats.clone(), cluster_up)
-                    .map_err(io::Error::other)?;
+                let (link, threads) =
+                    cluster::start(ccfg, hub_tx.clone(), replies, hub_stats.clone()).map_err(io::Error::other)?;
                 (Some(link), threads)
             }
         };

@@ -24,7 +24,6 @@ mod subscriber;
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -68,14 +67,15 @@ pub enum BrokerCmd {
 pub struct BrokerLink {
     tx: Sender<BrokerCmd>,
     soft_cap: usize,
-    up: Arc<AtomicBool>,
+    /// `cluster_up` (set by the broker) is the one record of whether Redis is reachable.
+    stats: Arc<HubStats>,
 }
 
 impl BrokerLink {
     /// Whether an API call may use the cluster now: Redis reachable and fewer than the
     /// soft bound of commands waiting.
     pub fn usable(&self) -> bool {
-        self.up.load(std::sync::atomic::Ordering::Relaxed) && self.tx.len() < self.soft_cap
+        self.stats.cluster_up.load(std::sync::atomic::Ordering::Relaxed) == 1 && self.tx.len() < self.soft_cap
     }
 
     pub fn send(&self, cmd: BrokerCmd) {
@@ -132,7 +132,6 @@ pub fn start(
     hub: Sender<Command>,
     replies: Replies,
     stats: Arc<HubStats>,
-    up: Arc<AtomicBool>,
 ) -> Result<(BrokerLink, Vec<std::thread::JoinHandle<()>>), String> {
     let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("--redis {}: {e}", cfg.url))?;
     let (tx, rx): (Sender<BrokerCmd>, Receiver<BrokerCmd>) = unbounded();
@@ -151,12 +150,12 @@ pub fn start(
         .name("roomcast-subscriber".into())
         .spawn(move || sub.run(streams_rx))
         .map_err(|e| e.to_string())?;
-    let b = broker::Broker::new(cfg.clone(), client, hub, replies, pending, stats, up.clone(), streams_tx, events_rx)?;
+    let b = broker::Broker::new(cfg.clone(), client, hub, replies, pending, stats.clone(), streams_tx, events_rx)?;
     let b = std::thread::Builder::new()
         .name("roomcast-broker".into())
         .spawn(move || b.run(rx))
         .map_err(|e| e.to_string())?;
-    Ok((BrokerLink { tx, soft_cap: cfg.soft_cap, up }, vec![b, s]))
+    Ok((BrokerLink { tx, soft_cap: cfg.soft_cap, stats }, vec![b, s]))
 }
 
 /// Subscriber → broker.

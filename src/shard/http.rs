@@ -82,7 +82,7 @@ impl Shard {
         match (head.method.as_str(), path) {
             ("GET", "/health") => {
                 let n = metrics::sum(&self.shared.stats, |s| &s.ws_clients);
-                let cluster = match (&self.shared.cfg.redis, self.shared.cluster_up.load(Relaxed)) {
+                let cluster = match (&self.shared.cfg.redis, self.shared.hub_stats.cluster_up.load(Relaxed) == 1) {
                     (None, _) => "",
                     (Some(_), true) => ",\"cluster\":\"up\"",
                     (Some(_), false) => ",\"cluster\":\"redis unreachable\"",

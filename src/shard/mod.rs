@@ -23,7 +23,7 @@ mod ws;
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -66,9 +66,6 @@ pub struct Shared {
     pub hub_stats: Arc<HubStats>,
     /// Open TCP connections over all shards, against `max_connections`.
     pub connections: AtomicUsize,
-    /// False while cluster mode cannot reach Redis (always true on a single node): sends are
-    /// then answered by the hub (503), never early.
-    pub cluster_up: Arc<AtomicBool>,
 }
 
 /// One event loop.

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,7 +56,6 @@ pub(super) struct Broker {
     replies: Arc<Replies>,
     pending: Arc<Pending>,
     stats: Arc<HubStats>,
-    up: Arc<AtomicBool>,
     /// This node's presence, by group channel: what Redis must hold for this node.
     groups: HashMap<String, GroupMirror>,
     /// Systems with clients here, by channel: how many.
@@ -83,7 +82,6 @@ impl Broker {
         replies: Arc<Replies>,
         pending: Arc<Pending>,
         stats: Arc<HubStats>,
-        up: Arc<AtomicBool>,
         streams: Sender<(u64, TcpStream)>,
         events: Receiver<SubEvent>,
     ) -> Result<Self, String> {
@@ -103,7 +101,6 @@ impl Broker {
             replies,
             pending,
             stats,
-            up,
             groups: HashMap::new(),
             systems: HashMap::new(),
             known: HashSet::new(),
@@ -176,7 +173,7 @@ impl Broker {
     }
 
     fn down(&mut self, why: String) {
-        if self.con.is_some() || self.up.load(Relaxed) {
+        if self.con.is_some() || self.stats.cluster_up.load(Relaxed) == 1 {
             tracing::warn!(node = format!("{:08x}", self.me()), "Redis unreachable: {why}; retrying with backoff");
         }
         metrics::add(&self.stats.cluster_redis_errors_total, 1);
@@ -184,7 +181,6 @@ impl Broker {
         if let Some(s) = self.sub.take() {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
-        self.up.store(false, Relaxed);
         self.stats.cluster_up.store(0, Relaxed);
         self.retry_at = Instant::now() + self.backoff;
         self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -222,7 +218,6 @@ impl Broker {
         chans.extend(self.systems.keys().cloned());
         self.subscribe(&chans)?;
         self.resync()?;
-        self.up.store(true, Relaxed);
         self.stats.cluster_up.store(1, Relaxed);
         self.backoff = Duration::from_millis(100);
         tracing::info!(node = format!("{:08x}", self.me()), "connected to Redis");
