@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{unbounded, Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender, TrySendError};
 
 use crate::ids::ConnId;
 use crate::metrics::HubStats;
@@ -87,11 +87,29 @@ impl BrokerLink {
 pub struct Replies(pub Vec<(Sender<Reply>, Arc<mio::Waker>)>);
 
 impl Replies {
-    pub fn send(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
-        if let Some((tx, waker)) = self.0.get(to.shard as usize) {
-            let _ = tx.send(Reply { to: to.target(), status, body, registered });
+    /// Queues an answer without waking its shard; returns the shard to wake.
+    pub fn queue(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) -> usize {
+        let shard = to.shard as usize;
+        if let Some((tx, waker)) = self.0.get(shard) {
+            if let Err(TrySendError::Full(r)) = tx.try_send(Reply { to: to.target(), status, body, registered }) {
+                // The shard may be asleep with a full channel: wake it before waiting on it.
+                let _ = waker.wake();
+                let _ = tx.send(r);
+            }
+        }
+        shard
+    }
+
+    pub fn wake(&self, shard: usize) {
+        if let Some((_, waker)) = self.0.get(shard) {
             let _ = waker.wake();
         }
+    }
+
+    /// Queues an answer and wakes its shard.
+    pub fn send(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
+        let shard = self.queue(to, status, body, registered);
+        self.wake(shard);
     }
 }
 

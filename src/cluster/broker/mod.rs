@@ -68,6 +68,8 @@ pub(super) struct Broker {
     retry_at: Instant,
     backoff: Duration,
     corr: u64,
+    /// Shards with answers queued this loop turn (woken once each, like the hub does).
+    woken: Vec<bool>,
     /// This process's heartbeat value: another value under our node id means another
     /// process uses the same id.
     instance: String,
@@ -98,6 +100,7 @@ impl Broker {
             streams,
             events,
             hub,
+            woken: vec![false; replies.0.len()],
             replies,
             pending,
             stats,
@@ -147,6 +150,7 @@ impl Broker {
             }
             if !batch.is_empty() {
                 self.run_batch(batch);
+                self.wake_shards();
             }
             if self.con.is_some() && Instant::now() >= self.next_beat {
                 if let Err(e) = self.beat() {
@@ -155,13 +159,9 @@ impl Broker {
             }
             for to in self.pending.expired(Instant::now()) {
                 metrics::add(&self.stats.cluster_remote_timeouts_total, 1);
-                self.replies.send(
-                    to,
-                    503,
-                    api::err_body("the client's node did not answer in time: retry later"),
-                    None,
-                );
+                self.reply(to, 503, api::err_body("the client's node did not answer in time: retry later"), None);
             }
+            self.wake_shards();
         }
         if self.con.is_some() {
             let _ = self.leave_all();
@@ -376,7 +376,7 @@ impl Broker {
         for l in later {
             match l {
                 Later::Answer(to, _, _) if failed => self.unavailable(to),
-                Later::Answer(to, status, body) => self.replies.send(to, status, body, None),
+                Later::Answer(to, status, body) => self.reply(to, status, body, None),
                 Later::Welcome(conn) => {
                     let _ = self.hub.send(Command::Subscribed { conn });
                 }
@@ -384,9 +384,25 @@ impl Broker {
         }
     }
 
-    fn unavailable(&self, to: ConnId) {
+    fn unavailable(&mut self, to: ConnId) {
         metrics::add(&self.stats.cluster_unavailable_total, 1);
-        self.replies.send(to, 503, unavailable(), None);
+        self.reply(to, 503, unavailable(), None);
+    }
+
+    /// Queues an answer; its shard is woken once, at the end of this loop turn.
+    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
+        let shard = self.replies.queue(to, status, body, registered);
+        if let Some(w) = self.woken.get_mut(shard) {
+            *w = true;
+        }
+    }
+
+    fn wake_shards(&mut self) {
+        for (shard, w) in self.woken.iter_mut().enumerate() {
+            if std::mem::take(w) {
+                self.replies.wake(shard);
+            }
+        }
     }
 
     /// Redis is unreachable: the mirror was updated; callers get 503, lookups an error,

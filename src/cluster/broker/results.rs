@@ -47,7 +47,7 @@ impl Broker {
             Post::Publish { answer } => {
                 metrics::add(&self.stats.cluster_published_total, 1);
                 match (answer, r.is_ok()) {
-                    (Some((to, body)), true) => self.replies.send(to, 200, body, None),
+                    (Some((to, body)), true) => self.reply(to, 200, body, None),
                     (Some((to, _)), false) => self.unavailable(to),
                     (None, _) => {}
                 }
@@ -56,8 +56,8 @@ impl Broker {
                 Ok(Value::Int(n)) => {
                     let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
                     match n {
-                        1 => self.replies.send(to, 200, api::ok_body("[]"), Some(system)),
-                        _ => self.replies.send(
+                        1 => self.reply(to, 200, api::ok_body("[]"), Some(system)),
+                        _ => self.reply(
                             to,
                             409,
                             api::err_body(&format!("systemId '{system}' is already registered")),
@@ -87,7 +87,7 @@ impl Broker {
                     Ok(Value::Int(0)) => {
                         if let Some(to) = self.pending.take(corr) {
                             let body = api::err_body("client not found (its node is not running)");
-                            self.replies.send(to, 404, body, None);
+                            self.reply(to, 404, body, None);
                         }
                     }
                     Ok(_) => {}
@@ -102,12 +102,7 @@ impl Broker {
                 Ok(Value::Array(ids)) => {
                     let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
                     let arr = api::string_array(ids.iter().map(String::as_str));
-                    self.replies.send(
-                        to,
-                        200,
-                        api::ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", ids.len())),
-                        None,
-                    );
+                    self.reply(to, 200, api::ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", ids.len())), None);
                 }
                 _ => self.unavailable(to),
             },
@@ -125,7 +120,7 @@ impl Broker {
                         s.push_str(&api::string_array(ids.iter().map(String::as_str)));
                     }
                     s.push('}');
-                    self.replies.send(to, 200, api::ok_body(&s), None);
+                    self.reply(to, 200, api::ok_body(&s), None);
                 }
                 _ => self.unavailable(to),
             },
