@@ -149,14 +149,20 @@ impl Hub {
         self.cluster.as_ref().is_some_and(|c| !c.usable())
     }
 
-    /// A call about a client of another node: the broker forwards it, its node answers.
-    pub(super) fn forward(&mut self, node: u32, system: &str, op: Op, to: ReplyTo) -> Option<ApiResult> {
+    /// Hands a call of a caller here to the broker, which answers it (`None`); or answers
+    /// now: 503 when the broker cannot take it, 404 for a call that no node may pass on.
+    pub(super) fn ask_broker(&self, to: ReplyTo, cmd: impl FnOnce(ConnId) -> BrokerCmd) -> Option<ApiResult> {
         let (Some(cl), ReplyTo::Local(conn)) = (&self.cluster, to) else { return Some(Err(not_found_client())) };
         if !cl.usable() {
             return Some(Err(unavailable()));
         }
-        cl.send(BrokerCmd::Forward { node, system: system.into(), op, reply: Some(conn) });
+        cl.send(cmd(conn));
         None
+    }
+
+    /// A call about a client of another node: the broker forwards it, its node answers.
+    pub(super) fn forward(&mut self, node: u32, system: &str, op: Op, to: ReplyTo) -> Option<ApiResult> {
+        self.ask_broker(to, |conn| BrokerCmd::Forward { node, system: system.into(), op, reply: Some(conn) })
     }
 
     /// The part of a send that is for other nodes' clients.
@@ -205,25 +211,15 @@ impl Hub {
         message_id: &str,
         to: ReplyTo,
     ) -> Option<ApiResult> {
-        let (Some(cl), ReplyTo::Local(conn)) = (&self.cluster, to) else { return Some(Err(not_found_client())) };
-        if !cl.usable() {
-            return Some(Err(unavailable()));
-        }
         let Some((system, _)) = self.systems.get_key_value(system) else { return Some(Err(not_found_client())) };
         let system = system.clone();
-        let answer = Some((conn, api::message_id_body(message_id)));
-        cl.send(BrokerCmd::Publish { system, group, frame, answer });
-        None
+        let body = api::message_id_body(message_id);
+        self.ask_broker(to, |conn| BrokerCmd::Publish { system, group, frame, answer: Some((conn, body)) })
     }
 
     /// `get_online_list` / `get_all_groups`: read from presence by the broker.
     pub(super) fn query(&mut self, system: &str, group: Option<Box<str>>, to: ReplyTo) -> Option<ApiResult> {
-        let (Some(cl), ReplyTo::Local(conn)) = (&self.cluster, to) else { return Some(Err(not_found_client())) };
-        if !cl.usable() {
-            return Some(Err(unavailable()));
-        }
-        cl.send(BrokerCmd::Query { system: system.into(), group, to: conn });
-        None
+        self.ask_broker(to, |conn| BrokerCmd::Query { system: system.into(), group, to: conn })
     }
 
     /// Cluster mode: a successful presence change is answered by the broker once Redis has

@@ -150,11 +150,12 @@ impl Hub {
             }
             Command::Disconnected { conn } => self.remove_client(conn, true),
             Command::Api { from, system, op, answered } => {
-                if let (Some(cl), Op::Register) = (&self.cluster, &op) {
-                    return match cl.usable() {
-                        true => cl.send(BrokerCmd::Register { system, to: from }),
-                        false => self.answer(ReplyTo::Local(from), Err(cluster::unavailable()), None),
-                    };
+                if let (Some(_), Op::Register) = (&self.cluster, &op) {
+                    let to = ReplyTo::Local(from);
+                    if let Some(r) = self.ask_broker(to, |to| BrokerCmd::Register { system, to }) {
+                        self.answer(to, r, None);
+                    }
+                    return;
                 }
                 let learn = matches!(
                     op,
