@@ -17,16 +17,21 @@
 pub const SYSTEMS: &str = "rc:systems";
 pub const NODES: &str = "rc:nodes";
 
+/// A node id as written in keys and in `rc:nodes`: 8 hex digits, as in clientIds.
+pub fn node_name(node: u32) -> String {
+    format!("{node:08x}")
+}
+
 pub fn node(node: u32) -> String {
-    format!("rc:n:{node:08x}")
+    format!("rc:n:{}", node_name(node))
 }
 
 pub fn alive(node: u32) -> String {
-    format!("rc:alive:{node:08x}")
+    format!("rc:alive:{}", node_name(node))
 }
 
 pub fn reap_lock(node: u32) -> String {
-    format!("rc:reap:{node:08x}")
+    format!("rc:reap:{}", node_name(node))
 }
 
 pub fn group(system: &str, group: &str) -> String {

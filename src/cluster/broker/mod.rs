@@ -174,7 +174,7 @@ impl Broker {
 
     fn down(&mut self, why: String) {
         if self.con.is_some() || self.stats.cluster_up.load(Relaxed) == 1 {
-            tracing::warn!(node = format!("{:08x}", self.me()), "Redis unreachable: {why}; retrying with backoff");
+            tracing::warn!(node = keys::node_name(self.me()), "Redis unreachable: {why}; retrying with backoff");
         }
         metrics::add(&self.stats.cluster_redis_errors_total, 1);
         self.con = None;
@@ -220,7 +220,7 @@ impl Broker {
         self.resync()?;
         self.stats.cluster_up.store(1, Relaxed);
         self.backoff = Duration::from_millis(100);
-        tracing::info!(node = format!("{:08x}", self.me()), "connected to Redis");
+        tracing::info!(node = keys::node_name(self.me()), "connected to Redis");
         Ok(())
     }
 

@@ -114,23 +114,31 @@ impl Broker {
         }
     }
 
+    /// What Redis holds for `node`: member field → info.
+    fn held(&mut self, node: u32) -> Result<HashMap<String, String>, String> {
+        let con = self.con.as_mut().ok_or("down")?;
+        redis::cmd("HGETALL").arg(keys::node(node)).query(con).map_err(|e| e.to_string())
+    }
+
+    /// A LEAVE step for a client that is gone, with its 1002 notice; its result is ignored.
+    fn pipe_gone(&self, p: &mut redis::Pipeline, node: u32, system: &str, group: &str, client: &str, info: &str) {
+        self.pipe_leave(p, node, system, group, client, &offline_notice(self.me(), client, info));
+        p.ignore();
+    }
+
     /// Makes Redis hold exactly this node's presence: entries it no longer has leave (with
     /// their 1002 notices: they left while Redis was away, or before a restart), the rest
     /// is written again; registered systems and the heartbeat too.
     pub(super) fn resync(&mut self) -> Result<(), String> {
         let me = self.me();
-        let con = self.con.as_mut().ok_or("down")?;
-        let held: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(keys::node(me)).query(con).map_err(|e| e.to_string())?;
+        let held = self.held(me)?;
         let mut p = redis::pipe();
         for (field, info) in &held {
             match keys::parse_member_field(field) {
                 Some((client, system, group)) => {
                     let chan = keys::group(system, group);
                     if !self.groups.get(&chan).is_some_and(|m| m.clients.contains_key(client)) {
-                        let notice = offline_notice(me, client, info);
-                        self.pipe_leave(&mut p, me, system, group, client, &notice);
-                        p.ignore();
+                        self.pipe_gone(&mut p, me, system, group, client, info);
                     }
                 }
                 None => {
@@ -147,7 +155,7 @@ impl Broker {
         for s in &self.known {
             p.cmd("SADD").arg(keys::SYSTEMS).arg(&**s).ignore();
         }
-        p.cmd("SADD").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
+        p.cmd("SADD").arg(keys::NODES).arg(keys::node_name(me)).ignore();
         let ttl = self.cfg.presence_ttl.as_millis() as u64;
         p.cmd("SET").arg(keys::alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
         let con = self.con.as_mut().ok_or("down")?;
@@ -182,7 +190,7 @@ impl Broker {
                 // and presence of the two collide. Nothing here can fix that; say it loudly.
                 metrics::add(&self.stats.cluster_node_id_conflicts_total, 1);
                 tracing::error!(
-                    node = format!("{me:08x}"),
+                    node = keys::node_name(me),
                     "another running node uses this node id: give every node its own --node-id"
                 );
             }
@@ -202,7 +210,7 @@ impl Broker {
             }
             let won: Option<String> = redis::cmd("SET")
                 .arg(keys::reap_lock(node))
-                .arg(format!("{me:08x}"))
+                .arg(keys::node_name(me))
                 .arg("NX")
                 .arg("PX")
                 .arg(ttl)
@@ -217,24 +225,19 @@ impl Broker {
 
     /// Removes a dead node's presence, sending the 1002 notices its clients never got.
     fn reap(&mut self, node: u32) -> Result<(), String> {
-        let me = self.me();
-        let con = self.con.as_mut().ok_or("down")?;
-        let held: HashMap<String, String> =
-            redis::cmd("HGETALL").arg(keys::node(node)).query(con).map_err(|e| e.to_string())?;
+        let held = self.held(node)?;
         let mut p = redis::pipe();
         for (field, info) in &held {
             if let Some((client, system, group)) = keys::parse_member_field(field) {
-                let notice = offline_notice(me, client, info);
-                self.pipe_leave(&mut p, node, system, group, client, &notice);
-                p.ignore();
+                self.pipe_gone(&mut p, node, system, group, client, info);
             }
         }
         p.cmd("DEL").arg(keys::node(node)).ignore();
-        p.cmd("SREM").arg(keys::NODES).arg(format!("{node:08x}")).ignore();
+        p.cmd("SREM").arg(keys::NODES).arg(keys::node_name(node)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         p.query::<()>(con).map_err(|e| e.to_string())?;
         metrics::add(&self.stats.cluster_reaped_total, held.len() as u64);
-        tracing::info!(node = format!("{node:08x}"), entries = held.len(), "reaped a dead node's presence");
+        tracing::info!(node = keys::node_name(node), entries = held.len(), "reaped a dead node's presence");
         Ok(())
     }
 
@@ -244,12 +247,11 @@ impl Broker {
         let mut p = redis::pipe();
         for m in self.groups.values() {
             for (client, info) in &m.clients {
-                self.pipe_leave(&mut p, me, &m.system, &m.group, client, &offline_notice(me, client, info));
-                p.ignore();
+                self.pipe_gone(&mut p, me, &m.system, &m.group, client, info);
             }
         }
         p.cmd("DEL").arg(keys::node(me)).arg(keys::alive(me)).ignore();
-        p.cmd("SREM").arg(keys::NODES).arg(format!("{me:08x}")).ignore();
+        p.cmd("SREM").arg(keys::NODES).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         p.query::<()>(con).map_err(|e| e.to_string())
     }
