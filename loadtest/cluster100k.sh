@@ -18,41 +18,11 @@ PACED_MESSAGES=${PACED_MESSAGES:-600}
 PACED_RATE=${PACED_RATE:-100}
 mkdir -p "$OUT"
 cd "$root"
-command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
 cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
 LT=$root/target/release/roomcast-loadtest
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-pids=(); ports=()
-cleanup() {
-  [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
-  [ -n "${REDIS:-}" ] && kill "$REDIS" 2>/dev/null || true
-  wait 2>/dev/null || true
-}
-trap cleanup EXIT
-
-RPORT=$(free_port)
-redis-server --port "$RPORT" --bind 127.0.0.1 --save "" --appendonly no >"$OUT/redis.log" 2>&1 &
-REDIS=$!
-for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$RPORT") 2>/dev/null && break; sleep 0.1; done
-
-for i in $(seq "$nodes"); do
-  log=$OUT/node$i.log
-  "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "redis://127.0.0.1:$RPORT" >"$log" 2>&1 &
-  pids+=($!)
-  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-  port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
-  [ -n "$port" ] || { echo "node $i did not start"; cat "$log"; exit 1; }
-  ports+=("$port")
-  for _ in $(seq 100); do
-    curl -s "http://127.0.0.1:$port/health" | grep -q '"cluster":"up"' && break; sleep 0.1
-  done
-done
-PORTS=$(IFS=,; echo "${ports[*]}")
-PIDS=$(IFS=,; echo "${pids[*]}")
-echo "redis :$RPORT, $nodes nodes on ports $PORTS (pids $PIDS)"
+# shellcheck source=cluster-lib.sh
+. "$root/loadtest/cluster-lib.sh"
+start_cluster "$nodes"
 
 # Peak RSS of each node, sampled every 500 ms.
 ( while true; do

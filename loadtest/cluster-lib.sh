@@ -1,0 +1,35 @@
+# Sourced by cluster.sh and cluster100k.sh: start_cluster NODES starts a redis-server on a
+# free loopback port and NODES roomcast nodes (--shards 1 each) in cluster mode, waits until
+# every node reached Redis, and sets PORTS and PIDS (comma-separated), the arrays pids and
+# ports, and REDIS (its pid). Logs go to $OUT. Everything is stopped on exit.
+command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
+pids=(); ports=()
+cleanup() {
+  [ -n "${SAMPLER:-}" ] && kill "$SAMPLER" 2>/dev/null || true
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "${REDIS:-}" ] && kill "$REDIS" 2>/dev/null || true
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT
+
+start_cluster() {
+  local nodes=$1 rport i log port
+  rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  redis-server --port "$rport" --bind 127.0.0.1 --save "" --appendonly no >"$OUT/redis.log" 2>&1 &
+  REDIS=$!
+  for _ in $(seq 100); do (exec 3<>/dev/tcp/127.0.0.1/"$rport") 2>/dev/null && break; sleep 0.1; done
+  for i in $(seq "$nodes"); do
+    log=$OUT/node$i.log
+    "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "redis://127.0.0.1:$rport" >"$log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+    port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
+    [ -n "$port" ] || { echo "node $i did not start"; cat "$log"; exit 1; }
+    ports+=("$port")
+    for _ in $(seq 100); do curl -s "http://127.0.0.1:$port/health" | grep -q '"cluster":"up"' && break; sleep 0.1; done
+  done
+  PORTS=$(IFS=,; echo "${ports[*]}")
+  PIDS=$(IFS=,; echo "${pids[*]}")
+  echo "redis :$rport, $nodes nodes on ports $PORTS (pids $PIDS)" >&2
+}
