@@ -274,8 +274,11 @@ impl Broker {
                 }
             }
         }
+        // Both before the pipeline, whose PUBLISHes answer forwarded calls: a caller that saw
+        // a bind answered finds the node subscribed, an unbind answered finds it gone. (A
+        // channel left here has no member here any more: nothing it carries is needed.)
         if self.con.is_some() {
-            if let Err(e) = self.subscribe(&subs) {
+            if let Err(e) = self.subscribe(&subs).and_then(|()| self.unsubscribe(unsub)) {
                 self.down(e);
             }
         }
@@ -364,10 +367,6 @@ impl Broker {
         };
         for (post, r) in posts.into_iter().zip(results) {
             self.post(post, r);
-        }
-        // Before the answers: a caller that saw its unbind answered sees the node gone.
-        if let Err(e) = self.unsubscribe(unsub) {
-            self.down(e);
         }
         self.run_later(later, false);
     }
