@@ -29,10 +29,6 @@ impl Lookups {
     }
 }
 
-pub fn unavailable() -> (u16, String) {
-    (503, "cluster store unreachable (Redis): retry later".into())
-}
-
 pub fn notice_frame(code: i64, client_id: &str, c: &Client) -> Frame {
     api::notice_frame(code, &crate::ids::message_id(), client_id, &c.user_id, &c.extend)
 }
@@ -149,12 +145,18 @@ impl Hub {
         self.cluster.as_ref().is_some_and(|c| !c.usable())
     }
 
+    /// The 503 of a call the cluster cannot take now (counted).
+    pub(super) fn unavailable(&self, what: &str) -> (u16, String) {
+        crate::metrics::add(&self.stats.cluster_unavailable_total, 1);
+        (503, format!("cluster store unreachable (Redis): {what}"))
+    }
+
     /// Hands a call of a caller here to the broker, which answers it (`None`); or answers
     /// now: 503 when the broker cannot take it, 404 for a call that no node may pass on.
     pub(super) fn ask_broker(&self, to: ReplyTo, cmd: impl FnOnce(ConnId) -> BrokerCmd) -> Option<ApiResult> {
         let (Some(cl), ReplyTo::Local(conn)) = (&self.cluster, to) else { return Some(Err(not_found_client())) };
         if !cl.usable() {
-            return Some(Err(unavailable()));
+            return Some(Err(self.unavailable("retry later")));
         }
         cl.send(cmd(conn));
         None
@@ -179,7 +181,7 @@ impl Hub {
             return Some(if strict { Err(not_found_client()) } else { Ok(api::message_id_body(&message_id)) });
         };
         if !cl.usable() {
-            return Some(Err((503, "cluster store unreachable (Redis): sent to this node's clients only".into())));
+            return Some(Err(self.unavailable("sent to this node's clients only")));
         }
         if strict {
             let node = remote[0].node;

@@ -242,8 +242,8 @@ impl Hub {
             return Some(Ok(api::ok_body("[]")));
         }
         if !self.systems.contains_key(system) {
-            if let Some(e) = self.lookups.failure() {
-                return Some(Err((503, e)));
+            if self.lookups.failure().is_some() {
+                return Some(Err(self.unavailable("retry later")));
             }
             return Some(Err((404, format!("systemId '{system}' is not registered: call /api/register first"))));
         }
@@ -290,7 +290,7 @@ impl Hub {
                 return self.forward(client.node, system, op, to);
             }
             Op::Bind { .. } | Op::Unbind { .. } | Op::Close { .. } if self.cluster_blocked() => {
-                Err(cluster::unavailable())
+                Err(self.unavailable("retry later"))
             }
             Op::Bind { client, group, user_id, extend, notify } => {
                 self.bind(system, client.conn, group, user_id, extend, notify)
