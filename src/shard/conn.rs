@@ -141,7 +141,7 @@ impl OutQueue {
     }
 
     /// Writes as much as `w` takes with gathered writes. Returns bytes written and the number
-    /// of `writev` calls; stops at `WouldBlock` (not an error) or when empty.
+    /// of write calls; stops at `WouldBlock` (not an error) or when empty.
     pub fn write_to(&mut self, w: &mut impl Write) -> io::Result<(usize, usize)> {
         let (mut total, mut calls) = (0, 0);
         while !self.frames.is_empty() {
@@ -152,7 +152,10 @@ impl OutQueue {
                 n += 1;
             }
             calls += 1;
-            match w.write_vectored(&iov[..n]) {
+            // One buffer: a plain `send`, which skips the VFS layer and the iovec copy-in a
+            // `writev` costs (most writes carry one frame).
+            let r = if n == 1 { w.write(&iov[0]) } else { w.write_vectored(&iov[..n]) };
+            match r {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(written) => {
                     total += written;
