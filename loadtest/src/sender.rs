@@ -119,7 +119,16 @@ pub fn run(
                 flush(c).map_err(|e| io::Error::new(e.kind(), format!("conn {i}: {e}")))?;
             }
         }
-        let timeout = if rate.is_some() { Duration::from_micros(500) } else { Duration::from_millis(100) };
+        // Paced: sleep until the next request is due (not a fixed short tick: waking a
+        // thousand times a second took CPU from the server being measured).
+        let idle = cs.iter().any(|c| c.inflight.is_none() && c.out.is_empty());
+        let timeout = match rate {
+            Some(r) if idle && stats.sent < total => {
+                let due = start + Duration::from_secs_f64(stats.sent as f64 / r);
+                due.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
+            }
+            _ => Duration::from_millis(100),
+        };
         poll.poll(&mut events, Some(timeout))?;
         for ev in events.iter() {
             let i = ev.token().0;
