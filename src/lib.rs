@@ -52,8 +52,9 @@
 //!    through a shard-local `Rc`, so recipients never contend on one atomic refcount).
 //! 3. A broadcast costs the hub O(shards): it hands each shard an `Arc` snapshot of that
 //!    shard's members, rebuilt only after membership changed.
-//! 4. Per-connection output is a queue of shared buffers flushed with `writev` once per loop
-//!    turn, bounded by a hard and a soft (timed) limit; a slow consumer is closed with 1008.
+//! 4. Per-connection output is a queue of shared buffers flushed with `writev` (`send` for a
+//!    lone buffer) once per loop turn, bounded by a hard and a soft (timed) limit; a slow
+//!    consumer is closed with 1008.
 //! 5. References to a connection from outside its shard carry a generation; a message for a
 //!    stale (slot, generation) is dropped.
 //! 6. Every queue between threads is bounded; a full hub queue answers HTTP 503. (Cluster

@@ -27,7 +27,7 @@ counters!(ShardStats {
     hub_busy_total: "requests answered 503 because the hub queue was full",
     frames_queued_total: "server-to-client frames queued",
     bytes_written_total: "bytes written to sockets",
-    writev_calls_total: "writev system calls",
+    writev_calls_total: "write system calls on connections (writev; send when one buffer is queued)",
     slow_consumer_closes_total: "clients closed (1008) for exceeding an output buffer limit",
     idle_closes_total: "connections closed by the idle timeout",
     oversized_closes_total: "clients closed (1009) for a message over max_message_size",
