@@ -63,7 +63,7 @@ pub fn push_frame(message_id: &str, send_user_id: &str, code: i64, msg: &str, da
         v.extend_from_slice(b",\"sendUserId\":");
         push_str(v, send_user_id);
         v.extend_from_slice(b",\"code\":");
-        v.extend_from_slice(code.to_string().as_bytes());
+        v.extend_from_slice(super::decimal(code, &mut [0; 20]));
         v.extend_from_slice(b",\"msg\":");
         push_str(v, msg);
         v.extend_from_slice(b",\"data\":");
@@ -116,8 +116,10 @@ pub fn refused_frame(msg: &str) -> Bytes {
 
 /// `{"code":0,"msg":"success","data":<data>}` where `data` is raw JSON.
 pub fn ok_body(data: &str) -> Bytes {
-    let mut v = Vec::with_capacity(40 + data.len());
-    v.extend_from_slice(b"{\"code\":0,\"msg\":\"success\",\"data\":");
+    const HEAD: &[u8] = b"{\"code\":0,\"msg\":\"success\",\"data\":";
+    // Exact capacity: a full `Vec` becomes `Bytes` without a second allocation.
+    let mut v = Vec::with_capacity(HEAD.len() + data.len() + 1);
+    v.extend_from_slice(HEAD);
     v.extend_from_slice(data.as_bytes());
     v.push(b'}');
     Bytes::from(v)

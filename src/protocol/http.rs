@@ -1,7 +1,7 @@
 //! HTTP/1.1 request heads (httparse) and responses. Sans-IO: [`parse_head`] returns
 //! `Ok(None)` on incomplete input and never consumes anything itself.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 
 /// Why a request cannot be served; each maps to a status and closes the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,19 +183,28 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// A complete response with a body.
+///
+/// One allocation: the length is computed first, so the buffer becomes `Bytes` without the
+/// extra shared header a partly used `Vec` would need.
 pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
-    let mut b = BytesMut::with_capacity(128 + body.len());
-    b.put_slice(b"HTTP/1.1 ");
-    b.put_slice(status.to_string().as_bytes());
-    b.put_u8(b' ');
-    b.put_slice(reason(status).as_bytes());
-    b.put_slice(b"\r\nContent-Type: ");
-    b.put_slice(content_type.as_bytes());
-    b.put_slice(b"\r\nContent-Length: ");
-    b.put_slice(body.len().to_string().as_bytes());
-    b.put_slice(if keep_alive { b"\r\n\r\n" as &[u8] } else { b"\r\nConnection: close\r\n\r\n" });
-    b.put_slice(body);
-    b.freeze()
+    let (mut st, mut ln) = ([0; 20], [0; 20]);
+    let parts: [&[u8]; 9] = [
+        b"HTTP/1.1 ",
+        super::decimal(status.into(), &mut st),
+        b" ",
+        reason(status).as_bytes(),
+        b"\r\nContent-Type: ",
+        content_type.as_bytes(),
+        b"\r\nContent-Length: ",
+        super::decimal(body.len() as i64, &mut ln),
+        if keep_alive { b"\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" },
+    ];
+    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + body.len());
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    v.extend_from_slice(body);
+    Bytes::from(v)
 }
 
 /// A JSON response.
@@ -275,6 +284,11 @@ mod tests {
     fn responses_are_well_formed() {
         let r = json(404, b"{}", false);
         assert_eq!(&r[..], &b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"[..]);
+        let body = vec![b'x'; 1234];
+        let r = response(200, "text/plain", &body, true);
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n";
+        assert_eq!(&r[..head.len()], &head[..]);
+        assert_eq!(&r[head.len()..], &body[..]);
     }
 }
 
