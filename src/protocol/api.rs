@@ -63,7 +63,7 @@ pub fn push_frame(message_id: &str, send_user_id: &str, code: i64, msg: &str, da
         v.extend_from_slice(b",\"sendUserId\":");
         push_str(v, send_user_id);
         v.extend_from_slice(b",\"code\":");
-        v.extend_from_slice(super::decimal(code, &mut [0; 20]));
+        v.extend_from_slice(itoa::Buffer::new().format(code).as_bytes());
         v.extend_from_slice(b",\"msg\":");
         push_str(v, msg);
         v.extend_from_slice(b",\"data\":");

@@ -187,16 +187,16 @@ pub fn reason(status: u16) -> &'static str {
 /// One allocation: the length is computed first, so the buffer becomes `Bytes` without the
 /// extra shared header a partly used `Vec` would need.
 pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
-    let (mut st, mut ln) = ([0; 20], [0; 20]);
+    let (mut st, mut ln) = (itoa::Buffer::new(), itoa::Buffer::new());
     let parts: [&[u8]; 9] = [
         b"HTTP/1.1 ",
-        super::decimal(status.into(), &mut st),
+        st.format(status).as_bytes(),
         b" ",
         reason(status).as_bytes(),
         b"\r\nContent-Type: ",
         content_type.as_bytes(),
         b"\r\nContent-Length: ",
-        super::decimal(body.len() as i64, &mut ln),
+        ln.format(body.len()).as_bytes(),
         if keep_alive { b"\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" },
     ];
     let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + body.len());
