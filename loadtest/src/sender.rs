@@ -119,11 +119,11 @@ pub fn run(
                 flush(c).map_err(|e| io::Error::new(e.kind(), format!("conn {i}: {e}")))?;
             }
         }
-        // Paced: sleep until the next request is due (not a fixed short tick: waking a
+        // Paced and held back by the rate (not by busy connections, whose answers wake the
+        // poll): sleep until the next request is due, not a fixed short tick (waking a
         // thousand times a second took CPU from the server being measured).
-        let idle = cs.iter().any(|c| c.inflight.is_none() && c.out.is_empty());
         let timeout = match rate {
-            Some(r) if idle && stats.sent < total => {
+            Some(r) if stats.sent >= allowed && stats.sent < total => {
                 let due = start + Duration::from_secs_f64(stats.sent as f64 / r);
                 due.saturating_duration_since(Instant::now()).min(Duration::from_millis(100))
             }
