@@ -117,7 +117,7 @@ impl Server {
             Some(url) => {
                 let ccfg = ClusterConfig {
                     url: url.clone(),
-                    node: cfg.node_id,
+                    node: cfg.node_id.0,
                     presence_ttl: cfg.presence_ttl,
                     notify_max_group_size: cfg.notify_max_group_size,
                     soft_cap: cfg.hub_queue,
@@ -129,7 +129,7 @@ impl Server {
             }
         };
         let hub_cfg = HubConfig {
-            node: cfg.node_id,
+            node: cfg.node_id.0,
             notify_max_group_size: cfg.notify_max_group_size,
             client_publish: cfg.client_publish,
         };

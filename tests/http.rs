@@ -46,3 +46,69 @@ fn expect_continue_is_answered() {
     t.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
 }
+
+/// Writes `bytes`, then reads until the server closes (bounded); returns everything read.
+fn exchange(s: &Server, bytes: &[u8]) -> String {
+    let mut t = TcpStream::connect(s.addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may stop reading (and close) before all of a large request is written.
+    let _ = t.write_all(bytes);
+    let mut out = Vec::new();
+    let _ = t.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn responses(out: &str) -> usize {
+    out.matches("HTTP/1.1 ").count()
+}
+
+/// Regression (security review, high): requests hidden inside a rejected request's bytes must
+/// never run. Before the fix a 413 was followed by hundreds of responses and the hidden
+/// `register` ran.
+#[test]
+fn bytes_inside_a_rejected_request_never_run() {
+    let s = Server::start(&["--max-body-size", "1000"]);
+    let hidden = "POST /api/register HTTP/1.1\r\nContent-Length: 20\r\n\r\n{\"systemId\":\"evil\"}";
+    let smuggled: String = std::iter::repeat_n(format!("{}{hidden}", "\n".repeat(4000)), 100).collect();
+    let req = format!("POST /api/register HTTP/1.1\r\nContent-Length: {}\r\n\r\n{smuggled}", smuggled.len());
+    let out = exchange(&s, req.as_bytes());
+    assert!(out.starts_with("HTTP/1.1 413"), "{out:.200}");
+    assert_eq!(responses(&out), 1, "one response, then the connection closes: {out:.400}");
+    // The hidden register never ran: registering the system now succeeds.
+    s.register("evil");
+    // The same for a malformed head followed by a valid request in the same write.
+    let out = exchange(&s, b"GET / HTTP/9\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    assert_eq!((responses(&out), out.starts_with("HTTP/1.1 400")), (1, true), "{out}");
+    // And for a refused body (400) with a request pipelined behind it.
+    let out = exchange(
+        &s,
+        b"POST /api/send_to_group HTTP/1.1\r\nSystemId: evil\r\nContent-Length: 5\r\n\r\n{oopsGET /health HTTP/1.1\r\n\r\n",
+    );
+    assert_eq!((responses(&out), out.starts_with("HTTP/1.1 400")), (1, true), "{out}");
+}
+
+/// `Connection: close` (and HTTP/1.0) end the connection after one response, even with
+/// another request already sent behind it.
+#[test]
+fn connection_close_is_honoured() {
+    let s = Server::start(&[]);
+    let out = exchange(&s, b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(responses(&out), 1, "{out}");
+    assert!(out.contains("Connection: close"), "{out}");
+    let out = exchange(&s, b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\nGET /health HTTP/1.1\r\n\r\n");
+    assert_eq!(responses(&out), 1, "{out}");
+    // Keep-alive still works: two requests, two answers (then close asked on the second).
+    let out = exchange(&s, b"GET /health HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(responses(&out), 2, "{out}");
+}
+
+/// Content-Length is digits only: `+17` is refused, not read as 17.
+#[test]
+fn signed_content_length_is_refused() {
+    let s = Server::start(&[]);
+    let body = r#"{"systemId":"x"}"#;
+    let req = format!("POST /api/register HTTP/1.1\r\nContent-Length: +{}\r\n\r\n{body}", body.len());
+    let out = exchange(&s, req.as_bytes());
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    s.register("x");
+}

@@ -105,13 +105,16 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
         return Err(HttpError::HeadTooLarge);
     }
     let version = req.version.unwrap_or(1);
+    // HTTP/1.0 gets one response per connection: its keep-alive needs a response header this
+    // server does not send.
+    let http11 = version == 1;
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut h = Head {
         method: req.method.unwrap_or("").to_string(),
         path: path.to_string(),
         query: query.to_string(),
-        keep_alive: version == 1,
+        keep_alive: http11,
         head_len,
         ..Head::default()
     };
@@ -122,8 +125,12 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
         let name = hd.name;
         let text = || value.map(str::to_string).map_err(|_| HttpError::Malformed("header value is not UTF-8"));
         if name.eq_ignore_ascii_case("content-length") {
-            let n: usize =
-                value.ok().and_then(|v| v.parse().ok()).ok_or(HttpError::Malformed("invalid Content-Length"))?;
+            // Digits only (RFC 9110): Rust's integer parsing would also take a leading '+'.
+            let n: usize = value
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse().ok())
+                .ok_or(HttpError::Malformed("invalid Content-Length"))?;
             if saw_length && n != h.content_length {
                 return Err(HttpError::Malformed("conflicting Content-Length headers"));
             }
@@ -140,7 +147,7 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
             for tok in v.split(',').map(str::trim) {
                 match tok {
                     "close" => h.keep_alive = false,
-                    "keep-alive" => h.keep_alive = true,
+                    "keep-alive" => h.keep_alive = http11,
                     "upgrade" => connection_upgrade = true,
                     _ => {}
                 }
@@ -162,6 +169,17 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
     Ok(Some(h))
 }
 
+/// Whether a connection may carry more requests after a response with `status`.
+///
+/// Only answers to well-framed, accepted requests keep it: success, and the outcomes of a valid
+/// call (404 unknown client or route, 409 already registered, 503 retry later). Every other
+/// error means the request was refused (malformed, too large, unauthorized, wrong method, too
+/// slow): nothing after it on that connection is read, so bytes smuggled inside a rejected
+/// request can never run as requests of their own.
+pub fn keeps_alive_after(status: u16) -> bool {
+    status < 400 || matches!(status, 404 | 409 | 503)
+}
+
 /// Reason phrase of the statuses the server sends.
 pub fn reason(status: u16) -> &'static str {
     match status {
@@ -172,6 +190,7 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         409 => "Conflict",
         411 => "Length Required",
         413 => "Payload Too Large",
@@ -271,6 +290,14 @@ mod tests {
         assert!(matches!(parse_head(bad, 8192, 100), Err(HttpError::Malformed(_))));
         let http10 = b"GET /health HTTP/1.0\r\n\r\n";
         assert!(!parse_head(http10, 8192, 0).unwrap().unwrap().keep_alive);
+        let http10_ka = b"GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n";
+        assert!(!parse_head(http10_ka, 8192, 0).unwrap().unwrap().keep_alive);
+        for cl in ["+17", "-0", "0x10", " ", "1 7", "١"] {
+            let raw = format!("POST /api/x HTTP/1.1\r\nContent-Length: {cl}\r\n\r\n");
+            assert!(matches!(parse_head(raw.as_bytes(), 8192, 100), Err(HttpError::Malformed(_))), "{cl:?}");
+        }
+        let ok = b"POST /api/x HTTP/1.1\r\nContent-Length: 017\r\n\r\n";
+        assert_eq!(parse_head(ok, 8192, 100).unwrap().unwrap().content_length, 17);
     }
 
     #[test]

@@ -92,8 +92,7 @@ impl Shard {
             }
             ("GET", "/metrics") => {
                 let text = metrics::render(&self.shared.stats, &self.shared.hub_stats);
-                let resp = http::response(200, "text/plain; version=0.0.4", text.as_bytes(), ka);
-                self.queue(slot, resp);
+                self.respond_as(slot, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
             }
             (method, p) if p.starts_with("/api/") => {
                 if method != "POST" {
@@ -108,16 +107,30 @@ impl Shard {
     }
 
     /// Queues a JSON response.
-    fn respond(&mut self, slot: usize, status: u16, body: &[u8], keep_alive: bool) {
+    pub(super) fn respond(&mut self, slot: usize, status: u16, body: &[u8], keep_alive: bool) {
+        self.respond_as(slot, status, "application/json", body, keep_alive)
+    }
+
+    /// Queues a response. It is the connection's last when the request asked so
+    /// (`keep_alive` false) or the status refuses the request ([`http::keeps_alive_after`]):
+    /// then nothing more is read from it and it closes once the response is out.
+    fn respond_as(&mut self, slot: usize, status: u16, content_type: &str, body: &[u8], keep_alive: bool) {
         if status >= 400 {
             metrics::add(&self.stats().http_errors_total, 1);
         }
-        if let Some(c) = self.conns.get_mut(slot) {
-            if let State::Http { keep_alive: ka, .. } = &mut c.state {
-                *ka &= keep_alive;
+        let keep = keep_alive && http::keeps_alive_after(status);
+        let Some(c) = self.conns.get_mut(slot) else { return };
+        let last = match &mut c.state {
+            State::Http { keep_alive: ka, awaiting } => {
+                *ka &= keep;
+                !*ka && !*awaiting
             }
+            _ => false,
+        };
+        self.queue(slot, http::response(status, content_type, body, keep));
+        if last {
+            self.linger(slot);
         }
-        self.queue(slot, http::json(status, body, keep_alive));
     }
 
     /// Checks, parses and hands an API call to the hub; `Err` is answered at once.
@@ -135,7 +148,7 @@ impl Shard {
         };
         self.shared.verifier.check(head.authorization.as_deref(), scope).map_err(|e| fail(e.status(), e.message()))?;
         let body = api::parse_body(raw).map_err(|m| fail(400, m))?;
-        let node = self.shared.cfg.node_id;
+        let node = self.shared.cfg.node_id.0;
         // Single node: another node's clientId cannot be ours. Cluster: any node's.
         let cluster = self.shared.cfg.redis.is_some();
         let parse_ref = |s: &str| ids::parse_client_ref(s).filter(|r| cluster || r.node == node);
@@ -295,7 +308,7 @@ impl Shard {
 
     /// The hub's answer to `Command::Connect`.
     pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>) {
-        let node = self.shared.cfg.node_id;
+        let node = self.shared.cfg.node_id.0;
         let shard = self.id;
         let Some(conn) = self.target(to) else { return };
         if !matches!(conn.state, State::Client { .. }) {

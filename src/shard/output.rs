@@ -123,6 +123,19 @@ impl Shard {
         self.mark_dirty(slot);
     }
 
+    /// An HTTP connection whose last response is queued: input is discarded from now on, and
+    /// once the response is out the write side is shut and the peer's FIN awaited (bounded
+    /// by the grace period), so closing never resets a response the peer has not read.
+    pub(super) fn linger(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        debug_assert!(matches!(conn.state, State::Http { awaiting: false, .. }));
+        conn.state = State::Closing;
+        conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
+        conn.partial = None;
+        self.mark_dirty(slot);
+    }
+
     /// Bookkeeping when a connection stops being a client: tell the hub, fix gauges.
     pub(super) fn left(&mut self, slot: usize, was: State) {
         if was.is_ws() {

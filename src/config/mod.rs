@@ -1,0 +1,318 @@
+//! Configuration: command line > `ROOMCAST_<KEY>` environment > `--config FILE` (TOML, same
+//! keys in snake_case) > built-in defaults.
+//!
+//! Each setting is declared once, as one row of the table below: its key, type, default,
+//! environment variable and help text. The same parser reads it from a flag, a variable, the
+//! file or the default (`setting.rs`). [`Config`] is the resolved, checked result.
+
+mod setting;
+
+use std::net::SocketAddr;
+use std::ops::Deref;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use setting::{default_suffix, resolved_ty, resolved_value, settings};
+pub use setting::{NodeId, Setting};
+
+settings! {
+    listen: SocketAddr = "127.0.0.1:7800", "ROOMCAST_LISTEN",
+        "Listen address (port 0 picks one; printed on stdout)";
+    shards: usize = (available_cores(), "available cores"), "ROOMCAST_SHARDS",
+        "Event-loop threads, each with its own SO_REUSEPORT listener (1..=256)";
+    #[arg(hide_env_values = true)]
+    jwt_secret: String = none, "ROOMCAST_JWT_SECRET",
+        "HS256 secret for API tokens";
+    jwt_public_key: PathBuf = none, "ROOMCAST_JWT_PUBLIC_KEY",
+        "PEM public key file for RS256/ES256 API tokens";
+    jwt_alg: String = "RS256", "ROOMCAST_JWT_ALG",
+        "Algorithm of --jwt-public-key: RS256 or ES256";
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    insecure_no_auth: bool = "false", "ROOMCAST_INSECURE_NO_AUTH",
+        "Allow an open API (no JWT key) on a non-loopback address";
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    ws_auth: bool = "false", "ROOMCAST_WS_AUTH",
+        "Require a JWT for the system (?token=) on WebSocket connects";
+    echo_path: String = none, "ROOMCAST_ECHO_PATH",
+        "Serve an echo WebSocket at this path, for conformance tests";
+    max_connections: usize = (open_file_limit().saturating_sub(64).max(1), "open-file limit - 64"),
+        "ROOMCAST_MAX_CONNECTIONS", "Max open TCP connections; beyond: 503 and close";
+    max_message_size: usize = "8192", "ROOMCAST_MAX_MESSAGE_SIZE",
+        "Max incoming WebSocket message bytes on /ws (close 1009 beyond; upstream's limit)";
+    echo_max_message_size: usize = "16777216", "ROOMCAST_ECHO_MAX_MESSAGE_SIZE",
+        "Max incoming message bytes on the echo path";
+    max_header_size: usize = "8192", "ROOMCAST_MAX_HEADER_SIZE",
+        "Max HTTP request head bytes (431 beyond)";
+    max_body_size: usize = "1048576", "ROOMCAST_MAX_BODY_SIZE",
+        "Max HTTP request body bytes (413 beyond)";
+    request_timeout: Duration = "10s", "ROOMCAST_REQUEST_TIMEOUT",
+        "An HTTP request head, and then its body, must arrive within this from their first byte (408 and close)";
+    ping_interval: Duration = "25s", "ROOMCAST_PING_INTERVAL",
+        "Heartbeat ping period (upstream's)";
+    idle_timeout: Duration = "60s", "ROOMCAST_IDLE_TIMEOUT",
+        "Close connections that sent nothing (not even a pong) for this long";
+    output_hard_limit: usize = "1048576", "ROOMCAST_OUTPUT_HARD_LIMIT",
+        "Per-client output memory hard limit in bytes: beyond, closed 1008 at once";
+    output_soft_limit: usize = "262144", "ROOMCAST_OUTPUT_SOFT_LIMIT",
+        "Per-client output memory soft limit in bytes";
+    output_soft_seconds: Duration = "10s", "ROOMCAST_OUTPUT_SOFT_SECONDS",
+        "How long the soft limit may be exceeded before a 1008 close";
+    hub_queue: usize = "65536", "ROOMCAST_HUB_QUEUE",
+        "Shards -> hub queue bound (full: HTTP 503)";
+    shard_queue: usize = "65536", "ROOMCAST_SHARD_QUEUE",
+        "Hub -> shard queue bound (full: the hub waits for that shard)";
+    notify_max_group_size: usize = "10000", "ROOMCAST_NOTIFY_MAX_GROUP_SIZE",
+        "No 1001/1002 notices in groups larger than this";
+    max_name_bytes: usize = "256", "ROOMCAST_MAX_NAME_BYTES",
+        "Longest systemId, groupName or userId in bytes (400 beyond)";
+    max_extend_bytes: usize = "4096", "ROOMCAST_MAX_EXTEND_BYTES",
+        "Longest extend of a bind in bytes (400 beyond)";
+    max_groups_per_client: usize = "1000", "ROOMCAST_MAX_GROUPS_PER_CLIENT",
+        "Groups one client may be in at once (400 beyond)";
+    groups_page_size: usize = "1000", "ROOMCAST_GROUPS_PAGE_SIZE",
+        "Most groups in one get_all_groups answer; a system with more is read in pages";
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    client_publish: bool = "false", "ROOMCAST_CLIENT_PUBLISH",
+        "Let clients publish to their groups";
+    shutdown_timeout: Duration = "5s", "ROOMCAST_SHUTDOWN_TIMEOUT",
+        "Bound on graceful shutdown (close 1001 to everyone, flush)";
+    node_id: NodeId = (NodeId(fastrand::u32(..)), "random"), "ROOMCAST_NODE_ID",
+        "Node id (hex, up to 8 digits) embedded in clientIds";
+    redis: String = none, "ROOMCAST_REDIS",
+        "Redis URL such as redis://:password@host:6379/0: turns cluster mode on";
+    presence_ttl: Duration = "15s", "ROOMCAST_PRESENCE_TTL",
+        "Cluster mode: a dead node's clients leave presence within about this (300ms..10m)";
+}
+
+/// The resolved server configuration: every [`Settings`] field (read through `Deref`), checked
+/// for consistency, plus what is derived from them.
+#[derive(Clone, Debug)]
+pub struct Config {
+    settings: Settings,
+    /// The JWT key for the API (from `jwt_secret` or `jwt_public_key` + `jwt_alg`).
+    pub jwt: JwtKey,
+}
+
+impl Deref for Config {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+fn available_cores() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+/// The JWT verification key.
+#[derive(Clone, Debug)]
+pub enum JwtKey {
+    None,
+    Secret(String),
+    PublicKey { pem: Vec<u8>, alg: jsonwebtoken::Algorithm },
+}
+
+/// `roomcast` command line.
+#[derive(Parser, Debug)]
+#[command(name = "roomcast", version, about = "Realtime WebSocket push server (go-websocket compatible)")]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve(Box<ServeArgs>),
+    /// Print an HS256 token (no --system: an operator token).
+    Token(TokenArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct TokenArgs {
+    /// Scope the token to this systemId.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Lifetime, e.g. 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: Duration,
+    /// HS256 secret.
+    #[arg(long, env = "ROOMCAST_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+}
+
+/// The soft open-file limit of this process.
+pub fn open_file_limit() -> usize {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) } == 0 {
+        r.rlim_cur as usize
+    } else {
+        1024
+    }
+}
+
+impl ServeArgs {
+    /// Merges the config file (if any) under these arguments, applies defaults and checks the
+    /// result.
+    pub fn resolve(mut self) -> Result<Config, String> {
+        if let Some(path) = self.config.clone() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+            let table: toml::Table =
+                toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
+            self.merge_file(table).map_err(|e| format!("config file {}: {e}", path.display()))?;
+        }
+        let mut s = self.settings();
+        s.hub_queue = s.hub_queue.max(16);
+        s.shard_queue = s.shard_queue.max(16);
+        s.redis = s.redis.filter(|r| !r.is_empty());
+        let jwt = match (&s.jwt_secret, &s.jwt_public_key) {
+            (Some(_), Some(_)) => return Err("give either --jwt-secret or --jwt-public-key, not both".into()),
+            (Some(k), None) if k.is_empty() => return Err("--jwt-secret is empty".into()),
+            (Some(k), None) => JwtKey::Secret(k.clone()),
+            (None, Some(p)) => {
+                let pem = std::fs::read(p).map_err(|e| format!("cannot read --jwt-public-key {}: {e}", p.display()))?;
+                let alg = match s.jwt_alg.to_ascii_uppercase().as_str() {
+                    "RS256" => jsonwebtoken::Algorithm::RS256,
+                    "ES256" => jsonwebtoken::Algorithm::ES256,
+                    other => return Err(format!("--jwt-alg {other}: use RS256 or ES256")),
+                };
+                JwtKey::PublicKey { pem, alg }
+            }
+            (None, None) => JwtKey::None,
+        };
+        if matches!(jwt, JwtKey::None) {
+            if !s.listen.ip().is_loopback() && !s.insecure_no_auth {
+                return Err(format!(
+                    "refusing to serve an open API on {}: give --jwt-secret or --jwt-public-key, \
+                     or --insecure-no-auth if this network is trusted",
+                    s.listen
+                ));
+            }
+            if s.ws_auth {
+                return Err("--ws-auth needs --jwt-secret or --jwt-public-key".into());
+            }
+        }
+        if s.shards == 0 || s.shards > 256 {
+            return Err(format!("--shards {}: must be 1..=256", s.shards));
+        }
+        if let Some(p) = &s.echo_path {
+            if !p.starts_with('/') || p == "/ws" || p.starts_with("/api") {
+                return Err(format!("--echo-path {p}: must start with / and not clash with /ws or /api"));
+            }
+        }
+        if let Some(url) = &s.redis {
+            let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis: invalid URL '{url}': {e}"))?;
+            if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::Tcp(..)) {
+                return Err(format!("redis: '{url}': only redis://host:port URLs (plain TCP) are supported"));
+            }
+        }
+        if s.presence_ttl < Duration::from_millis(300) || s.presence_ttl > Duration::from_secs(600) {
+            return Err("presence_ttl must be between 300ms and 10m".into());
+        }
+        if s.ping_interval.is_zero() || s.idle_timeout.is_zero() || s.request_timeout.is_zero() {
+            return Err("ping_interval, idle_timeout and request_timeout must be > 0".into());
+        }
+        if s.output_soft_limit > s.output_hard_limit {
+            return Err("output_soft_limit must not exceed output_hard_limit".into());
+        }
+        if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
+            return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());
+        }
+        Ok(Config { settings: s, jwt })
+    }
+}
+
+impl Default for Config {
+    /// The defaults, on `127.0.0.1:0`, open API.
+    fn default() -> Self {
+        ServeArgs { listen: Some(SocketAddr::from(([127, 0, 0, 1], 0))), ..ServeArgs::default() }
+            .resolve()
+            .expect("defaults are valid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = ServeArgs::default().resolve().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7800");
+        assert_eq!(c.max_message_size, 8192);
+        assert_eq!(c.ping_interval, Duration::from_secs(25));
+        assert_eq!(c.idle_timeout, Duration::from_secs(60));
+        assert_eq!(c.output_hard_limit, 1 << 20);
+    }
+
+    #[test]
+    fn open_api_refused_off_loopback() {
+        let a = ServeArgs { listen: Some("0.0.0.0:7800".parse().unwrap()), ..Default::default() };
+        assert!(a.resolve().unwrap_err().contains("--insecure-no-auth"));
+        let a = ServeArgs {
+            listen: Some("0.0.0.0:7800".parse().unwrap()),
+            insecure_no_auth: Some(true),
+            ..Default::default()
+        };
+        assert!(a.resolve().is_ok());
+        let a = ServeArgs {
+            listen: Some("0.0.0.0:7800".parse().unwrap()),
+            jwt_secret: Some("s".into()),
+            ..Default::default()
+        };
+        assert!(a.resolve().is_ok());
+    }
+
+    #[test]
+    fn file_values_sit_under_cli_values() {
+        let dir = std::env::temp_dir().join(format!("roomcast-cfg-{}", std::process::id()));
+        std::fs::write(&dir, "shards = 3\nmax_message_size = 100\nping_interval = \"2s\"\n").unwrap();
+        let a = ServeArgs { config: Some(dir.clone()), shards: Some(1), ..Default::default() };
+        let c = a.resolve().unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!(c.shards, 1);
+        assert_eq!(c.max_message_size, 100);
+        assert_eq!(c.ping_interval, Duration::from_secs(2));
+    }
+
+    #[test]
+    fn boolean_flags_work_bare_or_with_a_value() {
+        let cli = Cli::try_parse_from(["roomcast", "--listen", "0.0.0.0:7800", "--insecure-no-auth"]).unwrap();
+        assert!(cli.serve.resolve().is_ok());
+        let cli = Cli::try_parse_from(["roomcast", "--client-publish", "--shards", "1"]).unwrap();
+        assert!(cli.serve.resolve().unwrap().client_publish);
+        let cli = Cli::try_parse_from(["roomcast", "--client-publish", "false"]).unwrap();
+        assert!(!cli.serve.resolve().unwrap().client_publish);
+        let cli = Cli::try_parse_from(["roomcast", "serve", "--shards", "3"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Serve(a)) if a.shards == Some(3)));
+    }
+
+    #[test]
+    fn bad_values_are_explained() {
+        let e = Cli::try_parse_from(["roomcast", "--ping-interval", "soon"]).unwrap_err().to_string();
+        assert!(e.contains("ping-interval") && e.contains("duration"), "{e}");
+        let a = ServeArgs { echo_path: Some("/ws".into()), ..Default::default() };
+        assert!(a.resolve().is_err());
+    }
+
+    #[test]
+    fn every_key_has_its_variable_and_file_key() {
+        for (key, env) in KEYS {
+            assert_eq!(*env, format!("ROOMCAST_{}", key.to_ascii_uppercase()), "{key}");
+        }
+        let dir = std::env::temp_dir().join(format!("roomcast-keys-{}", std::process::id()));
+        let text: String =
+            KEYS.iter().filter(|(k, _)| k.starts_with("max_")).map(|(k, _)| format!("{k} = 7\n")).collect();
+        std::fs::write(&dir, text).unwrap();
+        let c = ServeArgs { config: Some(dir.clone()), ..Default::default() }.resolve().unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!((c.max_body_size, c.max_name_bytes, c.max_groups_per_client), (7, 7, 7));
+    }
+}
