@@ -30,6 +30,8 @@ counters!(ShardStats {
     writev_calls_total: "write system calls on connections (writev; send when one buffer is queued)",
     slow_consumer_closes_total: "clients closed (1008) for exceeding an output buffer limit",
     idle_closes_total: "connections closed by the idle timeout",
+    request_timeouts_total:
+        "HTTP connections closed (408) for a request head or body not complete within request_timeout",
     oversized_closes_total: "clients closed (1009) for a message over max_message_size",
     protocol_closes_total: "clients closed for a WebSocket protocol error",
     pings_sent_total: "heartbeat pings sent",

@@ -112,3 +112,51 @@ fn signed_content_length_is_refused() {
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     s.register("x");
 }
+
+/// Sends `bytes` one at a time, `gap` apart, until the server closes; returns what it answered
+/// and how long it took (`None`: still open after `limit`).
+fn trickle(s: &Server, prefix: &[u8], bytes: &[u8], gap: Duration, limit: Duration) -> (String, Option<Duration>) {
+    let mut t = TcpStream::connect(s.addr).unwrap();
+    t.set_read_timeout(Some(gap)).unwrap();
+    t.write_all(prefix).unwrap();
+    let start = std::time::Instant::now();
+    let mut out = Vec::new();
+    for b in bytes.iter().cycle() {
+        if start.elapsed() > limit {
+            return (String::from_utf8_lossy(&out).into_owned(), None);
+        }
+        if t.write_all(&[*b]).is_err() {
+            break;
+        }
+        let mut buf = [0u8; 1024];
+        match t.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock || e.kind() == std::io::ErrorKind::TimedOut => {}
+            Err(_) => break,
+        }
+    }
+    (String::from_utf8_lossy(&out).into_owned(), Some(start.elapsed()))
+}
+
+/// Regression (security review, slowloris): a request head or body that trickles in a byte at
+/// a time is cut off after request_timeout, although every byte resets the idle timer. Before
+/// the fix such a connection stayed open for as long as bytes kept coming.
+#[test]
+fn trickled_requests_time_out() {
+    let s = Server::start(&["--request-timeout", "1s", "--idle-timeout", "60s"]);
+    let gap = Duration::from_millis(200);
+    let head = b"GET /health HTTP/1.1\r\nX-Slow: ".repeat(20);
+    let (out, took) = trickle(&s, b"", &head, gap, Duration::from_secs(8));
+    let took = took.unwrap_or_else(|| panic!("a trickled head was never cut off: {out:?}"));
+    assert!(out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+    // A body trickling in after a complete head gets its own bound.
+    let head = b"POST /api/register HTTP/1.1\r\nContent-Length: 100000\r\n\r\n";
+    let (out, took) = trickle(&s, head, b" ", gap, Duration::from_secs(8));
+    assert!(took.is_some() && out.starts_with("HTTP/1.1 408"), "{out:?}");
+    assert!(metric(&s, "request_timeouts_total") >= 2);
+    // A prompt request is unaffected.
+    let (st, _) = s.raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(st, 200);
+}

@@ -63,8 +63,11 @@ pub struct Conn {
     pub deferred_read: bool,
     /// Write side already shut down (`Closing`, everything flushed).
     pub write_shut: bool,
-    /// `100 Continue` already sent for the request being received.
-    pub continue_sent: bool,
+    /// The head of the HTTP request being received is complete, its body is not (the body's
+    /// own `request_timeout` runs; `100 Continue` was sent if asked for).
+    pub in_body: bool,
+    /// Shard clock when the incomplete HTTP request (head, then body) began; 0: none pending.
+    pub req_since: u32,
 }
 
 impl Conn {
@@ -83,7 +86,8 @@ impl Conn {
             dirty: false,
             deferred_read: false,
             write_shut: false,
-            continue_sent: false,
+            in_body: false,
+            req_since: 0,
         }
     }
 }

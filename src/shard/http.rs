@@ -52,14 +52,21 @@ impl Shard {
         };
         let total = head.head_len + head.content_length;
         if data.len() < total {
+            let now = self.now();
             let conn = &mut self.conns[slot];
-            if head.expect_continue && !conn.continue_sent {
-                conn.continue_sent = true;
-                self.queue(slot, Bytes::from_static(http::CONTINUE));
+            if !conn.in_body {
+                // The head is in: the body gets its own request_timeout from here.
+                conn.in_body = true;
+                conn.req_since = now | 1;
+                if head.expect_continue {
+                    self.queue(slot, Bytes::from_static(http::CONTINUE));
+                }
             }
             return 0;
         }
-        self.conns[slot].continue_sent = false;
+        let conn = &mut self.conns[slot];
+        conn.in_body = false;
+        conn.req_since = 0;
         metrics::add(&self.stats().http_requests_total, 1);
         let body = &data[head.head_len..total];
         self.route(slot, &head, body);
@@ -240,6 +247,10 @@ impl Shard {
         let Some(conn) = self.target(to) else { return };
         let State::Http { awaiting: true, keep_alive } = conn.state else { return };
         conn.state = State::Http { awaiting: false, keep_alive };
+        // A request pipelined behind this one starts its request_timeout only now.
+        if conn.req_since != 0 {
+            conn.req_since = 0;
+        }
         let slot = to.slot as usize;
         self.respond(slot, status, &body, keep_alive);
         self.flush_one(slot);

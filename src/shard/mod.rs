@@ -155,7 +155,7 @@ impl Shard {
 
     fn tick_every(&self) -> Duration {
         let c = self.cfg();
-        let t = (c.ping_interval / 2).min(c.idle_timeout / 4).min(Duration::from_secs(1));
+        let t = (c.ping_interval / 2).min(c.idle_timeout / 4).min(c.request_timeout / 4).min(Duration::from_secs(1));
         t.max(Duration::from_millis(10))
     }
 
@@ -379,6 +379,14 @@ impl Shard {
             }
         }
         self.scratch = scratch;
+        // An incomplete HTTP request must complete within request_timeout of its first byte
+        // (slowloris); the clock starts with the first byte kept.
+        let now = self.now();
+        if let Some(c) = self.conns.get_mut(slot) {
+            if matches!(c.state, State::Http { .. }) && c.partial.is_some() && c.req_since == 0 {
+                c.req_since = now | 1;
+            }
+        }
     }
 
     /// Parses as much of `data` as the connection's state allows; returns bytes consumed.

@@ -69,12 +69,14 @@ impl Shard {
         let cfg = &self.shared.cfg;
         let ping_ms = cfg.ping_interval.as_millis() as u32;
         let idle_ms = cfg.idle_timeout.as_millis() as u32;
+        let request_ms = cfg.request_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
         let soft = cfg.output_soft_limit;
         let soft_ms = cfg.output_soft_seconds.as_millis() as u32;
         let mut idle = Vec::new();
         let mut slow = Vec::new();
         let mut ping = Vec::new();
         let mut expired = Vec::new();
+        let mut slow_requests = Vec::new();
         let mut queued = 0u64;
         for (slot, c) in self.conns.iter_mut() {
             queued += c.out.bytes() as u64;
@@ -87,7 +89,12 @@ impl Shard {
                     }
                 }
                 State::Http { awaiting, .. } => {
-                    if !awaiting && silent > idle_ms {
+                    if awaiting {
+                        continue;
+                    }
+                    if c.req_since != 0 && now.wrapping_sub(c.req_since) > request_ms {
+                        slow_requests.push(slot);
+                    } else if silent > idle_ms {
                         expired.push(slot);
                     }
                 }
@@ -116,6 +123,19 @@ impl Shard {
         self.stats().output_buffer_bytes.store(queued, Relaxed);
         for slot in expired {
             self.close_now(slot);
+        }
+        for slot in slow_requests {
+            metrics::add(&self.stats().request_timeouts_total, 1);
+            if self.log_ok() {
+                tracing::info!(
+                    shard = self.id,
+                    slot,
+                    "request timeout: an HTTP request did not complete in time (408)"
+                );
+            }
+            let body =
+                crate::protocol::api::err_body("request timeout: the request did not arrive within request_timeout");
+            self.respond(slot, 408, &body, false);
         }
         for slot in idle {
             metrics::add(&self.stats().idle_closes_total, 1);
