@@ -49,6 +49,8 @@ counters!(HubStats {
     cluster_published_total: "cluster mode: messages published to Redis",
     cluster_received_total: "cluster mode: messages received from Redis",
     cluster_redis_errors_total: "cluster mode: failed Redis round trips (each leads to a reconnect)",
+    cluster_broker_queue_bytes:
+        "cluster mode: frame bytes of sends waiting for the broker (bounded by broker_queue_bytes)",
     cluster_unavailable_total: "cluster mode: API calls answered 503 (Redis unreachable or broker queue full)",
     cluster_remote_timeouts_total: "cluster mode: forwarded calls another node did not answer in time (503)",
     cluster_reaped_total: "cluster mode: presence entries of dead nodes removed by this node",

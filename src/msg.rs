@@ -54,6 +54,10 @@ pub enum Command {
     /// Cluster mode, from the broker: this node now receives `system`'s broadcasts, so the
     /// client waiting for its connect frame can get it.
     Subscribed { conn: ConnId },
+    /// Cluster mode: nodes seen alive (heartbeat present, or just announced) and nodes seen
+    /// dead (heartbeat expired). Calls are forwarded only to nodes alive: a clientId naming any
+    /// other node is unknown at once (no made-up node id costs a publish).
+    Nodes { alive: Vec<u32>, dead: Vec<u32> },
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
 }

@@ -121,6 +121,7 @@ impl Server {
                     presence_ttl: cfg.presence_ttl,
                     notify_max_group_size: cfg.notify_max_group_size,
                     soft_cap: cfg.hub_queue,
+                    queue_bytes: cfg.broker_queue_bytes as u64,
                 };
                 let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
                 let (link, threads) =

@@ -13,9 +13,11 @@
 //! | `rc:g:{len}:{system}:{group}` | hash, and channel | clientId → info of a group's members; the channel carries the group's frames |
 //! | `rc:gs:{len}:{system}` | set | a system's non-empty groups |
 //! | `rc:s:{len}:{system}` | channel | frames to a whole system |
+//! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
 
 pub const SYSTEMS: &str = "rc:systems";
 pub const NODES: &str = "rc:nodes";
+pub const CLUSTER: &str = "rc:cluster";
 
 /// A node id as written in keys and in `rc:nodes`: 8 hex digits, as in clientIds.
 pub fn node_name(node: u32) -> String {
@@ -72,6 +74,7 @@ pub enum Chan<'a> {
     Group(&'a str, &'a str),
     System(&'a str),
     Node(u32),
+    Cluster,
 }
 
 /// Names a subscribed channel's content.
@@ -90,6 +93,9 @@ pub fn parse_channel(c: &str) -> Option<Chan<'_>> {
         let (sys, tail) = split(rest)?;
         return tail.is_empty().then_some(Chan::System(sys));
     }
+    if c == CLUSTER {
+        return Some(Chan::Cluster);
+    }
     let n = c.strip_prefix("rc:n:")?;
     (n.len() == 8).then(|| u32::from_str_radix(n, 16).ok()).flatten().map(Chan::Node)
 }
@@ -106,6 +112,7 @@ mod tests {
         assert_ne!(group("ab", "c"), group("a", "bc"));
         assert_eq!(parse_channel(&system("x:1")), Some(Chan::System("x:1")));
         assert_eq!(parse_channel(&node(0xdead)), Some(Chan::Node(0xdead)));
+        assert_eq!(parse_channel(CLUSTER), Some(Chan::Cluster));
         assert_eq!(parse_channel("rc:g:9:ab"), None);
         assert_eq!(parse_channel("rc:n:zz"), None);
         assert_eq!(parse_channel("other"), None);

@@ -2,7 +2,7 @@
 //!
 //! Two threads per node talk to Redis; neither the shards nor the hub ever wait on it.
 //!
-//! - The **broker** (`broker.rs`) receives [`BrokerCmd`]s from the hub (one ordered,
+//! - The **broker** (`broker/`) receives [`BrokerCmd`]s from the hub (one ordered,
 //!   unbounded channel: the hub refuses API calls with 503 beyond `hub_queue` waiting
 //!   commands, but a departure is always recorded). It runs each batch as one Redis pipeline
 //!   on one connection, so effects land in the order the hub decided them, then answers API
@@ -63,22 +63,40 @@ pub enum BrokerCmd {
     Answer { to: ReplyTo, status: u16, body: Bytes },
 }
 
+impl BrokerCmd {
+    /// Frame bytes this command holds while it waits for the broker (the sends an API call
+    /// can make; bounded by `broker_queue_bytes`).
+    pub fn queued_bytes(&self) -> u64 {
+        match self {
+            BrokerCmd::Publish { frame, .. } => frame.len() as u64,
+            BrokerCmd::Forward { op: Op::SendToClients { frame, .. }, .. } => frame.len() as u64,
+            _ => 0,
+        }
+    }
+}
+
 /// The hub's end of the broker channel.
 pub struct BrokerLink {
     tx: Sender<BrokerCmd>,
     soft_cap: usize,
-    /// `cluster_up` (set by the broker) is the one record of whether Redis is reachable.
+    max_bytes: u64,
+    /// `cluster_up` (set by the broker) is the one record of whether Redis is reachable;
+    /// `cluster_broker_queue_bytes` of the frame bytes waiting for the broker.
     stats: Arc<HubStats>,
 }
 
 impl BrokerLink {
-    /// Whether an API call may use the cluster now: Redis reachable and fewer than the
-    /// soft bound of commands waiting.
+    /// Whether an API call may use the cluster now: Redis reachable, fewer than the soft
+    /// bound of commands waiting, and fewer frame bytes than `broker_queue_bytes`.
     pub fn usable(&self) -> bool {
-        self.stats.cluster_up.load(std::sync::atomic::Ordering::Relaxed) == 1 && self.tx.len() < self.soft_cap
+        use std::sync::atomic::Ordering::Relaxed;
+        self.stats.cluster_up.load(Relaxed) == 1
+            && self.tx.len() < self.soft_cap
+            && self.stats.cluster_broker_queue_bytes.load(Relaxed) < self.max_bytes
     }
 
     pub fn send(&self, cmd: BrokerCmd) {
+        crate::metrics::add(&self.stats.cluster_broker_queue_bytes, cmd.queued_bytes());
         let _ = self.tx.send(cmd);
     }
 }
@@ -141,6 +159,8 @@ pub struct ClusterConfig {
     pub presence_ttl: Duration,
     pub notify_max_group_size: usize,
     pub soft_cap: usize,
+    /// Bound on the frame bytes waiting for the broker (`broker_queue_bytes`).
+    pub queue_bytes: u64,
 }
 
 /// Starts the broker and subscriber threads; returns the hub's link and the receiving end
@@ -173,7 +193,7 @@ pub fn start(
         .name("roomcast-broker".into())
         .spawn(move || b.run(rx))
         .map_err(|e| e.to_string())?;
-    Ok((BrokerLink { tx, soft_cap: cfg.soft_cap, stats }, vec![b, s]))
+    Ok((BrokerLink { tx, soft_cap: cfg.soft_cap, max_bytes: cfg.queue_bytes, stats }, vec![b, s]))
 }
 
 /// Subscriber → broker.

@@ -71,6 +71,12 @@ impl Subscriber {
         let Some(chan) = std::str::from_utf8(chan).ok().and_then(keys::parse_channel) else { return };
         let (system, group) = match chan {
             Chan::Node(_) => return self.node_msg(&payload),
+            Chan::Cluster => {
+                if let Some(node) = wire::parse_hello(&payload) {
+                    let _ = self.hub.send(Command::Nodes { alive: vec![node], dead: Vec::new() });
+                }
+                return;
+            }
             Chan::Group(s, g) => (s, Some(g.into())),
             Chan::System(s) => (s, None),
         };

@@ -13,6 +13,8 @@ const DELIVER: u8 = b'D';
 /// Group channel: a client joined here, in Redis's order; maybe with its 1001 notice.
 const JOINED: u8 = b'J';
 const REQUEST: u8 = b'Q';
+/// Cluster channel: a node (re)connected to Redis and takes calls for its clients.
+const HELLO: u8 = b'H';
 const ANSWER: u8 = b'R';
 
 /// A frame for a group or system channel, published by node `origin`.
@@ -31,6 +33,21 @@ pub fn joined(client_id: &str, notice: &[u8]) -> Vec<u8> {
     v.extend_from_slice(client_id.as_bytes());
     v.extend_from_slice(notice);
     v
+}
+
+/// A node announcing itself on the cluster channel.
+pub fn hello(node: u32) -> Vec<u8> {
+    let mut v = vec![HELLO];
+    v.extend_from_slice(&node.to_be_bytes());
+    v
+}
+
+/// The node a hello announces; `None` for anything malformed.
+pub fn parse_hello(p: &[u8]) -> Option<u32> {
+    match p {
+        [HELLO, a, b, c, d] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
 }
 
 /// What a group or system channel carried.
@@ -249,6 +266,8 @@ mod tests {
         assert_eq!(parse_delivery(&j[..20]), None);
         assert_eq!(parse_delivery(b"x"), None);
         assert_eq!(parse_delivery(b"Z\0\0\0\0"), None);
+        assert_eq!(parse_hello(&hello(0xabcd_0123)), Some(0xabcd_0123));
+        assert_eq!(parse_hello(b"H\0\0\0"), None);
     }
 
     #[test]

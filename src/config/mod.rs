@@ -82,6 +82,8 @@ settings! {
         "Node id (hex, up to 8 digits) embedded in clientIds";
     redis: String = none, "ROOMCAST_REDIS",
         "Redis URL such as redis://:password@host:6379/0: turns cluster mode on";
+    broker_queue_bytes: usize = "67108864", "ROOMCAST_BROKER_QUEUE_BYTES",
+        "Cluster mode: frame bytes of sends waiting to go to Redis; beyond, sends answer 503";
     presence_ttl: Duration = "15s", "ROOMCAST_PRESENCE_TTL",
         "Cluster mode: a dead node's clients leave presence within about this (300ms..10m)";
 }

@@ -68,6 +68,9 @@ pub struct Hub {
     /// Cluster mode: the broker, and commands waiting for a system lookup in Redis.
     cluster: Option<BrokerLink>,
     lookups: cluster::Lookups,
+    /// Cluster mode: the other nodes alive; calls about clients of any other node are
+    /// answered 404 at once instead of being published for nobody.
+    live_nodes: std::collections::HashSet<u32>,
 }
 
 type ApiResult = Result<Bytes, (u16, String)>;
@@ -87,6 +90,7 @@ impl Hub {
             stats,
             cluster,
             lookups: cluster::Lookups::default(),
+            live_nodes: Default::default(),
         }
     }
 
@@ -173,6 +177,12 @@ impl Hub {
                 self.deliver(&system, group.as_deref(), frame.as_ref(), joined)
             }
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
+            Command::Nodes { alive, dead } => {
+                for n in dead {
+                    self.live_nodes.remove(&n);
+                }
+                self.live_nodes.extend(alive);
+            }
             Command::Subscribed { conn } => {
                 let Some(c) = self.clients.get(&conn) else { return };
                 if let Some(sys) = self.systems.get_mut(&c.system) {
@@ -255,7 +265,12 @@ impl Hub {
                 let mut remote: Vec<ids::ClientRef> = Vec::new();
                 for c in clients {
                     if c.node != me {
-                        remote.push(c);
+                        // Only nodes alive take forwards: a made-up node id costs nothing.
+                        if self.live_nodes.contains(&c.node) {
+                            remote.push(c);
+                        } else if strict {
+                            return Some(Err(not_found_client()));
+                        }
                     } else if self.client_in(system, c.conn).is_ok() {
                         let msg = ShardMsg::DeliverOne { target: c.conn.target(), frame: frame.clone() };
                         self.out.send(c.conn.shard as usize, msg);
@@ -287,6 +302,9 @@ impl Hub {
                 Ok(api::message_id_body(&message_id))
             }
             Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } if client.node != me => {
+                if !self.live_nodes.contains(&client.node) {
+                    return Some(Err(not_found_client()));
+                }
                 return self.forward(client.node, system, op, to);
             }
             Op::Bind { .. } | Op::Unbind { .. } | Op::Close { .. } if self.cluster_blocked() => {
@@ -428,7 +446,12 @@ impl Hub {
         let f = api::push_frame(&ids::message_id(), &client.user_id, code, msg, Some(data));
         let system = client.system.clone();
         if let Some(cl) = &self.cluster {
-            // Through Redis like every group frame (dropped while Redis is unreachable).
+            // Through Redis like every group frame, under the same availability check as the
+            // API's sends.
+            if !cl.usable() {
+                metrics::add(&self.stats.cluster_unavailable_total, 1);
+                return reply(self, r#"{"cmd":"error","msg":"cluster store unreachable (Redis): retry later"}"#);
+            }
             return cl.send(BrokerCmd::Publish { system, group: Some(key), frame: f, answer: None });
         }
         if let Some(members) = self.systems.get_mut(&system).and_then(|s| s.groups.get_mut(group)) {

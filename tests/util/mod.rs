@@ -2,6 +2,8 @@
 //! WebSocket clients (tungstenite) and a plain HTTP/1.1 client over `TcpStream`.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
@@ -79,36 +81,12 @@ impl Server {
 
     /// POST /api/<name> with an explicit token (or none).
     pub fn api_as(&self, name: &str, system: Option<&str>, token: Option<&str>, body: Value) -> (u16, Value) {
-        let body = body.to_string();
-        let mut req = format!("POST /api/{name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
-        if let Some(s) = system {
-            req.push_str(&format!("SystemId: {s}\r\n"));
-        }
-        if let Some(t) = token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(&body);
-        let (status, text) = self.raw(req.as_bytes());
-        let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}"));
-        (status, v)
+        api_at(self.addr, name, system, token, body)
     }
 
     /// Sends raw bytes, reads until the server closes; returns the status and body.
     pub fn raw(&self, bytes: &[u8]) -> (u16, String) {
-        let mut s = TcpStream::connect(self.addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(bytes).unwrap();
-        // Read one whole response (Content-Length), or until the server closes.
-        let mut out = Vec::new();
-        let mut chunk = [0u8; 65536];
-        while complete_response(&out).is_none() {
-            match s.read(&mut chunk) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => out.extend_from_slice(&chunk[..n]),
-            }
-        }
-        parse_response(&out)
+        raw_at(self.addr, bytes)
     }
 
     /// Registers `system` (operator call) and asserts success.
@@ -152,6 +130,39 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// POST /api/<name> to the server at `addr` (usable from any thread).
+pub fn api_at(addr: SocketAddr, name: &str, system: Option<&str>, token: Option<&str>, body: Value) -> (u16, Value) {
+    let body = body.to_string();
+    let mut req = format!("POST /api/{name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
+    if let Some(s) = system {
+        req.push_str(&format!("SystemId: {s}\r\n"));
+    }
+    if let Some(t) = token {
+        req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    let (status, text) = raw_at(addr, req.as_bytes());
+    let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("non-JSON body {text:?}: {e}"));
+    (status, v)
+}
+
+/// Sends raw bytes to `addr`, reads one whole response (or until the server closes).
+pub fn raw_at(addr: SocketAddr, bytes: &[u8]) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while complete_response(&out).is_none() {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    parse_response(&out)
 }
 
 /// One complete response at the start of `buf` (it has a Content-Length): status, body

@@ -138,6 +138,8 @@ impl Broker {
                     Err(_) => break,
                 }
             }
+            let bytes: u64 = batch.iter().map(BrokerCmd::queued_bytes).sum();
+            metrics::sub(&self.stats.cluster_broker_queue_bytes, bytes);
             while let Ok(ev) = self.events.try_recv() {
                 if matches!(ev, SubEvent::Down(g) if g == self.sub_gen) && self.con.is_some() {
                     self.down("pub/sub connection lost".into());
@@ -213,11 +215,15 @@ impl Broker {
         self.sub = Some(w);
         self.con = Some(con);
         self.subscribed.clear();
-        let mut chans = vec![keys::node(self.me())];
+        let mut chans = vec![keys::node(self.me()), keys::CLUSTER.to_string()];
         chans.extend(self.groups.keys().cloned());
         chans.extend(self.systems.keys().cloned());
         self.subscribe(&chans)?;
         self.resync()?;
+        // The other nodes forward calls only to nodes they know alive: tell them at once, and
+        // learn who is alive before taking calls.
+        self.announce()?;
+        self.beat()?;
         self.stats.cluster_up.store(1, Relaxed);
         self.backoff = Duration::from_millis(100);
         tracing::info!(node = keys::node_name(self.me()), "connected to Redis");

@@ -155,9 +155,11 @@ impl Broker {
         for s in &self.known {
             p.cmd("SADD").arg(keys::SYSTEMS).arg(&**s).ignore();
         }
-        p.cmd("SADD").arg(keys::NODES).arg(keys::node_name(me)).ignore();
+        // Heartbeat before membership: a node listed in rc:nodes is never seen without one
+        // until it really lapses (another node's beat would take it for dead).
         let ttl = self.cfg.presence_ttl.as_millis() as u64;
         p.cmd("SET").arg(keys::alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
+        p.cmd("SADD").arg(keys::NODES).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         p.query::<()>(con).map_err(|e| e.to_string())?;
         self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
@@ -181,9 +183,11 @@ impl Broker {
             .map_err(e)?;
         match prev {
             None => {
-                // Our heartbeat lapsed: a survivor may have reaped us. Write it all again.
+                // Our heartbeat lapsed: a survivor may have reaped us (and others stopped
+                // forwarding to us). Write it all again and say we are back.
                 tracing::warn!("this node's heartbeat had expired; re-writing its presence");
                 self.resync()?;
+                self.announce()?;
             }
             Some(v) if v != self.instance => {
                 // Another live process beats under our node id: clientIds, forwarded calls
@@ -198,6 +202,7 @@ impl Broker {
         }
         let con = self.con.as_mut().ok_or("down")?;
         let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(keys::NODES).query(con).map_err(e)?;
+        let (mut up, mut dead) = (vec![me], Vec::new());
         for n in nodes {
             let Ok(node) = u32::from_str_radix(&n, 16) else { continue };
             if node == me {
@@ -206,8 +211,10 @@ impl Broker {
             let con = self.con.as_mut().ok_or("down")?;
             let alive: bool = redis::cmd("EXISTS").arg(keys::alive(node)).query(con).map_err(e)?;
             if alive {
+                up.push(node);
                 continue;
             }
+            dead.push(node);
             let won: Option<String> = redis::cmd("SET")
                 .arg(keys::reap_lock(node))
                 .arg(keys::node_name(me))
@@ -220,6 +227,18 @@ impl Broker {
                 self.reap(node)?;
             }
         }
+        let _ = self.hub.send(crate::msg::Command::Nodes { alive: up, dead });
+        Ok(())
+    }
+
+    /// Tells every node (on the cluster channel) that this one takes calls for its clients.
+    pub(super) fn announce(&mut self) -> Result<(), String> {
+        let con = self.con.as_mut().ok_or("down")?;
+        redis::cmd("PUBLISH")
+            .arg(keys::CLUSTER)
+            .arg(wire::hello(self.cfg.node))
+            .query::<i64>(con)
+            .map_err(|e| e.to_string())?;
         Ok(())
     }
 

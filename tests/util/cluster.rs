@@ -1,0 +1,133 @@
+//! Cluster-mode helpers: a `redis-server` of the test's own on a free loopback port, and
+//! `roomcast` nodes started against it.
+
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::{Client, Server};
+
+/// A `redis-server` of our own; killed on drop.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+    password: Option<&'static str>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        Self::start_with(None)
+    }
+
+    pub fn start_with(password: Option<&'static str>) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis { child: None, port, password };
+        r.spawn();
+        r
+    }
+
+    pub fn spawn(&mut self) {
+        let mut args = vec!["--port".to_string(), self.port.to_string()];
+        args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
+        if let Some(p) = self.password {
+            args.extend(["--requirepass".to_string(), p.to_string()]);
+        }
+        let child = Command::new("redis-server")
+            .args(&args)
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        self.child = Some(child);
+        let t = Instant::now();
+        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(10), "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn url(&self) -> String {
+        match self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+pub fn health(s: &Server) -> Value {
+    let (_, body) = s.raw(b"GET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    serde_json::from_str(&body).unwrap()
+}
+
+pub fn wait_up(s: &Server) {
+    let t = Instant::now();
+    while health(s)["cluster"] != "up" {
+        assert!(t.elapsed() < Duration::from_secs(15), "node never reached Redis: {}", health(s));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub fn node(redis: &Redis, extra: &[&str]) -> Server {
+    let url = redis.url();
+    let mut args = vec!["--redis", url.as_str()];
+    args.extend_from_slice(extra);
+    let s = Server::start(&args);
+    wait_up(&s);
+    s
+}
+
+pub fn nodes(redis: &Redis, n: usize, extra: &[&str]) -> Vec<Server> {
+    (0..n).map(|_| node(redis, extra)).collect()
+}
+
+pub fn online(s: &Server, system: &str, group: &str) -> Vec<String> {
+    let (st, v) = s.api("get_online_list", Some(system), json!({"groupName": group}));
+    assert_eq!(st, 200, "{v}");
+    let mut l: Vec<String> = v["data"]["list"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().into()).collect();
+    assert_eq!(v["data"]["count"], l.len());
+    l.sort();
+    l
+}
+
+pub fn sorted(mut v: Vec<String>) -> Vec<String> {
+    v.sort();
+    v
+}
+
+pub fn send_group(s: &Server, system: &str, group: &str, msg: &str) -> String {
+    let (st, v) =
+        s.api("send_to_group", Some(system), json!({"groupName": group, "code": 0, "msg": msg, "data": {"n": 1}}));
+    assert_eq!(st, 200, "{v}");
+    v["data"]["messageId"].as_str().unwrap().to_string()
+}
+
+/// The clientId in the next notice with `code` (1001 online, 1002 offline), skipping other frames.
+pub fn notice(c: &mut Client, code: i64) -> String {
+    let v = c.expect_code(code);
+    let data: Value = serde_json::from_str(v["data"].as_str().expect("notice data is a JSON string")).unwrap();
+    data["clientId"].as_str().unwrap().to_string()
+}
+
+/// The next frame that is not a 1001/1002 notice.
+pub fn next_message(c: &mut Client) -> Value {
+    loop {
+        let v = c.recv().expect("a frame");
+        if v["code"] != 1001 && v["code"] != 1002 {
+            return v;
+        }
+    }
+}
