@@ -1,22 +1,50 @@
 //! Identifiers that cross threads (and, in cluster mode, nodes).
 //!
-//! A clientId encodes where the connection lives: node, shard, slab slot and generation,
-//! as 28 lowercase hex characters. It is opaque to users; the generation makes a reused
-//! slot's new connection unreachable through the old id (invariant 5).
+//! A clientId encodes where the connection lives: node (8 hex digits), shard (2), slab slot (6)
+//! and generation (12), as 28 lowercase hex characters. It is opaque to users; the generation
+//! makes a reused slot's new connection unreachable through the old id (invariant 5). A shard
+//! draws generations from one 48-bit counter: at 100,000 accepts a second it would take 89
+//! years to come round, so no stale clientId can ever name a newer connection.
 
 use std::fmt::Write;
+
+/// A connection's generation: unique per shard (48 bits are used).
+pub type Gen = u64;
+
+/// Generations count up to this, then start again at 1.
+pub const GEN_MAX: Gen = (1 << 48) - 1;
+
+/// Slots a shard may use (6 hex digits of the clientId).
+pub const SLOTS: usize = 1 << 24;
+
+/// The generation after `g` (never 0).
+pub fn next_gen(g: Gen) -> Gen {
+    if g >= GEN_MAX {
+        1
+    } else {
+        g + 1
+    }
+}
+
+/// A connection inside one shard: slab slot plus generation (invariant 5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub slot: u32,
+    pub gen: Gen,
+}
 
 /// A connection anywhere in the node: shard, slab slot, generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnId {
     pub shard: u16,
     pub slot: u32,
-    pub gen: u32,
+    pub gen: Gen,
 }
 
 impl ConnId {
-    pub fn target(self) -> crate::msg::Target {
-        crate::msg::Target { slot: self.slot, gen: self.gen }
+    /// Its place inside its shard.
+    pub fn in_shard(self) -> Target {
+        Target { slot: self.slot, gen: self.gen }
     }
 }
 
@@ -32,7 +60,8 @@ pub fn client_id(node: u32, conn: ConnId) -> String {
 
 /// Appends the clientId of `conn` to `out`.
 fn write_client_id(out: &mut String, node: u32, conn: ConnId) {
-    let _ = write!(out, "{:08x}{:04x}{:08x}{:08x}", node, conn.shard, conn.slot, conn.gen);
+    debug_assert!(conn.shard < 256 && (conn.slot as usize) < SLOTS && conn.gen <= GEN_MAX);
+    let _ = write!(out, "{:08x}{:02x}{:06x}{:012x}", node, conn.shard, conn.slot, conn.gen);
 }
 
 /// A connection anywhere in the cluster: its node and its place there.
@@ -55,9 +84,9 @@ pub fn parse_client_ref(s: &str) -> Option<ClientRef> {
     if b.len() != CLIENT_ID_LEN || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
         return None;
     }
-    let hex = |r: std::ops::Range<usize>| u32::from_str_radix(&s[r], 16).ok();
-    let conn = ConnId { shard: hex(8..12)? as u16, slot: hex(12..20)?, gen: hex(20..28)? };
-    Some(ClientRef { node: hex(0..8)?, conn })
+    let hex = |r: std::ops::Range<usize>| u64::from_str_radix(&s[r], 16).ok();
+    let conn = ConnId { shard: hex(8..10)? as u16, slot: hex(10..16)? as u32, gen: hex(16..28)? };
+    Some(ClientRef { node: hex(0..8)? as u32, conn })
 }
 
 /// Parses a clientId; `None` when it is malformed or belongs to another node.
@@ -76,10 +105,28 @@ mod tests {
 
     #[test]
     fn client_id_round_trips() {
-        let c = ConnId { shard: 3, slot: 0xdead, gen: u32::MAX };
+        let c = ConnId { shard: 255, slot: (SLOTS - 1) as u32, gen: GEN_MAX };
         let s = client_id(0x1234_abcd, c);
         assert_eq!(s.len(), CLIENT_ID_LEN);
         assert_eq!(parse_client_id(0x1234_abcd, &s), Some(c));
+    }
+
+    /// Regression (security review, low): generations were 32 bits and wrapped after 2^32
+    /// accepts (~12 h at 100k accepts/s), so a stale clientId could name a new connection in
+    /// the same slot. Past u32::MAX they keep counting, and every id stays distinct.
+    #[test]
+    fn generations_do_not_wrap_at_32_bits() {
+        let mut g = u32::MAX as Gen - 2;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..6 {
+            let id = client_id(1, ConnId { shard: 0, slot: 0, gen: g });
+            assert_eq!(parse_client_id(1, &id).unwrap().gen, g);
+            assert!(seen.insert(id));
+            g = next_gen(g);
+        }
+        assert!(g > u32::MAX as Gen);
+        assert_eq!(next_gen(GEN_MAX), 1);
+        assert_eq!(next_gen(0), 1);
     }
 
     #[test]

@@ -13,18 +13,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use serde_json::value::RawValue;
 
+pub use crate::ids::Target;
 use crate::ids::{ClientRef, ConnId};
 
 /// A complete, immutable server-to-client WebSocket frame (header + payload), shared by
 /// every recipient (invariant 2).
 pub type Frame = Bytes;
-
-/// A connection inside one shard: slab slot plus generation (invariant 5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Target {
-    pub slot: u32,
-    pub gen: u32,
-}
 
 /// Shard → hub.
 #[derive(Debug)]

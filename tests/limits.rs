@@ -243,3 +243,49 @@ fn pipelined_requests_all_answered_in_order() {
     }
     writer.join().unwrap();
 }
+
+/// Regression (security review, medium): output limits counted frame bytes, so a client that
+/// sends pings and never reads could queue ~500,000 two-byte pongs (~50 MB of allocations)
+/// under a 1 MiB limit. Each queued frame now also counts its bookkeeping: the hard limit
+/// closes such a client (1008) after some 16,000 pongs.
+#[test]
+fn unread_pongs_count_as_memory() {
+    let s = Server::start(&["--output-soft-seconds", "60s"]);
+    s.register("a");
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    sock.connect(&s.addr.into()).unwrap();
+    let stream: TcpStream = sock.into();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let url = s.url("/ws?systemId=a");
+    let (mut ws, _) = tungstenite::client::client(url.as_str(), stream).expect("handshake");
+    let hello = ws.read().unwrap();
+    assert!(hello.is_text());
+    // 300,000 empty masked pings (6 bytes each), written without reading anything.
+    let mut w = ws.get_ref().try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let ping = [0x89u8, 0x80, 1, 2, 3, 4];
+        let burst: Vec<u8> = ping.iter().copied().cycle().take(6 * 10_000).collect();
+        for _ in 0..30 {
+            if w.write_all(&burst).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(metric(&s, "slow_consumer_closes_total") >= 1, "a ping flood that is never read must hit the limit");
+    let mut code = None;
+    for _ in 0..1_000_000 {
+        match ws.read() {
+            Ok(Message::Close(f)) => {
+                code = f.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => continue,
+            Err(_) => break,
+        }
+    }
+    assert_eq!(code, Some(1008));
+    let _ = writer.join();
+    still_serving(&s);
+}

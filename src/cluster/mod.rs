@@ -109,7 +109,7 @@ impl Replies {
     pub fn queue(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) -> usize {
         let shard = to.shard as usize;
         if let Some((tx, waker)) = self.0.get(shard) {
-            if let Err(TrySendError::Full(r)) = tx.try_send(Reply { to: to.target(), status, body, registered }) {
+            if let Err(TrySendError::Full(r)) = tx.try_send(Reply { to: to.in_shard(), status, body, registered }) {
                 // The shard may be asleep with a full channel: wake it before waiting on it.
                 let _ = waker.wake();
                 let _ = tx.send(r);

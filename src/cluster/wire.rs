@@ -103,7 +103,7 @@ impl W {
         self
     }
     fn client(&mut self, c: ClientRef) -> &mut Self {
-        self.u32(c.node).u32(u32::from(c.conn.shard)).u32(c.conn.slot).u32(c.conn.gen)
+        self.u32(c.node).u32(u32::from(c.conn.shard)).u32(c.conn.slot).u64(c.conn.gen)
     }
 }
 
@@ -134,7 +134,7 @@ impl<'a> R<'a> {
     fn client(&mut self) -> Option<ClientRef> {
         let node = self.u32()?;
         let shard = u16::try_from(self.u32()?).ok()?;
-        Some(ClientRef { node, conn: ConnId { shard, slot: self.u32()?, gen: self.u32()? } })
+        Some(ClientRef { node, conn: ConnId { shard, slot: self.u32()?, gen: self.u64()? } })
     }
 }
 

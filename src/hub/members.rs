@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::ids::ConnId;
+use crate::ids::{ConnId, Gen};
 use crate::msg::Target;
 
 /// Members of a group (or of a whole system), split by shard.
 #[derive(Debug)]
 pub struct Members {
     /// Per shard: slot → generation (a slot holds one live connection at a time).
-    per_shard: Vec<HashMap<u32, u32>>,
+    per_shard: Vec<HashMap<u32, Gen>>,
     /// Per shard: the delivery snapshot, `None` until needed or after a change.
     snaps: Vec<Option<Arc<[Target]>>>,
     /// Per shard: entries of the snapshot whose connection has since disconnected.
@@ -122,7 +122,7 @@ impl Members {
 mod tests {
     use super::*;
 
-    fn c(shard: u16, slot: u32, gen: u32) -> ConnId {
+    fn c(shard: u16, slot: u32, gen: Gen) -> ConnId {
         ConnId { shard, slot, gen }
     }
 

@@ -150,7 +150,7 @@ impl Hub {
                         Err(self.lookups.failure().unwrap_or_else(|| format!("systemId '{system}' is not registered")))
                     }
                 };
-                self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result });
+                self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result });
             }
             Command::Disconnected { conn } => self.remove_client(conn, true),
             Command::Api { from, system, op, answered } => {
@@ -188,7 +188,7 @@ impl Hub {
                 if let Some(sys) = self.systems.get_mut(&c.system) {
                     sys.members.insert(conn);
                 }
-                self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.target(), result: Ok(()) });
+                self.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()) });
             }
             Command::Stop => {}
         }
@@ -272,7 +272,7 @@ impl Hub {
                             return Some(Err(not_found_client()));
                         }
                     } else if self.client_in(system, c.conn).is_ok() {
-                        let msg = ShardMsg::DeliverOne { target: c.conn.target(), frame: frame.clone() };
+                        let msg = ShardMsg::DeliverOne { target: c.conn.in_shard(), frame: frame.clone() };
                         self.out.send(c.conn.shard as usize, msg);
                     } else if strict {
                         return Some(Err(not_found_client()));
@@ -347,7 +347,7 @@ impl Hub {
                 self.remove_client(client.conn, notify);
                 self.out.send(
                     client.conn.shard as usize,
-                    ShardMsg::Close { target: client.conn.target(), code: 1000, reason: "closed by server" },
+                    ShardMsg::Close { target: client.conn.in_shard(), code: 1000, reason: "closed by server" },
                 );
                 Ok(api::ok_body("[]"))
             }
@@ -434,7 +434,7 @@ impl Hub {
     fn publish(&mut self, conn: ConnId, group: &str, code: i64, msg: &str, data: &serde_json::value::RawValue) {
         let reply = |hub: &mut Hub, text: &str| {
             let f = crate::protocol::ws::frame(crate::protocol::ws::OP_TEXT, text.as_bytes());
-            hub.out.send(conn.shard as usize, ShardMsg::DeliverOne { target: conn.target(), frame: f });
+            hub.out.send(conn.shard as usize, ShardMsg::DeliverOne { target: conn.in_shard(), frame: f });
         };
         if !self.cfg.client_publish {
             return reply(self, r#"{"cmd":"error","msg":"client publishing is disabled on this server"}"#);

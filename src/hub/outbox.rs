@@ -45,7 +45,7 @@ impl Outbox {
     pub(super) fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
         let shard = to.shard as usize;
         let link = &self.links[shard];
-        Self::push(&link.replies, &link.waker, Reply { to: to.target(), status, body, registered });
+        Self::push(&link.replies, &link.waker, Reply { to: to.in_shard(), status, body, registered });
         self.woken[shard] = true;
     }
 

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 use mio::net::TcpStream;
 
+use crate::ids::Gen;
 use crate::protocol::ws::Kind;
 
 /// What the connection currently speaks.
@@ -42,7 +43,7 @@ pub struct Fragments {
 #[derive(Debug)]
 pub struct Conn {
     pub sock: TcpStream,
-    pub gen: u32,
+    pub gen: Gen,
     pub state: State,
     pub out: OutQueue,
     /// Unparsed input (a partial frame or request), only while there is some.
@@ -71,7 +72,7 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn new(sock: TcpStream, gen: u32, now: u32) -> Self {
+    pub fn new(sock: TcpStream, gen: Gen, now: u32) -> Self {
         Conn {
             sock,
             gen,
@@ -109,6 +110,12 @@ pub struct OutQueue {
 /// Most buffers handed to one `writev`.
 pub const MAX_IOV: usize = 64;
 
+/// What a queued frame costs beyond its bytes: its slot in the queue, the shard-local `Rc`
+/// and, for a frame of its own (a pong, an API answer), the buffer's bookkeeping. Output
+/// limits count this too, so a client sending tiny pings it never reads the answers of
+/// cannot pin ~50x more memory than the limit says (a 2-byte pong costs ~100 bytes).
+pub const FRAME_COST: usize = 64;
+
 impl OutQueue {
     pub fn push(&mut self, b: Bytes) {
         self.push_shared(Rc::new(b));
@@ -125,6 +132,11 @@ impl OutQueue {
 
     pub fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// Memory the queue holds, as output limits count it: bytes plus [`FRAME_COST`] a frame.
+    pub fn cost(&self) -> usize {
+        self.bytes + self.frames.len() * FRAME_COST
     }
 
     pub fn is_empty(&self) -> bool {

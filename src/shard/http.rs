@@ -244,7 +244,7 @@ impl Shard {
 
     /// The hub's answer to an API call from `to`.
     pub(super) fn api_reply(&mut self, to: Target, status: u16, body: Bytes) {
-        let Some(conn) = self.target(to) else { return };
+        let Some(conn) = self.conn_at(to) else { return };
         let State::Http { awaiting: true, keep_alive } = conn.state else { return };
         conn.state = State::Http { awaiting: false, keep_alive };
         // A request pipelined behind this one starts its request_timeout only now.
@@ -321,7 +321,7 @@ impl Shard {
     pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>) {
         let node = self.shared.cfg.node_id.0;
         let shard = self.id;
-        let Some(conn) = self.target(to) else { return };
+        let Some(conn) = self.conn_at(to) else { return };
         if !matches!(conn.state, State::Client { .. }) {
             return;
         }

@@ -22,7 +22,7 @@ impl Shard {
                 ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
                 ShardMsg::Welcome { to, result } => self.welcome(to, result),
                 ShardMsg::Close { target, code, reason } => {
-                    if let Some(conn) = self.target(target) {
+                    if let Some(conn) = self.conn_at(target) {
                         // The hub already removed the client: no Disconnected needed.
                         if let State::Client { registered } = &mut conn.state {
                             *registered = false;
@@ -46,7 +46,7 @@ impl Shard {
     }
 
     pub(super) fn deliver(&mut self, t: Target, frame: &Buf) {
-        if let Some(conn) = self.target(t) {
+        if let Some(conn) = self.conn_at(t) {
             if matches!(conn.state, State::Client { registered: true }) {
                 self.queue(t.slot as usize, frame.clone());
             }

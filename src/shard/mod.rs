@@ -19,6 +19,8 @@ mod http;
 mod inbox;
 mod output;
 mod sweep;
+#[cfg(test)]
+mod tests;
 mod ws;
 
 use std::collections::{HashSet, VecDeque};
@@ -37,7 +39,7 @@ pub use sweep::LogLimiter;
 
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::ids::ConnId;
+use crate::ids::{self, ConnId, Gen};
 use crate::metrics::{self, HubStats, ShardStats};
 use crate::msg::{Command, Reply, ShardMsg, Target};
 use crate::protocol::ws as wsp;
@@ -83,11 +85,13 @@ pub struct Shard {
     backlog: VecDeque<Command>,
     scratch: Vec<u8>,
     dirty: Vec<usize>,
-    to_close: Vec<usize>,
+    /// Connections to drop at the end of the turn, by exact generation: a slot freed and
+    /// reused within the turn must not take its predecessor's close.
+    to_close: Vec<Target>,
     /// Connections to read again next turn: read budget used up, or reading was paused
     /// (API call at the hub, HTTP output over the limit) and may resume.
     read_again: Vec<usize>,
-    next_gen: u32,
+    next_gen: Gen,
     epoch: Instant,
     ping: Buf,
     accept_paused: bool,
@@ -260,6 +264,11 @@ impl Shard {
         let _ = sock.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
+        if slot >= ids::SLOTS {
+            // A clientId has room for 2^24 slots per shard (far above any open-file limit).
+            shared.connections.fetch_sub(1, Relaxed);
+            return;
+        }
         // Edge-triggered, readable and writable registered once: no re-registration syscalls.
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("register failed: {e}");
@@ -267,7 +276,7 @@ impl Shard {
             return;
         }
         let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1).max(1);
+        self.next_gen = ids::next_gen(gen);
         let now = self.epoch.elapsed().as_millis() as u32;
         entry.insert(Conn::new(sock, gen, now));
         let st = self.stats();
@@ -280,7 +289,7 @@ impl Shard {
     }
 
     /// The live connection at `t`, if its generation still matches (invariant 5).
-    fn target(&mut self, t: Target) -> Option<&mut Conn> {
+    fn conn_at(&mut self, t: Target) -> Option<&mut Conn> {
         self.conns.get_mut(t.slot as usize).filter(|c| c.gen == t.gen)
     }
 
@@ -288,7 +297,7 @@ impl Shard {
     /// responses are piling up unread (which bounds a pipelining client's output).
     fn input_paused(&self, conn: &Conn) -> bool {
         match conn.state {
-            State::Http { awaiting, .. } => awaiting || conn.out.bytes() > self.shared.cfg.output_hard_limit,
+            State::Http { awaiting, .. } => awaiting || conn.out.cost() > self.shared.cfg.output_hard_limit,
             _ => false,
         }
     }

@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering::Relaxed;
 
 use crossbeam_channel::TrySendError;
 
+use super::conn::FRAME_COST;
 use super::{Buf, Shard, State, CLOSE_GRACE_MS};
 use crate::metrics;
-use crate::msg::Command;
+use crate::msg::{Command, Target};
 use crate::protocol::ws::{self as wsp, close};
 
 impl Shard {
@@ -19,8 +20,8 @@ impl Shard {
         if conn.state == State::Closing {
             return;
         }
-        if conn.state.is_ws() && conn.out.bytes() + frame.len() > hard && !conn.out.is_empty() {
-            let queued = conn.out.bytes();
+        if conn.state.is_ws() && conn.out.cost() + frame.len() + FRAME_COST > hard && !conn.out.is_empty() {
+            let queued = conn.out.cost();
             metrics::add(&self.stats().slow_consumer_closes_total, 1);
             if self.log_ok() {
                 tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
@@ -68,6 +69,7 @@ impl Shard {
     /// so more messages share each later `writev`).
     pub(super) fn flush_one(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        let me = Target { slot: slot as u32, gen: conn.gen };
         match conn.out.write_to(&mut conn.sock) {
             Ok((bytes, calls)) => {
                 let st = &self.shared.stats[self.id as usize];
@@ -75,7 +77,7 @@ impl Shard {
                 metrics::add(&st.writev_calls_total, calls as u64);
             }
             Err(_) => {
-                self.to_close.push(slot);
+                self.to_close.push(me);
                 return;
             }
         }
@@ -84,7 +86,7 @@ impl Shard {
         }
         if conn.out.is_empty() {
             match conn.state {
-                State::Http { awaiting: false, keep_alive: false } => self.to_close.push(slot),
+                State::Http { awaiting: false, keep_alive: false } => self.to_close.push(me),
                 State::Closing if !conn.write_shut => {
                     // Everything (close frame last) is out: half-close and wait for the
                     // peer's FIN (read side) until the grace period ends.
@@ -96,9 +98,13 @@ impl Shard {
         }
     }
 
+    /// Drops the connections marked this turn that are still the ones marked (regression:
+    /// a slot closed and reused within one turn used to lose its new connection here).
     pub(super) fn close_marked(&mut self) {
-        while let Some(slot) = self.to_close.pop() {
-            self.close_now(slot);
+        while let Some(t) = self.to_close.pop() {
+            if self.conn_at(t).is_some() {
+                self.close_now(t.slot as usize);
+            }
         }
     }
 

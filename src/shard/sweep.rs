@@ -103,7 +103,7 @@ impl Shard {
                         idle.push(slot);
                         continue;
                     }
-                    if c.out.bytes() > soft {
+                    if c.out.cost() > soft {
                         if c.soft_since == 0 {
                             c.soft_since = now | 1;
                         } else if now.wrapping_sub(c.soft_since) > soft_ms {
