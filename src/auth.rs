@@ -1,8 +1,10 @@
 //! JWT for the HTTP API (and, optionally, for WebSocket connects).
 //!
 //! `exp` is required and checked, `nbf` honoured. A token with a `systemId` claim is valid
-//! only for that system; a token without one is an operator token (any system, `register`).
-//! Without a key the API is open (allowed only on loopback; see `config`).
+//! only for that system. An operator token (any system, `register`) says so explicitly with
+//! `"role": "operator"` (what `roomcast token` mints): a token that names neither — minted with
+//! the same secret for some other purpose, say — is refused (403). Without a key the API is
+//! open (allowed only on loopback; see `config`).
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -15,7 +17,13 @@ pub struct Claims {
     pub iat: Option<u64>,
     #[serde(rename = "systemId", default, skip_serializing_if = "Option::is_none")]
     pub system_id: Option<String>,
+    /// `"operator"` on operator tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
+
+/// The `role` claim of an operator token.
+pub const OPERATOR: &str = "operator";
 
 /// Why a request is refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -97,7 +105,11 @@ impl Verifier {
         let data = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))?;
         match (scope, data.claims.system_id.as_deref()) {
-            (_, None) => Ok(()),
+            (_, None) if data.claims.role.as_deref() == Some(OPERATOR) => Ok(()),
+            (_, None) => Err(AuthError::Forbidden(
+                "token has neither a systemId claim nor \"role\":\"operator\" (mint tokens with `roomcast token`)"
+                    .into(),
+            )),
             (Scope::Operator, Some(_)) => {
                 Err(AuthError::Forbidden("this endpoint needs an operator token (without systemId)".into()))
             }
@@ -115,7 +127,8 @@ pub fn now_secs() -> u64 {
 /// Mints an HS256 token valid for `ttl_secs`; `system` scopes it, `None` makes an operator token.
 pub fn mint_hs256(secret: &[u8], system: Option<&str>, ttl_secs: u64) -> Result<String, String> {
     let now = now_secs();
-    let claims = Claims { exp: now + ttl_secs, iat: Some(now), system_id: system.map(str::to_string) };
+    let role = system.is_none().then(|| OPERATOR.to_string());
+    let claims = Claims { exp: now + ttl_secs, iat: Some(now), system_id: system.map(str::to_string), role };
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
         .map_err(|e| format!("cannot sign token: {e}"))
 }
@@ -145,15 +158,35 @@ mod tests {
     fn exp_is_required_and_checked() {
         let v = Verifier::hs256(b"k");
         let key = EncodingKey::from_secret(b"k");
-        let expired = Claims { exp: now_secs() - 10, iat: None, system_id: None };
+        let expired = Claims { exp: now_secs() - 10, iat: None, system_id: None, role: Some(OPERATOR.into()) };
         let t = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
         assert_eq!(v.check(Some(&t), Scope::Operator).unwrap_err().status(), 401);
         let no_exp = serde_json::json!({"systemId": "s1"});
         let t = jsonwebtoken::encode(&Header::default(), &no_exp, &key).unwrap();
         assert_eq!(v.check(Some(&t), Scope::System("s1")).unwrap_err().status(), 401);
-        let future = serde_json::json!({"exp": now_secs() + 100, "nbf": now_secs() + 50});
+        let future = serde_json::json!({"exp": now_secs() + 100, "nbf": now_secs() + 50, "role": "operator"});
         let t = jsonwebtoken::encode(&Header::default(), &future, &key).unwrap();
         assert_eq!(v.check(Some(&t), Scope::Operator).unwrap_err().status(), 401);
+    }
+
+    /// Regression (security review, low): any token without `systemId` (or with
+    /// `"systemId": null`) was an operator token.
+    #[test]
+    fn operator_tokens_say_so() {
+        let v = Verifier::hs256(b"k");
+        let key = EncodingKey::from_secret(b"k");
+        let exp = now_secs() + 60;
+        for claims in [
+            serde_json::json!({"exp": exp}),
+            serde_json::json!({"exp": exp, "systemId": null}),
+            serde_json::json!({"exp": exp, "role": "admin"}),
+        ] {
+            let t = jsonwebtoken::encode(&Header::default(), &claims, &key).unwrap();
+            assert_eq!(v.check(Some(&t), Scope::Operator).unwrap_err().status(), 403, "{claims}");
+            assert_eq!(v.check(Some(&t), Scope::System("s")).unwrap_err().status(), 403, "{claims}");
+        }
+        let t = jsonwebtoken::encode(&Header::default(), &serde_json::json!({"exp": exp, "role": "operator"}), &key);
+        assert_eq!(v.check(Some(&t.unwrap()), Scope::Operator), Ok(()));
     }
 
     #[test]

@@ -28,6 +28,10 @@ fn jwt_cases_on_the_api() {
     assert_eq!(call(Some(&token(Some("s2"), 60))), 403, "other system");
     assert_eq!(call(Some(&token(Some("s1"), 60))), 200, "own system");
     assert_eq!(call(Some(&token(None, 60))), 200, "operator");
+    // A token naming neither a system nor the operator role is no operator token.
+    assert_eq!(call(Some(&hs(json!({"exp": now() + 60}), SECRET))), 403, "no systemId, no role");
+    let plain = hs(json!({"exp": now() + 60, "systemId": null}), SECRET);
+    assert_eq!(s.api_as("register", None, Some(&plain), json!({"systemId": "s4"})).0, 403, "systemId null");
     let (st, v) = s.api_as("register", None, Some(&token(Some("s1"), 60)), json!({"systemId": "s3"}));
     assert_eq!(st, 403, "a system token cannot register: {v}");
     assert_eq!(v["code"], -1);
@@ -49,7 +53,7 @@ fn es256_public_key() {
     let enc = jsonwebtoken::EncodingKey::from_ec_pem(&std::fs::read(&key).unwrap()).unwrap();
     let good = jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::ES256),
-        &json!({"exp": now() + 60}),
+        &json!({"exp": now() + 60, "role": "operator"}),
         &enc,
     )
     .unwrap();
