@@ -88,12 +88,7 @@ fn hub_fanout(c: &mut Criterion) {
         rxs.push(rx);
         reply_rxs.push(replies_rx);
     }
-    let mut hub = Hub::new(
-        HubConfig { node: 1, notify_max_group_size: 0, client_publish: false },
-        links,
-        Arc::new(HubStats::default()),
-        None,
-    );
+    let mut hub = Hub::new(HubConfig { node: 1, notify_max_group_size: 0 }, links, Arc::new(HubStats::default()), None);
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });
     for i in 0..MEMBERS {

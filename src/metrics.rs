@@ -1,8 +1,19 @@
-//! Counters: one [`ShardStats`] per shard (written only by that shard, relaxed atomics) and
-//! one [`HubStats`]; `/metrics` sums them when read (Prometheus text format).
+//! Counters: one [`ShardStats`] per shard (written only by that shard, relaxed atomics; each on
+//! its own cache lines, [`PerShard`], so shards never write to a line another shard writes)
+//! and one [`HubStats`]; `/metrics` sums them when read (Prometheus text format).
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use crossbeam_utils::CachePadded;
+
+/// One shard's counters, padded to whole cache lines.
+pub type PerShard = CachePadded<ShardStats>;
+
+/// Counters for `n` shards.
+pub fn per_shard(n: usize) -> Vec<PerShard> {
+    (0..n).map(|_| CachePadded::new(ShardStats::default())).collect()
+}
 
 macro_rules! counters {
     ($name:ident { $($field:ident : $help:literal),* $(,)? }) => {
@@ -70,12 +81,12 @@ pub fn sub(c: &AtomicU64, n: u64) {
 }
 
 /// Sum of one field over all shards.
-pub fn sum(shards: &[ShardStats], f: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
+pub fn sum(shards: &[PerShard], f: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
     shards.iter().map(|s| f(s).load(Relaxed)).sum()
 }
 
 /// Renders all counters in Prometheus text format.
-pub fn render(shards: &[ShardStats], hub: &HubStats) -> String {
+pub fn render(shards: &[PerShard], hub: &HubStats) -> String {
     let mut out = String::new();
     let mut totals: Vec<(&str, &str, u64)> = Vec::new();
     for s in shards {
@@ -100,7 +111,7 @@ mod tests {
 
     #[test]
     fn render_sums_shards() {
-        let shards = [ShardStats::default(), ShardStats::default()];
+        let shards = per_shard(2);
         add(&shards[0].accepted_total, 2);
         add(&shards[1].accepted_total, 3);
         let text = render(&shards, &HubStats::default());

@@ -11,6 +11,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use crossbeam_channel::{Sender, TrySendError};
 use serde_json::value::RawValue;
 
 pub use crate::ids::Target;
@@ -41,7 +42,7 @@ pub enum Command {
     /// at this point of Redis's order; if it is ours it becomes a member here before the frame
     /// (its 1001 notice, if any) is delivered, so group membership follows one order
     /// cluster-wide.
-    Deliver { system: Box<str>, group: Option<Box<str>>, frame: Option<Frame>, joined: Option<ClientRef> },
+    Frame { system: Box<str>, group: Option<Box<str>>, frame: Option<Frame>, joined: Option<ClientRef> },
     /// Cluster mode, from the broker: whether `system` is registered (`Err`: Redis
     /// unreachable), answering a lookup the hub asked for.
     SystemKnown { system: Box<str>, registered: Result<bool, String> },
@@ -106,6 +107,58 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// Whether its answer tells the caller's shard that the system is registered (so the
+    /// shard may answer later sends to it at once).
+    pub fn teaches_system(&self) -> bool {
+        matches!(self, Op::Register | Op::SendToGroup { .. } | Op::SendToSystem { .. } | Op::SendToClients { .. })
+    }
+}
+
+/// Sends on a channel to a shard without ever losing the message: when the channel is full
+/// the shard may be asleep, so it is woken before the sender waits for room (a shard always
+/// drains its channels once awake).
+pub fn send_to_shard<T>(tx: &Sender<T>, waker: &mio::Waker, msg: T) {
+    match tx.try_send(msg) {
+        Ok(()) => {}
+        Err(TrySendError::Full(msg)) => {
+            let _ = waker.wake();
+            let _ = tx.send(msg);
+        }
+        Err(TrySendError::Disconnected(_)) => {}
+    }
+}
+
+/// Shards to wake once at the end of a batch (the hub's and the broker's): one wake-up per
+/// shard per batch, however many messages it got.
+pub struct Wakes {
+    wakers: Vec<Arc<mio::Waker>>,
+    pending: Vec<bool>,
+}
+
+impl Wakes {
+    pub fn new(wakers: Vec<Arc<mio::Waker>>) -> Self {
+        let n = wakers.len();
+        Wakes { wakers, pending: vec![false; n] }
+    }
+
+    /// `shard` got something this batch.
+    pub fn mark(&mut self, shard: usize) {
+        if let Some(p) = self.pending.get_mut(shard) {
+            *p = true;
+        }
+    }
+
+    /// Wakes every shard marked since the last call.
+    pub fn wake(&mut self) {
+        for (p, w) in self.pending.iter_mut().zip(&self.wakers) {
+            if std::mem::take(p) {
+                let _ = w.wake();
+            }
+        }
+    }
+}
+
 /// Hub → shard.
 #[derive(Debug)]
 pub enum ShardMsg {
@@ -122,14 +175,15 @@ pub enum ShardMsg {
     Shutdown,
 }
 
-/// Hub → shard, on the shard's reply channel: the answer to an API call (HTTP status and
-/// JSON body). `registered` names the caller's system when it is registered, so the shard
-/// can answer later sends to it itself (systems are never unregistered). Answers travel
-/// apart from [`ShardMsg`] so a shard can write them in the middle of a long flush.
+/// Hub (or broker, subscriber) → shard, on the shard's reply channel: the answer to an API
+/// call (HTTP status and JSON body). `known_system` names the caller's system when it is
+/// registered, so the shard can answer later sends to it itself (systems are never
+/// unregistered). Answers travel apart from [`ShardMsg`] so a shard can write them in the
+/// middle of a long flush.
 #[derive(Debug)]
 pub struct Reply {
     pub to: Target,
     pub status: u16,
     pub body: Bytes,
-    pub registered: Option<Box<str>>,
+    pub known_system: Option<Box<str>>,
 }

@@ -14,7 +14,7 @@ use crate::auth::Verifier;
 use crate::cluster::{self, ClusterConfig, Replies};
 use crate::config::{Config, JwtKey};
 use crate::hub::{Hub, HubConfig, ShardLink};
-use crate::metrics::{HubStats, ShardStats};
+use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ShardMsg};
 use crate::shard::{Shard, Shared, WAKER};
 
@@ -81,7 +81,7 @@ impl Server {
         let hub_stats = Arc::new(HubStats::default());
         let shared = Arc::new(Shared {
             verifier: verifier(&cfg)?,
-            stats: (0..n).map(|_| ShardStats::default()).collect(),
+            stats: metrics::per_shard(n),
             hub_stats: hub_stats.clone(),
             connections: AtomicUsize::new(0),
             cfg: cfg.clone(),
@@ -129,11 +129,7 @@ impl Server {
                 (Some(link), threads)
             }
         };
-        let hub_cfg = HubConfig {
-            node: cfg.node_id.0,
-            notify_max_group_size: cfg.notify_max_group_size,
-            client_publish: cfg.client_publish,
-        };
+        let hub_cfg = HubConfig { node: cfg.node_id.0, notify_max_group_size: cfg.notify_max_group_size };
         let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
         Ok(Server { addr, links, shards, hub: Some(hub), cluster, hub_tx })

@@ -1,6 +1,7 @@
 //! Every endpoint, its success shape and its errors, through a real server process.
 mod util;
 
+use std::io::{Read, Write};
 use std::time::Duration;
 
 use serde_json::json;
@@ -293,4 +294,67 @@ fn early_answers_keep_errors_and_order() {
     assert_eq!(st, 404, "{v}");
     let (st, _) = h.call("send_to_system", "never-registered", &json!({}));
     assert_eq!(st, 404);
+}
+
+/// A review suspected that an API answer drained in the middle of a long flush re-entered the
+/// request parser (flush → answer → parse the request pipelined behind it → read) while the
+/// parser held the read buffer: the read would get 0 bytes and close the connection as if at
+/// EOF. That path could not run (the answer drain never runs inside the parser), and the
+/// answer path now only schedules the next parse for the loop's next pass. This drives the
+/// interleaving: answers arrive while broadcasts to hundreds of sockets are being flushed, with
+/// requests pipelined behind them on one keep-alive connection.
+#[test]
+fn pipelined_calls_answered_during_long_flushes_keep_the_connection() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let clients: Vec<Client> = (0..300)
+        .map(|_| {
+            let c = s.client("a");
+            let body = json!({"clientId": c.id, "groupName": "g", "notify": false});
+            assert_eq!(s.api("bind_to_group", Some("a"), body).0, 200);
+            c
+        })
+        .collect();
+    let mut pipeline = Vec::new();
+    for i in 0..60 {
+        let (name, body) = match i % 2 {
+            0 => ("send_to_group", json!({"groupName": "g", "msg": i.to_string()}).to_string()),
+            _ => ("get_online_list", json!({"groupName": "g"}).to_string()),
+        };
+        pipeline.extend_from_slice(
+            format!("POST /api/{name} HTTP/1.1\r\nSystemId: a\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+                .as_bytes(),
+        );
+    }
+    let mut t = std::net::TcpStream::connect(s.addr).unwrap();
+    t.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    t.write_all(&pipeline).unwrap();
+    let mut buf = Vec::new();
+    let mut answers = Vec::new();
+    while answers.len() < 60 {
+        if let Some((status, body, len)) = complete_response(&buf) {
+            let v: serde_json::Value = serde_json::from_slice(&buf[body]).unwrap();
+            answers.push((status, v));
+            buf.drain(..len);
+            continue;
+        }
+        let mut chunk = [0u8; 65536];
+        let n = t.read(&mut chunk).expect("read");
+        assert!(n > 0, "connection closed after {} answers", answers.len());
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    for (i, (status, v)) in answers.iter().enumerate() {
+        assert_eq!(*status, 200, "{i}: {v}");
+        if i % 2 == 1 {
+            assert_eq!(v["data"]["count"], 300, "{i}: {v}");
+        }
+    }
+    // Still open and in step.
+    let body = r#"{"groupName":"g"}"#;
+    write!(t, "POST /api/get_online_list HTTP/1.1\r\nSystemId: a\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        .unwrap();
+    let mut chunk = [0u8; 65536];
+    let n = t.read(&mut chunk).unwrap();
+    assert!(std::str::from_utf8(&chunk[..n]).unwrap().starts_with("HTTP/1.1 200"));
+    drop(clients);
 }

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{unbounded, Receiver, Sender, TrySendError};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 
 use crate::ids::ConnId;
 use crate::metrics::HubStats;
@@ -106,16 +106,17 @@ pub struct Replies(pub Vec<(Sender<Reply>, Arc<mio::Waker>)>);
 
 impl Replies {
     /// Queues an answer without waking its shard; returns the shard to wake.
-    pub fn queue(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) -> usize {
+    pub fn queue(&self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) -> usize {
         let shard = to.shard as usize;
         if let Some((tx, waker)) = self.0.get(shard) {
-            if let Err(TrySendError::Full(r)) = tx.try_send(Reply { to: to.in_shard(), status, body, registered }) {
-                // The shard may be asleep with a full channel: wake it before waiting on it.
-                let _ = waker.wake();
-                let _ = tx.send(r);
-            }
+            crate::msg::send_to_shard(tx, waker, Reply { to: to.in_shard(), status, body, known_system });
         }
         shard
+    }
+
+    /// A wake set over these shards.
+    pub fn wakes(&self) -> crate::msg::Wakes {
+        crate::msg::Wakes::new(self.0.iter().map(|(_, w)| w.clone()).collect())
     }
 
     pub fn wake(&self, shard: usize) {
@@ -125,8 +126,8 @@ impl Replies {
     }
 
     /// Queues an answer and wakes its shard.
-    pub fn send(&self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
-        let shard = self.queue(to, status, body, registered);
+    pub fn send(&self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) {
+        let shard = self.queue(to, status, body, known_system);
         self.wake(shard);
     }
 }

@@ -1,6 +1,30 @@
 //! Lua scripts: each presence change is one atomic step in Redis, and a notice is published
 //! by the same step that decided it (so it goes out exactly once, after the change).
 
+use redis::Script;
+
+/// The scripts, loaded into Redis at every (re)connect and run by hash (`EVALSHA`) inside
+/// pipelines.
+pub struct Scripts {
+    pub join: Script,
+    pub leave: Script,
+    pub all_groups: Script,
+}
+
+impl Scripts {
+    pub fn new() -> Self {
+        Scripts { join: Script::new(JOIN), leave: Script::new(LEAVE), all_groups: Script::new(ALL_GROUPS) }
+    }
+
+    /// Loads every script (Redis may have restarted empty).
+    pub fn load(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
+        for s in [&self.join, &self.leave, &self.all_groups] {
+            s.load(con)?;
+        }
+        Ok(())
+    }
+}
+
 /// KEYS: group hash (also its channel), groups set, node hash.
 /// ARGV: clientId, info, group name, member field, joined marker with the 1001 notice
 /// ('' = no notice), max size, joined marker alone.

@@ -87,7 +87,7 @@ impl Subscriber {
         };
         // The frame is the payload's tail: keep the buffer, no copy.
         let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
-        let _ = self.hub.send(Command::Deliver { system: system.into(), group, frame, joined });
+        let _ = self.hub.send(Command::Frame { system: system.into(), group, frame, joined });
     }
 
     fn node_msg(&self, payload: &[u8]) {

@@ -1,238 +1,239 @@
-//! The hub's cluster-mode side: what it asks the broker, and what it does with what the
-//! broker brings back. The hub keeps only this node's clients; systems are learnt from
-//! Redis (and cached, since systems are never unregistered); presence and other nodes'
-//! clients are the broker's business.
+//! The hub's cluster side: its half of the backend seam (what it asks the broker), and what
+//! the broker and subscriber bring back — system lookups, calls other nodes forward, frames in
+//! Redis's order, subscriptions. The hub keeps only this node's clients; systems are learnt
+//! from Redis (and cached: systems are never unregistered); presence and other nodes' clients
+//! are the broker's business.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, HashSet};
 
-use super::{not_found_client, ApiResult, Client, Hub, Members, System};
-use crate::cluster::BrokerCmd;
+use super::index::SysId;
+use super::{Answer, Hub, Local};
+use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{ClientRef, ConnId};
-use crate::msg::{Command, Frame, Op, ReplyTo};
-use crate::protocol::api;
+use crate::metrics;
+use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg};
+use crate::protocol::api::{ApiError, Done};
 
-/// Commands waiting for Redis to say whether their system is registered.
-#[derive(Default)]
-pub struct Lookups {
+/// Cluster mode's state in the hub.
+pub(super) struct ClusterSide {
+    pub link: BrokerLink,
+    /// Commands waiting for Redis to say whether their system is registered.
     waiting: HashMap<Box<str>, Vec<Command>>,
-    /// Connections whose `Connect` waits (their `Disconnected` must wait behind it).
-    conns: HashMap<ConnId, Box<str>>,
-    /// While a lookup's commands run again: their system, and why Redis could not answer.
-    replaying: Option<(Box<str>, Option<String>)>,
+    /// Connections whose `Connect` waits there (their `Disconnected` must wait behind it).
+    waiting_conns: HashMap<ConnId, Box<str>>,
+    /// The other nodes alive: calls about clients of any other node are answered 404 at once
+    /// instead of being published for nobody.
+    pub live: HashSet<u32>,
 }
 
-impl Lookups {
-    /// Why the system being replayed could not be checked, if Redis was unreachable.
-    pub fn failure(&self) -> Option<String> {
-        self.replaying.as_ref().and_then(|(_, e)| e.clone())
+impl ClusterSide {
+    pub fn new(link: BrokerLink) -> Self {
+        ClusterSide { link, waiting: HashMap::new(), waiting_conns: HashMap::new(), live: HashSet::new() }
     }
-}
 
-pub fn notice_frame(code: i64, client_id: &str, c: &Client) -> Frame {
-    api::notice_frame(code, &crate::ids::message_id(), client_id, &c.user_id, &c.extend)
-}
+    /// The 503 of a call the cluster cannot take now (counted).
+    pub fn unavailable(&self, l: &Local) -> ApiError {
+        metrics::add(&l.stats.cluster_unavailable_total, 1);
+        ApiError::cluster_unavailable()
+    }
 
-pub fn info(c: &Client) -> Box<str> {
-    crate::cluster::info(&c.user_id, &c.extend)
+    /// Hands a call of a caller here to the broker, which answers it; or answers now: 503 when
+    /// the broker cannot take it, 404 for a call no node may pass on (a forwarded one).
+    pub fn ask(&mut self, l: &Local, to: ReplyTo, cmd: impl FnOnce(ConnId) -> BrokerCmd) -> Answer {
+        let ReplyTo::Local(conn) = to else { return ApiError::unknown_client().into() };
+        if !self.link.usable() {
+            return self.unavailable(l).into();
+        }
+        self.link.send(cmd(conn));
+        Answer::Later
+    }
+
+    /// A call about a client of node `node`: the broker forwards it, that node answers.
+    pub fn forward(&mut self, l: &Local, node: u32, sys: SysId, op: Op, to: ReplyTo) -> Answer {
+        if !self.live.contains(&node) {
+            return ApiError::unknown_client().into();
+        }
+        let system = l.index.name(sys).to_string().into();
+        self.ask(l, to, |conn| BrokerCmd::Forward { node, system, op, reply: Some(conn) })
+    }
+
+    /// The part of a send for other nodes' clients: one forward per node alive (a made-up
+    /// node id costs nothing), answered once the forwards are in Redis, so a later send
+    /// through another node comes after them at every client's node.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward_sends(
+        &mut self,
+        l: &Local,
+        sys: SysId,
+        remote: Vec<ClientRef>,
+        frame: Frame,
+        id: Box<str>,
+        strict: bool,
+        to: ReplyTo,
+    ) -> Answer {
+        let mut by_node: HashMap<u32, Vec<ClientRef>> = HashMap::new();
+        for c in remote {
+            if self.live.contains(&c.node) {
+                by_node.entry(c.node).or_default().push(c);
+            } else if strict {
+                return ApiError::unknown_client().into();
+            }
+        }
+        if by_node.is_empty() {
+            return Ok(Done::Sent(id)).into();
+        }
+        if !self.link.usable() {
+            metrics::add(&l.stats.cluster_unavailable_total, 1);
+            return ApiError::new(503, "cluster store unreachable (Redis): sent to this node's clients only").into();
+        }
+        if strict {
+            let (node, clients) = by_node.into_iter().next().expect("not empty");
+            let op = Op::SendToClients { clients, frame, message_id: id, strict };
+            return self.forward(l, node, sys, op, to);
+        }
+        let system: Box<str> = l.index.name(sys).to_string().into();
+        for (node, clients) in by_node {
+            let op = Op::SendToClients { clients, frame: frame.clone(), message_id: id.clone(), strict };
+            self.link.send(BrokerCmd::Forward { node, system: system.clone(), op, reply: None });
+        }
+        self.link.send(BrokerCmd::Answer { to, status: 200, body: Done::Sent(id).body() });
+        Answer::Later
+    }
 }
 
 impl Hub {
     /// Cluster mode: holds back a command whose system this node has not seen yet and asks
     /// Redis about it; the command runs when the answer comes ([`Command::SystemKnown`]).
     pub(super) fn gate(&mut self, cmd: Command) -> Option<Command> {
-        let Some(cl) = &self.cluster else { return Some(cmd) };
+        let Some(c) = self.backend.cluster() else { return Some(cmd) };
         let system: Box<str> = match &cmd {
             Command::Connect { system, .. } => system.clone(),
             Command::Api { system, op, .. } if !matches!(op, Op::Register) => system.clone(),
-            Command::Disconnected { conn } => match self.lookups.conns.get(conn) {
+            Command::Disconnected { conn } => match c.waiting_conns.get(conn) {
                 Some(s) => s.clone(),
                 None => return Some(cmd),
             },
             _ => return Some(cmd),
         };
-        if self.systems.contains_key(&*system) || self.lookups.replaying.as_ref().is_some_and(|(s, _)| *s == system) {
+        if self.local.index.find(&system).is_some() {
             return Some(cmd);
         }
         if let Command::Connect { conn, .. } = &cmd {
-            self.lookups.conns.insert(*conn, system.clone());
+            c.waiting_conns.insert(*conn, system.clone());
         }
-        let waiting = self.lookups.waiting.entry(system.clone()).or_default();
+        let waiting = c.waiting.entry(system.clone()).or_default();
         waiting.push(cmd);
         if waiting.len() == 1 {
-            cl.send(BrokerCmd::Lookup { system });
+            c.link.send(BrokerCmd::Lookup { system });
         }
         None
     }
 
-    /// Redis answered a lookup (or a register): cache the system, run what waited for it.
+    /// Redis answered a lookup (or a register): cache the system and run what waited for it,
+    /// or refuse what waited (unknown system, or Redis unreachable).
     pub(super) fn system_known(&mut self, system: Box<str>, registered: Result<bool, String>) {
-        let cmds = self.lookups.waiting.remove(&system).unwrap_or_default();
-        let failure = match registered {
-            Ok(true) => {
-                if !self.systems.contains_key(&*system) {
-                    let sys = System { members: Members::new(self.shards()), groups: HashMap::new() };
-                    self.systems.insert(system.as_ref().into(), sys);
-                }
-                None
+        let Some(c) = self.backend.cluster() else { return };
+        let cmds = c.waiting.remove(&system).unwrap_or_default();
+        for cmd in &cmds {
+            if let Command::Connect { conn, .. } = cmd {
+                c.waiting_conns.remove(conn);
             }
-            Ok(false) => None,
-            Err(e) => Some(e),
-        };
-        self.lookups.replaying = Some((system, failure));
-        for c in cmds {
-            if let Command::Connect { conn, .. } = &c {
-                self.lookups.conns.remove(conn);
-            }
-            self.handle(c);
         }
-        self.lookups.replaying = None;
+        if registered == Ok(true) {
+            let shards = self.local.shards();
+            self.local.index.add_system(&system, shards);
+            return cmds.into_iter().for_each(|cmd| self.handle(cmd));
+        }
+        for cmd in cmds {
+            match cmd {
+                Command::Connect { conn, .. } => {
+                    let msg = match &registered {
+                        Err(e) => e.clone(),
+                        Ok(_) => format!("systemId '{system}' is not registered"),
+                    };
+                    let welcome = ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg) };
+                    self.local.out.send(conn.shard as usize, welcome);
+                }
+                Command::Api { from, .. } => {
+                    let e = match &registered {
+                        Err(_) => {
+                            metrics::add(&self.local.stats.cluster_unavailable_total, 1);
+                            ApiError::cluster_unavailable()
+                        }
+                        Ok(_) => ApiError::unknown_system(&system),
+                    };
+                    self.answer(ReplyTo::Local(from), Err(e), None);
+                }
+                // Its Connect was refused above: the hub never knew the client.
+                _ => {}
+            }
+        }
     }
 
     /// A call another node forwarded about clients of this node.
     pub(super) fn remote(&mut self, origin: u32, corr: u64, system: Box<str>, op: Op) {
         let to = ReplyTo::Remote { node: origin, corr };
-        let me = self.cfg.node;
+        let me = self.local.cfg.node;
         let (foreign, wants_answer) = match &op {
             Op::SendToClients { clients, strict, .. } => (clients.iter().any(|c| c.node != me), *strict),
             Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => (client.node != me, true),
             _ => (true, true),
         };
-        let r = if foreign || !self.systems.contains_key(&*system) {
-            Some(Err(not_found_client()))
-        } else {
-            self.api(&system, op, to)
+        let answer = match self.local.index.find(&system) {
+            Some(sys) if !foreign => self.api_in(sys, op, to),
+            _ => ApiError::unknown_client().into(),
         };
-        if let (Some(r), true) = (r, wants_answer) {
+        if let (Answer::Now(r), true) = (answer, wants_answer) {
             self.answer(to, r, None);
         }
     }
 
     /// A frame through Redis (any node's send, a notice decided in Redis) for members here;
     /// first, if `joined` is a client of ours still in the group, it becomes a member.
-    pub(super) fn deliver(
+    pub(super) fn frame_from_redis(
         &mut self,
         system: &str,
         group: Option<&str>,
         frame: Option<&Frame>,
         joined: Option<ClientRef>,
     ) {
-        let shards = self.shards();
-        let Some(sys) = self.systems.get_mut(system) else { return };
+        let me = self.local.cfg.node;
+        let shards = self.local.shards();
+        let Local { index, out, stats, .. } = &mut self.local;
+        let Some(sys) = index.find(system) else { return };
+        let in_group = |c: &ClientRef| {
+            c.node == me
+                && index
+                    .clients
+                    .get(&c.conn)
+                    .is_some_and(|cl| group.is_some_and(|g| cl.groups.iter().any(|k| **k == *g)))
+        };
+        let joined = joined.filter(in_group);
+        let system = &mut index.systems[sys.index()];
         let members = match group {
             Some(g) => {
-                if let Some(c) = joined.filter(|c| c.node == self.cfg.node) {
-                    let key = self.clients.get(&c.conn).and_then(|cl| cl.groups.iter().find(|k| ***k == *g));
-                    if let Some(key) = key {
-                        let m = sys.groups.entry(key.clone()).or_insert_with(|| {
-                            crate::metrics::add(&self.stats.groups, 1);
-                            Members::new(shards)
-                        });
-                        m.insert(c.conn);
+                if let Some(c) = joined {
+                    let (_, m, created) = system.group_entry(g, shards);
+                    if created {
+                        metrics::add(&stats.groups, 1);
                     }
+                    m.insert(c.conn);
                 }
-                sys.groups.get_mut(g)
+                system.groups.get_mut(g)
             }
-            None => Some(&mut sys.members),
+            None => Some(&mut system.members),
         };
         if let (Some(m), Some(f)) = (members, frame) {
-            self.out.broadcast(m, f);
+            out.broadcast(m, f);
         }
     }
 
-    /// Cluster mode and the broker cannot take an API call now.
-    pub(super) fn cluster_blocked(&self) -> bool {
-        self.cluster.as_ref().is_some_and(|c| !c.usable())
-    }
-
-    /// The 503 of a call the cluster cannot take now (counted).
-    pub(super) fn unavailable(&self, what: &str) -> (u16, String) {
-        crate::metrics::add(&self.stats.cluster_unavailable_total, 1);
-        (503, format!("cluster store unreachable (Redis): {what}"))
-    }
-
-    /// Hands a call of a caller here to the broker, which answers it (`None`); or answers
-    /// now: 503 when the broker cannot take it, 404 for a call that no node may pass on.
-    pub(super) fn ask_broker(&self, to: ReplyTo, cmd: impl FnOnce(ConnId) -> BrokerCmd) -> Option<ApiResult> {
-        let (Some(cl), ReplyTo::Local(conn)) = (&self.cluster, to) else { return Some(Err(not_found_client())) };
-        if !cl.usable() {
-            return Some(Err(self.unavailable("retry later")));
-        }
-        cl.send(cmd(conn));
-        None
-    }
-
-    /// A call about a client of another node: the broker forwards it, its node answers.
-    pub(super) fn forward(&mut self, node: u32, system: &str, op: Op, to: ReplyTo) -> Option<ApiResult> {
-        self.ask_broker(to, |conn| BrokerCmd::Forward { node, system: system.into(), op, reply: Some(conn) })
-    }
-
-    /// The part of a send that is for other nodes' clients.
-    pub(super) fn forward_sends(
-        &mut self,
-        system: &str,
-        remote: Vec<ClientRef>,
-        frame: Frame,
-        message_id: Box<str>,
-        strict: bool,
-        to: ReplyTo,
-    ) -> Option<ApiResult> {
-        let Some(cl) = &self.cluster else {
-            return Some(if strict { Err(not_found_client()) } else { Ok(api::message_id_body(&message_id)) });
-        };
-        if !cl.usable() {
-            return Some(Err(self.unavailable("sent to this node's clients only")));
-        }
-        if strict {
-            let node = remote[0].node;
-            return self.forward(node, system, Op::SendToClients { clients: remote, frame, message_id, strict }, to);
-        }
-        let mut by_node: HashMap<u32, Vec<ClientRef>> = HashMap::new();
-        for c in remote {
-            by_node.entry(c.node).or_default().push(c);
-        }
-        for (node, clients) in by_node {
-            let op = Op::SendToClients { clients, frame: frame.clone(), message_id: message_id.clone(), strict };
-            cl.send(BrokerCmd::Forward { node, system: system.into(), op, reply: None });
-        }
-        // Answered once the forwards are in Redis: a later send through another node comes
-        // after them at every client's node.
-        cl.send(BrokerCmd::Answer { to, status: 200, body: api::message_id_body(&message_id) });
-        None
-    }
-
-    /// `send_to_group` / `send_to_system`: every node's members (this one's too) get the
-    /// frame through Redis, so all of them see a group's frames in one order; the caller is
-    /// answered once Redis has it. While Redis is unreachable nothing is delivered (503):
-    /// a retry cannot duplicate.
-    pub(super) fn publish_cluster(
-        &mut self,
-        system: &str,
-        group: Option<Arc<str>>,
-        frame: Frame,
-        message_id: &str,
-        to: ReplyTo,
-    ) -> Option<ApiResult> {
-        let Some((system, _)) = self.systems.get_key_value(system) else { return Some(Err(not_found_client())) };
-        let system = system.clone();
-        let body = api::message_id_body(message_id);
-        self.ask_broker(to, |conn| BrokerCmd::Publish { system, group, frame, answer: Some((conn, body)) })
-    }
-
-    /// `get_online_list` / `get_all_groups`: read from presence by the broker.
-    pub(super) fn query(&mut self, system: &str, group: Option<Box<str>>, to: ReplyTo) -> Option<ApiResult> {
-        self.ask_broker(to, |conn| BrokerCmd::Query { system: system.into(), group, to: conn })
-    }
-
-    /// Cluster mode: a successful presence change is answered by the broker once Redis has
-    /// it (read-your-writes from any node).
-    pub(super) fn after_change(&mut self, to: ReplyTo, r: ApiResult) -> Option<ApiResult> {
-        match (&self.cluster, r) {
-            (Some(cl), Ok(body)) => {
-                cl.send(BrokerCmd::Answer { to, status: 200, body });
-                None
-            }
-            (_, r) => Some(r),
-        }
+    /// This node now receives the system's sends: the waiting client becomes a member of its
+    /// system and gets its connect frame.
+    pub(super) fn subscribed(&mut self, conn: ConnId) {
+        let Local { index, out, .. } = &mut self.local;
+        let Some(sys) = index.clients.get(&conn).map(|c| c.system) else { return };
+        index.system(sys).members.insert(conn);
+        out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()) });
     }
 }

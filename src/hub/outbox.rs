@@ -1,37 +1,30 @@
 //! How the hub reaches the shards: sends with one wake per shard per batch, and notices.
 
 use bytes::Bytes;
-use crossbeam_channel::{Sender, TrySendError};
 
-use super::{Client, HubConfig, Members, ShardLink};
+use super::index::Client;
+use super::{HubConfig, Members, ShardLink};
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
-use crate::msg::{Frame, Reply, ShardMsg};
+use crate::msg::{send_to_shard, Frame, Reply, ShardMsg, Wakes};
 use crate::protocol::api;
 
 /// Sends to shards and remembers whom to wake.
 pub(super) struct Outbox {
     pub(super) links: Vec<ShardLink>,
-    pub(super) woken: Vec<bool>,
+    wakes: Wakes,
 }
 
 impl Outbox {
-    pub(super) fn send(&mut self, shard: usize, msg: ShardMsg) {
-        let link = &self.links[shard];
-        Self::push(&link.tx, &link.waker, msg);
-        self.woken[shard] = true;
+    pub(super) fn new(links: Vec<ShardLink>) -> Self {
+        let wakes = Wakes::new(links.iter().map(|l| l.waker.clone()).collect());
+        Outbox { links, wakes }
     }
 
-    fn push<T>(tx: &Sender<T>, waker: &mio::Waker, msg: T) {
-        match tx.try_send(msg) {
-            Ok(()) => {}
-            Err(TrySendError::Full(msg)) => {
-                // The shard may be asleep with a full queue: wake it before waiting on it.
-                let _ = waker.wake();
-                let _ = tx.send(msg);
-            }
-            Err(TrySendError::Disconnected(_)) => {}
-        }
+    pub(super) fn send(&mut self, shard: usize, msg: ShardMsg) {
+        let link = &self.links[shard];
+        send_to_shard(&link.tx, &link.waker, msg);
+        self.wakes.mark(shard);
     }
 
     pub(super) fn broadcast(&mut self, members: &mut Members, frame: &Frame) {
@@ -42,19 +35,15 @@ impl Outbox {
         }
     }
 
-    pub(super) fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
+    pub(super) fn reply(&mut self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) {
         let shard = to.shard as usize;
         let link = &self.links[shard];
-        Self::push(&link.replies, &link.waker, Reply { to: to.in_shard(), status, body, registered });
-        self.woken[shard] = true;
+        send_to_shard(&link.replies, &link.waker, Reply { to: to.in_shard(), status, body, known_system });
+        self.wakes.mark(shard);
     }
 
     pub(super) fn wake(&mut self) {
-        for (i, w) in self.woken.iter_mut().enumerate() {
-            if std::mem::take(w) {
-                let _ = self.links[i].waker.wake();
-            }
-        }
+        self.wakes.wake();
     }
 }
 

@@ -4,11 +4,90 @@
 //! ([`ws::text_frame_with`]), once per message; `data` is copied byte for byte from the
 //! request, never re-encoded.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::ws;
+
+/// An API failure: the HTTP status and a message saying what was wrong (and what to do).
+/// The body is `{"code":-1,"msg":<msg>,"data":[]}` ([`ApiError::body`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub msg: Cow<'static, str>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, msg: impl Into<Cow<'static, str>>) -> Self {
+        ApiError { status, msg: msg.into() }
+    }
+
+    /// 400: the request is not what the endpoint takes.
+    pub fn bad_request(msg: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(400, msg)
+    }
+
+    /// 404: no such client in the caller's system.
+    pub fn unknown_client() -> Self {
+        Self::new(404, "client not found (unknown clientId, or not in this system)")
+    }
+
+    /// 404: the caller's system was never registered.
+    pub fn unknown_system(system: &str) -> Self {
+        Self::new(404, format!("systemId '{system}' is not registered: call /api/register first"))
+    }
+
+    /// 409: `register` of a system that exists.
+    pub fn already_registered(system: &str) -> Self {
+        Self::new(409, format!("systemId '{system}' is already registered"))
+    }
+
+    /// 503: the hub's queue is full.
+    pub fn hub_busy() -> Self {
+        Self::new(503, "server busy: the hub queue is full, retry later")
+    }
+
+    /// 503: cluster mode cannot take the call now (Redis unreachable, or the broker behind).
+    pub fn cluster_unavailable() -> Self {
+        Self::new(503, CLUSTER_UNAVAILABLE)
+    }
+
+    /// The JSON body of this error.
+    pub fn body(&self) -> Bytes {
+        err_body(&self.msg)
+    }
+}
+
+/// The message of a 503 in cluster mode while Redis cannot be used.
+pub const CLUSTER_UNAVAILABLE: &str = "cluster store unreachable (Redis): retry later";
+
+/// A successful answer's body, built only when someone waits for it (a send the shard already
+/// answered costs no body).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Done {
+    /// `{"messageId":..}`.
+    Sent(Box<str>),
+    /// `[]`.
+    Empty,
+    /// Any other body, already built.
+    Body(Bytes),
+}
+
+impl Done {
+    pub fn body(self) -> Bytes {
+        match self {
+            Done::Sent(id) => message_id_body(&id),
+            Done::Empty => ok_body("[]"),
+            Done::Body(b) => b,
+        }
+    }
+}
+
+/// What an API operation came to.
+pub type ApiResult = Result<Done, ApiError>;
 
 /// Every field any endpoint takes; each endpoint checks its own required fields.
 #[derive(Debug, Default, Deserialize)]
@@ -136,7 +215,34 @@ pub fn err_body(msg: &str) -> Bytes {
 
 /// `{"messageId":".."}` as success data.
 pub fn message_id_body(message_id: &str) -> Bytes {
-    ok_body(&format!("{{\"messageId\":\"{message_id}\"}}"))
+    let mut v = Vec::with_capacity(14 + message_id.len());
+    v.extend_from_slice(b"{\"messageId\":");
+    push_str(&mut v, message_id);
+    v.push(b'}');
+    // `push_str` wrote valid JSON, hence valid UTF-8.
+    ok_body(std::str::from_utf8(&v).unwrap_or("{}"))
+}
+
+/// `get_online_list`'s answer: `{"count":N,"list":[clientId..]}`.
+pub fn online_list_body<S: AsRef<str>>(ids: &[S]) -> Bytes {
+    let arr = string_array(ids.iter().map(AsRef::as_ref));
+    let mut n = itoa::Buffer::new();
+    ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", n.format(ids.len())))
+}
+
+/// `get_all_groups`' answer: `{"<group>":[clientId..],..}`.
+pub fn all_groups_body<G: AsRef<str>, S: AsRef<str>>(groups: &[(G, Vec<S>)]) -> Bytes {
+    let mut s = String::from("{");
+    for (i, (name, ids)) in groups.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&json_string(name.as_ref()));
+        s.push(':');
+        s.push_str(&string_array(ids.iter().map(AsRef::as_ref)));
+    }
+    s.push('}');
+    ok_body(&s)
 }
 
 /// A JSON array of strings.
@@ -207,6 +313,15 @@ mod tests {
         assert_eq!(&err_body("x \"y\"")[..], br#"{"code":-1,"msg":"x \"y\"","data":[]}"#);
         assert_eq!(&ok_body("[]")[..], br#"{"code":0,"msg":"success","data":[]}"#);
         assert_eq!(string_array(["a", "b\""].into_iter()), r#"["a","b\""]"#);
+        assert_eq!(&message_id_body("9fa5")[..], br#"{"code":0,"msg":"success","data":{"messageId":"9fa5"}}"#);
+        assert_eq!(
+            &online_list_body(&["a", "b"])[..],
+            br#"{"code":0,"msg":"success","data":{"count":2,"list":["a","b"]}}"#
+        );
+        let groups = [("g1", vec!["a"]), ("g\"2", vec![])];
+        assert_eq!(&all_groups_body(&groups)[..], br#"{"code":0,"msg":"success","data":{"g1":["a"],"g\"2":[]}}"#);
+        assert_eq!(Done::Sent("m".into()).body(), message_id_body("m"));
+        assert_eq!(ApiError::unknown_client().body(), err_body(&ApiError::unknown_client().msg));
         assert!(parse_body(b"{").unwrap_err().contains("invalid JSON"));
         assert!(parse_body(b"").unwrap().client_id.is_none());
         assert!(parse_body(br#"{"code":"x"}"#).is_err());

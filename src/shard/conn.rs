@@ -18,8 +18,8 @@ use crate::protocol::ws::Kind;
 pub enum State {
     /// HTTP/1.1; `awaiting` while an API call is at the hub (no further request is parsed).
     Http { awaiting: bool, keep_alive: bool },
-    /// A `/ws` client (`registered`: the hub was told, so it must hear of the disconnect).
-    Client { registered: bool },
+    /// A `/ws` client (`hub_knows`: the hub was told, so it must hear of the disconnect).
+    Client { hub_knows: bool },
     /// An echo WebSocket (conformance testing).
     Echo,
     /// Sending what is queued (a close frame last), then shutting down; input is discarded.
@@ -90,6 +90,26 @@ impl Conn {
             in_body: false,
             req_since: 0,
         }
+    }
+}
+
+impl Conn {
+    /// An API call of this HTTP connection went to the hub: no further request is parsed
+    /// until it is answered.
+    pub fn await_hub(&mut self) {
+        if let State::Http { keep_alive, .. } = self.state {
+            self.state = State::Http { awaiting: true, keep_alive };
+        }
+    }
+
+    /// The hub answered this connection's API call: `Some(keep_alive)`, or `None` if it was
+    /// not waiting (closed meanwhile, or a stale answer). A request pipelined behind the
+    /// answered one starts its `request_timeout` now.
+    pub fn hub_answered(&mut self) -> Option<bool> {
+        let State::Http { awaiting: true, keep_alive } = self.state else { return None };
+        self.state = State::Http { awaiting: false, keep_alive };
+        self.req_since = 0;
+        Some(keep_alive)
     }
 }
 

@@ -4,36 +4,15 @@
 use bytes::Bytes;
 use std::sync::atomic::Ordering::Relaxed;
 
-use crossbeam_channel::TrySendError;
-
+use super::endpoints::{self, Access, Request};
 use super::{Shard, State};
 use crate::auth::Scope;
 use crate::ids;
 use crate::metrics;
-use crate::msg::{Command, Op, Target};
-use crate::protocol::api::{self, Body};
+use crate::msg::{Command, Target};
+use crate::protocol::api::{self, ApiError, Body};
 use crate::protocol::http::{self, Head};
 use crate::protocol::ws::close;
-
-/// An API failure: HTTP status and message.
-type Fail = (u16, String);
-
-fn fail(status: u16, msg: impl Into<String>) -> Fail {
-    (status, msg.into())
-}
-
-const ENDPOINTS: &[&str] = &[
-    "register",
-    "send_to_client",
-    "send_to_clients",
-    "send_to_group",
-    "send_to_system",
-    "bind_to_group",
-    "unbind_from_group",
-    "get_online_list",
-    "get_all_groups",
-    "close_client",
-];
 
 impl Shard {
     /// Parses one request from `data`; returns bytes consumed (0: need more input).
@@ -105,8 +84,8 @@ impl Shard {
                 if method != "POST" {
                     return self.respond(slot, 405, &api::err_body("use POST for /api/* endpoints"), ka);
                 }
-                if let Err((status, msg)) = self.api_call(slot, head, body) {
-                    self.respond(slot, status, &api::err_body(&msg), ka);
+                if let Err(e) = self.api_call(slot, head, body) {
+                    self.respond(slot, e.status, &e.body(), ka);
                 }
             }
             _ => self.respond(slot, 404, &api::err_body(&format!("unknown route {path}")), ka),
@@ -141,122 +120,63 @@ impl Shard {
     }
 
     /// Checks, parses and hands an API call to the hub; `Err` is answered at once.
-    fn api_call(&mut self, slot: usize, head: &Head, raw: &[u8]) -> Result<(), Fail> {
+    fn api_call(&mut self, slot: usize, head: &Head, raw: &[u8]) -> Result<(), ApiError> {
         let name = &head.path["/api/".len()..];
-        if !ENDPOINTS.contains(&name) {
-            return Err(fail(404, format!("unknown endpoint /api/{name}")));
-        }
-        let register = name == "register";
+        let endpoint =
+            endpoints::find(name).ok_or_else(|| ApiError::new(404, format!("unknown endpoint /api/{name}")))?;
         let header_system = head.system_id.as_deref().filter(|s| !s.is_empty());
-        let scope = match (register, header_system) {
-            (true, _) => Scope::Operator,
-            (false, Some(s)) => Scope::System(s),
-            (false, None) => return Err(fail(400, "SystemId header is required")),
+        let scope = match (endpoint.access, header_system) {
+            (Access::Operator, _) => Scope::Operator,
+            (Access::System, Some(s)) => Scope::System(s),
+            (Access::System, None) => return Err(ApiError::bad_request("SystemId header is required")),
         };
-        self.shared.verifier.check(head.authorization.as_deref(), scope).map_err(|e| fail(e.status(), e.message()))?;
-        let body = api::parse_body(raw).map_err(|m| fail(400, m))?;
-        let node = self.shared.cfg.node_id.0;
-        // Single node: another node's clientId cannot be ours. Cluster: any node's.
-        let cluster = self.shared.cfg.redis.is_some();
-        let parse_ref = |s: &str| ids::parse_client_ref(s).filter(|r| cluster || r.node == node);
-        let parse_client = |s: &str| parse_ref(s).ok_or_else(|| fail(404, "client not found (unknown clientId)"));
-        let system: Box<str> = match register {
-            true => Body::required(&body.system_id, "systemId").map_err(|m| fail(400, m))?.into(),
-            false => header_system.unwrap_or_default().into(),
+        let auth = self.shared.verifier.check(head.authorization.as_deref(), scope);
+        auth.map_err(|e| ApiError::new(e.status(), e.message().to_string()))?;
+        let body = api::parse_body(raw).map_err(ApiError::bad_request)?;
+        let system: Box<str> = match endpoint.access {
+            Access::Operator => Body::required(&body.system_id, "systemId").map_err(ApiError::bad_request)?.into(),
+            Access::System => header_system.unwrap_or_default().into(),
         };
-        let req = |f: &Option<String>, n: &str| Body::required(f, n).map(Box::<str>::from).map_err(|m| fail(400, m));
-        let notify = body.notify.unwrap_or(true);
-        let op = match name {
-            "register" => Op::Register,
-            "send_to_client" => {
-                let c = parse_client(&req(&body.client_id, "clientId")?)?;
-                let (frame, message_id) = build_push(&body);
-                Op::SendToClients { clients: vec![c], frame, message_id, strict: true }
-            }
-            "send_to_clients" => {
-                let list = body.client_ids.as_ref().filter(|l| !l.is_empty());
-                let list = list.ok_or_else(|| fail(400, "clientIds is required (a non-empty array)"))?;
-                let clients = list.iter().filter_map(|s| parse_ref(s)).collect();
-                let (frame, message_id) = build_push(&body);
-                Op::SendToClients { clients, frame, message_id, strict: false }
-            }
-            "send_to_group" => {
-                let group = req(&body.group_name, "groupName")?;
-                let (frame, message_id) = build_push(&body);
-                Op::SendToGroup { group, frame, message_id }
-            }
-            "send_to_system" => {
-                let (frame, message_id) = build_push(&body);
-                Op::SendToSystem { frame, message_id }
-            }
-            "bind_to_group" => Op::Bind {
-                client: parse_client(&req(&body.client_id, "clientId")?)?,
-                group: req(&body.group_name, "groupName")?,
-                user_id: body.user_id.clone().unwrap_or_default().into(),
-                extend: body.extend.clone().unwrap_or_default().into(),
-                notify,
-            },
-            "unbind_from_group" => Op::Unbind {
-                client: parse_client(&req(&body.client_id, "clientId")?)?,
-                group: req(&body.group_name, "groupName")?,
-                notify,
-            },
-            "get_online_list" => Op::OnlineList { group: req(&body.group_name, "groupName")? },
-            "get_all_groups" => Op::AllGroups,
-            "close_client" => Op::Close { client: parse_client(&req(&body.client_id, "clientId")?)?, notify },
-            _ => return Err(fail(404, format!("unknown endpoint /api/{name}"))),
-        };
-        let from = self.conn_id(slot);
+        let cfg = &self.shared.cfg;
+        let req = Request { body: &body, node: cfg.node_id.0, cluster: cfg.redis.is_some() };
+        let op = (endpoint.op)(&req)?;
         // A send to a system the hub confirmed registered cannot fail at the hub: answer it
         // as soon as it is queued (the hub sees it before any later call of this client).
-        let answer_now = match &op {
-            Op::SendToGroup { message_id, .. } | Op::SendToSystem { message_id, .. } => Some(message_id.clone()),
-            Op::SendToClients { message_id, strict: false, .. } => Some(message_id.clone()),
-            _ => None,
-        }
-        // Not in cluster mode: a send is answered once Redis has it (one order cluster-wide).
-        .filter(|_| self.known_systems.contains(&*system) && self.shared.cfg.redis.is_none());
+        let early = endpoint.early_answer && cfg.redis.is_none() && self.known_systems.contains(&*system);
+        let answer_now = early.then(|| op_message_id(&op)).flatten();
+        let from = self.conn_id(slot);
         let answered = answer_now.is_some();
-        match self.hub.try_send(Command::Api { from, system, op, answered }) {
-            Ok(()) => {
-                match answer_now {
-                    Some(id) => {
-                        self.respond(slot, 200, &api::message_id_body(&id), head.keep_alive);
-                        self.flush_one(slot);
-                    }
-                    None => {
-                        if let State::Http { awaiting, .. } = &mut self.conns[slot].state {
-                            *awaiting = true;
-                        }
-                    }
-                }
-                Ok(())
+        if self.hub.try_send(Command::Api { from, system, op, answered }).is_err() {
+            metrics::add(&self.stats().hub_busy_total, 1);
+            if self.log_ok() {
+                tracing::warn!(shard = self.id, "API call refused (503): hub queue full");
             }
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                metrics::add(&self.stats().hub_busy_total, 1);
-                if self.log_ok() {
-                    tracing::warn!(shard = self.id, "API call refused (503): hub queue full");
-                }
-                Err(fail(503, "server busy: the hub queue is full, retry later"))
-            }
+            return Err(ApiError::hub_busy());
         }
+        match answer_now {
+            Some(id) => {
+                self.respond(slot, 200, &api::message_id_body(&id), head.keep_alive);
+                self.flush_one(slot);
+            }
+            None => self.conns[slot].await_hub(),
+        }
+        Ok(())
     }
 
     /// The hub's answer to an API call from `to`.
+    ///
+    /// Runs from the reply drain, which may be in the middle of a flush: it writes the answer
+    /// but never parses. Requests pipelined behind this one, and anything that arrived
+    /// meanwhile, are parsed on the loop's next pass (`read_again`).
     pub(super) fn api_reply(&mut self, to: Target, status: u16, body: Bytes) {
         let Some(conn) = self.conn_at(to) else { return };
-        let State::Http { awaiting: true, keep_alive } = conn.state else { return };
-        conn.state = State::Http { awaiting: false, keep_alive };
-        // A request pipelined behind this one starts its request_timeout only now.
-        if conn.req_since != 0 {
-            conn.req_since = 0;
-        }
+        let Some(keep_alive) = conn.hub_answered() else { return };
+        let more = conn.partial.is_some() || conn.deferred_read;
         let slot = to.slot as usize;
         self.respond(slot, status, &body, keep_alive);
         self.flush_one(slot);
-        // Requests pipelined behind this one, then anything that arrived meanwhile.
-        if keep_alive {
-            self.resume(slot);
+        if keep_alive && more {
+            self.read_again.push(slot);
         }
     }
 
@@ -276,13 +196,13 @@ impl Shard {
         let system = head.query_param("systemId").or_else(|| head.system_id.clone()).filter(|s| !s.is_empty());
         let Some(system) = system else {
             // Upstream behaviour: complete the handshake, send -1001, close.
-            self.become_ws(slot, accept, State::Client { registered: false });
+            self.become_ws(slot, accept, State::Client { hub_knows: false });
             return self.refuse(slot, "systemId is required");
         };
         if self.shared.cfg.ws_auth {
             let token = head.query_param("token");
             if let Err(e) = self.shared.verifier.check(token.as_deref(), Scope::System(&system)) {
-                self.become_ws(slot, accept, State::Client { registered: false });
+                self.become_ws(slot, accept, State::Client { hub_knows: false });
                 return self.refuse(slot, e.message());
             }
         }
@@ -297,7 +217,7 @@ impl Shard {
         match sent {
             // The connect frame is sent when the hub answers (Welcome): by then the hub
             // knows the client, so a bind that follows can never miss it.
-            Ok(()) => self.become_ws(slot, accept, State::Client { registered: true }),
+            Ok(()) => self.become_ws(slot, accept, State::Client { hub_knows: true }),
             Err(_) => {
                 metrics::add(&self.stats().hub_busy_total, 1);
                 self.respond(slot, 503, &api::err_body("server busy: the hub queue is full, retry later"), ka);
@@ -331,22 +251,20 @@ impl Shard {
                 self.queue(to.slot as usize, api::welcome_frame(&id));
             }
             Err(msg) => {
-                conn.state = State::Client { registered: false };
+                conn.state = State::Client { hub_knows: false };
                 self.refuse(to.slot as usize, &msg);
             }
         }
     }
 }
 
-/// Builds the push frame once (invariant 2) with a fresh messageId.
-fn build_push(body: &Body<'_>) -> (Bytes, Box<str>) {
-    let message_id = ids::message_id();
-    let frame = api::push_frame(
-        &message_id,
-        body.send_user_id.as_deref().unwrap_or(""),
-        body.code.unwrap_or(0),
-        body.msg.as_deref().unwrap_or(""),
-        body.data,
-    );
-    (frame, message_id.into())
+/// The messageId of a send (answered at once).
+fn op_message_id(op: &crate::msg::Op) -> Option<Box<str>> {
+    use crate::msg::Op;
+    match op {
+        Op::SendToGroup { message_id, .. }
+        | Op::SendToSystem { message_id, .. }
+        | Op::SendToClients { message_id, .. } => Some(message_id.clone()),
+        _ => None,
+    }
 }

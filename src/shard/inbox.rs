@@ -24,8 +24,8 @@ impl Shard {
                 ShardMsg::Close { target, code, reason } => {
                     if let Some(conn) = self.conn_at(target) {
                         // The hub already removed the client: no Disconnected needed.
-                        if let State::Client { registered } = &mut conn.state {
-                            *registered = false;
+                        if let State::Client { hub_knows } = &mut conn.state {
+                            *hub_knows = false;
                         }
                         self.begin_close(target.slot as usize, code, reason, false);
                     }
@@ -37,8 +37,8 @@ impl Shard {
 
     /// Answers every API call the hub has answered (written at once, see `api_reply`).
     pub(super) fn drain_replies(&mut self) {
-        while let Ok(Reply { to, status, body, registered }) = self.replies.try_recv() {
-            if let Some(s) = registered {
+        while let Ok(Reply { to, status, body, known_system }) = self.replies.try_recv() {
+            if let Some(s) = known_system {
                 self.known_systems.insert(s);
             }
             self.api_reply(to, status, body);
@@ -47,7 +47,7 @@ impl Shard {
 
     pub(super) fn deliver(&mut self, t: Target, frame: &Buf) {
         if let Some(conn) = self.conn_at(t) {
-            if matches!(conn.state, State::Client { registered: true }) {
+            if matches!(conn.state, State::Client { hub_knows: true }) {
                 self.queue(t.slot as usize, frame.clone());
             }
         }

@@ -15,6 +15,7 @@
 //! the connection and its output queue.
 
 mod conn;
+mod endpoints;
 mod http;
 mod inbox;
 mod output;
@@ -64,7 +65,7 @@ const CLOSE_GRACE_MS: u32 = 10_000;
 pub struct Shared {
     pub cfg: Config,
     pub verifier: Verifier,
-    pub stats: Vec<ShardStats>,
+    pub stats: Vec<metrics::PerShard>,
     pub hub_stats: Arc<HubStats>,
     /// Open TCP connections over all shards, against `max_connections`.
     pub connections: AtomicUsize,
@@ -305,6 +306,9 @@ impl Shard {
     /// Reads until `WouldBlock` (edge-triggered), at most [`READS_PER_TURN`] times; feeds
     /// each chunk to the parser.
     fn on_readable(&mut self, slot: usize) {
+        // Reads go into the scratch buffer, which `feed` holds while it parses: a read from
+        // inside the parser would see an empty buffer and take it for EOF.
+        debug_assert!(!self.scratch.is_empty(), "on_readable re-entered from inside feed");
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get(slot) else { return };
             if self.input_paused(conn) {

@@ -147,7 +147,7 @@ impl Shard {
         if was.is_ws() {
             metrics::sub(&self.stats().ws_clients, 1);
         }
-        if let State::Client { registered: true } = was {
+        if let State::Client { hub_knows: true } = was {
             let conn = self.conn_id(slot);
             self.tell_hub_lifecycle(Command::Disconnected { conn });
         }

@@ -12,14 +12,14 @@ use mio::{Poll, Waker};
 use super::{Shard, Shared, WAKER};
 use crate::auth::Verifier;
 use crate::config::Config;
-use crate::metrics::{HubStats, ShardStats};
+use crate::metrics::{self, HubStats};
 use crate::msg::Target;
 
 fn shard() -> (Shard, std::net::SocketAddr) {
     let cfg = Config::default();
     let shared = Arc::new(Shared {
         verifier: Verifier::open(),
-        stats: vec![ShardStats::default()],
+        stats: metrics::per_shard(1),
         hub_stats: Arc::new(HubStats::default()),
         connections: AtomicUsize::new(0),
         cfg,

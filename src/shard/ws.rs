@@ -129,7 +129,7 @@ impl Shard {
                 let op = if kind == Kind::Text { wsp::OP_TEXT } else { wsp::OP_BINARY };
                 self.queue(slot, wsp::frame(op, p));
             }
-            State::Client { registered: true } if kind == Kind::Text => self.client_command(slot, p),
+            State::Client { hub_knows: true } if kind == Kind::Text => self.client_command(slot, p),
             _ => {}
         }
         Ok(())

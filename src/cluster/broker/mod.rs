@@ -29,7 +29,7 @@ const IO_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 fn unavailable() -> Bytes {
-    api::err_body("cluster store unreachable (Redis): retry later")
+    api::ApiError::cluster_unavailable().body()
 }
 
 struct GroupMirror {
@@ -63,13 +63,13 @@ pub(super) struct Broker {
     /// Systems seen registered (written again if Redis lost its data).
     known: HashSet<Box<str>>,
     subscribed: HashSet<String>,
-    shas: [String; 3],
+    scripts: scripts::Scripts,
     next_beat: Instant,
     retry_at: Instant,
     backoff: Duration,
     corr: u64,
     /// Shards with answers queued this loop turn (woken once each, like the hub does).
-    woken: Vec<bool>,
+    wakes: crate::msg::Wakes,
     /// This process's heartbeat value: another value under our node id means another
     /// process uses the same id.
     instance: String,
@@ -100,7 +100,7 @@ impl Broker {
             streams,
             events,
             hub,
-            woken: vec![false; replies.0.len()],
+            wakes: replies.wakes(),
             replies,
             pending,
             stats,
@@ -108,7 +108,7 @@ impl Broker {
             systems: HashMap::new(),
             known: HashSet::new(),
             subscribed: HashSet::new(),
-            shas: Default::default(),
+            scripts: scripts::Scripts::new(),
             next_beat: now,
             retry_at: now,
             backoff: Duration::from_millis(100),
@@ -193,9 +193,7 @@ impl Broker {
         let mut con = self.client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
         con.set_read_timeout(Some(IO_TIMEOUT)).map_err(e)?;
         con.set_write_timeout(Some(IO_TIMEOUT)).map_err(e)?;
-        for (i, src) in [scripts::JOIN, scripts::LEAVE, scripts::ALL_GROUPS].into_iter().enumerate() {
-            self.shas[i] = redis::cmd("SCRIPT").arg("LOAD").arg(src).query(&mut con).map_err(e)?;
-        }
+        self.scripts.load(&mut con).map_err(e)?;
         let info = self.client.get_connection_info();
         let ConnectionAddr::Tcp(host, port) = info.addr() else { return Err("not a TCP address".into()) };
         let addr = (host.as_str(), *port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
@@ -341,7 +339,7 @@ impl Broker {
                 }
                 BrokerCmd::Query { system, group: None, to } => {
                     p.cmd("EVALSHA")
-                        .arg(&self.shas[2])
+                        .arg(self.scripts.all_groups.get_hash())
                         .arg(1)
                         .arg(keys::groups(&system))
                         .arg(keys::group_prefix(&system));
@@ -395,19 +393,13 @@ impl Broker {
     }
 
     /// Queues an answer; its shard is woken once, at the end of this loop turn.
-    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, registered: Option<Box<str>>) {
-        let shard = self.replies.queue(to, status, body, registered);
-        if let Some(w) = self.woken.get_mut(shard) {
-            *w = true;
-        }
+    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) {
+        let shard = self.replies.queue(to, status, body, known_system);
+        self.wakes.mark(shard);
     }
 
     fn wake_shards(&mut self) {
-        for (shard, w) in self.woken.iter_mut().enumerate() {
-            if std::mem::take(w) {
-                self.replies.wake(shard);
-            }
-        }
+        self.wakes.wake();
     }
 
     /// Redis is unreachable: the mirror was updated; callers get 503, lookups an error,
@@ -420,7 +412,7 @@ impl Broker {
                 | BrokerCmd::Publish { answer: Some((to, _)), .. } => self.unavailable(to),
                 BrokerCmd::Query { to, .. } => self.unavailable(to),
                 BrokerCmd::Lookup { system } => {
-                    let registered = Err("cluster store unreachable (Redis): retry later".to_string());
+                    let registered = Err(api::CLUSTER_UNAVAILABLE.to_string());
                     let _ = self.hub.send(Command::SystemKnown { system, registered });
                 }
                 BrokerCmd::SystemSub { welcome: Some(conn), .. } => {

@@ -33,7 +33,7 @@ impl Broker {
     ) {
         let with_notice = if notice.is_empty() { Vec::new() } else { wire::joined(client, notice) };
         p.cmd("EVALSHA")
-            .arg(&self.shas[0])
+            .arg(self.scripts.join.get_hash())
             .arg(3)
             .arg(keys::group(system, group))
             .arg(keys::groups(system))
@@ -58,7 +58,7 @@ impl Broker {
         notice: &[u8],
     ) {
         p.cmd("EVALSHA")
-            .arg(&self.shas[1])
+            .arg(self.scripts.leave.get_hash())
             .arg(3)
             .arg(keys::group(system, group))
             .arg(keys::groups(system))

@@ -70,7 +70,7 @@ impl Broker {
             Post::Lookup { system } => {
                 let registered = match r {
                     Ok(Value::Int(n)) => Ok(n == 1),
-                    _ => Err("cluster store unreachable (Redis): retry later".to_string()),
+                    _ => Err(api::CLUSTER_UNAVAILABLE.to_string()),
                 };
                 if registered == Ok(true) {
                     self.known.insert(system.clone());
@@ -101,26 +101,18 @@ impl Broker {
             Post::Online { to } => match r {
                 Ok(Value::Array(ids)) => {
                     let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
-                    let arr = api::string_array(ids.iter().map(String::as_str));
-                    self.reply(to, 200, api::ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", ids.len())), None);
+                    self.reply(to, 200, api::online_list_body(&ids), None);
                 }
                 _ => self.unavailable(to),
             },
             Post::AllGroups { to } => match r {
                 Ok(Value::Array(flat)) => {
-                    let mut s = String::from("{");
+                    let mut groups = Vec::new();
                     let mut it = flat.into_iter();
                     while let (Some(g), Some(Value::Array(ids))) = (it.next().and_then(string), it.next()) {
-                        if s.len() > 1 {
-                            s.push(',');
-                        }
-                        let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
-                        s.push_str(&api::json_string(&g));
-                        s.push(':');
-                        s.push_str(&api::string_array(ids.iter().map(String::as_str)));
+                        groups.push((g, ids.into_iter().filter_map(string).collect::<Vec<_>>()));
                     }
-                    s.push('}');
-                    self.reply(to, 200, api::ok_body(&s), None);
+                    self.reply(to, 200, api::all_groups_body(&groups), None);
                 }
                 _ => self.unavailable(to),
             },

@@ -1,0 +1,148 @@
+//! The index itself: systems, their groups and members, and this node's clients. Pure data
+//! with the few operations that keep its parts consistent; no channels, no backend.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use super::Members;
+use crate::ids::ConnId;
+use crate::protocol::api::ApiError;
+
+/// A registered system's place in [`Index::systems`] (systems are never unregistered, so a
+/// `SysId` stays valid).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SysId(u32);
+
+impl SysId {
+    /// Its place in [`Index::systems`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// A client of this node.
+pub struct Client {
+    pub system: SysId,
+    pub user_id: Box<str>,
+    pub extend: Box<str>,
+    /// The groups it is in, as keys of its system's `groups`.
+    pub groups: Vec<Arc<str>>,
+}
+
+/// A registered system: its members (every client of this node in it) and its groups.
+pub struct System {
+    pub name: Arc<str>,
+    pub members: Members,
+    pub groups: HashMap<Arc<str>, Members>,
+    /// The group names in byte order, for paging `get_all_groups`.
+    pub names: BTreeSet<Arc<str>>,
+}
+
+impl System {
+    /// The group's key and members, created empty if it has none yet (`true`: created).
+    pub fn group_entry(&mut self, name: &str, shards: usize) -> (Arc<str>, &mut Members, bool) {
+        if let Some((k, _)) = self.groups.get_key_value(name) {
+            let k = k.clone();
+            let m = self.groups.get_mut(name).expect("key seen above");
+            return (k, m, false);
+        }
+        let k: Arc<str> = name.into();
+        self.names.insert(k.clone());
+        let m = self.groups.entry(k.clone()).or_insert_with(|| Members::new(shards));
+        (k, m, true)
+    }
+
+    /// Forgets the group if it has no member left; `true` if it was removed.
+    pub fn drop_if_empty(&mut self, name: &str) -> bool {
+        if self.groups.get(name).is_some_and(Members::is_empty) {
+            self.groups.remove(name);
+            self.names.remove(name);
+            return true;
+        }
+        false
+    }
+}
+
+/// Systems and this node's clients.
+#[derive(Default)]
+pub struct Index {
+    by_name: HashMap<Arc<str>, SysId>,
+    pub systems: Vec<System>,
+    pub clients: HashMap<ConnId, Client>,
+}
+
+impl Index {
+    /// The system named `name`, if registered (here; in cluster mode, seen in Redis).
+    pub fn find(&self, name: &str) -> Option<SysId> {
+        self.by_name.get(name).copied()
+    }
+
+    /// Adds a system; `None` if it exists.
+    pub fn add_system(&mut self, name: &str, shards: usize) -> Option<SysId> {
+        if self.by_name.contains_key(name) {
+            return None;
+        }
+        let id = SysId(self.systems.len() as u32);
+        let name: Arc<str> = name.into();
+        self.systems.push(System {
+            name: name.clone(),
+            members: Members::new(shards),
+            groups: HashMap::new(),
+            names: BTreeSet::new(),
+        });
+        self.by_name.insert(name, id);
+        Some(id)
+    }
+
+    pub fn system(&mut self, id: SysId) -> &mut System {
+        &mut self.systems[id.0 as usize]
+    }
+
+    pub fn name(&self, id: SysId) -> &Arc<str> {
+        &self.systems[id.0 as usize].name
+    }
+
+    /// The client `c` if it belongs to `system` (another system's client is unknown: tenant
+    /// isolation).
+    pub fn client_in(&self, system: SysId, c: ConnId) -> Result<&Client, ApiError> {
+        match self.clients.get(&c) {
+            Some(cl) if cl.system == system => Ok(cl),
+            _ => Err(ApiError::unknown_client()),
+        }
+    }
+
+    /// Both the client (checked to be in `system`) and its system, for changes to both.
+    pub fn client_and_system(&mut self, system: SysId, c: ConnId) -> Result<(&mut Client, &mut System), ApiError> {
+        match self.clients.get_mut(&c) {
+            Some(cl) if cl.system == system => Ok((cl, &mut self.systems[system.0 as usize])),
+            _ => Err(ApiError::unknown_client()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systems_are_found_by_name_and_groups_kept_in_order() {
+        let mut ix = Index::default();
+        let a = ix.add_system("a", 2).unwrap();
+        assert!(ix.add_system("a", 2).is_none());
+        assert_eq!(ix.find("a"), Some(a));
+        assert_eq!(ix.find("b"), None);
+        let sys = ix.system(a);
+        for g in ["b", "a", "c"] {
+            let (_, m, created) = sys.group_entry(g, 2);
+            assert!(created);
+            m.insert(ConnId { shard: 0, slot: 1, gen: 1 });
+        }
+        assert!(!sys.group_entry("a", 2).2);
+        let names: Vec<&str> = sys.names.iter().map(|n| &**n).collect();
+        assert_eq!(names, ["a", "b", "c"]);
+        assert!(!sys.drop_if_empty("a"));
+        sys.groups.get_mut("a").unwrap().remove(ConnId { shard: 0, slot: 1, gen: 1 });
+        assert!(sys.drop_if_empty("a"));
+        assert_eq!(sys.names.len(), 2);
+    }
+}

@@ -1,0 +1,166 @@
+//! One method per API operation, written once for both modes: each finds the system once,
+//! checks and changes the index, and calls the backend seam (`backend.rs`) for whatever
+//! reaches beyond this node. Each returns [`Answer::Now`] or [`Answer::Later`] (the broker
+//! answers).
+
+use serde_json::value::RawValue;
+
+use super::index::SysId;
+use super::{Answer, Hub};
+use crate::ids::{ClientRef, ConnId};
+use crate::metrics;
+use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
+use crate::protocol::api::{self, ApiError, Done};
+
+impl Hub {
+    /// Runs one API operation for `to`.
+    pub(super) fn api(&mut self, system: &str, op: Op, to: ReplyTo) -> Answer {
+        match self.local.index.find(system) {
+            Some(sys) => self.api_in(sys, op, to),
+            None if matches!(op, Op::Register) => self.backend.register(&mut self.local, system, to),
+            None => ApiError::unknown_system(system).into(),
+        }
+    }
+
+    /// Runs one API operation of a known system.
+    pub(super) fn api_in(&mut self, sys: SysId, op: Op, to: ReplyTo) -> Answer {
+        match op {
+            Op::Register => ApiError::already_registered(self.local.index.name(sys)).into(),
+            Op::SendToClients { clients, frame, message_id, strict } => {
+                self.send_to_clients(sys, clients, frame, message_id, strict, to)
+            }
+            Op::SendToGroup { group, frame, message_id } => {
+                self.backend.publish(&mut self.local, sys, Some(&group), frame, message_id, Some(to))
+            }
+            Op::SendToSystem { frame, message_id } => {
+                self.backend.publish(&mut self.local, sys, None, frame, message_id, Some(to))
+            }
+            Op::Bind { client, group, user_id, extend, notify } if client.node == self.local.cfg.node => {
+                self.bind(sys, client.conn, &group, user_id, extend, notify, to)
+            }
+            Op::Unbind { client, group, notify } if client.node == self.local.cfg.node => {
+                self.unbind(sys, client.conn, &group, notify, to)
+            }
+            Op::Close { client, notify } if client.node == self.local.cfg.node => {
+                self.close(sys, client.conn, notify, to)
+            }
+            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => {
+                self.backend.forward(&mut self.local, client.node, sys, op, to)
+            }
+            Op::OnlineList { group } => self.backend.online_list(&mut self.local, sys, group, to),
+            Op::AllGroups => self.backend.all_groups(&mut self.local, sys, to),
+        }
+    }
+
+    /// `send_to_client` (`strict`: 404 when the one client is unknown) and `send_to_clients`.
+    fn send_to_clients(
+        &mut self,
+        sys: SysId,
+        clients: Vec<ClientRef>,
+        frame: Frame,
+        id: Box<str>,
+        strict: bool,
+        to: ReplyTo,
+    ) -> Answer {
+        let me = self.local.cfg.node;
+        let mut remote = Vec::new();
+        for c in clients {
+            if c.node != me {
+                remote.push(c);
+            } else if self.local.index.client_in(sys, c.conn).is_ok() {
+                let msg = ShardMsg::DeliverOne { target: c.conn.in_shard(), frame: frame.clone() };
+                self.local.out.send(c.conn.shard as usize, msg);
+            } else if strict {
+                return ApiError::unknown_client().into();
+            }
+        }
+        if remote.is_empty() {
+            return Ok(Done::Sent(id)).into();
+        }
+        self.backend.forward_sends(&mut self.local, sys, remote, frame, id, strict, to)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn bind(
+        &mut self,
+        sys: SysId,
+        conn: ConnId,
+        group: &str,
+        user_id: Box<str>,
+        extend: Box<str>,
+        notify: bool,
+        to: ReplyTo,
+    ) -> Answer {
+        if let Some(e) = self.backend.blocked(&mut self.local) {
+            return e.into();
+        }
+        let shards = self.local.shards();
+        let (client, system) = match self.local.index.client_and_system(sys, conn) {
+            Ok(x) => x,
+            Err(e) => return e.into(),
+        };
+        client.user_id = user_id;
+        client.extend = extend;
+        let (key, new) = match client.groups.iter().find(|g| ***g == *group) {
+            // Already a member: only its info may change, without a notice.
+            Some(k) => (k.clone(), false),
+            None => {
+                let (k, _, created) = system.group_entry(group, shards);
+                if created {
+                    metrics::add(&self.local.stats.groups, 1);
+                }
+                client.groups.push(k.clone());
+                (k, true)
+            }
+        };
+        self.backend.join(&mut self.local, sys, &key, conn, new, notify);
+        self.backend.after_change(to, Ok(Done::Empty))
+    }
+
+    fn unbind(&mut self, sys: SysId, conn: ConnId, group: &str, notify: bool, to: ReplyTo) -> Answer {
+        if let Some(e) = self.backend.blocked(&mut self.local) {
+            return e.into();
+        }
+        let client = match self.local.index.client_and_system(sys, conn) {
+            Ok((c, _)) => c,
+            Err(e) => return e.into(),
+        };
+        if let Some(pos) = client.groups.iter().position(|g| **g == *group) {
+            let key = client.groups.swap_remove(pos);
+            self.backend.leave(&mut self.local, sys, &key, conn, None, notify);
+        }
+        self.backend.after_change(to, Ok(Done::Empty))
+    }
+
+    fn close(&mut self, sys: SysId, conn: ConnId, notify: bool, to: ReplyTo) -> Answer {
+        if let Some(e) = self.backend.blocked(&mut self.local) {
+            return e.into();
+        }
+        if let Err(e) = self.local.index.client_in(sys, conn) {
+            return e.into();
+        }
+        self.remove_client(conn, notify);
+        let close = ShardMsg::Close { target: conn.in_shard(), code: 1000, reason: "closed by server" };
+        self.local.out.send(conn.shard as usize, close);
+        self.backend.after_change(to, Ok(Done::Empty))
+    }
+
+    /// A client published to a group it is in (opt-in: `client_publish`).
+    pub(super) fn publish(&mut self, conn: ConnId, group: &str, code: i64, msg: &str, data: &RawValue) {
+        let reply = |hub: &mut Hub, text: &str| {
+            let f = crate::protocol::ws::frame(crate::protocol::ws::OP_TEXT, text.as_bytes());
+            hub.local.out.send(conn.shard as usize, ShardMsg::DeliverOne { target: conn.in_shard(), frame: f });
+        };
+        let Some(client) = self.local.index.clients.get(&conn) else { return };
+        if !client.groups.iter().any(|g| **g == *group) {
+            return reply(self, r#"{"cmd":"error","msg":"publish: not a member of that group"}"#);
+        }
+        let id = crate::ids::message_id();
+        let f = api::push_frame(&id, &client.user_id, code, msg, Some(data));
+        let sys = client.system;
+        if let Answer::Now(Err(e)) = self.backend.publish(&mut self.local, sys, Some(group), f, id.into(), None) {
+            let text = format!(r#"{{"cmd":"error","msg":{}}}"#, api::json_string(&e.msg));
+            reply(self, &text);
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! The API's endpoints, in one table: who may call each, whether the shard may answer it at
+//! once, and how its body becomes an [`Op`] for the hub (push frames are built here, once:
+//! invariant 2). Adding an endpoint is a row here plus its operation in the hub (`hub/ops.rs`).
+//! Pure: no sockets, no threads.
+
+use bytes::Bytes;
+
+use crate::ids::{self, ClientRef};
+use crate::msg::Op;
+use crate::protocol::api::{self, ApiError, Body};
+
+/// Who may call an endpoint, and so where its system comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// An operator token; the system is the body's `systemId` (`register`).
+    Operator,
+    /// A token for the `SystemId` header's system (or an operator token).
+    System,
+}
+
+/// One API endpoint.
+pub struct Endpoint {
+    pub name: &'static str,
+    pub access: Access,
+    /// A single node answers it as soon as it is queued once the caller's system is known to
+    /// be registered: a send that cannot fail at the hub. (Cluster mode answers sends once
+    /// Redis has them, for one order cluster-wide.)
+    pub early_answer: bool,
+    /// Builds the operation from the request body.
+    pub op: fn(&Request<'_>) -> Result<Op, ApiError>,
+}
+
+/// What an endpoint's `op` reads: the body, and how clientIds are read on this node.
+pub struct Request<'a> {
+    pub body: &'a Body<'a>,
+    /// This node's id.
+    pub node: u32,
+    /// Cluster mode: a clientId of any node may be named (single node: only this one's).
+    pub cluster: bool,
+}
+
+/// Every endpoint (PROTOCOL.md's table).
+pub static ENDPOINTS: &[Endpoint] = &[
+    Endpoint { name: "register", access: Access::Operator, early_answer: false, op: |_| Ok(Op::Register) },
+    Endpoint { name: "send_to_client", access: Access::System, early_answer: false, op: send_to_client },
+    Endpoint { name: "send_to_clients", access: Access::System, early_answer: true, op: send_to_clients },
+    Endpoint { name: "send_to_group", access: Access::System, early_answer: true, op: send_to_group },
+    Endpoint { name: "send_to_system", access: Access::System, early_answer: true, op: send_to_system },
+    Endpoint { name: "bind_to_group", access: Access::System, early_answer: false, op: bind },
+    Endpoint { name: "unbind_from_group", access: Access::System, early_answer: false, op: unbind },
+    Endpoint { name: "get_online_list", access: Access::System, early_answer: false, op: online_list },
+    Endpoint { name: "get_all_groups", access: Access::System, early_answer: false, op: |_| Ok(Op::AllGroups) },
+    Endpoint { name: "close_client", access: Access::System, early_answer: false, op: close },
+];
+
+/// The endpoint called `name`.
+pub fn find(name: &str) -> Option<&'static Endpoint> {
+    ENDPOINTS.iter().find(|e| e.name == name)
+}
+
+impl Request<'_> {
+    /// A required, non-empty string field.
+    fn required(&self, field: &Option<String>, name: &'static str) -> Result<Box<str>, ApiError> {
+        Body::required(field, name).map(Into::into).map_err(ApiError::bad_request)
+    }
+
+    /// A clientId this node may address: any node's in cluster mode, else only its own.
+    fn client_ref(&self, s: &str) -> Option<ClientRef> {
+        ids::parse_client_ref(s).filter(|r| self.cluster || r.node == self.node)
+    }
+
+    /// The required `clientId`, addressable from here (else 404, as for a client gone).
+    fn client(&self) -> Result<ClientRef, ApiError> {
+        let id = self.required(&self.body.client_id, "clientId")?;
+        self.client_ref(&id).ok_or_else(ApiError::unknown_client)
+    }
+
+    fn notify(&self) -> bool {
+        self.body.notify.unwrap_or(true)
+    }
+
+    /// The push frame, built once with a fresh messageId.
+    fn push(&self) -> (Bytes, Box<str>) {
+        let b = self.body;
+        let message_id = ids::message_id();
+        let frame = api::push_frame(
+            &message_id,
+            b.send_user_id.as_deref().unwrap_or(""),
+            b.code.unwrap_or(0),
+            b.msg.as_deref().unwrap_or(""),
+            b.data,
+        );
+        (frame, message_id.into())
+    }
+}
+
+fn send_to_client(r: &Request<'_>) -> Result<Op, ApiError> {
+    let client = r.client()?;
+    let (frame, message_id) = r.push();
+    Ok(Op::SendToClients { clients: vec![client], frame, message_id, strict: true })
+}
+
+fn send_to_clients(r: &Request<'_>) -> Result<Op, ApiError> {
+    let list = r.body.client_ids.as_ref().filter(|l| !l.is_empty());
+    let list = list.ok_or_else(|| ApiError::bad_request("clientIds is required (a non-empty array)"))?;
+    let clients = list.iter().filter_map(|s| r.client_ref(s)).collect();
+    let (frame, message_id) = r.push();
+    Ok(Op::SendToClients { clients, frame, message_id, strict: false })
+}
+
+fn send_to_group(r: &Request<'_>) -> Result<Op, ApiError> {
+    let group = r.required(&r.body.group_name, "groupName")?;
+    let (frame, message_id) = r.push();
+    Ok(Op::SendToGroup { group, frame, message_id })
+}
+
+fn send_to_system(r: &Request<'_>) -> Result<Op, ApiError> {
+    let (frame, message_id) = r.push();
+    Ok(Op::SendToSystem { frame, message_id })
+}
+
+fn bind(r: &Request<'_>) -> Result<Op, ApiError> {
+    let b = r.body;
+    Ok(Op::Bind {
+        client: r.client()?,
+        group: r.required(&b.group_name, "groupName")?,
+        user_id: b.user_id.as_deref().unwrap_or_default().into(),
+        extend: b.extend.as_deref().unwrap_or_default().into(),
+        notify: r.notify(),
+    })
+}
+
+fn unbind(r: &Request<'_>) -> Result<Op, ApiError> {
+    Ok(Op::Unbind { client: r.client()?, group: r.required(&r.body.group_name, "groupName")?, notify: r.notify() })
+}
+
+fn online_list(r: &Request<'_>) -> Result<Op, ApiError> {
+    Ok(Op::OnlineList { group: r.required(&r.body.group_name, "groupName")? })
+}
+
+fn close(r: &Request<'_>) -> Result<Op, ApiError> {
+    Ok(Op::Close { client: r.client()?, notify: r.notify() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(name: &str, body: &str) -> Result<Op, ApiError> {
+        let body = api::parse_body(body.as_bytes()).unwrap();
+        let r = Request { body: &body, node: 7, cluster: false };
+        (find(name).unwrap().op)(&r)
+    }
+
+    #[test]
+    fn names_are_unique_and_found() {
+        for (i, e) in ENDPOINTS.iter().enumerate() {
+            assert!(ENDPOINTS[..i].iter().all(|o| o.name != e.name), "{} twice", e.name);
+            assert!(std::ptr::eq(find(e.name).unwrap(), e));
+        }
+        assert!(find("nope").is_none());
+        assert_eq!(ENDPOINTS.iter().filter(|e| e.access == Access::Operator).count(), 1);
+    }
+
+    #[test]
+    fn bodies_become_operations() {
+        let mine = ids::client_id(7, ids::ConnId { shard: 0, slot: 1, gen: 2 });
+        let other = ids::client_id(8, ids::ConnId { shard: 0, slot: 1, gen: 2 });
+        assert!(matches!(op("send_to_group", r#"{"groupName":"g"}"#), Ok(Op::SendToGroup { .. })));
+        assert_eq!(op("send_to_group", "{}").unwrap_err().status, 400);
+        assert_eq!(op("bind_to_group", &format!(r#"{{"clientId":"{mine}"}}"#)).unwrap_err().status, 400);
+        let bind = op("bind_to_group", &format!(r#"{{"clientId":"{mine}","groupName":"g","notify":false}}"#));
+        assert!(matches!(bind, Ok(Op::Bind { notify: false, .. })));
+        assert_eq!(op("close_client", &format!(r#"{{"clientId":"{other}"}}"#)).unwrap_err().status, 404);
+        assert_eq!(op("send_to_clients", r#"{"clientIds":[]}"#).unwrap_err().status, 400);
+        let list = op("send_to_clients", &format!(r#"{{"clientIds":["{mine}","{other}","x"]}}"#));
+        assert!(matches!(list, Ok(Op::SendToClients { clients, strict: false, .. }) if clients.len() == 1));
+    }
+}
