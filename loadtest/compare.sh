@@ -14,17 +14,8 @@ cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
 [ -x loadtest/peers/node_modules/.bin/bun ] || (cd loadtest/peers && npm install --no-audit --no-fund --silent)
 LT=$root/target/release/roomcast-loadtest
 
-args_for() {
-  case $1 in
-    connect)   echo "connect --clients 10000 --procs 2" ;;
-    fanout)    echo "fanout --clients 15000 --groups 100 --messages 2000 --procs 2 --concurrency 16" ;;
-    broadcast) echo "broadcast --clients 2000 --messages 500 --concurrency 16 --procs 2" ;;
-    unicast)   echo "unicast --clients 1000 --messages 50000 --concurrency 32" ;;
-    joinstorm) echo "joinstorm --clients 2000 --concurrency 16 --procs 2" ;;
-    paced)     echo "fanout --clients 2000 --groups 20 --messages 1000 --send-rate 100" ;;
-    churn)     echo "churn --clients 2000 --groups 20 --messages 2000 --send-rate 400 --churners 4 --procs 2" ;;
-  esac
-}
+# shellcheck source=loadtest/scenarios.sh
+. "$root/loadtest/scenarios.sh"
 
 start() { # $1: roomcast|bun|roomcast1 → sets PID, PORT
   local log=$OUT/server.log

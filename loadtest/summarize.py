@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
-"""Medians of loadtest/compare.sh results, roomcast vs Bun, as a Markdown table."""
+"""Medians of loadtest/compare.sh results, roomcast vs Bun, as a Markdown table.
+With two more arguments (labels A B), any two labelled sets instead (loadtest/ab.sh: old new)."""
 import glob, json, os, statistics, sys
 
 out = sys.argv[1]
+pair = tuple(sys.argv[2:4]) if len(sys.argv) >= 4 else None
 runs = {}
 for p in glob.glob(os.path.join(out, "*.json")):
     name = os.path.basename(p)[:-5]
@@ -22,11 +24,12 @@ METRICS = {
               ("churn_sessions", "churn sessions", True), ("latency_p99_ms", "p99 ms", False)],
     "scale": [("delivered_per_s", "delivered msg/s", True), ("server_cpu_us_per_frame", "server CPU µs/frame", False)],
 }
-print("| scenario | metric | Bun (median) | roomcast (median) | roomcast / Bun | runs |")
+heads = (f"{pair[0]} (median)", f"{pair[1]} (median)", f"{pair[1]} / {pair[0]}") if pair else ("Bun (median)", "roomcast (median)", "roomcast / Bun")
+print(f"| scenario | metric | {heads[0]} | {heads[1]} | {heads[2]} | runs |")
 # (for "scale" the two columns are roomcast --shards 1 and roomcast with the default 2 shards)
 print("| --- | --- | --- | --- | --- | --- |")
 for sc, metrics in METRICS.items():
-    a_label, b_label = ("roomcast1", "roomcast") if sc == "scale" else ("bun", "roomcast")
+    a_label, b_label = pair or (("roomcast1", "roomcast") if sc == "scale" else ("bun", "roomcast"))
     a, b = runs.get((sc, a_label), []), runs.get((sc, b_label), [])
     if not a and not b:
         continue

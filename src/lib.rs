@@ -34,11 +34,11 @@
 //! | --- | --- |
 //! | [`config`] | CLI, env vars and TOML file merged into one [`config::Config`] |
 //! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
-//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats |
-//! | [`hub`] | the group index: the only place membership lives; fans out to shards |
+//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; the API's endpoint table (`shard/endpoints.rs`) |
+//! | [`hub`] | the group index: the only place membership lives; fans out to shards. One method per API operation (`hub/ops.rs`) over one backend seam (`hub/backend.rs`: single node or Redis) |
 //! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys, the wire format between nodes |
-//! | [`msg`] | **the cross-thread contract**: `Command` (shard → hub), `ShardMsg` (hub → shard) |
-//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, API JSON |
+//! | [`msg`] | **the contract between shards and hub**: `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
+//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, API JSON and typed API errors |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
@@ -46,7 +46,8 @@
 //! ## Invariants (each is relied on where a comment says so)
 //!
 //! 1. A connection is read and written only by the shard that accepted it; hub state only by
-//!    the hub thread. No lock on any per-message path.
+//!    the hub thread. No lock on any per-message path of a single node (cluster mode: a
+//!    forwarded call takes the `Pending` mutex once when sent and once when answered).
 //! 2. One outgoing message is serialized exactly once into an immutable [`bytes::Bytes`]
 //!    (WebSocket header + JSON) shared by every recipient on every shard (inside a shard,
 //!    through a shard-local `Rc`, so recipients never contend on one atomic refcount).

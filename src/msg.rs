@@ -100,7 +100,10 @@ pub enum Op {
     OnlineList {
         group: Box<str>,
     },
-    AllGroups,
+    /// `get_all_groups`; `page`: the caller asked for a page.
+    AllGroups {
+        page: Option<crate::protocol::api::Page>,
+    },
     Close {
         client: ClientRef,
         notify: bool,

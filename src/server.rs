@@ -129,7 +129,12 @@ impl Server {
                 (Some(link), threads)
             }
         };
-        let hub_cfg = HubConfig { node: cfg.node_id.0, notify_max_group_size: cfg.notify_max_group_size };
+        let hub_cfg = HubConfig {
+            node: cfg.node_id.0,
+            notify_max_group_size: cfg.notify_max_group_size,
+            max_groups_per_client: cfg.max_groups_per_client,
+            groups_page_size: cfg.groups_page_size,
+        };
         let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
         Ok(Server { addr, links, shards, hub: Some(hub), cluster, hub_tx })

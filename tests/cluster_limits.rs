@@ -102,3 +102,47 @@ fn client_publish_is_refused_while_redis_is_away() {
     assert_eq!(v["cmd"], "error", "{v}");
     assert!(v["msg"].as_str().unwrap().contains("Redis"), "{v}");
 }
+
+/// Cluster mode reads `get_all_groups` a page at a time from Redis (a sorted set of names, one
+/// `HKEYS` per group of the page: no call walks the whole system), with the same answers and
+/// bounds as a single node, from any node.
+#[test]
+fn all_groups_pages_across_nodes() {
+    let redis = Redis::start();
+    let n = nodes(&redis, 2, &["--groups-page-size", "2", "--max-groups-per-client", "5"]);
+    n[0].register("s");
+    let a = n[0].client("s");
+    let b = n[1].client("s");
+    for (i, g) in ["d", "a", "c", "b", "e"].iter().enumerate() {
+        let who = if i % 2 == 0 { &a } else { &b };
+        n[1 - i % 2].bind("s", &who.id, g, "u");
+    }
+    n[0].bind("s", &a.id, "a", "u");
+    let (st, v) = n[1].api("get_all_groups", Some("s"), json!({}));
+    assert_eq!(st, 400, "{v}");
+    for s in &n {
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        for _ in 0..10 {
+            let (st, v) = s.api("get_all_groups", Some("s"), json!({"cursor": cursor}));
+            assert_eq!(st, 200, "{v}");
+            let groups = v["data"]["groups"].as_object().unwrap().clone();
+            assert!(groups.len() <= 2, "{v}");
+            for (g, ids) in &groups {
+                let want = if g == "a" { 2 } else { 1 };
+                assert_eq!(ids.as_array().unwrap().len(), want, "{g}: {v}");
+            }
+            seen.extend(groups.keys().cloned());
+            cursor = v["data"]["cursor"].as_str().unwrap().to_string();
+            if cursor.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+    }
+    // The groups-per-client bound holds for a client of another node too (a is in a, c, d, e).
+    n[1].bind("s", &a.id, "x", "u");
+    let (st, v) = n[1].api("bind_to_group", Some("s"), json!({"clientId": a.id, "groupName": "y"}));
+    assert_eq!(st, 400, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("max_groups_per_client"), "{v}");
+}

@@ -289,3 +289,94 @@ fn unread_pongs_count_as_memory() {
     let _ = writer.join();
     still_serving(&s);
 }
+
+/// Regression (security review, medium): 100 KB group names and extends and 1,100 groups on
+/// one client were accepted. Names, extends and groups per client are bounded, with a 400
+/// that names the setting, and counted.
+#[test]
+fn names_extends_and_groups_per_client_are_bounded() {
+    let s = Server::start(&["--max-groups-per-client", "3"]);
+    s.register("a");
+    let c = s.client("a");
+    let long = "n".repeat(257);
+    let cases = [
+        ("register", None, json!({"systemId": long})),
+        ("send_to_group", Some("a"), json!({"groupName": long})),
+        ("get_online_list", Some("a"), json!({"groupName": long})),
+        ("bind_to_group", Some("a"), json!({"clientId": c.id, "groupName": long})),
+        ("bind_to_group", Some("a"), json!({"clientId": c.id, "groupName": "g", "userId": long})),
+        ("bind_to_group", Some("a"), json!({"clientId": c.id, "groupName": "g", "extend": "e".repeat(4097)})),
+        ("get_all_groups", Some(long.as_str()), json!({})),
+    ];
+    for (name, system, body) in cases {
+        let (st, v) = s.api(name, system, body);
+        assert_eq!(st, 400, "{name}: {v}");
+        assert!(v["msg"].as_str().unwrap().contains("max_"), "{name}: {v}");
+    }
+    assert!(metric(&s, "limit_refusals_total") >= 7);
+    // At the bounds exactly: accepted.
+    let (st, v) = s.api(
+        "bind_to_group",
+        Some("a"),
+        json!({"clientId": c.id, "groupName": "g".repeat(256), "userId": "u".repeat(256), "extend": "e".repeat(4096)}),
+    );
+    assert_eq!(st, 200, "{v}");
+    for g in ["g2", "g3"] {
+        s.bind("a", &c.id, g, "u");
+    }
+    let (st, v) = s.api("bind_to_group", Some("a"), json!({"clientId": c.id, "groupName": "g4"}));
+    assert_eq!(st, 400, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("max_groups_per_client"), "{v}");
+    assert_eq!(metric(&s, "group_limit_refusals_total"), 1);
+    // Binding again to a group it is in is no new group; after an unbind there is room.
+    s.bind("a", &c.id, "g2", "u2");
+    let (st, _) = s.api("unbind_from_group", Some("a"), json!({"clientId": c.id, "groupName": "g3"}));
+    assert_eq!(st, 200);
+    s.bind("a", &c.id, "g4", "u");
+    // A WebSocket connect naming an over-long system gets the -1001 frame saying so.
+    let mut w = Client::connect(&s.url(&format!("/ws?systemId={long}")));
+    let v = w.recv().unwrap();
+    assert_eq!(v["code"], -1001);
+    assert!(v["msg"].as_str().unwrap().contains("max_name_bytes"), "{v}");
+}
+
+/// `get_all_groups` answers upstream's call whole while it fits in one answer, and otherwise
+/// says to page; pages walk every group once, in name order.
+#[test]
+fn all_groups_is_read_in_pages() {
+    let s = Server::start(&["--groups-page-size", "3"]);
+    s.register("a");
+    let c = s.client("a");
+    let d = s.client("a");
+    let names = ["b", "a", "e", "c", "g", "f", "d"];
+    for g in names {
+        s.bind("a", &c.id, g, "u");
+    }
+    s.bind("a", &d.id, "a", "u");
+    let (st, v) = s.api("get_all_groups", Some("a"), json!({}));
+    assert_eq!(st, 400, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("cursor"), "{v}");
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    for _ in 0..10 {
+        let (st, v) = s.api("get_all_groups", Some("a"), json!({"limit": 100, "cursor": cursor}));
+        assert_eq!(st, 200, "{v}");
+        let groups = v["data"]["groups"].as_object().unwrap();
+        assert!(groups.len() <= 3);
+        seen.extend(groups.keys().cloned());
+        if groups.contains_key("a") {
+            assert_eq!(groups["a"].as_array().unwrap().len(), 2);
+        }
+        cursor = v["data"]["cursor"].as_str().unwrap().to_string();
+        if cursor.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e", "f", "g"]);
+    // A small system still gets upstream's whole map.
+    s.register("small");
+    let e = s.client("small");
+    s.bind("small", &e.id, "only", "u");
+    let (st, v) = s.api("get_all_groups", Some("small"), json!({}));
+    assert_eq!((st, v["data"]["only"][0].as_str()), (200, Some(e.id.as_str())), "{v}");
+}

@@ -11,7 +11,7 @@
 //! | `rc:reap:{node}` | string, TTL | lock of the survivor cleaning a dead node |
 //! | `rc:n:{node}` | hash, and channel | member field → info of the node's clients; the channel carries forwarded calls and their answers |
 //! | `rc:g:{len}:{system}:{group}` | hash, and channel | clientId → info of a group's members; the channel carries the group's frames |
-//! | `rc:gs:{len}:{system}` | set | a system's non-empty groups |
+//! | `rc:gs:{len}:{system}` | sorted set (all scores 0: by name) | a system's non-empty groups, read a page at a time (`ZRANGEBYLEX`) |
 //! | `rc:s:{len}:{system}` | channel | frames to a whole system |
 //! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
 
@@ -46,11 +46,6 @@ pub fn groups(system: &str) -> String {
 
 pub fn system(system: &str) -> String {
     format!("rc:s:{}:{system}", system.len())
-}
-
-/// The prefix `KEYS`-less Lua code appends a group name to (see `scripts::ALL_GROUPS`).
-pub fn group_prefix(system: &str) -> String {
-    format!("rc:g:{}:{system}:", system.len())
 }
 
 /// A node hash field: which client is in which group of which system.
@@ -116,7 +111,6 @@ mod tests {
         assert_eq!(parse_channel("rc:g:9:ab"), None);
         assert_eq!(parse_channel("rc:n:zz"), None);
         assert_eq!(parse_channel("other"), None);
-        assert!(group(&"é".repeat(3), "ü").starts_with(&group_prefix(&"é".repeat(3))));
     }
 
     #[test]

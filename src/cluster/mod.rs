@@ -57,8 +57,11 @@ pub enum BrokerCmd {
     SystemSub { system: Arc<str>, on: bool, welcome: Option<ConnId> },
     /// A call about clients of another node; `reply`: the caller waits for its answer.
     Forward { node: u32, system: Box<str>, op: Op, reply: Option<ConnId> },
-    /// `get_online_list` (`group`) or `get_all_groups`, read from presence.
-    Query { system: Box<str>, group: Option<Box<str>>, to: ConnId },
+    /// `get_online_list`, read from presence.
+    OnlineList { system: Box<str>, group: Box<str>, to: ConnId },
+    /// `get_all_groups` (a page of it, or all while it fits: `paged` false), read from presence
+    /// in steps that each touch one page, never one long call.
+    AllGroups { system: Box<str>, page: crate::protocol::api::Page, paged: bool, to: ConnId },
     /// An answer the hub decided; sent after every earlier command took effect.
     Answer { to: ReplyTo, status: u16, body: Bytes },
 }

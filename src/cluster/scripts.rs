@@ -8,24 +8,23 @@ use redis::Script;
 pub struct Scripts {
     pub join: Script,
     pub leave: Script,
-    pub all_groups: Script,
 }
 
 impl Scripts {
     pub fn new() -> Self {
-        Scripts { join: Script::new(JOIN), leave: Script::new(LEAVE), all_groups: Script::new(ALL_GROUPS) }
+        Scripts { join: Script::new(JOIN), leave: Script::new(LEAVE) }
     }
 
     /// Loads every script (Redis may have restarted empty).
     pub fn load(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        for s in [&self.join, &self.leave, &self.all_groups] {
+        for s in [&self.join, &self.leave] {
             s.load(con)?;
         }
         Ok(())
     }
 }
 
-/// KEYS: group hash (also its channel), groups set, node hash.
+/// KEYS: group hash (also its channel), groups (sorted set, score 0: by name), node hash.
 /// ARGV: clientId, info, group name, member field, joined marker with the 1001 notice
 /// ('' = no notice), max size, joined marker alone.
 /// Publishes the marker (the client's node makes it a member at this point of the group's
@@ -33,7 +32,7 @@ impl Scripts {
 /// Returns the group's size.
 pub const JOIN: &str = r"
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[2], ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
 local n = redis.call('HLEN', KEYS[1])
 if new == 1 and ARGV[5] ~= '' and n <= tonumber(ARGV[6]) then
@@ -44,24 +43,14 @@ end
 return n
 ";
 
-/// KEYS: group hash (also its channel), groups set, node hash.
+/// KEYS: group hash (also its channel), groups (sorted set), node hash.
 /// ARGV: clientId, group name, member field, notice payload ('' = none), max size.
 /// Returns 1 if the client was a member.
 pub const LEAVE: &str = r"
 local gone = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[3])
 local n = redis.call('HLEN', KEYS[1])
-if n == 0 then redis.call('SREM', KEYS[2], ARGV[2]) end
+if n == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
 if gone == 1 and n > 0 and ARGV[4] ~= '' and n <= tonumber(ARGV[5]) then redis.call('PUBLISH', KEYS[1], ARGV[4]) end
 return gone
-";
-
-/// KEYS: groups set. ARGV: group key prefix. Returns [group, [clientId…], …].
-pub const ALL_GROUPS: &str = r"
-local out = {}
-for _, g in ipairs(redis.call('SMEMBERS', KEYS[1])) do
-  out[#out + 1] = g
-  out[#out + 1] = redis.call('HKEYS', ARGV[1] .. g)
-end
-return out
 ";

@@ -247,7 +247,7 @@ mod tests {
                 }
             }
         }
-        assert!(request(1, 1, "s", &Op::AllGroups).is_none());
+        assert!(request(1, 1, "s", &Op::AllGroups { page: None }).is_none());
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `forward` | (no other node) | to the client's node, if alive |
 //! | `after_change` | answered now | answered once Redis has the change |
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
-use crate::protocol::api::{self, ApiError, ApiResult, Done};
+use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
 
 /// Single node, or cluster mode with its broker.
 pub(super) enum Backend {
@@ -209,27 +210,34 @@ impl Backend {
             }
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::Query { system, group: Some(group), to })
+                c.ask(l, to, |to| BrokerCmd::OnlineList { system, group, to })
             }
         }
     }
 
-    /// `get_all_groups`.
-    pub fn all_groups(&mut self, l: &mut Local, sys: SysId, to: ReplyTo) -> Answer {
+    /// `get_all_groups`: the whole map while it fits in one answer, or one page.
+    pub fn all_groups(&mut self, l: &mut Local, sys: SysId, page: Option<Page>, to: ReplyTo) -> Answer {
+        let paged = page.is_some();
+        let page = page.unwrap_or(Page { after: "".into(), limit: l.cfg.groups_page_size });
         match self {
             Backend::Single => {
                 let node = l.cfg.node;
                 let system = l.index.system(sys);
-                let groups: Vec<(&str, Vec<String>)> = system
-                    .groups
-                    .iter()
-                    .map(|(name, m)| (&**name, m.iter().map(|c| ids::client_id(node, c)).collect()))
-                    .collect();
-                Ok(Done::Body(api::all_groups_body(&groups))).into()
+                let from = match &*page.after {
+                    "" => Bound::Unbounded,
+                    after => Bound::Excluded(after),
+                };
+                let names: Vec<&Arc<str>> =
+                    system.names.range::<str, _>((from, Bound::Unbounded)).take(page.limit + 1).collect();
+                let members = |g: &str| match system.groups.get(g) {
+                    Some(m) => m.iter().map(|c| ids::client_id(node, c)).collect(),
+                    None => Vec::new(),
+                };
+                api::groups_page(&names, page.limit, paged, members).map(Done::Body).into()
             }
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::Query { system, group: None, to })
+                c.ask(l, to, |to| BrokerCmd::AllGroups { system, page, paged, to })
             }
         }
     }

@@ -53,6 +53,10 @@ pub struct ShardLink {
 pub struct HubConfig {
     pub node: u32,
     pub notify_max_group_size: usize,
+    /// Groups one client may be in (`max_groups_per_client`).
+    pub max_groups_per_client: usize,
+    /// Most groups in one `get_all_groups` answer (`groups_page_size`).
+    pub groups_page_size: usize,
 }
 
 /// What an operation came to: answered now, or later by the broker (cluster mode).

@@ -48,7 +48,7 @@ impl Hub {
                 self.backend.forward(&mut self.local, client.node, sys, op, to)
             }
             Op::OnlineList { group } => self.backend.online_list(&mut self.local, sys, group, to),
-            Op::AllGroups => self.backend.all_groups(&mut self.local, sys, to),
+            Op::AllGroups { page } => self.backend.all_groups(&mut self.local, sys, page, to),
         }
     }
 
@@ -101,9 +101,18 @@ impl Hub {
         };
         client.user_id = user_id;
         client.extend = extend;
+        let max = self.local.cfg.max_groups_per_client;
         let (key, new) = match client.groups.iter().find(|g| ***g == *group) {
             // Already a member: only its info may change, without a notice.
             Some(k) => (k.clone(), false),
+            None if client.groups.len() >= max => {
+                metrics::add(&self.local.stats.group_limit_refusals_total, 1);
+                let mut e = ApiError::bad_request(format!(
+                    "the client is in {max} groups already, the most max_groups_per_client allows: unbind it from one first"
+                ));
+                e.bound = Some("max_groups_per_client");
+                return e.into();
+            }
             None => {
                 let (k, _, created) = system.group_entry(group, shards);
                 if created {

@@ -18,11 +18,19 @@ use super::ws;
 pub struct ApiError {
     pub status: u16,
     pub msg: Cow<'static, str>,
+    /// The configured bound this call went over, if that is why it failed (counted).
+    pub bound: Option<&'static str>,
 }
 
 impl ApiError {
     pub fn new(status: u16, msg: impl Into<Cow<'static, str>>) -> Self {
-        ApiError { status, msg: msg.into() }
+        ApiError { status, msg: msg.into(), bound: None }
+    }
+
+    /// 400: `what` (`len` bytes or items) is over the setting `key` (`max`).
+    pub fn over_bound(what: &str, len: usize, key: &'static str, max: usize) -> Self {
+        let msg = format!("{what} is {len} bytes, more than {key} ({max})");
+        ApiError { status: 400, msg: msg.into(), bound: Some(key) }
     }
 
     /// 400: the request is not what the endpoint takes.
@@ -105,6 +113,10 @@ pub struct Body<'a> {
     pub user_id: Option<String>,
     pub extend: Option<String>,
     pub notify: Option<bool>,
+    /// `get_all_groups` paging: the last group of the previous page (`""`: the first page).
+    pub cursor: Option<String>,
+    /// `get_all_groups` paging: most groups in this page.
+    pub limit: Option<u64>,
 }
 
 /// Parses a request body; an empty body is `{}`.
@@ -230,19 +242,57 @@ pub fn online_list_body<S: AsRef<str>>(ids: &[S]) -> Bytes {
     ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", n.format(ids.len())))
 }
 
-/// `get_all_groups`' answer: `{"<group>":[clientId..],..}`.
-pub fn all_groups_body<G: AsRef<str>, S: AsRef<str>>(groups: &[(G, Vec<S>)]) -> Bytes {
+/// Most clientIds one `get_all_groups` answer lists (a page ends early past it, after at
+/// least one group): with `groups_page_size`, what bounds the answer's size.
+pub const MAX_LISTED_CLIENTS: usize = 100_000;
+
+/// A page of `get_all_groups`: the groups named after `after` (in byte order), at most `limit`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Page {
+    pub after: Box<str>,
+    pub limit: usize,
+}
+
+/// `get_all_groups`' answer from the system's group names in byte order, starting after the
+/// page's cursor: `names` holds up to `limit + 1` of them (one more tells that more follow),
+/// `members` lists a group's clientIds. Unpaged (`page` `None`, upstream's call), the whole
+/// map `{"<group>":[clientId..],..}`, or a 400 asking to page when it does not fit in one
+/// answer. Paged, `{"groups":{..},"cursor":"<last group, or \"\" at the end>"}`.
+pub fn groups_page<N: AsRef<str>>(
+    names: &[N],
+    limit: usize,
+    paged: bool,
+    mut members: impl FnMut(&str) -> Vec<String>,
+) -> Result<Bytes, ApiError> {
     let mut s = String::from("{");
-    for (i, (name, ids)) in groups.iter().enumerate() {
-        if i > 0 {
+    let (mut listed, mut taken) = (0, 0);
+    for name in names.iter().take(limit) {
+        if taken > 0 && listed >= MAX_LISTED_CLIENTS {
+            break;
+        }
+        let ids = members(name.as_ref());
+        listed += ids.len();
+        if taken > 0 {
             s.push(',');
         }
         s.push_str(&json_string(name.as_ref()));
         s.push(':');
-        s.push_str(&string_array(ids.iter().map(AsRef::as_ref)));
+        s.push_str(&string_array(ids.iter().map(String::as_str)));
+        taken += 1;
     }
     s.push('}');
-    ok_body(&s)
+    let more = names.len() > taken;
+    if !paged {
+        if more {
+            return Err(ApiError::bad_request(format!(
+                "this system has more groups than one answer holds ({limit} groups, or {MAX_LISTED_CLIENTS} clientIds): \
+                 read them in pages, {{\"limit\":{limit},\"cursor\":\"\"}}, passing each answer's cursor back"
+            )));
+        }
+        return Ok(ok_body(&s));
+    }
+    let cursor = if more { names[taken - 1].as_ref() } else { "" };
+    Ok(ok_body(&format!("{{\"groups\":{s},\"cursor\":{}}}", json_string(cursor))))
 }
 
 /// A JSON array of strings.
@@ -318,8 +368,18 @@ mod tests {
             &online_list_body(&["a", "b"])[..],
             br#"{"code":0,"msg":"success","data":{"count":2,"list":["a","b"]}}"#
         );
-        let groups = [("g1", vec!["a"]), ("g\"2", vec![])];
-        assert_eq!(&all_groups_body(&groups)[..], br#"{"code":0,"msg":"success","data":{"g1":["a"],"g\"2":[]}}"#);
+        let ids = |g: &str| if g == "g1" { vec!["a".to_string()] } else { vec![] };
+        let whole = groups_page(&["g1", "g\"2"], 10, false, ids).unwrap();
+        assert_eq!(&whole[..], br#"{"code":0,"msg":"success","data":{"g1":["a"],"g\"2":[]}}"#);
+        assert_eq!(groups_page(&["a", "b", "c"], 2, false, ids).unwrap_err().status, 400);
+        let page = groups_page(&["a", "b", "c"], 2, true, ids).unwrap();
+        assert_eq!(&page[..], br#"{"code":0,"msg":"success","data":{"groups":{"a":[],"b":[]},"cursor":"b"}}"#);
+        let last = groups_page(&["c"], 2, true, ids).unwrap();
+        assert_eq!(&last[..], br#"{"code":0,"msg":"success","data":{"groups":{"c":[]},"cursor":""}}"#);
+        // A page ends early past MAX_LISTED_CLIENTS clientIds, after at least one group.
+        let big = |_: &str| vec![String::from("x"); MAX_LISTED_CLIENTS];
+        let page = groups_page(&["a", "b"], 2, true, big).unwrap();
+        assert!(page.ends_with(br#""cursor":"a"}}"#));
         assert_eq!(Done::Sent("m".into()).body(), message_id_body("m"));
         assert_eq!(ApiError::unknown_client().body(), err_body(&ApiError::unknown_client().msg));
         assert!(parse_body(b"{").unwrap_err().contains("invalid JSON"));

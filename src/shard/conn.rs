@@ -62,6 +62,8 @@ pub struct Conn {
     pub dirty: bool,
     /// A read was skipped (HTTP request pending at the hub) and must be redone.
     pub deferred_read: bool,
+    /// In the shard's `read_again` list.
+    pub read_queued: bool,
     /// Write side already shut down (`Closing`, everything flushed).
     pub write_shut: bool,
     /// The head of the HTTP request being received is complete, its body is not (the body's
@@ -86,6 +88,7 @@ impl Conn {
             close_deadline: 0,
             dirty: false,
             deferred_read: false,
+            read_queued: false,
             write_shut: false,
             in_body: false,
             req_since: 0,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use crate::ids::{self, ClientRef};
 use crate::msg::Op;
-use crate::protocol::api::{self, ApiError, Body};
+use crate::protocol::api::{self, ApiError, Body, Page};
 
 /// Who may call an endpoint, and so where its system comes from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -30,13 +30,40 @@ pub struct Endpoint {
     pub op: fn(&Request<'_>) -> Result<Op, ApiError>,
 }
 
-/// What an endpoint's `op` reads: the body, and how clientIds are read on this node.
+/// What an endpoint's `op` reads: the body, how clientIds are read on this node, and the
+/// bounds on what a body may hold.
 pub struct Request<'a> {
     pub body: &'a Body<'a>,
     /// This node's id.
     pub node: u32,
     /// Cluster mode: a clientId of any node may be named (single node: only this one's).
     pub cluster: bool,
+    pub limits: Limits,
+}
+
+/// Bounds on names and values a client or caller may store (400 beyond).
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// `max_name_bytes`: systemId, groupName, userId.
+    pub name: usize,
+    /// `max_extend_bytes`.
+    pub extend: usize,
+    /// `groups_page_size`: most groups in one `get_all_groups` answer.
+    pub page: usize,
+}
+
+impl Limits {
+    /// A name (systemId, groupName, userId) within `max_name_bytes`.
+    pub fn name(&self, value: &str, what: &str) -> Result<(), ApiError> {
+        check_len(value, what, self.name, "max_name_bytes")
+    }
+}
+
+fn check_len(value: &str, what: &str, max: usize, key: &'static str) -> Result<(), ApiError> {
+    if value.len() > max {
+        return Err(ApiError::over_bound(what, value.len(), key, max));
+    }
+    Ok(())
 }
 
 /// Every endpoint (PROTOCOL.md's table).
@@ -49,7 +76,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     Endpoint { name: "bind_to_group", access: Access::System, early_answer: false, op: bind },
     Endpoint { name: "unbind_from_group", access: Access::System, early_answer: false, op: unbind },
     Endpoint { name: "get_online_list", access: Access::System, early_answer: false, op: online_list },
-    Endpoint { name: "get_all_groups", access: Access::System, early_answer: false, op: |_| Ok(Op::AllGroups) },
+    Endpoint { name: "get_all_groups", access: Access::System, early_answer: false, op: all_groups },
     Endpoint { name: "close_client", access: Access::System, early_answer: false, op: close },
 ];
 
@@ -62,6 +89,13 @@ impl Request<'_> {
     /// A required, non-empty string field.
     fn required(&self, field: &Option<String>, name: &'static str) -> Result<Box<str>, ApiError> {
         Body::required(field, name).map(Into::into).map_err(ApiError::bad_request)
+    }
+
+    /// The required `groupName`, within `max_name_bytes`.
+    fn group(&self) -> Result<Box<str>, ApiError> {
+        let g = self.required(&self.body.group_name, "groupName")?;
+        self.limits.name(&g, "groupName")?;
+        Ok(g)
     }
 
     /// A clientId this node may address: any node's in cluster mode, else only its own.
@@ -109,7 +143,7 @@ fn send_to_clients(r: &Request<'_>) -> Result<Op, ApiError> {
 }
 
 fn send_to_group(r: &Request<'_>) -> Result<Op, ApiError> {
-    let group = r.required(&r.body.group_name, "groupName")?;
+    let group = r.group()?;
     let (frame, message_id) = r.push();
     Ok(Op::SendToGroup { group, frame, message_id })
 }
@@ -121,21 +155,42 @@ fn send_to_system(r: &Request<'_>) -> Result<Op, ApiError> {
 
 fn bind(r: &Request<'_>) -> Result<Op, ApiError> {
     let b = r.body;
+    let user_id = b.user_id.as_deref().unwrap_or_default();
+    let extend = b.extend.as_deref().unwrap_or_default();
+    r.limits.name(user_id, "userId")?;
+    check_len(extend, "extend", r.limits.extend, "max_extend_bytes")?;
     Ok(Op::Bind {
         client: r.client()?,
-        group: r.required(&b.group_name, "groupName")?,
-        user_id: b.user_id.as_deref().unwrap_or_default().into(),
-        extend: b.extend.as_deref().unwrap_or_default().into(),
+        group: r.group()?,
+        user_id: user_id.into(),
+        extend: extend.into(),
         notify: r.notify(),
     })
 }
 
 fn unbind(r: &Request<'_>) -> Result<Op, ApiError> {
-    Ok(Op::Unbind { client: r.client()?, group: r.required(&r.body.group_name, "groupName")?, notify: r.notify() })
+    Ok(Op::Unbind { client: r.client()?, group: r.group()?, notify: r.notify() })
 }
 
 fn online_list(r: &Request<'_>) -> Result<Op, ApiError> {
-    Ok(Op::OnlineList { group: r.required(&r.body.group_name, "groupName")? })
+    Ok(Op::OnlineList { group: r.group()? })
+}
+
+/// Upstream's call (no `limit`, no `cursor`) answers the whole map while it fits in one answer;
+/// with either, one page.
+fn all_groups(r: &Request<'_>) -> Result<Op, ApiError> {
+    let (cursor, limit) = (r.body.cursor.as_deref(), r.body.limit);
+    if cursor.is_none() && limit.is_none() {
+        return Ok(Op::AllGroups { page: None });
+    }
+    let after = cursor.unwrap_or_default();
+    r.limits.name(after, "cursor")?;
+    let limit = match limit {
+        Some(0) => return Err(ApiError::bad_request("limit must be 1 or more")),
+        Some(n) => (n.min(r.limits.page as u64)) as usize,
+        None => r.limits.page,
+    };
+    Ok(Op::AllGroups { page: Some(Page { after: after.into(), limit }) })
 }
 
 fn close(r: &Request<'_>) -> Result<Op, ApiError> {
@@ -148,7 +203,7 @@ mod tests {
 
     fn op(name: &str, body: &str) -> Result<Op, ApiError> {
         let body = api::parse_body(body.as_bytes()).unwrap();
-        let r = Request { body: &body, node: 7, cluster: false };
+        let r = Request { body: &body, node: 7, cluster: false, limits: Limits { name: 8, extend: 10, page: 3 } };
         (find(name).unwrap().op)(&r)
     }
 
@@ -175,5 +230,19 @@ mod tests {
         assert_eq!(op("send_to_clients", r#"{"clientIds":[]}"#).unwrap_err().status, 400);
         let list = op("send_to_clients", &format!(r#"{{"clientIds":["{mine}","{other}","x"]}}"#));
         assert!(matches!(list, Ok(Op::SendToClients { clients, strict: false, .. }) if clients.len() == 1));
+        // Bounds: names 8 bytes, extend 10, pages of 3.
+        assert_eq!(op("send_to_group", r#"{"groupName":"123456789"}"#).unwrap_err().status, 400);
+        let long_user = format!(r#"{{"clientId":"{mine}","groupName":"g","userId":"123456789"}}"#);
+        assert!(op("bind_to_group", &long_user).unwrap_err().msg.contains("max_name_bytes"));
+        let long_extend = format!(r#"{{"clientId":"{mine}","groupName":"g","extend":"12345678901"}}"#);
+        assert!(op("bind_to_group", &long_extend).unwrap_err().msg.contains("max_extend_bytes"));
+        assert!(matches!(op("get_all_groups", "{}"), Ok(Op::AllGroups { page: None })));
+        let page = |b: &str| match op("get_all_groups", b) {
+            Ok(Op::AllGroups { page: Some(p) }) => (p.after.to_string(), p.limit),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(page(r#"{"limit":2}"#), ("".into(), 2));
+        assert_eq!(page(r#"{"cursor":"g7","limit":50}"#), ("g7".into(), 3));
+        assert_eq!(op("get_all_groups", r#"{"limit":0}"#).unwrap_err().status, 400);
     }
 }

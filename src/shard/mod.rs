@@ -198,9 +198,7 @@ impl Shard {
                     }
                 }
             }
-            for slot in std::mem::take(&mut self.read_again) {
-                self.resume(slot);
-            }
+            self.read_queued();
             self.drain_hub();
             self.flush_dirty();
             self.close_marked();
@@ -347,7 +345,27 @@ impl Shard {
             }
         }
         // Budget used up: the socket may hold more, and no new edge will announce it.
-        self.read_again.push(slot);
+        self.read_later(slot);
+    }
+
+    /// Queues `slot` to be resumed (parse what is buffered, then read) at the next
+    /// [`Shard::read_queued`]; once, however often it is asked.
+    pub(super) fn read_later(&mut self, slot: usize) {
+        if let Some(c) = self.conns.get_mut(slot) {
+            if !std::mem::replace(&mut c.read_queued, true) {
+                self.read_again.push(slot);
+            }
+        }
+    }
+
+    /// Resumes every connection queued by [`Shard::read_later`].
+    fn read_queued(&mut self) {
+        for slot in std::mem::take(&mut self.read_again) {
+            if let Some(c) = self.conns.get_mut(slot) {
+                c.read_queued = false;
+            }
+            self.resume(slot);
+        }
     }
 
     /// Continues a connection whose input was paused: parse what is buffered, then read.

@@ -81,7 +81,8 @@ impl Shard {
                 return;
             }
         }
-        if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) {
+        if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) && !conn.read_queued {
+            conn.read_queued = true;
             self.read_again.push(slot);
         }
         if conn.out.is_empty() {

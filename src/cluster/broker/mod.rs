@@ -333,17 +333,24 @@ impl Broker {
                     p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
                     posts.push(Post::Forward { corr: self.corr, waiting: reply.is_some() });
                 }
-                BrokerCmd::Query { system, group: Some(g), to } => {
+                BrokerCmd::OnlineList { system, group: g, to } => {
                     p.cmd("HKEYS").arg(keys::group(&system, &g));
                     posts.push(Post::Online { to });
                 }
-                BrokerCmd::Query { system, group: None, to } => {
-                    p.cmd("EVALSHA")
-                        .arg(self.scripts.all_groups.get_hash())
-                        .arg(1)
+                BrokerCmd::AllGroups { system, page, paged, to } => {
+                    // One more name than the page holds tells whether more follow.
+                    let from = match &*page.after {
+                        "" => "-".to_string(),
+                        after => format!("({after}"),
+                    };
+                    p.cmd("ZRANGEBYLEX")
                         .arg(keys::groups(&system))
-                        .arg(keys::group_prefix(&system));
-                    posts.push(Post::AllGroups { to });
+                        .arg(from)
+                        .arg("+")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(page.limit + 1);
+                    posts.push(Post::AllGroups { system, limit: page.limit, paged, to });
                 }
                 BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
                     later.push(Later::Answer(to, status, body))
@@ -410,7 +417,7 @@ impl Broker {
                 BrokerCmd::Register { to, .. }
                 | BrokerCmd::Forward { reply: Some(to), .. }
                 | BrokerCmd::Publish { answer: Some((to, _)), .. } => self.unavailable(to),
-                BrokerCmd::Query { to, .. } => self.unavailable(to),
+                BrokerCmd::OnlineList { to, .. } | BrokerCmd::AllGroups { to, .. } => self.unavailable(to),
                 BrokerCmd::Lookup { system } => {
                     let registered = Err(api::CLUSTER_UNAVAILABLE.to_string());
                     let _ = self.hub.send(Command::SystemKnown { system, registered });

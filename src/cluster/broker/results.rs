@@ -1,5 +1,7 @@
 //! What the broker does with each pipeline result: answers, lookups, forwarded calls.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use redis::{RedisResult, Value};
 
@@ -30,7 +32,11 @@ pub(super) enum Post {
     Online {
         to: ConnId,
     },
+    /// The page's group names; their members are read next, one `HKEYS` each.
     AllGroups {
+        system: Box<str>,
+        limit: usize,
+        paged: bool,
         to: ConnId,
     },
 }
@@ -105,18 +111,38 @@ impl Broker {
                 }
                 _ => self.unavailable(to),
             },
-            Post::AllGroups { to } => match r {
-                Ok(Value::Array(flat)) => {
-                    let mut groups = Vec::new();
-                    let mut it = flat.into_iter();
-                    while let (Some(g), Some(Value::Array(ids))) = (it.next().and_then(string), it.next()) {
-                        groups.push((g, ids.into_iter().filter_map(string).collect::<Vec<_>>()));
+            Post::AllGroups { system, limit, paged, to } => match r {
+                Ok(Value::Array(names)) => {
+                    let names: Vec<String> = names.into_iter().filter_map(string).collect();
+                    match self.group_members(&system, &names[..names.len().min(limit)]) {
+                        Ok(mut members) => {
+                            let answer =
+                                api::groups_page(&names, limit, paged, |g| members.remove(g).unwrap_or_default());
+                            match answer {
+                                Ok(body) => self.reply(to, 200, body, None),
+                                Err(e) => self.reply(to, e.status, e.body(), None),
+                            }
+                        }
+                        Err(_) => self.unavailable(to),
                     }
-                    self.reply(to, 200, api::all_groups_body(&groups), None);
                 }
                 _ => self.unavailable(to),
             },
         }
+    }
+}
+
+impl Broker {
+    /// The members of each of `groups` (one pipeline of `HKEYS`, one per group of the page).
+    fn group_members(&mut self, system: &str, groups: &[String]) -> Result<HashMap<String, Vec<String>>, String> {
+        let mut p = redis::pipe();
+        for g in groups {
+            p.cmd("HKEYS").arg(crate::cluster::keys::group(system, g));
+        }
+        let con = self.con.as_mut().ok_or("down")?;
+        let lists: Vec<Vec<String>> =
+            if groups.is_empty() { Vec::new() } else { p.query(con).map_err(|e| e.to_string())? };
+        Ok(groups.iter().cloned().zip(lists).collect())
     }
 }
 

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# A/B of two roomcast builds: each scenario ROUNDS times, the two binaries alternating, each run
+# on a freshly started server, the same load tester; prints the medians side by side.
+# Usage: loadtest/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SCENARIO...]
+#   scenarios: connect fanout broadcast unicast joinstorm paced churn (default: fanout broadcast
+#   unicast joinstorm). Extra server flags for both: AB_FLAGS="--shards 2". Start it from the
+#   same session as everything else (no setsid: see the README's "Reproducing").
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+old=$(realpath "$1"); new=$(realpath "$2"); shift 2
+rounds=${1:-5}; shift || true
+scenarios=${*:-fanout broadcast unicast joinstorm}
+OUT=${OUT:-$root/target/ab}
+rm -rf "$OUT"; mkdir -p "$OUT"
+cd "$root"
+cargo build --release -q -p roomcast-loadtest
+LT=$root/target/release/roomcast-loadtest
+# shellcheck source=loadtest/scenarios.sh
+. "$root/loadtest/scenarios.sh"
+
+start() { # $1: binary → sets PID, PORT
+  local log=$OUT/server.log
+  # shellcheck disable=SC2086
+  "$1" --listen 127.0.0.1:0 ${AB_FLAGS:-} >"$log" 2>&1 &
+  PID=$!
+  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
+  [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
+}
+stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
+
+for sc in $scenarios; do
+  for r in $(seq "$rounds"); do
+    for label in old new; do
+      bin=$old; [ $label = new ] && bin=$new
+      start "$bin"
+      # shellcheck disable=SC2046
+      "$LT" $(args_for "$sc") --port "$PORT" --pid "$PID" --label "$label" --time-limit 300 \
+        --json "$OUT/$sc-$label-$r.json" 2>"$OUT/$sc-$label-$r.log" >/dev/null || echo "[$sc $r] $label: loadtest exit $?"
+      stop
+    done
+  done
+done
+python3 "$root/loadtest/summarize.py" "$OUT" old new
