@@ -40,6 +40,7 @@
 //! | [`msg`] | **the contract between shards and hub**: `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
 //! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, API JSON and typed API errors |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
+//! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
 //!
@@ -71,5 +72,6 @@ pub mod ids;
 pub mod metrics;
 pub mod msg;
 pub mod protocol;
+pub mod recovery;
 pub mod server;
 pub mod shard;

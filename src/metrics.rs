@@ -49,6 +49,20 @@ counters!(ShardStats {
     pings_sent_total: "heartbeat pings sent",
     client_messages_total: "text messages received from clients",
     output_buffer_bytes: "bytes waiting in output queues",
+    recovery_sessions: "recoverable sessions kept without a connection (detached), waiting for a resume",
+    recovery_kept_bytes: "bytes (each frame + 64) recoverable sessions keep for their clients",
+    recovery_detached_total: "recoverable sessions whose connection ended without a close handshake (kept)",
+    recovery_resumed_total: "resumes that recovered their session",
+    recovery_takeovers_total: "resumes that took over a connection that still looked open",
+    recovery_refused_unknown_total:
+        "resumes refused (fresh session): malformed token, or no such session (ended, expired)",
+    recovery_refused_secret_total:
+        "resumes refused (fresh session): the token's secret does not match (used before, or guessed)",
+    recovery_refused_system_total: "resumes refused (fresh session): the token is another system's",
+    recovery_refused_last_total:
+        "resumes refused (fresh session, the old one ends): the frames after last are no longer held",
+    recovery_expired_total: "detached sessions ended by recovery_window",
+    recovery_overflows_total: "detached sessions ended by recovery_max_bytes",
 });
 
 counters!(HubStats {

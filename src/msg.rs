@@ -53,8 +53,35 @@ pub enum Command {
     /// dead (heartbeat expired). Calls are forwarded only to nodes alive: a clientId naming any
     /// other node is unknown at once (no made-up node id costs a publish).
     Nodes { alive: Vec<u32>, dead: Vec<u32> },
+    /// A client asked to resume a session of this node (`resume=<token>`): the socket goes to
+    /// the session's shard (the hub only relays it there, in order with everything else it
+    /// sends that shard).
+    Resume(Box<Resume>),
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
+}
+
+/// A resume request with its socket, on its way from the shard that accepted the connection
+/// to the shard that holds the session.
+pub struct Resume {
+    pub sock: mio::net::TcpStream,
+    /// The 101 response, not sent yet (the session's shard sends it, then the connect frame).
+    pub accept: Bytes,
+    pub system: Box<str>,
+    /// The session the token names (on this node).
+    pub session: ConnId,
+    pub secret: crate::recovery::Secret,
+    /// The messageId of the last frame the client processed (`None`: none after connecting).
+    /// (A client sends nothing after its upgrade request until it has the 101, RFC 6455 §4.1,
+    /// so there is no input to carry along.)
+    pub last: Option<Box<str>>,
+}
+
+impl std::fmt::Debug for Resume {
+    /// Never shows the secret (tokens are never logged).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resume").field("session", &self.session).field("system", &self.system).finish_non_exhaustive()
+    }
 }
 
 /// Where an API answer goes: an HTTP connection of this node, or another node that
@@ -174,6 +201,11 @@ pub enum ShardMsg {
     Welcome { to: Target, result: Result<(), String> },
     /// Close the connection with a close frame (close_client).
     Close { target: Target, code: u16, reason: &'static str },
+    /// A resume for a session of this shard (see [`Command::Resume`]).
+    Resume(Box<Resume>),
+    /// A frame for one client that is not a push frame (an error answer to its publish): not
+    /// kept for session recovery.
+    Tell { target: Target, frame: Frame },
     /// Graceful shutdown: close 1001 to everyone, flush, exit.
     Shutdown,
 }

@@ -73,6 +73,10 @@ settings! {
         "Groups one client may be in at once (400 beyond)";
     groups_page_size: usize = "1000", "ROOMCAST_GROUPS_PAGE_SIZE",
         "Most groups in one get_all_groups answer; a system with more is read in pages";
+    recovery_window: Duration = "120s", "ROOMCAST_RECOVERY_WINDOW",
+        "How long a session whose connection dropped (recover=1) can be resumed";
+    recovery_max_bytes: usize = "1048576", "ROOMCAST_RECOVERY_MAX_BYTES",
+        "Frame bytes (each + 64) a recoverable session keeps for its client; a detached session past it ends";
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     client_publish: bool = "false", "ROOMCAST_CLIENT_PUBLISH",
         "Let clients publish to their groups";

@@ -153,6 +153,12 @@ impl Hub {
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
             Command::Subscribed { conn } => self.subscribed(conn),
             Command::Nodes { alive, dead } => self.backend.nodes(alive, dead),
+            Command::Resume(r) => {
+                let shard = r.session.shard as usize;
+                if shard < self.local.shards() {
+                    self.local.out.send(shard, ShardMsg::Resume(r));
+                }
+            }
             Command::Stop => {}
         }
     }

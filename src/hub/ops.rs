@@ -157,8 +157,8 @@ impl Hub {
     /// A client published to a group it is in (opt-in: `client_publish`).
     pub(super) fn publish(&mut self, conn: ConnId, group: &str, code: i64, msg: &str, data: &RawValue) {
         let reply = |hub: &mut Hub, text: &str| {
-            let f = crate::protocol::ws::frame(crate::protocol::ws::OP_TEXT, text.as_bytes());
-            hub.local.out.send(conn.shard as usize, ShardMsg::DeliverOne { target: conn.in_shard(), frame: f });
+            let frame = crate::protocol::ws::frame(crate::protocol::ws::OP_TEXT, text.as_bytes());
+            hub.local.out.send(conn.shard as usize, ShardMsg::Tell { target: conn.in_shard(), frame });
         };
         let Some(client) = self.local.index.clients.get(&conn) else { return };
         if !client.groups.iter().any(|g| **g == *group) {

@@ -196,6 +196,25 @@ pub fn welcome_frame(client_id: &str) -> Bytes {
     })
 }
 
+/// The connect frame of a client that opted in to session recovery: also its resume token
+/// and whether this connection recovered a session (`missed`: how many frames follow).
+pub fn session_frame(client_id: &str, token: &str, missed: Option<usize>) -> Bytes {
+    ws::text_frame_with(128 + token.len(), |v| {
+        v.extend_from_slice(b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":");
+        push_str(v, client_id);
+        v.extend_from_slice(b",\"resumeToken\":");
+        push_str(v, token);
+        match missed {
+            None => v.extend_from_slice(b",\"recovered\":false}}"),
+            Some(n) => {
+                v.extend_from_slice(b",\"recovered\":true,\"missed\":");
+                v.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+                v.extend_from_slice(b"}}");
+            }
+        }
+    })
+}
+
 /// The frame sent before closing a refused connection (upstream shape).
 pub fn refused_frame(msg: &str) -> Bytes {
     ws::text_frame_with(64 + msg.len(), |v| {
@@ -347,6 +366,18 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(payload(&off)).unwrap();
         assert_eq!(v["sendUserId"], "");
         assert_eq!(v["code"], 1002);
+    }
+
+    #[test]
+    fn session_connect_frames() {
+        assert_eq!(
+            payload(&session_frame("c", "t", None)),
+            r#"{"code":0,"msg":"success","data":{"clientId":"c","resumeToken":"t","recovered":false}}"#
+        );
+        assert_eq!(
+            payload(&session_frame("c", "t", Some(3))),
+            r#"{"code":0,"msg":"success","data":{"clientId":"c","resumeToken":"t","recovered":true,"missed":3}}"#
+        );
     }
 
     #[test]

@@ -12,10 +12,15 @@ use mio::net::TcpStream;
 
 use crate::ids::Gen;
 use crate::protocol::ws::Kind;
+use crate::recovery::Session;
 
 /// What the connection currently speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
+    /// A recoverable session whose connection is gone (no socket): it keeps its slot, its
+    /// groups and the frames sent to it until a resume, `recovery_window` or
+    /// `recovery_max_bytes` (see `recovery`).
+    Detached,
     /// HTTP/1.1; `awaiting` while an API call is at the hub (no further request is parsed).
     Http { awaiting: bool, keep_alive: bool },
     /// A `/ws` client (`hub_knows`: the hub was told, so it must hear of the disconnect).
@@ -39,10 +44,11 @@ pub struct Fragments {
     pub data: Vec<u8>,
 }
 
-/// A connection.
+/// A connection (or a detached session: see [`State::Detached`]).
 #[derive(Debug)]
 pub struct Conn {
-    pub sock: TcpStream,
+    /// The socket; `None` only while [`State::Detached`].
+    pub sock: Option<TcpStream>,
     pub gen: Gen,
     pub state: State,
     pub out: OutQueue,
@@ -71,12 +77,14 @@ pub struct Conn {
     pub in_body: bool,
     /// Shard clock when the incomplete HTTP request (head, then body) began; 0: none pending.
     pub req_since: u32,
+    /// A client that opted in to session recovery (`recover=1`).
+    pub session: Option<Box<Session<Buf>>>,
 }
 
 impl Conn {
     pub fn new(sock: TcpStream, gen: Gen, now: u32) -> Self {
         Conn {
-            sock,
+            sock: Some(sock),
             gen,
             state: State::Http { awaiting: false, keep_alive: true },
             out: OutQueue::default(),
@@ -92,6 +100,7 @@ impl Conn {
             write_shut: false,
             in_body: false,
             req_since: 0,
+            session: None,
         }
     }
 }

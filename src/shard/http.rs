@@ -13,6 +13,7 @@ use crate::msg::{Command, Target};
 use crate::protocol::api::{self, ApiError, Body};
 use crate::protocol::http::{self, Head};
 use crate::protocol::ws::close;
+use crate::recovery::{self, Session};
 
 impl Shard {
     /// Parses one request from `data`; returns bytes consumed (0: need more input).
@@ -102,22 +103,25 @@ impl Shard {
 
     /// Queues a response. It is the connection's last when the request asked so
     /// (`keep_alive` false) or the status refuses the request ([`http::keeps_alive_after`]):
-    /// then nothing more is read from it and it closes once the response is out.
+    /// then nothing more is parsed from it and it closes once the response is out — after a
+    /// refusal, by a lingering close (the client may still be sending what was refused; a
+    /// close with unread input would reset the connection and could destroy the answer).
     fn respond_as(&mut self, slot: usize, status: u16, content_type: &str, body: &[u8], keep_alive: bool) {
         if status >= 400 {
             metrics::add(&self.stats().http_errors_total, 1);
         }
-        let keep = keep_alive && http::keeps_alive_after(status);
+        let refused = !http::keeps_alive_after(status);
+        let keep = keep_alive && !refused;
         let Some(c) = self.conns.get_mut(slot) else { return };
-        let last = match &mut c.state {
+        let linger = match &mut c.state {
             State::Http { keep_alive: ka, awaiting } => {
                 *ka &= keep;
-                !*ka && !*awaiting
+                refused && !*awaiting
             }
             _ => false,
         };
         self.queue(slot, http::response(status, content_type, body, keep));
-        if last {
+        if linger {
             self.linger(slot);
         }
     }
@@ -230,18 +234,33 @@ impl Shard {
                 return self.refuse(slot, e.message());
             }
         }
+        let recover = head.query_param("recover").as_deref() == Some("1");
+        if let (true, Some(token)) = (recover, head.query_param("resume")) {
+            let last = head.query_param("last").filter(|l| !l.is_empty());
+            return self.resume_request(slot, accept, system.into(), &token, last.map(Into::into), ka);
+        }
+        self.connect_client(slot, accept, system.into(), recover, ka);
+    }
+
+    /// Tells the hub of a new client; its connect frame follows the hub's answer (`welcome`).
+    /// `recover`: it opted in to session recovery.
+    pub(super) fn connect_client(&mut self, slot: usize, accept: Bytes, system: Box<str>, recover: bool, ka: bool) {
         let conn = self.conn_id(slot);
+        let session = recover.then(|| Box::new(Session::new(system.clone())));
         // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
         // may be the same, and the hub must see the old generation leave first.
         let sent = if self.backlog.is_empty() {
-            self.hub.try_send(Command::Connect { conn, system: system.into() }).map_err(|_| ())
+            self.hub.try_send(Command::Connect { conn, system }).map_err(|_| ())
         } else {
             Err(())
         };
         match sent {
             // The connect frame is sent when the hub answers (Welcome): by then the hub
             // knows the client, so a bind that follows can never miss it.
-            Ok(()) => self.become_ws(slot, accept, State::Client { hub_knows: true }),
+            Ok(()) => {
+                self.become_ws(slot, accept, State::Client { hub_knows: true });
+                self.conns[slot].session = session;
+            }
             Err(_) => {
                 metrics::add(&self.stats().hub_busy_total, 1);
                 self.respond(slot, 503, &api::err_body("server busy: the hub queue is full, retry later"), ka);
@@ -249,7 +268,7 @@ impl Shard {
         }
     }
 
-    fn become_ws(&mut self, slot: usize, accept: Bytes, state: State) {
+    pub(super) fn become_ws(&mut self, slot: usize, accept: Bytes, state: State) {
         self.queue(slot, accept);
         self.conns[slot].state = state;
         metrics::add(&self.stats().ws_clients, 1);
@@ -272,10 +291,15 @@ impl Shard {
         match result {
             Ok(()) => {
                 let id = ids::client_id(node, ids::ConnId { shard, slot: to.slot, gen: to.gen });
-                self.queue(to.slot as usize, api::welcome_frame(&id));
+                let frame = match &conn.session {
+                    None => api::welcome_frame(&id),
+                    Some(s) => api::session_frame(&id, &recovery::token(&id, &s.secret), None),
+                };
+                self.queue(to.slot as usize, frame);
             }
             Err(msg) => {
                 conn.state = State::Client { hub_knows: false };
+                conn.session = None;
                 self.refuse(to.slot as usize, &msg);
             }
         }

@@ -20,8 +20,24 @@ impl Shard {
                     }
                 }
                 ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
+                ShardMsg::Tell { target, frame } => {
+                    if let Some(conn) = self.conn_at(target) {
+                        if matches!(conn.state, State::Client { hub_knows: true }) {
+                            self.queue(target.slot as usize, frame);
+                        }
+                    }
+                }
+                ShardMsg::Resume(r) => self.resume_session(*r),
                 ShardMsg::Welcome { to, result } => self.welcome(to, result),
                 ShardMsg::Close { target, code, reason } => {
+                    if let Some(conn) = self.conn_at(target).filter(|c| c.state == State::Detached) {
+                        // close_client on a session without a connection: it simply ends (the
+                        // hub has removed the client already).
+                        conn.session = None;
+                        conn.state = State::Closing;
+                        self.close_now(target.slot as usize);
+                        continue;
+                    }
                     if let Some(conn) = self.conn_at(target) {
                         // The hub already removed the client: no Disconnected needed.
                         if let State::Client { hub_knows } = &mut conn.state {
@@ -45,11 +61,18 @@ impl Shard {
         }
     }
 
+    /// A push frame for a client: queued, and kept in its history if it opted in to
+    /// session recovery (only kept, while its session is detached).
     pub(super) fn deliver(&mut self, t: Target, frame: &Buf) {
-        if let Some(conn) = self.conn_at(t) {
-            if matches!(conn.state, State::Client { hub_knows: true }) {
-                self.queue(t.slot as usize, frame.clone());
+        let Some(conn) = self.conn_at(t) else { return };
+        let slot = t.slot as usize;
+        match (conn.state, conn.session.is_some()) {
+            (State::Client { hub_knows: true }, false) => self.queue(slot, frame.clone()),
+            (State::Client { hub_knows: true }, true) if self.record(slot, frame) => self.queue(slot, frame.clone()),
+            (State::Detached, _) => {
+                self.record(slot, frame);
             }
+            _ => {}
         }
     }
 }

@@ -19,6 +19,7 @@ mod endpoints;
 mod http;
 mod inbox;
 mod output;
+mod resume;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -243,6 +244,7 @@ impl Shard {
         }
     }
 
+    /// A new TCP connection: counted against `max_connections` (503 beyond), then adopted.
     fn admit(&mut self, mut sock: TcpStream) {
         let shared = self.shared.clone();
         if shared.connections.fetch_add(1, Relaxed) >= shared.cfg.max_connections {
@@ -261,26 +263,33 @@ impl Shard {
             return;
         }
         let _ = sock.set_nodelay(true);
+        metrics::add(&self.stats().accepted_total, 1);
+        if self.adopt(sock).is_none() {
+            shared.connections.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// Puts a socket (new, or handed over by another shard for a resume; already counted in
+    /// `connections`) into the slab as an HTTP connection; its slot, or `None` if it could not
+    /// be registered (the socket is then closed).
+    pub(super) fn adopt(&mut self, mut sock: TcpStream) -> Option<usize> {
+        let now = self.now();
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if slot >= ids::SLOTS {
             // A clientId has room for 2^24 slots per shard (far above any open-file limit).
-            shared.connections.fetch_sub(1, Relaxed);
-            return;
+            return None;
         }
         // Edge-triggered, readable and writable registered once: no re-registration syscalls.
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("register failed: {e}");
-            shared.connections.fetch_sub(1, Relaxed);
-            return;
+            return None;
         }
         let gen = self.next_gen;
         self.next_gen = ids::next_gen(gen);
-        let now = self.epoch.elapsed().as_millis() as u32;
         entry.insert(Conn::new(sock, gen, now));
-        let st = self.stats();
-        metrics::add(&st.accepted_total, 1);
-        metrics::add(&st.connections, 1);
+        metrics::add(&self.stats().connections, 1);
+        Some(slot)
     }
 
     fn conn_id(&self, slot: usize) -> ConnId {
@@ -314,7 +323,8 @@ impl Shard {
                 return;
             }
             let conn = &mut self.conns[slot];
-            match conn.sock.read(&mut self.scratch) {
+            let Some(sock) = conn.sock.as_mut() else { return };
+            match sock.read(&mut self.scratch) {
                 Ok(0) => {
                     // A half-closed HTTP client still gets what it asked for, then the close.
                     if let State::Http { awaiting, .. } = conn.state {
@@ -429,9 +439,12 @@ impl Shard {
                 return pos;
             }
             let used = match conn.state {
+                // The last response is decided (Connection: close, HTTP/1.0, shutdown): nothing
+                // after that request is a request.
+                State::Http { keep_alive: false, awaiting: false } => return data.len(),
                 State::Http { .. } => self.http_input(slot, &data[pos..]),
                 State::Client { .. } | State::Echo => self.ws_input(slot, &mut data[pos..]),
-                State::Closing => return data.len(),
+                State::Closing | State::Detached => return data.len(),
             };
             if used == 0 {
                 break;

@@ -17,7 +17,7 @@ impl Shard {
         let frame: Buf = frame.into();
         let hard = self.shared.cfg.output_hard_limit;
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.state == State::Closing {
+        if matches!(conn.state, State::Closing | State::Detached) {
             return;
         }
         if conn.state.is_ws() && conn.out.cost() + frame.len() + FRAME_COST > hard && !conn.out.is_empty() {
@@ -70,7 +70,8 @@ impl Shard {
     pub(super) fn flush_one(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let me = Target { slot: slot as u32, gen: conn.gen };
-        match conn.out.write_to(&mut conn.sock) {
+        let Some(sock) = conn.sock.as_mut() else { return };
+        match conn.out.write_to(sock) {
             Ok((bytes, calls)) => {
                 let st = &self.shared.stats[self.id as usize];
                 metrics::add(&st.bytes_written_total, bytes as u64);
@@ -91,7 +92,7 @@ impl Shard {
                 State::Closing if !conn.write_shut => {
                     // Everything (close frame last) is out: half-close and wait for the
                     // peer's FIN (read side) until the grace period ends.
-                    let _ = conn.sock.shutdown(std::net::Shutdown::Write);
+                    let _ = sock.shutdown(std::net::Shutdown::Write);
                     conn.write_shut = true;
                 }
                 _ => {}
@@ -148,7 +149,7 @@ impl Shard {
         if was.is_ws() {
             metrics::sub(&self.stats().ws_clients, 1);
         }
-        if let State::Client { hub_knows: true } = was {
+        if let State::Client { hub_knows: true } | State::Detached = was {
             let conn = self.conn_id(slot);
             self.tell_hub_lifecycle(Command::Disconnected { conn });
         }
@@ -183,16 +184,26 @@ impl Shard {
         }
     }
 
-    /// Drops the connection now (socket closed, slot freed).
+    /// Drops the connection now (socket closed, slot freed). A recoverable session's
+    /// connection that ends this way (reset, EOF or error without a close handshake) is
+    /// detached instead, outside a shutdown; a detached session ends here (its groups told).
     pub(super) fn close_now(&mut self, slot: usize) {
         let Some(conn) = self.conns.get(slot) else { return };
         let was = conn.state;
+        if was == (State::Client { hub_knows: true }) && conn.session.is_some() && self.shutdown_deadline.is_none() {
+            return self.detach(slot);
+        }
         if was != State::Closing {
             self.left(slot, was);
         }
         let mut conn = self.conns.remove(slot);
-        let _ = self.poll.registry().deregister(&mut conn.sock);
-        self.shared.connections.fetch_sub(1, Relaxed);
-        metrics::sub(&self.stats().connections, 1);
+        match conn.sock.as_mut() {
+            Some(sock) => {
+                let _ = self.poll.registry().deregister(sock);
+                self.shared.connections.fetch_sub(1, Relaxed);
+                metrics::sub(&self.stats().connections, 1);
+            }
+            None => metrics::sub(&self.stats().recovery_sessions, 1),
+        }
     }
 }

@@ -58,6 +58,8 @@ impl Shard {
                 }
                 State::Http { awaiting: false, .. } if self.conns[slot].out.is_empty() => self.close_now(slot),
                 State::Http { awaiting, .. } => self.conns[slot].state = State::Http { awaiting, keep_alive: false },
+                // A shutdown ends every session (its groups are told, once).
+                State::Detached => self.close_now(slot),
                 State::Closing => {}
             }
         }
@@ -72,6 +74,9 @@ impl Shard {
         let request_ms = cfg.request_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
         let soft = cfg.output_soft_limit;
         let soft_ms = cfg.output_soft_seconds.as_millis() as u32;
+        let window_ms = cfg.recovery_window.as_millis().min(u32::MAX as u128 / 4) as u32;
+        let mut kept = 0u64;
+        let mut lapsed = Vec::new();
         let mut idle = Vec::new();
         let mut slow = Vec::new();
         let mut ping = Vec::new();
@@ -82,7 +87,16 @@ impl Shard {
             queued += c.out.bytes() as u64;
             c.out.release_if_idle();
             let silent = now.wrapping_sub(c.last_seen);
+            if let Some(s) = &c.session {
+                kept += s.history.bytes() as u64;
+            }
             match c.state {
+                State::Detached => {
+                    let since = c.session.as_ref().and_then(|s| s.detached_since).unwrap_or(now);
+                    if now.wrapping_sub(since) > window_ms {
+                        lapsed.push(slot);
+                    }
+                }
                 State::Closing => {
                     if (now.wrapping_sub(c.close_deadline) as i32) >= 0 {
                         expired.push(slot);
@@ -121,7 +135,12 @@ impl Shard {
             }
         }
         self.stats().output_buffer_bytes.store(queued, Relaxed);
+        self.stats().recovery_kept_bytes.store(kept, Relaxed);
         for slot in expired {
+            self.close_now(slot);
+        }
+        metrics::add(&self.stats().recovery_expired_total, lapsed.len() as u64);
+        for slot in lapsed {
             self.close_now(slot);
         }
         for slot in slow_requests {
@@ -142,7 +161,12 @@ impl Shard {
             if self.log_ok() {
                 tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
             }
-            self.begin_close(slot, close::GOING_AWAY, "idle timeout", true);
+            if self.conns[slot].session.is_some() {
+                // A silent client may be on a dead network: keep its session.
+                self.detach(slot);
+            } else {
+                self.begin_close(slot, close::GOING_AWAY, "idle timeout", true);
+            }
         }
         for slot in slow {
             metrics::add(&self.stats().slow_consumer_closes_total, 1);
@@ -157,7 +181,7 @@ impl Shard {
         }
         metrics::add(&self.stats().pings_sent_total, ping.len() as u64);
         for slot in ping {
-            let p = self.ping.clone();
+            let p = self.ping_for(slot);
             self.queue(slot, p);
         }
         self.flush_backlog();

@@ -51,7 +51,7 @@ impl Shard {
                     let pong = wsp::frame(wsp::OP_PONG, p);
                     self.queue(slot, pong);
                 }
-                Kind::Pong => {}
+                Kind::Pong => self.ack(slot, p),
                 Kind::Close => {
                     let (code, reason) = match wsp::check_close_payload(p) {
                         Ok(Some(code)) => (code, ""),

@@ -1,0 +1,323 @@
+//! Session recovery (opt-in per connection with `recover=1`): what a session keeps so that a
+//! client that drops for a few seconds gets its clientId, groups and every missed frame back.
+//! Pure: no sockets, no threads; the shard glue is `shard/resume.rs`.
+//!
+//! ## How it works
+//!
+//! A session is its connection's slab entry: it keeps its slot (so its clientId keeps
+//! routing to it), its place in the hub's index (its groups: nobody is told of a blip), and a
+//! [`History`] of the push frames sent to it that the client may not have received. Those are
+//! references to the shared frame buffers, never copies (invariant 2).
+//!
+//! A frame leaves the history once the client has surely received it: the server's pings to
+//! a recovering client carry the history position they were queued at, and TCP delivers in
+//! order, so the pong that echoes a ping acknowledges every frame queued before it. While
+//! connected the history is therefore the frames of the last ping interval or so; an extra
+//! ping goes out when it grows past half its bound.
+//!
+//! When the connection ends without a close handshake (reset, network loss, idle timeout)
+//! the session is kept, detached, for `recovery_window` and `recovery_max_bytes`; frames sent
+//! to it meanwhile go on into its history. A resume presents the session's token and the
+//! messageId of the last frame the client processed; the frames after it are sent again, in
+//! order, once.
+//!
+//! ## The resume token
+//!
+//! `<clientId><secret>`: the clientId (28 hex digits) routes the resume to the session's node
+//! and shard, the secret (128 random bits, 32 hex digits) proves it. A new secret is drawn at
+//! every resume, so a token works once. Tokens are never logged.
+
+use std::collections::VecDeque;
+
+use crate::ids::{self, ClientRef, CLIENT_ID_LEN};
+
+/// Hex digits of a token's secret.
+const SECRET_HEX: usize = 32;
+
+/// Length of a resume token.
+pub const TOKEN_LEN: usize = CLIENT_ID_LEN + SECRET_HEX;
+
+/// What it costs to keep a frame beyond its bytes (its slot in the history and its handle).
+pub const KEPT_FRAME_COST: usize = 64;
+
+/// A 128-bit secret.
+pub type Secret = [u8; 16];
+
+/// A fresh secret. `fastrand` is seeded per thread from the OS's randomness and is not a
+/// cryptographic generator, so the secret comes from the OS directly.
+pub fn new_secret() -> Secret {
+    let mut s = [0u8; 16];
+    // SAFETY: getrandom writes at most `s.len()` bytes into `s`.
+    let n = unsafe { libc::getrandom(s.as_mut_ptr().cast(), s.len(), 0) };
+    if n != s.len() as isize {
+        // getrandom(2) with a 16-byte buffer does not fail short on Linux; never hand out a
+        // predictable token if it somehow does.
+        panic!("getrandom failed: no secure randomness for resume tokens");
+    }
+    s
+}
+
+/// The token of a session: its clientId and secret.
+pub fn token(client_id: &str, secret: &Secret) -> String {
+    let mut t = String::with_capacity(TOKEN_LEN);
+    t.push_str(client_id);
+    for b in secret {
+        t.push_str(&format!("{b:02x}"));
+    }
+    t
+}
+
+/// Splits a token into the session it names and its secret; `None` if malformed.
+pub fn parse_token(t: &str) -> Option<(ClientRef, Secret)> {
+    if t.len() != TOKEN_LEN || !t.is_char_boundary(CLIENT_ID_LEN) {
+        return None;
+    }
+    let client = ids::parse_client_ref(&t[..CLIENT_ID_LEN])?;
+    let hex = &t.as_bytes()[CLIENT_ID_LEN..];
+    let mut secret = [0u8; 16];
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).ok()?;
+        if !s.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+            return None;
+        }
+        secret[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some((client, secret))
+}
+
+/// Compares secrets in constant time (a token check must not leak how much of it matched).
+pub fn same_secret(a: &Secret, b: &Secret) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The messageId of a push frame (a complete server WebSocket frame whose JSON starts with
+/// `{"messageId":"…"`), as bytes; `None` for any other frame.
+pub fn message_id(frame: &[u8]) -> Option<&[u8]> {
+    let len = *frame.get(1)? & 0x7f;
+    let start = match len {
+        126 => 4,
+        127 => 10,
+        _ => 2,
+    };
+    let json = frame.get(start..)?;
+    let rest = json.strip_prefix(b"{\"messageId\":\"")?;
+    let end = rest.iter().position(|&c| c == b'"')?;
+    Some(&rest[..end])
+}
+
+/// A frame as a history holds it: anything that shows its bytes (a shared `Bytes`, or the
+/// shard's `Rc` of one).
+pub trait Kept {
+    fn bytes(&self) -> &[u8];
+}
+
+impl Kept for bytes::Bytes {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+impl Kept for std::rc::Rc<bytes::Bytes> {
+    fn bytes(&self) -> &[u8] {
+        self
+    }
+}
+
+/// A recoverable session's state beside its connection (boxed: clients that do not opt in
+/// pay one pointer).
+#[derive(Debug)]
+pub struct Session<F> {
+    /// The current token's secret.
+    pub secret: Secret,
+    /// The session's system: a token is good for it only.
+    pub system: Box<str>,
+    pub history: History<F>,
+    /// Shard clock (ms) since when the session has been without a connection; `None` while
+    /// connected.
+    pub detached_since: Option<u32>,
+}
+
+impl<F: Kept> Session<F> {
+    pub fn new(system: Box<str>) -> Self {
+        Session { secret: new_secret(), system, history: History::default(), detached_since: None }
+    }
+}
+
+/// Why a resume was not honoured (the client then gets a fresh session).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed token, or no such session (never was, ended, expired, or on another node
+    /// this one cannot reach).
+    Unknown,
+    /// The session exists but the secret does not match (used before, or guessed).
+    BadSecret,
+    /// The token is another system's.
+    OtherSystem,
+    /// The frames after `last` are no longer all held.
+    LastNotHeld,
+}
+
+/// The push frames a session may still owe its client, in the order they were sent.
+#[derive(Debug)]
+pub struct History<F> {
+    frames: VecDeque<F>,
+    /// Bytes held, each frame counted with [`KEPT_FRAME_COST`].
+    bytes: usize,
+    /// Position (count of frames ever recorded) of `frames[0]`.
+    first: u64,
+    /// The frame just before `frames[0]` (acknowledged, or dropped at the bound): a resume
+    /// whose `last` is that frame gets everything held.
+    dropped: Option<F>,
+}
+
+impl<F: Kept> Default for History<F> {
+    fn default() -> Self {
+        History { frames: VecDeque::new(), bytes: 0, first: 0, dropped: None }
+    }
+}
+
+impl<F: Kept> History<F> {
+    /// Position the next frame will take.
+    pub fn next(&self) -> u64 {
+        self.first + self.frames.len() as u64
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.frames.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    /// Records a frame sent to the session. Returns false if that took the history over
+    /// `max` bytes: the caller decides (connected: [`History::trim_to`]; detached: the
+    /// session ends).
+    pub fn record(&mut self, frame: F, max: usize) -> bool {
+        self.bytes += frame.bytes().len() + KEPT_FRAME_COST;
+        self.frames.push_back(frame);
+        self.bytes <= max
+    }
+
+    fn pop(&mut self) -> bool {
+        let Some(f) = self.frames.pop_front() else { return false };
+        self.bytes -= f.bytes().len() + KEPT_FRAME_COST;
+        self.first += 1;
+        self.dropped = Some(f);
+        true
+    }
+
+    /// Drops the oldest frames, unacknowledged, until at most `max` bytes are held (a resume
+    /// from before them can then not be served).
+    pub fn trim_to(&mut self, max: usize) {
+        while self.bytes > max && self.pop() {}
+    }
+
+    /// The client has received every frame before position `upto`.
+    pub fn ack(&mut self, upto: u64) {
+        while self.first < upto && self.pop() {}
+        if self.frames.is_empty() && self.frames.capacity() > 8 {
+            self.frames = VecDeque::new();
+        }
+    }
+
+    /// The frames after the one whose messageId is `last` (`None`: after the connect frame,
+    /// i.e. every frame ever sent), if the history still holds everything after that point.
+    pub fn after(&self, last: Option<&str>) -> Option<std::collections::vec_deque::Iter<'_, F>> {
+        let skip = match last {
+            None if self.first == 0 => 0,
+            None => return None,
+            Some(id) => match self.frames.iter().rposition(|f| message_id(f.bytes()) == Some(id.as_bytes())) {
+                Some(pos) => pos + 1,
+                None if self.dropped.as_ref().and_then(|f| message_id(f.bytes())) == Some(id.as_bytes()) => 0,
+                None => return None,
+            },
+        };
+        let mut it = self.frames.iter();
+        if skip > 0 {
+            it.nth(skip - 1);
+        }
+        Some(it)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::api::push_frame;
+
+    fn frame(id: &str) -> bytes::Bytes {
+        push_frame(id, "u", 0, "m", None)
+    }
+
+    #[test]
+    fn tokens_round_trip_and_refuse_garbage() {
+        let c = ClientRef { node: 0xabcd, conn: ids::ConnId { shard: 1, slot: 2, gen: 3 } };
+        let s = new_secret();
+        let t = token(&c.id(), &s);
+        assert_eq!(t.len(), TOKEN_LEN);
+        let (c2, s2) = parse_token(&t).unwrap();
+        assert_eq!((c2, s2), (c, s));
+        assert!(parse_token(&t[1..]).is_none());
+        assert!(parse_token(&t.to_uppercase()).is_none());
+        assert!(parse_token(&format!("{}é", &t[..TOKEN_LEN - 2])).is_none());
+        assert!(same_secret(&s, &s2));
+        let mut other = s;
+        other[15] ^= 1;
+        assert!(!same_secret(&s, &other));
+        assert_ne!(new_secret(), new_secret());
+    }
+
+    #[test]
+    fn message_ids_are_found_in_frames_of_any_size() {
+        assert_eq!(message_id(&frame("9fa54bdbbf2778cb")), Some(&b"9fa54bdbbf2778cb"[..]));
+        let big = push_frame("0123456789abcdef", "u", 0, &"x".repeat(70_000), None);
+        assert_eq!(message_id(&big), Some(&b"0123456789abcdef"[..]));
+        assert_eq!(message_id(&crate::protocol::api::welcome_frame("c")), None);
+        assert_eq!(message_id(b"\x81"), None);
+    }
+
+    #[test]
+    fn a_resume_gets_exactly_the_frames_after_last() {
+        let mut h = History::default();
+        for id in ["a", "b", "c", "d"] {
+            assert!(h.record(frame(id), 1 << 20));
+        }
+        let ids = |it: std::collections::vec_deque::Iter<'_, bytes::Bytes>| {
+            it.map(|f| String::from_utf8(message_id(f).unwrap().to_vec()).unwrap()).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(h.after(Some("b")).unwrap()), ["c", "d"]);
+        assert_eq!(ids(h.after(Some("d")).unwrap()), Vec::<String>::new());
+        assert_eq!(ids(h.after(None).unwrap()), ["a", "b", "c", "d"]);
+        assert!(h.after(Some("zz")).is_none(), "an unknown last is not held");
+        // The client acknowledged a and b: a resume from b (or later) still works; from a or
+        // from nothing no longer.
+        h.ack(2);
+        assert_eq!(h.len(), 2);
+        assert_eq!(ids(h.after(Some("b")).unwrap()), ["c", "d"]);
+        assert_eq!(ids(h.after(Some("c")).unwrap()), ["d"]);
+        assert!(h.after(Some("a")).is_none());
+        assert!(h.after(None).is_none());
+        assert_eq!(h.next(), 4);
+    }
+
+    #[test]
+    fn bytes_are_bounded_and_trimming_loses_the_past() {
+        let mut h = History::default();
+        let f = frame("a");
+        let one = f.len() + KEPT_FRAME_COST;
+        assert!(h.record(f, one));
+        assert!(!h.record(frame("b"), one), "over the bound");
+        h.trim_to(one);
+        assert_eq!((h.len(), h.bytes()), (1, one));
+        assert!(h.after(None).is_none(), "a frame was dropped unacknowledged");
+        assert_eq!(h.after(Some("a")).unwrap().count(), 1, "a client that had a gets b");
+        h.ack(10);
+        assert!(h.is_empty());
+        assert_eq!(h.bytes(), 0);
+    }
+}

@@ -1,0 +1,258 @@
+//! The shard's side of session recovery (the model is in `recovery`): recording what a
+//! session is sent, acknowledgements, detaching and expiry, and resumes — with the takeover of
+//! a connection that still looks open, and a fresh session when a resume cannot be honoured.
+//!
+//! A resume can arrive on any shard (SO_REUSEPORT picks one). That shard parses the request and
+//! hands the socket, through the hub, to the shard holding the session (`Command::Resume` →
+//! `ShardMsg::Resume`); the session's shard sends the 101, the connect frame and the missed
+//! frames, all in its own order with the frames still arriving for the session.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use bytes::Bytes;
+use crossbeam_channel::TrySendError;
+use mio::{Interest, Token};
+
+use super::{Buf, OutQueue, Shard, State};
+use crate::ids;
+use crate::metrics;
+use crate::msg::{Command, Resume};
+use crate::protocol::api;
+use crate::protocol::ws as wsp;
+use crate::recovery::{self, Refusal};
+
+/// How often (ms) an extra ping may ask a busy session's client to acknowledge its history.
+const ACK_PING_MS: u32 = 1000;
+
+impl Shard {
+    fn recovery_max(&self) -> usize {
+        self.shared.cfg.recovery_max_bytes
+    }
+
+    /// Keeps a push frame in the history of the session at `slot`. Connected, the oldest
+    /// frames give way past `recovery_max_bytes` (and an extra ping asks the client to
+    /// acknowledge before that). Detached, going past it ends the session. False if it ended.
+    pub(super) fn record(&mut self, slot: usize, frame: &Buf) -> bool {
+        let max = self.recovery_max();
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(slot) else { return false };
+        let detached = conn.state == State::Detached;
+        let Some(s) = conn.session.as_mut() else { return true };
+        if s.history.record(frame.clone(), max) {
+            let ask = !detached && s.history.bytes() > max / 2 && now.wrapping_sub(conn.last_ping) > ACK_PING_MS;
+            if ask {
+                conn.last_ping = now;
+                let ping = ack_ping(s.history.next());
+                self.queue(slot, ping);
+            }
+            return true;
+        }
+        if !detached {
+            s.history.trim_to(max);
+            return true;
+        }
+        metrics::add(&self.stats().recovery_overflows_total, 1);
+        if self.log_ok() {
+            tracing::info!(
+                shard = self.id,
+                slot,
+                "recoverable session ended: recovery_max_bytes reached while detached"
+            );
+        }
+        self.close_now(slot);
+        false
+    }
+
+    /// A pong from a recovering client: the frames queued before its ping arrived.
+    pub(super) fn ack(&mut self, slot: usize, payload: &[u8]) {
+        let Ok(upto) = <[u8; 8]>::try_from(payload) else { return };
+        if let Some(s) = self.conns.get_mut(slot).and_then(|c| c.session.as_mut()) {
+            s.history.ack(u64::from_be_bytes(upto));
+        }
+    }
+
+    /// The heartbeat ping for the connection at `slot`: a recovering client's carries the
+    /// history position it acknowledges.
+    pub(super) fn ping_for(&self, slot: usize) -> Buf {
+        match self.conns.get(slot).and_then(|c| c.session.as_ref()) {
+            Some(s) => ack_ping(s.history.next()),
+            None => self.ping.clone(),
+        }
+    }
+
+    /// The connection of a recoverable session ended without a close handshake: the session
+    /// stays, without its socket, for `recovery_window`. Nobody is told.
+    pub(super) fn detach(&mut self, slot: usize) {
+        let now = self.now();
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if let Some(mut sock) = conn.sock.take() {
+            let _ = self.poll.registry().deregister(&mut sock);
+            self.shared.connections.fetch_sub(1, Relaxed);
+            metrics::sub(&self.shared.stats[self.id as usize].connections, 1);
+        }
+        conn.out = OutQueue::default();
+        conn.partial = None;
+        conn.frag = None;
+        conn.state = State::Detached;
+        if let Some(s) = conn.session.as_mut() {
+            s.detached_since = Some(now);
+        }
+        let st = self.stats();
+        metrics::sub(&st.ws_clients, 1);
+        metrics::add(&st.recovery_sessions, 1);
+        metrics::add(&st.recovery_detached_total, 1);
+    }
+
+    /// A resume request parsed here: hands the socket to the session's shard (through the
+    /// hub), or gives a fresh session when the token cannot name a session of this node.
+    pub(super) fn resume_request(
+        &mut self,
+        slot: usize,
+        accept: Bytes,
+        system: Box<str>,
+        token: &str,
+        last: Option<Box<str>>,
+        ka: bool,
+    ) {
+        let node = self.shared.cfg.node_id.0;
+        let session = recovery::parse_token(token)
+            .filter(|(c, _)| c.node == node && (c.conn.shard as usize) < self.shared.stats.len());
+        let Some((session, secret)) = session else {
+            self.refused(Refusal::Unknown);
+            return self.connect_client(slot, accept, system, true, ka);
+        };
+        // The socket leaves this shard: not a connection of ours any more (still one of the
+        // node's: `connections` is unchanged).
+        let mut conn = self.conns.remove(slot);
+        let Some(mut sock) = conn.sock.take() else { return };
+        let _ = self.poll.registry().deregister(&mut sock);
+        metrics::sub(&self.stats().connections, 1);
+        let r = Box::new(Resume { sock, accept, system, session: session.conn, secret, last });
+        match self.hub.try_send(Command::Resume(r)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(Command::Resume(r)) | TrySendError::Disconnected(Command::Resume(r))) => {
+                // The hub is full: serve it here as a fresh session rather than drop it.
+                metrics::add(&self.stats().hub_busy_total, 1);
+                self.fresh(*r, None);
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// A resume for a session of this shard ([`crate::msg::ShardMsg::Resume`]).
+    pub(super) fn resume_session(&mut self, r: Resume) {
+        let t = r.session.in_shard();
+        let slot = t.slot as usize;
+        let verdict = match self.conn_at(t) {
+            Some(conn) => match (&conn.session, conn.state) {
+                (Some(s), State::Client { hub_knows: true } | State::Detached) => {
+                    if !recovery::same_secret(&s.secret, &r.secret) {
+                        Err(Refusal::BadSecret)
+                    } else if s.system != r.system {
+                        Err(Refusal::OtherSystem)
+                    } else {
+                        match s.history.after(r.last.as_deref()) {
+                            Some(frames) => Ok(frames.cloned().collect::<Vec<Buf>>()),
+                            None => Err(Refusal::LastNotHeld),
+                        }
+                    }
+                }
+                _ => Err(Refusal::Unknown),
+            },
+            None => Err(Refusal::Unknown),
+        };
+        match verdict {
+            Ok(missed) => self.attach(slot, r.sock, r.accept, missed),
+            Err(why) => {
+                if why == Refusal::LastNotHeld {
+                    // The session's own client moved on: the session ends now (its groups are
+                    // told), not at the end of the window.
+                    if let Some(conn) = self.conns.get_mut(slot) {
+                        conn.session = None;
+                    }
+                    if self.conns[slot].state == State::Detached {
+                        self.close_now(slot);
+                    } else {
+                        self.begin_close(slot, wsp::close::GOING_AWAY, "session taken over", true);
+                    }
+                }
+                self.fresh(r, Some(why));
+            }
+        }
+    }
+
+    /// Puts a resumed session's new socket in place of the old one (closing that one if it
+    /// still looked open), then sends the 101, the connect frame and the missed frames.
+    fn attach(&mut self, slot: usize, mut sock: mio::net::TcpStream, accept: Bytes, missed: Vec<Buf>) {
+        if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
+            tracing::warn!("register failed: {e}");
+            self.shared.connections.fetch_sub(1, Relaxed);
+            return;
+        }
+        let now = self.now();
+        let st = &self.shared.stats[self.id as usize];
+        let conn = &mut self.conns[slot];
+        match conn.sock.replace(sock) {
+            // Takeover: the old connection still looked open.
+            Some(mut old) => {
+                let _ = self.poll.registry().deregister(&mut old);
+                self.shared.connections.fetch_sub(1, Relaxed);
+                metrics::add(&st.recovery_takeovers_total, 1);
+            }
+            None => {
+                metrics::add(&st.connections, 1);
+                metrics::add(&st.ws_clients, 1);
+                metrics::sub(&st.recovery_sessions, 1);
+            }
+        }
+        metrics::add(&st.recovery_resumed_total, 1);
+        conn.state = State::Client { hub_knows: true };
+        conn.out = OutQueue::default();
+        conn.partial = None;
+        conn.frag = None;
+        conn.last_seen = now;
+        conn.last_ping = now;
+        conn.soft_since = 0;
+        let Some(s) = conn.session.as_mut() else { return };
+        s.detached_since = None;
+        s.secret = recovery::new_secret();
+        let id =
+            ids::client_id(self.shared.cfg.node_id.0, ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen });
+        let frame = api::session_frame(&id, &recovery::token(&id, &s.secret), Some(missed.len()));
+        self.queue(slot, accept);
+        self.queue(slot, frame);
+        for f in missed {
+            self.queue(slot, f);
+        }
+    }
+
+    /// A resume that cannot be honoured (`why`; `None`: the hub was busy) gets a new session
+    /// on this shard: a new clientId and `"recovered":false`.
+    fn fresh(&mut self, r: Resume, why: Option<Refusal>) {
+        if let Some(why) = why {
+            self.refused(why);
+        }
+        match self.adopt(r.sock) {
+            Some(slot) => self.connect_client(slot, r.accept, r.system, true, false),
+            None => {
+                self.shared.connections.fetch_sub(1, Relaxed);
+            }
+        }
+    }
+
+    fn refused(&self, why: Refusal) {
+        let st = self.stats();
+        let c = match why {
+            Refusal::Unknown => &st.recovery_refused_unknown_total,
+            Refusal::BadSecret => &st.recovery_refused_secret_total,
+            Refusal::OtherSystem => &st.recovery_refused_system_total,
+            Refusal::LastNotHeld => &st.recovery_refused_last_total,
+        };
+        metrics::add(c, 1);
+    }
+}
+
+/// A ping whose payload is the history position it acknowledges once answered.
+fn ack_ping(next: u64) -> Buf {
+    Buf::new(wsp::frame(wsp::OP_PING, &next.to_be_bytes()))
+}

@@ -1,0 +1,358 @@
+//! Session recovery (`recover=1`): a client that drops gets its clientId, groups and every
+//! missed frame back, exactly once and in order; everything else about sessions (window,
+//! bounds, takeover, refusals) against a real server. Drops are resets (`SO_LINGER` 0), as
+//! when a network goes away.
+mod util;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use util::*;
+
+/// A client that opted in: its connection, clientId and current resume token.
+struct Rc {
+    c: Client,
+    token: String,
+}
+
+/// Connects with `recover=1` (and a resume, if given); returns the client and its connect frame.
+fn connect(s: &Server, system: &str, resume: Option<(&str, Option<&str>)>) -> (Rc, Value) {
+    let mut url = format!("/ws?systemId={system}&recover=1");
+    if let Some((token, last)) = resume {
+        url.push_str(&format!("&resume={token}"));
+        if let Some(l) = last {
+            url.push_str(&format!("&last={l}"));
+        }
+    }
+    let mut c = Client::connect(&s.url(&url));
+    let hello = c.recv().expect("connect frame");
+    assert_eq!(hello["code"], 0, "{hello}");
+    c.id = hello["data"]["clientId"].as_str().unwrap().to_string();
+    let token = hello["data"]["resumeToken"].as_str().expect("a resume token").to_string();
+    (Rc { c, token }, hello)
+}
+
+/// Drops the connection with a reset (no close handshake).
+fn drop_hard(c: Client) {
+    socket2::SockRef::from(c.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+}
+
+fn send_group(s: &Server, group: &str, msg: &str) -> String {
+    let (st, v) = s.api("send_to_group", Some("a"), json!({"groupName": group, "msg": msg, "data": {"m": msg}}));
+    assert_eq!(st, 200, "{v}");
+    v["data"]["messageId"].as_str().unwrap().to_string()
+}
+
+/// Waits until the server counts the dropped connection as a detached session.
+fn wait_detached(s: &Server, n: u64) {
+    let t = Instant::now();
+    while metric(s, "recovery_sessions") < n {
+        assert!(t.elapsed() < Duration::from_secs(5), "the drop was not noticed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn online(s: &Server, group: &str) -> Vec<String> {
+    let (_, v) = s.api("get_online_list", Some("a"), json!({"groupName": group}));
+    v["data"]["list"].as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn only_clients_that_opt_in_see_the_new_keys() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let mut plain = Client::connect(&s.url("/ws?systemId=a"));
+    let hello = plain.recv().unwrap();
+    assert_eq!(hello.as_object().unwrap().len(), 3);
+    assert_eq!(hello["data"].as_object().unwrap().keys().collect::<Vec<_>>(), ["clientId"]);
+    let (r, hello) = connect(&s, "a", None);
+    assert_eq!(hello["data"]["recovered"], false);
+    assert_eq!(r.token.len(), 60);
+    assert!(r.token.starts_with(&r.c.id), "the token names the session");
+}
+
+#[test]
+fn a_dropped_client_gets_its_session_and_every_missed_frame_once_in_order() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let (mut r, _) = connect(&s, "a", None);
+    let mut other = s.client("a");
+    s.bind("a", &r.c.id, "g", "ua");
+    s.bind("a", &other.id, "g", "ub");
+    r.c.expect_code(1001);
+    r.c.expect_code(1001);
+    other.expect_code(1001);
+    let seen = send_group(&s, "g", "before");
+    assert_eq!(r.c.expect_code(0)["messageId"], seen.as_str());
+    other.expect_code(0);
+    let id = r.c.id.clone();
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    // While detached: still a member, its groups are not told, sends to it are answered.
+    assert!(online(&s, "g").contains(&id));
+    let mut missed = vec![send_group(&s, "g", "m1")];
+    let (st, v) = s.api("send_to_client", Some("a"), json!({"clientId": id, "msg": "direct"}));
+    assert_eq!(st, 200, "{v}");
+    missed.push(v["data"]["messageId"].as_str().unwrap().to_string());
+    let (st, v) = s.api("send_to_system", Some("a"), json!({"msg": "all"}));
+    assert_eq!(st, 200);
+    missed.push(v["data"]["messageId"].as_str().unwrap().to_string());
+    let third = s.client("a");
+    s.bind("a", &third.id, "g", "uc"); // a 1001 notice for the session too
+    missed.push(String::new());
+    missed.push(send_group(&s, "g", "m2"));
+    // The member that stayed saw no 1002 for the blip.
+    for _ in 0..4 {
+        let v = other.recv().unwrap();
+        assert_ne!(v["code"], 1002, "{v}");
+    }
+    let (mut back, hello) = connect(&s, "a", Some((&r.token, Some(&seen))));
+    assert_eq!(hello["data"]["recovered"], true, "{hello}");
+    assert_eq!(hello["data"]["clientId"], id.as_str());
+    assert_eq!(hello["data"]["missed"], missed.len());
+    assert_ne!(back.token, r.token, "a new token for the next resume");
+    for want in &missed {
+        let v = back.c.recv().unwrap();
+        if want.is_empty() {
+            assert_eq!(v["code"], 1001, "{v}");
+        } else {
+            assert_eq!(v["messageId"], want.as_str(), "{v}");
+        }
+    }
+    // Then live traffic, and nothing twice.
+    let live = send_group(&s, "g", "live");
+    assert_eq!(back.c.recv().unwrap()["messageId"], live.as_str());
+    back.c.expect_silence(Duration::from_millis(200));
+    assert_eq!(metric(&s, "recovery_resumed_total"), 1);
+    assert_eq!(metric(&s, "recovery_sessions"), 0);
+}
+
+#[test]
+fn a_resume_with_nothing_received_gets_everything_since_the_connect_frame() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let (r, _) = connect(&s, "a", None);
+    let id = r.c.id.clone();
+    s.bind("a", &id, "g", "u");
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    let m = send_group(&s, "g", "x");
+    let (mut back, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!((hello["data"]["recovered"].as_bool(), hello["data"]["missed"].as_u64()), (Some(true), Some(2)));
+    assert_eq!(back.c.recv().unwrap()["code"], 1001);
+    assert_eq!(back.c.recv().unwrap()["messageId"], m.as_str());
+}
+
+#[test]
+fn the_window_ends_a_session_with_exactly_one_1002() {
+    let s = Server::start(&["--recovery-window", "1s"]);
+    s.register("a");
+    let (r, _) = connect(&s, "a", None);
+    let mut other = s.client("a");
+    let id = r.c.id.clone();
+    s.bind("a", &id, "g", "u");
+    s.bind("a", &other.id, "g", "u");
+    other.expect_code(1001);
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    other.set_timeout(Duration::from_secs(5));
+    let gone = other.expect_code(1002);
+    assert!(gone["data"].as_str().unwrap().contains(&id));
+    other.expect_silence(Duration::from_millis(500));
+    assert!(!online(&s, "g").contains(&id));
+    assert_eq!(metric(&s, "recovery_expired_total"), 1);
+    let (fresh, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!(hello["data"]["recovered"], false);
+    assert_ne!(fresh.c.id, id);
+    assert_eq!(metric(&s, "recovery_refused_unknown_total"), 1);
+}
+
+#[test]
+fn a_normal_close_ends_the_session_at_once() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let (mut r, _) = connect(&s, "a", None);
+    let mut other = s.client("a");
+    s.bind("a", &r.c.id, "g", "u");
+    s.bind("a", &other.id, "g", "u");
+    other.expect_code(1001);
+    r.c.ws.close(None).unwrap();
+    let _ = r.c.ws.flush();
+    other.expect_code(1002);
+    let (_, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!(hello["data"]["recovered"], false);
+}
+
+#[test]
+fn a_resume_takes_over_a_connection_that_still_looks_open() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let (mut r, _) = connect(&s, "a", None);
+    s.bind("a", &r.c.id, "g", "u");
+    r.c.expect_code(1001);
+    let seen = send_group(&s, "g", "one");
+    assert_eq!(r.c.expect_code(0)["messageId"], seen.as_str());
+    let next = send_group(&s, "g", "two");
+    // The old connection is still up; the client resumes from elsewhere, having seen "one".
+    let (mut back, hello) = connect(&s, "a", Some((&r.token, Some(&seen))));
+    assert_eq!((hello["data"]["recovered"].as_bool(), hello["data"]["missed"].as_u64()), (Some(true), Some(1)));
+    assert_eq!(hello["data"]["clientId"], r.c.id.as_str());
+    assert_eq!(back.c.recv().unwrap()["messageId"], next.as_str());
+    // The old connection is closed; live traffic goes to the new one.
+    r.c.set_timeout(Duration::from_secs(5));
+    let mut closed = false;
+    for _ in 0..10 {
+        match r.c.ws.read() {
+            Ok(tungstenite::Message::Text(_)) => continue,
+            _ => {
+                closed = true;
+                break;
+            }
+        }
+    }
+    assert!(closed, "the old connection was closed");
+    let live = send_group(&s, "g", "three");
+    assert_eq!(back.c.recv().unwrap()["messageId"], live.as_str());
+    assert_eq!(metric(&s, "recovery_takeovers_total"), 1);
+}
+
+#[test]
+fn resumes_that_cannot_be_honoured_get_a_fresh_session() {
+    let s = Server::start(&[]);
+    s.register("a");
+    s.register("b");
+    let (r, _) = connect(&s, "a", None);
+    let id = r.c.id.clone();
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    let refused = |token: &str, system: &str, last: Option<&str>| {
+        let (fresh, hello) = connect(&s, system, Some((token, last)));
+        assert_eq!(hello["data"]["recovered"], false, "{hello}");
+        assert_ne!(fresh.c.id, id);
+        fresh
+    };
+    refused("nonsense", "a", None);
+    let mut forged = r.token.clone();
+    forged.replace_range(59.., if r.token.ends_with('0') { "1" } else { "0" });
+    refused(&forged, "a", None);
+    refused(&r.token, "b", None);
+    assert_eq!(metric(&s, "recovery_refused_unknown_total"), 1);
+    assert_eq!(metric(&s, "recovery_refused_secret_total"), 1);
+    assert_eq!(metric(&s, "recovery_refused_system_total"), 1);
+    // None of those touched the session: its own token still works, once.
+    let (_, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!(hello["data"]["recovered"], true);
+    refused(&r.token, "a", None);
+    assert_eq!(metric(&s, "recovery_refused_secret_total"), 2, "a used token");
+}
+
+#[test]
+fn a_last_no_longer_held_ends_the_old_session_and_gives_a_fresh_one() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let (r, _) = connect(&s, "a", None);
+    let mut other = s.client("a");
+    s.bind("a", &r.c.id, "g", "u");
+    s.bind("a", &other.id, "g", "u");
+    other.expect_code(1001);
+    let id = r.c.id.clone();
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    let (fresh, hello) = connect(&s, "a", Some((&r.token, Some("0123456789abcdef"))));
+    assert_eq!(hello["data"]["recovered"], false);
+    assert_ne!(fresh.c.id, id);
+    // The old session ended at once: its group was told, once.
+    other.expect_code(1002);
+    assert_eq!(metric(&s, "recovery_refused_last_total"), 1);
+    assert_eq!(metric(&s, "recovery_sessions"), 0);
+}
+
+#[test]
+fn a_detached_session_past_its_byte_bound_ends() {
+    let s = Server::start(&["--recovery-max-bytes", "2000"]);
+    s.register("a");
+    let (r, _) = connect(&s, "a", None);
+    let mut other = s.client("a");
+    s.bind("a", &r.c.id, "g", "u");
+    s.bind("a", &other.id, "g", "u");
+    other.expect_code(1001);
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    for i in 0..10 {
+        let (st, _) = s.api("send_to_group", Some("a"), json!({"groupName": "g", "data": "x".repeat(300), "code": i}));
+        assert_eq!(st, 200);
+    }
+    let t = Instant::now();
+    while metric(&s, "recovery_overflows_total") != 1 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the bound was never hit");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    loop {
+        let v = other.recv().expect("frames");
+        if v["code"] == 1002 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(5));
+    }
+    let (_, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!(hello["data"]["recovered"], false);
+}
+
+#[test]
+fn close_client_ends_a_detached_session() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let (r, _) = connect(&s, "a", None);
+    let id = r.c.id.clone();
+    drop_hard(r.c);
+    wait_detached(&s, 1);
+    let (st, _) = s.api("close_client", Some("a"), json!({"clientId": id}));
+    assert_eq!(st, 200);
+    let t = Instant::now();
+    while metric(&s, "recovery_sessions") != 0 {
+        assert!(t.elapsed() < Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (_, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!(hello["data"]["recovered"], false);
+}
+
+/// Frames the client has surely received (its pong answered a later ping) are not kept: the
+/// history of a connected session that reads is about one ping interval long.
+#[test]
+fn acknowledged_frames_are_not_kept() {
+    let s = Server::start(&["--ping-interval", "200ms"]);
+    s.register("a");
+    let (mut r, _) = connect(&s, "a", None);
+    s.bind("a", &r.c.id, "g", "u");
+    for i in 0..5 {
+        send_group(&s, "g", &i.to_string());
+    }
+    for _ in 0..6 {
+        r.c.recv().unwrap();
+    }
+    let t = Instant::now();
+    while metric(&s, "recovery_kept_bytes") != 0 {
+        // Reading answers the server's pings.
+        r.c.expect_silence(Duration::from_millis(100));
+        assert!(t.elapsed() < Duration::from_secs(5), "frames stayed kept after their pongs");
+    }
+}
+
+/// A client that goes silent (no pong: its network is gone) is detached at the idle timeout
+/// and can resume.
+#[test]
+fn a_silent_client_is_kept_at_the_idle_timeout() {
+    let s = Server::start(&["--idle-timeout", "1s", "--ping-interval", "300ms"]);
+    s.register("a");
+    let (r, _) = connect(&s, "a", None);
+    let id = r.c.id.clone();
+    wait_detached(&s, 1);
+    let (_, hello) = connect(&s, "a", Some((&r.token, None)));
+    assert_eq!(
+        (hello["data"]["recovered"].as_bool(), hello["data"]["clientId"].as_str()),
+        (Some(true), Some(id.as_str()))
+    );
+    drop(r);
+}
