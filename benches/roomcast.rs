@@ -88,7 +88,14 @@ fn hub_fanout(c: &mut Criterion) {
         rxs.push(rx);
         reply_rxs.push(replies_rx);
     }
-    let cfg = HubConfig { node: 1, notify_max_group_size: 0, max_groups_per_client: 1000, groups_page_size: 1000 };
+    let cfg = HubConfig {
+        node: 1,
+        notify_max_group_size: 0,
+        max_groups_per_client: 1000,
+        groups_page_size: 1000,
+        history_size: 0,
+        history_ttl: std::time::Duration::from_secs(600),
+    };
     let mut hub = Hub::new(cfg, links, Arc::new(HubStats::default()), None);
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });

@@ -124,6 +124,11 @@ pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
 /// Mints an HS256 token valid for `ttl_secs`; `system` scopes it, `None` makes an operator token.
 pub fn mint_hs256(secret: &[u8], system: Option<&str>, ttl_secs: u64) -> Result<String, String> {
     let now = now_secs();

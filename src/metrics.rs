@@ -71,6 +71,7 @@ counters!(HubStats {
     groups: "non-empty groups",
     commands_total: "commands processed by the hub",
     notices_total: "1001/1002 notices broadcast",
+    history_messages: "single node: messages kept in group histories (history_size, history_ttl)",
     group_limit_refusals_total: "binds refused (400) because the client was in max_groups_per_client groups",
     cluster_up: "cluster mode: 1 while Redis is reachable (always 0 on a single node)",
     cluster_published_total: "cluster mode: messages published to Redis",

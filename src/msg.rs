@@ -127,6 +127,11 @@ pub enum Op {
     OnlineList {
         group: Box<str>,
     },
+    /// `get_group_history`: the group's last `limit` messages.
+    GroupHistory {
+        group: Box<str>,
+        limit: usize,
+    },
     /// `get_all_groups`; `page`: the caller asked for a page.
     AllGroups {
         page: Option<crate::protocol::api::Page>,

@@ -121,6 +121,8 @@ impl Server {
                     presence_ttl: cfg.presence_ttl,
                     notify_max_group_size: cfg.notify_max_group_size,
                     soft_cap: cfg.hub_queue,
+                    history_size: cfg.history_size,
+                    history_ttl: cfg.history_ttl,
                     queue_bytes: cfg.broker_queue_bytes as u64,
                 };
                 let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
@@ -134,6 +136,8 @@ impl Server {
             notify_max_group_size: cfg.notify_max_group_size,
             max_groups_per_client: cfg.max_groups_per_client,
             groups_page_size: cfg.groups_page_size,
+            history_size: cfg.history_size,
+            history_ttl: cfg.history_ttl,
         };
         let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;

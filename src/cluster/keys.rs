@@ -13,6 +13,7 @@
 //! | `rc:g:{len}:{system}:{group}` | hash, and channel | clientId → info of a group's members; the channel carries the group's frames |
 //! | `rc:gs:{len}:{system}` | sorted set (all scores 0: by name) | a system's non-empty groups, read a page at a time (`ZRANGEBYLEX`) |
 //! | `rc:s:{len}:{system}` | channel | frames to a whole system |
+//! | `rc:h:{len}:{system}:{group}` | stream, TTL `history_ttl` | the group's last `history_size` messages (`get_group_history`) |
 //! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
 
 pub const SYSTEMS: &str = "rc:systems";
@@ -38,6 +39,10 @@ pub fn reap_lock(node: u32) -> String {
 
 pub fn group(system: &str, group: &str) -> String {
     format!("rc:g:{}:{system}:{group}", system.len())
+}
+
+pub fn history(system: &str, group: &str) -> String {
+    format!("rc:h:{}:{system}:{group}", system.len())
 }
 
 pub fn groups(system: &str) -> String {

@@ -46,7 +46,10 @@ pub enum BrokerCmd {
     Lookup { system: Box<str> },
     /// A frame for a group's (or a whole system's) members on every node, this one too;
     /// `answer`: the caller and its 200 body, sent once Redis has the frame.
-    Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame, answer: Option<(ConnId, Bytes)> },
+    /// `history`: keep it in the group's history stream too (`history_size` > 0).
+    Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame, answer: Option<(ConnId, Bytes)>, history: bool },
+    /// `get_group_history`, read from the group's history stream.
+    GroupHistory { system: Box<str>, group: Box<str>, limit: usize, to: ConnId },
     /// A client of this node joined a group (or changed its info); `notice` is the 1001
     /// frame, sent to the whole group if the client is new there.
     Join { system: Arc<str>, group: Arc<str>, client: String, info: Box<str>, notice: Option<Frame> },
@@ -165,6 +168,9 @@ pub struct ClusterConfig {
     pub soft_cap: usize,
     /// Bound on the frame bytes waiting for the broker (`broker_queue_bytes`).
     pub queue_bytes: u64,
+    /// Messages kept per group (0: off) and for how long.
+    pub history_size: usize,
+    pub history_ttl: Duration,
 }
 
 /// Starts the broker and subscriber threads; returns the hub's link and the receiving end

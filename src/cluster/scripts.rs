@@ -8,16 +8,17 @@ use redis::Script;
 pub struct Scripts {
     pub join: Script,
     pub leave: Script,
+    pub keep: Script,
 }
 
 impl Scripts {
     pub fn new() -> Self {
-        Scripts { join: Script::new(JOIN), leave: Script::new(LEAVE) }
+        Scripts { join: Script::new(JOIN), leave: Script::new(LEAVE), keep: Script::new(KEEP) }
     }
 
     /// Loads every script (Redis may have restarted empty).
     pub fn load(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        for s in [&self.join, &self.leave] {
+        for s in [&self.join, &self.leave, &self.keep] {
             s.load(con)?;
         }
         Ok(())
@@ -41,6 +42,16 @@ else
   redis.call('PUBLISH', KEYS[1], ARGV[7])
 end
 return n
+";
+
+/// KEYS: group hash, the group's history stream. ARGV: the message (JSON), history size,
+/// history ttl (ms). Keeps the message while the group has members, or a history still.
+pub const KEEP: &str = r"
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], '*', 'm', ARGV[1])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+end
+return 0
 ";
 
 /// KEYS: group hash (also its channel), groups (sorted set), node hash.

@@ -73,6 +73,10 @@ settings! {
         "Groups one client may be in at once (400 beyond)";
     groups_page_size: usize = "1000", "ROOMCAST_GROUPS_PAGE_SIZE",
         "Most groups in one get_all_groups answer; a system with more is read in pages";
+    history_size: usize = "0", "ROOMCAST_HISTORY_SIZE",
+        "Messages kept per group for get_group_history (0: off); at most 10000";
+    history_ttl: Duration = "10m", "ROOMCAST_HISTORY_TTL",
+        "How long a group's kept messages stay (also after its last member left)";
     recovery_window: Duration = "120s", "ROOMCAST_RECOVERY_WINDOW",
         "How long a session whose connection dropped (recover=1) can be resumed";
     recovery_max_bytes: usize = "1048576", "ROOMCAST_RECOVERY_MAX_BYTES",
@@ -227,6 +231,12 @@ impl ServeArgs {
         }
         if s.output_soft_limit > s.output_hard_limit {
             return Err("output_soft_limit must not exceed output_hard_limit".into());
+        }
+        if s.history_size > 10_000 {
+            return Err("history_size must be at most 10000".into());
+        }
+        if s.history_ttl.is_zero() {
+            return Err("history_ttl must be > 0".into());
         }
         if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
             return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());

@@ -15,6 +15,7 @@
 
 use std::ops::Bound;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -27,6 +28,7 @@ use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
 use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
+use crate::protocol::ws as wsp;
 
 /// Single node, or cluster mode with its broker.
 pub(super) enum Backend {
@@ -107,6 +109,9 @@ impl Backend {
                 if let Some(m) = members {
                     l.out.broadcast(m, &frame);
                 }
+                if let (Some(g), true) = (group, l.cfg.history_size > 0) {
+                    keep(system, g, frame, l.cfg.history_size);
+                }
                 Ok(Done::Sent(id)).into()
             }
             // Every node's members (this one's too) get the frame through Redis, so all of
@@ -115,13 +120,14 @@ impl Backend {
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).clone();
                 let group: Option<Arc<str>> = group.map(Into::into);
+                let history = group.is_some() && l.cfg.history_size > 0;
                 match to {
                     Some(to) => c.ask(l, to, |conn| {
                         let answer = Some((conn, Done::Sent(id).body()));
-                        BrokerCmd::Publish { system, group, frame, answer }
+                        BrokerCmd::Publish { system, group, frame, answer, history }
                     }),
                     None if c.link.usable() => {
-                        c.link.send(BrokerCmd::Publish { system, group, frame, answer: None });
+                        c.link.send(BrokerCmd::Publish { system, group, frame, answer: None, history });
                         Ok(Done::Sent(id)).into()
                     }
                     None => c.unavailable(l).into(),
@@ -211,6 +217,25 @@ impl Backend {
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
                 c.ask(l, to, |to| BrokerCmd::OnlineList { system, group, to })
+            }
+        }
+    }
+
+    /// `get_group_history`: the group's last `limit` messages, oldest first.
+    pub fn group_history(&mut self, l: &mut Local, sys: SysId, group: Box<str>, limit: usize, to: ReplyTo) -> Answer {
+        match self {
+            Backend::Single => {
+                let cutoff = Instant::now().checked_sub(l.cfg.history_ttl);
+                let system = l.index.system(sys);
+                let kept = system.histories.get(&*group);
+                let recent = kept.into_iter().flatten().filter(|(t, _)| cutoff.is_none_or(|c| *t >= c));
+                let n = recent.clone().count();
+                let last = recent.skip(n.saturating_sub(limit)).map(|(_, f)| wsp::payload(f));
+                Ok(Done::Body(api::history_body(last))).into()
+            }
+            Backend::Cluster(c) => {
+                let system = l.index.name(sys).to_string().into();
+                c.ask(l, to, |to| BrokerCmd::GroupHistory { system, group, limit, to })
             }
         }
     }
@@ -305,6 +330,20 @@ impl Backend {
             c.live.extend(alive);
         }
     }
+}
+
+/// Keeps a message sent to group `g` in its history (single node): while the group has
+/// members, or a history of its own still (it outlives them by `history_ttl`).
+fn keep(system: &mut super::index::System, g: &str, frame: Frame, size: usize) {
+    let key = match (system.histories.get_key_value(g), system.groups.get_key_value(g)) {
+        (Some((k, _)), _) | (None, Some((k, _))) => k.clone(),
+        (None, None) => return,
+    };
+    let h = system.histories.entry(key).or_default();
+    if h.len() == size {
+        h.pop_front();
+    }
+    h.push_back((Instant::now(), frame));
 }
 
 /// A 1001/1002 notice about `client` (cluster mode builds it here, Redis decides who gets it).

@@ -1,11 +1,13 @@
 //! The index itself: systems, their groups and members, and this node's clients. Pure data
 //! with the few operations that keep its parts consistent; no channels, no backend.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::Members;
 use crate::ids::ConnId;
+use crate::msg::Frame;
 use crate::protocol::api::ApiError;
 
 /// A registered system's place in [`Index::systems`] (systems are never unregistered, so a
@@ -36,6 +38,9 @@ pub struct System {
     pub groups: HashMap<Arc<str>, Members>,
     /// The group names in byte order, for paging `get_all_groups`.
     pub names: BTreeSet<Arc<str>>,
+    /// Single node, `history_size` > 0: each group's last messages (the shared frames) with
+    /// when they were sent; kept `history_ttl` past the last one, members or not.
+    pub histories: HashMap<Arc<str>, VecDeque<(Instant, Frame)>>,
 }
 
 impl System {
@@ -89,6 +94,7 @@ impl Index {
             members: Members::new(shards),
             groups: HashMap::new(),
             names: BTreeSet::new(),
+            histories: HashMap::new(),
         });
         self.by_name.insert(name, id);
         Some(id)

@@ -39,6 +39,9 @@ use crate::protocol::api::{ApiError, ApiResult};
 /// Commands handled between two rounds of shard wake-ups.
 pub const BATCH: usize = 1024;
 
+/// How often the hub does its housekeeping (even when idle).
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How the hub reaches one shard: the ordered channel (deliveries, welcomes, closes) and a
 /// separate one for API answers, which the shard also checks in the middle of long flushes
 /// so a caller's answer never waits behind a broadcast's writes.
@@ -57,6 +60,9 @@ pub struct HubConfig {
     pub max_groups_per_client: usize,
     /// Most groups in one `get_all_groups` answer (`groups_page_size`).
     pub groups_page_size: usize,
+    /// Messages kept per group (`history_size`; 0: off) and for how long (`history_ttl`).
+    pub history_size: usize,
+    pub history_ttl: std::time::Duration,
 }
 
 /// What an operation came to: answered now, or later by the broker (cluster mode).
@@ -106,10 +112,20 @@ impl Hub {
 
     /// Runs until [`Command::Stop`] (or until every command sender is gone).
     pub fn run(mut self, rx: Receiver<Command>) {
-        while let Ok(cmd) = rx.recv() {
+        let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
+        loop {
+            let cmd = match rx.recv_timeout(SWEEP_EVERY) {
+                Ok(cmd) => cmd,
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    self.sweep(&mut next_sweep);
+                    continue;
+                }
+                Err(_) => break,
+            };
             if matches!(cmd, Command::Stop) {
                 break;
             }
+            self.sweep(&mut next_sweep);
             self.handle(cmd);
             let mut n = 1;
             while n < BATCH {
@@ -161,6 +177,31 @@ impl Hub {
             }
             Command::Stop => {}
         }
+    }
+
+    /// Housekeeping, at most every [`SWEEP_EVERY`]: group histories past `history_ttl` go.
+    fn sweep(&mut self, next: &mut std::time::Instant) {
+        let now = std::time::Instant::now();
+        if now < *next {
+            return;
+        }
+        *next = now + SWEEP_EVERY;
+        let l = &mut self.local;
+        if l.cfg.history_size == 0 {
+            return;
+        }
+        let Some(cutoff) = now.checked_sub(l.cfg.history_ttl) else { return };
+        let mut kept = 0;
+        for sys in &mut l.index.systems {
+            sys.histories.retain(|_, h| {
+                while h.front().is_some_and(|(t, _)| *t < cutoff) {
+                    h.pop_front();
+                }
+                kept += h.len();
+                !h.is_empty()
+            });
+        }
+        l.stats.history_messages.store(kept as u64, Relaxed);
     }
 
     /// A WebSocket client completed its handshake for `system`.

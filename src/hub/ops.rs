@@ -48,6 +48,7 @@ impl Hub {
                 self.backend.forward(&mut self.local, client.node, sys, op, to)
             }
             Op::OnlineList { group } => self.backend.online_list(&mut self.local, sys, group, to),
+            Op::GroupHistory { group, limit } => self.backend.group_history(&mut self.local, sys, group, limit, to),
             Op::AllGroups { page } => self.backend.all_groups(&mut self.local, sys, page, to),
         }
     }

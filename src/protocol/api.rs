@@ -261,6 +261,20 @@ pub fn online_list_body<S: AsRef<str>>(ids: &[S]) -> Bytes {
     ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", n.format(ids.len())))
 }
 
+/// `get_group_history`'s answer: the messages' JSON objects (push frame payloads), oldest
+/// first, as an array.
+pub fn history_body<'a>(messages: impl Iterator<Item = &'a [u8]>) -> Bytes {
+    let mut v = Vec::from(&b"{\"code\":0,\"msg\":\"success\",\"data\":["[..]);
+    for (i, m) in messages.enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        v.extend_from_slice(m);
+    }
+    v.extend_from_slice(b"]}");
+    Bytes::from(v)
+}
+
 /// Most clientIds one `get_all_groups` answer lists (a page ends early past it, after at
 /// least one group): with `groups_page_size`, what bounds the answer's size.
 pub const MAX_LISTED_CLIENTS: usize = 100_000;
@@ -412,6 +426,11 @@ mod tests {
         let page = groups_page(&["a", "b"], 2, true, big).unwrap();
         assert!(page.ends_with(br#""cursor":"a"}}"#));
         assert_eq!(Done::Sent("m".into()).body(), message_id_body("m"));
+        let (a, b) = (push_frame("1", "u", 0, "x", None), push_frame("2", "u", 0, "y", None));
+        let h = history_body([ws::payload(&a), ws::payload(&b)].into_iter());
+        let v: serde_json::Value = serde_json::from_slice(&h).unwrap();
+        assert_eq!(v["data"][1]["messageId"], "2");
+        assert_eq!(&history_body(std::iter::empty())[..], br#"{"code":0,"msg":"success","data":[]}"#);
         assert_eq!(ApiError::unknown_client().body(), err_body(&ApiError::unknown_client().msg));
         assert!(parse_body(b"{").unwrap_err().contains("invalid JSON"));
         assert!(parse_body(b"").unwrap().client_id.is_none());

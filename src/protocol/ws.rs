@@ -162,6 +162,17 @@ pub fn text_frame_with(cap: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     Bytes::from(v).slice(start..)
 }
 
+/// The payload of a complete server frame (as built by [`frame`] or [`text_frame_with`]).
+pub fn payload(frame: &[u8]) -> &[u8] {
+    let start = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => return &[],
+    };
+    frame.get(start..).unwrap_or(&[])
+}
+
 /// A close frame with `code` and `reason`.
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
     let mut p = Vec::with_capacity(2 + reason.len());
@@ -269,6 +280,15 @@ mod tests {
         let f = frame(OP_BINARY, &vec![0u8; 70_000]);
         assert_eq!(&f[..2], &[0x82, 127]);
         assert_eq!(f.len(), 70_010);
+    }
+
+    #[test]
+    fn payload_of_any_size() {
+        for n in [0usize, 125, 126, 65_535, 65_536] {
+            let p = vec![b'y'; n];
+            assert_eq!(payload(&frame(OP_TEXT, &p)), &p[..], "len {n}");
+        }
+        assert!(payload(b"").is_empty());
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct Limits {
     pub extend: usize,
     /// `groups_page_size`: most groups in one `get_all_groups` answer.
     pub page: usize,
+    /// `history_size`: messages kept per group (0: off).
+    pub history: usize,
 }
 
 impl Limits {
@@ -78,6 +80,7 @@ pub static ENDPOINTS: &[Endpoint] = &[
     Endpoint { name: "get_online_list", access: Access::System, early_answer: false, op: online_list },
     Endpoint { name: "get_all_groups", access: Access::System, early_answer: false, op: all_groups },
     Endpoint { name: "close_client", access: Access::System, early_answer: false, op: close },
+    Endpoint { name: "get_group_history", access: Access::System, early_answer: false, op: group_history },
 ];
 
 /// The endpoint called `name`.
@@ -193,6 +196,20 @@ fn all_groups(r: &Request<'_>) -> Result<Op, ApiError> {
     Ok(Op::AllGroups { page: Some(Page { after: after.into(), limit }) })
 }
 
+/// The group's last `limit` messages (at most `history_size`, its default).
+fn group_history(r: &Request<'_>) -> Result<Op, ApiError> {
+    if r.limits.history == 0 {
+        return Err(ApiError::new(404, "group history is off on this server (start it with history_size > 0)"));
+    }
+    let group = r.group()?;
+    let limit = match r.body.limit {
+        Some(0) => return Err(ApiError::bad_request("limit must be 1 or more")),
+        Some(n) => n.min(r.limits.history as u64) as usize,
+        None => r.limits.history,
+    };
+    Ok(Op::GroupHistory { group, limit })
+}
+
 fn close(r: &Request<'_>) -> Result<Op, ApiError> {
     Ok(Op::Close { client: r.client()?, notify: r.notify() })
 }
@@ -203,7 +220,12 @@ mod tests {
 
     fn op(name: &str, body: &str) -> Result<Op, ApiError> {
         let body = api::parse_body(body.as_bytes()).unwrap();
-        let r = Request { body: &body, node: 7, cluster: false, limits: Limits { name: 8, extend: 10, page: 3 } };
+        let r = Request {
+            body: &body,
+            node: 7,
+            cluster: false,
+            limits: Limits { name: 8, extend: 10, page: 3, history: 5 },
+        };
         (find(name).unwrap().op)(&r)
     }
 
@@ -244,5 +266,10 @@ mod tests {
         assert_eq!(page(r#"{"limit":2}"#), ("".into(), 2));
         assert_eq!(page(r#"{"cursor":"g7","limit":50}"#), ("g7".into(), 3));
         assert_eq!(op("get_all_groups", r#"{"limit":0}"#).unwrap_err().status, 400);
+        assert!(matches!(
+            op("get_group_history", r#"{"groupName":"g","limit":50}"#),
+            Ok(Op::GroupHistory { limit: 5, .. })
+        ));
+        assert_eq!(op("get_group_history", r#"{"limit":2}"#).unwrap_err().status, 400);
     }
 }

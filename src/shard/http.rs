@@ -175,7 +175,7 @@ impl Shard {
     /// The bounds on what a request may store.
     fn limits(&self) -> Limits {
         let c = &self.shared.cfg;
-        Limits { name: c.max_name_bytes, extend: c.max_extend_bytes, page: c.groups_page_size }
+        Limits { name: c.max_name_bytes, extend: c.max_extend_bytes, page: c.groups_page_size, history: c.history_size }
     }
 
     /// The hub's answer to an API call from `to`.

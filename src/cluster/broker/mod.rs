@@ -305,13 +305,28 @@ impl Broker {
                     p.cmd("SISMEMBER").arg(keys::SYSTEMS).arg(&*system);
                     posts.push(Post::Lookup { system });
                 }
-                BrokerCmd::Publish { system, group, frame, answer } => {
+                BrokerCmd::Publish { system, group, frame, answer, history } => {
                     let chan = match &group {
                         Some(g) => keys::group(&system, g),
                         None => keys::system(&system),
                     };
                     p.cmd("PUBLISH").arg(chan).arg(wire::delivery(me, &frame));
                     posts.push(Post::Publish { answer });
+                    if let (Some(g), true) = (&group, history) {
+                        p.cmd("EVALSHA")
+                            .arg(self.scripts.keep.get_hash())
+                            .arg(2)
+                            .arg(keys::group(&system, g))
+                            .arg(keys::history(&system, g))
+                            .arg(crate::protocol::ws::payload(&frame))
+                            .arg(self.cfg.history_size)
+                            .arg(self.cfg.history_ttl.as_millis() as u64);
+                        posts.push(Post::Ignore);
+                    }
+                }
+                BrokerCmd::GroupHistory { system, group, limit, to } => {
+                    p.cmd("XREVRANGE").arg(keys::history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
+                    posts.push(Post::History { to });
                 }
                 BrokerCmd::Join { system, group, client, info, notice } => {
                     let n = notice.unwrap_or_default();
@@ -417,7 +432,9 @@ impl Broker {
                 BrokerCmd::Register { to, .. }
                 | BrokerCmd::Forward { reply: Some(to), .. }
                 | BrokerCmd::Publish { answer: Some((to, _)), .. } => self.unavailable(to),
-                BrokerCmd::OnlineList { to, .. } | BrokerCmd::AllGroups { to, .. } => self.unavailable(to),
+                BrokerCmd::OnlineList { to, .. }
+                | BrokerCmd::AllGroups { to, .. }
+                | BrokerCmd::GroupHistory { to, .. } => self.unavailable(to),
                 BrokerCmd::Lookup { system } => {
                     let registered = Err(api::CLUSTER_UNAVAILABLE.to_string());
                     let _ = self.hub.send(Command::SystemKnown { system, registered });

@@ -32,6 +32,10 @@ pub(super) enum Post {
     Online {
         to: ConnId,
     },
+    /// A group's history stream, newest first.
+    History {
+        to: ConnId,
+    },
     /// The page's group names; their members are read next, one `HKEYS` each.
     AllGroups {
         system: Box<str>,
@@ -111,6 +115,18 @@ impl Broker {
                 }
                 _ => self.unavailable(to),
             },
+            Post::History { to } => match r {
+                Ok(Value::Array(entries)) => {
+                    // Entry ids are `<ms>-<n>`: older than history_ttl is gone (the stream's
+                    // own expiry only runs when it is idle that long).
+                    let cutoff = crate::auth::now_millis().saturating_sub(self.cfg.history_ttl.as_millis() as u64);
+                    let mut kept: Vec<Vec<u8>> =
+                        entries.into_iter().filter_map(|e| stream_message(e, cutoff)).collect();
+                    kept.reverse();
+                    self.reply(to, 200, api::history_body(kept.iter().map(Vec::as_slice)), None);
+                }
+                _ => self.unavailable(to),
+            },
             Post::AllGroups { system, limit, paged, to } => match r {
                 Ok(Value::Array(names)) => {
                     let names: Vec<String> = names.into_iter().filter_map(string).collect();
@@ -143,6 +159,21 @@ impl Broker {
         let lists: Vec<Vec<String>> =
             if groups.is_empty() { Vec::new() } else { p.query(con).map_err(|e| e.to_string())? };
         Ok(groups.iter().cloned().zip(lists).collect())
+    }
+}
+
+/// The message of one stream entry `[id, [field, value]]`, if not older than `cutoff` (ms).
+fn stream_message(e: Value, cutoff: u64) -> Option<Vec<u8>> {
+    let Value::Array(mut parts) = e else { return None };
+    let Value::Array(fields) = parts.pop()? else { return None };
+    let id = string(parts.pop()?)?;
+    let ms: u64 = id.split('-').next()?.parse().ok()?;
+    if ms < cutoff {
+        return None;
+    }
+    match fields.into_iter().nth(1)? {
+        Value::BulkString(b) => Some(b),
+        _ => None,
     }
 }
 
