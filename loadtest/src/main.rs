@@ -9,6 +9,7 @@
 //! `--time-limit`.
 
 mod churn;
+mod recover;
 mod report;
 mod sender;
 mod worker;
@@ -38,6 +39,13 @@ pub enum Scenario {
     /// A fanout while --churners clients per worker keep connecting, binding (notices on)
     /// and leaving: nothing lost for the clients that stay, each notice exactly once.
     Churn,
+    /// Clients with session recovery (recover=1) keep being dropped (reset) and resuming while
+    /// a paced fanout runs (one sender, so every group has one order): every client must get
+    /// every message exactly once and in order.
+    Recover,
+    /// Every client (recover=1) is dropped at once and resumes while --messages are sent:
+    /// time until all recovered, and nothing lost.
+    Reconnect,
 }
 
 /// Command line.
@@ -104,6 +112,9 @@ pub struct Cli {
     /// Churn: churning client threads per worker process.
     #[arg(long, default_value_t = 4)]
     pub churners: usize,
+    /// Recover: clients dropped (and resumed) per second, all workers together.
+    #[arg(long, default_value_t = 50.0)]
+    pub drop_rate: f64,
     /// Label for this run in the outputs (e.g. roomcast, bun).
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -129,6 +140,8 @@ pub struct Opts {
     pub groups: usize,
     /// Churning threads per worker (churn scenario only, else 0).
     pub churners: usize,
+    /// Clients opt in to session recovery (recover, reconnect).
+    pub recover: bool,
 }
 
 /// Nanoseconds since the Unix epoch (the same clock in every process on this machine).
@@ -159,6 +172,7 @@ fn main() {
         report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm),
         groups: cli.groups.max(1),
         churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
+        recover: matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
     };
     if let Some(i) = cli.worker {
         if let Err(e) = worker::run(&opts, i) {
@@ -182,6 +196,7 @@ pub struct Collected {
     pub ready: Vec<Value>,
     pub bound: Vec<Value>,
     pub churned: Vec<Value>,
+    pub resumed: Vec<Value>,
     pub results: Vec<Value>,
     pub progress: Vec<Value>,
     /// Every 250 ms: (seconds since start, delivered so far, p50 µs, p99 µs of the last
@@ -227,6 +242,7 @@ impl Workers {
                         Some("ready") => s.ready.push(v),
                         Some("bound") => s.bound.push(v),
                         Some("churned") => s.churned.push(v),
+                        Some("resumed") => s.resumed.push(v),
                         Some("result") => s.results.push(v),
                         Some("progress") => {
                             let w = v["worker"].as_u64().unwrap_or(0) as usize;
@@ -396,6 +412,7 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
         Scenario::Connect => 0,
         Scenario::Fanout | Scenario::Broadcast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
         Scenario::Unicast | Scenario::Churn => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Recover | Scenario::Reconnect => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
         Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
     };
     out.set("wall_secs", json!(t0.elapsed().as_secs_f64()));
@@ -463,6 +480,15 @@ fn run_sends(
         w.tell_all("churn start");
         std::thread::sleep(Duration::from_millis(500));
     }
+    let drop_start = now_nanos();
+    match cli.scenario {
+        Scenario::Recover => w.tell_all(&format!("drops start {}", cli.drop_rate / procs as f64)),
+        Scenario::Reconnect => w.tell_all("drop all"),
+        _ => {}
+    }
+    // One sender keeps one order per group (the recovering clients check every sequence
+    // number); otherwise --concurrency keep-alive connections.
+    let concurrency = if opts.recover { 1 } else { cli.concurrency };
     let cpu_before = report::sample(&cli.pid);
     let send_start = now_nanos();
     let rate = (cli.send_rate > 0.0).then_some(cli.send_rate);
@@ -471,15 +497,18 @@ fn run_sends(
     let mut api_errors = 0u64;
     w.set_phase("send");
     let sent = w.sent.clone();
+    let recover = opts.recover;
     let stats = sender::run(
         &opts.ports,
-        cli.concurrency,
+        concurrency,
         cli.messages,
         rate,
         deadline,
         |i| {
             sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let data = if pad.is_empty() {
+            let data = if recover {
+                format!(r#"{{"t":{},"s":{}}}"#, now_nanos(), i / groups as u64)
+            } else if pad.is_empty() {
                 format!(r#"{{"t":{}}}"#, now_nanos())
             } else {
                 format!(r#"{{"t":{},"p":"{pad}"}}"#, now_nanos())
@@ -511,6 +540,25 @@ fn run_sends(
         w.wait_for(procs, deadline, "churn stop", |s| s.churned.len())?;
         std::thread::sleep(Duration::from_millis(1500)); // let the last 1002s arrive
     }
+    if opts.recover {
+        if cli.scenario == Scenario::Recover {
+            w.tell_all("drops stop");
+        }
+        w.wait_for(procs, deadline, "resumes", |s| s.resumed.len())?;
+        let resumed = w.state.lock().expect("lock").resumed.clone();
+        let sum = |k: &str| resumed.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+        let last = resumed.iter().map(|r| r["last_resume"].as_u64().unwrap_or(0)).max().unwrap_or(0);
+        out.set("drops", json!(sum("drops")));
+        out.set("resumed", json!(sum("resumed")));
+        out.set("resume_failed", json!(sum("resume_failed")));
+        if cli.scenario == Scenario::Reconnect {
+            out.set("all_resumed_secs", json!(last.saturating_sub(drop_start) as f64 / 1e9));
+        }
+        let mut rl = hist();
+        resumed.iter().for_each(|r| merge(&mut rl, &r["resume_latency"]));
+        out.set("resume_p50_ms", json!(rl.value_at_quantile(0.5) as f64 / 1e3));
+        out.set("resume_p99_ms", json!(rl.value_at_quantile(0.99) as f64 / 1e3));
+    }
     for (i, e) in expected.iter().enumerate() {
         w.tell(i, &format!("expect 200 {e} {}", cli.drain_secs));
     }
@@ -539,6 +587,14 @@ fn run_sends(
     let mut notice_problems = 0;
     if cli.scenario == Scenario::Churn {
         notice_problems = check_churn(opts, groups, &w.state.lock().expect("lock").churned, &results, out);
+    }
+    if opts.recover {
+        let sum = |k: &str| results.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
+        out.set("sequence_gaps", json!(sum("seq_gaps")));
+        out.set("duplicated_or_reordered", json!(sum("seq_dups")));
+        let failed =
+            w.state.lock().expect("lock").resumed.iter().map(|r| r["resume_failed"].as_u64().unwrap_or(0)).sum::<u64>();
+        notice_problems += sum("seq_gaps") + sum("seq_dups") + failed;
     }
     if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
         let cpu = a.cpu_secs - b.cpu_secs;

@@ -36,6 +36,8 @@ struct Ws {
     wbuf: Vec<u8>,
     id: String,
     global: usize,
+    /// Session recovery (recover, reconnect scenarios).
+    rec: Option<Box<crate::recover::Rec>>,
 }
 
 /// Counters and histograms of one worker.
@@ -51,6 +53,10 @@ pub struct Tally {
     /// Churn mode only: (stayer, churner, code) already seen, to count duplicates.
     seen: HashSet<(usize, String, i64)>,
     pub notice_dups: u64,
+    /// Recovering clients' drops, resumes and sequence checks.
+    pub rec: crate::recover::RecTally,
+    /// Time from a drop to the resumed connect frame (µs).
+    pub resume_latency: Histogram<u64>,
 }
 
 impl Tally {
@@ -66,6 +72,8 @@ impl Tally {
             notices: None,
             seen: HashSet::new(),
             notice_dups: 0,
+            rec: Default::default(),
+            resume_latency: h(),
         }
     }
 }
@@ -144,6 +152,9 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
     let mut ready_sent = false;
     let mut last_progress = Instant::now();
     let mut bind_rx: Option<mpsc::Receiver<(u64, u64)>> = None;
+    // Recover: (drops per second, since, drops done so far).
+    let mut drops: Option<(f64, Instant, u64)> = None;
+    let mut awaiting_resumes = false;
     loop {
         // Open new connections as the connect rate allows.
         let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(hi - lo);
@@ -163,6 +174,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         wbuf: Vec::new(),
                         id: String::new(),
                         global,
+                        rec: opts.recover.then(Default::default),
                     }));
                 }
                 Err(_) => {
@@ -182,6 +194,10 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         failed += 1;
                         continue;
                     }
+                    let path = match &c.rec {
+                        Some(r) => crate::recover::path(&opts.system, r),
+                        None => path.clone(),
+                    };
                     c.wbuf.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: loadtest\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes());
                     c.st = St::Handshake;
                 }
@@ -264,9 +280,41 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         emit(json!({"type": "churned", "worker": index, "sessions": sessions, "errors": errors}));
                     });
                 }
+                ["drops", "start", per_sec] => drops = Some((per_sec.parse().unwrap_or(10.0), Instant::now(), 0)),
+                ["drops", "stop"] => {
+                    drops = None;
+                    awaiting_resumes = true;
+                }
+                ["drop", "all"] => {
+                    for k in 0..conns.len() {
+                        drop_and_resume(&mut conns, k, &mut poll, opts, &mut tally)?;
+                    }
+                    awaiting_resumes = true;
+                }
                 ["quit"] => return Ok(()),
                 _ => {}
             }
+        }
+        // Recover: drop (reset) open clients at the asked rate; each resumes at once.
+        if let Some((per_sec, since, done)) = drops.as_mut() {
+            let due = (since.elapsed().as_secs_f64() * *per_sec) as u64;
+            while *done < due {
+                *done += 1;
+                let open: Vec<usize> = (0..conns.len())
+                    .filter(|&k| conns[k].as_ref().is_some_and(|c| matches!(c.st, St::Open) && !c.id.is_empty()))
+                    .collect();
+                if let Some(&k) = open.get(fastrand::usize(..open.len().max(1))) {
+                    drop_and_resume(&mut conns, k, &mut poll, opts, &mut tally)?;
+                }
+            }
+        }
+        let resuming = conns.iter().flatten().any(|c| c.rec.as_ref().is_some_and(|r| r.dropped_at.is_some()));
+        if awaiting_resumes && !resuming {
+            awaiting_resumes = false;
+            let t = &tally.rec;
+            emit(json!({"type": "resumed", "worker": index, "drops": t.drops, "resumed": t.resumed,
+                "resume_failed": t.resume_failed, "last_resume": t.last_resume,
+                "resume_latency": hist_json(&tally.resume_latency)}));
         }
         if let Some(rx) = &bind_rx {
             if let Ok((ok, errors)) = rx.try_recv() {
@@ -291,7 +339,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 let codes: HashMap<String, u64> = tally.codes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
                 emit(json!({"type": "result", "worker": index, "codes": codes, "latency": hist_json(&tally.latency),
                     "first_rx": tally.first_rx, "last_rx": tally.last_rx, "closed": tally.closed, "connected": opened,
-                    "notices": tally.notices, "notice_dups": tally.notice_dups}));
+                    "notices": tally.notices, "notice_dups": tally.notice_dups,
+                    "seq_gaps": tally.rec.gaps, "seq_dups": tally.rec.dups}));
                 expect = None;
             }
         }
@@ -300,6 +349,36 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
             return Ok(());
         }
     }
+}
+
+/// Drops client `k` with a reset (as a lost network would) and reconnects it at once with a
+/// resume of its session.
+fn drop_and_resume(
+    conns: &mut [Option<Ws>],
+    k: usize,
+    poll: &mut Poll,
+    opts: &Opts,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let Some(c) = conns.get_mut(k).and_then(Option::as_mut) else { return Ok(()) };
+    let Some(rec) = c.rec.as_mut() else { return Ok(()) };
+    if rec.token.is_empty() || !matches!(c.st, St::Open) {
+        return Ok(());
+    }
+    let _ = socket2::SockRef::from(&c.sock).set_linger(Some(Duration::ZERO));
+    let _ = poll.registry().deregister(&mut c.sock);
+    rec.dropped_at = Some(Instant::now());
+    tally.rec.drops += 1;
+    let addr = opts.ports[c.global % opts.ports.len()];
+    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (c.global % opts.src_ips.max(1)) as u8));
+    let mut sock = connect(addr, src)?;
+    poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;
+    c.sock = sock; // the old socket is closed here, with a reset
+    c.st = St::Connecting;
+    c.rbuf.clear();
+    c.wbuf.clear();
+    c.started = Instant::now();
+    Ok(())
 }
 
 fn connect(addr: SocketAddr, src: IpAddr) -> io::Result<TcpStream> {
@@ -394,7 +473,7 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
         pos = end + 4;
         c.st = St::Open;
     }
-    let mut pong = false;
+    let mut pongs: Vec<Vec<u8>> = Vec::new();
     loop {
         let b = &c.rbuf[pos..];
         if b.len() < 2 {
@@ -413,14 +492,24 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
         let p = &b[hl..hl + len];
         match op {
             0x1 => {
-                if c.id.is_empty() && p.starts_with(b"{\"code\":0,") {
+                if p.starts_with(b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\"") {
+                    let resuming = !c.id.is_empty();
                     if let Some(i) = p.windows(12).position(|w| w == b"\"clientId\":\"") {
                         let rest = &p[i + 12..];
                         let end = rest.iter().position(|&x| x == b'"').unwrap_or(0);
                         c.id = String::from_utf8_lossy(&rest[..end]).into_owned();
                     }
-                    *opened += 1;
-                    let _ = hs.record(c.started.elapsed().as_micros().max(1) as u64);
+                    if let Some(rec) = c.rec.as_mut() {
+                        let since = rec.dropped_at;
+                        if crate::recover::on_connect_frame(rec, p, &mut tally.rec, resuming) == Some(true) {
+                            let us = since.map_or(1, |t| t.elapsed().as_micros().max(1) as u64);
+                            let _ = tally.resume_latency.record(us);
+                        }
+                    }
+                    if !resuming {
+                        *opened += 1;
+                        let _ = hs.record(c.started.elapsed().as_micros().max(1) as u64);
+                    }
                 } else if let Some(code) = int_after(p, &CODE) {
                     *tally.codes.entry(code).or_default() += 1;
                     if tally.first_rx == 0 {
@@ -440,6 +529,9 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
                         }
                     }
                     if code == 200 {
+                        if let Some(rec) = c.rec.as_mut() {
+                            crate::recover::on_message(rec, p, &mut tally.rec);
+                        }
                         if let Some(t) = int_after(p, &T) {
                             let us = (now.saturating_sub(t as u64) / 1000).max(1);
                             let _ = tally.latency.record(us);
@@ -448,7 +540,9 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
                     }
                 }
             }
-            0x9 => pong = true,
+            // A ping's payload is echoed in its pong (RFC 6455 §5.5.3; roomcast's pings to
+            // recovering clients carry what the pong acknowledges).
+            0x9 => pongs.push(p.to_vec()),
             0x8 => {
                 tally.closed += 1;
                 c.st = St::Closed;
@@ -461,9 +555,12 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
     if c.rbuf.capacity() > 4096 && c.rbuf.is_empty() {
         c.rbuf = Vec::new();
     }
-    if pong {
-        // A masked, empty pong (mask key 0: payload-less, so nothing to mask).
-        c.wbuf.extend_from_slice(&[0x8a, 0x80, 0, 0, 0, 0]);
+    if !pongs.is_empty() {
+        for p in pongs {
+            // Masked with key 0, so the payload goes as it is (control payloads are < 126).
+            c.wbuf.extend_from_slice(&[0x8a, 0x80 | p.len() as u8, 0, 0, 0, 0]);
+            c.wbuf.extend_from_slice(&p);
+        }
         flush(c);
     }
 }

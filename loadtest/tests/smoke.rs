@@ -83,4 +83,28 @@ fn every_scenario_runs_without_loss() {
     assert!(v["churn_sessions"].as_u64().unwrap() > 0, "{v}");
     assert!(v["notices_expected"].as_u64().unwrap() > 0, "{v}");
     assert_eq!((v["notices_missing"].as_u64(), v["notices_duplicated"].as_u64()), (Some(0), Some(0)), "{v}");
+    // Session recovery: clients dropped (reset) and resuming during a paced fanout, then all
+    // at once; every message exactly once and in order.
+    let v = run(
+        &s,
+        &[
+            "recover",
+            "--clients",
+            "200",
+            "--groups",
+            "5",
+            "--messages",
+            "400",
+            "--send-rate",
+            "200",
+            "--drop-rate",
+            "40",
+        ],
+    );
+    assert_eq!((v["lost"].as_u64(), v["resume_failed"].as_u64()), (Some(0), Some(0)), "{v}");
+    assert!(v["resumed"].as_u64().unwrap() >= 40, "{v}");
+    assert_eq!((v["sequence_gaps"].as_u64(), v["duplicated_or_reordered"].as_u64()), (Some(0), Some(0)), "{v}");
+    let v = run(&s, &["reconnect", "--clients", "300", "--groups", "3", "--messages", "30", "--procs", "2"]);
+    assert_eq!((v["lost"].as_u64(), v["resumed"].as_u64()), (Some(0), Some(300)), "{v}");
+    assert_eq!((v["sequence_gaps"].as_u64(), v["duplicated_or_reordered"].as_u64()), (Some(0), Some(0)), "{v}");
 }

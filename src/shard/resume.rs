@@ -39,7 +39,7 @@ impl Shard {
         let detached = conn.state == State::Detached;
         let Some(s) = conn.session.as_mut() else { return true };
         if s.history.record(frame.clone(), max) {
-            let ask = !detached && s.history.bytes() > max / 2 && now.wrapping_sub(conn.last_ping) > ACK_PING_MS;
+            let ask = !detached && s.history.bytes() > max / 8 && now.wrapping_sub(conn.last_ping) > ACK_PING_MS;
             if ask {
                 conn.last_ping = now;
                 let ping = ack_ping(s.history.next());
