@@ -356,3 +356,31 @@ fn a_silent_client_is_kept_at_the_idle_timeout() {
     );
     drop(r);
 }
+
+/// Cluster mode: a session survives a drop, with calls made through another node meanwhile
+/// (group sends, a direct send, an online list), and resumes through its own node.
+#[test]
+fn cluster_sessions_resume_through_their_node() {
+    use util::cluster::{node, Redis};
+    let redis = Redis::start();
+    let (a, b) = (node(&redis, &[]), node(&redis, &[]));
+    a.register("a");
+    let (r, _) = connect(&a, "a", None);
+    let id = r.c.id.clone();
+    b.bind("a", &id, "g", "u");
+    drop_hard(r.c);
+    wait_detached(&a, 1);
+    let m1 = send_group(&b, "g", "while away");
+    let (st, v) = b.api("send_to_client", Some("a"), json!({"clientId": id, "msg": "direct"}));
+    assert_eq!(st, 200, "{v}");
+    assert!(online(&b, "g").contains(&id), "still online across the cluster");
+    let (mut back, hello) = connect(&a, "a", Some((&r.token, None)));
+    assert_eq!(
+        (hello["data"]["recovered"].as_bool(), hello["data"]["missed"].as_u64()),
+        (Some(true), Some(3)),
+        "{hello}"
+    );
+    assert_eq!(back.c.recv().unwrap()["code"], 1001);
+    assert_eq!(back.c.recv().unwrap()["messageId"], m1.as_str());
+    assert_eq!(back.c.recv().unwrap()["msg"], "direct");
+}

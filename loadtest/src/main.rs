@@ -112,6 +112,9 @@ pub struct Cli {
     /// Churn: churning client threads per worker process.
     #[arg(long, default_value_t = 4)]
     pub churners: usize,
+    /// Clients opt in to session recovery (recover=1) in any scenario (what it costs).
+    #[arg(long)]
+    pub recover: bool,
     /// Recover: clients dropped (and resumed) per second, all workers together.
     #[arg(long, default_value_t = 50.0)]
     pub drop_rate: f64,
@@ -172,7 +175,7 @@ fn main() {
         report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm),
         groups: cli.groups.max(1),
         churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
-        recover: matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
+        recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
     };
     if let Some(i) = cli.worker {
         if let Err(e) = worker::run(&opts, i) {
@@ -488,7 +491,8 @@ fn run_sends(
     }
     // One sender keeps one order per group (the recovering clients check every sequence
     // number); otherwise --concurrency keep-alive connections.
-    let concurrency = if opts.recover { 1 } else { cli.concurrency };
+    let sequenced = matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect);
+    let concurrency = if sequenced { 1 } else { cli.concurrency };
     let cpu_before = report::sample(&cli.pid);
     let send_start = now_nanos();
     let rate = (cli.send_rate > 0.0).then_some(cli.send_rate);
@@ -497,7 +501,6 @@ fn run_sends(
     let mut api_errors = 0u64;
     w.set_phase("send");
     let sent = w.sent.clone();
-    let recover = opts.recover;
     let stats = sender::run(
         &opts.ports,
         concurrency,
@@ -506,7 +509,7 @@ fn run_sends(
         deadline,
         |i| {
             sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let data = if recover {
+            let data = if sequenced {
                 format!(r#"{{"t":{},"s":{}}}"#, now_nanos(), i / groups as u64)
             } else if pad.is_empty() {
                 format!(r#"{{"t":{}}}"#, now_nanos())
@@ -540,7 +543,7 @@ fn run_sends(
         w.wait_for(procs, deadline, "churn stop", |s| s.churned.len())?;
         std::thread::sleep(Duration::from_millis(1500)); // let the last 1002s arrive
     }
-    if opts.recover {
+    if sequenced {
         if cli.scenario == Scenario::Recover {
             w.tell_all("drops stop");
         }
@@ -588,7 +591,7 @@ fn run_sends(
     if cli.scenario == Scenario::Churn {
         notice_problems = check_churn(opts, groups, &w.state.lock().expect("lock").churned, &results, out);
     }
-    if opts.recover {
+    if sequenced {
         let sum = |k: &str| results.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
         out.set("sequence_gaps", json!(sum("seq_gaps")));
         out.set("duplicated_or_reordered", json!(sum("seq_dups")));
