@@ -50,6 +50,8 @@ counters!(ShardStats {
     client_messages_total: "text messages received from clients",
     output_buffer_bytes: "bytes waiting in output queues",
     recovery_sessions: "recoverable sessions kept without a connection (detached), waiting for a resume",
+    recovery_relayed: "cluster mode: sessions of this node whose client resumed through another node",
+    recovery_edges: "cluster mode: clients connected here whose session another node owns",
     recovery_kept_bytes: "bytes (each frame + 64) recoverable sessions keep for their clients",
     recovery_detached_total: "recoverable sessions whose connection ended without a close handshake (kept)",
     recovery_resumed_total: "resumes that recovered their session",

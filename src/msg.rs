@@ -57,6 +57,12 @@ pub enum Command {
     /// the session's shard (the hub only relays it there, in order with everything else it
     /// sends that shard).
     Resume(Box<Resume>),
+    /// Cluster mode, from a shard: a relay message for another node (`cluster::relay`); the
+    /// hub hands it to the broker if that node is alive, else answers `from_shard` with
+    /// [`ShardMsg::NodeGone`].
+    ToNode { node: u32, from_shard: u16, payload: Vec<u8> },
+    /// Cluster mode, from the subscriber: a relay message for a shard of this node.
+    FromNode(crate::cluster::relay::Msg),
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
 }
@@ -211,6 +217,10 @@ pub enum ShardMsg {
     /// A frame for one client that is not a push frame (an error answer to its publish): not
     /// kept for session recovery.
     Tell { target: Target, frame: Frame },
+    /// Cluster mode: a relay message for this shard.
+    FromNode(crate::cluster::relay::Msg),
+    /// Cluster mode: a node is gone; relays with it end.
+    NodeGone(u32),
     /// Graceful shutdown: close 1001 to everyone, flush, exit.
     Shutdown,
 }

@@ -135,11 +135,30 @@ pub struct Session<F> {
     /// Shard clock (ms) since when the session has been without a connection; `None` while
     /// connected.
     pub detached_since: Option<u32>,
+    /// Cluster mode, a session resumed through another node: on the owner, where its client
+    /// is (the edge); on the edge, where its session is (the owner). See `cluster::relay`.
+    pub link: Option<Link>,
+    /// On an edge waiting for the owner's answer: the 101 to send once it comes.
+    pub accept: Option<bytes::Bytes>,
+}
+
+/// The other end of a session resumed through another node: a node and a connection there.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Link {
+    pub node: u32,
+    pub conn: crate::ids::ConnId,
 }
 
 impl<F: Kept> Session<F> {
     pub fn new(system: Box<str>) -> Self {
-        Session { secret: new_secret(), system, history: History::default(), detached_since: None }
+        Session {
+            secret: new_secret(),
+            system,
+            history: History::default(),
+            detached_since: None,
+            link: None,
+            accept: None,
+        }
     }
 }
 

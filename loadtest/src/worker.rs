@@ -369,7 +369,9 @@ fn drop_and_resume(
     let _ = poll.registry().deregister(&mut c.sock);
     rec.dropped_at = Some(Instant::now());
     tally.rec.drops += 1;
-    let addr = opts.ports[c.global % opts.ports.len()];
+    // Through the next node each time (cluster mode: a resume through another node is relayed
+    // by the session's own node).
+    let addr = opts.ports[(c.global + tally.rec.drops as usize) % opts.ports.len()];
     let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (c.global % opts.src_ips.max(1)) as u8));
     let mut sock = connect(addr, src)?;
     poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;

@@ -19,6 +19,7 @@
 mod broker;
 pub use broker::info;
 pub mod keys;
+pub mod relay;
 mod scripts;
 mod subscriber;
 pub mod wire;
@@ -67,6 +68,8 @@ pub enum BrokerCmd {
     AllGroups { system: Box<str>, page: crate::protocol::api::Page, paged: bool, to: ConnId },
     /// An answer the hub decided; sent after every earlier command took effect.
     Answer { to: ReplyTo, status: u16, body: Bytes },
+    /// A relay message (a session resumed through another node) for `node`'s channel.
+    ToNode { node: u32, payload: Vec<u8> },
 }
 
 impl BrokerCmd {
@@ -76,6 +79,7 @@ impl BrokerCmd {
         match self {
             BrokerCmd::Publish { frame, .. } => frame.len() as u64,
             BrokerCmd::Forward { op: Op::SendToClients { frame, .. }, .. } => frame.len() as u64,
+            BrokerCmd::ToNode { payload, .. } => payload.len() as u64,
             _ => 0,
         }
     }

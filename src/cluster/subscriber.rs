@@ -91,6 +91,10 @@ impl Subscriber {
     }
 
     fn node_msg(&self, payload: &[u8]) {
+        if let Some(m) = super::relay::decode(payload) {
+            let _ = self.hub.send(Command::FromNode(m));
+            return;
+        }
         match wire::parse_node_msg(payload) {
             Some(NodeMsg::Request { origin, corr, system, op }) => {
                 let _ = self.hub.send(Command::Remote { origin, corr, system, op });

@@ -82,35 +82,41 @@ pub enum NodeMsg {
     Answer { corr: u64, status: u16, body: Bytes },
 }
 
-struct W(Vec<u8>);
+pub(super) struct W(pub Vec<u8>);
 
 impl W {
-    fn u8(&mut self, v: u8) -> &mut Self {
+    pub fn u8(&mut self, v: u8) -> &mut Self {
         self.0.push(v);
         self
     }
-    fn u32(&mut self, v: u32) -> &mut Self {
+    pub fn u32(&mut self, v: u32) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    fn u64(&mut self, v: u64) -> &mut Self {
+    pub fn u64(&mut self, v: u64) -> &mut Self {
         self.0.extend_from_slice(&v.to_be_bytes());
         self
     }
-    fn str(&mut self, s: &str) -> &mut Self {
-        self.u32(s.len() as u32);
-        self.0.extend_from_slice(s.as_bytes());
+    pub fn str(&mut self, s: &str) -> &mut Self {
+        self.bytes(s.as_bytes())
+    }
+    pub fn bytes(&mut self, b: &[u8]) -> &mut Self {
+        self.u32(b.len() as u32);
+        self.0.extend_from_slice(b);
         self
     }
-    fn client(&mut self, c: ClientRef) -> &mut Self {
-        self.u32(c.node).u32(u32::from(c.conn.shard)).u32(c.conn.slot).u64(c.conn.gen)
+    pub fn client(&mut self, c: ClientRef) -> &mut Self {
+        self.u32(c.node).conn(c.conn)
+    }
+    pub fn conn(&mut self, c: ConnId) -> &mut Self {
+        self.u32(u32::from(c.shard)).u32(c.slot).u64(c.gen)
     }
 }
 
-struct R<'a>(&'a [u8]);
+pub(super) struct R<'a>(pub &'a [u8]);
 
 impl<'a> R<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -118,23 +124,29 @@ impl<'a> R<'a> {
         self.0 = b;
         Some(a)
     }
-    fn u8(&mut self) -> Option<u8> {
+    pub fn u8(&mut self) -> Option<u8> {
         Some(self.take(1)?[0])
     }
-    fn u32(&mut self) -> Option<u32> {
+    pub fn u32(&mut self) -> Option<u32> {
         Some(u32::from_be_bytes(self.take(4)?.try_into().ok()?))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_be_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn str(&mut self) -> Option<Box<str>> {
-        let n = self.u32()? as usize;
-        std::str::from_utf8(self.take(n)?).ok().map(Into::into)
+    pub fn str(&mut self) -> Option<Box<str>> {
+        std::str::from_utf8(self.bytes()?).ok().map(Into::into)
     }
-    fn client(&mut self) -> Option<ClientRef> {
+    pub fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+    pub fn client(&mut self) -> Option<ClientRef> {
         let node = self.u32()?;
+        Some(ClientRef { node, conn: self.conn()? })
+    }
+    pub fn conn(&mut self) -> Option<ConnId> {
         let shard = u16::try_from(self.u32()?).ok()?;
-        Some(ClientRef { node, conn: ConnId { shard, slot: self.u32()?, gen: self.u64()? } })
+        Some(ConnId { shard, slot: self.u32()?, gen: self.u64()? })
     }
 }
 

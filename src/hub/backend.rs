@@ -321,14 +321,23 @@ impl Backend {
         }
     }
 
-    /// Nodes seen alive or dead (cluster mode).
-    pub fn nodes(&mut self, alive: Vec<u32>, dead: Vec<u32>) {
-        if let Backend::Cluster(c) = self {
-            for n in dead {
-                c.live.remove(&n);
+    /// A relay message for `node`; false if that node is not alive (or this is one node).
+    pub fn send_to_node(&mut self, node: u32, payload: Vec<u8>) -> bool {
+        match self {
+            Backend::Cluster(c) if c.live.contains(&node) => {
+                c.link.send(BrokerCmd::ToNode { node, payload });
+                true
             }
-            c.live.extend(alive);
+            _ => false,
         }
+    }
+
+    /// Nodes seen alive or dead (cluster mode); returns those that were alive and are not.
+    pub fn nodes(&mut self, alive: Vec<u32>, dead: Vec<u32>) -> Vec<u32> {
+        let Backend::Cluster(c) = self else { return Vec::new() };
+        let gone: Vec<u32> = dead.into_iter().filter(|n| c.live.remove(n)).collect();
+        c.live.extend(alive);
+        gone
     }
 }
 

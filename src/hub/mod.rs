@@ -168,7 +168,24 @@ impl Hub {
             }
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
             Command::Subscribed { conn } => self.subscribed(conn),
-            Command::Nodes { alive, dead } => self.backend.nodes(alive, dead),
+            Command::Nodes { alive, dead } => {
+                for n in self.backend.nodes(alive, dead) {
+                    for shard in 0..self.local.shards() {
+                        self.local.out.send(shard, ShardMsg::NodeGone(n));
+                    }
+                }
+            }
+            Command::ToNode { node, from_shard, payload } => {
+                if !self.backend.send_to_node(node, payload) {
+                    self.local.out.send(from_shard as usize, ShardMsg::NodeGone(node));
+                }
+            }
+            Command::FromNode(m) => {
+                let shard = m.target().shard as usize;
+                if shard < self.local.shards() {
+                    self.local.out.send(shard, ShardMsg::FromNode(m));
+                }
+            }
             Command::Resume(r) => {
                 let shard = r.session.shard as usize;
                 if shard < self.local.shards() {

@@ -21,6 +21,14 @@ pub enum State {
     /// groups and the frames sent to it until a resume, `recovery_window` or
     /// `recovery_max_bytes` (see `recovery`).
     Detached,
+    /// Cluster mode: a resume for a session another node owns, waiting for its answer (the
+    /// socket is here, nothing sent yet).
+    Parked,
+    /// Cluster mode: a client whose session another node owns (its frames come from there).
+    Edge,
+    /// Cluster mode: a session whose client is connected through another node (its frames go
+    /// there); no socket here.
+    Relayed,
     /// HTTP/1.1; `awaiting` while an API call is at the hub (no further request is parsed).
     Http { awaiting: bool, keep_alive: bool },
     /// A `/ws` client (`hub_knows`: the hub was told, so it must hear of the disconnect).
@@ -33,7 +41,7 @@ pub enum State {
 
 impl State {
     pub fn is_ws(self) -> bool {
-        matches!(self, State::Client { .. } | State::Echo)
+        matches!(self, State::Client { .. } | State::Echo | State::Edge)
     }
 }
 

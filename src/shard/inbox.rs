@@ -22,20 +22,23 @@ impl Shard {
                 ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
                 ShardMsg::Tell { target, frame } => {
                     if let Some(conn) = self.conn_at(target) {
-                        if matches!(conn.state, State::Client { hub_knows: true }) {
+                        if matches!(conn.state, State::Client { hub_knows: true } | State::Relayed) {
                             self.queue(target.slot as usize, frame);
                         }
                     }
                 }
+                ShardMsg::FromNode(m) => self.node_said(m),
+                ShardMsg::NodeGone(node) => self.node_gone(node),
                 ShardMsg::Resume(r) => self.resume_session(*r),
                 ShardMsg::Welcome { to, result } => self.welcome(to, result),
                 ShardMsg::Close { target, code, reason } => {
-                    if let Some(conn) = self.conn_at(target).filter(|c| c.state == State::Detached) {
-                        // close_client on a session without a connection: it simply ends (the
-                        // hub has removed the client already).
-                        conn.session = None;
-                        conn.state = State::Closing;
-                        self.close_now(target.slot as usize);
+                    let slot = target.slot as usize;
+                    if self.conn_at(target).is_some_and(|c| matches!(c.state, State::Detached | State::Relayed)) {
+                        // close_client on a session without a connection here: it simply ends
+                        // (the hub has removed the client already), its edge closing if any.
+                        self.unlink(slot, reason);
+                        self.conns.remove(slot);
+                        crate::metrics::sub(&self.stats().recovery_sessions, 1);
                         continue;
                     }
                     if let Some(conn) = self.conn_at(target) {
@@ -72,6 +75,7 @@ impl Shard {
             (State::Detached, _) => {
                 self.record(slot, frame);
             }
+            (State::Relayed, _) if self.record(slot, frame) => self.relay_frame(slot, frame),
             _ => {}
         }
     }

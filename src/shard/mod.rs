@@ -19,6 +19,7 @@ mod endpoints;
 mod http;
 mod inbox;
 mod output;
+mod relay;
 mod resume;
 mod sweep;
 #[cfg(test)]
@@ -443,8 +444,9 @@ impl Shard {
                 // after that request is a request.
                 State::Http { keep_alive: false, awaiting: false } => return data.len(),
                 State::Http { .. } => self.http_input(slot, &data[pos..]),
-                State::Client { .. } | State::Echo => self.ws_input(slot, &mut data[pos..]),
-                State::Closing | State::Detached => return data.len(),
+                State::Client { .. } | State::Echo | State::Edge => self.ws_input(slot, &mut data[pos..]),
+                // Parked: a client sends nothing before its 101 (RFC 6455 §4.1).
+                State::Closing | State::Detached | State::Parked | State::Relayed => return data.len(),
             };
             if used == 0 {
                 break;

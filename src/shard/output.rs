@@ -17,8 +17,10 @@ impl Shard {
         let frame: Buf = frame.into();
         let hard = self.shared.cfg.output_hard_limit;
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        if matches!(conn.state, State::Closing | State::Detached) {
-            return;
+        match conn.state {
+            State::Closing | State::Detached | State::Parked => return,
+            State::Relayed => return self.relay_frame(slot, &frame),
+            _ => {}
         }
         if conn.state.is_ws() && conn.out.cost() + frame.len() + FRAME_COST > hard && !conn.out.is_empty() {
             let queued = conn.out.cost();
@@ -119,6 +121,11 @@ impl Shard {
             return;
         }
         let was = conn.state;
+        if was == State::Edge {
+            // Deliberately closed (by the client, a slow-consumer limit): its session ends.
+            self.edge_event(slot, crate::cluster::relay::Event::Closed);
+        }
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         if drop_output {
             conn.out.drop_unstarted();
         }
@@ -193,6 +200,10 @@ impl Shard {
         if was == (State::Client { hub_knows: true }) && conn.session.is_some() && self.shutdown_deadline.is_none() {
             return self.detach(slot);
         }
+        if matches!(was, State::Edge | State::Parked) {
+            // Lost without a close handshake: its owner keeps the session.
+            self.edge_event(slot, crate::cluster::relay::Event::Dropped);
+        }
         if was != State::Closing {
             self.left(slot, was);
         }
@@ -203,7 +214,8 @@ impl Shard {
                 self.shared.connections.fetch_sub(1, Relaxed);
                 metrics::sub(&self.stats().connections, 1);
             }
-            None => metrics::sub(&self.stats().recovery_sessions, 1),
+            None if was == State::Detached => metrics::sub(&self.stats().recovery_sessions, 1),
+            None => {}
         }
     }
 }

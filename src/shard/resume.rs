@@ -72,12 +72,20 @@ impl Shard {
     }
 
     /// The heartbeat ping for the connection at `slot`: a recovering client's carries the
-    /// history position it acknowledges.
+    /// history position it acknowledges (an edge's is plain: its owner sends those).
     pub(super) fn ping_for(&self, slot: usize) -> Buf {
-        match self.conns.get(slot).and_then(|c| c.session.as_ref()) {
+        match self.conns.get(slot).filter(|c| c.state != State::Edge).and_then(|c| c.session.as_ref()) {
             Some(s) => ack_ping(s.history.next()),
             None => self.ping.clone(),
         }
+    }
+
+    /// Ends a session that has no socket here and is not detached (its client, connected
+    /// through another node, closed): the hub hears it left; the slot is freed.
+    pub(super) fn end_now(&mut self, slot: usize) {
+        let conn = self.conn_id(slot);
+        self.tell_hub_lifecycle(Command::Disconnected { conn });
+        self.conns.remove(slot);
     }
 
     /// The connection of a recoverable session ended without a close handshake: the session
@@ -85,10 +93,12 @@ impl Shard {
     pub(super) fn detach(&mut self, slot: usize) {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        let st = &self.shared.stats[self.id as usize];
         if let Some(mut sock) = conn.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
             self.shared.connections.fetch_sub(1, Relaxed);
-            metrics::sub(&self.shared.stats[self.id as usize].connections, 1);
+            metrics::sub(&st.connections, 1);
+            metrics::sub(&st.ws_clients, 1);
         }
         conn.out = OutQueue::default();
         conn.partial = None;
@@ -97,8 +107,6 @@ impl Shard {
         if let Some(s) = conn.session.as_mut() {
             s.detached_since = Some(now);
         }
-        let st = self.stats();
-        metrics::sub(&st.ws_clients, 1);
         metrics::add(&st.recovery_sessions, 1);
         metrics::add(&st.recovery_detached_total, 1);
     }
@@ -115,19 +123,26 @@ impl Shard {
         ka: bool,
     ) {
         let node = self.shared.cfg.node_id.0;
+        let cluster = self.shared.cfg.redis.is_some();
         let session = recovery::parse_token(token)
-            .filter(|(c, _)| c.node == node && (c.conn.shard as usize) < self.shared.stats.len());
+            .filter(|(c, _)| c.node != node || (c.conn.shard as usize) < self.shared.stats.len());
+        let session = session.filter(|(c, _)| c.node == node || cluster);
         let Some((session, secret)) = session else {
             self.refused(Refusal::Unknown);
             return self.connect_client(slot, accept, system, true, ka);
         };
+        if session.node != node {
+            // Another node owns the session: the client stays here, relayed (cluster::relay).
+            return self.park(slot, accept, session, secret, system, last);
+        }
+        let session = session.conn;
         // The socket leaves this shard: not a connection of ours any more (still one of the
         // node's: `connections` is unchanged).
         let mut conn = self.conns.remove(slot);
         let Some(mut sock) = conn.sock.take() else { return };
         let _ = self.poll.registry().deregister(&mut sock);
         metrics::sub(&self.stats().connections, 1);
-        let r = Box::new(Resume { sock, accept, system, session: session.conn, secret, last });
+        let r = Box::new(Resume { sock, accept, system, session, secret, last });
         match self.hub.try_send(Command::Resume(r)) {
             Ok(()) => {}
             Err(TrySendError::Full(Command::Resume(r)) | TrySendError::Disconnected(Command::Resume(r))) => {
@@ -139,42 +154,39 @@ impl Shard {
         }
     }
 
+    /// Whether the session `session` of this shard may be resumed with `secret` for `system`
+    /// from `last`: the frames to send again, or why not.
+    pub(super) fn check_resume(
+        &mut self,
+        session: ids::ConnId,
+        secret: &recovery::Secret,
+        system: &str,
+        last: Option<&str>,
+    ) -> Result<Vec<Buf>, Refusal> {
+        let Some(conn) = self.conn_at(session.in_shard()) else { return Err(Refusal::Unknown) };
+        let Some(s) = &conn.session else { return Err(Refusal::Unknown) };
+        if !matches!(conn.state, State::Client { hub_knows: true } | State::Detached | State::Relayed) {
+            return Err(Refusal::Unknown);
+        }
+        if !recovery::same_secret(&s.secret, secret) {
+            return Err(Refusal::BadSecret);
+        }
+        if &*s.system != system {
+            return Err(Refusal::OtherSystem);
+        }
+        s.history.after(last).map(|frames| frames.cloned().collect()).ok_or(Refusal::LastNotHeld)
+    }
+
     /// A resume for a session of this shard ([`crate::msg::ShardMsg::Resume`]).
     pub(super) fn resume_session(&mut self, r: Resume) {
-        let t = r.session.in_shard();
-        let slot = t.slot as usize;
-        let verdict = match self.conn_at(t) {
-            Some(conn) => match (&conn.session, conn.state) {
-                (Some(s), State::Client { hub_knows: true } | State::Detached) => {
-                    if !recovery::same_secret(&s.secret, &r.secret) {
-                        Err(Refusal::BadSecret)
-                    } else if s.system != r.system {
-                        Err(Refusal::OtherSystem)
-                    } else {
-                        match s.history.after(r.last.as_deref()) {
-                            Some(frames) => Ok(frames.cloned().collect::<Vec<Buf>>()),
-                            None => Err(Refusal::LastNotHeld),
-                        }
-                    }
-                }
-                _ => Err(Refusal::Unknown),
-            },
-            None => Err(Refusal::Unknown),
-        };
-        match verdict {
+        let slot = r.session.slot as usize;
+        match self.check_resume(r.session, &r.secret, &r.system, r.last.as_deref()) {
             Ok(missed) => self.attach(slot, r.sock, r.accept, missed),
             Err(why) => {
                 if why == Refusal::LastNotHeld {
                     // The session's own client moved on: the session ends now (its groups are
                     // told), not at the end of the window.
-                    if let Some(conn) = self.conns.get_mut(slot) {
-                        conn.session = None;
-                    }
-                    if self.conns[slot].state == State::Detached {
-                        self.close_now(slot);
-                    } else {
-                        self.begin_close(slot, wsp::close::GOING_AWAY, "session taken over", true);
-                    }
+                    self.end_refused_session(slot);
                 }
                 self.fresh(r, Some(why));
             }
@@ -184,6 +196,8 @@ impl Shard {
     /// Puts a resumed session's new socket in place of the old one (closing that one if it
     /// still looked open), then sends the 101, the connect frame and the missed frames.
     fn attach(&mut self, slot: usize, mut sock: mio::net::TcpStream, accept: Bytes, missed: Vec<Buf>) {
+        // A client connected through another node is taken over too.
+        self.unlink(slot, "session taken over");
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("register failed: {e}");
             self.shared.connections.fetch_sub(1, Relaxed);
@@ -240,7 +254,7 @@ impl Shard {
         }
     }
 
-    fn refused(&self, why: Refusal) {
+    pub(super) fn refused(&self, why: Refusal) {
         let st = self.stats();
         let c = match why {
             Refusal::Unknown => &st.recovery_refused_unknown_total,

@@ -58,8 +58,20 @@ impl Shard {
                 }
                 State::Http { awaiting: false, .. } if self.conns[slot].out.is_empty() => self.close_now(slot),
                 State::Http { awaiting, .. } => self.conns[slot].state = State::Http { awaiting, keep_alive: false },
-                // A shutdown ends every session (its groups are told, once).
+                // A shutdown ends every session of this node (its groups are told, once),
+                // and the edges of sessions relayed elsewhere.
                 State::Detached => self.close_now(slot),
+                State::Relayed => {
+                    self.unlink(slot, "server shutting down");
+                    self.close_now(slot);
+                }
+                // A client connected here whose session another node owns keeps its session
+                // there: it resumes elsewhere.
+                State::Edge => {
+                    self.edge_event(slot, crate::cluster::relay::Event::Dropped);
+                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false)
+                }
+                State::Parked => self.close_now(slot),
                 State::Closing => {}
             }
         }
@@ -97,6 +109,15 @@ impl Shard {
                         lapsed.push(slot);
                     }
                 }
+                // Parked resumes are handled below; a relayed session's pings (which carry
+                // its acknowledgements) go to its edge.
+                State::Parked => {}
+                State::Relayed => {
+                    if now.wrapping_sub(c.last_ping) >= ping_ms {
+                        c.last_ping = now;
+                        ping.push(slot);
+                    }
+                }
                 State::Closing => {
                     if (now.wrapping_sub(c.close_deadline) as i32) >= 0 {
                         expired.push(slot);
@@ -112,7 +133,7 @@ impl Shard {
                         expired.push(slot);
                     }
                 }
-                State::Client { .. } | State::Echo => {
+                State::Client { .. } | State::Echo | State::Edge => {
                     if silent > idle_ms {
                         idle.push(slot);
                         continue;
@@ -135,6 +156,7 @@ impl Shard {
             }
         }
         self.stats().output_buffer_bytes.store(queued, Relaxed);
+        self.unpark_late(now);
         self.stats().recovery_kept_bytes.store(kept, Relaxed);
         for slot in expired {
             self.close_now(slot);
@@ -161,11 +183,12 @@ impl Shard {
             if self.log_ok() {
                 tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
             }
-            if self.conns[slot].session.is_some() {
-                // A silent client may be on a dead network: keep its session.
-                self.detach(slot);
-            } else {
-                self.begin_close(slot, close::GOING_AWAY, "idle timeout", true);
+            match (self.conns[slot].state, self.conns[slot].session.is_some()) {
+                // A silent client may be on a dead network: keep its session (here, or at
+                // the node that owns it).
+                (State::Edge, _) => self.close_now(slot),
+                (_, true) => self.detach(slot),
+                _ => self.begin_close(slot, close::GOING_AWAY, "idle timeout", true),
             }
         }
         for slot in slow {

@@ -51,6 +51,12 @@ impl Shard {
                     let pong = wsp::frame(wsp::OP_PONG, p);
                     self.queue(slot, pong);
                 }
+                Kind::Pong if self.conns[slot].state == State::Edge => {
+                    // An acknowledgement for the session's owner (a plain pong has no payload).
+                    if let Ok(upto) = <[u8; 8]>::try_from(p) {
+                        self.edge_event(slot, crate::cluster::relay::Event::Ack(u64::from_be_bytes(upto)));
+                    }
+                }
                 Kind::Pong => self.ack(slot, p),
                 Kind::Close => {
                     let (code, reason) = match wsp::check_close_payload(p) {
@@ -130,12 +136,24 @@ impl Shard {
                 self.queue(slot, wsp::frame(op, p));
             }
             State::Client { hub_knows: true } if kind == Kind::Text => self.client_command(slot, p),
+            State::Edge if kind == Kind::Text => self.edge_command(slot, p),
             _ => {}
         }
         Ok(())
     }
 
-    fn client_command(&mut self, slot: usize, p: &[u8]) {
+    /// A client command on an edge: a ping is answered here, a publish goes to the session's
+    /// owner (its hub knows the groups).
+    fn edge_command(&mut self, slot: usize, p: &[u8]) {
+        let Ok(cmd) = serde_json::from_slice::<ClientCmd<'_>>(p) else { return };
+        match cmd.cmd {
+            "ping" => self.queue(slot, wsp::frame(wsp::OP_TEXT, br#"{"cmd":"pong"}"#)),
+            "publish" => self.edge_event(slot, crate::cluster::relay::Event::Publish(p.into())),
+            _ => {}
+        }
+    }
+
+    pub(super) fn client_command(&mut self, slot: usize, p: &[u8]) {
         let Ok(cmd) = serde_json::from_slice::<ClientCmd<'_>>(p) else { return };
         match cmd.cmd {
             "ping" => self.queue(slot, wsp::frame(wsp::OP_TEXT, br#"{"cmd":"pong"}"#)),

@@ -370,6 +370,10 @@ impl Broker {
                 BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
                     later.push(Later::Answer(to, status, body))
                 }
+                BrokerCmd::ToNode { node, payload } => {
+                    p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
+                    posts.push(Post::Ignore);
+                }
                 BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
                     p.cmd("PUBLISH").arg(keys::node(node)).arg(wire::answer(corr, status, &body));
                     posts.push(Post::Ignore);

@@ -1,0 +1,320 @@
+//! Cluster mode: a session resumed through another node (`cluster::relay` has the picture).
+//! This node is the *edge* of a client whose session another node owns (`State::Parked`, then
+//! `State::Edge`), or the *owner* of a session whose client is connected elsewhere
+//! (`State::Relayed`). The hub and broker only carry the messages.
+
+use bytes::Bytes;
+
+use super::{Buf, OutQueue, Shard, State};
+use crate::cluster::relay::{Event, Msg, Resumed};
+use crate::ids::{self, ClientRef, ConnId};
+use crate::metrics;
+use crate::msg::Command;
+use crate::protocol::api;
+use crate::protocol::ws::close;
+use crate::recovery::{self, Link, Refusal, Secret, Session};
+
+/// How long an edge waits for the owner's answer to a resume.
+const PARK_MS: u32 = 5_000;
+
+impl Shard {
+    fn node(&self) -> u32 {
+        self.shared.cfg.node_id.0
+    }
+
+    /// Sends a relay message to `node` through the hub (in order with everything this shard
+    /// tells the hub; never lost here).
+    fn tell_node(&mut self, node: u32, m: &Msg) {
+        let payload = crate::cluster::relay::encode(m);
+        self.tell_hub_lifecycle(Command::ToNode { node, from_shard: self.id, payload });
+    }
+
+    /// The link of the session or edge at `slot`.
+    fn link(&self, slot: usize) -> Option<Link> {
+        self.conns.get(slot)?.session.as_ref()?.link
+    }
+
+    // ---- edge side ------------------------------------------------------------------------
+
+    /// A resume whose session another node owns: the connection waits here (nothing sent
+    /// yet) while the owner checks it.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn park(
+        &mut self,
+        slot: usize,
+        accept: Bytes,
+        owner: ClientRef,
+        secret: Secret,
+        system: Box<str>,
+        last: Option<Box<str>>,
+    ) {
+        let now = self.now();
+        let edge = self.conn_id(slot);
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let mut s = Session::new(system.clone());
+        s.link = Some(Link { node: owner.node, conn: owner.conn });
+        s.accept = Some(accept);
+        conn.session = Some(Box::new(s));
+        conn.state = State::Parked;
+        conn.close_deadline = now.wrapping_add(PARK_MS);
+        let origin = self.node();
+        self.tell_node(owner.node, &Msg::ResumeReq { origin, edge, session: owner.conn, secret, system, last });
+    }
+
+    /// The owner answered a parked resume.
+    fn resume_answer(&mut self, edge: ConnId, result: Result<Resumed, Refusal>) {
+        let slot = edge.slot as usize;
+        let parked = self.conn_at(edge.in_shard()).is_some_and(|c| c.state == State::Parked);
+        if !parked {
+            // Gone meanwhile: the owner keeps the session detached.
+            if let (Ok(_), Some(owner)) = (&result, self.link(slot)) {
+                let m = Msg::Event { session: owner.conn, edge, event: Event::Dropped };
+                self.tell_node(owner.node, &m);
+            }
+            return;
+        }
+        match result {
+            Ok(r) => {
+                let st = self.stats();
+                metrics::add(&st.recovery_resumed_total, 1);
+                metrics::add(&st.ws_clients, 1);
+                metrics::add(&st.recovery_edges, 1);
+                let conn = &mut self.conns[slot];
+                conn.state = State::Edge;
+                let accept = conn.session.as_mut().and_then(|s| s.accept.take()).unwrap_or_default();
+                self.queue(slot, accept);
+                self.queue(slot, api::session_frame(&r.client_id, &r.token, Some(r.missed.len())));
+                for f in r.missed {
+                    self.queue(slot, f);
+                }
+            }
+            Err(why) => self.unpark(slot, Some(why)),
+        }
+    }
+
+    /// A parked resume that cannot go on (refused, no answer, owner gone) gets a fresh
+    /// session here. The owner is told, in case it took the session after all (a late answer).
+    fn unpark(&mut self, slot: usize, why: Option<Refusal>) {
+        self.edge_event(slot, Event::Dropped);
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let Some(mut s) = conn.session.take() else { return };
+        conn.state = State::Http { awaiting: false, keep_alive: false };
+        self.refused(why.unwrap_or(Refusal::Unknown));
+        let accept = s.accept.take().unwrap_or_default();
+        self.connect_client(slot, accept, s.system, true, false);
+    }
+
+    /// What the client of an edge did, for its owner. `Dropped`/`Closed` also end the edge's
+    /// tie (nothing more is told).
+    pub(super) fn edge_event(&mut self, slot: usize, event: Event) {
+        let edge = self.conn_id(slot);
+        let Some(owner) = self.link(slot) else { return };
+        if matches!(event, Event::Dropped | Event::Closed) {
+            if let Some(s) = self.conns[slot].session.as_mut() {
+                s.link = None;
+            }
+            if self.conns[slot].state == State::Edge {
+                metrics::sub(&self.stats().recovery_edges, 1);
+            }
+        }
+        self.tell_node(owner.node, &Msg::Event { session: owner.conn, edge, event });
+    }
+
+    // ---- owner side -----------------------------------------------------------------------
+
+    /// A resume through another node for a session of this shard.
+    #[allow(clippy::too_many_arguments)]
+    fn remote_resume(
+        &mut self,
+        origin: u32,
+        edge: ConnId,
+        session: ConnId,
+        secret: Secret,
+        system: Box<str>,
+        last: Option<Box<str>>,
+    ) {
+        let slot = session.slot as usize;
+        let verdict = self.check_resume(session, &secret, &system, last.as_deref());
+        let result = match verdict {
+            Ok(missed) => {
+                self.unlink(slot, "session taken over");
+                let (id, token) = self.relay_to(slot, Link { node: origin, conn: edge });
+                let missed = missed.into_iter().map(|f| (*f).clone()).collect();
+                Ok(Resumed { client_id: id.into(), token: token.into(), missed })
+            }
+            Err(why) => {
+                if why == Refusal::LastNotHeld {
+                    self.end_refused_session(slot);
+                }
+                self.refused(why);
+                Err(why)
+            }
+        };
+        self.tell_node(origin, &Msg::ResumeAns { edge, result });
+    }
+
+    /// The session at `slot` now has its client at `link`: its frames go there.
+    fn relay_to(&mut self, slot: usize, link: Link) -> (String, String) {
+        let now = self.now();
+        let node = self.node();
+        let st = &self.shared.stats[self.id as usize];
+        let conn = &mut self.conns[slot];
+        if let Some(mut sock) = conn.sock.take() {
+            let _ = self.poll.registry().deregister(&mut sock);
+            self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::sub(&st.connections, 1);
+            metrics::sub(&st.ws_clients, 1);
+            metrics::add(&st.recovery_takeovers_total, 1);
+        }
+        if conn.state == State::Detached {
+            metrics::sub(&st.recovery_sessions, 1);
+        }
+        metrics::add(&st.recovery_resumed_total, 1);
+        metrics::add(&st.recovery_relayed, 1);
+        conn.state = State::Relayed;
+        conn.out = OutQueue::default();
+        conn.partial = None;
+        conn.frag = None;
+        conn.last_ping = now;
+        let id = ids::client_id(node, ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen });
+        let Some(s) = conn.session.as_mut() else { return (id, String::new()) };
+        s.detached_since = None;
+        s.link = Some(link);
+        s.secret = recovery::new_secret();
+        let token = recovery::token(&id, &s.secret);
+        (id, token)
+    }
+
+    /// If the session at `slot` is relayed to an edge, tells that edge to close (a takeover,
+    /// `close_client`, a shutdown) and forgets it.
+    pub(super) fn unlink(&mut self, slot: usize, reason: &str) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.state != State::Relayed {
+            return;
+        }
+        let Some(link) = conn.session.as_mut().and_then(|s| s.link.take()) else { return };
+        conn.state = State::Detached;
+        metrics::sub(&self.stats().recovery_relayed, 1);
+        metrics::add(&self.stats().recovery_sessions, 1);
+        let code = if reason == "server shutting down" { close::GOING_AWAY } else { close::NORMAL };
+        self.tell_node(link.node, &Msg::EdgeClose { edge: link.conn, code, reason: reason.into() });
+    }
+
+    /// A frame for a relayed session goes to its edge.
+    pub(super) fn relay_frame(&mut self, slot: usize, frame: &Buf) {
+        if let Some(link) = self.link(slot) {
+            self.tell_node(link.node, &Msg::Frame { edge: link.conn, frame: (**frame).clone() });
+        }
+    }
+
+    /// What the client of a relayed session did, from its edge.
+    fn edge_said(&mut self, session: ConnId, edge: ConnId, event: Event) {
+        let slot = session.slot as usize;
+        let current = self.conn_at(session.in_shard()).is_some_and(|c| {
+            c.state == State::Relayed && c.session.as_ref().and_then(|s| s.link).map(|l| l.conn) == Some(edge)
+        });
+        if !current {
+            return; // an edge replaced by a takeover
+        }
+        match event {
+            Event::Ack(n) => self.ack(slot, &n.to_be_bytes()),
+            Event::Publish(text) => self.client_command(slot, &text),
+            Event::Dropped => {
+                metrics::sub(&self.stats().recovery_relayed, 1);
+                if let Some(s) = self.conns[slot].session.as_mut() {
+                    s.link = None;
+                }
+                self.conns[slot].state = State::Client { hub_knows: true };
+                self.detach(slot);
+            }
+            Event::Closed => {
+                metrics::sub(&self.stats().recovery_relayed, 1);
+                let conn = &mut self.conns[slot];
+                conn.session = None;
+                conn.state = State::Client { hub_knows: true };
+                self.end_now(slot);
+            }
+        }
+    }
+
+    /// Ends a session whose resume was refused because its `last` is gone (its client moved on).
+    pub(super) fn end_refused_session(&mut self, slot: usize) {
+        self.unlink(slot, "session ended");
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.session = None;
+        match conn.state {
+            State::Detached => self.close_now(slot),
+            _ => self.begin_close(slot, close::GOING_AWAY, "session taken over", true),
+        }
+    }
+
+    // ---- both -----------------------------------------------------------------------------
+
+    /// A relay message for this shard.
+    pub(super) fn node_said(&mut self, m: Msg) {
+        match m {
+            Msg::ResumeReq { origin, edge, session, secret, system, last } => {
+                self.remote_resume(origin, edge, session, secret, system, last)
+            }
+            Msg::ResumeAns { edge, result } => self.resume_answer(edge, result),
+            Msg::Frame { edge, frame } => {
+                if self.conn_at(edge.in_shard()).is_some_and(|c| c.state == State::Edge) {
+                    self.queue(edge.slot as usize, frame);
+                }
+            }
+            Msg::Event { session, edge, event } => self.edge_said(session, edge, event),
+            Msg::EdgeClose { edge, code, reason } => {
+                let slot = edge.slot as usize;
+                if self.conn_at(edge.in_shard()).is_some_and(|c| c.state == State::Edge) {
+                    if let Some(s) = self.conns[slot].session.as_mut() {
+                        s.link = None; // the owner knows
+                    }
+                    metrics::sub(&self.stats().recovery_edges, 1);
+                    self.begin_close(slot, code, &reason, false);
+                }
+            }
+        }
+    }
+
+    /// `node` is gone (or was never reachable): edges it owned close, sessions relayed to it
+    /// are kept detached, resumes parked for it get fresh sessions.
+    pub(super) fn node_gone(&mut self, node: u32) {
+        let hit: Vec<(usize, State)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.as_ref().and_then(|s| s.link).is_some_and(|l| l.node == node))
+            .map(|(k, c)| (k, c.state))
+            .collect();
+        for (slot, state) in hit {
+            if let Some(s) = self.conns[slot].session.as_mut() {
+                s.link = None;
+            }
+            match state {
+                State::Parked => self.unpark(slot, None),
+                State::Edge => {
+                    metrics::sub(&self.stats().recovery_edges, 1);
+                    self.begin_close(slot, close::GOING_AWAY, "the session's node is gone", false);
+                }
+                State::Relayed => {
+                    metrics::sub(&self.stats().recovery_relayed, 1);
+                    self.conns[slot].state = State::Client { hub_knows: true };
+                    self.detach(slot);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Parked resumes past their wait get fresh sessions (the sweep).
+    pub(super) fn unpark_late(&mut self, now: u32) {
+        let late: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.state == State::Parked && (now.wrapping_sub(c.close_deadline) as i32) >= 0)
+            .map(|(k, _)| k)
+            .collect();
+        for slot in late {
+            self.unpark(slot, None);
+        }
+    }
+}
