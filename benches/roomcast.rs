@@ -96,7 +96,7 @@ fn hub_fanout(c: &mut Criterion) {
         history_size: 0,
         history_ttl: std::time::Duration::from_secs(600),
     };
-    let mut hub = Hub::new(cfg, links, Arc::new(HubStats::default()), None);
+    let mut hub = Hub::new(cfg, links, Arc::new(HubStats::default()), None, None);
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });
     for i in 0..MEMBERS {

@@ -43,6 +43,7 @@
 //! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
+//! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker), a bounded queue and a sender thread of their own |
 //!
 //! ## Invariants (each is relied on where a comment says so)
 //!
@@ -75,3 +76,4 @@ pub mod protocol;
 pub mod recovery;
 pub mod server;
 pub mod shard;
+pub mod webhooks;

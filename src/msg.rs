@@ -27,8 +27,9 @@ pub enum Command {
     /// A WebSocket handshake completed for `system`; the hub registers the client (or
     /// refuses it: unknown system) and answers [`ShardMsg::Welcome`].
     Connect { conn: ConnId, system: Box<str> },
-    /// The connection is gone (closed, error, idle, slow consumer). Idempotent.
-    Disconnected { conn: ConnId },
+    /// The connection is gone (closed, error, idle, slow consumer; `why`, for webhooks).
+    /// Idempotent.
+    Disconnected { conn: ConnId, why: crate::webhooks::Gone },
     /// An HTTP API call, answered with a [`Reply`] to `from` unless `answered`:
     /// the shard already answered it (a send to a system it knows is registered).
     Api { from: ConnId, system: Box<str>, op: Op, answered: bool },

@@ -17,6 +17,7 @@ use crate::hub::{Hub, HubConfig, ShardLink};
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ShardMsg};
 use crate::shard::{Shard, Shared, WAKER};
+use crate::webhooks::{self, WebhookConfig};
 
 /// A running node.
 pub struct Server {
@@ -112,7 +113,25 @@ impl Server {
                 })?;
             shards.push(thread);
         }
-        let (broker, cluster) = match &cfg.redis {
+        let (hooks, hook_threads) = match &cfg.webhook_url {
+            None => (None, Vec::new()),
+            Some(url) => {
+                let wcfg = WebhookConfig {
+                    url: url.clone(),
+                    secret: cfg.webhook_secret.clone(),
+                    batch_size: cfg.webhook_batch_size,
+                    batch_delay: cfg.webhook_batch_delay,
+                    timeout: cfg.webhook_timeout,
+                    retry_for: cfg.webhook_retry_for,
+                    queue: cfg.webhook_queue,
+                    shutdown_timeout: cfg.shutdown_timeout,
+                    node: cfg.node_id.0,
+                };
+                let (h, t) = webhooks::start(wcfg, hub_stats.clone())?;
+                (Some(h), t)
+            }
+        };
+        let (broker, mut cluster) = match &cfg.redis {
             None => (None, Vec::new()),
             Some(url) => {
                 let ccfg = ClusterConfig {
@@ -124,6 +143,7 @@ impl Server {
                     history_size: cfg.history_size,
                     history_ttl: cfg.history_ttl,
                     queue_bytes: cfg.broker_queue_bytes as u64,
+                    hooks: hooks.clone(),
                 };
                 let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
                 let (link, threads) =
@@ -139,7 +159,10 @@ impl Server {
             history_size: cfg.history_size,
             history_ttl: cfg.history_ttl,
         };
-        let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker);
+        let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker, hooks);
+        // Joined after the hub and the broker (which hold the event senders): the webhook
+        // sender then delivers what is left, bounded by shutdown_timeout.
+        cluster.extend(hook_threads);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
         Ok(Server { addr, links, shards, hub: Some(hub), cluster, hub_tx })
     }

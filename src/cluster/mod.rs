@@ -51,14 +51,16 @@ pub enum BrokerCmd {
     Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame, answer: Option<(ConnId, Bytes)>, history: bool },
     /// `get_group_history`, read from the group's history stream.
     GroupHistory { system: Box<str>, group: Box<str>, limit: usize, to: ConnId },
-    /// A client of this node joined a group (or changed its info); `notice` is the 1001
-    /// frame, sent to the whole group if the client is new there.
-    Join { system: Arc<str>, group: Arc<str>, client: String, info: Box<str>, notice: Option<Frame> },
-    /// A client of this node left a group; `notice` is the 1002 frame.
-    Leave { system: Arc<str>, group: Arc<str>, client: String, notice: Option<Frame> },
+    /// A client of this node joined a group (`new`; else only its info changed); `notice` is
+    /// the 1001 frame, sent to the whole group if the client is new there.
+    Join { system: Arc<str>, group: Arc<str>, client: String, info: Box<str>, notice: Option<Frame>, new: bool },
+    /// A client of this node left a group; `notice` is the 1002 frame; `info` its
+    /// `[userId, extend]` (webhooks).
+    Leave { system: Arc<str>, group: Arc<str>, client: String, notice: Option<Frame>, info: Box<str> },
     /// This node has its first (`on`) or no more clients of `system`: (un)subscribe its
-    /// channel. `welcome`: a client whose connect frame waits for the subscription.
-    SystemSub { system: Arc<str>, on: bool, welcome: Option<ConnId> },
+    /// channel. `welcome`: a client whose connect frame waits for the subscription; `left`: the
+    /// client that left (and why), for webhooks.
+    SystemSub { system: Arc<str>, on: bool, welcome: Option<ConnId>, left: Option<(ConnId, crate::webhooks::Gone)> },
     /// A call about clients of another node; `reply`: the caller waits for its answer.
     Forward { node: u32, system: Box<str>, op: Op, reply: Option<ConnId> },
     /// `get_online_list`, read from presence.
@@ -172,6 +174,8 @@ pub struct ClusterConfig {
     pub soft_cap: usize,
     /// Bound on the frame bytes waiting for the broker (`broker_queue_bytes`).
     pub queue_bytes: u64,
+    /// Presence webhooks: in cluster mode the broker records the events.
+    pub hooks: Option<crate::webhooks::Webhooks>,
     /// Messages kept per group (0: off) and for how long.
     pub history_size: usize,
     pub history_ttl: Duration,

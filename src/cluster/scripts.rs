@@ -30,7 +30,7 @@ impl Scripts {
 /// ('' = no notice), max size, joined marker alone.
 /// Publishes the marker (the client's node makes it a member at this point of the group's
 /// order), with the notice if the client is new and the group not larger than max size.
-/// Returns the group's size.
+/// Returns {1 if the client is new there, the group's size}.
 pub const JOIN: &str = r"
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
@@ -41,7 +41,7 @@ if new == 1 and ARGV[5] ~= '' and n <= tonumber(ARGV[6]) then
 else
   redis.call('PUBLISH', KEYS[1], ARGV[7])
 end
-return n
+return {new, n}
 ";
 
 /// KEYS: group hash, the group's history stream. ARGV: the message (JSON), history size,
@@ -56,12 +56,12 @@ return 0
 
 /// KEYS: group hash (also its channel), groups (sorted set), node hash.
 /// ARGV: clientId, group name, member field, notice payload ('' = none), max size.
-/// Returns 1 if the client was a member.
+/// Returns {1 if the client was a member, the group's size after}.
 pub const LEAVE: &str = r"
 local gone = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[3])
 local n = redis.call('HLEN', KEYS[1])
 if n == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
 if gone == 1 and n > 0 and ARGV[4] ~= '' and n <= tonumber(ARGV[5]) then redis.call('PUBLISH', KEYS[1], ARGV[4]) end
-return gone
+return {gone, n}
 ";

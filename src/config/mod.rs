@@ -77,6 +77,21 @@ settings! {
         "Messages kept per group for get_group_history (0: off); at most 10000";
     history_ttl: Duration = "10m", "ROOMCAST_HISTORY_TTL",
         "How long a group's kept messages stay (also after its last member left)";
+    webhook_url: String = none, "ROOMCAST_WEBHOOK_URL",
+        "Presence webhooks: POST events here (http:// or https://)";
+    #[arg(hide_env_values = true)]
+    webhook_secret: String = none, "ROOMCAST_WEBHOOK_SECRET",
+        "Sign webhook bodies with this key (X-Roomcast-Signature: sha256=<HMAC>)";
+    webhook_batch_size: usize = "100", "ROOMCAST_WEBHOOK_BATCH_SIZE",
+        "Most events in one webhook request";
+    webhook_batch_delay: Duration = "100ms", "ROOMCAST_WEBHOOK_BATCH_DELAY",
+        "Longest an event waits for its batch to fill";
+    webhook_timeout: Duration = "5s", "ROOMCAST_WEBHOOK_TIMEOUT",
+        "A webhook request without an answer within this is retried";
+    webhook_retry_for: Duration = "10m", "ROOMCAST_WEBHOOK_RETRY_FOR",
+        "A batch is retried (backoff 100ms doubling to 30s) for this long, then dropped";
+    webhook_queue: usize = "100000", "ROOMCAST_WEBHOOK_QUEUE",
+        "Webhook events that may wait; beyond, the oldest are dropped";
     recovery_window: Duration = "120s", "ROOMCAST_RECOVERY_WINDOW",
         "How long a session whose connection dropped (recover=1) can be resumed";
     recovery_max_bytes: usize = "1048576", "ROOMCAST_RECOVERY_MAX_BYTES",
@@ -231,6 +246,14 @@ impl ServeArgs {
         }
         if s.output_soft_limit > s.output_hard_limit {
             return Err("output_soft_limit must not exceed output_hard_limit".into());
+        }
+        if let Some(u) = &s.webhook_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(format!("webhook_url {u}: must start with http:// or https://"));
+            }
+        }
+        if s.webhook_batch_size == 0 || s.webhook_queue == 0 || s.webhook_timeout.is_zero() {
+            return Err("webhook_batch_size, webhook_queue and webhook_timeout must be > 0".into());
         }
         if s.history_size > 10_000 {
             return Err("history_size must be at most 10000".into());

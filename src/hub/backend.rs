@@ -29,6 +29,7 @@ use crate::metrics;
 use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
 use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
 use crate::protocol::ws as wsp;
+use crate::webhooks::{Event, Gone, Kind};
 
 /// Single node, or cluster mode with its broker.
 pub(super) enum Backend {
@@ -57,20 +58,25 @@ impl Backend {
             Backend::Single => {
                 l.index.system(sys).members.insert(conn);
                 l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()) });
+                l.emit(Kind::ClientConnected, l.index.name(sys), None, Some(conn));
             }
             // The client becomes a member (and gets its connect frame) once this node surely
             // receives the system's sends from other nodes.
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).clone();
-                c.link.send(BrokerCmd::SystemSub { system, on: true, welcome: Some(conn) });
+                c.link.send(BrokerCmd::SystemSub { system, on: true, welcome: Some(conn), left: None });
             }
         }
     }
 
-    /// A client of `sys` left this node.
-    pub fn system_left(&mut self, l: &mut Local, sys: SysId) {
-        if let Backend::Cluster(c) = self {
-            c.link.send(BrokerCmd::SystemSub { system: l.index.name(sys).clone(), on: false, welcome: None });
+    /// A client of `sys` left this node (`why`, for webhooks), after leaving its groups.
+    pub fn system_left(&mut self, l: &mut Local, sys: SysId, conn: ConnId, why: Gone) {
+        match self {
+            Backend::Single => l.emit(Kind::ClientDisconnected(why), l.index.name(sys), None, Some(conn)),
+            Backend::Cluster(c) => {
+                let left = Some((conn, why));
+                c.link.send(BrokerCmd::SystemSub { system: l.index.name(sys).clone(), on: false, welcome: None, left });
+            }
         }
     }
 
@@ -140,7 +146,7 @@ impl Backend {
     /// may have changed). Members are told (1001) if `new` and `notify`.
     pub fn join(&mut self, l: &mut Local, sys: SysId, key: &Arc<str>, conn: ConnId, new: bool, notify: bool) {
         let node = l.cfg.node;
-        let Local { index, out, cfg, stats, .. } = l;
+        let Local { index, out, cfg, stats, hooks } = l;
         let system = &mut index.systems[sys.index()];
         let Some(client) = index.clients.get(&conn) else { return };
         match self {
@@ -148,8 +154,18 @@ impl Backend {
                 let Some(members) = system.groups.get_mut(&**key) else { return };
                 if new {
                     members.insert(conn);
+                    let first = members.len() == 1;
                     if notify {
                         notice(out, cfg, stats, members, api::ONLINE, &ids::client_id(node, conn), client);
+                    }
+                    if let Some(h) = hooks {
+                        let id: Box<str> = ids::client_id(node, conn).into();
+                        let (u, x) = (client.user_id.clone(), client.extend.clone());
+                        let ev = |k| Event::new(k, system.name.clone(), Some(key.clone()), None);
+                        h.emit(Event { client: Some(id), ..ev(Kind::GroupJoined { user_id: u, extend: x }) });
+                        if first {
+                            h.emit(ev(Kind::GroupOccupied));
+                        }
                     }
                 }
             }
@@ -160,7 +176,7 @@ impl Backend {
                 let notice = (new && notify).then(|| notice_frame(api::ONLINE, &id, client));
                 let info = crate::cluster::info(&client.user_id, &client.extend);
                 let (system, group) = (system.name.clone(), key.clone());
-                c.link.send(BrokerCmd::Join { system, group, client: id, info, notice });
+                c.link.send(BrokerCmd::Join { system, group, client: id, info, notice, new });
             }
         }
     }
@@ -179,14 +195,22 @@ impl Backend {
         notify: bool,
     ) {
         let id = ids::client_id(l.cfg.node, conn);
-        let Local { index, out, cfg, stats, .. } = l;
+        let Local { index, out, cfg, stats, hooks } = l;
         let system = &mut index.systems[sys.index()];
         let gone = removed.is_some();
         let Some(client) = removed.or_else(|| index.clients.get(&conn)) else { return };
         if let Backend::Cluster(c) = self {
             let notice = notify.then(|| notice_frame(api::OFFLINE, &id, client));
             let (system, group) = (system.name.clone(), key.clone());
-            c.link.send(BrokerCmd::Leave { system, group, client: id.clone(), notice });
+            let info = crate::cluster::info(&client.user_id, &client.extend);
+            c.link.send(BrokerCmd::Leave { system, group, client: id.clone(), notice, info });
+        } else if let Some(h) = hooks {
+            let (u, x) = (client.user_id.clone(), client.extend.clone());
+            let kind = Kind::GroupLeft { user_id: u, extend: x };
+            h.emit(Event::new(kind, system.name.clone(), Some(key.clone()), Some(id.clone().into())));
+            if system.groups.get(&**key).is_some_and(|m| m.len() == 1 && m.contains(conn)) {
+                h.emit(Event::new(Kind::GroupVacated, system.name.clone(), Some(key.clone()), None));
+            }
         }
         let Some(members) = system.groups.get_mut(&**key) else { return };
         if gone {

@@ -109,7 +109,7 @@ impl Hub {
         let system: Box<str> = match &cmd {
             Command::Connect { system, .. } => system.clone(),
             Command::Api { system, op, .. } if !matches!(op, Op::Register) => system.clone(),
-            Command::Disconnected { conn } => match c.waiting_conns.get(conn) {
+            Command::Disconnected { conn, .. } => match c.waiting_conns.get(conn) {
                 Some(s) => s.clone(),
                 None => return Some(cmd),
             },

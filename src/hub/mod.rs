@@ -35,6 +35,7 @@ use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, Reply, ReplyTo, ShardMsg};
 use crate::protocol::api::{ApiError, ApiResult};
+use crate::webhooks::{self, Webhooks};
 
 /// Commands handled between two rounds of shard wake-ups.
 pub const BATCH: usize = 1024;
@@ -90,11 +91,21 @@ struct Local {
     out: Outbox,
     index: Index,
     stats: Arc<HubStats>,
+    /// Presence webhooks, if configured (single node: the hub records the events).
+    hooks: Option<Webhooks>,
 }
 
 impl Local {
     fn shards(&self) -> usize {
         self.out.links.len()
+    }
+
+    /// Records a presence event (single node; cluster mode records them in the broker).
+    fn emit(&self, kind: webhooks::Kind, system: &Arc<str>, group: Option<&Arc<str>>, client: Option<ConnId>) {
+        if let Some(h) = &self.hooks {
+            let client = client.map(|c| crate::ids::client_id(self.cfg.node, c).into());
+            h.emit(webhooks::Event::new(kind, system.clone(), group.cloned(), client));
+        }
     }
 }
 
@@ -105,9 +116,17 @@ pub struct Hub {
 }
 
 impl Hub {
-    pub fn new(cfg: HubConfig, links: Vec<ShardLink>, stats: Arc<HubStats>, broker: Option<BrokerLink>) -> Self {
+    pub fn new(
+        cfg: HubConfig,
+        links: Vec<ShardLink>,
+        stats: Arc<HubStats>,
+        broker: Option<BrokerLink>,
+        hooks: Option<Webhooks>,
+    ) -> Self {
         let out = Outbox::new(links);
-        Hub { local: Local { cfg, out, index: Index::default(), stats }, backend: Backend::new(broker) }
+        // Cluster mode: the broker records the events (after Redis took each change).
+        let hooks = hooks.filter(|_| broker.is_none());
+        Hub { local: Local { cfg, out, index: Index::default(), stats, hooks }, backend: Backend::new(broker) }
     }
 
     /// Runs until [`Command::Stop`] (or until every command sender is gone).
@@ -149,7 +168,7 @@ impl Hub {
         let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
             Command::Connect { conn, system } => self.connect(conn, &system),
-            Command::Disconnected { conn } => self.remove_client(conn, true),
+            Command::Disconnected { conn, why } => self.remove_client(conn, true, why),
             Command::Api { from, system, op, answered } => {
                 let to = ReplyTo::Local(from);
                 let teaches = op.teaches_system();
@@ -246,8 +265,9 @@ impl Hub {
         }
     }
 
-    /// Removes a client everywhere and, if `notify`, tells its groups (1002). Idempotent.
-    fn remove_client(&mut self, conn: ConnId, notify: bool) {
+    /// Removes a client everywhere and, if `notify`, tells its groups (1002); `why` it went
+    /// (webhooks). Idempotent.
+    fn remove_client(&mut self, conn: ConnId, notify: bool, why: webhooks::Gone) {
         let Some(client) = self.local.index.clients.remove(&conn) else { return };
         let sys = client.system;
         // The connection is gone or closing (disconnect, or close_client which closes it):
@@ -256,6 +276,6 @@ impl Hub {
         for g in &client.groups {
             self.backend.leave(&mut self.local, sys, g, conn, Some(&client), notify);
         }
-        self.backend.system_left(&mut self.local, sys);
+        self.backend.system_left(&mut self.local, sys, conn, why);
     }
 }

@@ -149,7 +149,7 @@ impl Hub {
         if let Err(e) = self.local.index.client_in(sys, conn) {
             return e.into();
         }
-        self.remove_client(conn, notify);
+        self.remove_client(conn, notify, crate::webhooks::Gone::Kicked);
         let close = ShardMsg::Close { target: conn.in_shard(), code: 1000, reason: "closed by server" };
         self.local.out.send(conn.shard as usize, close);
         self.backend.after_change(to, Ok(Done::Empty))

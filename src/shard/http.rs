@@ -277,7 +277,7 @@ impl Shard {
     /// Sends the -1001 frame and closes (policy violation).
     fn refuse(&mut self, slot: usize, msg: &str) {
         self.queue(slot, api::refused_frame(msg));
-        self.begin_close(slot, close::POLICY, "connection refused", false);
+        self.begin_close(slot, close::POLICY, "connection refused", false, crate::webhooks::Gone::Closed);
     }
 
     /// The hub's answer to `Command::Connect`.

@@ -46,7 +46,7 @@ impl Shard {
                         if let State::Client { hub_knows } = &mut conn.state {
                             *hub_knows = false;
                         }
-                        self.begin_close(target.slot as usize, code, reason, false);
+                        self.begin_close(target.slot as usize, code, reason, false, crate::webhooks::Gone::Kicked);
                     }
                 }
                 ShardMsg::Shutdown => self.start_shutdown(),

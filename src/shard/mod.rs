@@ -213,7 +213,7 @@ impl Shard {
                 if self.conns.is_empty() || late {
                     let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for s in slots {
-                        self.close_now(s);
+                        self.close_with(s, crate::webhooks::Gone::Shutdown);
                     }
                     self.flush_backlog();
                     return;

@@ -10,6 +10,7 @@ use super::{Buf, Shard, State, CLOSE_GRACE_MS};
 use crate::metrics;
 use crate::msg::{Command, Target};
 use crate::protocol::ws::{self as wsp, close};
+use crate::webhooks::Gone;
 
 impl Shard {
     /// Queues `frame` for `slot`, enforcing the hard output limit (invariant 4).
@@ -28,7 +29,13 @@ impl Shard {
             if self.log_ok() {
                 tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
             }
-            self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
+            self.begin_close(
+                slot,
+                close::POLICY,
+                "slow consumer: output buffer limit exceeded",
+                true,
+                Gone::SlowConsumer,
+            );
             return;
         }
         conn.out.push_shared(frame);
@@ -114,7 +121,7 @@ impl Shard {
 
     /// Starts a WebSocket close: (optionally) drops unsent output, queues a close frame, tells
     /// the hub the client is gone, and waits for the flush (bounded by a grace period).
-    pub(super) fn begin_close(&mut self, slot: usize, code: u16, reason: &str, drop_output: bool) {
+    pub(super) fn begin_close(&mut self, slot: usize, code: u16, reason: &str, drop_output: bool, why: Gone) {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.state == State::Closing {
@@ -134,7 +141,7 @@ impl Shard {
         conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
         conn.partial = None;
         conn.frag = None;
-        self.left(slot, was);
+        self.left(slot, was, why);
         self.mark_dirty(slot);
     }
 
@@ -151,14 +158,14 @@ impl Shard {
         self.mark_dirty(slot);
     }
 
-    /// Bookkeeping when a connection stops being a client: tell the hub, fix gauges.
-    pub(super) fn left(&mut self, slot: usize, was: State) {
+    /// Bookkeeping when a connection stops being a client: tell the hub (`why`), fix gauges.
+    pub(super) fn left(&mut self, slot: usize, was: State, why: Gone) {
         if was.is_ws() {
             metrics::sub(&self.stats().ws_clients, 1);
         }
         if let State::Client { hub_knows: true } | State::Detached = was {
             let conn = self.conn_id(slot);
-            self.tell_hub_lifecycle(Command::Disconnected { conn });
+            self.tell_hub_lifecycle(Command::Disconnected { conn, why });
         }
     }
 
@@ -195,6 +202,11 @@ impl Shard {
     /// connection that ends this way (reset, EOF or error without a close handshake) is
     /// detached instead, outside a shutdown; a detached session ends here (its groups told).
     pub(super) fn close_now(&mut self, slot: usize) {
+        self.close_with(slot, Gone::Closed)
+    }
+
+    /// [`Shard::close_now`], with why the client went (a shutdown, a session that ran out).
+    pub(super) fn close_with(&mut self, slot: usize, why: Gone) {
         let Some(conn) = self.conns.get(slot) else { return };
         let was = conn.state;
         if was == (State::Client { hub_knows: true }) && conn.session.is_some() && self.shutdown_deadline.is_none() {
@@ -205,7 +217,7 @@ impl Shard {
             self.edge_event(slot, crate::cluster::relay::Event::Dropped);
         }
         if was != State::Closing {
-            self.left(slot, was);
+            self.left(slot, was, why);
         }
         let mut conn = self.conns.remove(slot);
         match conn.sock.as_mut() {

@@ -13,6 +13,7 @@ use crate::msg::Command;
 use crate::protocol::api;
 use crate::protocol::ws::close;
 use crate::recovery::{self, Link, Refusal, Secret, Session};
+use crate::webhooks::Gone;
 
 /// How long an edge waits for the owner's answer to a resume.
 const PARK_MS: u32 = 5_000;
@@ -244,7 +245,7 @@ impl Shard {
         conn.session = None;
         match conn.state {
             State::Detached => self.close_now(slot),
-            _ => self.begin_close(slot, close::GOING_AWAY, "session taken over", true),
+            _ => self.begin_close(slot, close::GOING_AWAY, "session taken over", true, Gone::Closed),
         }
     }
 
@@ -270,7 +271,7 @@ impl Shard {
                         s.link = None; // the owner knows
                     }
                     metrics::sub(&self.stats().recovery_edges, 1);
-                    self.begin_close(slot, code, &reason, false);
+                    self.begin_close(slot, code, &reason, false, Gone::Closed);
                 }
             }
         }
@@ -293,7 +294,7 @@ impl Shard {
                 State::Parked => self.unpark(slot, None),
                 State::Edge => {
                     metrics::sub(&self.stats().recovery_edges, 1);
-                    self.begin_close(slot, close::GOING_AWAY, "the session's node is gone", false);
+                    self.begin_close(slot, close::GOING_AWAY, "the session's node is gone", false, Gone::Closed);
                 }
                 State::Relayed => {
                     metrics::sub(&self.stats().recovery_relayed, 1);

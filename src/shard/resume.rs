@@ -59,7 +59,7 @@ impl Shard {
                 "recoverable session ended: recovery_max_bytes reached while detached"
             );
         }
-        self.close_now(slot);
+        self.close_with(slot, crate::webhooks::Gone::RecoveryExpired);
         false
     }
 
@@ -84,7 +84,7 @@ impl Shard {
     /// through another node, closed): the hub hears it left; the slot is freed.
     pub(super) fn end_now(&mut self, slot: usize) {
         let conn = self.conn_id(slot);
-        self.tell_hub_lifecycle(Command::Disconnected { conn });
+        self.tell_hub_lifecycle(Command::Disconnected { conn, why: crate::webhooks::Gone::Closed });
         self.conns.remove(slot);
     }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use super::{Shard, State};
 use crate::metrics;
 use crate::protocol::ws::close;
+use crate::webhooks::Gone;
 
 /// Caps the log lines about limits being hit, so a flood of bad clients cannot flood the
 /// log: at most [`LogLimiter::PER_SECOND`] a second per shard, then one summary line.
@@ -54,22 +55,22 @@ impl Shard {
         for slot in slots {
             match self.conns[slot].state {
                 State::Client { .. } | State::Echo => {
-                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false)
+                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false, Gone::Shutdown)
                 }
                 State::Http { awaiting: false, .. } if self.conns[slot].out.is_empty() => self.close_now(slot),
                 State::Http { awaiting, .. } => self.conns[slot].state = State::Http { awaiting, keep_alive: false },
                 // A shutdown ends every session of this node (its groups are told, once),
                 // and the edges of sessions relayed elsewhere.
-                State::Detached => self.close_now(slot),
+                State::Detached => self.close_with(slot, Gone::Shutdown),
                 State::Relayed => {
                     self.unlink(slot, "server shutting down");
-                    self.close_now(slot);
+                    self.close_with(slot, Gone::Shutdown);
                 }
                 // A client connected here whose session another node owns keeps its session
                 // there: it resumes elsewhere.
                 State::Edge => {
                     self.edge_event(slot, crate::cluster::relay::Event::Dropped);
-                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false)
+                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false, Gone::Shutdown)
                 }
                 State::Parked => self.close_now(slot),
                 State::Closing => {}
@@ -163,7 +164,7 @@ impl Shard {
         }
         metrics::add(&self.stats().recovery_expired_total, lapsed.len() as u64);
         for slot in lapsed {
-            self.close_now(slot);
+            self.close_with(slot, Gone::RecoveryExpired);
         }
         for slot in slow_requests {
             metrics::add(&self.stats().request_timeouts_total, 1);
@@ -188,7 +189,7 @@ impl Shard {
                 // the node that owns it).
                 (State::Edge, _) => self.close_now(slot),
                 (_, true) => self.detach(slot),
-                _ => self.begin_close(slot, close::GOING_AWAY, "idle timeout", true),
+                _ => self.begin_close(slot, close::GOING_AWAY, "idle timeout", true, Gone::IdleTimeout),
             }
         }
         for slot in slow {
@@ -200,7 +201,13 @@ impl Shard {
                     "slow consumer: output over the soft limit too long, closing 1008"
                 );
             }
-            self.begin_close(slot, close::POLICY, "slow consumer: output buffer limit exceeded", true);
+            self.begin_close(
+                slot,
+                close::POLICY,
+                "slow consumer: output buffer limit exceeded",
+                true,
+                Gone::SlowConsumer,
+            );
         }
         metrics::add(&self.stats().pings_sent_total, ping.len() as u64);
         for slot in ping {

@@ -64,7 +64,7 @@ impl Shard {
                         Ok(None) => (close::NORMAL, ""),
                         Err(e) => (e.code, e.reason),
                     };
-                    self.begin_close(slot, code, reason, false);
+                    self.begin_close(slot, code, reason, false, crate::webhooks::Gone::Closed);
                     return data.len();
                 }
                 Kind::Text | Kind::Binary | Kind::Continuation => {
@@ -83,7 +83,7 @@ impl Shard {
         if self.log_ok() {
             tracing::info!(shard = self.id, slot, code, reason, "closing WebSocket: bad input");
         }
-        self.begin_close(slot, code, reason, false);
+        self.begin_close(slot, code, reason, false, crate::webhooks::Gone::Closed);
     }
 
     /// One data frame: assembles fragments, then handles the complete message.

@@ -12,7 +12,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{ConnectionAddr, RedisResult, Value};
 
 mod presence;
-mod results;
+pub(super) mod results;
 
 pub use presence::info;
 use results::Post;
@@ -22,6 +22,7 @@ use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ReplyTo};
 use crate::protocol::api;
+use crate::webhooks::{Event, Gone, Kind};
 
 /// Commands run as one pipeline.
 const BATCH: usize = 1024;
@@ -41,7 +42,16 @@ struct GroupMirror {
 /// Local effects that follow a batch's pipeline.
 enum Later {
     Answer(ConnId, u16, Bytes),
-    Welcome(ConnId),
+    /// The client may have its connect frame (this node is subscribed to its system).
+    Welcome(ConnId, Arc<str>),
+    /// The client left this node (after leaving its groups), for webhooks.
+    Left(ConnId, Arc<str>, Gone),
+}
+
+/// One command's effect, in command order.
+enum Step {
+    Redis(Post),
+    Local(Later),
 }
 
 pub(super) struct Broker {
@@ -292,18 +302,19 @@ impl Broker {
         let me = self.me();
         let mut p = redis::pipe();
         p.ignore_errors();
-        let mut posts = Vec::with_capacity(batch.len());
-        let mut later = Vec::new();
+        // Each command's effect, in command order: a pipeline result to handle, or a local
+        // step; handled in this order once the pipeline ran (events and answers keep it).
+        let mut steps: Vec<Step> = Vec::with_capacity(batch.len());
         for cmd in batch {
             match cmd {
                 BrokerCmd::Register { system, to } => {
                     p.cmd("SADD").arg(keys::SYSTEMS).arg(&*system);
                     self.known.insert(system.clone());
-                    posts.push(Post::Register { system, to });
+                    steps.push(Step::Redis(Post::Register { system, to }));
                 }
                 BrokerCmd::Lookup { system } => {
                     p.cmd("SISMEMBER").arg(keys::SYSTEMS).arg(&*system);
-                    posts.push(Post::Lookup { system });
+                    steps.push(Step::Redis(Post::Lookup { system }));
                 }
                 BrokerCmd::Publish { system, group, frame, answer, history } => {
                     let chan = match &group {
@@ -311,7 +322,7 @@ impl Broker {
                         None => keys::system(&system),
                     };
                     p.cmd("PUBLISH").arg(chan).arg(wire::delivery(me, &frame));
-                    posts.push(Post::Publish { answer });
+                    steps.push(Step::Redis(Post::Publish { answer }));
                     if let (Some(g), true) = (&group, history) {
                         p.cmd("EVALSHA")
                             .arg(self.scripts.keep.get_hash())
@@ -321,24 +332,31 @@ impl Broker {
                             .arg(crate::protocol::ws::payload(&frame))
                             .arg(self.cfg.history_size)
                             .arg(self.cfg.history_ttl.as_millis() as u64);
-                        posts.push(Post::Ignore);
+                        steps.push(Step::Redis(Post::Ignore));
                     }
                 }
                 BrokerCmd::GroupHistory { system, group, limit, to } => {
                     p.cmd("XREVRANGE").arg(keys::history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
-                    posts.push(Post::History { to });
+                    steps.push(Step::Redis(Post::History { to }));
                 }
-                BrokerCmd::Join { system, group, client, info, notice } => {
+                BrokerCmd::Join { system, group, client, info, notice, .. } => {
                     let n = notice.unwrap_or_default();
                     self.pipe_join(&mut p, &system, &group, &client, &info, &n);
-                    posts.push(Post::Ignore);
+                    steps.push(Step::Redis(Post::Join { system, group, client, info }));
                 }
-                BrokerCmd::Leave { system, group, client, notice } => {
+                BrokerCmd::Leave { system, group, client, notice, info } => {
                     let n = notice.map(|f| wire::delivery(me, &f)).unwrap_or_default();
                     self.pipe_leave(&mut p, me, &system, &group, &client, &n);
-                    posts.push(Post::Ignore);
+                    steps.push(Step::Redis(Post::Leave { system, group, client, info }));
                 }
-                BrokerCmd::SystemSub { welcome, .. } => later.extend(welcome.map(Later::Welcome)),
+                BrokerCmd::SystemSub { system, welcome, left, .. } => {
+                    if let Some(conn) = welcome {
+                        steps.push(Step::Local(Later::Welcome(conn, system.clone())));
+                    }
+                    if let Some((conn, why)) = left {
+                        steps.push(Step::Local(Later::Left(conn, system, why)));
+                    }
+                }
                 BrokerCmd::Forward { node, system, op, reply } => {
                     self.corr += 1;
                     let Some(payload) = wire::request(me, self.corr, &system, &op) else { continue };
@@ -346,11 +364,11 @@ impl Broker {
                         self.pending.insert(self.corr, to);
                     }
                     p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
-                    posts.push(Post::Forward { corr: self.corr, waiting: reply.is_some() });
+                    steps.push(Step::Redis(Post::Forward { corr: self.corr, waiting: reply.is_some() }));
                 }
                 BrokerCmd::OnlineList { system, group: g, to } => {
                     p.cmd("HKEYS").arg(keys::group(&system, &g));
-                    posts.push(Post::Online { to });
+                    steps.push(Step::Redis(Post::Online { to }));
                 }
                 BrokerCmd::AllGroups { system, page, paged, to } => {
                     // One more name than the page holds tells whether more follow.
@@ -365,51 +383,65 @@ impl Broker {
                         .arg("LIMIT")
                         .arg(0)
                         .arg(page.limit + 1);
-                    posts.push(Post::AllGroups { system, limit: page.limit, paged, to });
+                    steps.push(Step::Redis(Post::AllGroups { system, limit: page.limit, paged, to }));
                 }
                 BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
-                    later.push(Later::Answer(to, status, body))
+                    steps.push(Step::Local(Later::Answer(to, status, body)))
                 }
                 BrokerCmd::ToNode { node, payload } => {
                     p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
-                    posts.push(Post::Ignore);
+                    steps.push(Step::Redis(Post::Ignore));
                 }
                 BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
                     p.cmd("PUBLISH").arg(keys::node(node)).arg(wire::answer(corr, status, &body));
-                    posts.push(Post::Ignore);
+                    steps.push(Step::Redis(Post::Ignore));
                 }
             }
         }
-        let results: Vec<RedisResult<Value>> = match posts.is_empty() {
-            true => Vec::new(),
-            false => match p.query(self.con.as_mut().expect("checked above")) {
-                Ok(r) => r,
-                Err(e) => {
-                    self.down(e.to_string());
-                    for post in posts {
-                        self.post(post, Err(redis::RedisError::from((redis::ErrorKind::Io, "down"))));
-                    }
-                    // What this batch changed is not in Redis yet (it is re-written after the
-                    // reconnect): callers hear 503 and may retry (binds are idempotent).
-                    return self.run_later(later, true);
-                }
-            },
+        let pipelined = steps.iter().any(|s| matches!(s, Step::Redis(_)));
+        let results: Result<Vec<RedisResult<Value>>, String> = match pipelined {
+            false => Ok(Vec::new()),
+            true => p.query(self.con.as_mut().expect("checked above")).map_err(|e| e.to_string()),
         };
-        for (post, r) in posts.into_iter().zip(results) {
-            self.post(post, r);
+        let failed = results.is_err();
+        let mut results = match results {
+            Ok(r) => r.into_iter(),
+            Err(e) => {
+                // What this batch changed is not in Redis yet (it is re-written after the
+                // reconnect): callers hear 503 and may retry (binds are idempotent).
+                self.down(e);
+                Vec::new().into_iter()
+            }
+        };
+        for step in steps {
+            match step {
+                Step::Redis(post) => {
+                    let r =
+                        results.next().unwrap_or_else(|| Err(redis::RedisError::from((redis::ErrorKind::Io, "down"))));
+                    self.post(post, r);
+                }
+                Step::Local(l) => self.run_later(l, failed),
+            }
         }
-        self.run_later(later, false);
     }
 
-    fn run_later(&mut self, later: Vec<Later>, failed: bool) {
-        for l in later {
-            match l {
-                Later::Answer(to, _, _) if failed => self.unavailable(to),
-                Later::Answer(to, status, body) => self.reply(to, status, body, None),
-                Later::Welcome(conn) => {
-                    let _ = self.hub.send(Command::Subscribed { conn });
-                }
+    fn run_later(&mut self, l: Later, failed: bool) {
+        match l {
+            Later::Answer(to, _, _) if failed => self.unavailable(to),
+            Later::Answer(to, status, body) => self.reply(to, status, body, None),
+            Later::Welcome(conn, system) => {
+                let _ = self.hub.send(Command::Subscribed { conn });
+                self.emit(Kind::ClientConnected, system, None, Some(conn));
             }
+            Later::Left(conn, system, why) => self.emit(Kind::ClientDisconnected(why), system, None, Some(conn)),
+        }
+    }
+
+    /// Records a presence event about a client of this node (webhooks).
+    pub(super) fn emit(&self, kind: Kind, system: Arc<str>, group: Option<Arc<str>>, client: Option<ConnId>) {
+        if let Some(h) = &self.cfg.hooks {
+            let client = client.map(|c| crate::ids::client_id(self.me(), c).into());
+            h.emit(Event::new(kind, system, group, client));
         }
     }
 
@@ -443,8 +475,22 @@ impl Broker {
                     let registered = Err(api::CLUSTER_UNAVAILABLE.to_string());
                     let _ = self.hub.send(Command::SystemKnown { system, registered });
                 }
-                BrokerCmd::SystemSub { welcome: Some(conn), .. } => {
-                    let _ = self.hub.send(Command::Subscribed { conn });
+                BrokerCmd::SystemSub { system, welcome, left, .. } => {
+                    if let Some(conn) = welcome {
+                        self.run_later(Later::Welcome(conn, system.clone()), true);
+                    }
+                    if let Some((conn, why)) = left {
+                        self.run_later(Later::Left(conn, system, why), true);
+                    }
+                }
+                // Membership changes while Redis is away still happened here (the mirror has
+                // them, and writes them once Redis is back): the back end hears of them now,
+                // without group_occupied/group_vacated (only Redis knows those).
+                BrokerCmd::Join { system, group, client, info, new: true, .. } => {
+                    self.emit_member(true, system, group, &client, &info)
+                }
+                BrokerCmd::Leave { system, group, client, info, .. } => {
+                    self.emit_member(false, system, group, &client, &info)
                 }
                 BrokerCmd::Answer { to: ReplyTo::Local(to), .. } => self.unavailable(to),
                 _ => {}

@@ -2,12 +2,15 @@
 //! heartbeat, reaping and re-writing that keep Redis in line with the live nodes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Instant;
 
+use super::results;
 use super::{Broker, GroupMirror};
 use crate::cluster::{keys, wire, BrokerCmd};
 use crate::metrics;
 use crate::protocol::api;
+use crate::webhooks::{Gone, Kind};
 
 /// A client's presence info: `[userId, extend]`.
 pub fn info(user_id: &str, extend: &str) -> Box<str> {
@@ -242,19 +245,42 @@ impl Broker {
         Ok(())
     }
 
-    /// Removes a dead node's presence, sending the 1002 notices its clients never got.
+    /// Removes a dead node's presence, sending the 1002 notices its clients never got; the
+    /// back end hears of each (webhooks: `group_left`, `group_vacated`, then
+    /// `client_disconnected` with `node_lost`), from this survivor only.
     fn reap(&mut self, node: u32) -> Result<(), String> {
         let held = self.held(node)?;
         let mut p = redis::pipe();
+        let mut gone = Vec::new();
         for (field, info) in &held {
             if let Some((client, system, group)) = keys::parse_member_field(field) {
-                self.pipe_gone(&mut p, node, system, group, client, info);
+                self.pipe_leave(&mut p, node, system, group, client, &offline_notice(self.me(), client, info));
+                gone.push((client, system, group, info));
             }
         }
         p.cmd("DEL").arg(keys::node(node)).ignore();
         p.cmd("SREM").arg(keys::NODES).arg(keys::node_name(node)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
-        p.query::<()>(con).map_err(|e| e.to_string())?;
+        let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
+        if self.cfg.hooks.is_some() {
+            // Each client's group_left events first, then its client_disconnected.
+            let mut clients: Vec<(&str, &str)> = Vec::new();
+            for (&(client, sys, group, info), r) in gone.iter().zip(results) {
+                if let Some((1, n)) = results::pair(&Ok(r)) {
+                    let (system, group): (Arc<str>, Arc<str>) = (sys.into(), group.into());
+                    self.emit_member(false, system.clone(), group.clone(), client, info);
+                    if n == 0 {
+                        self.emit_group(Kind::GroupVacated, system, group);
+                    }
+                }
+                if !clients.iter().any(|(c, _)| *c == client) {
+                    clients.push((client, sys));
+                }
+            }
+            for (client, sys) in clients {
+                self.emit_client(Kind::ClientDisconnected(Gone::NodeLost), sys.into(), client);
+            }
+        }
         metrics::add(&self.stats.cluster_reaped_total, held.len() as u64);
         tracing::info!(node = keys::node_name(node), entries = held.len(), "reaped a dead node's presence");
         Ok(())

@@ -1,6 +1,7 @@
 //! What the broker does with each pipeline result: answers, lookups, forwarded calls.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use redis::{RedisResult, Value};
@@ -10,10 +11,25 @@ use crate::ids::ConnId;
 use crate::metrics;
 use crate::msg::Command;
 use crate::protocol::api;
+use crate::webhooks::{Event, Kind};
 
 /// What to do with one pipeline result.
 pub(super) enum Post {
     Ignore,
+    /// A JOIN step's `{new, size}`: webhook events.
+    Join {
+        system: Arc<str>,
+        group: Arc<str>,
+        client: String,
+        info: Box<str>,
+    },
+    /// A LEAVE step's `{was a member, size after}`: webhook events.
+    Leave {
+        system: Arc<str>,
+        group: Arc<str>,
+        client: String,
+        info: Box<str>,
+    },
     /// A send: answered once Redis has it, so a later send from any node comes after it.
     Publish {
         answer: Option<(ConnId, Bytes)>,
@@ -54,6 +70,22 @@ impl Broker {
         }
         match post {
             Post::Ignore => {}
+            Post::Join { system, group, client, info } => {
+                if let Some((1, n)) = pair(&r) {
+                    self.emit_member(true, system.clone(), group.clone(), &client, &info);
+                    if n == 1 {
+                        self.emit_group(Kind::GroupOccupied, system, group);
+                    }
+                }
+            }
+            Post::Leave { system, group, client, info } => {
+                if let Some((1, n)) = pair(&r) {
+                    self.emit_member(false, system.clone(), group.clone(), &client, &info);
+                    if n == 0 {
+                        self.emit_group(Kind::GroupVacated, system, group);
+                    }
+                }
+            }
             Post::Publish { answer } => {
                 metrics::add(&self.stats.cluster_published_total, 1);
                 match (answer, r.is_ok()) {
@@ -149,6 +181,28 @@ impl Broker {
 }
 
 impl Broker {
+    /// A client joined (`true`) or left a group (webhooks); `info` is its `[userId, extend]`.
+    pub(super) fn emit_member(&self, joined: bool, system: Arc<str>, group: Arc<str>, client: &str, info: &str) {
+        let Some(h) = &self.cfg.hooks else { return };
+        let [user_id, extend]: [String; 2] = serde_json::from_str(info).unwrap_or_default();
+        let (user_id, extend) = (user_id.into(), extend.into());
+        let kind = if joined { Kind::GroupJoined { user_id, extend } } else { Kind::GroupLeft { user_id, extend } };
+        h.emit(Event::new(kind, system, Some(group), Some(client.into())));
+    }
+
+    /// An event about a client of any node (a dead one's, when reaping).
+    pub(super) fn emit_client(&self, kind: Kind, system: Arc<str>, client: &str) {
+        if let Some(h) = &self.cfg.hooks {
+            h.emit(Event::new(kind, system, None, Some(client.into())));
+        }
+    }
+
+    pub(super) fn emit_group(&self, kind: Kind, system: Arc<str>, group: Arc<str>) {
+        if let Some(h) = &self.cfg.hooks {
+            h.emit(Event::new(kind, system, Some(group), None));
+        }
+    }
+
     /// The members of each of `groups` (one pipeline of `HKEYS`, one per group of the page).
     fn group_members(&mut self, system: &str, groups: &[String]) -> Result<HashMap<String, Vec<String>>, String> {
         let mut p = redis::pipe();
@@ -173,6 +227,17 @@ fn stream_message(e: Value, cutoff: u64) -> Option<Vec<u8>> {
     }
     match fields.into_iter().nth(1)? {
         Value::BulkString(b) => Some(b),
+        _ => None,
+    }
+}
+
+/// A Lua step's `{a, b}` result.
+pub(super) fn pair(r: &RedisResult<Value>) -> Option<(i64, i64)> {
+    match r {
+        Ok(Value::Array(v)) => match v.as_slice() {
+            [Value::Int(a), Value::Int(b)] => Some((*a, *b)),
+            _ => None,
+        },
         _ => None,
     }
 }
