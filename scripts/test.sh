@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, black-box tests (real server processes on port 0, real
-# WebSocket and HTTP clients; cluster tests with their own redis-server), then Autobahn
-# conformance against the echo path.
+# WebSocket and HTTP clients; cluster tests with their own redis-server), the server against
+# its OpenAPI document (Schemathesis), then Autobahn conformance against the echo path.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then
@@ -12,4 +12,5 @@ if ! command -v redis-server >/dev/null; then
 fi
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
+scripts/openapi-check.sh
 scripts/autobahn.sh

@@ -239,6 +239,21 @@ mod tests {
         assert_eq!(ENDPOINTS.iter().filter(|e| e.access == Access::Operator).count(), 1);
     }
 
+    /// The OpenAPI document describes exactly the endpoints of this table.
+    #[test]
+    fn the_openapi_document_matches_the_table() {
+        let doc: serde_json::Value = serde_json::from_str(api::OPENAPI).unwrap();
+        assert_eq!(doc["openapi"], "3.1.0");
+        let paths = doc["paths"].as_object().unwrap();
+        for e in ENDPOINTS {
+            let op = &paths[&format!("/api/{}", e.name)]["post"];
+            assert_eq!(op["operationId"], e.name);
+            assert_eq!(op["parameters"].is_array(), e.access == Access::System, "{}: SystemId header", e.name);
+        }
+        let api_paths = paths.keys().filter(|p| p.starts_with("/api/") && *p != "/api/openapi.json").count();
+        assert_eq!(api_paths, ENDPOINTS.len());
+    }
+
     #[test]
     fn bodies_become_operations() {
         let mine = ids::client_id(7, ids::ConnId { shard: 0, slot: 1, gen: 2 });

@@ -77,6 +77,9 @@ impl Shard {
                 let body = format!("{{\"status\":\"ok\",\"connections\":{n}{cluster}}}");
                 self.respond(slot, 200, body.as_bytes(), ka);
             }
+            ("GET", "/api/openapi.json") => {
+                self.respond(slot, 200, api::OPENAPI.as_bytes(), ka);
+            }
             ("GET", "/metrics") => {
                 let text = metrics::render(&self.shared.stats, &self.shared.hub_stats);
                 self.respond_as(slot, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
