@@ -42,6 +42,7 @@
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
 //! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
+//! | [`admin`] | `admin_listen`: `/metrics` and `/health` without a token on an internal address (one small thread) |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
 //! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker), a bounded queue and a sender thread of their own |
 //!
@@ -65,6 +66,7 @@
 //!    once `hub_queue` commands wait there.)
 //! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
 
+pub mod admin;
 pub mod auth;
 pub mod cluster;
 pub mod config;

@@ -54,8 +54,15 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // Scripts and tests read this line to learn the port.
-    println!("roomcast listening on {}", server.local_addr());
+    // Scripts and tests read this line to learn the port (and the next for the admin one):
+    // one write, errors ignored (a reader may have gone).
+    let mut lines = format!("roomcast listening on {}\n", server.local_addr());
+    if let Some(a) = server.admin_addr() {
+        lines += &format!("roomcast admin on {a}\n");
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = std::io::Write::write_all(&mut out, lines.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
+    drop(out);
     tracing::info!(addr = %server.local_addr(), shards, open_api = open, "roomcast started");
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "shutting down: closing clients with 1001");

@@ -33,9 +33,13 @@ counters!(ShardStats {
     ws_clients: "open WebSocket connections",
     accepted_total: "TCP connections accepted",
     refused_full_total: "connections refused because max_connections was reached",
+    refused_per_ip_total:
+        "connections and WebSocket handshakes refused (429) by max_connections_per_ip or handshakes_per_ip_per_second",
+    origin_refusals_total: "WebSocket handshakes refused (403) for an Origin not in allowed_origins",
     http_requests_total: "HTTP requests parsed",
     http_errors_total: "HTTP requests answered with a 4xx/5xx status",
     hub_busy_total: "requests answered 503 because the hub queue was full",
+    metrics_refusals_total: "GET /metrics refused on the public listener (API key set, no operator token)",
     limit_refusals_total: "API calls and connects refused for a name or extend over max_name_bytes / max_extend_bytes",
     frames_queued_total: "server-to-client frames queued",
     bytes_written_total: "bytes written to sockets",
@@ -111,6 +115,17 @@ pub fn sub(c: &AtomicU64, n: u64) {
 /// Sum of one field over all shards.
 pub fn sum(shards: &[PerShard], f: impl Fn(&ShardStats) -> &AtomicU64) -> u64 {
     shards.iter().map(|s| f(s).load(Relaxed)).sum()
+}
+
+/// `/health`'s body: `{"status":"ok","connections":N}` (+ `"cluster"` in cluster mode).
+pub fn health(shards: &[PerShard], hub: &HubStats, cluster: bool) -> String {
+    let n = sum(shards, |s| &s.ws_clients);
+    let c = match (cluster, hub.cluster_up.load(Relaxed) == 1) {
+        (false, _) => "",
+        (true, true) => ",\"cluster\":\"up\"",
+        (true, false) => ",\"cluster\":\"redis unreachable\"",
+    };
+    format!("{{\"status\":\"ok\",\"connections\":{n}{c}}}")
 }
 
 /// Renders all counters in Prometheus text format.

@@ -10,6 +10,7 @@ use crossbeam_channel::{bounded, Sender};
 use mio::{Poll, Waker};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::admin;
 use crate::auth::Verifier;
 use crate::cluster::{self, ClusterConfig, Replies};
 use crate::config::{Config, JwtKey};
@@ -22,6 +23,7 @@ use crate::webhooks::{self, WebhookConfig};
 /// A running node.
 pub struct Server {
     addr: SocketAddr,
+    admin: Option<SocketAddr>,
     links: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
     shards: Vec<JoinHandle<()>>,
     hub: Option<JoinHandle<()>>,
@@ -85,6 +87,7 @@ impl Server {
             stats: metrics::per_shard(n),
             hub_stats: hub_stats.clone(),
             connections: AtomicUsize::new(0),
+            per_ip: crate::shard::per_ip::PerIp::new(cfg.max_connections_per_ip, cfg.handshakes_per_ip_per_second),
             cfg: cfg.clone(),
         });
         let (hub_tx, hub_rx) = bounded(cfg.hub_queue);
@@ -113,6 +116,10 @@ impl Server {
                 })?;
             shards.push(thread);
         }
+        let admin = match cfg.admin_listen {
+            Some(a) => Some(admin::start(a, shared.clone())?),
+            None => None,
+        };
         let (hooks, hook_threads) = match &cfg.webhook_url {
             None => (None, Vec::new()),
             Some(url) => {
@@ -164,12 +171,17 @@ impl Server {
         // sender then delivers what is left, bounded by shutdown_timeout.
         cluster.extend(hook_threads);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
-        Ok(Server { addr, links, shards, hub: Some(hub), cluster, hub_tx })
+        Ok(Server { addr, admin, links, shards, hub: Some(hub), cluster, hub_tx })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's bound address, if `admin_listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// Graceful shutdown: every shard stops accepting, sends close 1001 to its clients,

@@ -37,6 +37,14 @@ settings! {
         "Require a JWT for the system (?token=) on WebSocket connects";
     echo_path: String = none, "ROOMCAST_ECHO_PATH",
         "Serve an echo WebSocket at this path, for conformance tests";
+    admin_listen: SocketAddr = none, "ROOMCAST_ADMIN_LISTEN",
+        "Internal address serving /metrics and /health without a token (off by default)";
+    allowed_origins: String = none, "ROOMCAST_ALLOWED_ORIGINS",
+        "Browser origins allowed to open a WebSocket, comma-separated: https://app.example.com, *.example.com (others: 403; no Origin header: allowed)";
+    max_connections_per_ip: usize = "0", "ROOMCAST_MAX_CONNECTIONS_PER_IP",
+        "Open connections one source address may hold (0: no bound); beyond: 429 and close";
+    handshakes_per_ip_per_second: usize = "0", "ROOMCAST_HANDSHAKES_PER_IP_PER_SECOND",
+        "WebSocket handshakes one source address may make per second (0: no bound); beyond: 429 and close";
     max_connections: usize = (open_file_limit().saturating_sub(64).max(1), "open-file limit - 64"),
         "ROOMCAST_MAX_CONNECTIONS", "Max open TCP connections; beyond: 503 and close";
     max_message_size: usize = "8192", "ROOMCAST_MAX_MESSAGE_SIZE",
@@ -118,6 +126,8 @@ pub struct Config {
     settings: Settings,
     /// The JWT key for the API (from `jwt_secret` or `jwt_public_key` + `jwt_alg`).
     pub jwt: JwtKey,
+    /// `allowed_origins`, parsed.
+    pub origins: Option<crate::protocol::origin::Origins>,
 }
 
 impl Deref for Config {
@@ -264,7 +274,8 @@ impl ServeArgs {
         if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
             return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());
         }
-        Ok(Config { settings: s, jwt })
+        let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
+        Ok(Config { settings: s, jwt, origins })
     }
 }
 

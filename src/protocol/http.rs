@@ -48,6 +48,8 @@ pub struct Head {
     pub upgrade_websocket: bool,
     pub ws_key: Option<String>,
     pub ws_version: Option<String>,
+    /// `Origin` (browsers send it on WebSocket handshakes).
+    pub origin: Option<String>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
     pub expect_continue: bool,
     /// Length of the head in bytes; the body follows.
@@ -160,6 +162,8 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
             h.ws_key = Some(text()?);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             h.ws_version = Some(text()?);
+        } else if name.eq_ignore_ascii_case("origin") {
+            h.origin = Some(text()?);
         }
     }
     h.upgrade_websocket &= connection_upgrade;

@@ -3,4 +3,5 @@
 
 pub mod api;
 pub mod http;
+pub mod origin;
 pub mod ws;

@@ -2,7 +2,6 @@
 //! WebSocket upgrades, `/health` and `/metrics`.
 
 use bytes::Bytes;
-use std::sync::atomic::Ordering::Relaxed;
 
 use super::endpoints::{self, Access, Limits, Request};
 use super::{Shard, State};
@@ -68,19 +67,19 @@ impl Shard {
         }
         match (head.method.as_str(), path) {
             ("GET", "/health") => {
-                let n = metrics::sum(&self.shared.stats, |s| &s.ws_clients);
-                let cluster = match (&self.shared.cfg.redis, self.shared.hub_stats.cluster_up.load(Relaxed) == 1) {
-                    (None, _) => "",
-                    (Some(_), true) => ",\"cluster\":\"up\"",
-                    (Some(_), false) => ",\"cluster\":\"redis unreachable\"",
-                };
-                let body = format!("{{\"status\":\"ok\",\"connections\":{n}{cluster}}}");
+                let body = metrics::health(&self.shared.stats, &self.shared.hub_stats, self.shared.cfg.redis.is_some());
                 self.respond(slot, 200, body.as_bytes(), ka);
             }
             ("GET", "/api/openapi.json") => {
                 self.respond(slot, 200, api::OPENAPI.as_bytes(), ka);
             }
             ("GET", "/metrics") => {
+                // With an API key, the numbers are an operator's (an internal address can serve
+                // them without a token: admin_listen).
+                if let Err(e) = self.shared.verifier.check(head.authorization.as_deref(), Scope::Operator) {
+                    metrics::add(&self.stats().metrics_refusals_total, 1);
+                    return self.respond(slot, e.status(), &api::err_body(e.message()), ka);
+                }
                 let text = metrics::render(&self.shared.stats, &self.shared.hub_stats);
                 self.respond_as(slot, 200, "text/plain; version=0.0.4", text.as_bytes(), ka);
             }
@@ -213,6 +212,19 @@ impl Shard {
         let Some(key) = head.ws_key.as_deref() else {
             return self.respond(slot, 400, &api::err_body("missing Sec-WebSocket-Key"), false);
         };
+        if let (Some(allowed), Some(origin)) = (&self.shared.cfg.origins, head.origin.as_deref()) {
+            if !allowed.allows(origin) {
+                metrics::add(&self.stats().origin_refusals_total, 1);
+                return self.respond(slot, 403, &api::err_body("origin not allowed"), false);
+            }
+        }
+        if let (Some(p), Some(sock)) = (&self.shared.per_ip, self.conns[slot].sock.as_ref()) {
+            if !p.handshake(std::os::fd::AsRawFd::as_raw_fd(sock)) {
+                metrics::add(&self.stats().refused_per_ip_total, 1);
+                let msg = "too many WebSocket handshakes from this address: handshakes_per_ip_per_second reached";
+                return self.respond(slot, 429, &api::err_body(msg), false);
+            }
+        }
         let accept = http::switching_protocols(key);
         if echo {
             self.become_ws(slot, accept, State::Echo);

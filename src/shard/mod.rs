@@ -19,6 +19,7 @@ mod endpoints;
 mod http;
 mod inbox;
 mod output;
+pub mod per_ip;
 mod relay;
 mod resume;
 mod sweep;
@@ -71,6 +72,19 @@ pub struct Shared {
     pub hub_stats: Arc<HubStats>,
     /// Open TCP connections over all shards, against `max_connections`.
     pub connections: AtomicUsize,
+    /// Per source address counts, when a per-address bound is set.
+    pub per_ip: Option<per_ip::PerIp>,
+}
+
+impl Shared {
+    /// A counted socket is going (still open): it no longer counts against `max_connections`
+    /// nor against its address.
+    pub(crate) fn socket_gone(&self, sock: &TcpStream) {
+        self.connections.fetch_sub(1, Relaxed);
+        if let Some(p) = &self.per_ip {
+            p.release(std::os::fd::AsRawFd::as_raw_fd(sock));
+        }
+    }
 }
 
 /// One event loop.
@@ -229,7 +243,7 @@ impl Shard {
         loop {
             let Some(listener) = &self.listener else { return };
             match listener.accept() {
-                Ok((sock, _)) => self.admit(sock),
+                Ok((sock, peer)) => self.admit(sock, peer.ip()),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -245,45 +259,51 @@ impl Shard {
         }
     }
 
-    /// A new TCP connection: counted against `max_connections` (503 beyond), then adopted.
-    fn admit(&mut self, mut sock: TcpStream) {
+    /// A new TCP connection: counted against `max_connections` (503 beyond) and against its
+    /// address's `max_connections_per_ip` (429 beyond), then adopted.
+    fn admit(&mut self, mut sock: TcpStream, ip: std::net::IpAddr) {
         let shared = self.shared.clone();
-        if shared.connections.fetch_add(1, Relaxed) >= shared.cfg.max_connections {
+        let refused = if shared.connections.fetch_add(1, Relaxed) >= shared.cfg.max_connections {
             shared.connections.fetch_sub(1, Relaxed);
             metrics::add(&self.stats().refused_full_total, 1);
+            Some((503, "server is full: max_connections reached"))
+        } else if shared.per_ip.as_ref().is_some_and(|p| !p.admit(std::os::fd::AsRawFd::as_raw_fd(&sock), ip)) {
+            shared.connections.fetch_sub(1, Relaxed);
+            metrics::add(&self.stats().refused_per_ip_total, 1);
+            Some((429, "too many connections from this address: max_connections_per_ip reached"))
+        } else {
+            None
+        };
+        if let Some((status, why)) = refused {
             if self.log_ok() {
-                tracing::warn!(
-                    shard = self.id,
-                    max = self.shared.cfg.max_connections,
-                    "connection refused (503): max_connections reached"
-                );
+                tracing::warn!(shard = self.id, %ip, "connection refused ({status}): {why}");
             }
-            let body = crate::protocol::api::err_body("server is full: max_connections reached");
-            let resp = crate::protocol::http::json(503, &body, false);
+            let body = crate::protocol::api::err_body(why);
+            let resp = crate::protocol::http::json(status, &body, false);
             let _ = io::Write::write(&mut sock, &resp);
             return;
         }
         let _ = sock.set_nodelay(true);
         metrics::add(&self.stats().accepted_total, 1);
-        if self.adopt(sock).is_none() {
-            shared.connections.fetch_sub(1, Relaxed);
-        }
+        self.adopt(sock);
     }
 
     /// Puts a socket (new, or handed over by another shard for a resume; already counted in
     /// `connections`) into the slab as an HTTP connection; its slot, or `None` if it could not
-    /// be registered (the socket is then closed).
+    /// be registered (the socket is then uncounted and closed).
     pub(super) fn adopt(&mut self, mut sock: TcpStream) -> Option<usize> {
         let now = self.now();
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
         if slot >= ids::SLOTS {
             // A clientId has room for 2^24 slots per shard (far above any open-file limit).
+            self.shared.socket_gone(&sock);
             return None;
         }
         // Edge-triggered, readable and writable registered once: no re-registration syscalls.
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("register failed: {e}");
+            self.shared.socket_gone(&sock);
             return None;
         }
         let gen = self.next_gen;

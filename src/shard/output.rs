@@ -1,8 +1,6 @@
 //! The shard's output side: queueing shared frames (hard limit), the once-per-turn gathered
 //! writes, and closing connections (close frame, flush, half-close, free the slot).
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use crossbeam_channel::TrySendError;
 
 use super::conn::FRAME_COST;
@@ -223,7 +221,7 @@ impl Shard {
         match conn.sock.as_mut() {
             Some(sock) => {
                 let _ = self.poll.registry().deregister(sock);
-                self.shared.connections.fetch_sub(1, Relaxed);
+                self.shared.socket_gone(sock);
                 metrics::sub(&self.stats().connections, 1);
             }
             None if was == State::Detached => metrics::sub(&self.stats().recovery_sessions, 1),

@@ -162,7 +162,7 @@ impl Shard {
         let conn = &mut self.conns[slot];
         if let Some(mut sock) = conn.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
-            self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            self.shared.socket_gone(&sock);
             metrics::sub(&st.connections, 1);
             metrics::sub(&st.ws_clients, 1);
             metrics::add(&st.recovery_takeovers_total, 1);

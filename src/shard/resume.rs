@@ -7,8 +7,6 @@
 //! `ShardMsg::Resume`); the session's shard sends the 101, the connect frame and the missed
 //! frames, all in its own order with the frames still arriving for the session.
 
-use std::sync::atomic::Ordering::Relaxed;
-
 use bytes::Bytes;
 use crossbeam_channel::TrySendError;
 use mio::{Interest, Token};
@@ -96,7 +94,7 @@ impl Shard {
         let st = &self.shared.stats[self.id as usize];
         if let Some(mut sock) = conn.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
-            self.shared.connections.fetch_sub(1, Relaxed);
+            self.shared.socket_gone(&sock);
             metrics::sub(&st.connections, 1);
             metrics::sub(&st.ws_clients, 1);
         }
@@ -200,7 +198,7 @@ impl Shard {
         self.unlink(slot, "session taken over");
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("register failed: {e}");
-            self.shared.connections.fetch_sub(1, Relaxed);
+            self.shared.socket_gone(&sock);
             return;
         }
         let now = self.now();
@@ -210,7 +208,7 @@ impl Shard {
             // Takeover: the old connection still looked open.
             Some(mut old) => {
                 let _ = self.poll.registry().deregister(&mut old);
-                self.shared.connections.fetch_sub(1, Relaxed);
+                self.shared.socket_gone(&old);
                 metrics::add(&st.recovery_takeovers_total, 1);
             }
             None => {
@@ -246,11 +244,8 @@ impl Shard {
         if let Some(why) = why {
             self.refused(why);
         }
-        match self.adopt(r.sock) {
-            Some(slot) => self.connect_client(slot, r.accept, r.system, true, false),
-            None => {
-                self.shared.connections.fetch_sub(1, Relaxed);
-            }
+        if let Some(slot) = self.adopt(r.sock) {
+            self.connect_client(slot, r.accept, r.system, true, false);
         }
     }
 

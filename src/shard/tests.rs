@@ -22,6 +22,7 @@ fn shard() -> (Shard, std::net::SocketAddr) {
         stats: metrics::per_shard(1),
         hub_stats: Arc::new(HubStats::default()),
         connections: AtomicUsize::new(0),
+        per_ip: None,
         cfg,
     });
     let poll = Poll::new().unwrap();

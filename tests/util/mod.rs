@@ -21,6 +21,8 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub token: Option<String>,
+    /// The admin listener's address, when started with `--admin-listen`.
+    pub admin: Option<SocketAddr>,
 }
 
 impl Server {
@@ -59,15 +61,25 @@ impl Server {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("spawn roomcast");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).expect("read listen line");
+        out.read_line(&mut line).expect("read listen line");
         let addr = line
             .trim()
             .strip_prefix("roomcast listening on ")
             .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
             .parse()
             .unwrap();
-        Server { child, addr, token }
+        let admin = extra.contains(&"--admin-listen").then(|| {
+            line.clear();
+            out.read_line(&mut line).expect("read admin line");
+            line.trim()
+                .strip_prefix("roomcast admin on ")
+                .unwrap_or_else(|| panic!("no admin line: {line:?}"))
+                .parse()
+                .unwrap()
+        });
+        Server { child, addr, token, admin }
     }
 
     pub fn url(&self, path_and_query: &str) -> String {
@@ -297,7 +309,10 @@ impl Http {
 
 /// Reads `/metrics` and returns the value of `name`.
 pub fn metric(server: &Server, name: &str) -> u64 {
-    let (_, text) = server.raw(b"GET /metrics HTTP/1.1\r\nConnection: close\r\n\r\n");
+    let auth = server.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req = format!("GET /metrics HTTP/1.1\r\n{auth}Connection: close\r\n\r\n");
+    let (status, text) = server.raw(req.as_bytes());
+    assert_eq!(status, 200, "GET /metrics: {text}");
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("roomcast_{name} ")).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("metric {name} missing"))

@@ -1,0 +1,173 @@
+//! The internet edge: `/metrics` behind the operator token, the admin listener, allowed
+//! origins and per-address bounds — through a real server process and real sockets.
+
+mod util;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use tungstenite::client::IntoClientRequest;
+use util::*;
+
+fn get(addr: SocketAddr, path: &str, auth: Option<&str>) -> (u16, String) {
+    let auth = auth.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    raw_at(addr, format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes())
+}
+
+#[test]
+fn metrics_need_an_operator_token_unless_on_the_admin_listener() {
+    let s = Server::start_with_jwt(&["--admin-listen", "127.0.0.1:0"]);
+    let (st, body) = get(s.addr, "/metrics", None);
+    assert_eq!(st, 401, "{body}");
+    let (st, body) = get(s.addr, "/metrics", Some(&token(Some("sys"), 60)));
+    assert_eq!(st, 403, "a system's token is not an operator's: {body}");
+    let (st, body) = get(s.addr, "/metrics", s.token.as_deref());
+    assert_eq!(st, 200);
+    assert!(body.contains("roomcast_metrics_refusals_total 2"), "{body}");
+    let (st, body) = get(s.addr, "/health", None);
+    assert_eq!(st, 200, "health stays open on the public listener: {body}");
+
+    let admin = s.admin.expect("admin address");
+    let (st, body) = get(admin, "/metrics", None);
+    assert_eq!(st, 200);
+    assert!(body.contains("roomcast_connections "), "{body}");
+    let (st, body) = get(admin, "/health", None);
+    assert_eq!((st, body.contains("\"status\":\"ok\"")), (200, true), "{body}");
+    let (st, body) = get(admin, "/api/send_to_client", None);
+    assert_eq!(st, 404, "{body}");
+    let (st, _) = raw_at(admin, b"GARBAGE\r\n\r\n");
+    assert_eq!(st, 400);
+}
+
+#[test]
+fn metrics_stay_open_without_an_api_key() {
+    let s = Server::start(&[]);
+    assert_eq!(get(s.addr, "/metrics", None).0, 200);
+}
+
+/// A handshake with `origin`: the HTTP status the server answered (101 on success).
+fn handshake_status(s: &Server, origin: Option<&str>) -> u16 {
+    let mut req = s.url("/ws?systemId=sys").into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("Origin", o.parse().unwrap());
+    }
+    let stream = TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    match tungstenite::client::client(req, stream) {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => resp.status().as_u16(),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+#[test]
+fn only_allowed_origins_may_open_a_websocket() {
+    let s = Server::start(&["--allowed-origins", "https://app.example.com, *.example.org"]);
+    s.register("sys");
+    assert_eq!(handshake_status(&s, Some("https://app.example.com")), 101);
+    assert_eq!(handshake_status(&s, Some("https://live.example.org:8443")), 101);
+    assert_eq!(handshake_status(&s, None), 101, "no Origin: not a browser");
+    assert_eq!(handshake_status(&s, Some("https://evil.example.com")), 403);
+    assert_eq!(handshake_status(&s, Some("http://app.example.com")), 403, "another scheme");
+    assert_eq!(handshake_status(&s, Some("null")), 403);
+    assert_eq!(metric(&s, "origin_refusals_total"), 3);
+    // The refused handshakes took nothing with them: the server still serves.
+    let mut c = s.client("sys");
+    assert!(!c.id.is_empty());
+    c.expect_silence(Duration::from_millis(50));
+}
+
+#[test]
+fn bad_allowed_origins_stop_the_server_with_a_message() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--listen", "127.0.0.1:0", "--allowed-origins", "app.example.com"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("allowed_origins") && err.contains("app.example.com"), "{err}");
+}
+
+/// A TCP connection from `from` (any 127/8 address works on Linux loopback).
+fn connect_from(from: &str, to: SocketAddr) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{from}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&to.into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// `GET /health` on an open keep-alive connection: the status.
+fn health_on(c: &mut TcpStream) -> u16 {
+    c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if let Some((st, _, _)) = complete_response(&buf) {
+            return st;
+        }
+        match c.read(&mut chunk) {
+            Ok(0) | Err(_) => return 0,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// What the server says to a connection it refuses at once (it sends before reading).
+fn refusal(mut c: TcpStream) -> (u16, String) {
+    let mut out = Vec::new();
+    let _ = c.read_to_end(&mut out);
+    parse_response(&out)
+}
+
+#[test]
+fn connections_per_address_are_bounded() {
+    let s = Server::start(&["--max-connections-per-ip", "2"]);
+    let mut a = connect_from("127.0.0.1", s.addr);
+    let mut b = connect_from("127.0.0.1", s.addr);
+    assert_eq!((health_on(&mut a), health_on(&mut b)), (200, 200));
+    let (st, body) = refusal(connect_from("127.0.0.1", s.addr));
+    assert_eq!(st, 429, "{body}");
+    assert!(body.contains("max_connections_per_ip"), "{body}");
+    // Another address is not affected.
+    let mut other = connect_from("127.0.0.2", s.addr);
+    assert_eq!(health_on(&mut other), 200);
+    // A closed connection gives its place back (the close reaches the server shortly after).
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut again = loop {
+        let mut c = connect_from("127.0.0.1", s.addr);
+        if health_on(&mut c) == 200 {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "the place of a closed connection never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(health_on(&mut again), 200);
+    drop((again, b, other));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(metric(&s, "refused_per_ip_total") >= 1);
+}
+
+#[test]
+fn websocket_handshakes_per_address_are_rate_bounded() {
+    let s = Server::start(&["--handshakes-per-ip-per-second", "2"]);
+    s.register("sys");
+    // Six handshakes within well under a second span at most two one-second windows: at most
+    // four may pass.
+    let started = Instant::now();
+    let statuses: Vec<u16> = (0..6).map(|_| handshake_status(&s, None)).collect();
+    if started.elapsed() < Duration::from_millis(900) {
+        let ok = statuses.iter().filter(|&&st| st == 101).count();
+        let refused = statuses.iter().filter(|&&st| st == 429).count();
+        assert_eq!(ok + refused, 6, "{statuses:?}");
+        assert!((2..=4).contains(&ok), "{statuses:?}");
+    }
+    assert!(statuses.contains(&429), "{statuses:?}");
+    // HTTP API calls are not handshakes: not bounded by the rate.
+    for _ in 0..5 {
+        assert_eq!(get(s.addr, "/health", None).0, 200);
+    }
+}
