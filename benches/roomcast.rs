@@ -36,6 +36,27 @@ fn frame_build(c: &mut Criterion) {
     g.finish();
 }
 
+/// permessage-deflate: one compression per message (shared by every compressing recipient)
+/// and one inflation per compressed client message, at the default level 1.
+fn deflate(c: &mut Criterion) {
+    use roomcast::protocol::deflate::{Deflater, Inflater};
+    let mut g = c.benchmark_group("deflate");
+    let words = ["the", "room", "is", "open", "and", "we", "play", "next", "round", "score", "team", "wins"];
+    let text: String = (0..120).map(|i| words[(i * 7 + i / 3) % words.len()]).collect::<Vec<_>>().join(" ");
+    let body = format!(
+        r#"{{"messageId":"9fa54bdbbf2778cb","sendUserId":"user-1234","code":200,"msg":"chat","data":{{"text":"{text}"}}}}"#
+    );
+    let mut d = Deflater::new(1);
+    let z = d.frame(0x1, body.as_bytes()).expect("compressible");
+    let zp = roomcast::protocol::ws::payload(&z).to_vec();
+    println!("deflate: {} bytes -> {} bytes", body.len(), zp.len());
+    g.throughput(Throughput::Bytes(body.len() as u64));
+    g.bench_function("compress_600B", |b| b.iter(|| d.frame(0x1, black_box(body.as_bytes()))));
+    let mut i = Inflater::default();
+    g.bench_function("inflate_600B", |b| b.iter(|| i.message(black_box(&zp), 8192)));
+    g.finish();
+}
+
 fn json_parse(c: &mut Criterion) {
     let mut g = c.benchmark_group("json_parse");
     g.throughput(Throughput::Bytes(BODY.len() as u64));
@@ -95,6 +116,7 @@ fn hub_fanout(c: &mut Criterion) {
         groups_page_size: 1000,
         history_size: 0,
         history_ttl: std::time::Duration::from_secs(600),
+        compress_min: None,
     };
     let mut hub = Hub::new(cfg, links, Arc::new(HubStats::default()), None, None);
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
@@ -171,5 +193,5 @@ fn output_queue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frame_build, json_parse, http_parse, hub_fanout, output_queue);
+criterion_group!(benches, frame_build, deflate, json_parse, http_parse, hub_fanout, output_queue);
 criterion_main!(benches);

@@ -34,11 +34,11 @@
 //! | --- | --- |
 //! | [`config`] | CLI, env vars and TOML file merged into one [`config::Config`] |
 //! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
-//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; the API's endpoint table (`shard/endpoints.rs`) |
+//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
 //! | [`hub`] | the group index: the only place membership lives; fans out to shards. One method per API operation (`hub/ops.rs`) over one backend seam (`hub/backend.rs`: single node or Redis) |
 //! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys, the wire format between nodes |
 //! | [`msg`] | **the contract between shards and hub**: `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
-//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, API JSON and typed API errors |
+//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, permessage-deflate (negotiation, compress/inflate), allowed origins, API JSON and typed API errors |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
 //! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
@@ -50,10 +50,13 @@
 //!
 //! 1. A connection is read and written only by the shard that accepted it; hub state only by
 //!    the hub thread. No lock on any per-message path of a single node (cluster mode: a
-//!    forwarded call takes the `Pending` mutex once when sent and once when answered).
+//!    forwarded call takes the `Pending` mutex once when sent and once when answered;
+//!    per-address bounds, when set, take one mutex at accept, handshake and close).
 //! 2. One outgoing message is serialized exactly once into an immutable [`bytes::Bytes`]
 //!    (WebSocket header + JSON) shared by every recipient on every shard (inside a shard,
 //!    through a shard-local `Rc`, so recipients never contend on one atomic refcount).
+//!    With `compression`, its compressed form is made at most once too, by the first shard
+//!    that needs it, into a cell the hub attached to the message (`msg::Zipped`).
 //! 3. A broadcast costs the hub O(shards): it hands each shard an `Arc` snapshot of that
 //!    shard's members, rebuilt only after membership changed.
 //! 4. Per-connection output is a queue of shared buffers flushed with `writev` (`send` for a

@@ -21,6 +21,12 @@ use crate::ids::{ClientRef, ConnId};
 /// every recipient (invariant 2).
 pub type Frame = Bytes;
 
+/// The compressed form of a frame (permessage-deflate), made by the first shard that has a
+/// compressing recipient for it and shared by every shard; `None` inside: compressing did not
+/// make it smaller. The hub attaches one cell per message when compression is on and the
+/// message is large enough (`compression_min_size`); `None`: send it plain to everyone.
+pub type Zipped = Option<Arc<std::sync::OnceLock<Option<Bytes>>>>;
+
 /// Shard → hub.
 #[derive(Debug)]
 pub enum Command {
@@ -74,6 +80,8 @@ pub struct Resume {
     pub sock: mio::net::TcpStream,
     /// The 101 response, not sent yet (the session's shard sends it, then the connect frame).
     pub accept: Bytes,
+    /// What the 101 agreed for permessage-deflate (`Conn::deflate`).
+    pub deflate: u8,
     pub system: Box<str>,
     /// The session the token names (on this node).
     pub session: ConnId,
@@ -205,9 +213,9 @@ impl Wakes {
 #[derive(Debug)]
 pub enum ShardMsg {
     /// Queue `frame` on every live target of this shard.
-    Deliver { frame: Frame, targets: Arc<[Target]> },
+    Deliver { frame: Frame, zipped: Zipped, targets: Arc<[Target]> },
     /// Queue `frame` on one target.
-    DeliverOne { target: Target, frame: Frame },
+    DeliverOne { target: Target, frame: Frame, zipped: Zipped },
     /// The answer to [`Command::Connect`]: `Ok(())` sends the connect frame, `Err(msg)`
     /// sends the -1001 error frame with `msg` and closes.
     Welcome { to: Target, result: Result<(), String> },

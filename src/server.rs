@@ -165,6 +165,7 @@ impl Server {
             groups_page_size: cfg.groups_page_size,
             history_size: cfg.history_size,
             history_ttl: cfg.history_ttl,
+            compress_min: cfg.compression.then_some(cfg.compression_min_size),
         };
         let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker, hooks);
         // Joined after the hub and the broker (which hold the event senders): the webhook

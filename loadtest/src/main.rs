@@ -76,7 +76,8 @@ pub struct Cli {
     /// Concurrent keep-alive HTTP connections for API calls.
     #[arg(long, default_value_t = 16)]
     pub concurrency: usize,
-    /// Extra bytes of padding in each message's data.
+    /// Extra bytes of padding in each message's data: text of common words, as compressible
+    /// as chat (about 2-3x with deflate), not a run of one letter.
     #[arg(long, default_value_t = 0)]
     pub payload: usize,
     /// New connections per second (all workers together).
@@ -115,6 +116,10 @@ pub struct Cli {
     /// Clients opt in to session recovery (recover=1) in any scenario (what it costs).
     #[arg(long)]
     pub recover: bool,
+    /// Clients offer permessage-deflate (start the server with --compression); what comes
+    /// compressed is inflated, and bytes on the wire are counted either way.
+    #[arg(long)]
+    pub compression: bool,
     /// Recover: clients dropped (and resumed) per second, all workers together.
     #[arg(long, default_value_t = 50.0)]
     pub drop_rate: f64,
@@ -145,6 +150,26 @@ pub struct Opts {
     pub churners: usize,
     /// Clients opt in to session recovery (recover, reconnect).
     pub recover: bool,
+    /// Clients offer permessage-deflate.
+    pub compression: bool,
+}
+
+/// `n` bytes of chat-like text: common words picked by a seeded generator (the same text on
+/// every run).
+fn chat_text(n: usize) -> String {
+    const WORDS: [&str; 40] = [
+        "the", "room", "is", "open", "and", "we", "are", "playing", "next", "round", "score", "team", "red", "blue",
+        "wins", "again", "hello", "everyone", "who", "ready", "quiz", "question", "answer", "seven", "vote", "for",
+        "best", "idea", "today", "let's", "go", "back", "later", "nice", "move", "thanks", "see", "you", "at", "nine",
+    ];
+    let mut rng = fastrand::Rng::with_seed(42);
+    let mut s = String::with_capacity(n + 16);
+    while s.len() < n {
+        s.push_str(WORDS[rng.usize(..WORDS.len())]);
+        s.push(if rng.u8(..) < 24 { '.' } else { ' ' });
+    }
+    s.truncate(n);
+    s
 }
 
 /// Nanoseconds since the Unix epoch (the same clock in every process on this machine).
@@ -176,6 +201,7 @@ fn main() {
         groups: cli.groups.max(1),
         churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
         recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
+        compression: cli.compression,
     };
     if let Some(i) = cli.worker {
         if let Err(e) = worker::run(&opts, i) {
@@ -471,7 +497,7 @@ fn run_sends(
             }
         }
     }
-    let pad = "x".repeat(cli.payload);
+    let pad = chat_text(cli.payload);
     let mut rng = fastrand::Rng::with_seed(7);
     let picks: Vec<usize> = (0..cli.messages).map(|_| rng.usize(..targets.len().max(1))).collect();
     for &p in &picks {
@@ -604,6 +630,10 @@ fn run_sends(
         out.set("server_cpu_secs", json!(cpu));
         out.set("server_cpu_us_per_frame", json!(cpu * 1e6 / delivered.max(1) as f64));
     }
+    let wire: u64 = results.iter().map(|r| r["wire_bytes"].as_u64().unwrap_or(0)).sum();
+    out.set("wire_bytes_per_frame", json!(wire as f64 / delivered.max(1) as f64));
+    let compressed: u64 = results.iter().map(|r| r["compressed"].as_u64().unwrap_or(0)).sum();
+    out.set("compressed_frames", json!(compressed));
     Ok(i32::from(lost > 0 || stats.errors > 0 || notice_problems > 0))
 }
 

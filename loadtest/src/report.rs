@@ -85,6 +85,7 @@ impl Outcome {
             "latency_p99_ms",
             "rss_per_connection_bytes",
             "server_cpu_us_per_frame",
+            "wire_bytes_per_frame",
         ] {
             if let Some(x) = self.fields.get(k) {
                 let s = match x {

@@ -21,6 +21,9 @@ use serde_json::json;
 
 use crate::{now_nanos, Opts};
 
+/// The permessage-deflate offer of `--compression` (one header line).
+const EXT_OFFER: &str = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+
 enum St {
     Connecting,
     Handshake,
@@ -57,6 +60,11 @@ pub struct Tally {
     pub rec: crate::recover::RecTally,
     /// Time from a drop to the resumed connect frame (µs).
     pub resume_latency: Histogram<u64>,
+    /// Bytes on the wire (frame header and payload, as sent) of the code-200 frames.
+    pub wire_bytes: u64,
+    /// Frames that came compressed (permessage-deflate), and what inflates them.
+    pub compressed: u64,
+    inflater: roomcast::protocol::deflate::Inflater,
 }
 
 impl Tally {
@@ -74,6 +82,9 @@ impl Tally {
             notice_dups: 0,
             rec: Default::default(),
             resume_latency: h(),
+            wire_bytes: 0,
+            compressed: 0,
+            inflater: Default::default(),
         }
     }
 }
@@ -198,7 +209,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         Some(r) => crate::recover::path(&opts.system, r),
                         None => path.clone(),
                     };
-                    c.wbuf.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: loadtest\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes());
+                    let ext = if opts.compression { EXT_OFFER } else { "" };
+                    c.wbuf.extend_from_slice(format!("GET {path} HTTP/1.1\r\nHost: loadtest\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{ext}\r\n").as_bytes());
                     c.st = St::Handshake;
                 }
             }
@@ -340,7 +352,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 emit(json!({"type": "result", "worker": index, "codes": codes, "latency": hist_json(&tally.latency),
                     "first_rx": tally.first_rx, "last_rx": tally.last_rx, "closed": tally.closed, "connected": opened,
                     "notices": tally.notices, "notice_dups": tally.notice_dups,
-                    "seq_gaps": tally.rec.gaps, "seq_dups": tally.rec.dups}));
+                    "seq_gaps": tally.rec.gaps, "seq_dups": tally.rec.dups,
+                    "wire_bytes": tally.wire_bytes, "compressed": tally.compressed}));
                 expect = None;
             }
         }
@@ -491,7 +504,14 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
         if b.len() < hl + len {
             break;
         }
-        let p = &b[hl..hl + len];
+        let mut p = &b[hl..hl + len];
+        let inflated;
+        if b[0] & 0x40 != 0 {
+            // permessage-deflate (--compression): the message inflated.
+            tally.compressed += 1;
+            inflated = tally.inflater.message(p, 1 << 24).unwrap_or_default();
+            p = &inflated;
+        }
         match op {
             0x1 => {
                 if p.starts_with(b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\"") {
@@ -531,6 +551,7 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
                         }
                     }
                     if code == 200 {
+                        tally.wire_bytes += (hl + len) as u64;
                         if let Some(rec) = c.rec.as_mut() {
                             crate::recover::on_message(rec, p, &mut tally.rec);
                         }

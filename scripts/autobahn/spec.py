@@ -1,6 +1,9 @@
-# Writes the fuzzingclient spec for wstest and checks that the case patterns select at least one
-# case (wstest would otherwise wait forever). Runs under the suite's Python 2.7.
-# usage: python spec.py OUT.json URL CASES EXCLUDE REPORT_DIR
+# Writes the fuzzingclient specs for wstest: JOBS of them, the chosen cases dealt out in turn
+# so that each job gets a like share of the slow ones -- and checks that the case patterns
+# select at least one case (wstest would otherwise wait forever). Prints how many were chosen.
+# Runs under the suite's Python 2.7.
+# usage: python spec.py OUT_PREFIX URL CASES EXCLUDE REPORT_PREFIX JOBS
+#        (writes OUT_PREFIX.N.json reporting to REPORT_PREFIX.N, N = 0..JOBS-1, non-empty only)
 import json
 import re
 import sys
@@ -8,7 +11,8 @@ import sys
 from autobahntestsuite.case import CaseBasename, CaseCategories, Cases, CaseSetname, CaseSubCategories
 from autobahntestsuite.caseset import CaseSet
 
-out, url, cases, exclude, report = sys.argv[1:6]
+out, url, cases, exclude, report, jobs = sys.argv[1:7]
+jobs = max(1, int(jobs))
 
 
 def patterns(s):
@@ -26,6 +30,8 @@ chosen = CaseSet(CaseSetname, CaseBasename, Cases, CaseCategories, CaseSubCatego
 if not chosen:
     sys.stderr.write("autobahn: no case matches %s minus %s\n" % (spec["cases"], spec["exclude-cases"]))
     sys.exit(1)
-with open(out, "w") as f:
-    json.dump(spec, f, indent=2)
+for n in range(min(jobs, len(chosen))):
+    part = dict(spec, outdir="%s.%d" % (report, n), cases=chosen[n::jobs], **{"exclude-cases": []})
+    with open("%s.%d.json" % (out, n), "w") as f:
+        json.dump(part, f, indent=2)
 print(len(chosen))

@@ -3,7 +3,7 @@
 
 A case passes when its `behavior` is OK, NON-STRICT or INFORMATIONAL (as Autobahn's own report
 judges). Cases the run planned but that have no result (a crash, a timeout) count as failed.
-usage: python3 summary.py REPORT_DIR/index.json PLANNED WHY_IF_EMPTY
+usage: python3 summary.py PLANNED WHY_IF_EMPTY REPORT_DIR/index.json...  (one per job)
 """
 import json
 import os
@@ -17,12 +17,13 @@ def case_key(case_id):
 
 
 def main():
-    index, planned, why = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    planned, why, indexes = int(sys.argv[1]), sys.argv[2], sys.argv[3:]
     results = {}
-    if os.path.exists(index) and os.path.getsize(index) > 0:
-        with open(index) as f:
-            for cases in json.load(f).values():
-                results.update(cases)
+    for index in indexes:
+        if os.path.exists(index) and os.path.getsize(index) > 0:
+            with open(index) as f:
+                for cases in json.load(f).values():
+                    results.update(cases)
     passed = failed = 0
     for case_id in sorted(results, key=case_key):
         r = results[case_id]

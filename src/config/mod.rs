@@ -45,6 +45,13 @@ settings! {
         "Open connections one source address may hold (0: no bound); beyond: 429 and close";
     handshakes_per_ip_per_second: usize = "0", "ROOMCAST_HANDSHAKES_PER_IP_PER_SECOND",
         "WebSocket handshakes one source address may make per second (0: no bound); beyond: 429 and close";
+    #[arg(num_args = 0..=1, default_missing_value = "true")]
+    compression: bool = "false", "ROOMCAST_COMPRESSION",
+        "Offer permessage-deflate to clients that ask (each message compressed once, shared by its compressing recipients)";
+    compression_min_size: usize = "256", "ROOMCAST_COMPRESSION_MIN_SIZE",
+        "Messages smaller than this (bytes) go out uncompressed";
+    compression_level: usize = "1", "ROOMCAST_COMPRESSION_LEVEL",
+        "Deflate level, 1 (fastest) to 9 (smallest)";
     max_connections: usize = (open_file_limit().saturating_sub(64).max(1), "open-file limit - 64"),
         "ROOMCAST_MAX_CONNECTIONS", "Max open TCP connections; beyond: 503 and close";
     max_message_size: usize = "8192", "ROOMCAST_MAX_MESSAGE_SIZE",
@@ -273,6 +280,9 @@ impl ServeArgs {
         }
         if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
             return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());
+        }
+        if !(1..=9).contains(&s.compression_level) {
+            return Err(format!("compression_level must be 1..=9, not {}", s.compression_level));
         }
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
         Ok(Config { settings: s, jwt, origins })

@@ -64,6 +64,8 @@ pub struct HubConfig {
     /// Messages kept per group (`history_size`; 0: off) and for how long (`history_ttl`).
     pub history_size: usize,
     pub history_ttl: std::time::Duration,
+    /// `compression_min_size` when compression is on.
+    pub compress_min: Option<usize>,
 }
 
 /// What an operation came to: answered now, or later by the broker (cluster mode).
@@ -123,7 +125,7 @@ impl Hub {
         broker: Option<BrokerLink>,
         hooks: Option<Webhooks>,
     ) -> Self {
-        let out = Outbox::new(links);
+        let out = Outbox::new(links, cfg.compress_min);
         // Cluster mode: the broker records the events (after Redis took each change).
         let hooks = hooks.filter(|_| broker.is_none());
         Hub { local: Local { cfg, out, index: Index::default(), stats, hooks }, backend: Backend::new(broker) }

@@ -65,11 +65,13 @@ impl Hub {
     ) -> Answer {
         let me = self.local.cfg.node;
         let mut remote = Vec::new();
+        let zipped = self.local.out.zipped(&frame);
         for c in clients {
             if c.node != me {
                 remote.push(c);
             } else if self.local.index.client_in(sys, c.conn).is_ok() {
-                let msg = ShardMsg::DeliverOne { target: c.conn.in_shard(), frame: frame.clone() };
+                let msg =
+                    ShardMsg::DeliverOne { target: c.conn.in_shard(), frame: frame.clone(), zipped: zipped.clone() };
                 self.local.out.send(c.conn.shard as usize, msg);
             } else if strict {
                 return ApiError::unknown_client().into();

@@ -6,19 +6,27 @@ use super::index::Client;
 use super::{HubConfig, Members, ShardLink};
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
-use crate::msg::{send_to_shard, Frame, Reply, ShardMsg, Wakes};
+use crate::msg::{send_to_shard, Frame, Reply, ShardMsg, Wakes, Zipped};
 use crate::protocol::api;
 
 /// Sends to shards and remembers whom to wake.
 pub(super) struct Outbox {
     pub(super) links: Vec<ShardLink>,
     wakes: Wakes,
+    /// `compression_min_size` when compression is on.
+    compress_min: Option<usize>,
 }
 
 impl Outbox {
-    pub(super) fn new(links: Vec<ShardLink>) -> Self {
+    pub(super) fn new(links: Vec<ShardLink>, compress_min: Option<usize>) -> Self {
         let wakes = Wakes::new(links.iter().map(|l| l.waker.clone()).collect());
-        Outbox { links, wakes }
+        Outbox { links, wakes, compress_min }
+    }
+
+    /// A cell for `frame`'s compressed form, shared by the shards it goes to (see [`Zipped`]).
+    pub(super) fn zipped(&self, frame: &Frame) -> Zipped {
+        let min = self.compress_min?;
+        (crate::protocol::ws::payload(frame).len() >= min).then(Default::default)
     }
 
     pub(super) fn send(&mut self, shard: usize, msg: ShardMsg) {
@@ -28,9 +36,11 @@ impl Outbox {
     }
 
     pub(super) fn broadcast(&mut self, members: &mut Members, frame: &Frame) {
+        let mut zipped = None;
         for shard in 0..members.shards() {
             if let Some(targets) = members.snapshot(shard) {
-                self.send(shard, ShardMsg::Deliver { frame: frame.clone(), targets });
+                let zipped = zipped.get_or_insert_with(|| self.zipped(frame)).clone();
+                self.send(shard, ShardMsg::Deliver { frame: frame.clone(), zipped, targets });
             }
         }
     }

@@ -50,6 +50,8 @@ pub struct Head {
     pub ws_version: Option<String>,
     /// `Origin` (browsers send it on WebSocket handshakes).
     pub origin: Option<String>,
+    /// `Sec-WebSocket-Extensions` (several headers joined with ", ").
+    pub ws_extensions: Option<String>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
     pub expect_continue: bool,
     /// Length of the head in bytes; the body follows.
@@ -164,6 +166,15 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
             h.ws_version = Some(text()?);
         } else if name.eq_ignore_ascii_case("origin") {
             h.origin = Some(text()?);
+        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
+            let v = text()?;
+            match &mut h.ws_extensions {
+                Some(all) => {
+                    all.push_str(", ");
+                    all.push_str(&v);
+                }
+                None => h.ws_extensions = Some(v),
+            }
         }
     }
     h.upgrade_websocket &= connection_upgrade;
@@ -239,10 +250,11 @@ pub fn json(status: u16, body: &[u8], keep_alive: bool) -> Bytes {
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
 /// The 101 answer to a WebSocket upgrade.
-pub fn switching_protocols(ws_key: &str) -> Bytes {
+pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Bytes {
     let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
+    let ext = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
     Bytes::from(format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
     ))
 }
 
@@ -273,14 +285,20 @@ mod tests {
 
     #[test]
     fn parses_an_upgrade_with_query() {
-        let raw = b"GET /ws?systemId=a%20b&x=1 HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+        let raw = b"GET /ws?systemId=a%20b&x=1 HTTP/1.1\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Extensions: foo\r\nsec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
         let h = parse_head(raw, 8192, 0).unwrap().unwrap();
         assert!(h.upgrade_websocket);
         assert_eq!(h.query_param("systemId").as_deref(), Some("a b"));
         assert_eq!(h.query_param("x").as_deref(), Some("1"));
         assert_eq!(h.query_param("nope"), None);
-        let resp = switching_protocols(h.ws_key.as_deref().unwrap());
+        assert_eq!(h.ws_extensions.as_deref(), Some("foo, permessage-deflate; client_max_window_bits"));
+        let resp = switching_protocols(h.ws_key.as_deref().unwrap(), None);
         assert!(std::str::from_utf8(&resp).unwrap().contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
+        assert!(!std::str::from_utf8(&resp).unwrap().contains("Extensions"));
+        let resp = switching_protocols(h.ws_key.as_deref().unwrap(), Some("permessage-deflate"));
+        assert!(std::str::from_utf8(&resp)
+            .unwrap()
+            .ends_with("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! it is unit-tested on byte literals (and is where fuzz targets belong).
 
 pub mod api;
+pub mod deflate;
 pub mod http;
 pub mod origin;
 pub mod ws;

@@ -1,7 +1,8 @@
 //! WebSocket (RFC 6455) frame codec, sans-IO, built on tungstenite's `FrameHeader`.
 //!
 //! [`parse_frame`] returns `Ok(None)` and consumes nothing on incomplete input. Frames from
-//! clients must be masked; extensions are not negotiated, so RSV bits are errors.
+//! clients must be masked; RSV1 is allowed on the first frame of a data message when
+//! permessage-deflate was negotiated (`protocol::deflate`), other RSV bits are errors.
 
 use std::io::Cursor;
 
@@ -43,6 +44,8 @@ pub struct FrameInfo {
     pub fin: bool,
     pub kind: Kind,
     pub mask: [u8; 4],
+    /// RSV1: the message this frame starts is compressed (permessage-deflate).
+    pub compressed: bool,
     /// Payload range in the input buffer.
     pub payload: std::ops::Range<usize>,
 }
@@ -61,15 +64,16 @@ impl WsError {
 }
 
 /// Parses one frame at the start of `buf`. `max_payload` bounds a single frame's payload
-/// (close 1009 beyond it).
-pub fn parse_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, WsError> {
+/// (close 1009 beyond it); `deflate`: permessage-deflate was negotiated (RSV1 allowed on
+/// a message's first frame).
+pub fn parse_frame(buf: &[u8], max_payload: usize, deflate: bool) -> Result<Option<FrameInfo>, WsError> {
     let mut cur = Cursor::new(buf);
     let (hdr, len) = match FrameHeader::parse(&mut cur) {
         Ok(Some(x)) => x,
         Ok(None) => return Ok(None),
         Err(_) => return Err(WsError::new(close::PROTOCOL_ERROR, "reserved opcode")),
     };
-    if hdr.rsv1 || hdr.rsv2 || hdr.rsv3 {
+    if (hdr.rsv1 && !deflate) || hdr.rsv2 || hdr.rsv3 {
         return Err(WsError::new(close::PROTOCOL_ERROR, "reserved bits set without extension"));
     }
     let Some(mask) = hdr.mask else {
@@ -87,6 +91,9 @@ pub fn parse_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, 
     if kind.is_control() && (len > 125 || !hdr.is_final) {
         return Err(WsError::new(close::PROTOCOL_ERROR, "invalid control frame"));
     }
+    if hdr.rsv1 && (kind.is_control() || kind == Kind::Continuation) {
+        return Err(WsError::new(close::PROTOCOL_ERROR, "RSV1 on a control or continuation frame"));
+    }
     if len > max_payload as u64 {
         return Err(WsError::new(close::TOO_BIG, "message too big"));
     }
@@ -95,7 +102,7 @@ pub fn parse_frame(buf: &[u8], max_payload: usize) -> Result<Option<FrameInfo>, 
     if buf.len() < end {
         return Ok(None);
     }
-    Ok(Some(FrameInfo { fin: hdr.is_final, kind, mask, payload: start..end }))
+    Ok(Some(FrameInfo { fin: hdr.is_final, kind, mask, compressed: hdr.rsv1, payload: start..end }))
 }
 
 /// Unmasks `data` in place; `offset` is the position of `data[0]` within the payload.
@@ -226,7 +233,7 @@ mod tests {
     #[test]
     fn parses_a_masked_text_frame_and_unmasks_it() {
         let raw = masked(OP_TEXT, true, b"hello world", [1, 2, 3, 4]);
-        let f = parse_frame(&raw, 100).unwrap().unwrap();
+        let f = parse_frame(&raw, 100, false).unwrap().unwrap();
         assert_eq!(f.kind, Kind::Text);
         assert!(f.fin);
         let mut p = raw[f.payload.clone()].to_vec();
@@ -251,25 +258,34 @@ mod tests {
     fn incomplete_input_is_none_at_every_cut() {
         let raw = masked(OP_BINARY, true, &[7u8; 300], [5, 6, 7, 8]);
         for cut in 0..raw.len() {
-            assert_eq!(parse_frame(&raw[..cut], 1000), Ok(None), "cut at {cut}");
+            assert_eq!(parse_frame(&raw[..cut], 1000, false), Ok(None), "cut at {cut}");
         }
-        assert!(parse_frame(&raw, 1000).unwrap().is_some());
+        assert!(parse_frame(&raw, 1000, false).unwrap().is_some());
     }
 
     #[test]
     fn rejects_unmasked_rsv_oversized_and_bad_control() {
-        assert_eq!(parse_frame(&[0x81, 0x01, b'a'], 10).unwrap_err().code, close::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&[0x81, 0x01, b'a'], 10, false).unwrap_err().code, close::PROTOCOL_ERROR);
         let mut rsv = masked(OP_TEXT, true, b"a", [0; 4]);
         rsv[0] |= 0x40;
-        assert_eq!(parse_frame(&rsv, 10).unwrap_err().code, close::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&rsv, 10, false).unwrap_err().code, close::PROTOCOL_ERROR);
+        // With permessage-deflate: RSV1 starts a compressed message; never on control or
+        // continuation frames; RSV2/3 stay errors.
+        assert!(parse_frame(&rsv, 10, true).unwrap().unwrap().compressed);
+        assert!(!parse_frame(&masked(OP_TEXT, true, b"a", [0; 4]), 10, true).unwrap().unwrap().compressed);
+        for (op, bits) in [(OP_PING, 0x40), (0x0, 0x40), (OP_TEXT, 0x20), (OP_TEXT, 0x10)] {
+            let mut f = masked(op, true, b"a", [0; 4]);
+            f[0] |= bits;
+            assert_eq!(parse_frame(&f, 10, true).unwrap_err().code, close::PROTOCOL_ERROR, "{op} {bits:#x}");
+        }
         let big = masked(OP_TEXT, true, &[0u8; 200], [0; 4]);
-        assert_eq!(parse_frame(&big, 100).unwrap_err().code, close::TOO_BIG);
+        assert_eq!(parse_frame(&big, 100, false).unwrap_err().code, close::TOO_BIG);
         let frag_ping = masked(OP_PING, false, b"", [0; 4]);
-        assert_eq!(parse_frame(&frag_ping, 100).unwrap_err().code, close::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&frag_ping, 100, false).unwrap_err().code, close::PROTOCOL_ERROR);
         let long_ping = masked(OP_PING, true, &[0u8; 126], [0; 4]);
-        assert_eq!(parse_frame(&long_ping, 1000).unwrap_err().code, close::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&long_ping, 1000, false).unwrap_err().code, close::PROTOCOL_ERROR);
         let reserved = masked(0x3, true, b"", [0; 4]);
-        assert_eq!(parse_frame(&reserved, 100).unwrap_err().code, close::PROTOCOL_ERROR);
+        assert_eq!(parse_frame(&reserved, 100, false).unwrap_err().code, close::PROTOCOL_ERROR);
     }
 
     #[test]
@@ -337,8 +353,9 @@ mod fuzz {
                 v.truncate(rng.usize(..=v.len()));
                 v
             };
-            if let Ok(Some(f)) = parse_frame(&buf, 1 << 20) {
+            if let Ok(Some(f)) = parse_frame(&buf, 1 << 20, i % 3 == 0) {
                 assert!(f.payload.end <= buf.len());
+                assert!(!f.compressed || (i % 3 == 0 && !f.kind.is_control() && f.kind != Kind::Continuation));
                 let mut p = buf[f.payload.clone()].to_vec();
                 unmask(&mut p, f.mask, 0);
                 let _ = check_close_payload(&p);

@@ -49,6 +49,8 @@ impl State {
 #[derive(Debug)]
 pub struct Fragments {
     pub kind: Kind,
+    /// Its first frame had RSV1 (permessage-deflate): `data` is compressed.
+    pub compressed: bool,
     pub data: Vec<u8>,
 }
 
@@ -85,6 +87,9 @@ pub struct Conn {
     pub in_body: bool,
     /// Shard clock when the incomplete HTTP request (head, then body) began; 0: none pending.
     pub req_since: u32,
+    /// permessage-deflate: 0 if not negotiated, else the client's window for what it is sent
+    /// (`server_max_window_bits`, 8..=15).
+    pub deflate: u8,
     /// A client that opted in to session recovery (`recover=1`).
     pub session: Option<Box<Session<Buf>>>,
 }
@@ -108,6 +113,7 @@ impl Conn {
             write_shut: false,
             in_body: false,
             req_since: 0,
+            deflate: 0,
             session: None,
         }
     }

@@ -225,7 +225,13 @@ impl Shard {
                 return self.respond(slot, 429, &api::err_body(msg), false);
             }
         }
-        let accept = http::switching_protocols(key);
+        // permessage-deflate, if on and offered; the connection keeps the client's window.
+        let agreed = match (self.shared.cfg.compression, head.ws_extensions.as_deref()) {
+            (true, Some(offers)) => crate::protocol::deflate::negotiate(offers),
+            _ => None,
+        };
+        self.conns[slot].deflate = agreed.as_ref().map_or(0, |a| a.server_window);
+        let accept = http::switching_protocols(key, agreed.as_ref().map(|a| a.response.as_str()));
         if echo {
             self.become_ws(slot, accept, State::Echo);
             return;

@@ -1,7 +1,8 @@
 //! What the hub sends a shard: deliveries, API answers (on their own channel), welcomes,
 //! closes and shutdown.
 
-use super::{Buf, Shard, State, HUB_MSGS_PER_TURN};
+use super::zip::Outgoing;
+use super::{Shard, State, HUB_MSGS_PER_TURN};
 use crate::msg::{Reply, ShardMsg, Target};
 
 impl Shard {
@@ -13,13 +14,15 @@ impl Shard {
         for _ in 0..HUB_MSGS_PER_TURN {
             let Ok(msg) = self.rx.try_recv() else { break };
             match msg {
-                ShardMsg::Deliver { frame, targets } => {
-                    let frame = Buf::new(frame);
+                ShardMsg::Deliver { frame, zipped, targets } => {
+                    let mut out = Outgoing::new(frame, zipped);
                     for &t in targets.iter() {
-                        self.deliver(t, &frame);
+                        self.deliver(t, &mut out);
                     }
                 }
-                ShardMsg::DeliverOne { target, frame } => self.deliver(target, &Buf::new(frame)),
+                ShardMsg::DeliverOne { target, frame, zipped } => {
+                    self.deliver(target, &mut Outgoing::new(frame, zipped))
+                }
                 ShardMsg::Tell { target, frame } => {
                     if let Some(conn) = self.conn_at(target) {
                         if matches!(conn.state, State::Client { hub_knows: true } | State::Relayed) {
@@ -64,18 +67,26 @@ impl Shard {
         }
     }
 
-    /// A push frame for a client: queued, and kept in its history if it opted in to
-    /// session recovery (only kept, while its session is detached).
-    pub(super) fn deliver(&mut self, t: Target, frame: &Buf) {
+    /// A push frame for a client: queued (in the form it negotiated: see `zip`), and kept
+    /// (plain) in its history if it opted in to session recovery (only kept, while its
+    /// session is detached).
+    pub(super) fn deliver(&mut self, t: Target, out: &mut Outgoing) {
         let Some(conn) = self.conn_at(t) else { return };
         let slot = t.slot as usize;
+        let deflate = conn.deflate;
         match (conn.state, conn.session.is_some()) {
-            (State::Client { hub_knows: true }, false) => self.queue(slot, frame.clone()),
-            (State::Client { hub_knows: true }, true) if self.record(slot, frame) => self.queue(slot, frame.clone()),
-            (State::Detached, _) => {
-                self.record(slot, frame);
+            (State::Client { hub_knows: true }, false) => {
+                let f = self.form_for(deflate, out);
+                self.queue(slot, f)
             }
-            (State::Relayed, _) if self.record(slot, frame) => self.relay_frame(slot, frame),
+            (State::Client { hub_knows: true }, true) if self.record(slot, &out.plain) => {
+                let f = self.form_for(deflate, out);
+                self.queue(slot, f)
+            }
+            (State::Detached, _) => {
+                self.record(slot, &out.plain);
+            }
+            (State::Relayed, _) if self.record(slot, &out.plain) => self.relay_frame(slot, &out.plain),
             _ => {}
         }
     }

@@ -26,6 +26,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 mod ws;
+mod zip;
 
 use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read};
@@ -118,6 +119,8 @@ pub struct Shard {
     queued_frames: u64,
     /// Systems the hub has confirmed registered: sends to them are answered here at once.
     known_systems: HashSet<Box<str>>,
+    /// permessage-deflate codecs, when `compression` is on.
+    zip: Option<Box<zip::Zip>>,
 }
 
 impl Shard {
@@ -130,6 +133,7 @@ impl Shard {
         hub: Sender<Command>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let zip = shared.cfg.compression.then(|| zip::Zip::new(shared.cfg.compression_level));
         Ok(Shard {
             id,
             shared,
@@ -152,6 +156,7 @@ impl Shard {
             logs: LogLimiter::default(),
             queued_frames: 0,
             known_systems: HashSet::new(),
+            zip,
         })
     }
 

@@ -29,12 +29,13 @@ impl Shard {
             State::Echo => self.shared.cfg.echo_max_message_size,
             _ => self.shared.cfg.max_message_size,
         };
+        let deflate = self.conns[slot].deflate != 0;
         let mut pos = 0;
         loop {
             if self.conns.get(slot).is_none_or(|c| c.state != state) {
                 return data.len();
             }
-            let f = match wsp::parse_frame(&data[pos..], max) {
+            let f = match wsp::parse_frame(&data[pos..], max, deflate) {
                 Ok(Some(f)) => f,
                 Ok(None) => return pos,
                 Err(e) => {
@@ -68,7 +69,7 @@ impl Shard {
                     return data.len();
                 }
                 Kind::Text | Kind::Binary | Kind::Continuation => {
-                    if let Err((code, reason)) = self.data_frame(slot, f.kind, f.fin, p, max) {
+                    if let Err((code, reason)) = self.data_frame(slot, (f.kind, f.compressed), f.fin, p, max) {
                         self.ws_error(slot, code, reason);
                         return data.len();
                     }
@@ -86,17 +87,18 @@ impl Shard {
         self.begin_close(slot, code, reason, false, crate::webhooks::Gone::Closed);
     }
 
-    /// One data frame: assembles fragments, then handles the complete message.
+    /// One data frame: assembles fragments, then handles the complete message (inflated
+    /// first if compressed: `max` bounds the compressed and the inflated size).
     fn data_frame(
         &mut self,
         slot: usize,
-        kind: Kind,
+        (kind, compressed): (Kind, bool),
         fin: bool,
         p: &[u8],
         max: usize,
     ) -> Result<(), (u16, &'static str)> {
         let conn = &mut self.conns[slot];
-        let whole: Option<(Kind, Vec<u8>)> = match (kind, conn.frag.as_mut()) {
+        let whole: Option<(Kind, bool, Vec<u8>)> = match (kind, conn.frag.as_mut()) {
             (Kind::Continuation, None) => return Err((close::PROTOCOL_ERROR, "continuation without a message")),
             (Kind::Continuation, Some(fr)) => {
                 if fr.data.len() + p.len() > max {
@@ -104,22 +106,27 @@ impl Shard {
                 }
                 fr.data.extend_from_slice(p);
                 if fin {
-                    conn.frag.take().map(|fr| (fr.kind, fr.data))
+                    conn.frag.take().map(|fr| (fr.kind, fr.compressed, fr.data))
                 } else {
                     None
                 }
             }
             (_, Some(_)) => return Err((close::PROTOCOL_ERROR, "new message inside a fragmented one")),
-            (k, None) if fin => {
+            (k, None) if fin && !compressed => {
                 return self.message(slot, k, p);
             }
+            (k, None) if fin => Some((k, true, p.to_vec())),
             (k, None) => {
-                conn.frag = Some(Box::new(Fragments { kind: k, data: p.to_vec() }));
+                conn.frag = Some(Box::new(Fragments { kind: k, compressed, data: p.to_vec() }));
                 None
             }
         };
         match whole {
-            Some((k, data)) => self.message(slot, k, &data),
+            Some((k, false, data)) => self.message(slot, k, &data),
+            Some((k, true, data)) => {
+                let data = self.inflate(&data, max).map_err(|e| (e.code, e.reason))?;
+                self.message(slot, k, &data)
+            }
             None => Ok(()),
         }
     }
@@ -133,7 +140,8 @@ impl Shard {
         match self.conns[slot].state {
             State::Echo => {
                 let op = if kind == Kind::Text { wsp::OP_TEXT } else { wsp::OP_BINARY };
-                self.queue(slot, wsp::frame(op, p));
+                let f = self.own_frame(slot, op, p);
+                self.queue(slot, f);
             }
             State::Client { hub_knows: true } if kind == Kind::Text => self.client_command(slot, p),
             State::Edge if kind == Kind::Text => self.edge_command(slot, p),

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod hooks;
+pub mod rawws;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
