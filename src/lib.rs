@@ -42,6 +42,7 @@
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
 //! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
+//! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration; the per-connection side is `shard/tls.rs` (rustls's unbuffered API) |
 //! | [`admin`] | `admin_listen`: `/metrics` and `/health` without a token on an internal address (one small thread) |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
 //! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker), a bounded queue and a sender thread of their own |
@@ -81,4 +82,5 @@ pub mod protocol;
 pub mod recovery;
 pub mod server;
 pub mod shard;
+pub mod tls;
 pub mod webhooks;

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use roomcast::config::{Cli, Command, ServeArgs};
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -38,7 +38,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("roomcast: cannot install signal handlers: {e}");
@@ -64,8 +64,18 @@ fn serve(args: ServeArgs) -> ExitCode {
     let _ = std::io::Write::write_all(&mut out, lines.as_bytes()).and_then(|_| std::io::Write::flush(&mut out));
     drop(out);
     tracing::info!(addr = %server.local_addr(), shards, open_api = open, "roomcast started");
-    if let Some(sig) = signals.forever().next() {
+    for sig in signals.forever() {
+        if sig == SIGHUP {
+            // Certificate renewal: new handshakes get the new pair, nobody is dropped.
+            match server.reload_tls() {
+                Ok(true) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                Ok(false) => tracing::info!("SIGHUP: nothing to reload (no TLS)"),
+                Err(e) => tracing::error!("SIGHUP: TLS certificate NOT reloaded, the old one stays: {e}"),
+            }
+            continue;
+        }
         tracing::info!(signal = sig, "shutting down: closing clients with 1001");
+        break;
     }
     server.shutdown();
     tracing::info!("stopped");

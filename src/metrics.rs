@@ -33,6 +33,9 @@ counters!(ShardStats {
     ws_clients: "open WebSocket connections",
     accepted_total: "TCP connections accepted",
     refused_full_total: "connections refused because max_connections was reached",
+    tls_handshakes_total: "TLS handshakes completed",
+    tls_failures_total: "TLS sessions failed (bad handshake, plain HTTP to the TLS port, bad records)",
+    tls_handshake_timeouts_total: "TLS handshakes not complete within tls_handshake_timeout (closed)",
     refused_per_ip_total:
         "connections and WebSocket handshakes refused (429) by max_connections_per_ip or handshakes_per_ip_per_second",
     origin_refusals_total: "WebSocket handshakes refused (403) for an Origin not in allowed_origins",

@@ -82,6 +82,8 @@ pub struct Resume {
     pub accept: Bytes,
     /// What the 101 agreed for permessage-deflate (`Conn::deflate`).
     pub deflate: u8,
+    /// The socket's TLS session (TLS port only).
+    pub tls: Option<Box<crate::shard::tls::TlsConn>>,
     pub system: Box<str>,
     /// The session the token names (on this node).
     pub session: ConnId,

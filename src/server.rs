@@ -23,6 +23,7 @@ use crate::webhooks::{self, WebhookConfig};
 /// A running node.
 pub struct Server {
     addr: SocketAddr,
+    tls: Option<crate::tls::Tls>,
     admin: Option<SocketAddr>,
     links: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
     shards: Vec<JoinHandle<()>>,
@@ -71,6 +72,10 @@ impl Server {
     /// Binds and starts every thread. With port 0 the first shard picks a port and the
     /// others bind the same one.
     pub fn start(cfg: Config) -> io::Result<Server> {
+        let tls = match (&cfg.tls_cert, &cfg.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(io::Error::other)?),
+            _ => None,
+        };
         if cfg.listen.port() != 0 {
             ensure_free(cfg.listen)?;
         }
@@ -88,6 +93,7 @@ impl Server {
             hub_stats: hub_stats.clone(),
             connections: AtomicUsize::new(0),
             per_ip: crate::shard::per_ip::PerIp::new(cfg.max_connections_per_ip, cfg.handshakes_per_ip_per_second),
+            tls: tls.clone(),
             cfg: cfg.clone(),
         });
         let (hub_tx, hub_rx) = bounded(cfg.hub_queue);
@@ -172,12 +178,21 @@ impl Server {
         // sender then delivers what is left, bounded by shutdown_timeout.
         cluster.extend(hook_threads);
         let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
-        Ok(Server { addr, admin, links, shards, hub: Some(hub), cluster, hub_tx })
+        Ok(Server { addr, tls, admin, links, shards, hub: Some(hub), cluster, hub_tx })
     }
 
     /// The bound address (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reads the TLS certificate and key again (SIGHUP): new handshakes use them; open
+    /// connections are not touched. `Ok(false)`: TLS is off. On error the old pair stays.
+    pub fn reload_tls(&self) -> Result<bool, String> {
+        match &self.tls {
+            None => Ok(false),
+            Some(t) => t.reload().map(|()| true),
+        }
     }
 
     /// The admin listener's bound address, if `admin_listen` is set.

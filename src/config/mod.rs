@@ -37,6 +37,12 @@ settings! {
         "Require a JWT for the system (?token=) on WebSocket connects";
     echo_path: String = none, "ROOMCAST_ECHO_PATH",
         "Serve an echo WebSocket at this path, for conformance tests";
+    tls_cert: PathBuf = none, "ROOMCAST_TLS_CERT",
+        "PEM certificate chain: with tls_key, the listener serves HTTPS and WSS only (reloaded on SIGHUP)";
+    tls_key: PathBuf = none, "ROOMCAST_TLS_KEY",
+        "PEM private key of tls_cert";
+    tls_handshake_timeout: Duration = "10s", "ROOMCAST_TLS_HANDSHAKE_TIMEOUT",
+        "A TLS handshake not complete within this is closed";
     admin_listen: SocketAddr = none, "ROOMCAST_ADMIN_LISTEN",
         "Internal address serving /metrics and /health without a token (off by default)";
     allowed_origins: String = none, "ROOMCAST_ALLOWED_ORIGINS",
@@ -280,6 +286,9 @@ impl ServeArgs {
         }
         if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
             return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());
+        }
+        if s.tls_cert.is_some() != s.tls_key.is_some() {
+            return Err("tls_cert and tls_key go together: give both, or neither".into());
         }
         if !(1..=9).contains(&s.compression_level) {
             return Err(format!("compression_level must be 1..=9, not {}", s.compression_level));

@@ -25,6 +25,7 @@ mod resume;
 mod sweep;
 #[cfg(test)]
 mod tests;
+pub mod tls;
 mod ws;
 mod zip;
 
@@ -75,6 +76,8 @@ pub struct Shared {
     pub connections: AtomicUsize,
     /// Per source address counts, when a per-address bound is set.
     pub per_ip: Option<per_ip::PerIp>,
+    /// TLS termination (`tls_cert`): every connection speaks TLS.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl Shared {
@@ -121,6 +124,11 @@ pub struct Shard {
     known_systems: HashSet<Box<str>>,
     /// permessage-deflate codecs, when `compression` is on.
     zip: Option<Box<zip::Zip>>,
+    /// TLS: ciphertext read (half the scratch buffer, so its plaintext always fits there),
+    /// and plaintext / ciphertext staging for writes. Empty without TLS.
+    tls_in: Vec<u8>,
+    tls_plain: Vec<u8>,
+    tls_out: Vec<u8>,
 }
 
 impl Shard {
@@ -134,6 +142,7 @@ impl Shard {
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let zip = shared.cfg.compression.then(|| zip::Zip::new(shared.cfg.compression_level));
+        let tls_in = if shared.tls.is_some() { vec![0; SCRATCH / 2] } else { Vec::new() };
         Ok(Shard {
             id,
             shared,
@@ -157,6 +166,9 @@ impl Shard {
             queued_frames: 0,
             known_systems: HashSet::new(),
             zip,
+            tls_in,
+            tls_plain: Vec::new(),
+            tls_out: Vec::new(),
         })
     }
 
@@ -283,20 +295,34 @@ impl Shard {
             if self.log_ok() {
                 tracing::warn!(shard = self.id, %ip, "connection refused ({status}): {why}");
             }
-            let body = crate::protocol::api::err_body(why);
-            let resp = crate::protocol::http::json(status, &body, false);
-            let _ = io::Write::write(&mut sock, &resp);
+            // (On a TLS port there is no session to answer in: the close says it.)
+            if shared.tls.is_none() {
+                let body = crate::protocol::api::err_body(why);
+                let resp = crate::protocol::http::json(status, &body, false);
+                let _ = io::Write::write(&mut sock, &resp);
+            }
             return;
         }
         let _ = sock.set_nodelay(true);
         metrics::add(&self.stats().accepted_total, 1);
-        self.adopt(sock);
+        let tls = match &shared.tls {
+            None => None,
+            Some(t) => match tls::TlsConn::new(t.config.clone(), self.now()) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::warn!("TLS session: {e}");
+                    shared.socket_gone(&sock);
+                    return;
+                }
+            },
+        };
+        self.adopt(sock, tls);
     }
 
     /// Puts a socket (new, or handed over by another shard for a resume; already counted in
     /// `connections`) into the slab as an HTTP connection; its slot, or `None` if it could not
     /// be registered (the socket is then uncounted and closed).
-    pub(super) fn adopt(&mut self, mut sock: TcpStream) -> Option<usize> {
+    pub(super) fn adopt(&mut self, mut sock: TcpStream, tls: Option<Box<tls::TlsConn>>) -> Option<usize> {
         let now = self.now();
         let entry = self.conns.vacant_entry();
         let slot = entry.key();
@@ -313,7 +339,9 @@ impl Shard {
         }
         let gen = self.next_gen;
         self.next_gen = ids::next_gen(gen);
-        entry.insert(Conn::new(sock, gen, now));
+        let mut conn = Conn::new(sock, gen, now);
+        conn.tls = tls;
+        entry.insert(conn);
         metrics::add(&self.stats().connections, 1);
         Some(slot)
     }
@@ -342,6 +370,9 @@ impl Shard {
         // Reads go into the scratch buffer, which `feed` holds while it parses: a read from
         // inside the parser would see an empty buffer and take it for EOF.
         debug_assert!(!self.scratch.is_empty(), "on_readable re-entered from inside feed");
+        if self.conns.get(slot).is_some_and(|c| c.tls.is_some()) {
+            return self.on_readable_tls(slot, READS_PER_TURN);
+        }
         for _ in 0..READS_PER_TURN {
             let Some(conn) = self.conns.get(slot) else { return };
             if self.input_paused(conn) {

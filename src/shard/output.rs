@@ -43,7 +43,8 @@ impl Shard {
 
     pub(super) fn mark_dirty(&mut self, slot: usize) {
         if let Some(c) = self.conns.get_mut(slot) {
-            if !c.dirty && (!c.out.is_empty() || c.state == State::Closing) {
+            let tls_out = c.tls.as_ref().is_some_and(|t| t.has_output());
+            if !c.dirty && (!c.out.is_empty() || tls_out || c.state == State::Closing) {
                 c.dirty = true;
                 self.dirty.push(slot);
             }
@@ -77,29 +78,39 @@ impl Shard {
     pub(super) fn flush_one(&mut self, slot: usize) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let me = Target { slot: slot as u32, gen: conn.gen };
-        let Some(sock) = conn.sock.as_mut() else { return };
-        match conn.out.write_to(sock) {
-            Ok((bytes, calls)) => {
-                let st = &self.shared.stats[self.id as usize];
-                metrics::add(&st.bytes_written_total, bytes as u64);
-                metrics::add(&st.writev_calls_total, calls as u64);
-            }
-            Err(_) => {
+        if conn.tls.is_some() {
+            if self.write_tls(slot).is_err() {
                 self.to_close.push(me);
                 return;
             }
+        } else {
+            let Some(sock) = conn.sock.as_mut() else { return };
+            match conn.out.write_to(sock) {
+                Ok((bytes, calls)) => {
+                    let st = &self.shared.stats[self.id as usize];
+                    metrics::add(&st.bytes_written_total, bytes as u64);
+                    metrics::add(&st.writev_calls_total, calls as u64);
+                }
+                Err(_) => {
+                    self.to_close.push(me);
+                    return;
+                }
+            }
         }
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.deferred_read && matches!(conn.state, State::Http { awaiting: false, .. }) && !conn.read_queued {
             conn.read_queued = true;
             self.read_again.push(slot);
         }
-        if conn.out.is_empty() {
+        if conn.out.is_empty() && !conn.tls.as_ref().is_some_and(|t| t.has_output()) {
             match conn.state {
                 State::Http { awaiting: false, keep_alive: false } => self.to_close.push(me),
                 State::Closing if !conn.write_shut => {
                     // Everything (close frame last) is out: half-close and wait for the
                     // peer's FIN (read side) until the grace period ends.
-                    let _ = sock.shutdown(std::net::Shutdown::Write);
+                    if let Some(sock) = conn.sock.as_mut() {
+                        let _ = sock.shutdown(std::net::Shutdown::Write);
+                    }
                     conn.write_shut = true;
                 }
                 _ => {}

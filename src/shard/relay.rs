@@ -160,6 +160,7 @@ impl Shard {
         let node = self.node();
         let st = &self.shared.stats[self.id as usize];
         let conn = &mut self.conns[slot];
+        conn.tls = None;
         if let Some(mut sock) = conn.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
             self.shared.socket_gone(&sock);

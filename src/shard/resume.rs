@@ -92,6 +92,7 @@ impl Shard {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let st = &self.shared.stats[self.id as usize];
+        conn.tls = None;
         if let Some(mut sock) = conn.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
             self.shared.socket_gone(&sock);
@@ -140,7 +141,16 @@ impl Shard {
         let Some(mut sock) = conn.sock.take() else { return };
         let _ = self.poll.registry().deregister(&mut sock);
         metrics::sub(&self.stats().connections, 1);
-        let r = Box::new(Resume { sock, accept, deflate: conn.deflate, system, session, secret, last });
+        let r = Box::new(Resume {
+            sock,
+            accept,
+            deflate: conn.deflate,
+            tls: conn.tls.take(),
+            system,
+            session,
+            secret,
+            last,
+        });
         match self.hub.try_send(Command::Resume(r)) {
             Ok(()) => {}
             Err(TrySendError::Full(Command::Resume(r)) | TrySendError::Disconnected(Command::Resume(r))) => {
@@ -179,7 +189,7 @@ impl Shard {
     pub(super) fn resume_session(&mut self, r: Resume) {
         let slot = r.session.slot as usize;
         match self.check_resume(r.session, &r.secret, &r.system, r.last.as_deref()) {
-            Ok(missed) => self.attach(slot, (r.sock, r.deflate), r.accept, missed),
+            Ok(missed) => self.attach(slot, (r.sock, r.deflate, r.tls), r.accept, missed),
             Err(why) => {
                 if why == Refusal::LastNotHeld {
                     // The session's own client moved on: the session ends now (its groups are
@@ -193,7 +203,14 @@ impl Shard {
 
     /// Puts a resumed session's new socket in place of the old one (closing that one if it
     /// still looked open), then sends the 101, the connect frame and the missed frames.
-    fn attach(&mut self, slot: usize, (mut sock, deflate): (mio::net::TcpStream, u8), accept: Bytes, missed: Vec<Buf>) {
+    #[allow(clippy::type_complexity)]
+    fn attach(
+        &mut self,
+        slot: usize,
+        (mut sock, deflate, tls): (mio::net::TcpStream, u8, Option<Box<super::tls::TlsConn>>),
+        accept: Bytes,
+        missed: Vec<Buf>,
+    ) {
         // A client connected through another node is taken over too.
         self.unlink(slot, "session taken over");
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
@@ -220,6 +237,7 @@ impl Shard {
         metrics::add(&st.recovery_resumed_total, 1);
         conn.state = State::Client { hub_knows: true };
         conn.deflate = deflate;
+        conn.tls = tls;
         conn.out = OutQueue::default();
         conn.partial = None;
         conn.frag = None;
@@ -245,7 +263,7 @@ impl Shard {
         if let Some(why) = why {
             self.refused(why);
         }
-        if let Some(slot) = self.adopt(r.sock) {
+        if let Some(slot) = self.adopt(r.sock, r.tls) {
             self.conns[slot].deflate = r.deflate;
             self.connect_client(slot, r.accept, r.system, true, false);
         }

@@ -95,6 +95,8 @@ impl Shard {
         let mut ping = Vec::new();
         let mut expired = Vec::new();
         let mut slow_requests = Vec::new();
+        let mut stalled_tls = Vec::new();
+        let tls_ms = cfg.tls_handshake_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
         let mut queued = 0u64;
         for (slot, c) in self.conns.iter_mut() {
             queued += c.out.bytes() as u64;
@@ -126,6 +128,12 @@ impl Shard {
                 }
                 State::Http { awaiting, .. } => {
                     if awaiting {
+                        continue;
+                    }
+                    if let Some(t) = c.tls.as_ref().filter(|t| !t.ready) {
+                        if now.wrapping_sub(t.since) > tls_ms {
+                            stalled_tls.push(slot);
+                        }
                         continue;
                     }
                     if c.req_since != 0 && now.wrapping_sub(c.req_since) > request_ms {
@@ -165,6 +173,10 @@ impl Shard {
         metrics::add(&self.stats().recovery_expired_total, lapsed.len() as u64);
         for slot in lapsed {
             self.close_with(slot, Gone::RecoveryExpired);
+        }
+        metrics::add(&self.stats().tls_handshake_timeouts_total, stalled_tls.len() as u64);
+        for slot in stalled_tls {
+            self.close_now(slot);
         }
         for slot in slow_requests {
             metrics::add(&self.stats().request_timeouts_total, 1);

@@ -23,6 +23,7 @@ fn shard() -> (Shard, std::net::SocketAddr) {
         hub_stats: Arc::new(HubStats::default()),
         connections: AtomicUsize::new(0),
         per_ip: None,
+        tls: None,
         cfg,
     });
     let poll = Poll::new().unwrap();

@@ -1,0 +1,333 @@
+//! TLS on a shard's connections, with rustls's unbuffered API: the shard owns every buffer.
+//!
+//! A TLS connection carries a [`TlsConn`]: rustls's state (keys, handshake) plus ciphertext
+//! that is waiting — a partial record received, or encrypted output the socket did not take
+//! — and nothing else while idle (both buffers are released when empty). Reads decrypt from
+//! a per-shard buffer into the shard's scratch buffer, which the HTTP/WebSocket parser then
+//! reads exactly as it reads a plain socket's bytes. Writes take the queued shared frames
+//! (invariant 2 holds up to here), coalesce up to one record's worth, encrypt into a
+//! per-shard buffer and write; only what the socket refuses is copied into the connection.
+
+use std::io::{self, Read, Write};
+
+use rustls::server::UnbufferedServerConnection;
+use rustls::unbuffered::{AppDataRecord, ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+
+use super::{Shard, State};
+use crate::metrics;
+
+/// Plaintext encrypted into one record at most (TLS's maximum fragment).
+const RECORD: usize = 16 * 1024;
+
+/// A connection's TLS state.
+pub struct TlsConn {
+    conn: UnbufferedServerConnection,
+    /// Ciphertext received but not processed yet (a partial record), only while there is some.
+    inbuf: Vec<u8>,
+    /// Ciphertext to send that the socket has not taken yet (handshake, or encrypted output).
+    outbuf: Vec<u8>,
+    /// The handshake is complete: application data flows.
+    pub ready: bool,
+    /// A close_notify was queued (the connection is ending).
+    notified: bool,
+    /// Shard clock when the handshake began (`tls_handshake_timeout`).
+    pub since: u32,
+}
+
+impl std::fmt::Debug for TlsConn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsConn").field("ready", &self.ready).field("outbuf", &self.outbuf.len()).finish()
+    }
+}
+
+/// What a read brought.
+pub enum Received {
+    /// This many bytes of application data were written to the output slice.
+    Data(usize),
+    /// The peer closed the TLS session (close_notify).
+    Closed,
+}
+
+impl TlsConn {
+    pub fn new(config: std::sync::Arc<rustls::ServerConfig>, now: u32) -> Result<Box<TlsConn>, rustls::Error> {
+        let conn = UnbufferedServerConnection::new(config)?;
+        Ok(Box::new(TlsConn { conn, inbuf: Vec::new(), outbuf: Vec::new(), ready: false, notified: false, since: now }))
+    }
+
+    /// Ciphertext waits to be written.
+    pub fn has_output(&self) -> bool {
+        !self.outbuf.is_empty()
+    }
+
+    /// Processes ciphertext `input` just read (after any partial record kept from before):
+    /// application data is copied to `plain` (which must be at least as long as the
+    /// ciphertext given), handshake messages are queued in the output.
+    pub fn receive(&mut self, input: &mut [u8], plain: &mut [u8]) -> Result<Received, rustls::Error> {
+        if self.inbuf.is_empty() {
+            let (used, r) = self.process(input, plain);
+            if used < input.len() {
+                self.inbuf.extend_from_slice(&input[used..]);
+            }
+            r
+        } else {
+            let mut buf = std::mem::take(&mut self.inbuf);
+            buf.extend_from_slice(input);
+            let (used, r) = self.process(&mut buf, plain);
+            buf.drain(..used);
+            if !buf.is_empty() {
+                self.inbuf = buf;
+            }
+            r
+        }
+    }
+
+    /// Runs rustls over `buf`; returns how much of it is consumed and what it brought.
+    fn process(&mut self, buf: &mut [u8], plain: &mut [u8]) -> (usize, Result<Received, rustls::Error>) {
+        let (mut used, mut got) = (0, 0);
+        loop {
+            let UnbufferedStatus { mut discard, state } = self.conn.process_tls_records(&mut buf[used..]);
+            let state = match state {
+                Ok(s) => s,
+                Err(e) => return (used + discard, Err(e)),
+            };
+            match state {
+                ConnectionState::ReadTraffic(mut r) => {
+                    while let Some(rec) = r.next_record() {
+                        match rec {
+                            Ok(AppDataRecord { discard: d, payload }) => {
+                                discard += d;
+                                plain[got..got + payload.len()].copy_from_slice(payload);
+                                got += payload.len();
+                            }
+                            Err(e) => return (used + discard, Err(e)),
+                        }
+                    }
+                }
+                ConnectionState::EncodeTlsData(mut e) => {
+                    let at = self.outbuf.len();
+                    self.outbuf.resize(at + 4096, 0);
+                    let n = match e.encode(&mut self.outbuf[at..]) {
+                        Ok(n) => n,
+                        Err(EncodeError::InsufficientSize(s)) => {
+                            self.outbuf.resize(at + s.required_size, 0);
+                            match e.encode(&mut self.outbuf[at..]) {
+                                Ok(n) => n,
+                                Err(_) => return (used + discard, Err(rustls::Error::General("encode".into()))),
+                            }
+                        }
+                        Err(_) => return (used + discard, Err(rustls::Error::General("encode".into()))),
+                    };
+                    self.outbuf.truncate(at + n);
+                }
+                // The bytes are in `outbuf`; the shard writes them before anything else.
+                ConnectionState::TransmitTlsData(t) => t.done(),
+                ConnectionState::BlockedHandshake => return (used + discard, Ok(Received::Data(got))),
+                ConnectionState::WriteTraffic(_) => {
+                    self.ready = true;
+                    return (used + discard, Ok(Received::Data(got)));
+                }
+                ConnectionState::PeerClosed | ConnectionState::Closed => return (used + discard, Ok(Received::Closed)),
+                // Early data is not enabled (max_early_data_size 0); anything new: stop here.
+                _ => return (used + discard, Ok(Received::Data(got))),
+            }
+            used += discard;
+        }
+    }
+
+    /// Encrypts `plain` (at most [`RECORD`] bytes make one record) onto the end of `out`.
+    fn encrypt(&mut self, plain: &[u8], out: &mut Vec<u8>) -> Result<(), rustls::Error> {
+        self.write_with(out, plain.len() + 64, |w, buf| w.encrypt(plain, buf))
+    }
+
+    /// Queues a close_notify alert onto `out` (once).
+    fn close_notify(&mut self, out: &mut Vec<u8>) {
+        if !std::mem::replace(&mut self.notified, true) && self.ready {
+            let _ = self.write_with(out, 64, |w, buf| w.queue_close_notify(buf));
+        }
+    }
+
+    fn write_with(
+        &mut self,
+        out: &mut Vec<u8>,
+        guess: usize,
+        mut f: impl FnMut(
+            &mut rustls::unbuffered::WriteTraffic<'_, rustls::server::ServerConnectionData>,
+            &mut [u8],
+        ) -> Result<usize, EncryptError>,
+    ) -> Result<(), rustls::Error> {
+        // Only partial records wait in `inbuf`: rustls has nothing to process and can write.
+        let UnbufferedStatus { state, .. } = self.conn.process_tls_records(&mut self.inbuf);
+        let Ok(ConnectionState::WriteTraffic(mut w)) = state else {
+            return Err(rustls::Error::General("TLS connection cannot send now".into()));
+        };
+        let at = out.len();
+        out.resize(at + guess, 0);
+        let n = match f(&mut w, &mut out[at..]) {
+            Ok(n) => n,
+            Err(EncryptError::InsufficientSize(s)) => {
+                out.resize(at + s.required_size, 0);
+                f(&mut w, &mut out[at..]).map_err(|e| rustls::Error::General(e.to_string()))?
+            }
+            Err(e) => return Err(rustls::Error::General(e.to_string())),
+        };
+        out.truncate(at + n);
+        Ok(())
+    }
+
+    /// Writes what waits in `outbuf`; `Ok(true)` when all of it went.
+    fn write_pending(&mut self, sock: &mut impl Write) -> io::Result<(bool, usize)> {
+        let mut total = 0;
+        while !self.outbuf.is_empty() {
+            match sock.write(&self.outbuf) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    total += n;
+                    self.outbuf.drain(..n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((false, total)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        self.outbuf = Vec::new();
+        Ok((true, total))
+    }
+}
+
+/// A plain HTTP request sent to the TLS port: answered in plain text, then closed.
+fn looks_like_http(b: &[u8]) -> bool {
+    let method = b.iter().take_while(|c| c.is_ascii_uppercase()).count();
+    (3..=7).contains(&method) && b.get(method) == Some(&b' ')
+}
+
+const PLAIN_TO_TLS: &[u8] = b"HTTP/1.1 400 Bad Request\r\nContent-Type: application/json\r\nContent-Length: 75\r\nConnection: close\r\n\r\n{\"code\":-1,\"msg\":\"this port speaks TLS: use https:// or wss://\",\"data\":[]}";
+
+impl Shard {
+    /// [`Shard::on_readable`] for a TLS connection: read ciphertext, decrypt into the scratch
+    /// buffer, parse as usual; send what the handshake needs.
+    pub(super) fn on_readable_tls(&mut self, slot: usize, budget: usize) {
+        for _ in 0..budget {
+            let Some(conn) = self.conns.get(slot) else { return };
+            if self.input_paused(conn) {
+                self.conns[slot].deferred_read = true;
+                return;
+            }
+            let conn = &mut self.conns[slot];
+            let (Some(sock), Some(tls)) = (conn.sock.as_mut(), conn.tls.as_mut()) else { return };
+            let n = match sock.read(&mut self.tls_in) {
+                Ok(0) => return self.close_now(slot),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => return self.close_now(slot),
+            };
+            let was_ready = tls.ready;
+            let mut scratch = std::mem::take(&mut self.scratch);
+            let r = tls.receive(&mut self.tls_in[..n], &mut scratch);
+            let now = self.now();
+            self.conns[slot].last_seen = now;
+            let got = match r {
+                Ok(Received::Data(got)) => got,
+                Ok(Received::Closed) => {
+                    self.scratch = scratch;
+                    return self.close_now(slot);
+                }
+                Err(e) => {
+                    self.scratch = scratch;
+                    return self.tls_failed(slot, n, e);
+                }
+            };
+            let tls = self.conns[slot].tls.as_ref();
+            let (ready, output) = (tls.is_some_and(|t| t.ready), tls.is_some_and(|t| t.has_output()));
+            if !was_ready && ready {
+                metrics::add(&self.stats().tls_handshakes_total, 1);
+            }
+            if output {
+                self.mark_dirty(slot);
+            }
+            self.scratch = scratch;
+            if got > 0 && self.conns[slot].state != State::Closing {
+                self.feed(slot, got);
+            }
+        }
+        self.read_later(slot);
+    }
+
+    /// A TLS error: a plain HTTP request gets a plain 400 saying so; anything else is closed
+    /// (rustls's alert is sent when there is one).
+    fn tls_failed(&mut self, slot: usize, n: usize, e: rustls::Error) {
+        metrics::add(&self.stats().tls_failures_total, 1);
+        if self.log_ok() {
+            tracing::info!(shard = self.id, slot, "TLS failed: {e}");
+        }
+        if looks_like_http(&self.tls_in[..n]) {
+            if let Some(sock) = self.conns.get_mut(slot).and_then(|c| c.sock.as_mut()) {
+                let _ = sock.write(PLAIN_TO_TLS);
+            }
+        } else if let Some(c) = self.conns.get_mut(slot) {
+            if let (Some(sock), Some(tls)) = (c.sock.as_mut(), c.tls.as_mut()) {
+                let _ = tls.write_pending(sock);
+            }
+        }
+        self.close_now(slot);
+    }
+
+    /// [`Shard::flush_one`]'s write for a TLS connection: pending ciphertext first, then the
+    /// queued frames, one record's worth at a time. `Err` closes the connection.
+    pub(super) fn write_tls(&mut self, slot: usize) -> io::Result<()> {
+        let Shard { conns, tls_plain, tls_out, shared, id, .. } = self;
+        let Some(conn) = conns.get_mut(slot) else { return Ok(()) };
+        let (Some(sock), Some(tls)) = (conn.sock.as_mut(), conn.tls.as_mut()) else { return Ok(()) };
+        let (mut bytes, mut calls) = (0usize, 0usize);
+        let result = (|| {
+            loop {
+                if tls.has_output() {
+                    calls += 1;
+                    let (all, n) = tls.write_pending(sock)?;
+                    bytes += n;
+                    if !all {
+                        return Ok(());
+                    }
+                }
+                if !tls.ready {
+                    return Ok(());
+                }
+                if conn.out.is_empty() {
+                    if conn.state == State::Closing && !tls.notified {
+                        // Everything is out: say so in TLS before the TCP half-close.
+                        let mut alert = std::mem::take(&mut tls.outbuf);
+                        tls.close_notify(&mut alert);
+                        tls.outbuf = alert;
+                        continue;
+                    }
+                    return Ok(());
+                }
+                tls_plain.clear();
+                conn.out.copy_out(tls_plain, RECORD);
+                tls_out.clear();
+                tls.encrypt(tls_plain, tls_out).map_err(io::Error::other)?;
+                let mut at = 0;
+                while at < tls_out.len() {
+                    calls += 1;
+                    match sock.write(&tls_out[at..]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            at += n;
+                            bytes += n;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            tls.outbuf.extend_from_slice(&tls_out[at..]);
+                            return Ok(());
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    }
+                }
+            }
+        })();
+        let st = &shared.stats[*id as usize];
+        metrics::add(&st.bytes_written_total, bytes as u64);
+        metrics::add(&st.writev_calls_total, calls as u64);
+        result
+    }
+}
