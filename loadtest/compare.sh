@@ -3,6 +3,8 @@
 # run on a freshly started server; prints the medians and ratios and writes every JSON result
 # to $OUT. Usage: loadtest/compare.sh [ROUNDS] [SCENARIO...]
 #   scenarios: connect fanout broadcast unicast joinstorm paced churn scale  (default: all but scale)
+#   TLS=1: both servers terminate TLS (a self-signed certificate made for the run) and the
+#   load tester speaks https/wss (not for churn).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}; shift || true
@@ -13,6 +15,13 @@ cd "$root"
 cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
 [ -x loadtest/peers/node_modules/.bin/bun ] || (cd loadtest/peers && npm install --no-audit --no-fund --silent)
 LT=$root/target/release/roomcast-loadtest
+tls_flags=() lt_tls=()
+if [ "${TLS:-0}" = 1 ]; then
+  cargo run --release -q --example selfsigned -- "$OUT/tls" >/dev/null
+  tls_flags=(--tls-cert "$OUT/tls/cert.pem" --tls-key "$OUT/tls/key.pem")
+  lt_tls=(--tls)
+  export TLS_CERT=$OUT/tls/cert.pem TLS_KEY=$OUT/tls/key.pem   # read by bun-server.js
+fi
 
 # shellcheck source=loadtest/scenarios.sh
 . "$root/loadtest/scenarios.sh"
@@ -20,8 +29,8 @@ LT=$root/target/release/roomcast-loadtest
 start() { # $1: roomcast|bun|roomcast1 → sets PID, PORT
   local log=$OUT/server.log
   case $1 in
-    roomcast)  "$root/target/release/roomcast" --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
-    roomcast1) "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 >"$log" 2>&1 & ;;
+    roomcast)  "$root/target/release/roomcast" --listen 127.0.0.1:0 "${tls_flags[@]}" >"$log" 2>&1 & ;;
+    roomcast1) "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 "${tls_flags[@]}" >"$log" 2>&1 & ;;
     bun)       (cd loadtest/peers && exec node_modules/.bin/bun bun-server.js 0) >"$log" 2>&1 & ;;
   esac
   PID=$!
@@ -38,7 +47,7 @@ for sc in $scenarios; do
     for s in $servers; do
       start "$s"
       # shellcheck disable=SC2046
-      "$LT" $(args_for "$sc") --port "$PORT" --pid "$PID" --label "$s" --time-limit 300 \
+      "$LT" $(args_for "$sc") "${lt_tls[@]}" --port "$PORT" --pid "$PID" --label "$s" --time-limit 300 \
         --json "$OUT/$sc-$s-$r.json" 2>"$OUT/$sc-$s-$r.log" | sed "s/^/[$sc $r] /" || echo "[$sc $r] $s: loadtest exit $?"
       stop
     done

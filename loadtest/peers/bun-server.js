@@ -2,6 +2,8 @@
 // Bun.serve (uWebSockets inside), using Bun's native pub/sub for groups and systems.
 // Frames are serialized once per message and published, as roomcast does.
 // Usage: node_modules/.bin/bun bun-server.js [port]    (port 0: any; printed on stdout)
+// TLS (https/wss on the same port, as roomcast's --tls-cert/--tls-key): TLS_CERT=cert.pem
+// TLS_KEY=key.pem in the environment.
 const port = Number(process.argv[2] ?? 7801);
 const systems = new Set();
 const clients = new Map(); // clientId -> ws
@@ -18,9 +20,12 @@ const notice = (code, ws) => {
 };
 const topic = (sys, g) => sys + "\0" + g;
 
+const tls = process.env.TLS_CERT ? { cert: Bun.file(process.env.TLS_CERT), key: Bun.file(process.env.TLS_KEY) } : undefined;
+
 const server = Bun.serve({
   port,
   hostname: "127.0.0.1",
+  tls,
   async fetch(req, server) {
     const url = new URL(req.url);
     if (url.pathname === "/ws") {

@@ -12,6 +12,7 @@ mod churn;
 mod recover;
 mod report;
 mod sender;
+mod stream;
 mod worker;
 
 use std::io::{BufRead, BufReader, Write};
@@ -116,6 +117,9 @@ pub struct Cli {
     /// Clients opt in to session recovery (recover=1) in any scenario (what it costs).
     #[arg(long)]
     pub recover: bool,
+    /// Speak TLS (https and wss) to the server (any certificate is accepted).
+    #[arg(long)]
+    pub tls: bool,
     /// Clients offer permessage-deflate (start the server with --compression); what comes
     /// compressed is inflated, and bytes on the wire are counted either way.
     #[arg(long)]
@@ -152,6 +156,8 @@ pub struct Opts {
     pub recover: bool,
     /// Clients offer permessage-deflate.
     pub compression: bool,
+    /// TLS to the server.
+    pub tls: bool,
 }
 
 /// `n` bytes of chat-like text: common words picked by a seeded generator (the same text on
@@ -202,7 +208,13 @@ fn main() {
         churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
         recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
         compression: cli.compression,
+        tls: cli.tls,
     };
+    stream::TLS.store(cli.tls, std::sync::atomic::Ordering::Relaxed);
+    if cli.tls && cli.scenario == Scenario::Churn {
+        eprintln!("--tls: not for the churn scenario (its churning clients are plain)");
+        std::process::exit(2);
+    }
     if let Some(i) = cli.worker {
         if let Err(e) = worker::run(&opts, i) {
             eprintln!("worker {i}: {e}");

@@ -21,7 +21,7 @@ pub struct SendStats {
 }
 
 struct Conn {
-    sock: TcpStream,
+    sock: crate::stream::Stream,
     out: Vec<u8>,
     written: usize,
     inbuf: Vec<u8>,
@@ -76,7 +76,13 @@ pub fn run(
         s.set_nonblocking(true)?;
         let mut sock = TcpStream::from_std(s);
         poll.registry().register(&mut sock, Token(i), Interest::READABLE | Interest::WRITABLE)?;
-        Ok(Conn { sock, out: Vec::new(), written: 0, inbuf: Vec::new(), inflight: None })
+        Ok(Conn {
+            sock: crate::stream::Stream::new(sock),
+            out: Vec::new(),
+            written: 0,
+            inbuf: Vec::new(),
+            inflight: None,
+        })
     };
     let mut cs = Vec::new();
     for i in 0..conns.max(1) {
@@ -171,7 +177,7 @@ pub fn run(
                     stats.errors += 1;
                     received += 1;
                 }
-                let _ = poll.registry().deregister(&mut c.sock);
+                let _ = poll.registry().deregister(&mut c.sock.sock);
                 cs[i] = open(&poll, i)?;
             }
         }
@@ -181,6 +187,7 @@ pub fn run(
 }
 
 fn flush(c: &mut Conn) -> io::Result<()> {
+    c.sock.flush_tls()?;
     while c.written < c.out.len() {
         match c.sock.write(&c.out[c.written..]) {
             Ok(n) => c.written += n,

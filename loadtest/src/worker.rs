@@ -32,7 +32,7 @@ enum St {
 }
 
 struct Ws {
-    sock: TcpStream,
+    sock: crate::stream::Stream,
     st: St,
     started: Instant,
     rbuf: Vec<u8>,
@@ -178,7 +178,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                     poll.registry().register(&mut sock, Token(conns.len()), Interest::READABLE | Interest::WRITABLE)?;
                     let started = Instant::now();
                     conns.push(Some(Ws {
-                        sock,
+                        sock: crate::stream::Stream::new(sock),
                         st: St::Connecting,
                         started,
                         rbuf: Vec::new(),
@@ -200,7 +200,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
             let Some(c) = conns.get_mut(ev.token().0).and_then(Option::as_mut) else { continue };
             if let St::Connecting = c.st {
                 if ev.is_writable() || ev.is_error() {
-                    if c.sock.peer_addr().is_err() {
+                    if c.sock.sock.peer_addr().is_err() {
                         c.st = St::Closed;
                         failed += 1;
                         continue;
@@ -215,6 +215,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 }
             }
             if ev.is_writable() {
+                let _ = c.sock.flush_tls();
                 flush(c);
             }
             if ev.is_readable() || ev.is_read_closed() {
@@ -378,8 +379,8 @@ fn drop_and_resume(
     if rec.token.is_empty() || !matches!(c.st, St::Open) {
         return Ok(());
     }
-    let _ = socket2::SockRef::from(&c.sock).set_linger(Some(Duration::ZERO));
-    let _ = poll.registry().deregister(&mut c.sock);
+    let _ = socket2::SockRef::from(&c.sock.sock).set_linger(Some(Duration::ZERO));
+    let _ = poll.registry().deregister(&mut c.sock.sock);
     rec.dropped_at = Some(Instant::now());
     tally.rec.drops += 1;
     // Through the next node each time (cluster mode: a resume through another node is relayed
@@ -388,7 +389,7 @@ fn drop_and_resume(
     let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (c.global % opts.src_ips.max(1)) as u8));
     let mut sock = connect(addr, src)?;
     poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;
-    c.sock = sock; // the old socket is closed here, with a reset
+    c.sock = crate::stream::Stream::new(sock); // the old socket is closed here, with a reset
     c.st = St::Connecting;
     c.rbuf.clear();
     c.wbuf.clear();

@@ -14,12 +14,17 @@ impl Drop for Server {
 }
 
 fn server() -> Server {
+    server_with(&[])
+}
+
+fn server_with(extra: &[&str]) -> Server {
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let st = Command::new(cargo).args(["build", "-q", "--bin", "roomcast"]).current_dir(root).status().unwrap();
     assert!(st.success());
     let mut child = Command::new(format!("{root}/target/debug/roomcast"))
         .args(["--listen", "127.0.0.1:0", "--shards", "2"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .spawn()
@@ -107,4 +112,38 @@ fn every_scenario_runs_without_loss() {
     let v = run(&s, &["reconnect", "--clients", "300", "--groups", "3", "--messages", "30", "--procs", "2"]);
     assert_eq!((v["lost"].as_u64(), v["resumed"].as_u64()), (Some(0), Some(300)), "{v}");
     assert_eq!((v["sequence_gaps"].as_u64(), v["duplicated_or_reordered"].as_u64()), (Some(0), Some(0)), "{v}");
+}
+
+/// `--tls` and `--compression` on the load tester's side, against a server with both.
+#[test]
+fn fanout_over_tls_with_compression() {
+    let dir = std::env::temp_dir().join(format!("lt-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), c.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), c.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = (dir.join("cert.pem").display().to_string(), dir.join("key.pem").display().to_string());
+    let s = server_with(&["--tls-cert", &cert, "--tls-key", &key, "--compression"]);
+    let v = run(
+        &s,
+        &[
+            "fanout",
+            "--tls",
+            "--compression",
+            "--payload",
+            "600",
+            "--clients",
+            "200",
+            "--groups",
+            "5",
+            "--messages",
+            "40",
+            "--procs",
+            "2",
+        ],
+    );
+    assert_eq!((v["lost"].as_u64(), v["api_errors"].as_u64()), (Some(0), Some(0)), "{v}");
+    assert_eq!(v["compressed_frames"].as_u64(), v["delivered"].as_u64(), "every delivered frame came compressed: {v}");
+    assert!(v["wire_bytes_per_frame"].as_f64().unwrap() < 600.0, "{v}");
+    std::fs::remove_dir_all(&dir).ok();
 }
