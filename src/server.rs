@@ -149,6 +149,8 @@ impl Server {
             Some(url) => {
                 let ccfg = ClusterConfig {
                     url: url.clone(),
+                    prefix: cfg.redis_prefix.clone(),
+                    ca: cfg.redis_ca.clone(),
                     node: cfg.node_id.0,
                     presence_ttl: cfg.presence_ttl,
                     notify_max_group_size: cfg.notify_max_group_size,

@@ -1,5 +1,9 @@
 //! Redis key and channel names (pure).
 //!
+//! Every name starts with the cluster's prefix (`--redis-prefix`, default `rc:`, shown below),
+//! so several clusters can share one Redis: pub/sub channels are server-wide, a `/db` would
+//! not separate them.
+//!
 //! A system id is written with its length (`{len}:{system}`) so that no pair of system and
 //! group names can spell another pair's key: tenants never share a key or a channel.
 //!
@@ -16,41 +20,87 @@
 //! | `rc:h:{len}:{system}:{group}` | stream, TTL `history_ttl` | the group's last `history_size` messages (`get_group_history`) |
 //! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
 
-pub const SYSTEMS: &str = "rc:systems";
-pub const NODES: &str = "rc:nodes";
-pub const CLUSTER: &str = "rc:cluster";
+use std::sync::Arc;
+
+/// The names of one cluster's keys and channels: its prefix and the layout below it.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: Arc<str>,
+}
 
 /// A node id as written in keys and in `rc:nodes`: 8 hex digits, as in clientIds.
 pub fn node_name(node: u32) -> String {
     format!("{node:08x}")
 }
 
-pub fn node(node: u32) -> String {
-    format!("rc:n:{}", node_name(node))
-}
+impl Keys {
+    pub fn new(prefix: &str) -> Self {
+        Keys { prefix: prefix.into() }
+    }
 
-pub fn alive(node: u32) -> String {
-    format!("rc:alive:{}", node_name(node))
-}
+    pub fn systems(&self) -> String {
+        format!("{}systems", self.prefix)
+    }
 
-pub fn reap_lock(node: u32) -> String {
-    format!("rc:reap:{}", node_name(node))
-}
+    pub fn nodes(&self) -> String {
+        format!("{}nodes", self.prefix)
+    }
 
-pub fn group(system: &str, group: &str) -> String {
-    format!("rc:g:{}:{system}:{group}", system.len())
-}
+    pub fn cluster(&self) -> String {
+        format!("{}cluster", self.prefix)
+    }
 
-pub fn history(system: &str, group: &str) -> String {
-    format!("rc:h:{}:{system}:{group}", system.len())
-}
+    pub fn node(&self, node: u32) -> String {
+        format!("{}n:{}", self.prefix, node_name(node))
+    }
 
-pub fn groups(system: &str) -> String {
-    format!("rc:gs:{}:{system}", system.len())
-}
+    pub fn alive(&self, node: u32) -> String {
+        format!("{}alive:{}", self.prefix, node_name(node))
+    }
 
-pub fn system(system: &str) -> String {
-    format!("rc:s:{}:{system}", system.len())
+    pub fn reap_lock(&self, node: u32) -> String {
+        format!("{}reap:{}", self.prefix, node_name(node))
+    }
+
+    pub fn group(&self, system: &str, group: &str) -> String {
+        format!("{}g:{}:{system}:{group}", self.prefix, system.len())
+    }
+
+    pub fn history(&self, system: &str, group: &str) -> String {
+        format!("{}h:{}:{system}:{group}", self.prefix, system.len())
+    }
+
+    pub fn groups(&self, system: &str) -> String {
+        format!("{}gs:{}:{system}", self.prefix, system.len())
+    }
+
+    pub fn system(&self, system: &str) -> String {
+        format!("{}s:{}:{system}", self.prefix, system.len())
+    }
+
+    /// Names a subscribed channel's content (`None`: not one of this cluster's channels).
+    pub fn parse_channel<'a>(&self, c: &'a str) -> Option<Chan<'a>> {
+        fn split(rest: &str) -> Option<(&str, &str)> {
+            let colon = rest.find(':')?;
+            let len: usize = rest[..colon].parse().ok()?;
+            let sys = rest.get(colon + 1..colon + 1 + len)?;
+            Some((sys, &rest[colon + 1 + len..]))
+        }
+        let c = c.strip_prefix(&*self.prefix)?;
+        if let Some(rest) = c.strip_prefix("g:") {
+            let (sys, g) = split(rest)?;
+            return Some(Chan::Group(sys, g.strip_prefix(':')?));
+        }
+        if let Some(rest) = c.strip_prefix("s:") {
+            let (sys, tail) = split(rest)?;
+            return tail.is_empty().then_some(Chan::System(sys));
+        }
+        if c == "cluster" {
+            return Some(Chan::Cluster);
+        }
+        let n = c.strip_prefix("n:")?;
+        (n.len() == 8).then(|| u32::from_str_radix(n, 16).ok()).flatten().map(Chan::Node)
+    }
 }
 
 /// A node hash field: which client is in which group of which system.
@@ -77,45 +127,36 @@ pub enum Chan<'a> {
     Cluster,
 }
 
-/// Names a subscribed channel's content.
-pub fn parse_channel(c: &str) -> Option<Chan<'_>> {
-    fn split(rest: &str) -> Option<(&str, &str)> {
-        let colon = rest.find(':')?;
-        let len: usize = rest[..colon].parse().ok()?;
-        let sys = rest.get(colon + 1..colon + 1 + len)?;
-        Some((sys, &rest[colon + 1 + len..]))
-    }
-    if let Some(rest) = c.strip_prefix("rc:g:") {
-        let (sys, g) = split(rest)?;
-        return Some(Chan::Group(sys, g.strip_prefix(':')?));
-    }
-    if let Some(rest) = c.strip_prefix("rc:s:") {
-        let (sys, tail) = split(rest)?;
-        return tail.is_empty().then_some(Chan::System(sys));
-    }
-    if c == CLUSTER {
-        return Some(Chan::Cluster);
-    }
-    let n = c.strip_prefix("rc:n:")?;
-    (n.len() == 8).then(|| u32::from_str_radix(n, 16).ok()).flatten().map(Chan::Node)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip_and_never_collide() {
-        assert_eq!(parse_channel(&group("a:g:b", "c")), Some(Chan::Group("a:g:b", "c")));
-        assert_eq!(parse_channel(&group("a", "b:g:c")), Some(Chan::Group("a", "b:g:c")));
-        assert_ne!(group("a:g:b", "c"), group("a", "b:g:c"));
-        assert_ne!(group("ab", "c"), group("a", "bc"));
-        assert_eq!(parse_channel(&system("x:1")), Some(Chan::System("x:1")));
-        assert_eq!(parse_channel(&node(0xdead)), Some(Chan::Node(0xdead)));
-        assert_eq!(parse_channel(CLUSTER), Some(Chan::Cluster));
-        assert_eq!(parse_channel("rc:g:9:ab"), None);
-        assert_eq!(parse_channel("rc:n:zz"), None);
-        assert_eq!(parse_channel("other"), None);
+        let k = Keys::new("rc:");
+        assert_eq!(k.parse_channel(&k.group("a:g:b", "c")), Some(Chan::Group("a:g:b", "c")));
+        assert_eq!(k.parse_channel(&k.group("a", "b:g:c")), Some(Chan::Group("a", "b:g:c")));
+        assert_ne!(k.group("a:g:b", "c"), k.group("a", "b:g:c"));
+        assert_ne!(k.group("ab", "c"), k.group("a", "bc"));
+        assert_eq!(k.parse_channel(&k.system("x:1")), Some(Chan::System("x:1")));
+        assert_eq!(k.parse_channel(&k.node(0xdead)), Some(Chan::Node(0xdead)));
+        assert_eq!(k.parse_channel(&k.cluster()), Some(Chan::Cluster));
+        assert_eq!(k.group("s", "g"), "rc:g:1:s:g");
+        assert_eq!(k.parse_channel("rc:g:9:ab"), None);
+        assert_eq!(k.parse_channel("rc:n:zz"), None);
+        assert_eq!(k.parse_channel("other"), None);
+    }
+
+    #[test]
+    fn prefixes_separate_clusters() {
+        let (a, b) = (Keys::new("rc:"), Keys::new("blue:"));
+        assert_eq!(b.group("s", "g"), "blue:g:1:s:g");
+        assert_eq!(b.systems(), "blue:systems");
+        assert_eq!(a.parse_channel(&b.group("s", "g")), None);
+        assert_eq!(b.parse_channel(&a.cluster()), None);
+        assert_eq!(b.parse_channel(&b.node(7)), Some(Chan::Node(7)));
+        let none = Keys::new("");
+        assert_eq!(none.parse_channel(&none.system("x")), Some(Chan::System("x")));
     }
 
     #[test]

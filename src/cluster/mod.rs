@@ -19,9 +19,11 @@
 mod broker;
 pub use broker::info;
 pub mod keys;
+mod link;
 pub mod relay;
 mod scripts;
 mod subscriber;
+pub mod target;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -168,6 +170,10 @@ impl Pending {
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
     pub url: String,
+    /// Prefix of every key and channel (`--redis-prefix`).
+    pub prefix: String,
+    /// PEM roots trusted for TLS to Redis and Sentinel instead of the system's (`--redis-ca`).
+    pub ca: Option<Vec<u8>>,
     pub node: u32,
     pub presence_ttl: Duration,
     pub notify_max_group_size: usize,
@@ -189,7 +195,9 @@ pub fn start(
     replies: Replies,
     stats: Arc<HubStats>,
 ) -> Result<(BrokerLink, Vec<std::thread::JoinHandle<()>>), String> {
-    let client = redis::Client::open(cfg.url.as_str()).map_err(|e| format!("--redis {}: {e}", cfg.url))?;
+    // The redis crate builds its rustls settings with the process's default provider.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let target = target::Target::new(&cfg.url, cfg.ca.as_deref())?;
     let (tx, rx): (Sender<BrokerCmd>, Receiver<BrokerCmd>) = unbounded();
     let replies = Arc::new(replies);
     let pending = Arc::new(Pending::default());
@@ -201,12 +209,13 @@ pub fn start(
         pending: pending.clone(),
         stats: stats.clone(),
         events: events_tx,
+        keys: keys::Keys::new(&cfg.prefix),
     };
     let s = std::thread::Builder::new()
         .name("roomcast-subscriber".into())
         .spawn(move || sub.run(streams_rx))
         .map_err(|e| e.to_string())?;
-    let b = broker::Broker::new(cfg.clone(), client, hub, replies, pending, stats.clone(), streams_tx, events_rx)?;
+    let b = broker::Broker::new(cfg.clone(), target, hub, replies, pending, stats.clone(), streams_tx, events_rx)?;
     let b = std::thread::Builder::new()
         .name("roomcast-broker".into())
         .spawn(move || b.run(rx))

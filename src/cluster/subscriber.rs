@@ -1,14 +1,14 @@
 //! The subscriber thread: reads the pub/sub connection the broker opened and subscribes on.
 
 use std::io::BufReader;
-use std::net::TcpStream;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use redis::Value;
 
-use super::keys::{self, Chan};
+use super::keys::{Chan, Keys};
+use super::link;
 use super::wire::{self, Delivery, NodeMsg};
 use super::{Pending, Replies, SubEvent};
 use crate::metrics::{self, HubStats};
@@ -20,6 +20,7 @@ pub(super) struct Subscriber {
     pub pending: Arc<Pending>,
     pub stats: Arc<HubStats>,
     pub events: Sender<SubEvent>,
+    pub keys: Keys,
 }
 
 fn bulk(v: Value) -> Option<Vec<u8>> {
@@ -32,7 +33,7 @@ fn bulk(v: Value) -> Option<Vec<u8>> {
 
 impl Subscriber {
     /// Reads each connection the broker hands over until it fails; ends with the broker.
-    pub fn run(self, streams: Receiver<(u64, TcpStream)>) {
+    pub fn run(self, streams: Receiver<(u64, link::Reader)>) {
         for (gen, stream) in streams {
             let mut reader = BufReader::with_capacity(64 << 10, stream);
             let mut parser = redis::Parser::new();
@@ -68,7 +69,7 @@ impl Subscriber {
     }
 
     fn message(&self, chan: &[u8], payload: Vec<u8>) {
-        let Some(chan) = std::str::from_utf8(chan).ok().and_then(keys::parse_channel) else { return };
+        let Some(chan) = std::str::from_utf8(chan).ok().and_then(|c| self.keys.parse_channel(c)) else { return };
         let (system, group) = match chan {
             Chan::Node(_) => return self.node_msg(&payload),
             Chan::Cluster => {

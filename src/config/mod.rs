@@ -125,7 +125,11 @@ settings! {
     node_id: NodeId = (NodeId(fastrand::u32(..)), "random"), "ROOMCAST_NODE_ID",
         "Node id (hex, up to 8 digits) embedded in clientIds";
     redis: String = none, "ROOMCAST_REDIS",
-        "Redis URL such as redis://:password@host:6379/0: turns cluster mode on";
+        "Redis URL: redis://[:password@]host:6379[/db], rediss:// (TLS), or redis+sentinel://[:password@]host:26379[,host:port…]/<master>[/db] (rediss+sentinel:// for TLS): turns cluster mode on";
+    redis_prefix: String = "rc:", "ROOMCAST_REDIS_PREFIX",
+        "Cluster mode: prefix of every Redis key and channel, so several clusters can share one Redis";
+    redis_ca: PathBuf = none, "ROOMCAST_REDIS_CA",
+        "Cluster mode: PEM certificates trusted for rediss:// (Redis and Sentinel) instead of the system's";
     broker_queue_bytes: usize = "67108864", "ROOMCAST_BROKER_QUEUE_BYTES",
         "Cluster mode: frame bytes of sends waiting to go to Redis; beyond, sends answer 503";
     presence_ttl: Duration = "15s", "ROOMCAST_PRESENCE_TTL",
@@ -141,6 +145,8 @@ pub struct Config {
     pub jwt: JwtKey,
     /// `allowed_origins`, parsed.
     pub origins: Option<crate::protocol::origin::Origins>,
+    /// `redis_ca`'s contents.
+    pub redis_ca: Option<Vec<u8>>,
 }
 
 impl Deref for Config {
@@ -255,11 +261,19 @@ impl ServeArgs {
                 return Err(format!("--echo-path {p}: must start with / and not clash with /ws or /api"));
             }
         }
+        let redis_ca = match &s.redis_ca {
+            Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read --redis-ca {}: {e}", p.display()))?),
+            None => None,
+        };
         if let Some(url) = &s.redis {
-            let client = redis::Client::open(url.as_str()).map_err(|e| format!("redis: invalid URL '{url}': {e}"))?;
-            if !matches!(client.get_connection_info().addr(), redis::ConnectionAddr::Tcp(..)) {
-                return Err(format!("redis: '{url}': only redis://host:port URLs (plain TCP) are supported"));
-            }
+            crate::cluster::target::Target::new(url, redis_ca.as_deref())?;
+        }
+        if s.redis_prefix.len() > 64 || s.redis_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
+        {
+            return Err(format!(
+                "redis_prefix '{}': at most 64 bytes, no spaces or control characters",
+                s.redis_prefix
+            ));
         }
         if s.presence_ttl < Duration::from_millis(300) || s.presence_ttl > Duration::from_secs(600) {
             return Err("presence_ttl must be between 300ms and 10m".into());
@@ -294,7 +308,7 @@ impl ServeArgs {
             return Err(format!("compression_level must be 1..=9, not {}", s.compression_level));
         }
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
-        Ok(Config { settings: s, jwt, origins })
+        Ok(Config { settings: s, jwt, origins, redis_ca })
     }
 }
 

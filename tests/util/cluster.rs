@@ -14,6 +14,10 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     password: Option<&'static str>,
+    /// More `redis-server` arguments (`--replicaof`, TLS files…).
+    extra: Vec<String>,
+    /// Serves TLS only, on `port`.
+    tls: bool,
 }
 
 impl Redis {
@@ -23,13 +27,56 @@ impl Redis {
 
     pub fn start_with(password: Option<&'static str>) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis { child: None, port, password };
+        let mut r = Redis { child: None, port, password, extra: Vec::new(), tls: false };
+        r.spawn();
+        r
+    }
+
+    /// A plain `redis-server` with more arguments.
+    pub fn start_args(extra: &[&str]) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis {
+            child: None,
+            port,
+            password: None,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            tls: false,
+        };
+        r.spawn();
+        r
+    }
+
+    /// A `redis-server` serving TLS only, with this certificate and key (PEM files).
+    pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let (cert, key) = (cert.display().to_string(), key.display().to_string());
+        let extra = vec![
+            "--tls-cert-file".into(),
+            cert,
+            "--tls-key-file".into(),
+            key,
+            "--tls-auth-clients".into(),
+            "no".into(),
+        ];
+        let mut r = Redis { child: None, port, password: None, extra, tls: true };
         r.spawn();
         r
     }
 
     pub fn spawn(&mut self) {
-        let mut args = vec!["--port".to_string(), self.port.to_string()];
+        let mut args = match self.tls {
+            false => vec!["--port".to_string(), self.port.to_string()],
+            true => {
+                ["--port", "0", "--tls-port"].map(String::from).into_iter().chain([self.port.to_string()]).collect()
+            }
+        };
+        args.extend(self.extra.iter().cloned());
+        // Its own empty directory: a replica's full sync writes dump.rdb there, and a later
+        // redis-server started in the same directory would load it.
+        let dir = std::env::temp_dir().join(format!("roomcast-redis-{}-{}", std::process::id(), self.port));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        args.extend(["--dir".to_string(), dir.display().to_string()]);
         args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
         if let Some(p) = self.password {
             args.extend(["--requirepass".to_string(), p.to_string()]);
@@ -47,14 +94,23 @@ impl Redis {
         }
     }
 
+    /// Kills the server at once (SIGKILL), as a crash would.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
+        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!(
+            "roomcast-redis-{}-{}",
+            std::process::id(),
+            self.port
+        )));
     }
 
     pub fn url(&self) -> String {
+        if self.tls {
+            return format!("rediss://127.0.0.1:{}", self.port);
+        }
         match self.password {
             Some(p) => format!("redis://:{p}@127.0.0.1:{}", self.port),
             None => format!("redis://127.0.0.1:{}", self.port),

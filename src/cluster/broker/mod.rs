@@ -1,15 +1,13 @@
 //! The broker thread: the node's only writer to Redis.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use redis::{ConnectionAddr, RedisResult, Value};
+use redis::{RedisResult, Value};
 
 mod presence;
 pub(super) mod results;
@@ -17,7 +15,9 @@ pub(super) mod results;
 pub use presence::info;
 use results::Post;
 
-use super::{keys, scripts, wire, BrokerCmd, ClusterConfig, Pending, Replies, SubEvent};
+use super::keys::{self, Keys};
+use super::target::Target;
+use super::{link, scripts, wire, BrokerCmd, ClusterConfig, Pending, Replies, SubEvent};
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ReplyTo};
@@ -28,6 +28,10 @@ use crate::webhooks::{Event, Gone, Kind};
 const BATCH: usize = 1024;
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// With Sentinel a new master can appear any moment during a failover, and until every node
+/// found it a group frame reaches only the nodes that did: ask again often (a question to a
+/// Sentinel is cheap).
+const MAX_BACKOFF_SENTINEL: Duration = Duration::from_millis(250);
 
 fn unavailable() -> Bytes {
     api::ApiError::cluster_unavailable().body()
@@ -56,11 +60,15 @@ enum Step {
 
 pub(super) struct Broker {
     cfg: ClusterConfig,
-    client: redis::Client,
+    /// This cluster's key and channel names.
+    k: Keys,
+    target: Target,
+    /// TLS settings for the pub/sub connection (the redis crate has its own for commands).
+    tls: Arc<rustls::ClientConfig>,
     con: Option<redis::Connection>,
-    sub: Option<TcpStream>,
+    sub: Option<link::Writer>,
     sub_gen: u64,
-    streams: Sender<(u64, TcpStream)>,
+    streams: Sender<(u64, link::Reader)>,
     events: Receiver<SubEvent>,
     hub: Sender<Command>,
     replies: Arc<Replies>,
@@ -89,21 +97,20 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: ClusterConfig,
-        client: redis::Client,
+        target: Target,
         hub: Sender<Command>,
         replies: Arc<Replies>,
         pending: Arc<Pending>,
         stats: Arc<HubStats>,
-        streams: Sender<(u64, TcpStream)>,
+        streams: Sender<(u64, link::Reader)>,
         events: Receiver<SubEvent>,
     ) -> Result<Self, String> {
-        if !matches!(client.get_connection_info().addr(), ConnectionAddr::Tcp(..)) {
-            return Err(format!("--redis {}: only redis://host:port URLs (plain TCP) are supported", cfg.url));
-        }
         let now = Instant::now();
         Ok(Broker {
+            k: Keys::new(&cfg.prefix),
+            tls: link::client_config(cfg.ca.as_deref())?,
             cfg,
-            client,
+            target,
             con: None,
             sub: None,
             sub_gen: 0,
@@ -180,7 +187,7 @@ impl Broker {
         }
         // Ends the subscriber's read; it exits once this thread's stream sender is gone.
         if let Some(s) = self.sub.take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            s.shutdown();
         }
     }
 
@@ -191,26 +198,23 @@ impl Broker {
         metrics::add(&self.stats.cluster_redis_errors_total, 1);
         self.con = None;
         if let Some(s) = self.sub.take() {
-            let _ = s.shutdown(std::net::Shutdown::Both);
+            s.shutdown();
         }
         self.stats.cluster_up.store(0, Relaxed);
         self.retry_at = Instant::now() + self.backoff;
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        let max = if self.target.is_sentinel() { MAX_BACKOFF_SENTINEL } else { MAX_BACKOFF };
+        self.backoff = (self.backoff * 2).min(max);
     }
 
     fn connect(&mut self) -> Result<(), String> {
         let e = |e: redis::RedisError| e.to_string();
-        let mut con = self.client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
+        let client = self.target.master()?;
+        let mut con = client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
         con.set_read_timeout(Some(IO_TIMEOUT)).map_err(e)?;
         con.set_write_timeout(Some(IO_TIMEOUT)).map_err(e)?;
         self.scripts.load(&mut con).map_err(e)?;
-        let info = self.client.get_connection_info();
-        let ConnectionAddr::Tcp(host, port) = info.addr() else { return Err("not a TCP address".into()) };
-        let addr = (host.as_str(), *port).to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("no address")?;
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT).map_err(|e| e.to_string())?;
-        let _ = stream.set_nodelay(true);
-        let mut w = stream.try_clone().map_err(|e| e.to_string())?;
-        w.set_write_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
+        let (reader, mut w) = link::open(&client, &self.tls, IO_TIMEOUT)?;
+        let info = client.get_connection_info();
         if let Some(pw) = info.redis_settings().password() {
             let mut auth = redis::cmd("AUTH");
             if let Some(user) = info.redis_settings().username() {
@@ -219,11 +223,11 @@ impl Broker {
             w.write_all(&auth.arg(pw).get_packed_command()).map_err(|e| e.to_string())?;
         }
         self.sub_gen += 1;
-        self.streams.send((self.sub_gen, stream)).map_err(|e| e.to_string())?;
+        self.streams.send((self.sub_gen, reader)).map_err(|e| e.to_string())?;
         self.sub = Some(w);
         self.con = Some(con);
         self.subscribed.clear();
-        let mut chans = vec![keys::node(self.me()), keys::CLUSTER.to_string()];
+        let mut chans = vec![self.k.node(self.me()), self.k.cluster()];
         chans.extend(self.groups.keys().cloned());
         chans.extend(self.systems.keys().cloned());
         self.subscribe(&chans)?;
@@ -234,7 +238,13 @@ impl Broker {
         self.beat()?;
         self.stats.cluster_up.store(1, Relaxed);
         self.backoff = Duration::from_millis(100);
-        tracing::info!(node = keys::node_name(self.me()), "connected to Redis");
+        let at = match info.addr() {
+            redis::ConnectionAddr::Tcp(h, p) | redis::ConnectionAddr::TcpTls { host: h, port: p, .. } => {
+                format!("{h}:{p}")
+            }
+            other => format!("{other:?}"),
+        };
+        tracing::info!(node = keys::node_name(self.me()), redis = at, "connected to Redis");
         Ok(())
     }
 
@@ -308,18 +318,18 @@ impl Broker {
         for cmd in batch {
             match cmd {
                 BrokerCmd::Register { system, to } => {
-                    p.cmd("SADD").arg(keys::SYSTEMS).arg(&*system);
+                    p.cmd("SADD").arg(self.k.systems()).arg(&*system);
                     self.known.insert(system.clone());
                     steps.push(Step::Redis(Post::Register { system, to }));
                 }
                 BrokerCmd::Lookup { system } => {
-                    p.cmd("SISMEMBER").arg(keys::SYSTEMS).arg(&*system);
+                    p.cmd("SISMEMBER").arg(self.k.systems()).arg(&*system);
                     steps.push(Step::Redis(Post::Lookup { system }));
                 }
                 BrokerCmd::Publish { system, group, frame, answer, history } => {
                     let chan = match &group {
-                        Some(g) => keys::group(&system, g),
-                        None => keys::system(&system),
+                        Some(g) => self.k.group(&system, g),
+                        None => self.k.system(&system),
                     };
                     p.cmd("PUBLISH").arg(chan).arg(wire::delivery(me, &frame));
                     steps.push(Step::Redis(Post::Publish { answer }));
@@ -327,8 +337,8 @@ impl Broker {
                         p.cmd("EVALSHA")
                             .arg(self.scripts.keep.get_hash())
                             .arg(2)
-                            .arg(keys::group(&system, g))
-                            .arg(keys::history(&system, g))
+                            .arg(self.k.group(&system, g))
+                            .arg(self.k.history(&system, g))
                             .arg(crate::protocol::ws::payload(&frame))
                             .arg(self.cfg.history_size)
                             .arg(self.cfg.history_ttl.as_millis() as u64);
@@ -336,7 +346,7 @@ impl Broker {
                     }
                 }
                 BrokerCmd::GroupHistory { system, group, limit, to } => {
-                    p.cmd("XREVRANGE").arg(keys::history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
+                    p.cmd("XREVRANGE").arg(self.k.history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
                     steps.push(Step::Redis(Post::History { to }));
                 }
                 BrokerCmd::Join { system, group, client, info, notice, .. } => {
@@ -363,11 +373,11 @@ impl Broker {
                     if let Some(to) = reply {
                         self.pending.insert(self.corr, to);
                     }
-                    p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
+                    p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
                     steps.push(Step::Redis(Post::Forward { corr: self.corr, waiting: reply.is_some() }));
                 }
                 BrokerCmd::OnlineList { system, group: g, to } => {
-                    p.cmd("HKEYS").arg(keys::group(&system, &g));
+                    p.cmd("HKEYS").arg(self.k.group(&system, &g));
                     steps.push(Step::Redis(Post::Online { to }));
                 }
                 BrokerCmd::AllGroups { system, page, paged, to } => {
@@ -377,7 +387,7 @@ impl Broker {
                         after => format!("({after}"),
                     };
                     p.cmd("ZRANGEBYLEX")
-                        .arg(keys::groups(&system))
+                        .arg(self.k.groups(&system))
                         .arg(from)
                         .arg("+")
                         .arg("LIMIT")
@@ -389,11 +399,11 @@ impl Broker {
                     steps.push(Step::Local(Later::Answer(to, status, body)))
                 }
                 BrokerCmd::ToNode { node, payload } => {
-                    p.cmd("PUBLISH").arg(keys::node(node)).arg(payload);
+                    p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
                     steps.push(Step::Redis(Post::Ignore));
                 }
                 BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
-                    p.cmd("PUBLISH").arg(keys::node(node)).arg(wire::answer(corr, status, &body));
+                    p.cmd("PUBLISH").arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
                     steps.push(Step::Redis(Post::Ignore));
                 }
             }

@@ -38,9 +38,9 @@ impl Broker {
         p.cmd("EVALSHA")
             .arg(self.scripts.join.get_hash())
             .arg(3)
-            .arg(keys::group(system, group))
-            .arg(keys::groups(system))
-            .arg(keys::node(self.me()))
+            .arg(self.k.group(system, group))
+            .arg(self.k.groups(system))
+            .arg(self.k.node(self.me()))
             .arg(client)
             .arg(info)
             .arg(group)
@@ -63,9 +63,9 @@ impl Broker {
         p.cmd("EVALSHA")
             .arg(self.scripts.leave.get_hash())
             .arg(3)
-            .arg(keys::group(system, group))
-            .arg(keys::groups(system))
-            .arg(keys::node(node))
+            .arg(self.k.group(system, group))
+            .arg(self.k.groups(system))
+            .arg(self.k.node(node))
             .arg(client)
             .arg(group)
             .arg(keys::member_field(client, system, group))
@@ -77,7 +77,7 @@ impl Broker {
     pub(super) fn mirror(&mut self, cmd: &BrokerCmd, unsub: &mut Vec<String>) -> Option<String> {
         match cmd {
             BrokerCmd::Join { system, group, client, info, .. } => {
-                let chan = keys::group(system, group);
+                let chan = self.k.group(system, group);
                 let m = self.groups.entry(chan.clone()).or_insert_with(|| GroupMirror {
                     system: system.clone(),
                     group: group.clone(),
@@ -87,7 +87,7 @@ impl Broker {
                 (!self.subscribed.contains(&chan)).then_some(chan)
             }
             BrokerCmd::Leave { system, group, client, .. } => {
-                let chan = keys::group(system, group);
+                let chan = self.k.group(system, group);
                 if let Some(m) = self.groups.get_mut(&chan) {
                     m.clients.remove(client);
                     if m.clients.is_empty() {
@@ -98,7 +98,7 @@ impl Broker {
                 None
             }
             BrokerCmd::SystemSub { system, on, .. } => {
-                let chan = keys::system(system);
+                let chan = self.k.system(system);
                 if *on {
                     *self.systems.entry(chan.clone()).or_default() += 1;
                     (!self.subscribed.contains(&chan)).then_some(chan)
@@ -120,7 +120,7 @@ impl Broker {
     /// What Redis holds for `node`: member field → info.
     fn held(&mut self, node: u32) -> Result<HashMap<String, String>, String> {
         let con = self.con.as_mut().ok_or("down")?;
-        redis::cmd("HGETALL").arg(keys::node(node)).query(con).map_err(|e| e.to_string())
+        redis::cmd("HGETALL").arg(self.k.node(node)).query(con).map_err(|e| e.to_string())
     }
 
     /// A LEAVE step for a client that is gone, with its 1002 notice; its result is ignored.
@@ -139,13 +139,13 @@ impl Broker {
         for (field, info) in &held {
             match keys::parse_member_field(field) {
                 Some((client, system, group)) => {
-                    let chan = keys::group(system, group);
+                    let chan = self.k.group(system, group);
                     if !self.groups.get(&chan).is_some_and(|m| m.clients.contains_key(client)) {
                         self.pipe_gone(&mut p, me, system, group, client, info);
                     }
                 }
                 None => {
-                    p.cmd("HDEL").arg(keys::node(me)).arg(field).ignore();
+                    p.cmd("HDEL").arg(self.k.node(me)).arg(field).ignore();
                 }
             }
         }
@@ -156,13 +156,13 @@ impl Broker {
             }
         }
         for s in &self.known {
-            p.cmd("SADD").arg(keys::SYSTEMS).arg(&**s).ignore();
+            p.cmd("SADD").arg(self.k.systems()).arg(&**s).ignore();
         }
         // Heartbeat before membership: a node listed in rc:nodes is never seen without one
         // until it really lapses (another node's beat would take it for dead).
         let ttl = self.cfg.presence_ttl.as_millis() as u64;
-        p.cmd("SET").arg(keys::alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
-        p.cmd("SADD").arg(keys::NODES).arg(keys::node_name(me)).ignore();
+        p.cmd("SET").arg(self.k.alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
+        p.cmd("SADD").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         p.query::<()>(con).map_err(|e| e.to_string())?;
         self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
@@ -177,7 +177,7 @@ impl Broker {
         let e = |e: redis::RedisError| e.to_string();
         let con = self.con.as_mut().ok_or("down")?;
         let prev: Option<String> = redis::cmd("SET")
-            .arg(keys::alive(me))
+            .arg(self.k.alive(me))
             .arg(&self.instance)
             .arg("PX")
             .arg(ttl)
@@ -204,7 +204,7 @@ impl Broker {
             Some(_) => {}
         }
         let con = self.con.as_mut().ok_or("down")?;
-        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(keys::NODES).query(con).map_err(e)?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.k.nodes()).query(con).map_err(e)?;
         let (mut up, mut dead) = (vec![me], Vec::new());
         for n in nodes {
             let Ok(node) = u32::from_str_radix(&n, 16) else { continue };
@@ -212,14 +212,14 @@ impl Broker {
                 continue;
             }
             let con = self.con.as_mut().ok_or("down")?;
-            let alive: bool = redis::cmd("EXISTS").arg(keys::alive(node)).query(con).map_err(e)?;
+            let alive: bool = redis::cmd("EXISTS").arg(self.k.alive(node)).query(con).map_err(e)?;
             if alive {
                 up.push(node);
                 continue;
             }
             dead.push(node);
             let won: Option<String> = redis::cmd("SET")
-                .arg(keys::reap_lock(node))
+                .arg(self.k.reap_lock(node))
                 .arg(keys::node_name(me))
                 .arg("NX")
                 .arg("PX")
@@ -238,7 +238,7 @@ impl Broker {
     pub(super) fn announce(&mut self) -> Result<(), String> {
         let con = self.con.as_mut().ok_or("down")?;
         redis::cmd("PUBLISH")
-            .arg(keys::CLUSTER)
+            .arg(self.k.cluster())
             .arg(wire::hello(self.cfg.node))
             .query::<i64>(con)
             .map_err(|e| e.to_string())?;
@@ -258,8 +258,8 @@ impl Broker {
                 gone.push((client, system, group, info));
             }
         }
-        p.cmd("DEL").arg(keys::node(node)).ignore();
-        p.cmd("SREM").arg(keys::NODES).arg(keys::node_name(node)).ignore();
+        p.cmd("DEL").arg(self.k.node(node)).ignore();
+        p.cmd("SREM").arg(self.k.nodes()).arg(keys::node_name(node)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
         if self.cfg.hooks.is_some() {
@@ -295,8 +295,8 @@ impl Broker {
                 self.pipe_gone(&mut p, me, &m.system, &m.group, client, info);
             }
         }
-        p.cmd("DEL").arg(keys::node(me)).arg(keys::alive(me)).ignore();
-        p.cmd("SREM").arg(keys::NODES).arg(keys::node_name(me)).ignore();
+        p.cmd("DEL").arg(self.k.node(me)).arg(self.k.alive(me)).ignore();
+        p.cmd("SREM").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         p.query::<()>(con).map_err(|e| e.to_string())
     }

@@ -207,7 +207,7 @@ impl Broker {
     fn group_members(&mut self, system: &str, groups: &[String]) -> Result<HashMap<String, Vec<String>>, String> {
         let mut p = redis::pipe();
         for g in groups {
-            p.cmd("HKEYS").arg(crate::cluster::keys::group(system, g));
+            p.cmd("HKEYS").arg(self.k.group(system, g));
         }
         let con = self.con.as_mut().ok_or("down")?;
         let lists: Vec<Vec<String>> =

@@ -1,0 +1,263 @@
+//! Cluster mode beyond one plain Redis: a key prefix (two clusters on one Redis), TLS to
+//! Redis (`rediss://`, certificate made here), and Sentinel failover (master + replica + three
+//! Sentinels, the master SIGKILLed under clients and calls). Real processes on loopback.
+mod util;
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use util::cluster::*;
+use util::*;
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A directory of the test's own; removed on drop.
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let d = std::env::temp_dir().join(format!("roomcast-ha-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        Dir(d)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
+    con.set_read_timeout(Some(Duration::from_secs(5)))?;
+    cmd.query(&mut con)
+}
+
+#[test]
+fn two_clusters_share_one_redis_under_their_prefixes() {
+    let redis = Redis::start();
+    let blue = nodes(&redis, 2, &["--redis-prefix", "blue:"]);
+    let green = node(&redis, &["--redis-prefix", "green:"]);
+    blue[0].register("s");
+    // The same system id is free in the other cluster.
+    green.register("s");
+    let (st, _) = blue[1].api("register", None, json!({"systemId": "s"}));
+    assert_eq!(st, 409, "register is still unique inside one cluster");
+
+    let mut b0 = blue[0].client("s");
+    let mut b1 = blue[1].client("s");
+    let mut g = green.client("s");
+    blue[1].bind("s", &b0.id, "room", "u");
+    blue[0].bind("s", &b1.id, "room", "u");
+    green.bind("s", &g.id, "room", "u");
+    for c in [&mut b0, &mut b1, &mut g] {
+        c.expect_code(1001);
+    }
+    assert_eq!(online(&blue[0], "s", "room"), sorted(vec![b0.id.clone(), b1.id.clone()]));
+    assert_eq!(online(&green, "s", "room"), vec![g.id.clone()]);
+
+    let id = send_group(&blue[1], "s", "room", "to blue");
+    for c in [&mut b0, &mut b1] {
+        let v = next_message(c);
+        assert_eq!(v["messageId"], id.as_str());
+    }
+    let gid = send_group(&green, "s", "room", "to green");
+    assert_eq!(next_message(&mut g)["messageId"], gid.as_str(), "green saw nothing of blue's send first");
+    b0.expect_silence(Duration::from_millis(300));
+    let (st, v) = green.api("send_to_system", Some("s"), json!({"code": 0, "msg": "sys", "data": 1}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(next_message(&mut g)["msg"], "sys");
+    b1.expect_silence(Duration::from_millis(300));
+
+    // Every key either cluster wrote is under its prefix.
+    let keys: Vec<String> = query(redis.port, redis::cmd("KEYS").arg("*")).unwrap();
+    assert!(keys.iter().any(|k| k.starts_with("blue:")) && keys.iter().any(|k| k.starts_with("green:")), "{keys:?}");
+    assert!(keys.iter().all(|k| k.starts_with("blue:") || k.starts_with("green:")), "{keys:?}");
+}
+
+#[test]
+fn a_bad_prefix_or_redis_url_is_refused_at_start() {
+    for (args, want) in [
+        (vec!["--redis", "redis://127.0.0.1:1", "--redis-prefix", "a b"], "redis_prefix"),
+        (vec!["--redis", "redis+sentinel://127.0.0.1:1"], "master name"),
+        (vec!["--redis", "redis+unix:///tmp/x.sock"], "only redis:// and rediss://"),
+        (vec!["--redis", "rediss://127.0.0.1:1", "--redis-ca", "/nonexistent.pem"], "redis-ca"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_roomcast")).args(&args).output().unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn rediss_carries_commands_and_pub_sub() {
+    let dir = Dir::new("rediss");
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    let redis = Redis::start_tls(&cert, &key);
+    assert!(redis.url().starts_with("rediss://"));
+    let ca = cert.display().to_string();
+    let n = nodes(&redis, 2, &["--redis-ca", &ca]);
+    n[0].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[1].client("s");
+    n[1].bind("s", &a.id, "g", "u");
+    n[0].bind("s", &b.id, "g", "u");
+    let id = send_group(&n[1], "s", "g", "over tls");
+    assert_eq!(next_message(&mut a)["messageId"], id.as_str());
+    assert_eq!(next_message(&mut b)["messageId"], id.as_str());
+    assert_eq!(online(&n[0], "s", "g"), sorted(vec![a.id.clone(), b.id.clone()]));
+
+    // Without the CA the certificate is not trusted: the node stays down and says so.
+    let url = redis.url();
+    let untrusted = Server::start(&["--redis", url.as_str()]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(health(&untrusted)["cluster"], "redis unreachable");
+    let (st, _) = untrusted.api("register", None, json!({"systemId": "t"}));
+    assert_eq!(st, 503);
+}
+
+/// A Sentinel process watching `master` as `mymaster`.
+struct Sentinel {
+    child: Child,
+    port: u16,
+}
+
+impl Sentinel {
+    fn start(dir: &Dir, master: u16) -> Sentinel {
+        let port = free_port();
+        let conf = dir.0.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                 sentinel monitor mymaster 127.0.0.1 {master} 2\n\
+                 sentinel down-after-milliseconds mymaster 1000\n\
+                 sentinel failover-timeout mymaster 10000\n\
+                 sentinel parallel-syncs mymaster 1\n",
+                dir.0.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server)");
+        Sentinel { child, port }
+    }
+
+    /// (other Sentinels known, replicas known)
+    fn knows(&self) -> (usize, usize) {
+        let sentinels: Vec<redis::Value> =
+            query(self.port, redis::cmd("SENTINEL").arg("SENTINELS").arg("mymaster")).unwrap_or_default();
+        let replicas: Vec<redis::Value> =
+            query(self.port, redis::cmd("SENTINEL").arg("REPLICAS").arg("mymaster")).unwrap_or_default();
+        (sentinels.len(), replicas.len())
+    }
+
+    fn master_port(&self) -> Option<u16> {
+        let addr: Vec<String> =
+            query(self.port, redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg("mymaster")).ok()?;
+        addr.get(1)?.parse().ok()
+    }
+}
+
+impl Drop for Sentinel {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn sentinel_failover_keeps_clients_and_groups_and_sends_resume() {
+    let dir = Dir::new("sentinel");
+    let mut master = Redis::start();
+    let mp = master.port.to_string();
+    let replica = Redis::start_args(&["--replicaof", "127.0.0.1", &mp]);
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(&dir, master.port)).collect();
+    let t = Instant::now();
+    while sentinels.iter().any(|s| s.knows() != (2, 1)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "Sentinels never found each other and the replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
+    let n: Vec<Server> = (0..2).map(|_| Server::start(&["--redis", url.as_str(), "--presence-ttl", "3s"])).collect();
+    for s in &n {
+        wait_up(s);
+    }
+    n[1].register("s");
+    let mut a = n[0].client("s");
+    let mut b = n[0].client("s");
+    n[1].bind("s", &a.id, "g", "ua");
+    n[1].bind("s", &b.id, "g", "ub");
+    assert_eq!(notice(&mut a, 1001), a.id);
+    assert_eq!(notice(&mut a, 1001), b.id);
+    assert_eq!(notice(&mut b, 1001), b.id);
+    let before = send_group(&n[1], "s", "g", "before");
+    assert_eq!(next_message(&mut a)["messageId"], before.as_str());
+    assert_eq!(next_message(&mut b)["messageId"], before.as_str());
+    // Everything written so far is on the replica (asynchronous replication, waited for here).
+    let acked: i64 = query(master.port, redis::cmd("WAIT").arg(1).arg(5000)).unwrap();
+    assert_eq!(acked, 1);
+
+    master.stop();
+    let killed = Instant::now();
+    // Calls answer 503 at once while there is no master, never 500, never hang.
+    let mut statuses = Vec::new();
+    let back = loop {
+        let call = Instant::now();
+        let (st, v) =
+            n[1].api("send_to_group", Some("s"), json!({"groupName": "g", "code": 0, "msg": "after", "data": 1}));
+        assert!(call.elapsed() < Duration::from_secs(4), "a call hung for {:?}", call.elapsed());
+        statuses.push(st);
+        if st == 200 {
+            break (killed.elapsed(), v["data"]["messageId"].as_str().unwrap().to_string());
+        }
+        assert_eq!(st, 503, "{v}");
+        assert!(killed.elapsed() < Duration::from_secs(30), "sends never came back: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    eprintln!("group sends back {:?} after the master was killed ({} calls answered 503)", back.0, statuses.len() - 1);
+    let promoted = sentinels[0].master_port();
+    assert_eq!(promoted, Some(replica.port), "the replica is the master now");
+
+    // Every node finds the new master; until the last did, a group frame reaches only the
+    // nodes that did (docs/CLUSTER.md). Then the clients, still connected, get every send.
+    for s in &n {
+        wait_up(s);
+    }
+    eprintln!("every node on the new master {:?} after the kill", killed.elapsed());
+    let id = send_group(&n[1], "s", "g", "healthy again");
+    for c in [&mut a, &mut b] {
+        let got = next_message(c)["messageId"].as_str().unwrap().to_string();
+        let got = if got == back.1 { next_message(c)["messageId"].as_str().unwrap().to_string() } else { got };
+        assert_eq!(got, id);
+    }
+    for s in &n {
+        assert_eq!(online(s, "s", "g"), sorted(vec![a.id.clone(), b.id.clone()]));
+    }
+    let (st, _) = n[0].api("register", None, json!({"systemId": "s"}));
+    assert_eq!(st, 409, "the registered system survived");
+    n[0].register("s2");
+    let mut c = n[1].client("s2");
+    n[0].bind("s2", &c.id, "g", "uc");
+    assert_eq!(notice(&mut c, 1001), c.id);
+    // A client leaving after the failover is told to the others through the new master.
+    drop(b);
+    let gone = notice(&mut a, 1002);
+    assert_ne!(gone, a.id);
+}
