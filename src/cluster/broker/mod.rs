@@ -33,6 +33,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Sentinel is cheap).
 const MAX_BACKOFF_SENTINEL: Duration = Duration::from_millis(250);
 
+/// An answer meaning the server is no longer (or not yet) a writable master.
+fn demoted(e: &redis::RedisError) -> bool {
+    use redis::{ErrorKind, ServerErrorKind};
+    matches!(
+        e.kind(),
+        ErrorKind::Server(ServerErrorKind::ReadOnly | ServerErrorKind::MasterDown | ServerErrorKind::BusyLoading)
+    )
+}
+
 fn unavailable() -> Bytes {
     api::ApiError::cluster_unavailable().body()
 }
@@ -413,6 +422,12 @@ impl Broker {
             false => Ok(Vec::new()),
             true => p.query(self.con.as_mut().expect("checked above")).map_err(|e| e.to_string()),
         };
+        // A master demoted to a replica (a failover that went on without it) refuses
+        // writes: look for the new master as if the connection had failed.
+        let results = results.and_then(|r| match r.iter().find_map(|r| r.as_ref().err().filter(|e| demoted(e))) {
+            Some(e) => Err(format!("{e}: this Redis is not the master any more")),
+            None => Ok(r),
+        });
         let failed = results.is_err();
         let mut results = match results {
             Ok(r) => r.into_iter(),
