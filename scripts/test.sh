@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, black-box tests (real server processes on port 0, real
 # WebSocket and HTTP clients; cluster tests with their own redis-server), the server against
-# its OpenAPI document (Schemathesis), then Autobahn conformance against the echo path.
+# its OpenAPI document (Schemathesis), the chaos soak (a Sentinel-watched cluster losing its
+# Redis master twice and a node once under load), then Autobahn conformance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if ! command -v redis-server >/dev/null; then
@@ -13,4 +14,5 @@ fi
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
 scripts/openapi-check.sh
+loadtest/chaos.sh
 scripts/autobahn.sh

@@ -14,6 +14,9 @@ use std::time::Duration;
 pub struct Session {
     pub client_id: String,
     pub group: usize,
+    /// When it connected and when it left (ns since the epoch).
+    pub start: u64,
+    pub end: u64,
 }
 
 /// Shared between the worker loop and its churn threads.
@@ -46,6 +49,7 @@ fn session(
     rng: &mut fastrand::Rng,
     n: u64,
 ) -> std::io::Result<Session> {
+    let start = crate::now_nanos();
     let mut ws = TcpStream::connect(addr)?;
     ws.set_read_timeout(Some(Duration::from_secs(10)))?;
     write!(ws, "GET /ws?systemId={system} HTTP/1.1\r\nHost: churn\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")?;
@@ -74,7 +78,7 @@ fn session(
         ws.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])?; // masked close 1000 (zero mask)
     }
     drop(ws);
-    Ok(Session { client_id: id, group })
+    Ok(Session { client_id: id, group, start, end: crate::now_nanos() })
 }
 
 /// Runs `threads` churners until `churn.stop`.

@@ -8,6 +8,7 @@
 //! on stdout; the parent sends them commands on stdin. Every loop is bounded by
 //! `--time-limit`.
 
+mod chaos;
 mod churn;
 mod recover;
 mod report;
@@ -127,6 +128,16 @@ pub struct Cli {
     /// Recover: clients dropped (and resumed) per second, all workers together.
     #[arg(long, default_value_t = 50.0)]
     pub drop_rate: f64,
+    /// Churn: a command run as `CMD K` at the K-th --chaos-at time (it breaks something and
+    /// returns once the cluster is whole again); see loadtest/chaos.sh.
+    #[arg(long)]
+    pub chaos_cmd: Option<String>,
+    /// Seconds after sending began at which the chaos steps run, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub chaos_at: Vec<f64>,
+    /// Ports the paced sender calls (default: --port); e.g. not a node the chaos kills.
+    #[arg(long, value_delimiter = ',')]
+    pub api_port: Vec<u16>,
     /// Label for this run in the outputs (e.g. roomcast, bun).
     #[arg(long, default_value = "server")]
     pub label: String,
@@ -158,6 +169,10 @@ pub struct Opts {
     pub compression: bool,
     /// TLS to the server.
     pub tls: bool,
+    /// Chaos soak: messages carry their index, stayers record what they got.
+    pub chaos: bool,
+    /// Where the sender's API calls go.
+    pub api_ports: Vec<SocketAddr>,
 }
 
 /// `n` bytes of chat-like text: common words picked by a seeded generator (the same text on
@@ -185,11 +200,11 @@ pub fn now_nanos() -> u64 {
 
 fn main() {
     let cli = Cli::parse();
-    let ports: Vec<SocketAddr> = cli
-        .port
-        .iter()
-        .map(|p| (cli.host.as_str(), *p).to_socket_addrs().ok().and_then(|mut a| a.next()).expect("resolvable --host"))
-        .collect();
+    let resolve =
+        |p: &u16| (cli.host.as_str(), *p).to_socket_addrs().ok().and_then(|mut a| a.next()).expect("resolvable --host");
+    let ports: Vec<SocketAddr> = cli.port.iter().map(resolve).collect();
+    let api_ports: Vec<SocketAddr> =
+        if cli.api_port.is_empty() { ports.clone() } else { cli.api_port.iter().map(resolve).collect() };
     let token =
         cli.jwt_secret.as_ref().map(|s| roomcast::auth::mint_hs256(s.as_bytes(), None, 24 * 3600).expect("token"));
     let opts = Opts {
@@ -209,7 +224,13 @@ fn main() {
         recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
         compression: cli.compression,
         tls: cli.tls,
+        chaos: cli.chaos_cmd.is_some(),
+        api_ports,
     };
+    if opts.chaos && cli.scenario != Scenario::Churn {
+        eprintln!("--chaos-cmd: only for the churn scenario");
+        std::process::exit(2);
+    }
     stream::TLS.store(cli.tls, std::sync::atomic::Ordering::Relaxed);
     if cli.tls && cli.scenario == Scenario::Churn {
         eprintln!("--tls: not for the churn scenario (its churning clients are plain)");
@@ -239,6 +260,7 @@ pub struct Collected {
     pub churned: Vec<Value>,
     pub resumed: Vec<Value>,
     pub results: Vec<Value>,
+    pub verified: Vec<Value>,
     pub progress: Vec<Value>,
     /// Every 250 ms: (seconds since start, delivered so far, p50 µs, p99 µs of the last
     /// interval, worst worker) for the report.
@@ -285,6 +307,7 @@ impl Workers {
                         Some("churned") => s.churned.push(v),
                         Some("resumed") => s.resumed.push(v),
                         Some("result") => s.results.push(v),
+                        Some("verified") => s.verified.push(v),
                         Some("progress") => {
                             let w = v["worker"].as_u64().unwrap_or(0) as usize;
                             if w < s.progress.len() {
@@ -539,8 +562,12 @@ fn run_sends(
     let mut api_errors = 0u64;
     w.set_phase("send");
     let sent = w.sent.clone();
+    let windows = chaos::Windows::default();
+    let chaos_thread =
+        cli.chaos_cmd.clone().map(|cmd| chaos::start(cmd, cli.chaos_at.clone(), Instant::now(), windows.clone()));
+    let calls = std::cell::RefCell::new(vec![(0u64, 0u64, 0u16); if opts.chaos { cli.messages as usize } else { 0 }]);
     let stats = sender::run(
-        &opts.ports,
+        &opts.api_ports,
         concurrency,
         cli.messages,
         rate,
@@ -549,6 +576,9 @@ fn run_sends(
             sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let data = if sequenced {
                 format!(r#"{{"t":{},"s":{}}}"#, now_nanos(), i / groups as u64)
+            } else if let Some(c) = calls.borrow_mut().get_mut(i as usize) {
+                c.0 = now_nanos();
+                format!(r#"{{"t":{},"i":{i}}}"#, c.0)
             } else if pad.is_empty() {
                 format!(r#"{{"t":{}}}"#, now_nanos())
             } else {
@@ -566,7 +596,10 @@ fn run_sends(
             };
             sender::post(path, &system, token.as_deref(), &body)
         },
-        |_, st, body| {
+        |i, st, body| {
+            if let Some(c) = calls.borrow_mut().get_mut(i as usize) {
+                (c.1, c.2) = (now_nanos(), st);
+            }
             if st != 200 {
                 api_errors += 1;
                 if api_errors <= 3 {
@@ -576,10 +609,22 @@ fn run_sends(
         },
     )
     .map_err(|e| format!("sending: {e}"))?;
+    if let Some(t) = chaos_thread {
+        if !t.is_finished() {
+            eprintln!("note: sending ended before the last chaos step; waiting for it");
+        }
+        let _ = t.join();
+    }
     if cli.scenario == Scenario::Churn {
         w.tell_all("churn stop");
         w.wait_for(procs, deadline, "churn stop", |s| s.churned.len())?;
         std::thread::sleep(Duration::from_millis(1500)); // let the last 1002s arrive
+    }
+    if opts.chaos {
+        let calls = calls.into_inner();
+        let (windows, hits) = windows.lock().expect("windows").clone();
+        out.set("chaos_sends_refused_secs", json!(chaos::refused_for(&calls, &hits, &windows)));
+        return finish_chaos(cli, opts, w, out, deadline, &calls, &windows, &stats);
     }
     if sequenced {
         if cli.scenario == Scenario::Recover {
@@ -647,6 +692,70 @@ fn run_sends(
     let compressed: u64 = results.iter().map(|r| r["compressed"].as_u64().unwrap_or(0)).sum();
     out.set("compressed_frames", json!(compressed));
     Ok(i32::from(lost > 0 || stats.errors > 0 || notice_problems > 0))
+}
+
+/// Chaos soak: after the sends and the churn, every stayer checks what it got against the
+/// messages answered 200 outside the unhealthy windows (`chaos.rs`).
+#[allow(clippy::too_many_arguments)]
+fn finish_chaos(
+    cli: &Cli,
+    opts: &Opts,
+    w: &mut Workers,
+    out: &mut report::Outcome,
+    deadline: Instant,
+    calls: &chaos::Calls,
+    windows: &[(u64, u64)],
+    stats: &sender::SendStats,
+) -> Result<i32, String> {
+    // Until 2 s without a new message (or --drain-secs): the notice counts come with it.
+    w.tell_all(&format!("expect 200 0 {}", cli.drain_secs));
+    w.wait_for(opts.procs, deadline, "deliver", |s| s.results.len())?;
+    let path = std::env::temp_dir().join(format!("roomcast-chaos-{}.json", std::process::id()));
+    let path = path.display().to_string();
+    let (during, failed) = chaos::write_expected(&path, calls, windows).map_err(|e| format!("{path}: {e}"))?;
+    w.tell_all(&format!("verify {path}"));
+    w.wait_for(opts.procs, deadline, "verify", |s| s.verified.len())?;
+    let _ = std::fs::remove_file(&path);
+    let st = w.state.lock().expect("lock");
+    let sum = |k: &str| st.verified.iter().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let mut stayers = vec![0u64; opts.groups];
+    for c in 0..opts.clients {
+        stayers[c % opts.groups] += 1;
+    }
+    let (checked, skipped, expected, missing) =
+        chaos::check_notices(&st.churned, &st.results, &st.verified, &stayers, windows);
+    let dups: u64 = st.results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
+    let churn_errors: u64 = st.churned.iter().map(|c| c["errors"].as_u64().unwrap_or(0)).sum();
+    let gaps: Vec<f64> = windows.iter().map(|(a, b)| (b - a) as f64 / 1e9).collect();
+    out.set("chaos_windows_secs", json!(gaps));
+    out.set("api_calls", json!(stats.sent));
+    out.set("api_200_outside_windows", json!(calls.iter().filter(|c| c.2 == 200).count() as u64 - during));
+    out.set("api_200_inside_windows", json!(during));
+    out.set("api_failed", json!(failed));
+    out.set("stayers", json!(sum("stayers")));
+    out.set("stayers_cut_by_node_kill", json!(sum("closed_stayers")));
+    out.set("expected", json!(sum("expected")));
+    out.set("lost", json!(sum("missing")));
+    out.set("duplicated", json!(sum("duplicated")));
+    out.set("churn_sessions_checked", json!(checked));
+    out.set("churn_sessions_across_windows", json!(skipped));
+    out.set("churn_errors", json!(churn_errors));
+    out.set("notices_expected", json!(expected));
+    out.set("notices_missing", json!(missing));
+    out.set("notices_duplicated", json!(dups));
+    let bad = sum("missing") + sum("duplicated") + missing + dups;
+    for v in st.verified.iter().filter(|v| v["missing"].as_u64().unwrap_or(0) > 0) {
+        for m in v["missing_sample"].as_array().into_iter().flatten() {
+            let i = m[1].as_u64().unwrap_or(0) as usize;
+            let c = calls.get(i).copied().unwrap_or_default();
+            eprintln!(
+                "missing: stayer {} (closed at {}) message {i}: call {}..{} status {}",
+                m[0], m[2], c.0, c.1, c.2
+            );
+        }
+    }
+    eprintln!("windows: {windows:?}");
+    Ok(i32::from(bad > 0 || sum("expected") == 0))
 }
 
 /// Churn: every completed session must have produced exactly one 1001 and one 1002 at each

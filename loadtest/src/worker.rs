@@ -41,6 +41,9 @@ struct Ws {
     global: usize,
     /// Session recovery (recover, reconnect scenarios).
     rec: Option<Box<crate::recover::Rec>>,
+    /// Chaos: the index (`"i"`) of every message received, and when the connection closed.
+    got: Option<Vec<u32>>,
+    closed_at: u64,
 }
 
 /// Counters and histograms of one worker.
@@ -107,6 +110,7 @@ static CODE: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"code\"
 /// In a 1001/1002 notice, `data` is a JSON string: `{\"clientId\":\"ID\",...}`.
 static NOTICE_ID: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(br#"clientId\":\""#));
 static T: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"t\":"));
+static I: LazyLock<Finder<'static>> = LazyLock::new(|| Finder::new(b"\"i\":"));
 
 /// Extracts the integer after `key` (e.g. `"code":`) in a JSON text, without parsing it.
 fn int_after(p: &[u8], key: &Finder<'_>) -> Option<i64> {
@@ -186,6 +190,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         id: String::new(),
                         global,
                         rec: opts.recover.then(Default::default),
+                        got: opts.chaos.then(Vec::new),
+                        closed_at: 0,
                     }));
                 }
                 Err(_) => {
@@ -287,7 +293,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                             .lock()
                             .expect("sessions")
                             .iter()
-                            .map(|s| json!([s.client_id, s.group]))
+                            .map(|s| json!([s.client_id, s.group, s.start, s.end]))
                             .collect();
                         let errors = *churn.errors.lock().expect("errors");
                         emit(json!({"type": "churned", "worker": index, "sessions": sessions, "errors": errors}));
@@ -303,6 +309,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         drop_and_resume(&mut conns, k, &mut poll, opts, &mut tally)?;
                     }
                     awaiting_resumes = true;
+                }
+                ["verify", path] => {
+                    let stayers =
+                        conns.iter().flatten().filter_map(|c| Some((c.global, c.closed_at, c.got.as_deref()?)));
+                    emit(crate::chaos::verify(index, path, opts.groups, stayers));
                 }
                 ["quit"] => return Ok(()),
                 _ => {}
@@ -440,6 +451,13 @@ fn flush(c: &mut Ws) {
     }
 }
 
+fn close(c: &mut Ws) {
+    if !matches!(c.st, St::Closed) {
+        c.closed_at = now_nanos();
+    }
+    c.st = St::Closed;
+}
+
 fn read_all(
     c: &mut Ws,
     chunk: &mut [u8],
@@ -456,7 +474,7 @@ fn read_all(
                     St::Connecting | St::Handshake => *failed += 1,
                     St::Closed => {}
                 }
-                c.st = St::Closed;
+                close(c);
                 return;
             }
             Ok(n) => {
@@ -469,7 +487,7 @@ fn read_all(
                 if matches!(c.st, St::Connecting | St::Handshake) {
                     *failed += 1;
                 }
-                c.st = St::Closed;
+                close(c);
                 return;
             }
         }
@@ -556,6 +574,9 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
                         if let Some(rec) = c.rec.as_mut() {
                             crate::recover::on_message(rec, p, &mut tally.rec);
                         }
+                        if let (Some(got), Some(i)) = (c.got.as_mut(), int_after(p, &I)) {
+                            got.push(i as u32);
+                        }
                         if let Some(t) = int_after(p, &T) {
                             let us = (now.saturating_sub(t as u64) / 1000).max(1);
                             let _ = tally.latency.record(us);
@@ -569,7 +590,7 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
             0x9 => pongs.push(p.to_vec()),
             0x8 => {
                 tally.closed += 1;
-                c.st = St::Closed;
+                close(c);
             }
             _ => {}
         }

@@ -1,0 +1,187 @@
+//! Chaos soak (`churn --chaos-cmd CMD --chaos-at S1,S2,…`): while the churn scenario runs,
+//! `CMD K` is run at S_K seconds after sending began (it kills something — the Redis master, a
+//! node — and prints `healthy` once the cluster is whole again). From the step's start to that
+//! line (or to its exit, without one) is an *unhealthy window*.
+//!
+//! What must hold: every message whose send was answered 200 and whose call lay wholly outside
+//! the windows reaches every stayer of its group exactly once (a stayer whose node was killed:
+//! the messages sent up to 200 ms before its connection closed). Every churn session wholly
+//! outside the windows is told exactly once (1001 and 1002) to each stayer of its group alive
+//! then. What happened inside the windows is reported, not judged: a send answered 200 while
+//! only some nodes had found the new master reaches only those nodes (docs/CLUSTER.md).
+
+use std::collections::HashMap;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::now_nanos;
+
+/// A stayer whose connection closed misses what was sent this close to its end.
+const CUT_MARGIN_NS: u64 = 200_000_000;
+
+/// The unhealthy windows so far, (start, end) in ns since the epoch, and when each step's
+/// blow fell (its `killed` line; else its start).
+pub type Windows = Arc<Mutex<(Vec<(u64, u64)>, Vec<u64>)>>;
+
+/// Runs the steps on a thread of their own.
+pub fn start(cmd: String, at: Vec<f64>, since: Instant, windows: Windows) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        for (k, secs) in at.iter().enumerate() {
+            let due = since + Duration::from_secs_f64(*secs);
+            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            let t0 = now_nanos();
+            let (mut t1, mut hit) = (None, None);
+            let child = Command::new("sh").arg("-c").arg(format!("{cmd} {}", k + 1)).stdout(Stdio::piped()).spawn();
+            let st = child.and_then(|mut c| {
+                let out = c.stdout.take().expect("piped");
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    match line.trim() {
+                        "healthy" if t1.is_none() => t1 = Some(now_nanos()),
+                        "killed" if hit.is_none() => hit = Some(now_nanos()),
+                        _ => {}
+                    }
+                }
+                c.wait()
+            });
+            let t1 = t1.unwrap_or_else(now_nanos);
+            eprintln!("chaos step {} ({cmd} {}): {st:?}, unhealthy for {:.2} s", k + 1, k + 1, (t1 - t0) as f64 / 1e9);
+            let mut w = windows.lock().expect("windows");
+            w.0.push((t0, t1));
+            w.1.push(hit.unwrap_or(t0));
+        }
+    })
+}
+
+fn overlaps(a: u64, b: u64, windows: &[(u64, u64)]) -> bool {
+    windows.iter().any(|&(s, e)| a <= e && b >= s)
+}
+
+/// Per message: (start, end, status) of its send call.
+pub type Calls = Vec<(u64, u64, u16)>;
+
+/// For each blow: seconds from it to the first send answered 200 after the sends it made fail
+/// (0: none failed in its window), i.e. how long group sends were refused.
+pub fn refused_for(calls: &Calls, hits: &[u64], windows: &[(u64, u64)]) -> Vec<f64> {
+    hits.iter()
+        .zip(windows)
+        .map(|(&k, &(_, end))| {
+            let failed = calls.iter().filter(|c| c.0 >= k && c.0 <= end && c.2 != 200).map(|c| c.0).min();
+            let Some(fail) = failed else { return 0.0 };
+            let back = calls.iter().filter(|c| c.0 >= fail && c.2 == 200).map(|c| c.1).min();
+            back.map_or(-1.0, |e| e.saturating_sub(k) as f64 / 1e9)
+        })
+        .collect()
+}
+
+/// Writes the messages every stayer must have (answered 200 wholly outside the windows) for
+/// the workers' `verify`; returns how many calls were 200 inside a window and how many failed.
+pub fn write_expected(path: &str, calls: &Calls, windows: &[(u64, u64)]) -> std::io::Result<(u64, u64)> {
+    let (mut during, mut failed) = (0, 0);
+    let mut healthy = Vec::new();
+    for (i, &(s, e, st)) in calls.iter().enumerate() {
+        match (st, overlaps(s, e, windows)) {
+            (200, false) => healthy.push(json!([i, s])),
+            (200, true) => during += 1,
+            _ => failed += 1,
+        }
+    }
+    std::fs::write(path, json!({ "healthy": healthy }).to_string())?;
+    Ok((during, failed))
+}
+
+/// Worker side: checks its stayers (global index, closed at, indices received) against the
+/// file written by [`write_expected`].
+pub fn verify<'a>(
+    worker: usize,
+    path: &str,
+    groups: usize,
+    stayers: impl Iterator<Item = (usize, u64, &'a [u32])>,
+) -> Value {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Value = serde_json::from_str(&text).unwrap_or_default();
+    let mut by_group: Vec<Vec<(u32, u64)>> = vec![Vec::new(); groups];
+    for m in v["healthy"].as_array().into_iter().flatten() {
+        let (i, s) = (m[0].as_u64().unwrap_or(0), m[1].as_u64().unwrap_or(0));
+        by_group[i as usize % groups].push((i as u32, s));
+    }
+    let (mut checked, mut cut, mut expected, mut missing, mut dups) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let mut closed = Vec::new();
+    let mut sample: Vec<Value> = Vec::new();
+    for (global, closed_at, got) in stayers {
+        let g = global % groups;
+        let mut got = got.to_vec();
+        got.sort_unstable();
+        let n = got.len();
+        got.dedup();
+        dups += (n - got.len()) as u64;
+        checked += 1;
+        if closed_at > 0 {
+            cut += 1;
+            closed.push(json!([g, closed_at]));
+        }
+        for &(i, s) in &by_group[g] {
+            if closed_at > 0 && s + CUT_MARGIN_NS >= closed_at {
+                continue;
+            }
+            expected += 1;
+            if got.binary_search(&i).is_err() {
+                missing += 1;
+                if sample.len() < 20 {
+                    sample.push(json!([global, i, closed_at]));
+                }
+            }
+        }
+    }
+    json!({"type": "verified", "worker": worker, "stayers": checked, "closed_stayers": cut,
+        "expected": expected, "missing": missing, "duplicated": dups, "closed": closed,
+        "missing_sample": sample})
+}
+
+/// The churn notices under chaos: for each session wholly outside the windows (a second of
+/// slack after it ends), every stayer of its group alive then must have seen one 1001 and one
+/// 1002. Returns (sessions checked, skipped, notices expected, missing).
+pub fn check_notices(
+    churned: &[Value],
+    results: &[Value],
+    verified: &[Value],
+    stayers: &[u64],
+    windows: &[(u64, u64)],
+) -> (u64, u64, u64, u64) {
+    let mut got: HashMap<String, [u64; 2]> = HashMap::new();
+    for r in results {
+        for (id, v) in r["notices"].as_object().into_iter().flatten() {
+            let e = got.entry(id.clone()).or_insert([0, 0]);
+            e[0] += v[0].as_u64().unwrap_or(0);
+            e[1] += v[1].as_u64().unwrap_or(0);
+        }
+    }
+    let closed: Vec<(usize, u64)> = verified
+        .iter()
+        .flat_map(|v| v["closed"].as_array().cloned().unwrap_or_default())
+        .map(|c| (c[0].as_u64().unwrap_or(0) as usize, c[1].as_u64().unwrap_or(0)))
+        .collect();
+    let (mut checked, mut skipped, mut expected, mut missing) = (0, 0, 0, 0);
+    for c in churned {
+        for s in c["sessions"].as_array().into_iter().flatten() {
+            let id = s[0].as_str().unwrap_or("");
+            let g = s[1].as_u64().unwrap_or(0) as usize % stayers.len().max(1);
+            let (start, end) = (s[2].as_u64().unwrap_or(0), s[3].as_u64().unwrap_or(0) + 1_000_000_000);
+            // Unjudged: across a window, or a stayer of its group closing meanwhile.
+            if overlaps(start, end, windows) || closed.iter().any(|&(cg, t)| cg == g && t >= start && t <= end) {
+                skipped += 1;
+                continue;
+            }
+            checked += 1;
+            let gone = closed.iter().filter(|&&(cg, t)| cg == g && t < start).count() as u64;
+            let want = stayers[g].saturating_sub(gone);
+            expected += 2 * want;
+            let have = got.get(id).copied().unwrap_or([0, 0]);
+            missing += want.saturating_sub(have[0]) + want.saturating_sub(have[1]);
+        }
+    }
+    (checked, skipped, expected, missing)
+}
