@@ -3,7 +3,7 @@
 //! Sentinels, the master SIGKILLed under clients and calls). Real processes on loopback.
 mod util;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -34,7 +34,19 @@ impl Drop for Dir {
 }
 
 fn query<T: redis::FromRedisValue>(port: u16, cmd: &mut redis::Cmd) -> redis::RedisResult<T> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}"))?;
+    query_tls(port, None, cmd)
+}
+
+/// `ca`: speak TLS, trusting this PEM file.
+fn query_tls<T: redis::FromRedisValue>(port: u16, ca: Option<&Path>, cmd: &mut redis::Cmd) -> redis::RedisResult<T> {
+    let client = match ca {
+        None => redis::Client::open(format!("redis://127.0.0.1:{port}"))?,
+        Some(ca) => {
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(std::fs::read(ca).unwrap()) };
+            redis::Client::build_with_tls(format!("rediss://127.0.0.1:{port}"), certs)?
+        }
+    };
     let mut con = client.get_connection_with_timeout(Duration::from_secs(2))?;
     con.set_read_timeout(Some(Duration::from_secs(5)))?;
     cmd.query(&mut con)
@@ -131,16 +143,33 @@ fn rediss_carries_commands_and_pub_sub() {
 struct Sentinel {
     child: Child,
     port: u16,
+    /// TLS only, with this certificate (also its CA).
+    ca: Option<PathBuf>,
 }
 
 impl Sentinel {
     fn start(dir: &Dir, master: u16) -> Sentinel {
+        Self::start_with(dir, master, None)
+    }
+
+    /// `tls`: (certificate, key) to serve and to reach the Redis servers with.
+    fn start_with(dir: &Dir, master: u16, tls: Option<(&Path, &Path)>) -> Sentinel {
         let port = free_port();
         let conf = dir.0.join(format!("sentinel-{port}.conf"));
+        let listen = match tls {
+            None => format!("port {port}\n"),
+            Some((c, k)) => format!(
+                "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+                 tls-auth-clients no\ntls-replication yes\n",
+                c.display(),
+                k.display(),
+                c.display()
+            ),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\n\
+                "{listen}bind 127.0.0.1\ndir {}\n\
                  sentinel monitor mymaster 127.0.0.1 {master} 2\n\
                  sentinel down-after-milliseconds mymaster 1000\n\
                  sentinel failover-timeout mymaster 10000\n\
@@ -155,21 +184,26 @@ impl Sentinel {
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server)");
-        Sentinel { child, port }
+        Sentinel { child, port, ca: tls.map(|(c, _)| c.to_path_buf()) }
     }
 
     /// (other Sentinels known, replicas known)
     fn knows(&self) -> (usize, usize) {
+        let ca = self.ca.as_deref();
         let sentinels: Vec<redis::Value> =
-            query(self.port, redis::cmd("SENTINEL").arg("SENTINELS").arg("mymaster")).unwrap_or_default();
+            query_tls(self.port, ca, redis::cmd("SENTINEL").arg("SENTINELS").arg("mymaster")).unwrap_or_default();
         let replicas: Vec<redis::Value> =
-            query(self.port, redis::cmd("SENTINEL").arg("REPLICAS").arg("mymaster")).unwrap_or_default();
+            query_tls(self.port, ca, redis::cmd("SENTINEL").arg("REPLICAS").arg("mymaster")).unwrap_or_default();
         (sentinels.len(), replicas.len())
     }
 
     fn master_port(&self) -> Option<u16> {
-        let addr: Vec<String> =
-            query(self.port, redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg("mymaster")).ok()?;
+        let addr: Vec<String> = query_tls(
+            self.port,
+            self.ca.as_deref(),
+            redis::cmd("SENTINEL").arg("GET-MASTER-ADDR-BY-NAME").arg("mymaster"),
+        )
+        .ok()?;
         addr.get(1)?.parse().ok()
     }
 }
@@ -310,4 +344,50 @@ fn sentinel_failover_keeps_clients_and_groups_and_sends_resume() {
     drop(b);
     let gone = notice(&mut a, 1002);
     assert_ne!(gone, a.id);
+}
+
+#[test]
+fn rediss_sentinel_finds_and_follows_the_master_over_tls() {
+    let dir = Dir::new("tls-sentinel");
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    let ca = cert.display().to_string();
+    let tls_args = ["--tls-ca-cert-file", ca.as_str(), "--tls-replication", "yes"];
+    let mut master = Redis::start_tls_args(&cert, &key, &tls_args);
+    let mp = master.port.to_string();
+    let mut replica_args = tls_args.to_vec();
+    replica_args.extend(["--replicaof", "127.0.0.1", mp.as_str()]);
+    let replica = Redis::start_tls_args(&cert, &key, &replica_args);
+    let sentinels: Vec<Sentinel> =
+        (0..3).map(|_| Sentinel::start_with(&dir, master.port, Some((&cert, &key)))).collect();
+    let t = Instant::now();
+    while sentinels.iter().any(|s| s.knows() != (2, 1)) {
+        assert!(t.elapsed() < Duration::from_secs(30), "TLS Sentinels never found each other and the replica");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let url = format!("rediss+sentinel://{}/mymaster", hosts.join(","));
+    let n: Vec<Server> = (0..2).map(|_| Server::start(&["--redis", url.as_str(), "--redis-ca", ca.as_str()])).collect();
+    for s in &n {
+        wait_up(s);
+    }
+    n[1].register("s");
+    let mut a = n[0].client("s");
+    n[1].bind("s", &a.id, "g", "ua");
+    assert_eq!(notice(&mut a, 1001), a.id);
+    let id = send_group(&n[1], "s", "g", "over tls, found through Sentinel");
+    assert_eq!(next_message(&mut a)["messageId"], id.as_str());
+    let _: i64 = query_tls(master.port, Some(&cert), redis::cmd("WAIT").arg(1).arg(5000)).unwrap();
+
+    master.stop();
+    let during = send_until_back(&n[1], Instant::now()).1;
+    assert_eq!(sentinels[0].master_port(), Some(replica.port));
+    for s in &n {
+        wait_up(s);
+    }
+    let id = send_group(&n[1], "s", "g", "after the failover");
+    assert_eq!(next_past(&mut a, &during), id);
+    assert_eq!(online(&n[0], "s", "g"), vec![a.id.clone()]);
 }

@@ -48,9 +48,14 @@ impl Redis {
 
     /// A `redis-server` serving TLS only, with this certificate and key (PEM files).
     pub fn start_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
+        Self::start_tls_args(cert, key, &[])
+    }
+
+    /// A TLS-only `redis-server` with more arguments (`--replicaof`, `--tls-replication yes`…).
+    pub fn start_tls_args(cert: &std::path::Path, key: &std::path::Path, more: &[&str]) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let extra = vec![
+        let mut extra = vec![
             "--tls-cert-file".into(),
             cert,
             "--tls-key-file".into(),
@@ -58,6 +63,7 @@ impl Redis {
             "--tls-auth-clients".into(),
             "no".into(),
         ];
+        extra.extend(more.iter().map(|a| a.to_string()));
         let mut r = Redis { child: None, port, password: None, extra, tls: true };
         r.spawn();
         r
