@@ -2,13 +2,14 @@
 # Runs each scenario against roomcast and the Bun reference, alternating, ROUNDS times, each
 # run on a freshly started server; prints the medians and ratios and writes every JSON result
 # to $OUT. Usage: loadtest/compare.sh [ROUNDS] [SCENARIO...]
-#   scenarios: connect fanout broadcast unicast joinstorm paced churn scale  (default: all but scale)
+#   scenarios: connect massconnect fanout broadcast unicast joinstorm paced churn scale
+#   (default: all but scale). Each measured run follows a warm-up on the same fresh server.
 #   TLS=1: both servers terminate TLS (a self-signed certificate made for the run) and the
 #   load tester speaks https/wss (not for churn).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 rounds=${1:-3}; shift || true
-scenarios=${*:-connect fanout broadcast unicast joinstorm paced churn}
+scenarios=${*:-connect massconnect fanout broadcast unicast joinstorm paced churn}
 OUT=${OUT:-$root/target/compare}
 mkdir -p "$OUT"
 cd "$root"
@@ -39,6 +40,14 @@ start() { # $1: roomcast|bun|roomcast1 → sets PID, PORT
   [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
 }
 stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
+# Before each measured run, on the fresh server: connects and sends not counted, so a JIT peer
+# (Bun) runs compiled code when the measurement starts. roomcast gets the same.
+warm() {
+  "$LT" connect --clients 3000 --procs 2 --connect-rate 1000000 --connect-inflight 64 --port "$PORT" "${lt_tls[@]}" \
+    --time-limit 60 >/dev/null 2>&1 || true
+  "$LT" fanout --clients 300 --groups 10 --messages 3000 --port "$PORT" "${lt_tls[@]}" --time-limit 60 >/dev/null 2>&1 || true
+  sleep 1
+}
 
 servers="bun roomcast"
 for sc in $scenarios; do
@@ -46,6 +55,7 @@ for sc in $scenarios; do
   for r in $(seq "$rounds"); do
     for s in $servers; do
       start "$s"
+      warm
       # shellcheck disable=SC2046
       "$LT" $(args_for "$sc") "${lt_tls[@]}" --port "$PORT" --pid "$PID" --label "$s" --time-limit 300 \
         --json "$OUT/$sc-$s-$r.json" 2>"$OUT/$sc-$s-$r.log" | sed "s/^/[$sc $r] /" || echo "[$sc $r] $s: loadtest exit $?"

@@ -2,7 +2,10 @@
 # (two roomcast builds). Sourced, not run.
 args_for() {
   case $1 in
-    connect)   echo "connect --clients 10000 --procs 2" ;;
+    # closed loop (64 handshakes in flight per worker): the server's own rate, not its backlog
+    connect)   echo "connect --clients 10000 --procs 2 --connect-rate 1000000 --connect-inflight 64" ;;
+    # mass reconnect: 19,000 clients at once (the most one node holds here, 20,000 files)
+    massconnect) echo "connect --clients 19000 --procs 4 --connect-rate 1000000" ;;
     fanout)    echo "fanout --clients 15000 --groups 100 --messages 2000 --procs 2 --concurrency 16" ;;
     broadcast) echo "broadcast --clients 2000 --messages 500 --concurrency 16 --procs 2" ;;
     unicast)   echo "unicast --clients 1000 --messages 50000 --concurrency 32" ;;

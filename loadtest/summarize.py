@@ -12,8 +12,11 @@ for p in glob.glob(os.path.join(out, "*.json")):
     runs.setdefault((sc, label), []).append(json.load(open(p)))
 
 METRICS = {
-    "connect": [("connect_rate_per_s", "connections/s", True), ("rss_per_connection_bytes", "RSS B/conn", False),
-                ("handshake_p99_ms", "handshake p99 ms", False)],
+    "connect": [("connect_rate_per_s", "connections/s", True), ("server_cpu_us_per_connection", "server CPU µs/conn", False),
+                ("rss_per_connection_bytes", "RSS B/conn", False), ("handshake_p99_ms", "handshake p99 ms", False)],
+    "massconnect": [("all_connected_secs", "s until all have their connect frame", False),
+                    ("server_cpu_us_per_connection", "server CPU µs/conn", False),
+                    ("handshake_p99_ms", "handshake p99 ms", False), ("connect_failed", "failed", False)],
     "fanout": [("delivered_per_s", "delivered msg/s", True), ("latency_p99_ms", "p99 ms (burst)", False),
                ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("lost", "lost", False)],
     "broadcast": [("delivered_per_s", "delivered msg/s", True), ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("lost", "lost", False)],

@@ -31,8 +31,11 @@ pub type Zipped = Option<Arc<std::sync::OnceLock<Option<Bytes>>>>;
 #[derive(Debug)]
 pub enum Command {
     /// A WebSocket handshake completed for `system`; the hub registers the client (or
-    /// refuses it: unknown system) and answers [`ShardMsg::Welcome`].
-    Connect { conn: ConnId, system: Box<str> },
+    /// refuses it: unknown system) and answers [`ShardMsg::Welcome`] — unless `welcomed`: the
+    /// shard knew the system registered (single node) and sent the connect frame itself,
+    /// right after this command was queued. (Whatever the client does with its clientId
+    /// reaches the hub after this command: one FIFO queue, and causality.)
+    Connect { conn: ConnId, system: Box<str>, welcomed: bool },
     /// The connection is gone (closed, error, idle, slow consumer; `why`, for webhooks).
     /// Idempotent.
     Disconnected { conn: ConnId, why: crate::webhooks::Gone },
@@ -220,7 +223,8 @@ pub enum ShardMsg {
     DeliverOne { target: Target, frame: Frame, zipped: Zipped },
     /// The answer to [`Command::Connect`]: `Ok(())` sends the connect frame, `Err(msg)`
     /// sends the -1001 error frame with `msg` and closes.
-    Welcome { to: Target, result: Result<(), String> },
+    /// `system`: the system's name when the shard may welcome its next clients itself.
+    Welcome { to: Target, result: Result<(), String>, system: Option<Arc<str>> },
     /// Close the connection with a close frame (close_client).
     Close { target: Target, code: u16, reason: &'static str },
     /// A resume for a session of this shard (see [`Command::Resume`]).

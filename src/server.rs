@@ -38,9 +38,37 @@ fn listener(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     // One listener per shard on the same port: the kernel spreads accepts.
     s.set_reuse_port(true)?;
     s.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux: no setsockopt per
+    // connection (see `Shard::admit`).
+    s.set_nodelay(true)?;
+    defer_accept(&s);
     s.bind(&addr.into())?;
     s.listen(4096)?;
     Ok(s.into())
+}
+
+/// Linux: a connection is handed to `accept` once its first bytes (the request) arrived, so
+/// the shard reads it at once instead of waiting for another event (`Shard::admit`); a
+/// connection that sends nothing for 5 s is handed over anyway (and then meets
+/// `request_timeout`).
+fn defer_accept(s: &Socket) {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let secs: libc::c_int = 5;
+        // SAFETY: setsockopt on a socket we own, with a pointer to a live c_int and its size.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_TCP,
+                libc::TCP_DEFER_ACCEPT,
+                (&secs as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = s;
 }
 
 /// SO_REUSEPORT would let a second server on the same port silently take part of the

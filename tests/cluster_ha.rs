@@ -109,6 +109,22 @@ fn a_bad_prefix_or_redis_url_is_refused_at_start() {
     }
 }
 
+/// Regression: while Redis was away the broker polled its queue with a zero timeout, one
+/// core at 100% for as long as the outage lasted.
+#[test]
+fn a_node_waiting_for_redis_stays_idle() {
+    let dead = free_port();
+    let url = format!("redis://127.0.0.1:{dead}");
+    let s = Server::start(&["--redis", url.as_str()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = s.cpu_ticks();
+    std::thread::sleep(Duration::from_secs(2));
+    let used = s.cpu_ticks() - before;
+    // (clock ticks are 10 ms: a spinning thread would show about 200)
+    assert!(used < 40, "{used} ticks of CPU in 2 s while waiting for Redis");
+    assert_eq!(health(&s)["cluster"], "redis unreachable");
+}
+
 #[test]
 fn rediss_carries_commands_and_pub_sub() {
     let dir = Dir::new("rediss");

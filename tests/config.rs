@@ -80,7 +80,7 @@ fn a_second_server_on_the_same_port_refuses_to_start() {
 
 #[test]
 fn a_bad_redis_url_is_refused_with_a_clear_message() {
-    for url in ["http://example.com", "redis://", "rediss://127.0.0.1:6379"] {
+    for url in ["http://example.com", "redis://", "rediss://127.0.0.1:6379/#insecure", "redis+sentinel://h:1"] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
             .args(["--listen", "127.0.0.1:0", "--redis", url])
             .output()

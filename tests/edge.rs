@@ -115,8 +115,11 @@ fn health_on(c: &mut TcpStream) -> u16 {
     }
 }
 
-/// What the server says to a connection it refuses at once (it sends before reading).
+/// What the server says to a connection it refuses at once: it answers before reading the
+/// request (which, as any client does, goes out first: on Linux the listener hands a
+/// connection over only once its first bytes arrived, TCP_DEFER_ACCEPT).
 fn refusal(mut c: TcpStream) -> (u16, String) {
+    let _ = c.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);
     parse_response(&out)

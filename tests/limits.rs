@@ -143,6 +143,11 @@ fn slow_consumer_is_closed_1008_and_others_keep_receiving() {
 
     let n = 2500; // 2500 × 4 KB = 10 MB: far past the hard limit plus any kernel buffer
     let slow_id = slow.id.clone();
+    // How far the healthy client got: the sender keeps within 32 messages (128 KB) of it, so
+    // it is never behind by the hard limit however busy this machine is (a healthy client is
+    // one that keeps up), while the slow client's backlog grows without bound.
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = progress.clone();
     let reader = std::thread::spawn(move || {
         let (mut got, mut offline) = (0, 0);
         while got < n || offline == 0 {
@@ -151,6 +156,7 @@ fn slow_consumer_is_closed_1008_and_others_keep_receiving() {
                 Some(200) => {
                     assert_eq!(v["msg"], got.to_string(), "in order, none lost");
                     got += 1;
+                    seen.store(got, std::sync::atomic::Ordering::Relaxed);
                 }
                 Some(1002) if v["data"].as_str().unwrap().contains(&slow_id) => offline += 1,
                 _ => {}
@@ -161,6 +167,10 @@ fn slow_consumer_is_closed_1008_and_others_keep_receiving() {
     let mut h = Http::new(&s);
     let data = "d".repeat(4000);
     for i in 0..n {
+        let t = std::time::Instant::now();
+        while i >= progress.load(std::sync::atomic::Ordering::Relaxed) + 32 && t.elapsed() < Duration::from_secs(20) {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         let (st, v) =
             h.call("send_to_group", "a", &json!({"groupName": "g", "code": 200, "msg": i.to_string(), "data": data}));
         assert_eq!(st, 200, "{v}");

@@ -85,6 +85,11 @@ pub struct Cli {
     /// New connections per second (all workers together).
     #[arg(long, default_value_t = 20_000)]
     pub connect_rate: u64,
+    /// At most this many connections per worker between connect and their connect frame (0: no
+    /// bound, --connect-rate alone paces): a closed loop that measures the server, not its
+    /// listen backlog.
+    #[arg(long, default_value_t = 0)]
+    pub connect_inflight: usize,
     /// API sends per second (0: as fast as the server answers).
     #[arg(long, default_value_t = 0.0)]
     pub send_rate: f64,
@@ -155,6 +160,7 @@ pub struct Opts {
     pub clients: usize,
     pub concurrency: usize,
     pub connect_rate: u64,
+    pub connect_inflight: usize,
     pub time_limit: u64,
     pub procs: usize,
     pub src_ips: usize,
@@ -214,6 +220,7 @@ fn main() {
         clients: cli.clients,
         concurrency: cli.concurrency,
         connect_rate: cli.connect_rate,
+        connect_inflight: cli.connect_inflight,
         time_limit: cli.time_limit,
         procs: cli.procs.max(1),
         src_ips: cli.src_ips.clamp(1, 250),
@@ -453,6 +460,7 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     let mem_before = report::sample(&cli.pid);
     let mut w = Workers::spawn(opts.procs).map_err(|e| format!("spawn workers: {e}"))?;
     w.wait_for(opts.procs, deadline, "connect", |s| s.ready.len())?;
+    let cpu_connected = report::sample(&cli.pid);
     std::thread::sleep(Duration::from_millis(300));
     let mem_after = report::sample(&cli.pid);
     let ready = w.state.lock().expect("lock").ready.clone();
@@ -465,8 +473,14 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     out.set("connected", json!(connected));
     out.set("connect_failed", json!(failed));
     out.set("connect_rate_per_s", json!(connected as f64 / connect_secs.max(1e-9)));
+    out.set("all_connected_secs", json!(connect_secs));
     out.set("handshake_p50_ms", json!(hs.value_at_quantile(0.5) as f64 / 1e3));
     out.set("handshake_p99_ms", json!(hs.value_at_quantile(0.99) as f64 / 1e3));
+    if let (Some(b), Some(a)) = (&mem_before, &cpu_connected) {
+        // Accept, handshake and connect frame, all connections together (the server's own
+        // idle work in that time included).
+        out.set("server_cpu_us_per_connection", json!((a.cpu_secs - b.cpu_secs) * 1e6 / connected.max(1) as f64));
+    }
     if let (Some(b), Some(a)) = (&mem_before, &mem_after) {
         let per = (a.rss_kib.saturating_sub(b.rss_kib)) as f64 * 1024.0 / connected.max(1) as f64;
         out.set("server_rss_kib", json!(a.rss_kib));

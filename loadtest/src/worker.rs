@@ -172,7 +172,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
     let mut awaiting_resumes = false;
     loop {
         // Open new connections as the connect rate allows.
-        let due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(hi - lo);
+        let mut due = ((start.elapsed().as_secs_f64() * rate) as usize + 1).min(hi - lo);
+        if opts.connect_inflight > 0 {
+            // Closed loop: at most this many handshakes waiting for their connect frame.
+            due = due.min(opened + failed + opts.connect_inflight);
+        }
         while conns.len() < due {
             let global = lo + conns.len();
             let addr = opts.ports[global % opts.ports.len()];

@@ -53,11 +53,16 @@ impl Backend {
     }
 
     /// A new client of `sys`: it gets its connect frame once it can receive the system's sends.
-    pub fn connected(&mut self, l: &mut Local, sys: SysId, conn: ConnId) {
+    /// `welcomed`: the shard already sent the connect frame.
+    pub fn connected(&mut self, l: &mut Local, sys: SysId, conn: ConnId, welcomed: bool) {
         match self {
             Backend::Single => {
                 l.index.system(sys).members.insert(conn);
-                l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()) });
+                if !welcomed {
+                    // Naming the system lets the shard welcome its next clients itself.
+                    let system = Some(l.index.name(sys).clone());
+                    l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()), system });
+                }
                 l.emit(Kind::ClientConnected, l.index.name(sys), None, Some(conn));
             }
             // The client becomes a member (and gets its connect frame) once this node surely

@@ -151,7 +151,7 @@ impl Hub {
                         Err(e) => e.clone(),
                         Ok(_) => format!("systemId '{system}' is not registered"),
                     };
-                    let welcome = ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg) };
+                    let welcome = ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg), system: None };
                     self.local.out.send(conn.shard as usize, welcome);
                 }
                 Command::Api { from, .. } => {
@@ -234,6 +234,6 @@ impl Hub {
         let Local { index, out, .. } = &mut self.local;
         let Some(sys) = index.clients.get(&conn).map(|c| c.system) else { return };
         index.system(sys).members.insert(conn);
-        out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()) });
+        out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()), system: None });
     }
 }

@@ -169,7 +169,7 @@ impl Hub {
     pub fn handle(&mut self, cmd: Command) {
         let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
-            Command::Connect { conn, system } => self.connect(conn, &system),
+            Command::Connect { conn, system, welcomed } => self.connect(conn, &system, welcomed),
             Command::Disconnected { conn, why } => self.remove_client(conn, true, why),
             Command::Api { from, system, op, answered } => {
                 let to = ReplyTo::Local(from);
@@ -243,15 +243,16 @@ impl Hub {
     }
 
     /// A WebSocket client completed its handshake for `system`.
-    fn connect(&mut self, conn: ConnId, system: &str) {
+    fn connect(&mut self, conn: ConnId, system: &str, welcomed: bool) {
         let l = &mut self.local;
         let Some(sys) = l.index.find(system) else {
             let msg = format!("systemId '{system}' is not registered");
-            return l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg) });
+            let welcome = ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg), system: None };
+            return l.out.send(conn.shard as usize, welcome);
         };
         let client = index::Client { system: sys, user_id: "".into(), extend: "".into(), groups: Vec::new() };
         l.index.clients.insert(conn, client);
-        self.backend.connected(&mut self.local, sys, conn);
+        self.backend.connected(&mut self.local, sys, conn, welcomed);
     }
 
     /// Sends an API answer to a caller here or on the node that forwarded the call;

@@ -263,24 +263,30 @@ impl Shard {
         self.connect_client(slot, accept, system.into(), recover, ka);
     }
 
-    /// Tells the hub of a new client; its connect frame follows the hub's answer (`welcome`).
-    /// `recover`: it opted in to session recovery.
+    /// Tells the hub of a new client; its connect frame follows the hub's answer (`welcome`),
+    /// or at once when this shard knows the system is registered (single node: systems are
+    /// never unregistered). `recover`: it opted in to session recovery.
     pub(super) fn connect_client(&mut self, slot: usize, accept: Bytes, system: Box<str>, recover: bool, ka: bool) {
         let conn = self.conn_id(slot);
         let session = recover.then(|| Box::new(Session::new(system.clone())));
+        let welcomed = self.shared.cfg.redis.is_none() && self.known_systems.contains(&*system);
         // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
         // may be the same, and the hub must see the old generation leave first.
         let sent = if self.backlog.is_empty() {
-            self.hub.try_send(Command::Connect { conn, system }).map_err(|_| ())
+            self.hub.try_send(Command::Connect { conn, system, welcomed }).map_err(|_| ())
         } else {
             Err(())
         };
         match sent {
-            // The connect frame is sent when the hub answers (Welcome): by then the hub
-            // knows the client, so a bind that follows can never miss it.
+            // The connect frame goes out once the Connect is in the hub's queue: whatever
+            // the client's back end does with the clientId reaches the hub after it, so a
+            // bind that follows can never miss the client.
             Ok(()) => {
                 self.become_ws(slot, accept, State::Client { hub_knows: true });
                 self.conns[slot].session = session;
+                if welcomed {
+                    self.send_welcome(slot);
+                }
             }
             Err(_) => {
                 metrics::add(&self.stats().hub_busy_total, 1);
@@ -302,28 +308,34 @@ impl Shard {
     }
 
     /// The hub's answer to `Command::Connect`.
-    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>) {
-        let node = self.shared.cfg.node_id.0;
-        let shard = self.id;
+    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<std::sync::Arc<str>>) {
+        if let Some(s) = system.filter(|s| !self.known_systems.contains(&**s)) {
+            self.known_systems.insert((*s).into());
+        }
         let Some(conn) = self.conn_at(to) else { return };
         if !matches!(conn.state, State::Client { .. }) {
             return;
         }
         match result {
-            Ok(()) => {
-                let id = ids::client_id(node, ids::ConnId { shard, slot: to.slot, gen: to.gen });
-                let frame = match &conn.session {
-                    None => api::welcome_frame(&id),
-                    Some(s) => api::session_frame(&id, &recovery::token(&id, &s.secret), None),
-                };
-                self.queue(to.slot as usize, frame);
-            }
+            Ok(()) => self.send_welcome(to.slot as usize),
             Err(msg) => {
                 conn.state = State::Client { hub_knows: false };
                 conn.session = None;
                 self.refuse(to.slot as usize, &msg);
             }
         }
+    }
+}
+
+impl Shard {
+    /// Queues the connect frame (with the session token if it opted in to recovery).
+    fn send_welcome(&mut self, slot: usize) {
+        let id = ids::client_id(self.shared.cfg.node_id.0, self.conn_id(slot));
+        let frame = match &self.conns[slot].session {
+            None => api::welcome_frame(&id),
+            Some(s) => api::session_frame(&id, &recovery::token(&id, &s.secret), None),
+        };
+        self.queue(slot, frame);
     }
 }
 

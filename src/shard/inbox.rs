@@ -33,7 +33,7 @@ impl Shard {
                 ShardMsg::FromNode(m) => self.node_said(m),
                 ShardMsg::NodeGone(node) => self.node_gone(node),
                 ShardMsg::Resume(r) => self.resume_session(*r),
-                ShardMsg::Welcome { to, result } => self.welcome(to, result),
+                ShardMsg::Welcome { to, result, system } => self.welcome(to, result, system),
                 ShardMsg::Close { target, code, reason } => {
                     let slot = target.slot as usize;
                     if self.conn_at(target).is_some_and(|c| matches!(c.state, State::Detached | State::Relayed)) {

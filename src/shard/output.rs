@@ -231,6 +231,9 @@ impl Shard {
         let mut conn = self.conns.remove(slot);
         match conn.sock.as_mut() {
             Some(sock) => {
+                // Closing the socket (its only descriptor) takes it out of epoll: no
+                // EPOLL_CTL_DEL syscall on Linux.
+                #[cfg(not(target_os = "linux"))]
                 let _ = self.poll.registry().deregister(sock);
                 self.shared.socket_gone(sock);
                 metrics::sub(&self.stats().connections, 1);

@@ -151,7 +151,10 @@ impl Broker {
     pub fn run(mut self, rx: Receiver<BrokerCmd>) {
         let tick = (self.cfg.presence_ttl / 3).min(Duration::from_millis(500));
         loop {
-            let wait = self.next_beat.saturating_duration_since(Instant::now()).min(tick);
+            // Connected: until the next heartbeat; not: until the next attempt (a wait of 0
+            // here would spin this thread for as long as Redis is away).
+            let due = if self.con.is_some() { self.next_beat } else { self.retry_at };
+            let wait = due.saturating_duration_since(Instant::now()).min(tick);
             let mut batch = Vec::new();
             match rx.recv_timeout(wait) {
                 Ok(cmd) => batch.push(cmd),
