@@ -69,6 +69,11 @@
 //!    mode: hub → broker is unbounded so a departure is never lost, but API calls answer 503
 //!    once `hub_queue` commands wait there.)
 //! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
+//! 8. A client's connect frame leaves only after its `Command::Connect` is in the hub's queue
+//!    (one FIFO for all shards): whatever its back end does with the clientId reaches the hub
+//!    later, so a bind or send can never miss it. Single node, system known to the shard: the
+//!    shard sends the frame itself right after queueing; otherwise after the hub's `Welcome`
+//!    (cluster mode: once the node is subscribed to the system's channel).
 
 pub mod admin;
 pub mod auth;
