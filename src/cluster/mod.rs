@@ -13,7 +13,10 @@
 //!   systems that have members here, calls forwarded by other nodes, and their answers. It
 //!   hands them to the hub as [`Command`]s (or answers waiting HTTP callers directly).
 //!
-//! Keys and channels are in [`keys`], the payloads in [`wire`], the Lua steps in `scripts.rs`.
+//! Keys and channels are in [`keys`] (all under `--redis-prefix`), the payloads in [`wire`],
+//! the Lua steps in `scripts.rs`. Where Redis is: [`target`] reads `--redis` and, with
+//! Sentinel, asks for the master at every (re)connect; `link.rs` opens the pub/sub connection
+//! (plain or TLS, one half read by the subscriber, the other written by the broker).
 //! What crosses nodes is the exact frame the origin built: a message is serialized once.
 
 mod broker;
