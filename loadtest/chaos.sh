@@ -78,7 +78,7 @@ fi
 
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
 rm -rf "$OUT"; mkdir -p "$OUT"
-cargo build --release -q --manifest-path "$root/Cargo.toml" --bin roomcast -p roomcast -p roomcast-loadtest
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p roomcast -p roomcast-loadtest --bin roomcast --bin roomcast-loadtest
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 pids=()
 cleanup() {

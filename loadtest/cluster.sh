@@ -8,7 +8,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 nodes=${1:?usage: loadtest/cluster.sh NODES SCENARIO [loadtest options]}; shift
 OUT=${OUT:-$root/target/cluster}
 mkdir -p "$OUT"
-cargo build --release -q --manifest-path "$root/Cargo.toml" --bin roomcast -p roomcast -p roomcast-loadtest
+cargo build --release -q --manifest-path "$root/Cargo.toml" -p roomcast -p roomcast-loadtest --bin roomcast --bin roomcast-loadtest
 # shellcheck source=cluster-lib.sh
 . "$root/loadtest/cluster-lib.sh"
 start_cluster "$nodes"

@@ -18,7 +18,7 @@ PACED_MESSAGES=${PACED_MESSAGES:-600}
 PACED_RATE=${PACED_RATE:-100}
 mkdir -p "$OUT"
 cd "$root"
-cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
+cargo build --release -q -p roomcast -p roomcast-loadtest --bin roomcast --bin roomcast-loadtest
 LT=$root/target/release/roomcast-loadtest
 # shellcheck source=cluster-lib.sh
 . "$root/loadtest/cluster-lib.sh"

@@ -13,7 +13,7 @@ scenarios=${*:-connect massconnect fanout broadcast unicast joinstorm paced chur
 OUT=${OUT:-$root/target/compare}
 mkdir -p "$OUT"
 cd "$root"
-cargo build --release -q --bin roomcast -p roomcast -p roomcast-loadtest
+cargo build --release -q -p roomcast -p roomcast-loadtest --bin roomcast --bin roomcast-loadtest
 [ -x loadtest/peers/node_modules/.bin/bun ] || (cd loadtest/peers && npm install --no-audit --no-fund --silent)
 LT=$root/target/release/roomcast-loadtest
 tls_flags=() lt_tls=()
