@@ -322,8 +322,35 @@ impl Shard {
         // now rather than after another turn of the loop.
         if let Some(slot) = self.adopt(sock, tls) {
             if cfg!(target_os = "linux") {
-                self.on_readable(slot);
+                self.read_first(slot);
             }
+        }
+    }
+
+    /// The first read of a new connection. A read that does not fill the buffer emptied the
+    /// socket, and anything arriving later raises a new edge, so the read that would only
+    /// hear `WouldBlock` is skipped (one syscall per connection). Only here: on a busy
+    /// connection that extra read is what lets a caller's next request join the same hub
+    /// batch (stopping at short reads everywhere cost broadcast a third of its throughput).
+    fn read_first(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        if conn.tls.is_some() {
+            return self.on_readable(slot);
+        }
+        let Some(sock) = conn.sock.as_mut() else { return };
+        match sock.read(&mut self.scratch) {
+            Ok(n) if n > 0 && n < self.scratch.len() => {
+                let now = self.now();
+                self.conns[slot].last_seen = now;
+                self.feed(slot, n);
+            }
+            Ok(n) if n > 0 => {
+                self.conns[slot].last_seen = self.now();
+                self.feed(slot, n);
+                self.read_later(slot);
+            }
+            // The end, an error, or nothing yet: the general path says which.
+            _ => self.on_readable(slot),
         }
     }
 
