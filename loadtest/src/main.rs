@@ -316,7 +316,11 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     if let (Some(b), Some(a)) = (&mem_before, &cpu_connected) {
         // Accept, handshake and connect frame, all connections together (the server's own
         // idle work in that time included).
-        out.set("server_cpu_us_per_connection", json!((a.cpu_secs - b.cpu_secs) * 1e6 / connected.max(1) as f64));
+        let secs = match (b.cpu_ns, a.cpu_ns) {
+            (b, a) if b > 0 && a >= b => (a - b) as f64 / 1e9,
+            _ => a.cpu_secs - b.cpu_secs,
+        };
+        out.set("server_cpu_us_per_connection", json!(secs * 1e6 / connected.max(1) as f64));
     }
     if let (Some(b), Some(a)) = (&mem_before, &mem_after) {
         let per = (a.rss_kib.saturating_sub(b.rss_kib)) as f64 * 1024.0 / connected.max(1) as f64;

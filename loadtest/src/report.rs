@@ -11,6 +11,9 @@ use crate::{Cli, Opts};
 pub struct Sample {
     pub rss_kib: u64,
     pub cpu_secs: f64,
+    /// On-CPU time of every thread, in ns (`/proc/PID/task/*/schedstat`; 0 if unreadable):
+    /// finer than `cpu_secs`, which counts 10 ms ticks.
+    pub cpu_ns: u64,
 }
 
 /// Reads `/proc/PID/status` (VmRSS) and `/proc/PID/stat` (utime + stime) of each pid.
@@ -20,7 +23,7 @@ pub fn sample(pids: &[u32]) -> Option<Sample> {
     }
     // SAFETY: sysconf has no preconditions.
     let tick = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    let mut s = Sample { rss_kib: 0, cpu_secs: 0.0 };
+    let mut s = Sample { rss_kib: 0, cpu_secs: 0.0, cpu_ns: 0 };
     for pid in pids {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         s.rss_kib += status
@@ -36,6 +39,10 @@ pub fn sample(pids: &[u32]) -> Option<Sample> {
         let rest = &stat[stat.rfind(')')? + 2..];
         let f: Vec<&str> = rest.split(' ').collect();
         s.cpu_secs += (f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / tick;
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).into_iter().flatten().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("schedstat")).unwrap_or_default();
+            s.cpu_ns += stat.split(' ').next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        }
     }
     Some(s)
 }
