@@ -288,17 +288,7 @@ mod tests {
         let valid = d.frame(0x1, &text).unwrap();
         let valid = payload(&valid).to_vec();
         for n in 0..20_000 {
-            let input: Vec<u8> = if n % 2 == 0 {
-                (0..rng.usize(0..200)).map(|_| rng.u8(..)).collect()
-            } else {
-                let mut v = valid.clone();
-                for _ in 0..rng.usize(1..4) {
-                    let at = rng.usize(..v.len());
-                    v[at] = rng.u8(..);
-                }
-                v.truncate(rng.usize(..=v.len()));
-                v
-            };
+            let input = crate::protocol::fuzz_input(&mut rng, n, &valid, 200);
             let max = rng.usize(0..5000);
             if let Ok(out) = i.message(&input, max) {
                 assert!(out.len() <= max);

@@ -352,17 +352,7 @@ mod fuzz {
         let mut rng = fastrand::Rng::with_seed(0xfeed);
         let valid = b"POST /api/send_to_group?x=%41%zz HTTP/1.1\r\nSystemId: s\r\nContent-Length: 2\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\n\r\n{}";
         for i in 0..200_000 {
-            let buf: Vec<u8> = if i % 2 == 0 {
-                (0..rng.usize(0..96)).map(|_| rng.u8(..)).collect()
-            } else {
-                let mut v = valid.to_vec();
-                for _ in 0..rng.usize(1..4) {
-                    let at = rng.usize(..v.len());
-                    v[at] = rng.u8(..);
-                }
-                v.truncate(rng.usize(..=v.len()));
-                v
-            };
+            let buf = crate::protocol::fuzz_input(&mut rng, i, &valid[..], 96);
             if let Ok(Some(h)) = parse_head(&buf, 8192, 1 << 20) {
                 assert!(h.head_len <= buf.len());
                 let _ = h.query_param("x");

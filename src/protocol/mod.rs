@@ -6,3 +6,19 @@ pub mod deflate;
 pub mod http;
 pub mod origin;
 pub mod ws;
+
+/// For the parsers' fuzz tests: on even `i`, up to `max_random` random bytes; otherwise
+/// `valid` with one to three bytes changed, cut at a random point.
+#[cfg(test)]
+pub(crate) fn fuzz_input(rng: &mut fastrand::Rng, i: usize, valid: &[u8], max_random: usize) -> Vec<u8> {
+    if i % 2 == 0 {
+        return (0..rng.usize(0..max_random)).map(|_| rng.u8(..)).collect();
+    }
+    let mut v = valid.to_vec();
+    for _ in 0..rng.usize(1..4) {
+        let at = rng.usize(..v.len());
+        v[at] = rng.u8(..);
+    }
+    v.truncate(rng.usize(..=v.len()));
+    v
+}

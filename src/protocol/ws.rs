@@ -342,17 +342,7 @@ mod fuzz {
             v
         };
         for i in 0..200_000 {
-            let buf: Vec<u8> = if i % 2 == 0 {
-                (0..rng.usize(0..64)).map(|_| rng.u8(..)).collect()
-            } else {
-                let mut v = valid.clone();
-                for _ in 0..rng.usize(1..4) {
-                    let at = rng.usize(..v.len());
-                    v[at] = rng.u8(..);
-                }
-                v.truncate(rng.usize(..=v.len()));
-                v
-            };
+            let buf = crate::protocol::fuzz_input(&mut rng, i, &valid, 64);
             if let Ok(Some(f)) = parse_frame(&buf, 1 << 20, i % 3 == 0) {
                 assert!(f.payload.end <= buf.len());
                 assert!(!f.compressed || (i % 3 == 0 && !f.kind.is_control() && f.kind != Kind::Continuation));
