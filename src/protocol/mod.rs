@@ -11,7 +11,7 @@ pub mod ws;
 /// `valid` with one to three bytes changed, cut at a random point.
 #[cfg(test)]
 pub(crate) fn fuzz_input(rng: &mut fastrand::Rng, i: usize, valid: &[u8], max_random: usize) -> Vec<u8> {
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         return (0..rng.usize(0..max_random)).map(|_| rng.u8(..)).collect();
     }
     let mut v = valid.to_vec();
