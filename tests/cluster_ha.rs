@@ -128,10 +128,7 @@ fn a_node_waiting_for_redis_stays_idle() {
 #[test]
 fn rediss_carries_commands_and_pub_sub() {
     let dir = Dir::new("rediss");
-    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = write_cert(&dir);
     let redis = Redis::start_tls(&cert, &key);
     assert!(redis.url().starts_with("rediss://"));
     let ca = cert.display().to_string();
@@ -164,12 +161,8 @@ struct Sentinel {
 }
 
 impl Sentinel {
-    fn start(dir: &Dir, master: u16) -> Sentinel {
-        Self::start_with(dir, master, None)
-    }
-
     /// `tls`: (certificate, key) to serve and to reach the Redis servers with.
-    fn start_with(dir: &Dir, master: u16, tls: Option<(&Path, &Path)>) -> Sentinel {
+    fn start(dir: &Dir, master: u16, tls: Option<(&Path, &Path)>) -> Sentinel {
         let port = free_port();
         let conf = dir.0.join(format!("sentinel-{port}.conf"));
         let listen = match tls {
@@ -231,20 +224,36 @@ impl Drop for Sentinel {
     }
 }
 
-/// A master, its replica and three Sentinels that know each other; the nodes' URL.
-fn sentinel_setup(dir: &Dir) -> (Redis, Redis, Vec<Sentinel>, String) {
-    let master = Redis::start();
+/// A master, its replica and three Sentinels that know each other; the nodes' URL. `tls`:
+/// (certificate, key) every one of them serves TLS only with (and replicates over).
+fn sentinel_setup(dir: &Dir, tls: Option<(&Path, &Path)>) -> (Redis, Redis, Vec<Sentinel>, String) {
+    let ca = tls.map(|(c, _)| c.display().to_string()).unwrap_or_default();
+    let tls_args = ["--tls-ca-cert-file", ca.as_str(), "--tls-replication", "yes"];
+    let start = |more: &[&str]| match tls {
+        None => Redis::start_args(more),
+        Some((c, k)) => Redis::start_tls_args(c, k, &[&tls_args[..], more].concat()),
+    };
+    let master = start(&[]);
     let mp = master.port.to_string();
-    let replica = Redis::start_args(&["--replicaof", "127.0.0.1", &mp]);
-    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(dir, master.port)).collect();
+    let replica = start(&["--replicaof", "127.0.0.1", &mp]);
+    let sentinels: Vec<Sentinel> = (0..3).map(|_| Sentinel::start(dir, master.port, tls)).collect();
     let t = Instant::now();
     while sentinels.iter().any(|s| s.knows() != (2, 1)) {
         assert!(t.elapsed() < Duration::from_secs(30), "Sentinels never found each other and the replica");
         std::thread::sleep(Duration::from_millis(100));
     }
     let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
-    let url = format!("redis+sentinel://{}/mymaster", hosts.join(","));
-    (master, replica, sentinels, url)
+    let scheme = if tls.is_some() { "rediss+sentinel" } else { "redis+sentinel" };
+    (master, replica, sentinels, format!("{scheme}://{}/mymaster", hosts.join(",")))
+}
+
+/// A self-signed certificate for 127.0.0.1 written into `dir`: (cert, key) paths.
+fn write_cert(dir: &Dir) -> (PathBuf, PathBuf) {
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    (cert, key)
 }
 
 /// Sends to the group through `s` until one is answered 200 (only 503 before it, each call
@@ -280,7 +289,7 @@ fn next_past(c: &mut Client, during: &str) -> String {
 #[test]
 fn a_forced_failover_demoting_the_live_master_is_followed() {
     let dir = Dir::new("switch");
-    let (master, replica, sentinels, url) = sentinel_setup(&dir);
+    let (master, replica, sentinels, url) = sentinel_setup(&dir, None);
     let n: Vec<Server> = (0..2).map(|_| Server::start(&["--redis", url.as_str()])).collect();
     for s in &n {
         wait_up(s);
@@ -310,7 +319,7 @@ fn a_forced_failover_demoting_the_live_master_is_followed() {
 #[test]
 fn sentinel_failover_keeps_clients_and_groups_and_sends_resume() {
     let dir = Dir::new("sentinel");
-    let (mut master, replica, sentinels, url) = sentinel_setup(&dir);
+    let (mut master, replica, sentinels, url) = sentinel_setup(&dir, None);
     let n: Vec<Server> = (0..2).map(|_| Server::start(&["--redis", url.as_str(), "--presence-ttl", "3s"])).collect();
     for s in &n {
         wait_up(s);
@@ -365,26 +374,10 @@ fn sentinel_failover_keeps_clients_and_groups_and_sends_resume() {
 #[test]
 fn rediss_sentinel_finds_and_follows_the_master_over_tls() {
     let dir = Dir::new("tls-sentinel");
-    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
-    let (cert, key) = (dir.0.join("cert.pem"), dir.0.join("key.pem"));
-    std::fs::write(&cert, c.cert.pem()).unwrap();
-    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    let (cert, key) = write_cert(&dir);
     let ca = cert.display().to_string();
-    let tls_args = ["--tls-ca-cert-file", ca.as_str(), "--tls-replication", "yes"];
-    let mut master = Redis::start_tls_args(&cert, &key, &tls_args);
-    let mp = master.port.to_string();
-    let mut replica_args = tls_args.to_vec();
-    replica_args.extend(["--replicaof", "127.0.0.1", mp.as_str()]);
-    let replica = Redis::start_tls_args(&cert, &key, &replica_args);
-    let sentinels: Vec<Sentinel> =
-        (0..3).map(|_| Sentinel::start_with(&dir, master.port, Some((&cert, &key)))).collect();
-    let t = Instant::now();
-    while sentinels.iter().any(|s| s.knows() != (2, 1)) {
-        assert!(t.elapsed() < Duration::from_secs(30), "TLS Sentinels never found each other and the replica");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    let hosts: Vec<String> = sentinels.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
-    let url = format!("rediss+sentinel://{}/mymaster", hosts.join(","));
+    let (mut master, replica, sentinels, url) = sentinel_setup(&dir, Some((&cert, &key)));
+    assert!(url.starts_with("rediss+sentinel://"));
     let n: Vec<Server> = (0..2).map(|_| Server::start(&["--redis", url.as_str(), "--redis-ca", ca.as_str()])).collect();
     for s in &n {
         wait_up(s);

@@ -26,24 +26,12 @@ impl Redis {
     }
 
     pub fn start_with(password: Option<&'static str>) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis { child: None, port, password, extra: Vec::new(), tls: false };
-        r.spawn();
-        r
+        Self::launch(password, Vec::new(), false)
     }
 
     /// A plain `redis-server` with more arguments.
     pub fn start_args(extra: &[&str]) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis {
-            child: None,
-            port,
-            password: None,
-            extra: extra.iter().map(|a| a.to_string()).collect(),
-            tls: false,
-        };
-        r.spawn();
-        r
+        Self::launch(None, extra.iter().map(|a| a.to_string()).collect(), false)
     }
 
     /// A `redis-server` serving TLS only, with this certificate and key (PEM files).
@@ -53,18 +41,16 @@ impl Redis {
 
     /// A TLS-only `redis-server` with more arguments (`--replicaof`, `--tls-replication yes`…).
     pub fn start_tls_args(cert: &std::path::Path, key: &std::path::Path, more: &[&str]) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let (cert, key) = (cert.display().to_string(), key.display().to_string());
-        let mut extra = vec![
-            "--tls-cert-file".into(),
-            cert,
-            "--tls-key-file".into(),
-            key,
-            "--tls-auth-clients".into(),
-            "no".into(),
-        ];
-        extra.extend(more.iter().map(|a| a.to_string()));
-        let mut r = Redis { child: None, port, password: None, extra, tls: true };
+        let mut extra = vec!["--tls-cert-file".into(), cert, "--tls-key-file".into(), key];
+        extra.extend(["--tls-auth-clients", "no"].iter().chain(more).map(|a| a.to_string()));
+        Self::launch(None, extra, true)
+    }
+
+    /// On a free loopback port.
+    fn launch(password: Option<&'static str>, extra: Vec<String>, tls: bool) -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Redis { child: None, port, password, extra, tls };
         r.spawn();
         r
     }
