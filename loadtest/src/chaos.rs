@@ -10,7 +10,6 @@
 //! then. What happened inside the windows is reported, not judged: a send answered 200 while
 //! only some nodes had found the new master reaches only those nodes (docs/CLUSTER.md).
 
-use std::collections::HashMap;
 use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -151,14 +150,7 @@ pub fn check_notices(
     stayers: &[u64],
     windows: &[(u64, u64)],
 ) -> (u64, u64, u64, u64) {
-    let mut got: HashMap<String, [u64; 2]> = HashMap::new();
-    for r in results {
-        for (id, v) in r["notices"].as_object().into_iter().flatten() {
-            let e = got.entry(id.clone()).or_insert([0, 0]);
-            e[0] += v[0].as_u64().unwrap_or(0);
-            e[1] += v[1].as_u64().unwrap_or(0);
-        }
-    }
+    let got = crate::churn::notice_counts(results);
     let closed: Vec<(usize, u64)> = verified
         .iter()
         .flat_map(|v| v["closed"].as_array().cloned().unwrap_or_default())

@@ -3,11 +3,16 @@
 //! blocking sockets. Completed sessions are recorded so the parent can tell how many 1001
 //! and 1002 notices every stayer must have seen.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::{report, Opts};
 
 /// One completed churn session: the client bound to `group`, then left.
 #[derive(Clone, Debug)]
@@ -116,4 +121,53 @@ pub fn start(
             })
         })
         .collect()
+}
+
+/// How many stayers each group holds (clients are bound round robin).
+pub fn stayers_per_group(clients: usize, groups: usize) -> Vec<u64> {
+    let mut stayers = vec![0u64; groups];
+    for c in 0..clients {
+        stayers[c % groups] += 1;
+    }
+    stayers
+}
+
+/// Per churner clientId, [1001, 1002] notices seen by all stayers together, from the
+/// workers' results.
+pub fn notice_counts(results: &[Value]) -> HashMap<String, [u64; 2]> {
+    let mut got: HashMap<String, [u64; 2]> = HashMap::new();
+    for r in results {
+        for (id, v) in r["notices"].as_object().into_iter().flatten() {
+            let e = got.entry(id.clone()).or_insert([0, 0]);
+            e[0] += v[0].as_u64().unwrap_or(0);
+            e[1] += v[1].as_u64().unwrap_or(0);
+        }
+    }
+    got
+}
+
+/// Churn: every completed session must have produced exactly one 1001 and one 1002 at each
+/// stayer of its group. Returns the number of missing plus duplicated notices.
+pub fn check(opts: &Opts, groups: usize, churned: &[Value], results: &[Value], out: &mut report::Outcome) -> u64 {
+    let stayers = stayers_per_group(opts.clients, groups);
+    let got = notice_counts(results);
+    let dups: u64 = results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
+    let (mut sessions, mut expected, mut missing) = (0u64, 0u64, 0u64);
+    for c in churned {
+        for s in c["sessions"].as_array().into_iter().flatten() {
+            let (id, g) = (s[0].as_str().unwrap_or(""), s[1].as_u64().unwrap_or(0) as usize);
+            sessions += 1;
+            let want = stayers[g % groups];
+            expected += 2 * want;
+            let have = got.get(id).copied().unwrap_or([0, 0]);
+            missing += want.saturating_sub(have[0]) + want.saturating_sub(have[1]);
+        }
+    }
+    let errors: u64 = churned.iter().map(|c| c["errors"].as_u64().unwrap_or(0)).sum();
+    out.set("churn_sessions", json!(sessions));
+    out.set("churn_errors", json!(errors));
+    out.set("notices_expected", json!(expected));
+    out.set("notices_missing", json!(missing));
+    out.set("notices_duplicated", json!(dups));
+    missing + dups
 }

@@ -527,7 +527,7 @@ fn run_sends(
     out.set("latency_max_ms", json!(lat.max() as f64 / 1e3));
     let mut notice_problems = 0;
     if cli.scenario == Scenario::Churn {
-        notice_problems = check_churn(opts, groups, &w.state.lock().expect("lock").churned, &results, out);
+        notice_problems = churn::check(opts, groups, &w.state.lock().expect("lock").churned, &results, out);
     }
     if sequenced {
         let sum = |k: &str| results.iter().map(|r| r[k].as_u64().unwrap_or(0)).sum::<u64>();
@@ -573,10 +573,7 @@ fn finish_chaos(
     let _ = std::fs::remove_file(&path);
     let st = w.state.lock().expect("lock");
     let sum = |k: &str| st.verified.iter().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
-    let mut stayers = vec![0u64; opts.groups];
-    for c in 0..opts.clients {
-        stayers[c % opts.groups] += 1;
-    }
+    let stayers = churn::stayers_per_group(opts.clients, opts.groups);
     let (checked, skipped, expected, missing) =
         chaos::check_notices(&st.churned, &st.results, &st.verified, &stayers, windows);
     let dups: u64 = st.results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
@@ -611,42 +608,6 @@ fn finish_chaos(
     }
     eprintln!("windows: {windows:?}");
     Ok(i32::from(bad > 0 || sum("expected") == 0))
-}
-
-/// Churn: every completed session must have produced exactly one 1001 and one 1002 at each
-/// stayer of its group. Returns the number of missing plus duplicated notices.
-fn check_churn(opts: &Opts, groups: usize, churned: &[Value], results: &[Value], out: &mut report::Outcome) -> u64 {
-    let mut stayers = vec![0u64; groups];
-    for c in 0..opts.clients {
-        stayers[c % groups] += 1;
-    }
-    let mut got: std::collections::HashMap<String, [u64; 2]> = std::collections::HashMap::new();
-    for r in results {
-        for (id, v) in r["notices"].as_object().into_iter().flatten() {
-            let e = got.entry(id.clone()).or_insert([0, 0]);
-            e[0] += v[0].as_u64().unwrap_or(0);
-            e[1] += v[1].as_u64().unwrap_or(0);
-        }
-    }
-    let dups: u64 = results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
-    let (mut sessions, mut expected, mut missing) = (0u64, 0u64, 0u64);
-    for c in churned {
-        for s in c["sessions"].as_array().into_iter().flatten() {
-            let (id, g) = (s[0].as_str().unwrap_or(""), s[1].as_u64().unwrap_or(0) as usize);
-            sessions += 1;
-            let want = stayers[g % groups];
-            expected += 2 * want;
-            let have = got.get(id).copied().unwrap_or([0, 0]);
-            missing += want.saturating_sub(have[0]) + want.saturating_sub(have[1]);
-        }
-    }
-    let errors: u64 = churned.iter().map(|c| c["errors"].as_u64().unwrap_or(0)).sum();
-    out.set("churn_sessions", json!(sessions));
-    out.set("churn_errors", json!(errors));
-    out.set("notices_expected", json!(expected));
-    out.set("notices_missing", json!(missing));
-    out.set("notices_duplicated", json!(dups));
-    missing + dups
 }
 
 /// Every client binds into one group with notices on; all C(C+1)/2 notices must arrive.
