@@ -42,7 +42,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
     };
     let resp = match head {
         Err(e) => http::json(e.status(), &api::err_body(e.message()), false),
-        Ok(h) => match (h.method.as_str(), h.path.as_str()) {
+        Ok(h) => match (h.method, h.path) {
             ("GET", "/metrics") => {
                 let text = metrics::render(&shared.stats, &shared.hub_stats);
                 http::response(200, "text/plain; version=0.0.4", text.as_bytes(), false)

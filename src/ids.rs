@@ -6,8 +6,6 @@
 //! draws generations from one 48-bit counter: at 100,000 accepts a second it would take 89
 //! years to come round, so no stale clientId can ever name a newer connection.
 
-use std::fmt::Write;
-
 /// A connection's generation: unique per shard (48 bits are used).
 pub type Gen = u64;
 
@@ -53,15 +51,27 @@ pub const CLIENT_ID_LEN: usize = 28;
 
 /// Formats the clientId of `conn` on node `node`.
 pub fn client_id(node: u32, conn: ConnId) -> String {
-    let mut s = String::with_capacity(CLIENT_ID_LEN);
-    write_client_id(&mut s, node, conn);
-    s
+    let b = client_id_bytes(node, conn);
+    std::str::from_utf8(&b).expect("hex digits").to_owned()
 }
 
-/// Appends the clientId of `conn` to `out`.
-fn write_client_id(out: &mut String, node: u32, conn: ConnId) {
+/// The clientId of `conn` on node `node`, as ASCII bytes (no allocation).
+pub fn client_id_bytes(node: u32, conn: ConnId) -> [u8; CLIENT_ID_LEN] {
     debug_assert!(conn.shard < 256 && (conn.slot as usize) < SLOTS && conn.gen <= GEN_MAX);
-    let _ = write!(out, "{:08x}{:02x}{:06x}{:012x}", node, conn.shard, conn.slot, conn.gen);
+    let mut out = [0u8; CLIENT_ID_LEN];
+    put_hex(&mut out[..8], node.into());
+    put_hex(&mut out[8..10], conn.shard.into());
+    put_hex(&mut out[10..16], conn.slot.into());
+    put_hex(&mut out[16..], conn.gen);
+    out
+}
+
+/// Writes the low `out.len()` hex digits of `v` (lowercase, zero-padded).
+fn put_hex(out: &mut [u8], mut v: u64) {
+    for b in out.iter_mut().rev() {
+        *b = b"0123456789abcdef"[(v & 15) as usize];
+        v >>= 4;
+    }
 }
 
 /// A connection anywhere in the cluster: its node and its place there.

@@ -1,6 +1,8 @@
 //! HTTP/1.1 request heads (httparse) and responses. Sans-IO: [`parse_head`] returns
 //! `Ok(None)` on incomplete input and never consumes anything itself.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 
 /// Why a request cannot be served; each maps to a status and closes the connection.
@@ -35,41 +37,46 @@ impl HttpError {
     }
 }
 
-/// The parts of a request head the server uses.
+/// The parts of a request head the server uses, borrowed from the input buffer (no copies:
+/// a WebSocket upgrade allocates nothing until it names its system).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Head {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub system_id: Option<String>,
-    pub authorization: Option<String>,
+pub struct Head<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub query: &'a str,
+    pub system_id: Option<&'a str>,
+    pub authorization: Option<&'a str>,
     pub content_length: usize,
     pub keep_alive: bool,
     pub upgrade_websocket: bool,
-    pub ws_key: Option<String>,
-    pub ws_version: Option<String>,
+    pub ws_key: Option<&'a str>,
+    pub ws_version: Option<&'a str>,
     /// `Origin` (browsers send it on WebSocket handshakes).
-    pub origin: Option<String>,
+    pub origin: Option<&'a str>,
     /// `Sec-WebSocket-Extensions` (several headers joined with ", ").
-    pub ws_extensions: Option<String>,
+    pub ws_extensions: Option<Cow<'a, str>>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
     pub expect_continue: bool,
     /// Length of the head in bytes; the body follows.
     pub head_len: usize,
 }
 
-impl Head {
-    /// Value of query parameter `name` (percent-decoded).
-    pub fn query_param(&self, name: &str) -> Option<String> {
-        self.query.split('&').find_map(|kv| {
+impl<'a> Head<'a> {
+    /// Value of query parameter `name` (percent-decoded; borrowed when nothing is encoded).
+    pub fn query_param(&self, name: &str) -> Option<Cow<'a, str>> {
+        let query: &'a str = self.query;
+        query.split('&').find_map(|kv| {
             let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
             (k == name).then(|| percent_decode(v))
         })
     }
 }
 
-fn percent_decode(s: &str) -> String {
+fn percent_decode(s: &str) -> Cow<'_, str> {
     let b = s.as_bytes();
+    if !b.iter().any(|&c| c == b'%' || c == b'+') {
+        return Cow::Borrowed(s);
+    }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
@@ -88,13 +95,13 @@ fn percent_decode(s: &str) -> String {
         }
         i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+    Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
 const MAX_HEADERS: usize = 48;
 
 /// Parses a request head from `buf`. `max_head` bounds the head, `max_body` the body.
-pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option<Head>, HttpError> {
+pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option<Head<'_>>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -114,20 +121,13 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
     let http11 = version == 1;
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let mut h = Head {
-        method: req.method.unwrap_or("").to_string(),
-        path: path.to_string(),
-        query: query.to_string(),
-        keep_alive: http11,
-        head_len,
-        ..Head::default()
-    };
+    let mut h = Head { method: req.method.unwrap_or(""), path, query, keep_alive: http11, head_len, ..Head::default() };
     let mut saw_length = false;
     let mut connection_upgrade = false;
     for hd in req.headers.iter() {
         let value = std::str::from_utf8(hd.value).map(str::trim);
         let name = hd.name;
-        let text = || value.map(str::to_string).map_err(|_| HttpError::Malformed("header value is not UTF-8"));
+        let text = || value.map_err(|_| HttpError::Malformed("header value is not UTF-8"));
         if name.eq_ignore_ascii_case("content-length") {
             // Digits only (RFC 9110): Rust's integer parsing would also take a leading '+'.
             let n: usize = value
@@ -147,13 +147,13 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
         } else if name.eq_ignore_ascii_case("authorization") {
             h.authorization = Some(text()?);
         } else if name.eq_ignore_ascii_case("connection") {
-            let v = value.unwrap_or("").to_ascii_lowercase();
-            for tok in v.split(',').map(str::trim) {
-                match tok {
-                    "close" => h.keep_alive = false,
-                    "keep-alive" => h.keep_alive = http11,
-                    "upgrade" => connection_upgrade = true,
-                    _ => {}
+            for tok in value.unwrap_or("").split(',').map(str::trim) {
+                if tok.eq_ignore_ascii_case("close") {
+                    h.keep_alive = false;
+                } else if tok.eq_ignore_ascii_case("keep-alive") {
+                    h.keep_alive = http11;
+                } else if tok.eq_ignore_ascii_case("upgrade") {
+                    connection_upgrade = true;
                 }
             }
         } else if name.eq_ignore_ascii_case("upgrade") {
@@ -168,13 +168,10 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
             h.origin = Some(text()?);
         } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
             let v = text()?;
-            match &mut h.ws_extensions {
-                Some(all) => {
-                    all.push_str(", ");
-                    all.push_str(&v);
-                }
-                None => h.ws_extensions = Some(v),
-            }
+            h.ws_extensions = Some(match h.ws_extensions.take() {
+                Some(all) => Cow::Owned(format!("{all}, {v}")),
+                None => Cow::Borrowed(v),
+            });
         }
     }
     h.upgrade_websocket &= connection_upgrade;
@@ -249,13 +246,33 @@ pub fn json(status: u16, body: &[u8], keep_alive: bool) -> Bytes {
 /// The interim answer to `Expect: 100-continue`.
 pub const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
 
-/// The 101 answer to a WebSocket upgrade.
+/// `Sec-WebSocket-Accept` for `ws_key` (RFC 6455 §4.2.2): base64 of the SHA-1 of the key and
+/// the protocol's GUID, on the stack.
+pub fn accept_key(ws_key: &str) -> [u8; 28] {
+    use sha1::{Digest, Sha1};
+    let mut h = Sha1::new();
+    h.update(ws_key.as_bytes());
+    h.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+    let mut out = [0u8; 28];
+    data_encoding::BASE64.encode_mut(&h.finalize(), &mut out);
+    out
+}
+
+/// The 101 answer to a WebSocket upgrade: one allocation of the exact size.
 pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Bytes {
-    let accept = tungstenite::handshake::derive_accept_key(ws_key.as_bytes());
-    let ext = extensions.map(|e| format!("Sec-WebSocket-Extensions: {e}\r\n")).unwrap_or_default();
-    Bytes::from(format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n{ext}\r\n"
-    ))
+    const HEAD: &[u8] =
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
+    const EXT: &[u8] = b"\r\nSec-WebSocket-Extensions: ";
+    let ext = extensions.map_or(0, |e| EXT.len() + e.len());
+    let mut v = Vec::with_capacity(HEAD.len() + 28 + ext + 4);
+    v.extend_from_slice(HEAD);
+    v.extend_from_slice(&accept_key(ws_key));
+    if let Some(e) = extensions {
+        v.extend_from_slice(EXT);
+        v.extend_from_slice(e.as_bytes());
+    }
+    v.extend_from_slice(b"\r\n\r\n");
+    Bytes::from(v)
 }
 
 #[cfg(test)]
@@ -269,8 +286,8 @@ mod tests {
         assert!(!h.expect_continue);
         assert_eq!(h.method, "POST");
         assert_eq!(h.path, "/api/send_to_group");
-        assert_eq!(h.system_id.as_deref(), Some("s1"));
-        assert_eq!(h.authorization.as_deref(), Some("Bearer t"));
+        assert_eq!(h.system_id, Some("s1"));
+        assert_eq!(h.authorization, Some("Bearer t"));
         assert_eq!(h.content_length, 2);
         assert!(h.keep_alive);
         assert_eq!(&raw[h.head_len..], b"{}");
@@ -292,13 +309,34 @@ mod tests {
         assert_eq!(h.query_param("x").as_deref(), Some("1"));
         assert_eq!(h.query_param("nope"), None);
         assert_eq!(h.ws_extensions.as_deref(), Some("foo, permessage-deflate; client_max_window_bits"));
-        let resp = switching_protocols(h.ws_key.as_deref().unwrap(), None);
+        let resp = switching_protocols(h.ws_key.unwrap(), None);
         assert!(std::str::from_utf8(&resp).unwrap().contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
-        assert!(!std::str::from_utf8(&resp).unwrap().contains("Extensions"));
-        let resp = switching_protocols(h.ws_key.as_deref().unwrap(), Some("permessage-deflate"));
+        assert_eq!(
+            &resp[..],
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+        );
+        assert!(matches!(h.query_param("x"), Some(Cow::Borrowed("1"))), "nothing encoded: no copy");
+        let resp = switching_protocols(h.ws_key.unwrap(), Some("permessage-deflate"));
         assert!(std::str::from_utf8(&resp)
             .unwrap()
             .ends_with("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"));
+    }
+
+    #[test]
+    fn connection_tokens_ignore_case() {
+        let raw = b"GET /ws HTTP/1.1\r\nConnection: Keep-Alive , UPGRADE\r\nUpgrade: WebSocket\r\n\r\n";
+        let h = parse_head(raw, 8192, 0).unwrap().unwrap();
+        assert!(h.upgrade_websocket && h.keep_alive);
+        let raw = b"GET / HTTP/1.1\r\nConnection: Close\r\n\r\n";
+        assert!(!parse_head(raw, 8192, 0).unwrap().unwrap().keep_alive);
+    }
+
+    #[test]
+    fn accept_key_matches_tungstenite() {
+        for key in ["dGhlIHNhbXBsZSBub25jZQ==", "x3JJHMbDL1EzLkh9GBhXDw==", ""] {
+            let ours = accept_key(key);
+            assert_eq!(std::str::from_utf8(&ours).unwrap(), tungstenite::handshake::derive_accept_key(key.as_bytes()));
+        }
     }
 
     #[test]

@@ -169,6 +169,21 @@ pub fn text_frame_with(cap: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     Bytes::from(v).slice(start..)
 }
 
+/// A text frame of `parts` joined, in one allocation of the exact size (no shared header
+/// for a partly used buffer); `None` if the payload needs more than the 2-byte header.
+pub fn small_text_frame(parts: &[&[u8]]) -> Option<Bytes> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    if len > 125 {
+        return None;
+    }
+    let mut v = Vec::with_capacity(2 + len);
+    v.extend_from_slice(&[0x80 | OP_TEXT, len as u8]);
+    for p in parts {
+        v.extend_from_slice(p);
+    }
+    Some(Bytes::from(v))
+}
+
 /// The payload of a complete server frame (as built by [`frame`] or [`text_frame_with`]).
 pub fn payload(frame: &[u8]) -> &[u8] {
     let start = match frame.get(1).map(|b| b & 0x7f) {
@@ -305,6 +320,16 @@ mod tests {
             assert_eq!(payload(&frame(OP_TEXT, &p)), &p[..], "len {n}");
         }
         assert!(payload(b"").is_empty());
+    }
+
+    #[test]
+    fn small_text_frame_matches_frame() {
+        for n in [0usize, 1, 124, 125] {
+            let payload = vec![b'x'; n];
+            let (a, b) = payload.split_at(n / 2);
+            assert_eq!(small_text_frame(&[a, b]), Some(frame(OP_TEXT, &payload)), "len {n}");
+        }
+        assert_eq!(small_text_frame(&[&[b'x'; 126]]), None);
     }
 
     #[test]

@@ -57,7 +57,7 @@ impl Shard {
         if let State::Http { keep_alive, .. } = &mut self.conns[slot].state {
             *keep_alive = ka;
         }
-        let path = head.path.as_str();
+        let path = head.path;
         let is_echo = self.shared.cfg.echo_path.as_deref() == Some(path);
         if path == "/ws" || is_echo {
             if head.method != "GET" || !head.upgrade_websocket {
@@ -65,7 +65,7 @@ impl Shard {
             }
             return self.upgrade(slot, head, is_echo);
         }
-        match (head.method.as_str(), path) {
+        match (head.method, path) {
             ("GET", "/health") => {
                 let body = metrics::health(&self.shared.stats, &self.shared.hub_stats, self.shared.cfg.redis.is_some());
                 self.respond(slot, 200, body.as_bytes(), ka);
@@ -76,7 +76,7 @@ impl Shard {
             ("GET", "/metrics") => {
                 // With an API key, the numbers are an operator's (an internal address can serve
                 // them without a token: admin_listen).
-                if let Err(e) = self.shared.verifier.check(head.authorization.as_deref(), Scope::Operator) {
+                if let Err(e) = self.shared.verifier.check(head.authorization, Scope::Operator) {
                     metrics::add(&self.stats().metrics_refusals_total, 1);
                     return self.respond(slot, e.status(), &api::err_body(e.message()), ka);
                 }
@@ -133,13 +133,13 @@ impl Shard {
         let name = &head.path["/api/".len()..];
         let endpoint =
             endpoints::find(name).ok_or_else(|| ApiError::new(404, format!("unknown endpoint /api/{name}")))?;
-        let header_system = head.system_id.as_deref().filter(|s| !s.is_empty());
+        let header_system = head.system_id.filter(|s| !s.is_empty());
         let scope = match (endpoint.access, header_system) {
             (Access::Operator, _) => Scope::Operator,
             (Access::System, Some(s)) => Scope::System(s),
             (Access::System, None) => return Err(ApiError::bad_request("SystemId header is required")),
         };
-        let auth = self.shared.verifier.check(head.authorization.as_deref(), scope);
+        let auth = self.shared.verifier.check(head.authorization, scope);
         auth.map_err(|e| ApiError::new(e.status(), e.message().to_string()))?;
         let body = api::parse_body(raw).map_err(ApiError::bad_request)?;
         let system: Box<str> = match endpoint.access {
@@ -206,13 +206,13 @@ impl Shard {
 
     fn upgrade(&mut self, slot: usize, head: &Head, echo: bool) {
         let ka = head.keep_alive;
-        if head.ws_version.as_deref() != Some("13") {
+        if head.ws_version != Some("13") {
             return self.respond(slot, 400, &api::err_body("unsupported Sec-WebSocket-Version (need 13)"), false);
         }
-        let Some(key) = head.ws_key.as_deref() else {
+        let Some(key) = head.ws_key else {
             return self.respond(slot, 400, &api::err_body("missing Sec-WebSocket-Key"), false);
         };
-        if let (Some(allowed), Some(origin)) = (&self.shared.cfg.origins, head.origin.as_deref()) {
+        if let (Some(allowed), Some(origin)) = (&self.shared.cfg.origins, head.origin) {
             if !allowed.allows(origin) {
                 metrics::add(&self.stats().origin_refusals_total, 1);
                 return self.respond(slot, 403, &api::err_body("origin not allowed"), false);
@@ -236,7 +236,7 @@ impl Shard {
             self.become_ws(slot, accept, State::Echo);
             return;
         }
-        let system = head.query_param("systemId").or_else(|| head.system_id.clone()).filter(|s| !s.is_empty());
+        let system = head.query_param("systemId").or(head.system_id.map(Into::into)).filter(|s| !s.is_empty());
         let Some(system) = system else {
             // Upstream behaviour: complete the handshake, send -1001, close.
             self.become_ws(slot, accept, State::Client { hub_knows: false });
@@ -330,10 +330,11 @@ impl Shard {
 impl Shard {
     /// Queues the connect frame (with the session token if it opted in to recovery).
     fn send_welcome(&mut self, slot: usize) {
-        let id = ids::client_id(self.shared.cfg.node_id.0, self.conn_id(slot));
+        let id = ids::client_id_bytes(self.shared.cfg.node_id.0, self.conn_id(slot));
+        let id = std::str::from_utf8(&id).expect("hex digits");
         let frame = match &self.conns[slot].session {
-            None => api::welcome_frame(&id),
-            Some(s) => api::session_frame(&id, &recovery::token(&id, &s.secret), None),
+            None => api::welcome_frame(id),
+            Some(s) => api::session_frame(id, &recovery::token(id, &s.secret), None),
         };
         self.queue(slot, frame);
     }
