@@ -35,7 +35,7 @@ pub enum Command {
     /// shard knew the system registered (single node) and sent the connect frame itself,
     /// right after this command was queued. (Whatever the client does with its clientId
     /// reaches the hub after this command: one FIFO queue, and causality.)
-    Connect { conn: ConnId, system: Box<str>, welcomed: bool },
+    Connect { conn: ConnId, system: Arc<str>, welcomed: bool },
     /// The connection is gone (closed, error, idle, slow consumer; `why`, for webhooks).
     /// Idempotent.
     Disconnected { conn: ConnId, why: crate::webhooks::Gone },

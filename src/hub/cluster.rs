@@ -107,7 +107,7 @@ impl Hub {
     pub(super) fn gate(&mut self, cmd: Command) -> Option<Command> {
         let Some(c) = self.backend.cluster() else { return Some(cmd) };
         let system: Box<str> = match &cmd {
-            Command::Connect { system, .. } => system.clone(),
+            Command::Connect { system, .. } => (**system).into(),
             Command::Api { system, op, .. } if !matches!(op, Op::Register) => system.clone(),
             Command::Disconnected { conn, .. } => match c.waiting_conns.get(conn) {
                 Some(s) => s.clone(),

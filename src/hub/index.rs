@@ -5,6 +5,8 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
+
 use super::Members;
 use crate::ids::ConnId;
 use crate::msg::Frame;
@@ -73,7 +75,8 @@ impl System {
 pub struct Index {
     by_name: HashMap<Arc<str>, SysId>,
     pub systems: Vec<System>,
-    pub clients: HashMap<ConnId, Client>,
+    /// Keyed by server-assigned ids: a fast hash without flooding resistance is safe.
+    pub clients: FxHashMap<ConnId, Client>,
 }
 
 impl Index {

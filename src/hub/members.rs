@@ -1,8 +1,9 @@
 //! A member set kept per shard, with an `Arc` snapshot per shard rebuilt only after that
 //! shard's members changed — so a broadcast costs the hub O(shards) (invariant 3).
 
-use std::collections::HashMap;
 use std::sync::Arc;
+
+use rustc_hash::FxHashMap;
 
 use crate::ids::{ConnId, Gen};
 use crate::msg::Target;
@@ -10,8 +11,9 @@ use crate::msg::Target;
 /// Members of a group (or of a whole system), split by shard.
 #[derive(Debug)]
 pub struct Members {
-    /// Per shard: slot → generation (a slot holds one live connection at a time).
-    per_shard: Vec<HashMap<u32, Gen>>,
+    /// Per shard: slot → generation (a slot holds one live connection at a time). Keys are
+    /// server-assigned, so a fast hash without flooding resistance is safe.
+    per_shard: Vec<FxHashMap<u32, Gen>>,
     /// Per shard: the delivery snapshot, `None` until needed or after a change.
     snaps: Vec<Option<Arc<[Target]>>>,
     /// Per shard: entries of the snapshot whose connection has since disconnected.
@@ -21,7 +23,12 @@ pub struct Members {
 
 impl Members {
     pub fn new(shards: usize) -> Self {
-        Members { per_shard: vec![HashMap::new(); shards], snaps: vec![None; shards], stale: vec![0; shards], len: 0 }
+        Members {
+            per_shard: vec![FxHashMap::default(); shards],
+            snaps: vec![None; shards],
+            stale: vec![0; shards],
+            len: 0,
+        }
     }
 
     pub fn len(&self) -> usize {

@@ -194,21 +194,26 @@ pub fn notice_frame(code: i64, message_id: &str, client_id: &str, user_id: &str,
 
 /// The frame sent right after the handshake.
 pub fn welcome_frame(client_id: &str) -> Bytes {
-    // Every connection gets one: built in one allocation of the exact size when the id needs
-    // no escaping (ours never do).
-    if client_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
-        if let Some(f) = ws::small_text_frame(&[WELCOME_HEAD, client_id.as_bytes(), b"\"}}"]) {
-            return f;
-        }
-    }
-    ws::text_frame_with(64, |v| {
-        v.extend_from_slice(b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":");
-        push_str(v, client_id);
-        v.extend_from_slice(b"}}");
-    })
+    let mut v = Vec::with_capacity(WELCOME_FRAME_LEN);
+    push_welcome_frame(&mut v, client_id);
+    Bytes::from(v)
 }
 
-const WELCOME_HEAD: &[u8] = b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":\"";
+/// Appends the frame sent right after the handshake to `out` (so it can share the 101's buffer).
+pub fn push_welcome_frame(out: &mut Vec<u8>, client_id: &str) {
+    const HEAD: &[u8] = b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":";
+    if client_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        // Ours: nothing to escape.
+        ws::push_text_frame(out, &[HEAD, b"\"", client_id.as_bytes(), b"\"}}"]);
+    } else {
+        let mut id = Vec::with_capacity(client_id.len() + 2);
+        push_str(&mut id, client_id);
+        ws::push_text_frame(out, &[HEAD, &id, b"}}"]);
+    }
+}
+
+/// Length of the connect frame of a clientId of ours.
+pub const WELCOME_FRAME_LEN: usize = 2 + 46 + crate::ids::CLIENT_ID_LEN + 3;
 
 /// The connect frame of a client that opted in to session recovery: also its resume token
 /// and whether this connection recovered a session (`missed`: how many frames follow).
@@ -411,6 +416,9 @@ mod tests {
     #[test]
     fn connect_frames_match_upstream() {
         assert_eq!(payload(&welcome_frame("abc")), r#"{"code":0,"msg":"success","data":{"clientId":"abc"}}"#);
+        assert_eq!(payload(&welcome_frame("a\"b")), r#"{"code":0,"msg":"success","data":{"clientId":"a\"b"}}"#);
+        let ours = crate::ids::client_id(7, crate::ids::ConnId { shard: 1, slot: 2, gen: 3 });
+        assert_eq!(welcome_frame(&ours).len(), WELCOME_FRAME_LEN);
         assert_eq!(
             payload(&refused_frame("systemId is required")),
             r#"{"messageId":"","sendUserId":"","code":-1001,"msg":"systemId is required","data":[]}"#

@@ -5,6 +5,8 @@ use std::borrow::Cow;
 
 use bytes::Bytes;
 
+use super::api;
+
 /// Why a request cannot be served; each maps to a status and closes the connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HttpError {
@@ -258,13 +260,14 @@ pub fn accept_key(ws_key: &str) -> [u8; 28] {
     out
 }
 
-/// The 101 answer to a WebSocket upgrade: one allocation of the exact size.
-pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Bytes {
+/// The 101 answer to a WebSocket upgrade, with room for the connect frame that usually
+/// follows it ([`api::WELCOME_FRAME_LEN`]): both leave in one buffer of the exact size.
+pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Vec<u8> {
     const HEAD: &[u8] =
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
     const EXT: &[u8] = b"\r\nSec-WebSocket-Extensions: ";
     let ext = extensions.map_or(0, |e| EXT.len() + e.len());
-    let mut v = Vec::with_capacity(HEAD.len() + 28 + ext + 4);
+    let mut v = Vec::with_capacity(HEAD.len() + 28 + ext + 4 + api::WELCOME_FRAME_LEN);
     v.extend_from_slice(HEAD);
     v.extend_from_slice(&accept_key(ws_key));
     if let Some(e) = extensions {
@@ -272,7 +275,7 @@ pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Bytes {
         v.extend_from_slice(e.as_bytes());
     }
     v.extend_from_slice(b"\r\n\r\n");
-    Bytes::from(v)
+    v
 }
 
 #[cfg(test)]

@@ -169,19 +169,15 @@ pub fn text_frame_with(cap: usize, fill: impl FnOnce(&mut Vec<u8>)) -> Bytes {
     Bytes::from(v).slice(start..)
 }
 
-/// A text frame of `parts` joined, in one allocation of the exact size (no shared header
-/// for a partly used buffer); `None` if the payload needs more than the 2-byte header.
-pub fn small_text_frame(parts: &[&[u8]]) -> Option<Bytes> {
+/// Appends a text frame whose payload is `parts` joined.
+pub fn push_text_frame(out: &mut Vec<u8>, parts: &[&[u8]]) {
     let len: usize = parts.iter().map(|p| p.len()).sum();
-    if len > 125 {
-        return None;
-    }
-    let mut v = Vec::with_capacity(2 + len);
-    v.extend_from_slice(&[0x80 | OP_TEXT, len as u8]);
+    let (h, n) = header(OP_TEXT, len);
+    out.reserve(n + len);
+    out.extend_from_slice(&h[..n]);
     for p in parts {
-        v.extend_from_slice(p);
+        out.extend_from_slice(p);
     }
-    Some(Bytes::from(v))
 }
 
 /// The payload of a complete server frame (as built by [`frame`] or [`text_frame_with`]).
@@ -323,13 +319,14 @@ mod tests {
     }
 
     #[test]
-    fn small_text_frame_matches_frame() {
-        for n in [0usize, 1, 124, 125] {
+    fn push_text_frame_matches_frame() {
+        for n in [0usize, 1, 125, 126, 65_535, 65_536] {
             let payload = vec![b'x'; n];
             let (a, b) = payload.split_at(n / 2);
-            assert_eq!(small_text_frame(&[a, b]), Some(frame(OP_TEXT, &payload)), "len {n}");
+            let mut v = b"before".to_vec();
+            push_text_frame(&mut v, &[a, b]);
+            assert_eq!(&v[6..], &frame(OP_TEXT, &payload)[..], "len {n}");
         }
-        assert_eq!(small_text_frame(&[&[b'x'; 126]]), None);
     }
 
     #[test]

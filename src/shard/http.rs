@@ -1,6 +1,8 @@
 //! The shard's HTTP side: routing, the API calls (auth, JSON, the frame built once here),
 //! WebSocket upgrades, `/health` and `/metrics`.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use super::endpoints::{self, Access, Limits, Request};
@@ -258,18 +260,20 @@ impl Shard {
         let recover = head.query_param("recover").as_deref() == Some("1");
         if let (true, Some(token)) = (recover, head.query_param("resume")) {
             let last = head.query_param("last").filter(|l| !l.is_empty());
-            return self.resume_request(slot, accept, system.into(), &token, last.map(Into::into), ka);
+            return self.resume_request(slot, accept.into(), system.into(), &token, last.map(Into::into), ka);
         }
-        self.connect_client(slot, accept, system.into(), recover, ka);
+        self.connect_client(slot, accept, &system, recover, ka);
     }
 
     /// Tells the hub of a new client; its connect frame follows the hub's answer (`welcome`),
     /// or at once when this shard knows the system is registered (single node: systems are
     /// never unregistered). `recover`: it opted in to session recovery.
-    pub(super) fn connect_client(&mut self, slot: usize, accept: Bytes, system: Box<str>, recover: bool, ka: bool) {
+    pub(super) fn connect_client(&mut self, slot: usize, mut accept: Vec<u8>, system: &str, recover: bool, ka: bool) {
         let conn = self.conn_id(slot);
-        let session = recover.then(|| Box::new(Session::new(system.clone())));
-        let welcomed = self.shared.cfg.redis.is_none() && self.known_systems.contains(&*system);
+        let known = self.known_systems.get(system).cloned();
+        let welcomed = self.shared.cfg.redis.is_none() && known.is_some();
+        let system = known.unwrap_or_else(|| system.into());
+        let session = recover.then(|| Box::new(Session::new((*system).into())));
         // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
         // may be the same, and the hub must see the old generation leave first.
         let sent = if self.backlog.is_empty() {
@@ -282,6 +286,12 @@ impl Shard {
             // the client's back end does with the clientId reaches the hub after it, so a
             // bind that follows can never miss the client.
             Ok(()) => {
+                if welcomed && session.is_none() {
+                    // The usual case: 101 and connect frame in one buffer.
+                    let id = ids::client_id_bytes(self.shared.cfg.node_id.0, conn);
+                    api::push_welcome_frame(&mut accept, std::str::from_utf8(&id).expect("hex digits"));
+                    return self.become_ws(slot, accept, State::Client { hub_knows: true });
+                }
                 self.become_ws(slot, accept, State::Client { hub_knows: true });
                 self.conns[slot].session = session;
                 if welcomed {
@@ -295,8 +305,8 @@ impl Shard {
         }
     }
 
-    pub(super) fn become_ws(&mut self, slot: usize, accept: Bytes, state: State) {
-        self.queue(slot, accept);
+    pub(super) fn become_ws(&mut self, slot: usize, accept: impl Into<Bytes>, state: State) {
+        self.queue(slot, accept.into());
         self.conns[slot].state = state;
         metrics::add(&self.stats().ws_clients, 1);
     }
@@ -308,9 +318,10 @@ impl Shard {
     }
 
     /// The hub's answer to `Command::Connect`.
-    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<std::sync::Arc<str>>) {
+    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<Arc<str>>) {
         if let Some(s) = system.filter(|s| !self.known_systems.contains(&**s)) {
-            self.known_systems.insert((*s).into());
+            // A copy of its own: the hub's is shared by its index.
+            self.known_systems.insert(Arc::from(&*s));
         }
         let Some(conn) = self.conn_at(to) else { return };
         if !matches!(conn.state, State::Client { .. }) {

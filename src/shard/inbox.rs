@@ -61,7 +61,7 @@ impl Shard {
     pub(super) fn drain_replies(&mut self) {
         while let Ok(Reply { to, status, body, known_system }) = self.replies.try_recv() {
             if let Some(s) = known_system {
-                self.known_systems.insert(s);
+                self.known_systems.insert(s.into());
             }
             self.api_reply(to, status, body);
         }

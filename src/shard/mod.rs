@@ -121,7 +121,7 @@ pub struct Shard {
     /// Frames queued since the counter was last published (one atomic add per turn).
     queued_frames: u64,
     /// Systems the hub has confirmed registered: sends to them are answered here at once.
-    known_systems: HashSet<Box<str>>,
+    known_systems: HashSet<Arc<str>>,
     /// permessage-deflate codecs, when `compression` is on.
     zip: Option<Box<zip::Zip>>,
     /// TLS: ciphertext read (half the scratch buffer, so its plaintext always fits there),

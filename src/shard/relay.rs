@@ -102,7 +102,7 @@ impl Shard {
         conn.state = State::Http { awaiting: false, keep_alive: false };
         self.refused(why.unwrap_or(Refusal::Unknown));
         let accept = s.accept.take().unwrap_or_default();
-        self.connect_client(slot, accept, s.system, true, false);
+        self.connect_client(slot, accept.into(), &s.system, true, false);
     }
 
     /// What the client of an edge did, for its owner. `Dropped`/`Closed` also end the edge's

@@ -128,7 +128,7 @@ impl Shard {
         let session = session.filter(|(c, _)| c.node == node || cluster);
         let Some((session, secret)) = session else {
             self.refused(Refusal::Unknown);
-            return self.connect_client(slot, accept, system, true, ka);
+            return self.connect_client(slot, accept.into(), &system, true, ka);
         };
         if session.node != node {
             // Another node owns the session: the client stays here, relayed (cluster::relay).
@@ -265,7 +265,7 @@ impl Shard {
         }
         if let Some(slot) = self.adopt(r.sock, r.tls) {
             self.conns[slot].deflate = r.deflate;
-            self.connect_client(slot, r.accept, r.system, true, false);
+            self.connect_client(slot, r.accept.into(), &r.system, true, false);
         }
     }
 
