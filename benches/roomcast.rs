@@ -15,7 +15,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use roomcast::hub::{Hub, HubConfig, ShardLink};
 use roomcast::ids::ConnId;
 use roomcast::metrics::HubStats;
-use roomcast::msg::{Command, Op, ShardMsg};
+use roomcast::msg::{Command, Op, ShardMsg, SystemRef};
 use roomcast::protocol::{api, http};
 use roomcast::shard::{Buf, OutQueue};
 
@@ -123,7 +123,7 @@ fn hub_fanout(c: &mut Criterion) {
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });
     for i in 0..MEMBERS {
         let conn = ConnId { shard: (i % SHARDS as u32) as u16, slot: i, gen: 1 };
-        hub.handle(Command::Connect { conn, system: "s".into(), welcomed: false });
+        hub.handle(Command::Connect { conn, system: SystemRef::Name("s".into()), welcomed: false });
         let client = roomcast::ids::ClientRef { node: 1, conn };
         let op = Op::Bind { client, group: "g".into(), user_id: "".into(), extend: "".into(), notify: false };
         hub.handle(Command::Api { from, system: "s".into(), op, answered: false });

@@ -27,6 +27,15 @@ pub type Frame = Bytes;
 /// message is large enough (`compression_min_size`); `None`: send it plain to everyone.
 pub type Zipped = Option<Arc<std::sync::OnceLock<Option<Bytes>>>>;
 
+/// How a shard names a new client's system to the hub: by name, or (single node, once the
+/// hub has said the system is registered) by the hub's index of it, which stays valid there
+/// (systems are never removed) — nothing to hash, copy or free on the hub's side.
+#[derive(Debug)]
+pub enum SystemRef {
+    Name(Box<str>),
+    Index(u32),
+}
+
 /// Shard → hub.
 #[derive(Debug)]
 pub enum Command {
@@ -35,7 +44,7 @@ pub enum Command {
     /// shard knew the system registered (single node) and sent the connect frame itself,
     /// right after this command was queued. (Whatever the client does with its clientId
     /// reaches the hub after this command: one FIFO queue, and causality.)
-    Connect { conn: ConnId, system: Arc<str>, welcomed: bool },
+    Connect { conn: ConnId, system: SystemRef, welcomed: bool },
     /// The connection is gone (closed, error, idle, slow consumer; `why`, for webhooks).
     /// Idempotent.
     Disconnected { conn: ConnId, why: crate::webhooks::Gone },
@@ -224,7 +233,7 @@ pub enum ShardMsg {
     /// The answer to [`Command::Connect`]: `Ok(())` sends the connect frame, `Err(msg)`
     /// sends the -1001 error frame with `msg` and closes.
     /// `system`: the system's name when the shard may welcome its next clients itself.
-    Welcome { to: Target, result: Result<(), String>, system: Option<Arc<str>> },
+    Welcome { to: Target, result: Result<(), String>, system: Option<(Arc<str>, u32)> },
     /// Close the connection with a close frame (close_client).
     Close { target: Target, code: u16, reason: &'static str },
     /// A resume for a session of this shard (see [`Command::Resume`]).
@@ -250,5 +259,9 @@ pub struct Reply {
     pub to: Target,
     pub status: u16,
     pub body: Bytes,
-    pub known_system: Option<Box<str>>,
+    pub known_system: Option<KnownSystem>,
 }
+
+/// A system the hub confirmed registered, and its index there (single node; see
+/// [`SystemRef`]).
+pub type KnownSystem = (Box<str>, Option<u32>);

@@ -123,7 +123,7 @@ pub struct Replies(pub Vec<(Sender<Reply>, Arc<mio::Waker>)>);
 
 impl Replies {
     /// Queues an answer without waking its shard; returns the shard to wake.
-    pub fn queue(&self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) -> usize {
+    pub fn queue(&self, to: ConnId, status: u16, body: Bytes, known_system: Option<crate::msg::KnownSystem>) -> usize {
         let shard = to.shard as usize;
         if let Some((tx, waker)) = self.0.get(shard) {
             crate::msg::send_to_shard(tx, waker, Reply { to: to.in_shard(), status, body, known_system });
@@ -143,7 +143,7 @@ impl Replies {
     }
 
     /// Queues an answer and wakes its shard.
-    pub fn send(&self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) {
+    pub fn send(&self, to: ConnId, status: u16, body: Bytes, known_system: Option<crate::msg::KnownSystem>) {
         let shard = self.queue(to, status, body, known_system);
         self.wake(shard);
     }

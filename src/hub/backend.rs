@@ -60,7 +60,7 @@ impl Backend {
                 l.index.system(sys).members.insert(conn);
                 if !welcomed {
                     // Naming the system lets the shard welcome its next clients itself.
-                    let system = Some(l.index.name(sys).clone());
+                    let system = Some((l.index.name(sys).clone(), sys.raw()));
                     l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()), system });
                 }
                 l.emit(Kind::ClientConnected, l.index.name(sys), None, Some(conn));

@@ -11,7 +11,7 @@ use super::{Answer, Hub, Local};
 use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
-use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg};
+use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg, SystemRef};
 use crate::protocol::api::{ApiError, Done};
 
 /// Cluster mode's state in the hub.
@@ -107,7 +107,7 @@ impl Hub {
     pub(super) fn gate(&mut self, cmd: Command) -> Option<Command> {
         let Some(c) = self.backend.cluster() else { return Some(cmd) };
         let system: Box<str> = match &cmd {
-            Command::Connect { system, .. } => (**system).into(),
+            Command::Connect { system: SystemRef::Name(n), .. } => n.clone(),
             Command::Api { system, op, .. } if !matches!(op, Op::Register) => system.clone(),
             Command::Disconnected { conn, .. } => match c.waiting_conns.get(conn) {
                 Some(s) => s.clone(),

@@ -22,6 +22,11 @@ impl SysId {
     pub fn index(self) -> usize {
         self.0 as usize
     }
+
+    /// The index as shards name it ([`crate::msg::SystemRef::Index`]).
+    pub fn raw(self) -> u32 {
+        self.0
+    }
 }
 
 /// A client of this node.
@@ -83,6 +88,11 @@ impl Index {
     /// The system named `name`, if registered (here; in cluster mode, seen in Redis).
     pub fn find(&self, name: &str) -> Option<SysId> {
         self.by_name.get(name).copied()
+    }
+
+    /// The system at index `i` (as a shard named it), if there is one.
+    pub fn at(&self, i: u32) -> Option<SysId> {
+        ((i as usize) < self.systems.len()).then_some(SysId(i))
     }
 
     /// Adds a system; `None` if it exists.

@@ -33,7 +33,7 @@ use self::index::Index;
 use crate::cluster::BrokerLink;
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
-use crate::msg::{Command, Reply, ReplyTo, ShardMsg};
+use crate::msg::{Command, KnownSystem, Reply, ReplyTo, ShardMsg, SystemRef};
 use crate::protocol::api::{ApiError, ApiResult};
 use crate::webhooks::{self, Webhooks};
 
@@ -169,7 +169,7 @@ impl Hub {
     pub fn handle(&mut self, cmd: Command) {
         let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
-            Command::Connect { conn, system, welcomed } => self.connect(conn, &system, welcomed),
+            Command::Connect { conn, system, welcomed } => self.connect(conn, system, welcomed),
             Command::Disconnected { conn, why } => self.remove_client(conn, true, why),
             Command::Api { from, system, op, answered } => {
                 let to = ReplyTo::Local(from);
@@ -177,7 +177,8 @@ impl Hub {
                 if let Answer::Now(r) = self.api(&system, op, to) {
                     if !answered {
                         // The shard may answer later sends to a registered system itself.
-                        let known = (teaches && self.local.index.find(&system).is_some()).then_some(system);
+                        let id = self.local.index.find(&system).filter(|_| teaches);
+                        let known = id.map(|id| (system, Some(id.raw())));
                         self.answer(to, r, known);
                     }
                 }
@@ -243,10 +244,17 @@ impl Hub {
     }
 
     /// A WebSocket client completed its handshake for `system`.
-    fn connect(&mut self, conn: ConnId, system: &str, welcomed: bool) {
+    fn connect(&mut self, conn: ConnId, system: SystemRef, welcomed: bool) {
         let l = &mut self.local;
-        let Some(sys) = l.index.find(system) else {
-            let msg = format!("systemId '{system}' is not registered");
+        let sys = match &system {
+            SystemRef::Index(i) => l.index.at(*i),
+            SystemRef::Name(n) => l.index.find(n),
+        };
+        let Some(sys) = sys else {
+            let msg = match system {
+                SystemRef::Name(n) => format!("systemId '{n}' is not registered"),
+                SystemRef::Index(_) => "systemId is not registered".to_string(),
+            };
             let welcome = ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg), system: None };
             return l.out.send(conn.shard as usize, welcome);
         };
@@ -257,7 +265,7 @@ impl Hub {
 
     /// Sends an API answer to a caller here or on the node that forwarded the call;
     /// `known_system` tells the caller's shard the system is registered.
-    fn answer(&mut self, to: ReplyTo, r: ApiResult, known_system: Option<Box<str>>) {
+    fn answer(&mut self, to: ReplyTo, r: ApiResult, known_system: Option<KnownSystem>) {
         let (status, body) = match r {
             Ok(done) => (200, done.body()),
             Err(e) => (e.status, e.body()),

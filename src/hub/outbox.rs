@@ -6,7 +6,7 @@ use super::index::Client;
 use super::{HubConfig, Members, ShardLink};
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
-use crate::msg::{send_to_shard, Frame, Reply, ShardMsg, Wakes, Zipped};
+use crate::msg::{send_to_shard, Frame, KnownSystem, Reply, ShardMsg, Wakes, Zipped};
 use crate::protocol::api;
 
 /// Sends to shards and remembers whom to wake.
@@ -45,7 +45,7 @@ impl Outbox {
         }
     }
 
-    pub(super) fn reply(&mut self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) {
+    pub(super) fn reply(&mut self, to: ConnId, status: u16, body: Bytes, known_system: Option<KnownSystem>) {
         let shard = to.shard as usize;
         let link = &self.links[shard];
         send_to_shard(&link.replies, &link.waker, Reply { to: to.in_shard(), status, body, known_system });

@@ -10,7 +10,7 @@ use super::{Shard, State};
 use crate::auth::Scope;
 use crate::ids;
 use crate::metrics;
-use crate::msg::{Command, Target};
+use crate::msg::{Command, SystemRef, Target};
 use crate::protocol::api::{self, ApiError, Body};
 use crate::protocol::http::{self, Head};
 use crate::protocol::ws::close;
@@ -155,7 +155,7 @@ impl Shard {
         let op = (endpoint.op)(&req)?;
         // A send to a system the hub confirmed registered cannot fail at the hub: answer it
         // as soon as it is queued (the hub sees it before any later call of this client).
-        let early = endpoint.early_answer && cfg.redis.is_none() && self.known_systems.contains(&*system);
+        let early = endpoint.early_answer && cfg.redis.is_none() && self.known_systems.contains_key(&*system);
         let answer_now = early.then(|| op_message_id(&op)).flatten();
         let from = self.conn_id(slot);
         let answered = answer_now.is_some();
@@ -270,10 +270,14 @@ impl Shard {
     /// never unregistered). `recover`: it opted in to session recovery.
     pub(super) fn connect_client(&mut self, slot: usize, mut accept: Vec<u8>, system: &str, recover: bool, ka: bool) {
         let conn = self.conn_id(slot);
-        let known = self.known_systems.get(system).cloned();
-        let welcomed = self.shared.cfg.redis.is_none() && known.is_some();
-        let system = known.unwrap_or_else(|| system.into());
-        let session = recover.then(|| Box::new(Session::new((*system).into())));
+        // Single node, a system the hub confirmed: named by its index, welcomed here.
+        let index = self.known_systems.get(system).copied().flatten().filter(|_| self.shared.cfg.redis.is_none());
+        let welcomed = index.is_some();
+        let session = recover.then(|| Box::new(Session::new(system.into())));
+        let system = match index {
+            Some(i) => SystemRef::Index(i),
+            None => SystemRef::Name(system.into()),
+        };
         // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
         // may be the same, and the hub must see the old generation leave first.
         let sent = if self.backlog.is_empty() {
@@ -318,10 +322,9 @@ impl Shard {
     }
 
     /// The hub's answer to `Command::Connect`.
-    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<Arc<str>>) {
-        if let Some(s) = system.filter(|s| !self.known_systems.contains(&**s)) {
-            // A copy of its own: the hub's is shared by its index.
-            self.known_systems.insert(Arc::from(&*s));
+    pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<(Arc<str>, u32)>) {
+        if let Some((name, index)) = system.filter(|(s, _)| !self.known_systems.contains_key(&**s)) {
+            self.known_systems.insert((*name).into(), Some(index));
         }
         let Some(conn) = self.conn_at(to) else { return };
         if !matches!(conn.state, State::Client { .. }) {

@@ -60,8 +60,8 @@ impl Shard {
     /// Answers every API call the hub has answered (written at once, see `api_reply`).
     pub(super) fn drain_replies(&mut self) {
         while let Ok(Reply { to, status, body, known_system }) = self.replies.try_recv() {
-            if let Some(s) = known_system {
-                self.known_systems.insert(s.into());
+            if let Some((name, index)) = known_system {
+                self.known_systems.insert(name, index);
             }
             self.api_reply(to, status, body);
         }

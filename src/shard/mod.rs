@@ -29,7 +29,7 @@ pub mod tls;
 mod ws;
 mod zip;
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
@@ -121,7 +121,8 @@ pub struct Shard {
     /// Frames queued since the counter was last published (one atomic add per turn).
     queued_frames: u64,
     /// Systems the hub has confirmed registered: sends to them are answered here at once.
-    known_systems: HashSet<Arc<str>>,
+    /// With the hub's index of each (single node), for [`crate::msg::SystemRef::Index`].
+    known_systems: HashMap<Box<str>, Option<u32>>,
     /// permessage-deflate codecs, when `compression` is on.
     zip: Option<Box<zip::Zip>>,
     /// TLS: ciphertext read (half the scratch buffer, so its plaintext always fits there),
@@ -164,7 +165,7 @@ impl Shard {
             shutdown_deadline: None,
             logs: LogLimiter::default(),
             queued_frames: 0,
-            known_systems: HashSet::new(),
+            known_systems: HashMap::new(),
             zip,
             tls_in,
             tls_plain: Vec::new(),

@@ -479,7 +479,7 @@ impl Broker {
     }
 
     /// Queues an answer; its shard is woken once, at the end of this loop turn.
-    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, known_system: Option<Box<str>>) {
+    fn reply(&mut self, to: ConnId, status: u16, body: Bytes, known_system: Option<crate::msg::KnownSystem>) {
         let shard = self.replies.queue(to, status, body, known_system);
         self.wakes.mark(shard);
     }

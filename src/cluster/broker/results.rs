@@ -98,12 +98,12 @@ impl Broker {
                 Ok(Value::Int(n)) => {
                     let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
                     match n {
-                        1 => self.reply(to, 200, api::ok_body("[]"), Some(system)),
+                        1 => self.reply(to, 200, api::ok_body("[]"), Some((system, None))),
                         _ => self.reply(
                             to,
                             409,
                             api::err_body(&format!("systemId '{system}' is already registered")),
-                            Some(system),
+                            Some((system, None)),
                         ),
                     }
                 }
