@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# The connect and joinstorm comparisons again, measured by a second, independent client
+# (loadtest/peers/xcheck.js: Node.js and the `ws` package) instead of roomcast-loadtest, so
+# the README's ratios can be checked with another client. Same protocol as compare.sh: Bun and
+# roomcast alternating, ROUNDS times, each on a freshly started server warmed up first (by
+# this client: 3,000 connects); medians.  Usage: loadtest/xcheck.sh [ROUNDS] [connect|joinstorm...]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+rounds=${1:-3}; shift || true
+scenarios=${*:-connect joinstorm}
+OUT=${OUT:-$root/target/xcheck}
+rm -rf "$OUT"; mkdir -p "$OUT"
+cd "$root"
+cargo build --release -q -p roomcast --bin roomcast
+(cd loadtest/peers && { [ -x node_modules/.bin/bun ] && [ -d node_modules/ws ]; } || npm install --no-audit --no-fund --silent)
+X=(node "$root/loadtest/peers/xcheck.js")
+
+start() { # $1: roomcast|bun → sets PID, PORT
+  local log=$OUT/server.log
+  case $1 in
+    roomcast) "$root/target/release/roomcast" --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
+    bun) (cd loadtest/peers && exec node_modules/.bin/bun bun-server.js 0) >"$log" 2>&1 & ;;
+  esac
+  PID=$!
+  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
+  PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
+  [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
+}
+stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
+
+for sc in $scenarios; do
+  for r in $(seq "$rounds"); do
+    for s in bun roomcast; do
+      start "$s"
+      timeout 120 "${X[@]}" connect "$PORT" "$PID" 3000 >/dev/null || true # warm-up, not counted
+      sleep 1
+      timeout 180 "${X[@]}" "$sc" "$PORT" "$PID" | tee "$OUT/$sc-$s-$r.json" | sed "s/^/[$sc $r $s] /" ||
+        echo "[$sc $r] $s: xcheck exit $?"
+      stop
+    done
+  done
+done
+python3 "$root/loadtest/summarize.py" "$OUT"
