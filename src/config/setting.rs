@@ -142,6 +142,8 @@ macro_rules! settings {
         }
 
         /// Every setting, resolved: the value given, else its default.
+        // The field docs are the command-line help texts (plain text, not rustdoc markup).
+        #[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links, rustdoc::bare_urls)]
         #[derive(Clone, Debug)]
         pub struct Settings {
             $( #[doc = concat!($help, default_suffix!($default))] pub $key: resolved_ty!($default, $ty), )*

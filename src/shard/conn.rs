@@ -183,7 +183,7 @@ impl OutQueue {
         self.bytes
     }
 
-    /// Memory the queue holds, as output limits count it: bytes plus [`FRAME_COST`] a frame.
+    /// Memory the queue holds, as output limits count it: bytes plus `FRAME_COST` a frame.
     pub fn cost(&self) -> usize {
         self.bytes + self.frames.len() * FRAME_COST
     }
