@@ -72,9 +72,10 @@
 //! 8. A client's connect frame leaves only after its `Command::Connect` is in the hub's queue
 //!    (one FIFO for all shards): whatever its back end does with the clientId reaches the hub
 //!    later, so a bind or send can never miss it. Single node, system known to the shard: the
-//!    shard sends the frame itself right after queueing (in the 101's buffer; the Connect names
-//!    the system by the hub's index, `msg::SystemRef`); otherwise after the hub's `Welcome`
-//!    (cluster mode: once the node is subscribed to the system's channel).
+//!    shard sends the frame itself (in the 101's buffer; the Connect names the system by the
+//!    hub's index, `msg::SystemRef`, and leaves with the loop turn's other connects as one
+//!    `ConnectMany`, before any socket is written: `shard/to_hub.rs`); otherwise after the
+//!    hub's `Welcome` (cluster mode: once the node is subscribed to the system's channel).
 
 pub mod admin;
 pub mod auth;

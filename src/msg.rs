@@ -45,6 +45,9 @@ pub enum Command {
     /// right after this command was queued. (Whatever the client does with its clientId
     /// reaches the hub after this command: one FIFO queue, and causality.)
     Connect { conn: ConnId, system: SystemRef, welcomed: bool },
+    /// The connects of one shard loop turn that the shard welcomed itself (single node,
+    /// systems by index; `welcomed` is true for each): one command for a burst.
+    ConnectMany(Vec<(ConnId, u32)>),
     /// The connection is gone (closed, error, idle, slow consumer; `why`, for webhooks).
     /// Idempotent.
     Disconnected { conn: ConnId, why: crate::webhooks::Gone },

@@ -170,6 +170,11 @@ impl Hub {
         let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
             Command::Connect { conn, system, welcomed } => self.connect(conn, system, welcomed),
+            Command::ConnectMany(conns) => {
+                for (conn, i) in conns {
+                    self.connect(conn, SystemRef::Index(i), true);
+                }
+            }
             Command::Disconnected { conn, why } => self.remove_client(conn, true, why),
             Command::Api { from, system, op, answered } => {
                 let to = ReplyTo::Local(from);

@@ -159,7 +159,7 @@ impl Shard {
         let answer_now = early.then(|| op_message_id(&op)).flatten();
         let from = self.conn_id(slot);
         let answered = answer_now.is_some();
-        if self.hub.try_send(Command::Api { from, system, op, answered }).is_err() {
+        if self.send_hub(Command::Api { from, system, op, answered }).is_err() {
             metrics::add(&self.stats().hub_busy_total, 1);
             if self.log_ok() {
                 tracing::warn!(shard = self.id, "API call refused (503): hub queue full");
@@ -274,16 +274,19 @@ impl Shard {
         let index = self.known_systems.get(system).copied().flatten().filter(|_| self.shared.cfg.redis.is_none());
         let welcomed = index.is_some();
         let session = recover.then(|| Box::new(Session::new(system.into())));
-        let system = match index {
-            Some(i) => SystemRef::Index(i),
-            None => SystemRef::Name(system.into()),
-        };
         // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
         // may be the same, and the hub must see the old generation leave first.
-        let sent = if self.backlog.is_empty() {
-            self.hub.try_send(Command::Connect { conn, system, welcomed }).map_err(|_| ())
-        } else {
-            Err(())
+        let sent = match (self.backlog.is_empty(), index) {
+            (false, _) => Err(()),
+            // Sent with the turn's other connects, before any socket is written (`to_hub`).
+            (true, Some(i)) => {
+                self.connect_later(conn, i);
+                Ok(())
+            }
+            (true, None) => {
+                let system = SystemRef::Name(system.into());
+                self.send_hub(Command::Connect { conn, system, welcomed: false }).map_err(|_| ())
+            }
         };
         match sent {
             // The connect frame goes out once the Connect is in the hub's queue: whatever

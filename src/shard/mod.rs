@@ -11,8 +11,9 @@
 //!
 //! Files: `mod.rs` the loop, accepts and the input path; `http.rs` requests and the API;
 //! `ws.rs` WebSocket frames and client commands; `output.rs` queues, writes and closing;
-//! `inbox.rs` what the hub sends; `sweep.rs` heartbeats, timeouts and shutdown; `conn.rs`
-//! the connection and its output queue.
+//! `inbox.rs` what the hub sends; `to_hub.rs` what goes to the hub (in order; a turn's
+//! connects as one command); `sweep.rs` heartbeats, timeouts and shutdown; `conn.rs` the
+//! connection and its output queue.
 
 mod conn;
 mod endpoints;
@@ -26,6 +27,7 @@ mod sweep;
 #[cfg(test)]
 mod tests;
 pub mod tls;
+mod to_hub;
 mod ws;
 mod zip;
 
@@ -102,6 +104,8 @@ pub struct Shard {
     /// API answers from the hub (checked every turn and during long flushes).
     replies: Receiver<Reply>,
     hub: Sender<Command>,
+    /// Connects this shard welcomed this turn, sent before anything else ([`to_hub`]).
+    pending_connects: Vec<(ConnId, u32)>,
     /// Disconnects that found the hub queue full; retried every turn, in order.
     backlog: VecDeque<Command>,
     scratch: Vec<u8>,
@@ -153,6 +157,7 @@ impl Shard {
             rx,
             replies,
             hub,
+            pending_connects: Vec::new(),
             backlog: VecDeque::new(),
             scratch: vec![0; SCRATCH],
             dirty: Vec::new(),

@@ -53,6 +53,7 @@ impl Shard {
 
     /// Writes every connection with pending output once (`writev`), then closes what is done.
     pub(super) fn flush_dirty(&mut self) {
+        self.flush_connects();
         metrics::add(&self.shared.stats[self.id as usize].frames_queued_total, std::mem::take(&mut self.queued_frames));
         let mut dirty = std::mem::take(&mut self.dirty);
         for (i, &slot) in dirty.iter().enumerate() {
@@ -76,6 +77,8 @@ impl Shard {
     /// answer should not wait behind a broadcast's writes (it sends its next request sooner,
     /// so more messages share each later `writev`).
     pub(super) fn flush_one(&mut self, slot: usize) {
+        // Invariant 8: no connect frame before its Connect is with the hub.
+        self.flush_connects();
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let me = Target { slot: slot as u32, gen: conn.gen };
         if conn.tls.is_some() {
@@ -184,7 +187,7 @@ impl Shard {
             self.backlog.push_back(cmd);
             return;
         }
-        match self.hub.try_send(cmd) {
+        match self.send_hub(cmd) {
             Ok(()) => {}
             Err(TrySendError::Full(cmd)) => self.backlog.push_back(cmd),
             Err(TrySendError::Disconnected(_)) => {}
@@ -193,7 +196,7 @@ impl Shard {
 
     pub(super) fn flush_backlog(&mut self) {
         while let Some(cmd) = self.backlog.pop_front() {
-            match self.hub.try_send(cmd) {
+            match self.send_hub(cmd) {
                 Ok(()) => {}
                 Err(TrySendError::Full(cmd)) => {
                     self.backlog.push_front(cmd);

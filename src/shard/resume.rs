@@ -151,7 +151,7 @@ impl Shard {
             secret,
             last,
         });
-        match self.hub.try_send(Command::Resume(r)) {
+        match self.send_hub(Command::Resume(r)) {
             Ok(()) => {}
             Err(TrySendError::Full(Command::Resume(r)) | TrySendError::Disconnected(Command::Resume(r))) => {
                 // The hub is full: serve it here as a fresh session rather than drop it.

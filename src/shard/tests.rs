@@ -16,6 +16,12 @@ use crate::metrics::{self, HubStats};
 use crate::msg::Target;
 
 fn shard() -> (Shard, std::net::SocketAddr) {
+    let (hub, _) = bounded(16);
+    shard_with(hub)
+}
+
+/// A shard whose hub queue is `hub`.
+fn shard_with(hub: crossbeam_channel::Sender<crate::msg::Command>) -> (Shard, std::net::SocketAddr) {
     let cfg = Config::default();
     let shared = Arc::new(Shared {
         verifier: Verifier::open(),
@@ -32,7 +38,6 @@ fn shard() -> (Shard, std::net::SocketAddr) {
     let addr = listener.local_addr().unwrap();
     let (_, rx) = bounded(16);
     let (_, rrx) = bounded(16);
-    let (hub, _) = bounded(16);
     (Shard::new(0, shared, poll, listener, (rx, rrx), hub).unwrap(), addr)
 }
 
@@ -67,4 +72,44 @@ fn a_stale_close_mark_spares_the_slots_new_connection() {
     s.to_close.push(Target { slot: slot as u32, gen: gen2 });
     s.close_marked();
     assert!(s.conns.is_empty());
+}
+
+/// Connects the shard welcomed itself leave for the hub together at the end of the turn; if
+/// the hub's queue is full then, each client gets a 503 and nothing of its 101 or connect
+/// frame (invariant 8: no clientId the hub does not know).
+#[test]
+fn batched_connects_the_hub_cannot_take_get_503_not_a_clientid() {
+    use std::io::{Read, Write};
+    let (hub, hub_rx) = bounded(1);
+    hub.try_send(crate::msg::Command::Stop).unwrap(); // the queue is full
+    let (mut s, addr) = shard_with(hub);
+    s.known_systems.insert("sys".into(), Some(0));
+    let upgrade = b"GET /ws?systemId=sys HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    let mut clients = Vec::new();
+    for n in 0..3 {
+        let mut c = StdStream::connect(addr).unwrap();
+        c.write_all(upgrade).unwrap();
+        accept_one(&mut s, n);
+        let slot = s.conns.iter().map(|(k, _)| k).max().unwrap();
+        let t = Instant::now();
+        while s.pending_connects.len() == n && t.elapsed() < Duration::from_secs(5) {
+            s.on_readable(slot);
+        }
+        clients.push(c);
+    }
+    assert_eq!(s.pending_connects.len(), 3, "welcomed, waiting for the end of the turn");
+    s.flush_dirty();
+    s.close_marked();
+    assert!(s.pending_connects.is_empty());
+    for mut c in clients {
+        c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut got = Vec::new();
+        let _ = c.read_to_end(&mut got);
+        let text = String::from_utf8_lossy(&got);
+        assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+        assert!(!text.contains("101") && !text.contains("clientId"), "{text}");
+    }
+    // Only what was there before: the hub never heard of them.
+    assert_eq!(hub_rx.len(), 1);
+    assert_eq!(s.stats().hub_busy_total.load(std::sync::atomic::Ordering::Relaxed), 3);
 }

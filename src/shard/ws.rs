@@ -186,7 +186,7 @@ impl Shard {
                     msg: cmd.msg.unwrap_or_default().into(),
                     data,
                 };
-                if self.hub.try_send(c).is_err() {
+                if self.send_hub(c).is_err() {
                     metrics::add(&self.stats().hub_busy_total, 1);
                     self.queue(slot, reply("server busy, retry later"));
                 }
