@@ -4,6 +4,8 @@
 //! - `json_parse`: an API body with serde_json (borrowed `RawValue` data, what the server
 //!   uses) vs simd-json (DOM parse, then `data` re-serialized to keep it as JSON)
 //! - `http_parse`: one API request head
+//! - `ws_upgrade`: a browser's upgrade request to its 101 + connect frame (the protocol work
+//!   of one WebSocket connect, no sockets)
 //! - `hub_fanout`: the hub routing one `send_to_group` to a 10,000-member group on 2 shards
 //! - `output_queue`: 64 shared frames queued on a connection and flushed by `writev` into a
 //!   mock writer
@@ -91,6 +93,26 @@ fn http_parse(c: &mut Criterion) {
     g.throughput(Throughput::Bytes(req.len() as u64));
     g.bench_function("api_request_head", |b| {
         b.iter(|| http::parse_head(black_box(req.as_bytes()), 8192, 1 << 20).unwrap())
+    });
+    g.finish();
+}
+
+/// A browser-like upgrade request (Chrome's headers) to the bytes of the 101 and the connect
+/// frame, as the shard builds them for a client of a system it knows.
+pub const UPGRADE: &[u8] = b"GET /ws?systemId=chat-prod HTTP/1.1\r\nHost: rt.example.com\r\nConnection: Upgrade\r\nPragma: no-cache\r\nCache-Control: no-cache\r\nUser-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36\r\nUpgrade: websocket\r\nOrigin: https://app.example.com\r\nSec-WebSocket-Version: 13\r\nAccept-Encoding: gzip, deflate, br, zstd\r\nAccept-Language: en-US,en;q=0.9\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n";
+
+fn ws_upgrade(c: &mut Criterion) {
+    let mut g = c.benchmark_group("ws_upgrade");
+    let conn = ConnId { shard: 1, slot: 4242, gen: 987_654 };
+    g.bench_function("request_to_101_and_connect_frame", |b| {
+        b.iter(|| {
+            let head = http::parse_head(black_box(UPGRADE), 8192, 0).unwrap().unwrap();
+            let system = head.query_param("systemId").unwrap();
+            let mut out = http::switching_protocols(head.ws_key.unwrap(), None);
+            let id = roomcast::ids::client_id_bytes(7, conn);
+            api::push_welcome_frame(&mut out, std::str::from_utf8(&id).unwrap());
+            (system.len(), bytes::Bytes::from(out))
+        })
     });
     g.finish();
 }
@@ -193,5 +215,5 @@ fn output_queue(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, frame_build, deflate, json_parse, http_parse, hub_fanout, output_queue);
+criterion_group!(benches, frame_build, deflate, json_parse, http_parse, ws_upgrade, hub_fanout, output_queue);
 criterion_main!(benches);
