@@ -201,19 +201,20 @@ pub fn welcome_frame(client_id: &str) -> Bytes {
 
 /// Appends the frame sent right after the handshake to `out` (so it can share the 101's buffer).
 pub fn push_welcome_frame(out: &mut Vec<u8>, client_id: &str) {
-    const HEAD: &[u8] = b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":";
     if client_id.bytes().all(|b| b.is_ascii_alphanumeric()) {
         // Ours: nothing to escape.
-        ws::push_text_frame(out, &[HEAD, b"\"", client_id.as_bytes(), b"\"}}"]);
+        ws::push_text_frame(out, &[WELCOME_HEAD, b"\"", client_id.as_bytes(), b"\"}}"]);
     } else {
         let mut id = Vec::with_capacity(client_id.len() + 2);
         push_str(&mut id, client_id);
-        ws::push_text_frame(out, &[HEAD, &id, b"}}"]);
+        ws::push_text_frame(out, &[WELCOME_HEAD, &id, b"}}"]);
     }
 }
 
-/// Length of the connect frame of a clientId of ours.
-pub const WELCOME_FRAME_LEN: usize = 2 + 46 + crate::ids::CLIENT_ID_LEN + 3;
+const WELCOME_HEAD: &[u8] = b"{\"code\":0,\"msg\":\"success\",\"data\":{\"clientId\":";
+
+/// Length of the connect frame of a clientId of ours: 2-byte header, then the JSON.
+pub const WELCOME_FRAME_LEN: usize = 2 + WELCOME_HEAD.len() + 1 + crate::ids::CLIENT_ID_LEN + 3;
 
 /// The connect frame of a client that opted in to session recovery: also its resume token
 /// and whether this connection recovered a session (`missed`: how many frames follow).
