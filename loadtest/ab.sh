@@ -17,17 +17,11 @@ cargo build --release -q -p roomcast-loadtest
 LT=$root/target/release/roomcast-loadtest
 # shellcheck source=loadtest/scenarios.sh
 . "$root/loadtest/scenarios.sh"
+# shellcheck source=loadtest/server-lib.sh
+. "$root/loadtest/server-lib.sh"
 
-start() { # $1: binary → sets PID, PORT
-  local log=$OUT/server.log
-  # shellcheck disable=SC2086
-  "$1" --listen 127.0.0.1:0 ${AB_FLAGS:-} >"$log" 2>&1 &
-  PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-  PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
-  [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
-}
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
+# shellcheck disable=SC2086
+start() { serve "$1" --listen 127.0.0.1:0 ${AB_FLAGS:-}; } # $1: binary → sets PID, PORT
 
 for sc in $scenarios; do
   for r in $(seq "$rounds"); do

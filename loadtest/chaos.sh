@@ -15,6 +15,8 @@
 # Results: target/chaos/chaos.json; logs beside it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=loadtest/server-lib.sh
+. "$root/loadtest/server-lib.sh"
 OUT=${OUT:-$root/target/chaos}
 # Is the node on port $1 connected to Redis? (bash's /dev/tcp: no curl needed)
 node_up() {
@@ -122,9 +124,7 @@ for i in 1 2 3; do
   log=$OUT/node$i.log
   "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "$url" --presence-ttl 3s >"$log" 2>&1 &
   pids+=($!)
-  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-  port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
-  [ -n "$port" ] || { echo "node $i did not start"; cat "$log"; exit 1; }
+  port=$(listen_port "$log" "node $i") || exit 1
   ports+=("$port")
   for _ in $(seq 100); do node_up "$port" && break; sleep 0.1; done
   node_up "$port" || { echo "node $i never reached Redis"; cat "$log"; exit 1; }

@@ -2,6 +2,8 @@
 # free loopback port and NODES roomcast nodes (--shards 1 each) in cluster mode, waits until
 # every node reached Redis, and sets PORTS and PIDS (comma-separated), the arrays pids and
 # ports, and REDIS (its pid). Logs go to $OUT. Everything is stopped on exit.
+# shellcheck source=loadtest/server-lib.sh
+. "$root/loadtest/server-lib.sh"
 command -v redis-server >/dev/null || { echo "redis-server is needed (apt-get install redis-server)"; exit 1; }
 pids=(); ports=()
 cleanup() {
@@ -23,9 +25,7 @@ start_cluster() {
     log=$OUT/node$i.log
     "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "redis://127.0.0.1:$rport" >"$log" 2>&1 &
     pids+=($!)
-    for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-    port=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
-    [ -n "$port" ] || { echo "node $i did not start"; cat "$log"; exit 1; }
+    port=$(listen_port "$log" "node $i") || exit 1
     ports+=("$port")
     for _ in $(seq 100); do curl -s "http://127.0.0.1:$port/health" | grep -q '"cluster":"up"' && break; sleep 0.1; done
   done

@@ -26,20 +26,16 @@ fi
 
 # shellcheck source=loadtest/scenarios.sh
 . "$root/loadtest/scenarios.sh"
+# shellcheck source=loadtest/server-lib.sh
+. "$root/loadtest/server-lib.sh"
 
 start() { # $1: roomcast|bun|roomcast1 → sets PID, PORT
-  local log=$OUT/server.log
   case $1 in
-    roomcast)  "$root/target/release/roomcast" --listen 127.0.0.1:0 "${tls_flags[@]}" >"$log" 2>&1 & ;;
-    roomcast1) "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 "${tls_flags[@]}" >"$log" 2>&1 & ;;
-    bun)       (cd loadtest/peers && exec node_modules/.bin/bun bun-server.js 0) >"$log" 2>&1 & ;;
+    roomcast)  serve "$root/target/release/roomcast" --listen 127.0.0.1:0 "${tls_flags[@]}" ;;
+    roomcast1) serve "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 "${tls_flags[@]}" ;;
+    bun)       serve bun_peer ;;
   esac
-  PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-  PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
-  [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
 }
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
 # Before each measured run, on the fresh server: connects and sends not counted, so a JIT peer
 # (Bun) runs compiled code when the measurement starts. roomcast gets the same.
 warm() {

@@ -14,19 +14,15 @@ cd "$root"
 cargo build --release -q -p roomcast --bin roomcast
 (cd loadtest/peers && { [ -x node_modules/.bin/bun ] && [ -d node_modules/ws ]; } || npm install --no-audit --no-fund --silent)
 X=(node "$root/loadtest/peers/xcheck.js")
+# shellcheck source=loadtest/server-lib.sh
+. "$root/loadtest/server-lib.sh"
 
 start() { # $1: roomcast|bun → sets PID, PORT
-  local log=$OUT/server.log
   case $1 in
-    roomcast) "$root/target/release/roomcast" --listen 127.0.0.1:0 >"$log" 2>&1 & ;;
-    bun) (cd loadtest/peers && exec node_modules/.bin/bun bun-server.js 0) >"$log" 2>&1 & ;;
+    roomcast) serve "$root/target/release/roomcast" --listen 127.0.0.1:0 ;;
+    bun) serve bun_peer ;;
   esac
-  PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.1; done
-  PORT=$(sed -n 's/.*listening on [0-9.]*:\([0-9]*\).*/\1/p' "$log" | head -1)
-  [ -n "$PORT" ] || { echo "server $1 did not start"; cat "$log"; exit 1; }
 }
-stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep 0.5; }
 
 for sc in $scenarios; do
   for r in $(seq "$rounds"); do
