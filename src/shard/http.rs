@@ -305,10 +305,7 @@ impl Shard {
                     self.send_welcome(slot);
                 }
             }
-            Err(_) => {
-                metrics::add(&self.stats().hub_busy_total, 1);
-                self.respond(slot, 503, &api::err_body("server busy: the hub queue is full, retry later"), ka);
-            }
+            Err(_) => self.refuse_hub_busy(slot, ka),
         }
     }
 

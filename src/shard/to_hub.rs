@@ -45,17 +45,13 @@ impl Shard {
             }
             _ => Command::ConnectMany(std::mem::take(&mut self.pending_connects)),
         };
-        let refused = match self.hub.try_send(cmd) {
-            Ok(()) => return,
-            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => c,
-        };
-        let conns = match refused {
-            Command::Connect { conn, .. } => vec![(conn, 0)],
-            Command::ConnectMany(v) => v,
-            _ => unreachable!("only connects are batched"),
-        };
-        for (conn, _) in conns {
-            self.refuse_unsent(conn);
+        match self.hub.try_send(cmd) {
+            Ok(()) => {}
+            Err(TrySendError::Full(c) | TrySendError::Disconnected(c)) => match c {
+                Command::Connect { conn, .. } => self.refuse_unsent(conn),
+                Command::ConnectMany(conns) => conns.into_iter().for_each(|(conn, _)| self.refuse_unsent(conn)),
+                _ => unreachable!("only connects are batched"),
+            },
         }
     }
 
@@ -70,9 +66,13 @@ impl Shard {
         c.out = Default::default();
         c.session = None;
         c.state = State::Http { keep_alive: false, awaiting: false };
-        let st = self.stats();
-        metrics::sub(&st.ws_clients, 1);
-        metrics::add(&st.hub_busy_total, 1);
-        self.respond(slot, 503, &api::err_body("server busy: the hub queue is full, retry later"), false);
+        metrics::sub(&self.stats().ws_clients, 1);
+        self.refuse_hub_busy(slot, false);
+    }
+
+    /// The 503 of a connect the hub's queue had no room for.
+    pub(super) fn refuse_hub_busy(&mut self, slot: usize, keep_alive: bool) {
+        metrics::add(&self.stats().hub_busy_total, 1);
+        self.respond(slot, 503, &api::err_body("server busy: the hub queue is full, retry later"), keep_alive);
     }
 }
