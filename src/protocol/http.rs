@@ -66,11 +66,22 @@ pub struct Head<'a> {
 impl<'a> Head<'a> {
     /// Value of query parameter `name` (percent-decoded; borrowed when nothing is encoded).
     pub fn query_param(&self, name: &str) -> Option<Cow<'a, str>> {
-        let query: &'a str = self.query;
-        query.split('&').find_map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k == name).then(|| percent_decode(v))
-        })
+        // Byte-wise ('&' and '=' are ASCII, so every cut is on a char boundary): splitting
+        // with char patterns cost this function two thirds of its time.
+        let mut rest: &'a str = self.query;
+        while !rest.is_empty() {
+            let end = rest.bytes().position(|b| b == b'&').unwrap_or(rest.len());
+            let kv = &rest[..end];
+            rest = rest.get(end + 1..).unwrap_or("");
+            let (k, v) = match kv.bytes().position(|b| b == b'=') {
+                Some(i) => (&kv[..i], &kv[i + 1..]),
+                None => (kv, ""),
+            };
+            if k == name {
+                return Some(percent_decode(v));
+            }
+        }
+        None
     }
 }
 
@@ -100,6 +111,44 @@ fn percent_decode(s: &str) -> Cow<'_, str> {
     Cow::Owned(String::from_utf8_lossy(&out).into_owned())
 }
 
+/// The request headers the server reads; every other header is skipped unread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Field {
+    ContentLength,
+    TransferEncoding,
+    SystemId,
+    Authorization,
+    Connection,
+    Upgrade,
+    Expect,
+    WsKey,
+    WsVersion,
+    Origin,
+    WsExtensions,
+}
+
+impl Field {
+    /// The field `name` is (any case), if the server reads it. The length is compared first,
+    /// so most names cost one comparison of their length.
+    fn of(name: &str) -> Option<Field> {
+        const BY_NAME: [(&str, Field); 12] = [
+            ("content-length", Field::ContentLength),
+            ("transfer-encoding", Field::TransferEncoding),
+            ("systemid", Field::SystemId),
+            ("system-id", Field::SystemId),
+            ("authorization", Field::Authorization),
+            ("connection", Field::Connection),
+            ("upgrade", Field::Upgrade),
+            ("expect", Field::Expect),
+            ("sec-websocket-key", Field::WsKey),
+            ("sec-websocket-version", Field::WsVersion),
+            ("origin", Field::Origin),
+            ("sec-websocket-extensions", Field::WsExtensions),
+        ];
+        BY_NAME.iter().find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name)).map(|&(_, f)| f)
+    }
+}
+
 const MAX_HEADERS: usize = 48;
 
 /// Parses a request head from `buf`. `max_head` bounds the head, `max_body` the body.
@@ -127,53 +176,52 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
     let mut saw_length = false;
     let mut connection_upgrade = false;
     for hd in req.headers.iter() {
-        let value = std::str::from_utf8(hd.value).map(str::trim);
-        let name = hd.name;
-        let text = || value.map_err(|_| HttpError::Malformed("header value is not UTF-8"));
-        if name.eq_ignore_ascii_case("content-length") {
-            // Digits only (RFC 9110): Rust's integer parsing would also take a leading '+'.
-            let n: usize = value
-                .ok()
-                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|v| v.parse().ok())
-                .ok_or(HttpError::Malformed("invalid Content-Length"))?;
-            if saw_length && n != h.content_length {
-                return Err(HttpError::Malformed("conflicting Content-Length headers"));
+        // Only the headers used here are decoded (a browser's User-Agent, Accept-* and
+        // cookies are skipped unread); the name's length picks the candidates.
+        let Some(field) = Field::of(hd.name) else { continue };
+        let text = || {
+            std::str::from_utf8(hd.value).map(str::trim).map_err(|_| HttpError::Malformed("header value is not UTF-8"))
+        };
+        match field {
+            Field::ContentLength => {
+                // Digits only (RFC 9110): Rust's integer parsing would also take a leading '+'.
+                let n: usize = text()
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                    .and_then(|v| v.parse().ok())
+                    .ok_or(HttpError::Malformed("invalid Content-Length"))?;
+                if saw_length && n != h.content_length {
+                    return Err(HttpError::Malformed("conflicting Content-Length headers"));
+                }
+                saw_length = true;
+                h.content_length = n;
             }
-            saw_length = true;
-            h.content_length = n;
-        } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            return Err(HttpError::LengthRequired);
-        } else if name.eq_ignore_ascii_case("systemid") || name.eq_ignore_ascii_case("system-id") {
-            h.system_id = Some(text()?);
-        } else if name.eq_ignore_ascii_case("authorization") {
-            h.authorization = Some(text()?);
-        } else if name.eq_ignore_ascii_case("connection") {
-            for tok in value.unwrap_or("").split(',').map(str::trim) {
-                if tok.eq_ignore_ascii_case("close") {
-                    h.keep_alive = false;
-                } else if tok.eq_ignore_ascii_case("keep-alive") {
-                    h.keep_alive = http11;
-                } else if tok.eq_ignore_ascii_case("upgrade") {
-                    connection_upgrade = true;
+            Field::TransferEncoding => return Err(HttpError::LengthRequired),
+            Field::SystemId => h.system_id = Some(text()?),
+            Field::Authorization => h.authorization = Some(text()?),
+            Field::Connection => {
+                for tok in text().unwrap_or("").split(',').map(str::trim) {
+                    if tok.eq_ignore_ascii_case("close") {
+                        h.keep_alive = false;
+                    } else if tok.eq_ignore_ascii_case("keep-alive") {
+                        h.keep_alive = http11;
+                    } else if tok.eq_ignore_ascii_case("upgrade") {
+                        connection_upgrade = true;
+                    }
                 }
             }
-        } else if name.eq_ignore_ascii_case("upgrade") {
-            h.upgrade_websocket = value.map(|v| v.eq_ignore_ascii_case("websocket")).unwrap_or(false);
-        } else if name.eq_ignore_ascii_case("expect") {
-            h.expect_continue = value.map(|v| v.eq_ignore_ascii_case("100-continue")).unwrap_or(false);
-        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
-            h.ws_key = Some(text()?);
-        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
-            h.ws_version = Some(text()?);
-        } else if name.eq_ignore_ascii_case("origin") {
-            h.origin = Some(text()?);
-        } else if name.eq_ignore_ascii_case("sec-websocket-extensions") {
-            let v = text()?;
-            h.ws_extensions = Some(match h.ws_extensions.take() {
-                Some(all) => Cow::Owned(format!("{all}, {v}")),
-                None => Cow::Borrowed(v),
-            });
+            Field::Upgrade => h.upgrade_websocket = text().is_ok_and(|v| v.eq_ignore_ascii_case("websocket")),
+            Field::Expect => h.expect_continue = text().is_ok_and(|v| v.eq_ignore_ascii_case("100-continue")),
+            Field::WsKey => h.ws_key = Some(text()?),
+            Field::WsVersion => h.ws_version = Some(text()?),
+            Field::Origin => h.origin = Some(text()?),
+            Field::WsExtensions => {
+                let v = text()?;
+                h.ws_extensions = Some(match h.ws_extensions.take() {
+                    Some(all) => Cow::Owned(format!("{all}, {v}")),
+                    None => Cow::Borrowed(v),
+                });
+            }
         }
     }
     h.upgrade_websocket &= connection_upgrade;
@@ -301,6 +349,20 @@ mod tests {
         let raw = b"GET /ws?systemId=a HTTP/1.1\r\nHost: x\r\n";
         assert_eq!(parse_head(raw, 8192, 0), Ok(None));
         assert_eq!(parse_head(raw, 10, 0), Err(HttpError::HeadTooLarge));
+    }
+
+    #[test]
+    fn query_parameters_in_any_shape() {
+        let head = |q: &'static str| Head { query: q, ..Head::default() };
+        let h = head("&&flag&systemId=&x=1=2&x=3&%C3%A9=e&t=%C3%A9");
+        assert_eq!(h.query_param("flag").as_deref(), Some(""), "no '=': empty value");
+        assert_eq!(h.query_param("systemId").as_deref(), Some(""));
+        assert_eq!(h.query_param("x").as_deref(), Some("1=2"), "first one wins, cut at the first '='");
+        assert_eq!(h.query_param("t").as_deref(), Some("é"));
+        assert_eq!(h.query_param("é"), None, "names are matched as sent");
+        assert_eq!(h.query_param(""), Some(Cow::Borrowed("")), "the empty segments");
+        assert_eq!(head("").query_param("x"), None);
+        assert_eq!(head("é=1&x=ü").query_param("x").as_deref(), Some("ü"));
     }
 
     #[test]
