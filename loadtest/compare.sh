@@ -4,6 +4,9 @@
 # to $OUT. Usage: loadtest/compare.sh [ROUNDS] [SCENARIO...]
 #   scenarios: connect massconnect fanout broadcast unicast joinstorm paced churn scale
 #   (default: all but scale). Each measured run follows a warm-up on the same fresh server.
+#   connect runs at least CONNECT_ROUNDS (default 21) rounds: a round takes seconds, and its
+#   CPU per connection moves ±10% from run to run on a shared machine, so a ratio near a
+#   target needs that many pairs (summarize.py prints their median and a 95% interval).
 #   TLS=1: both servers terminate TLS (a self-signed certificate made for the run) and the
 #   load tester speaks https/wss (not for churn).
 set -euo pipefail
@@ -45,10 +48,15 @@ warm() {
   sleep 1
 }
 
-servers="bun roomcast"
 for sc in $scenarios; do
   [ "$sc" = scale ] && continue
-  for r in $(seq "$rounds"); do
+  n=$rounds
+  [ "$sc" = connect ] && [ "$n" -lt "${CONNECT_ROUNDS:-21}" ] && n=${CONNECT_ROUNDS:-21}
+  for r in $(seq "$n"); do
+    # Which server goes first alternates: a run leaves TIME_WAIT sockets and warm caches that
+    # the next one inherits, so a fixed order would favour one side.
+    servers="bun roomcast"
+    [ $((r % 2)) = 0 ] && servers="roomcast bun"
     for s in $servers; do
       start "$s"
       warm

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Medians of loadtest/compare.sh results, roomcast vs Bun, as a Markdown table.
 With two more arguments (labels A B), any two labelled sets instead (loadtest/ab.sh: old new)."""
-import glob, json, os, statistics, sys
+import glob, json, os, random, statistics, sys
 
 out = sys.argv[1]
 pair = tuple(sys.argv[2:4]) if len(sys.argv) >= 4 else None
@@ -45,3 +45,24 @@ for sc, metrics in METRICS.items():
         fmt = lambda v: "-" if v is None else (f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}")
         name = f"{sc} ({a_label} vs {b_label})" if sc == "scale" else sc
         print(f"| {name} | {title} | {fmt(ma)} | {fmt(mb)} | {ratio} | {len(va)}/{len(vb)} |")
+
+# Round by round (the same round number ran back to back, on the same machine state): the
+# median of the per-round ratios and a 95% bootstrap interval for it, where there are enough.
+PAIRED = {"connect": "server_cpu_us_per_connection", "massconnect": "server_cpu_us_per_connection",
+          "fanout": "server_cpu_us_per_frame", "broadcast": "server_cpu_us_per_frame"}
+lines = []
+for sc, key in PAIRED.items():
+    a_label, b_label = pair or ("bun", "roomcast")
+    by_round = lambda label: {os.path.basename(p)[:-5].rsplit("-", 1)[1]: json.load(open(p)).get(key)
+                              for p in glob.glob(os.path.join(out, f"{sc}-{label}-*.json"))}
+    a, b = by_round(a_label), by_round(b_label)
+    ratios = [b[r] / a[r] for r in a if a[r] and b.get(r) is not None]
+    if len(ratios) < 5:
+        continue
+    rng = random.Random(1)
+    boot = sorted(statistics.median(rng.choices(ratios, k=len(ratios))) for _ in range(2000))
+    lines.append(f"{sc}: {key} {b_label} / {a_label}, median of {len(ratios)} per-round ratios "
+                 f"{statistics.median(ratios):.2f}x (95% interval {boot[50]:.2f}-{boot[1949]:.2f})")
+if lines:
+    print()
+    print("\n".join(lines))
