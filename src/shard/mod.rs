@@ -6,6 +6,7 @@
 //! messages (queueing shared frames) → flush every connection with new output once with
 //! `writev` → close what was marked for closing → periodic sweep (heartbeats, idle and
 //! soft-limit checks). Nothing on this thread blocks: the hub is reached with `try_send`.
+//! A turn that accepted connections ends with one `sched_yield` (see [`Shard::run`]).
 //!
 //! Invariant 1 lives here: only this thread touches these sockets.
 //!
@@ -223,9 +224,10 @@ impl Shard {
                     return;
                 }
             }
+            let mut accepted = 0;
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(),
+                    LISTENER => accepted += self.accept(),
                     WAKER => {}
                     Token(slot) => {
                         if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
@@ -241,6 +243,16 @@ impl Shard {
             self.drain_hub();
             self.flush_dirty();
             self.close_marked();
+            // Connections come in clumps. A turn that took some (its answers already written)
+            // gives the core away once before polling again: if other threads are runnable
+            // on it (the hub, other processes), the rest of the clump queues up meanwhile and
+            // the next turn takes it together instead of one sleep and wake-up per
+            // connection; if none are, the call returns at once. Measured with the load
+            // generator on the same cores: 0.91x CPU per connection. Turns without accepts
+            // never yield: a yield in every turn put 10–25 ms on the unicast p99.
+            if accepted > 0 {
+                std::thread::yield_now();
+            }
             if Instant::now() >= next_tick {
                 self.sweep();
                 next_tick = Instant::now() + tick;
@@ -259,15 +271,20 @@ impl Shard {
         }
     }
 
-    fn accept(&mut self) {
+    /// Accepts until `WouldBlock`; how many connections it took.
+    fn accept(&mut self) -> usize {
+        let mut n = 0;
         if self.shutdown_deadline.is_some() {
-            return;
+            return n;
         }
         loop {
-            let Some(listener) = &self.listener else { return };
+            let Some(listener) = &self.listener else { return n };
             match listener.accept() {
-                Ok((sock, peer)) => self.admit(sock, peer.ip()),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Ok((sock, peer)) => {
+                    n += 1;
+                    self.admit(sock, peer.ip());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // EMFILE/ENFILE: pause; the sweep retries (edge-triggered: no new event
@@ -276,7 +293,7 @@ impl Shard {
                         tracing::warn!(shard = self.id, "accept failed, pausing accepts: {e}");
                     }
                     self.accept_paused = true;
-                    return;
+                    return n;
                 }
             }
         }
