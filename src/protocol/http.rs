@@ -128,8 +128,8 @@ enum Field {
 }
 
 impl Field {
-    /// The field `name` is (any case), if the server reads it. The length is compared first,
-    /// so most names cost one comparison of their length.
+    /// The field `name` is (any case), if the server reads it. Lengths are compared before
+    /// bytes, so a header the server does not read costs a dozen integer comparisons.
     fn of(name: &str) -> Option<Field> {
         const BY_NAME: [(&str, Field); 12] = [
             ("content-length", Field::ContentLength),
