@@ -109,8 +109,8 @@ fn ws_upgrade(c: &mut Criterion) {
             let head = http::parse_head(black_box(UPGRADE), 8192, 0).unwrap().unwrap();
             let system = head.query_param("systemId").unwrap();
             let mut out = http::switching_protocols(head.ws_key.unwrap(), None);
-            let id = roomcast::ids::client_id_bytes(7, conn);
-            api::push_welcome_frame(&mut out, std::str::from_utf8(&id).unwrap());
+            let id = roomcast::ids::client_id_buf(7, conn);
+            api::push_welcome_frame(&mut out, id.as_str());
             (system.len(), bytes::Bytes::from(out))
         })
     });

@@ -51,19 +51,27 @@ pub const CLIENT_ID_LEN: usize = 28;
 
 /// Formats the clientId of `conn` on node `node`.
 pub fn client_id(node: u32, conn: ConnId) -> String {
-    let b = client_id_bytes(node, conn);
-    std::str::from_utf8(&b).expect("hex digits").to_owned()
+    client_id_buf(node, conn).as_str().to_owned()
 }
 
-/// The clientId of `conn` on node `node`, as ASCII bytes (no allocation).
-pub fn client_id_bytes(node: u32, conn: ConnId) -> [u8; CLIENT_ID_LEN] {
+/// A clientId in a buffer on the stack (no allocation).
+pub struct ClientIdBuf([u8; CLIENT_ID_LEN]);
+
+impl ClientIdBuf {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).expect("hex digits")
+    }
+}
+
+/// The clientId of `conn` on node `node`, without allocating.
+pub fn client_id_buf(node: u32, conn: ConnId) -> ClientIdBuf {
     debug_assert!(conn.shard < 256 && (conn.slot as usize) < SLOTS && conn.gen <= GEN_MAX);
     let mut out = [0u8; CLIENT_ID_LEN];
     put_hex(&mut out[..8], node.into());
     put_hex(&mut out[8..10], conn.shard.into());
     put_hex(&mut out[10..16], conn.slot.into());
     put_hex(&mut out[16..], conn.gen);
-    out
+    ClientIdBuf(out)
 }
 
 /// Writes the low `out.len()` hex digits of `v` (lowercase, zero-padded).

@@ -295,8 +295,8 @@ impl Shard {
             Ok(()) => {
                 if welcomed && session.is_none() {
                     // The usual case: 101 and connect frame in one buffer.
-                    let id = ids::client_id_bytes(self.shared.cfg.node_id.0, conn);
-                    api::push_welcome_frame(&mut accept, std::str::from_utf8(&id).expect("hex digits"));
+                    let id = ids::client_id_buf(self.shared.cfg.node_id.0, conn);
+                    api::push_welcome_frame(&mut accept, id.as_str());
                     return self.become_ws(slot, accept, State::Client { hub_knows: true });
                 }
                 self.become_ws(slot, accept, State::Client { hub_knows: true });
@@ -344,8 +344,8 @@ impl Shard {
 impl Shard {
     /// Queues the connect frame (with the session token if it opted in to recovery).
     fn send_welcome(&mut self, slot: usize) {
-        let id = ids::client_id_bytes(self.shared.cfg.node_id.0, self.conn_id(slot));
-        let id = std::str::from_utf8(&id).expect("hex digits");
+        let id = ids::client_id_buf(self.shared.cfg.node_id.0, self.conn_id(slot));
+        let id = id.as_str();
         let frame = match &self.conns[slot].session {
             None => api::welcome_frame(id),
             Some(s) => api::session_frame(id, &recovery::token(id, &s.secret), None),
