@@ -53,11 +53,7 @@ for sc in $scenarios; do
   n=$rounds
   [ "$sc" = connect ] && [ "$n" -lt "${CONNECT_ROUNDS:-21}" ] && n=${CONNECT_ROUNDS:-21}
   for r in $(seq "$n"); do
-    # Which server goes first alternates: a run leaves TIME_WAIT sockets and warm caches that
-    # the next one inherits, so a fixed order would favour one side.
-    servers="bun roomcast"
-    [ $((r % 2)) = 0 ] && servers="roomcast bun"
-    for s in $servers; do
+    for s in $(in_order "$r"); do
       start "$s"
       warm
       # shellcheck disable=SC2046

@@ -23,3 +23,7 @@ stop() { kill "$PID" 2>/dev/null || true; wait "$PID" 2>/dev/null || true; sleep
 
 # The Bun reference server (loadtest/peers/bun-server.js) on port 0, for `serve`.
 bun_peer() { cd "$root/loadtest/peers" && exec node_modules/.bin/bun bun-server.js 0; }
+
+# in_order ROUND: "bun roomcast" in odd rounds, "roomcast bun" in even ones. A run leaves
+# TIME_WAIT sockets and warm caches to the next, so a fixed order would favour one side.
+in_order() { if [ $(($1 % 2)) = 1 ]; then echo "bun roomcast"; else echo "roomcast bun"; fi; }

@@ -26,9 +26,7 @@ start() { # $1: roomcast|bun → sets PID, PORT
 
 for sc in $scenarios; do
   for r in $(seq "$rounds"); do
-    servers="bun roomcast" # which goes first alternates, as in compare.sh
-    [ $((r % 2)) = 0 ] && servers="roomcast bun"
-    for s in $servers; do
+    for s in $(in_order "$r"); do
       start "$s"
       timeout 120 "${X[@]}" connect "$PORT" "$PID" 3000 >/dev/null || true # warm-up, not counted
       sleep 1

@@ -248,8 +248,9 @@ impl Shard {
             // on it (the hub, other processes), the rest of the clump queues up meanwhile and
             // the next turn takes it together instead of one sleep and wake-up per
             // connection; if none are, the call returns at once. Measured with the load
-            // generator on the same cores: 0.89x CPU per connection, handshake p99 1.18x. Turns without accepts
-            // never yield: a yield in every turn put 10–25 ms on the unicast p99.
+            // generator on the same cores: 0.89x CPU per connection, handshake p99 1.18x.
+            // Turns without accepts never yield: a yield in every turn put 10–25 ms on the
+            // unicast p99.
             if accepted > 0 {
                 std::thread::yield_now();
             }
