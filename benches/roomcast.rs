@@ -145,9 +145,9 @@ fn hub_fanout(c: &mut Criterion) {
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });
     for i in 0..MEMBERS {
         let conn = ConnId { shard: (i % SHARDS as u32) as u16, slot: i, gen: 1 };
-        hub.handle(Command::Connect { conn, system: SystemRef::Name("s".into()), welcomed: false });
+        hub.handle(Command::Connect { conn, system: SystemRef::Name("s".into()), welcomed: false, grant: None });
         let client = roomcast::ids::ClientRef { node: 1, conn };
-        let op = Op::Bind { client, group: "g".into(), user_id: "".into(), extend: "".into(), notify: false };
+        let op = Op::Bind { client, group: "g".into(), user_id: Some("".into()), extend: "".into(), notify: false };
         hub.handle(Command::Api { from, system: "s".into(), op, answered: false });
     }
     let drain = |rxs: &[crossbeam_channel::Receiver<ShardMsg>]| {

@@ -1,10 +1,18 @@
-//! JWT for the HTTP API (and, optionally, for WebSocket connects).
+//! JWT for the HTTP API and for WebSocket connects.
 //!
-//! `exp` is required and checked, `nbf` honoured. A token with a `systemId` claim is valid
-//! only for that system. An operator token (any system, `register`) says so explicitly with
-//! `"role": "operator"` (what `roomcast token` mints): a token that names neither — minted with
-//! the same secret for some other purpose, say — is refused (403). Without a key the API is
-//! open (allowed only on loopback; see `config`).
+//! Three kinds of token, one key. `exp` is required and checked on each, `nbf` honoured.
+//!
+//! - **System token** (`systemId`): the API for that system only.
+//! - **Operator token** (`"role": "operator"`, no `systemId`): the API for any system, and
+//!   `register`. A token that names neither — minted with the same secret for some other
+//!   purpose, say — is refused (403).
+//! - **Connect token** (`"scope": "connect"`, `systemId`, optional `sub` and `groups`): opens a
+//!   WebSocket to that system as that user, already in those groups. It never calls the API
+//!   (403), and an API token never opens a WebSocket: a page holds only a connect token, so
+//!   whoever reads it from the page cannot push to or close the system's clients.
+//!
+//! Without a key the API is open (allowed only on loopback; see `config`) and a connect token
+//! cannot be checked, so one that is given is refused.
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -20,6 +28,46 @@ pub struct Claims {
     /// `"operator"` on operator tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// `"connect"` on connect tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Connect tokens: the connection's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub: Option<String>,
+    /// Connect tokens: groups joined at connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<String>>,
+}
+
+/// The `scope` claim of a connect token.
+pub const CONNECT: &str = "connect";
+
+/// What a valid connect token grants its connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Grant {
+    /// The user (`sub`): the `userId` of binds that name none, and of `client_connected`.
+    pub sub: Option<Box<str>>,
+    /// Groups joined at connect, as binds with `userId` = `sub` (deduplicated, in order).
+    pub groups: Vec<Box<str>>,
+}
+
+impl Grant {
+    /// Whether it changes anything about the connection (else it connects as without a token).
+    pub fn is_empty(&self) -> bool {
+        self.sub.is_none() && self.groups.is_empty()
+    }
+}
+
+/// Whether a `/ws` connect may get a fresh session, and with what.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Admit {
+    /// No token needed and none given.
+    Open,
+    /// A valid connect token.
+    Granted(Box<Grant>),
+    /// Only a resume could be honoured (with `ws_auth`, a resume without a connect token);
+    /// a fresh session is refused with this message.
+    ResumeOnly(Box<str>),
 }
 
 /// The `role` claim of an operator token.
@@ -104,6 +152,9 @@ impl Verifier {
         }
         let data = jsonwebtoken::decode::<Claims>(token, key, validation)
             .map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))?;
+        if data.claims.scope.is_some() {
+            return Err(AuthError::Forbidden("connect tokens cannot call the API".into()));
+        }
         match (scope, data.claims.system_id.as_deref()) {
             (_, None) if data.claims.role.as_deref() == Some(OPERATOR) => Ok(()),
             (_, None) => Err(AuthError::Forbidden(
@@ -119,6 +170,50 @@ impl Verifier {
     }
 }
 
+/// The message for a `/ws` connect without the token `ws_auth` requires.
+pub const MISSING_CONNECT_TOKEN: &str =
+    "missing ?token=<connect token>: the back end mints one per user (scope \"connect\"; `roomcast token --connect`)";
+
+impl Verifier {
+    /// Checks the `?token=` of a `/ws` connect to `system`. `required` (`ws_auth`): a connect
+    /// without one is refused. A token given is checked either way: only a valid connect token
+    /// for this system passes; an API token is refused with a message that says what to mint.
+    pub fn connect(&self, token: Option<&str>, system: &str, required: bool) -> Result<Option<Grant>, AuthError> {
+        let token = token.map(str::trim).filter(|t| !t.is_empty());
+        let Some(token) = token else {
+            return match required {
+                true => Err(AuthError::Unauthorized(MISSING_CONNECT_TOKEN.into())),
+                false => Ok(None),
+            };
+        };
+        let Some((key, validation)) = &self.key else {
+            return Err(AuthError::Unauthorized(
+                "a ?token= was given but this server has no JWT key to check it: connect without one, or configure jwt_secret / jwt_public_key".into(),
+            ));
+        };
+        let c = jsonwebtoken::decode::<Claims>(token, key, validation)
+            .map_err(|e| AuthError::Unauthorized(format!("invalid token: {e}")))?
+            .claims;
+        if c.scope.as_deref() != Some(CONNECT) {
+            return Err(AuthError::Forbidden(
+                "an API token cannot open a WebSocket (a page holding it could call the API): mint a connect token (\"scope\":\"connect\") for this system and user".into(),
+            ));
+        }
+        match c.system_id.as_deref() {
+            Some(s) if s == system => {}
+            Some(_) => return Err(AuthError::Forbidden("the connect token is not valid for this systemId".into())),
+            None => return Err(AuthError::Forbidden("the connect token has no systemId claim".into())),
+        }
+        let mut groups: Vec<Box<str>> = Vec::new();
+        for g in c.groups.unwrap_or_default() {
+            if !groups.iter().any(|h| **h == *g) {
+                groups.push(g.into());
+            }
+        }
+        Ok(Some(Grant { sub: c.sub.map(Into::into), groups }))
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -131,10 +226,43 @@ pub fn now_millis() -> u64 {
 
 /// Mints an HS256 token valid for `ttl_secs`; `system` scopes it, `None` makes an operator token.
 pub fn mint_hs256(secret: &[u8], system: Option<&str>, ttl_secs: u64) -> Result<String, String> {
-    let now = now_secs();
     let role = system.is_none().then(|| OPERATOR.to_string());
-    let claims = Claims { exp: now + ttl_secs, iat: Some(now), system_id: system.map(str::to_string), role };
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret))
+    let claims = Claims { role, ..claims(system, ttl_secs) };
+    sign_hs256(secret, &claims)
+}
+
+/// Mints an HS256 connect token for `system`, as user `sub`, joining `groups` at connect.
+pub fn mint_connect_hs256(
+    secret: &[u8],
+    system: &str,
+    sub: Option<&str>,
+    groups: &[String],
+    ttl_secs: u64,
+) -> Result<String, String> {
+    let claims = Claims {
+        scope: Some(CONNECT.into()),
+        sub: sub.map(str::to_string),
+        groups: (!groups.is_empty()).then(|| groups.to_vec()),
+        ..claims(Some(system), ttl_secs)
+    };
+    sign_hs256(secret, &claims)
+}
+
+fn claims(system: Option<&str>, ttl_secs: u64) -> Claims {
+    let now = now_secs();
+    Claims {
+        exp: now + ttl_secs,
+        iat: Some(now),
+        system_id: system.map(str::to_string),
+        role: None,
+        scope: None,
+        sub: None,
+        groups: None,
+    }
+}
+
+fn sign_hs256(secret: &[u8], claims: &Claims) -> Result<String, String> {
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &EncodingKey::from_secret(secret))
         .map_err(|e| format!("cannot sign token: {e}"))
 }
 
@@ -163,7 +291,7 @@ mod tests {
     fn exp_is_required_and_checked() {
         let v = Verifier::hs256(b"k");
         let key = EncodingKey::from_secret(b"k");
-        let expired = Claims { exp: now_secs() - 10, iat: None, system_id: None, role: Some(OPERATOR.into()) };
+        let expired = Claims { exp: now_secs() - 10, role: Some(OPERATOR.into()), ..claims(None, 0) };
         let t = jsonwebtoken::encode(&Header::default(), &expired, &key).unwrap();
         assert_eq!(v.check(Some(&t), Scope::Operator).unwrap_err().status(), 401);
         let no_exp = serde_json::json!({"systemId": "s1"});
@@ -192,6 +320,35 @@ mod tests {
         }
         let t = jsonwebtoken::encode(&Header::default(), &serde_json::json!({"exp": exp, "role": "operator"}), &key);
         assert_eq!(v.check(Some(&t.unwrap()), Scope::Operator), Ok(()));
+    }
+
+    /// Security review, high: a page's token could call the API, and an API token opened
+    /// WebSockets. Connect tokens do only the one, API tokens only the other.
+    #[test]
+    fn connect_tokens_connect_and_api_tokens_call() {
+        let v = Verifier::hs256(b"k");
+        let groups = ["g1".to_string(), "g2".to_string(), "g1".to_string()];
+        let c = mint_connect_hs256(b"k", "s1", Some("alice"), &groups, 60).unwrap();
+        assert_eq!(
+            v.check(Some(&c), Scope::System("s1")).unwrap_err(),
+            AuthError::Forbidden("connect tokens cannot call the API".into())
+        );
+        assert_eq!(v.check(Some(&c), Scope::Operator).unwrap_err().status(), 403);
+        let g = v.connect(Some(&c), "s1", true).unwrap().unwrap();
+        assert_eq!(g.sub.as_deref(), Some("alice"));
+        assert_eq!(g.groups, vec!["g1".into(), "g2".into()] as Vec<Box<str>>);
+        assert_eq!(v.connect(Some(&c), "s2", true).unwrap_err().status(), 403);
+        for api in [mint_hs256(b"k", Some("s1"), 60).unwrap(), mint_hs256(b"k", None, 60).unwrap()] {
+            let e = v.connect(Some(&api), "s1", true).unwrap_err();
+            assert!(e.message().contains("mint a connect token"), "{e:?}");
+            assert_eq!(v.connect(Some(&api), "s1", false).unwrap_err().status(), 403);
+        }
+        assert!(v.connect(None, "s1", true).unwrap_err().message().contains("?token="));
+        assert_eq!(v.connect(None, "s1", false), Ok(None));
+        assert_eq!(v.connect(Some("garbage"), "s1", false).unwrap_err().status(), 401);
+        let bare = mint_connect_hs256(b"k", "s1", None, &[], 60).unwrap();
+        assert!(v.connect(Some(&bare), "s1", true).unwrap().unwrap().is_empty());
+        assert_eq!(Verifier::open().connect(Some(&bare), "s1", false).unwrap_err().status(), 401);
     }
 
     #[test]

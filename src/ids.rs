@@ -5,6 +5,13 @@
 //! makes a reused slot's new connection unreachable through the old id (invariant 5). A shard
 //! draws generations from one 48-bit counter: at 100,000 accepts a second it would take 89
 //! years to come round, so no stale clientId can ever name a newer connection.
+//!
+//! The counter starts at the clock ([`first_gen`]: microseconds since the epoch, modulo 2^48),
+//! not at 1: a node restarted with the same `node_id` must not hand out the clientIds of its
+//! previous run, which a back end may still hold (it would send to, bind or close a different
+//! user). A run moves its counter one per accept, and no shard accepts a million connections a
+//! second, so the counter of a run stays behind the clock, and the next run starts past every
+//! id the last one gave (unless the wall clock is set back by more than the downtime).
 
 /// A connection's generation: unique per shard (48 bits are used).
 pub type Gen = u64;
@@ -22,6 +29,18 @@ pub fn next_gen(g: Gen) -> Gen {
     } else {
         g + 1
     }
+}
+
+/// Where a shard's generation counter starts: the clock in microseconds (see the module docs),
+/// within 1..=[`GEN_MAX`].
+pub fn first_gen(unix_micros: u64) -> Gen {
+    (unix_micros % GEN_MAX).max(1)
+}
+
+/// [`first_gen`] for now.
+pub fn first_gen_now() -> Gen {
+    let micros = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros());
+    first_gen(micros as u64)
 }
 
 /// A connection inside one shard: slab slot plus generation (invariant 5).
@@ -145,6 +164,21 @@ mod tests {
         assert!(g > u32::MAX as Gen);
         assert_eq!(next_gen(GEN_MAX), 1);
         assert_eq!(next_gen(0), 1);
+    }
+
+    /// Security review, high: generations started at 1, so with a fixed node id the first
+    /// connections after a restart got exactly the clientIds of the first ones before it.
+    #[test]
+    fn a_restart_never_hands_out_an_id_of_the_run_before() {
+        let t0 = 1_764_370_000_000_000u64;
+        // A run of 10 s that accepted 500,000 connections per second on one shard.
+        let first = first_gen(t0);
+        let last = first + 5_000_000;
+        // Restarted one second after it stopped: every new generation is past the old ones.
+        let again = first_gen(t0 + 11_000_000);
+        assert!(again > last && first != 1, "{first} {last} {again}");
+        assert_eq!(first_gen(0), 1);
+        assert!(first_gen(GEN_MAX + 5) <= GEN_MAX && first_gen(u64::MAX) >= 1);
     }
 
     #[test]

@@ -10,7 +10,18 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Token(t)) => {
-            match roomcast::auth::mint_hs256(t.jwt_secret.as_bytes(), t.system.as_deref(), t.ttl.as_secs()) {
+            let secret = t.jwt_secret.as_bytes();
+            let minted = match (t.connect, t.system.as_deref()) {
+                (true, Some(s)) => {
+                    roomcast::auth::mint_connect_hs256(secret, s, t.user.as_deref(), &t.group, t.ttl.as_secs())
+                }
+                (true, None) => Err("--connect needs --system: a connect token is for one system".into()),
+                (false, _) if t.user.is_some() || !t.group.is_empty() => {
+                    Err("--user and --group are for connect tokens: add --connect".into())
+                }
+                (false, system) => roomcast::auth::mint_hs256(secret, system, t.ttl.as_secs()),
+            };
+            match minted {
                 Ok(tok) => {
                     println!("{tok}");
                     ExitCode::SUCCESS

@@ -43,7 +43,10 @@ counters!(ShardStats {
     http_errors_total: "HTTP requests answered with a 4xx/5xx status",
     hub_busy_total: "requests answered 503 because the hub queue was full",
     metrics_refusals_total: "GET /metrics refused on the public listener (API key set, no operator token)",
-    limit_refusals_total: "API calls and connects refused for a name or extend over max_name_bytes / max_extend_bytes",
+    limit_refusals_total:
+        "API calls and connects refused for a name or extend over max_name_bytes / max_extend_bytes (or a connect token's groups over max_groups_per_client)",
+    connect_token_refusals_total:
+        "WebSocket connects refused (-1001, close 1008) for a missing, invalid or wrong kind of ?token= (connect tokens)",
     frames_queued_total: "server-to-client frames queued",
     compressions_total: "messages compressed (permessage-deflate): once per message, whatever its recipients",
     compression_in_bytes_total: "payload bytes given to the compressor",

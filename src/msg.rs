@@ -44,7 +44,9 @@ pub enum Command {
     /// shard knew the system registered (single node) and sent the connect frame itself,
     /// right after this command was queued. (Whatever the client does with its clientId
     /// reaches the hub after this command: one FIFO queue, and causality.)
-    Connect { conn: ConnId, system: SystemRef, welcomed: bool },
+    /// `grant`: what the client's connect token grants (its user, groups joined before its
+    /// connect frame); never with `welcomed`.
+    Connect { conn: ConnId, system: SystemRef, welcomed: bool, grant: Option<Box<crate::auth::Grant>> },
     /// The connects of one shard loop turn that the shard welcomed itself (single node,
     /// systems by index; `welcomed` is true for each): one command for a burst.
     ConnectMany(Vec<(ConnId, u32)>),
@@ -107,6 +109,8 @@ pub struct Resume {
     /// (A client sends nothing after its upgrade request until it has the 101, RFC 6455 §4.1,
     /// so there is no input to carry along.)
     pub last: Option<Box<str>>,
+    /// What the connect brought for a fresh session, should the resume fail.
+    pub admit: crate::auth::Admit,
 }
 
 impl std::fmt::Debug for Resume {
@@ -144,10 +148,11 @@ pub enum Op {
         frame: Frame,
         message_id: Box<str>,
     },
+    /// `user_id`: `None` when the call named none (the connection's user, if it has one).
     Bind {
         client: ClientRef,
         group: Box<str>,
-        user_id: Box<str>,
+        user_id: Option<Box<str>>,
         extend: Box<str>,
         notify: bool,
     },

@@ -140,6 +140,9 @@ pub struct Session<F> {
     pub link: Option<Link>,
     /// On an edge waiting for the owner's answer: the 101 to send once it comes.
     pub accept: Option<bytes::Bytes>,
+    /// On an edge waiting for the owner's answer: what the connect brought for a fresh
+    /// session, should the resume fail (its connect token's grant, or that it had none).
+    pub admit: crate::auth::Admit,
 }
 
 /// The other end of a session resumed through another node: a node and a connection there.
@@ -158,6 +161,7 @@ impl<F: Kept> Session<F> {
             detached_since: None,
             link: None,
             accept: None,
+            admit: crate::auth::Admit::Open,
         }
     }
 }

@@ -90,3 +90,37 @@ fn a_bad_redis_url_is_refused_with_a_clear_message() {
         assert!(err.contains("redis"), "{url}: {err}");
     }
 }
+
+/// Security review, low: `--help` printed ROOMCAST_REDIS and ROOMCAST_WEBHOOK_URL from the
+/// environment, passwords included; a bad value echoed the webhook URL as given; an
+/// out-of-range duration wrapped silently.
+#[test]
+fn secrets_in_the_environment_are_never_printed() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+            .args(args)
+            .env("ROOMCAST_REDIS", "redis://:redispw@127.0.0.1:1")
+            .env("ROOMCAST_WEBHOOK_URL", "ftp://hook:hookpw@example.invalid/x?key=hookkey")
+            .env("ROOMCAST_WEBHOOK_SECRET", "whsecret")
+            .env("ROOMCAST_JWT_SECRET", "jwtsecret")
+            .output()
+            .unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    let (code, help) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(help.contains("ROOMCAST_REDIS") && help.contains("ROOMCAST_WEBHOOK_URL"), "{help}");
+    let (code, err) = run(&["--listen", "127.0.0.1:0"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("webhook_url"), "{err}");
+    for secret in ["redispw", "hookpw", "hookkey", "whsecret", "jwtsecret"] {
+        assert!(!help.contains(secret), "--help shows {secret}");
+        assert!(!err.contains(secret), "the error shows {secret}: {err}");
+    }
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--listen", "127.0.0.1:0", "--idle-timeout", "50d"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("idle_timeout = 50.0 days"));
+}

@@ -78,6 +78,43 @@ fn only_allowed_origins_may_open_a_websocket() {
     c.expect_silence(Duration::from_millis(50));
 }
 
+/// A raw upgrade request with these `Origin` headers: the status answered.
+fn upgrade_with_origins(s: &Server, origins: &[&str]) -> u16 {
+    let mut req =
+        String::from("GET /ws?systemId=sys HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n");
+    req.push_str("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n");
+    for o in origins {
+        req.push_str(&format!("Origin: {o}\r\n"));
+    }
+    req.push_str("\r\n");
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    c.write_all(req.as_bytes()).unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).unwrap();
+    String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+}
+
+/// Security review, low: origins with a fragment, path, query or user info passed
+/// `*.example.org`, and of two Origin headers the last one counted.
+#[test]
+fn only_a_plain_origin_passes_and_two_origins_are_refused() {
+    let s = Server::start(&["--allowed-origins", "*.example.org"]);
+    s.register("sys");
+    assert_eq!(upgrade_with_origins(&s, &["https://a.example.org"]), 101);
+    for bad in [
+        "https://evil.io#.example.org",
+        "https://evil.io/.example.org",
+        "https://evil.io?.example.org",
+        "https://user@a.example.org",
+    ] {
+        assert_eq!(upgrade_with_origins(&s, &[bad]), 403, "{bad}");
+    }
+    assert_eq!(upgrade_with_origins(&s, &["https://evil.io", "https://a.example.org"]), 403);
+    assert_eq!(upgrade_with_origins(&s, &["https://a.example.org", "https://a.example.org"]), 403);
+    assert_eq!(metric(&s, "origin_refusals_total"), 6);
+}
+
 #[test]
 fn bad_allowed_origins_stop_the_server_with_a_message() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))

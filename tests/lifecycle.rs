@@ -140,3 +140,25 @@ fn graceful_shutdown_closes_clients_with_1001_and_exits_zero() {
     }
     assert!(std::net::TcpStream::connect(s.addr).is_err(), "no longer accepting");
 }
+
+/// Security review, high: with a fixed node id, the first connections after a restart got
+/// exactly the clientIds of the first ones before it, so a back end holding an old id reached
+/// a different user.
+#[test]
+fn a_restarted_node_never_reuses_a_clientid() {
+    let run = || {
+        let s = Server::start(&["--node-id", "7", "--shards", "1"]);
+        s.register("a");
+        let ids: Vec<String> = (0..3).map(|_| s.client("a").id).collect();
+        (s, ids)
+    };
+    let (mut s, before) = run();
+    s.terminate();
+    let (s, after) = run();
+    assert_eq!(before[0][..8], after[0][..8], "the same node id");
+    for old in &before {
+        assert!(!after.contains(old), "{old} handed out again: {before:?} {after:?}");
+        let (st, _) = s.api("send_to_client", Some("a"), json!({"clientId": old, "msg": "x"}));
+        assert_eq!(st, 404, "an old clientId reaches nobody");
+    }
+}

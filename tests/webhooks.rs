@@ -190,3 +190,118 @@ fn cluster_events_come_once_and_a_dead_nodes_clients_are_told_by_a_survivor() {
     assert_eq!(ev[vacated - 1]["clientId"], c1.id.as_str());
     drop(c2);
 }
+
+/// A connect token's user and groups, on one node and across a cluster: `client_connected`
+/// carries the user, its groups' `group_joined` follow it, the members on every node get the
+/// 1001 notice, and every node's online list has the client.
+#[test]
+fn connect_token_groups_are_binds_on_one_node_and_in_a_cluster() {
+    use util::cluster::Redis;
+    let groups = ["room".to_string()];
+    let ct = |system: &str| {
+        roomcast::auth::mint_connect_hs256(SECRET.as_bytes(), system, Some("alice"), &groups, 60).unwrap()
+    };
+    let check = |rx: &Receiver, connect_at: &Server, other: &Server| {
+        connect_at.register("s");
+        let mut bob = other.client("s");
+        other.bind("s", &bob.id, "room", "bob");
+        bob.expect_code(1001);
+        let mut alice = Client::connect(&connect_at.url(&format!("/ws?systemId=s&token={}", ct("s"))));
+        let hello = alice.recv().unwrap();
+        alice.id = hello["data"]["clientId"].as_str().unwrap().to_string();
+        let own = alice.expect_code(1001);
+        let n = bob.expect_code(1001);
+        assert_eq!((&own["data"], &n["sendUserId"]), (&n["data"], &json!("alice")));
+        for s in [connect_at, other] {
+            let (_, v) = s.api("get_online_list", Some("s"), json!({"groupName": "room"}));
+            assert!(v["data"]["list"].as_array().unwrap().contains(&json!(alice.id)), "{v}");
+        }
+        let ev = rx.wait("alice's join", |e| names_for(e, &alice.id).len() == 2);
+        let mine: Vec<&Value> = ev.iter().filter(|e| e["clientId"] == alice.id.as_str()).collect();
+        assert_eq!((&mine[0]["name"], &mine[0]["userId"]), (&json!("client_connected"), &json!("alice")));
+        assert_eq!((&mine[1]["name"], &mine[1]["userId"]), (&json!("group_joined"), &json!("alice")));
+        let bob_connected = ev.iter().find(|e| e["clientId"] == bob.id.as_str()).unwrap();
+        assert!(bob_connected.get("userId").is_none(), "no user, no key: {bob_connected}");
+    };
+    let hooks = |rx: &Receiver| {
+        let v = ["--webhook-url", &rx.url(), "--webhook-batch-delay", "20ms", "--jwt-secret", SECRET];
+        v.map(String::from)
+    };
+    let with_token = |mut s: Server| {
+        s.token = Some(token(None, 3600));
+        s
+    };
+    let rx = Receiver::start(None);
+    let args = hooks(&rx);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let single = with_token(Server::start(&args));
+    check(&rx, &single, &single);
+
+    let rx = Receiver::start(None);
+    let args = hooks(&rx);
+    let redis = Redis::start();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let url = redis.url();
+    args.extend(["--redis", url.as_str()]);
+    let a = with_token(Server::start(&args));
+    let b = with_token(Server::start(&args));
+    util::cluster::wait_up(&a);
+    util::cluster::wait_up(&b);
+    check(&rx, &a, &b);
+}
+
+/// Security review, medium: a receiver answering 302 made roomcast send the signed events to
+/// the address it named, and that 2xx counted the batch as delivered. A 3xx is a failure now.
+#[test]
+fn redirects_are_never_followed() {
+    let internal = Receiver::start(None);
+    let rx = Receiver::start(Some(KEY));
+    rx.state.lock().unwrap().redirect_to = Some(internal.url());
+    let s = server(&rx.url(), &[]);
+    s.register("a");
+    let c = s.client("a");
+    let t = Instant::now();
+    while rx.state.lock().unwrap().requests < 3 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the redirected batch was not retried");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(internal.state.lock().unwrap().requests, 0, "the redirect was followed");
+    assert!(metric(&s, "webhook_batches_failed_total") >= 2);
+    assert_eq!(metric(&s, "webhook_batches_ok_total"), 0);
+    rx.state.lock().unwrap().redirect_to = None;
+    let ev = rx.wait("the batch, once the receiver stops redirecting", |e| !names_for(e, &c.id).is_empty());
+    assert_eq!(names_for(&ev, &c.id), ["client_connected"]);
+    assert_eq!(internal.state.lock().unwrap().requests, 0);
+}
+
+/// Security review, medium: with the receiver down, anonymous churn pushed alice's presence
+/// events out of the queue and the back end could not tell. The next batch now starts with
+/// `events_dropped`, and every request is signed with a timestamp (the receiver checks both).
+#[test]
+fn dropped_events_are_told_and_requests_carry_a_signed_timestamp() {
+    let port = Receiver::free_port();
+    let s = server(&format!("http://127.0.0.1:{port}/hooks"), &["--webhook-queue", "20"]);
+    s.register("a");
+    let alice = s.client("a");
+    s.bind("a", &alice.id, "g", "alice");
+    for _ in 0..40 {
+        let mut c = s.client("a");
+        c.ws.close(None).unwrap();
+        assert_eq!(c.close_code().map(u16::from), Some(1000), "the close handshake completes");
+    }
+    let t = Instant::now();
+    while metric(&s, "webhook_events_dropped_total") < 60 {
+        assert!(t.elapsed() < Duration::from_secs(5), "nothing was dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let dropped = metric(&s, "webhook_events_dropped_total");
+    let rx = Receiver::start_on(port, Some(KEY));
+    let ev = rx.wait("the queued events", |e| e.len() >= 20);
+    assert_eq!(ev[0]["name"], "events_dropped", "{:#?}", &ev[..3]);
+    assert_eq!(ev[0]["count"], dropped, "the count is what the metric says");
+    assert!(names_for(&ev, &alice.id).is_empty(), "alice's events were the oldest, so they went");
+    assert!(ev[1..].iter().all(|e| e["name"] != "events_dropped"));
+    let g = rx.state.lock().unwrap();
+    assert_eq!(g.bad_signatures, 0);
+    assert!(!g.timestamps.is_empty() && g.timestamps.iter().all(|t| t.abs_diff(roomcast::auth::now_secs()) < 60));
+}

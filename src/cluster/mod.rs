@@ -65,7 +65,13 @@ pub enum BrokerCmd {
     /// This node has its first (`on`) or no more clients of `system`: (un)subscribe its
     /// channel. `welcome`: a client whose connect frame waits for the subscription; `left`: the
     /// client that left (and why), for webhooks.
-    SystemSub { system: Arc<str>, on: bool, welcome: Option<ConnId>, left: Option<(ConnId, crate::webhooks::Gone)> },
+    /// (`welcome` carries the client's user, for `client_connected`.)
+    SystemSub {
+        system: Arc<str>,
+        on: bool,
+        welcome: Option<(ConnId, Option<Box<str>>)>,
+        left: Option<(ConnId, crate::webhooks::Gone)>,
+    },
     /// A call about clients of another node; `reply`: the caller waits for its answer.
     Forward { node: u32, system: Box<str>, op: Op, reply: Option<ConnId> },
     /// `get_online_list`, read from presence.

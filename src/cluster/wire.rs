@@ -162,8 +162,12 @@ pub fn request(origin: u32, corr: u64, system: &str, op: &Op) -> Option<Vec<u8>>
             }
             w.0.extend_from_slice(frame);
         }
-        Op::Bind { client, group, user_id, extend, notify } => {
+        // 2: with a userId; 5: without (the client's own user applies, on its node).
+        Op::Bind { client, group, user_id: Some(user_id), extend, notify } => {
             w.u8(2).client(*client).u8(u8::from(*notify)).str(group).str(user_id).str(extend);
+        }
+        Op::Bind { client, group, user_id: None, extend, notify } => {
+            w.u8(5).client(*client).u8(u8::from(*notify)).str(group).str(extend);
         }
         Op::Unbind { client, group, notify } => {
             w.u8(3).client(*client).u8(u8::from(*notify)).str(group);
@@ -209,7 +213,11 @@ pub fn parse_node_msg(p: &[u8]) -> Option<NodeMsg> {
                 }
                 2 => {
                     let (client, notify) = (r.client()?, r.u8()? != 0);
-                    Op::Bind { client, notify, group: r.str()?, user_id: r.str()?, extend: r.str()? }
+                    Op::Bind { client, notify, group: r.str()?, user_id: Some(r.str()?), extend: r.str()? }
+                }
+                5 => {
+                    let (client, notify) = (r.client()?, r.u8()? != 0);
+                    Op::Bind { client, notify, group: r.str()?, user_id: None, extend: r.str()? }
                 }
                 3 => {
                     let (client, notify) = (r.client()?, r.u8()? != 0);
@@ -241,7 +249,14 @@ mod tests {
                 message_id: "m1".into(),
                 strict: true,
             },
-            Op::Bind { client: c(9, 1), group: "g:1".into(), user_id: "u".into(), extend: "{}".into(), notify: false },
+            Op::Bind {
+                client: c(9, 1),
+                group: "g:1".into(),
+                user_id: Some("u".into()),
+                extend: "{}".into(),
+                notify: false,
+            },
+            Op::Bind { client: c(9, 2), group: "g".into(), user_id: None, extend: "".into(), notify: true },
             Op::Unbind { client: c(9, 1), group: "日本".into(), notify: true },
             Op::Close { client: c(2, 3), notify: false },
         ];

@@ -34,7 +34,7 @@ settings! {
         "Allow an open API (no JWT key) on a non-loopback address";
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     ws_auth: bool = "false", "ROOMCAST_WS_AUTH",
-        "Require a JWT for the system (?token=) on WebSocket connects";
+        "Require a connect token (?token=, scope \"connect\") on WebSocket connects; API tokens are refused there";
     echo_path: String = none, "ROOMCAST_ECHO_PATH",
         "Serve an echo WebSocket at this path, for conformance tests";
     tls_cert: PathBuf = none, "ROOMCAST_TLS_CERT",
@@ -98,6 +98,7 @@ settings! {
         "Messages kept per group for get_group_history (0: off); at most 10000";
     history_ttl: Duration = "10m", "ROOMCAST_HISTORY_TTL",
         "How long a group's kept messages stay (also after its last member left)";
+    #[arg(hide_env_values = true)]
     webhook_url: String = none, "ROOMCAST_WEBHOOK_URL",
         "Presence webhooks: POST events here (http:// or https://)";
     #[arg(hide_env_values = true)]
@@ -124,6 +125,7 @@ settings! {
         "Bound on graceful shutdown (close 1001 to everyone, flush)";
     node_id: NodeId = (NodeId(fastrand::u32(..)), "random"), "ROOMCAST_NODE_ID",
         "Node id (hex, up to 8 digits) embedded in clientIds";
+    #[arg(hide_env_values = true)]
     redis: String = none, "ROOMCAST_REDIS",
         "Redis URL: redis://[:password@]host:6379[/db], rediss:// (TLS), or redis+sentinel://[:password@]host:26379[,host:port…]/<master>[/db] (rediss+sentinel:// for TLS): turns cluster mode on";
     redis_prefix: String = "rc:", "ROOMCAST_REDIS_PREFIX",
@@ -183,7 +185,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (the default).
     Serve(Box<ServeArgs>),
-    /// Print an HS256 token (no --system: an operator token).
+    /// Print an HS256 token: an API token for --system, an operator token without it, or with
+    /// --connect a connect token for a browser (opens /ws only; never calls the API).
     Token(TokenArgs),
 }
 
@@ -192,6 +195,15 @@ pub struct TokenArgs {
     /// Scope the token to this systemId.
     #[arg(long)]
     pub system: Option<String>,
+    /// A connect token (`?token=` of /ws): for --system, as --user, joining each --group.
+    #[arg(long)]
+    pub connect: bool,
+    /// Connect token: the user (`sub`).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Connect token: a group joined at connect (repeat for more).
+    #[arg(long)]
+    pub group: Vec<String>,
     /// Lifetime, e.g. 30m, 1h, 7d.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: Duration,
@@ -278,6 +290,7 @@ impl ServeArgs {
         if s.presence_ttl < Duration::from_millis(300) || s.presence_ttl > Duration::from_secs(600) {
             return Err("presence_ttl must be between 300ms and 10m".into());
         }
+        check_durations(&s)?;
         if s.ping_interval.is_zero() || s.idle_timeout.is_zero() || s.request_timeout.is_zero() {
             return Err("ping_interval, idle_timeout and request_timeout must be > 0".into());
         }
@@ -286,7 +299,7 @@ impl ServeArgs {
         }
         if let Some(u) = &s.webhook_url {
             if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!("webhook_url {u}: must start with http:// or https://"));
+                return Err(format!("webhook_url {}: must start with http:// or https://", redact_url(u)));
             }
         }
         if s.webhook_batch_size == 0 || s.webhook_queue == 0 || s.webhook_timeout.is_zero() {
@@ -309,6 +322,63 @@ impl ServeArgs {
         }
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
         Ok(Config { settings: s, jwt, origins, redis_ca })
+    }
+}
+
+/// The longest a duration the event loops time on their clock may be: a shard's clock is
+/// `u32` milliseconds, wrapping, compared by `wrapping_sub`, so anything past a quarter of its
+/// range (~12.4 days) would silently wrap.
+pub const MAX_LOOP_DURATION: Duration = Duration::from_millis(u32::MAX as u64 / 4);
+
+/// The longest any other duration may be.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// Refuses a duration out of range, naming its key (never wraps it silently).
+fn check_durations(s: &Settings) -> Result<(), String> {
+    let on_loop = [
+        ("ping_interval", s.ping_interval),
+        ("idle_timeout", s.idle_timeout),
+        ("request_timeout", s.request_timeout),
+        ("output_soft_seconds", s.output_soft_seconds),
+        ("recovery_window", s.recovery_window),
+        ("tls_handshake_timeout", s.tls_handshake_timeout),
+        ("shutdown_timeout", s.shutdown_timeout),
+    ];
+    let others = [
+        ("history_ttl", s.history_ttl),
+        ("webhook_batch_delay", s.webhook_batch_delay),
+        ("webhook_timeout", s.webhook_timeout),
+        ("webhook_retry_for", s.webhook_retry_for),
+    ];
+    let days = |d: Duration| d.as_secs_f64() / 86400.0;
+    let over = |key: &str, d: Duration, max: Duration| {
+        Err(format!("{key} = {:.1} days: at most {:.1} days is allowed", days(d), days(max)))
+    };
+    for (key, d) in on_loop {
+        if d > MAX_LOOP_DURATION {
+            return over(key, d, MAX_LOOP_DURATION);
+        }
+    }
+    for (key, d) in others {
+        if d > MAX_DURATION {
+            return over(key, d, MAX_DURATION);
+        }
+    }
+    Ok(())
+}
+
+/// A duration on a shard's clock, in its milliseconds (checked at start: [`MAX_LOOP_DURATION`]).
+pub fn loop_ms(d: Duration) -> u32 {
+    debug_assert!(d <= MAX_LOOP_DURATION, "{d:?} was not checked at start");
+    d.min(MAX_LOOP_DURATION).as_millis() as u32
+}
+
+/// A URL as it may be shown in messages and logs: any password and the query hidden.
+pub fn redact_url(url: &str) -> String {
+    let url = crate::cluster::target::redact(url);
+    match url.split_once('?') {
+        Some((base, _)) => format!("{base}?***"),
+        None => url,
     }
 }
 
@@ -383,6 +453,28 @@ mod tests {
         assert!(e.contains("ping-interval") && e.contains("duration"), "{e}");
         let a = ServeArgs { echo_path: Some("/ws".into()), ..Default::default() };
         assert!(a.resolve().is_err());
+    }
+
+    /// Security review, low: `idle_timeout = 50d` wrapped to about 7 hours on the event loop's
+    /// clock. Out-of-range durations are refused at start, naming the key.
+    #[test]
+    fn durations_out_of_range_are_refused_by_name() {
+        let a = ServeArgs { idle_timeout: Some(Duration::from_secs(50 * 86400)), ..Default::default() };
+        let e = a.resolve().unwrap_err();
+        assert_eq!(e, "idle_timeout = 50.0 days: at most 12.4 days is allowed");
+        let a = ServeArgs { recovery_window: Some(MAX_LOOP_DURATION), ..Default::default() };
+        assert!(a.resolve().is_ok());
+        assert_eq!(loop_ms(MAX_LOOP_DURATION), u32::MAX / 4);
+        let a = ServeArgs { webhook_retry_for: Some(Duration::from_secs(400 * 86400)), ..Default::default() };
+        assert!(a.resolve().unwrap_err().starts_with("webhook_retry_for"));
+    }
+
+    /// Security review, low: a config error echoed the webhook URL with its credentials.
+    #[test]
+    fn urls_in_errors_are_redacted() {
+        let a = ServeArgs { webhook_url: Some("ftp://user:hunter2@h/x?token=abc".into()), ..Default::default() };
+        let e = a.resolve().unwrap_err();
+        assert!(!e.contains("hunter2") && !e.contains("abc") && e.contains("ftp://user:***@h/x?***"), "{e}");
     }
 
     #[test]

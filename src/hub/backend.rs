@@ -53,8 +53,8 @@ impl Backend {
     }
 
     /// A new client of `sys`: it gets its connect frame once it can receive the system's sends.
-    /// `welcomed`: the shard already sent the connect frame.
-    pub fn connected(&mut self, l: &mut Local, sys: SysId, conn: ConnId, welcomed: bool) {
+    /// `welcomed`: the shard already sent the connect frame. `user`: its connect token's `sub`.
+    pub fn connected(&mut self, l: &mut Local, sys: SysId, conn: ConnId, welcomed: bool, user: Option<Box<str>>) {
         match self {
             Backend::Single => {
                 l.index.system(sys).members.insert(conn);
@@ -63,13 +63,14 @@ impl Backend {
                     let system = Some((l.index.name(sys).clone(), sys.raw()));
                     l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()), system });
                 }
-                l.emit(Kind::ClientConnected, l.index.name(sys), None, Some(conn));
+                l.emit(Kind::ClientConnected { user_id: user }, l.index.name(sys), None, Some(conn));
             }
             // The client becomes a member (and gets its connect frame) once this node surely
             // receives the system's sends from other nodes.
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).clone();
-                c.link.send(BrokerCmd::SystemSub { system, on: true, welcome: Some(conn), left: None });
+                let welcome = Some((conn, user));
+                c.link.send(BrokerCmd::SystemSub { system, on: true, welcome, left: None });
             }
         }
     }

@@ -21,6 +21,8 @@ pub(super) struct ClusterSide {
     waiting: HashMap<Box<str>, Vec<Command>>,
     /// Connections whose `Connect` waits there (their `Disconnected` must wait behind it).
     waiting_conns: HashMap<ConnId, Box<str>>,
+    /// A connect token's groups, joined once the client is subscribed to its system.
+    pub granted: HashMap<ConnId, Vec<Box<str>>>,
     /// The other nodes alive: calls about clients of any other node are answered 404 at once
     /// instead of being published for nobody.
     pub live: HashSet<u32>,
@@ -28,7 +30,13 @@ pub(super) struct ClusterSide {
 
 impl ClusterSide {
     pub fn new(link: BrokerLink) -> Self {
-        ClusterSide { link, waiting: HashMap::new(), waiting_conns: HashMap::new(), live: HashSet::new() }
+        ClusterSide {
+            link,
+            waiting: HashMap::new(),
+            waiting_conns: HashMap::new(),
+            granted: HashMap::new(),
+            live: HashSet::new(),
+        }
     }
 
     /// The 503 of a call the cluster cannot take now (counted).
@@ -229,11 +237,15 @@ impl Hub {
     }
 
     /// This node now receives the system's sends: the waiting client becomes a member of its
-    /// system and gets its connect frame.
+    /// system and gets its connect frame, then joins its connect token's groups (their joins
+    /// reach Redis right after; their notices come back through Redis, behind the frame).
     pub(super) fn subscribed(&mut self, conn: ConnId) {
         let Local { index, out, .. } = &mut self.local;
         let Some(sys) = index.clients.get(&conn).map(|c| c.system) else { return };
         index.system(sys).members.insert(conn);
         out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()), system: None });
+        if let Some(groups) = self.backend.cluster().and_then(|c| c.granted.remove(&conn)) {
+            self.join_granted(conn, groups);
+        }
     }
 }

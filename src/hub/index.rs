@@ -82,6 +82,9 @@ pub struct Index {
     pub systems: Vec<System>,
     /// Keyed by server-assigned ids: a fast hash without flooding resistance is safe.
     pub clients: FxHashMap<ConnId, Client>,
+    /// The user of each client that has one (a connect token's `sub`); clients without one
+    /// cost nothing here.
+    pub users: FxHashMap<ConnId, Box<str>>,
 }
 
 impl Index {

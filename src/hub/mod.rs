@@ -30,6 +30,7 @@ use outbox::Outbox;
 
 use self::backend::Backend;
 use self::index::Index;
+use crate::auth::Grant;
 use crate::cluster::BrokerLink;
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
@@ -169,10 +170,10 @@ impl Hub {
     pub fn handle(&mut self, cmd: Command) {
         let Some(cmd) = self.gate(cmd) else { return };
         match cmd {
-            Command::Connect { conn, system, welcomed } => self.connect(conn, system, welcomed),
+            Command::Connect { conn, system, welcomed, grant } => self.connect(conn, system, welcomed, grant),
             Command::ConnectMany(conns) => {
                 for (conn, i) in conns {
-                    self.connect(conn, SystemRef::Index(i), true);
+                    self.connect(conn, SystemRef::Index(i), true, None);
                 }
             }
             Command::Disconnected { conn, why } => self.remove_client(conn, true, why),
@@ -248,8 +249,10 @@ impl Hub {
         l.stats.history_messages.store(kept as u64, Relaxed);
     }
 
-    /// A WebSocket client completed its handshake for `system`.
-    fn connect(&mut self, conn: ConnId, system: SystemRef, welcomed: bool) {
+    /// A WebSocket client completed its handshake for `system`; `grant`: its connect token's
+    /// user and groups (joined as binds, right after it became a member of its system and
+    /// before anything else reaches the hub).
+    fn connect(&mut self, conn: ConnId, system: SystemRef, welcomed: bool, grant: Option<Box<Grant>>) {
         let l = &mut self.local;
         let sys = match &system {
             SystemRef::Index(i) => l.index.at(*i),
@@ -263,9 +266,33 @@ impl Hub {
             let welcome = ShardMsg::Welcome { to: conn.in_shard(), result: Err(msg), system: None };
             return l.out.send(conn.shard as usize, welcome);
         };
-        let client = index::Client { system: sys, user_id: "".into(), extend: "".into(), groups: Vec::new() };
+        let Grant { sub, groups } = grant.map(|g| *g).unwrap_or_default();
+        let user_id = sub.clone().unwrap_or_default();
+        let client = index::Client { system: sys, user_id, extend: "".into(), groups: Vec::new() };
         l.index.clients.insert(conn, client);
-        self.backend.connected(&mut self.local, sys, conn, welcomed);
+        if let Some(sub) = &sub {
+            l.index.users.insert(conn, sub.clone());
+        }
+        self.backend.connected(&mut self.local, sys, conn, welcomed, sub);
+        match self.backend.cluster() {
+            _ if groups.is_empty() => {}
+            None => self.join_granted(conn, groups),
+            // Once the node receives the system's sends (`subscribed`).
+            Some(c) => c.granted.insert(conn, groups).map_or((), drop),
+        }
+    }
+
+    /// Joins a connect token's groups for `conn` (single node: at connect; cluster mode: once
+    /// it is subscribed to its system), after its connect frame was queued. Their bounds were
+    /// checked by the shard.
+    fn join_granted(&mut self, conn: ConnId, groups: Vec<Box<str>>) {
+        let Some(client) = self.local.index.clients.get(&conn) else { return };
+        let (sys, user) = (client.system, client.user_id.clone());
+        for g in groups {
+            if let Err(e) = self.join_group(sys, conn, &g, user.clone(), "".into(), true) {
+                tracing::warn!("a connect token's group could not be joined: {}", e.msg);
+            }
+        }
     }
 
     /// Sends an API answer to a caller here or on the node that forwarded the call;
@@ -285,6 +312,10 @@ impl Hub {
     /// (webhooks). Idempotent.
     fn remove_client(&mut self, conn: ConnId, notify: bool, why: webhooks::Gone) {
         let Some(client) = self.local.index.clients.remove(&conn) else { return };
+        self.local.index.users.remove(&conn);
+        if let Some(c) = self.backend.cluster() {
+            c.granted.remove(&conn);
+        }
         let sys = client.system;
         // The connection is gone or closing (disconnect, or close_client which closes it):
         // shards will not deliver to it, so snapshots may keep its entry for a while.

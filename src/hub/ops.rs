@@ -89,7 +89,7 @@ impl Hub {
         sys: SysId,
         conn: ConnId,
         group: &str,
-        user_id: Box<str>,
+        user_id: Option<Box<str>>,
         extend: Box<str>,
         notify: bool,
         to: ReplyTo,
@@ -97,11 +97,27 @@ impl Hub {
         if let Some(e) = self.backend.blocked(&mut self.local) {
             return e.into();
         }
+        // A bind naming no userId: the connection's user (its connect token's sub), if any.
+        let user_id = user_id.or_else(|| self.local.index.users.get(&conn).cloned()).unwrap_or_default();
+        match self.join_group(sys, conn, group, user_id, extend, notify) {
+            Ok(()) => self.backend.after_change(to, Ok(Done::Empty)),
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Puts `conn` in `group` (or, if it is in already, only updates its info, without a
+    /// notice): a bind, or a connect token's group.
+    pub(super) fn join_group(
+        &mut self,
+        sys: SysId,
+        conn: ConnId,
+        group: &str,
+        user_id: Box<str>,
+        extend: Box<str>,
+        notify: bool,
+    ) -> Result<(), ApiError> {
         let shards = self.local.shards();
-        let (client, system) = match self.local.index.client_and_system(sys, conn) {
-            Ok(x) => x,
-            Err(e) => return e.into(),
-        };
+        let (client, system) = self.local.index.client_and_system(sys, conn)?;
         client.user_id = user_id;
         client.extend = extend;
         let max = self.local.cfg.max_groups_per_client;
@@ -114,7 +130,7 @@ impl Hub {
                     "the client is in {max} groups already, the most max_groups_per_client allows: unbind it from one first"
                 ));
                 e.bound = Some("max_groups_per_client");
-                return e.into();
+                return Err(e);
             }
             None => {
                 let (k, _, created) = system.group_entry(group, shards);
@@ -126,7 +142,7 @@ impl Hub {
             }
         };
         self.backend.join(&mut self.local, sys, &key, conn, new, notify);
-        self.backend.after_change(to, Ok(Done::Empty))
+        Ok(())
     }
 
     fn unbind(&mut self, sys: SysId, conn: ConnId, group: &str, notify: bool, to: ReplyTo) -> Answer {

@@ -55,6 +55,9 @@ pub struct Head<'a> {
     pub ws_version: Option<&'a str>,
     /// `Origin` (browsers send it on WebSocket handshakes).
     pub origin: Option<&'a str>,
+    /// More than one `Origin` header came (no browser sends that; refused where origins are
+    /// checked, as the value to check is ambiguous).
+    pub origin_repeated: bool,
     /// `Sec-WebSocket-Extensions` (several headers joined with ", ").
     pub ws_extensions: Option<Cow<'a, str>>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
@@ -214,7 +217,10 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
             Field::Expect => h.expect_continue = text().is_ok_and(|v| v.eq_ignore_ascii_case("100-continue")),
             Field::WsKey => h.ws_key = Some(text()?),
             Field::WsVersion => h.ws_version = Some(text()?),
-            Field::Origin => h.origin = Some(text()?),
+            Field::Origin => {
+                h.origin_repeated |= h.origin.is_some();
+                h.origin = Some(text()?);
+            }
             Field::WsExtensions => {
                 let v = text()?;
                 h.ws_extensions = Some(match h.ws_extensions.take() {

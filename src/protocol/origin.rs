@@ -44,14 +44,13 @@ impl Origins {
         Ok(Origins(rules))
     }
 
-    /// Whether a browser from `origin` may connect.
+    /// Whether a browser from `origin` may connect. Only an origin as browsers send it
+    /// (RFC 6454: `scheme://host[:port]`, nothing else) can match: no path, query, fragment
+    /// or user info, which would otherwise let `https://evil.io#.example.com` pass
+    /// `*.example.com`.
     pub fn allows(&self, origin: &str) -> bool {
         let o = origin.trim().to_ascii_lowercase();
-        let Some((scheme, hostport)) = o.split_once("://") else { return false };
-        let host = match hostport.rsplit_once(':') {
-            Some((h, p)) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => h,
-            _ => hostport,
-        };
+        let Some((scheme, host)) = split_origin(&o) else { return false };
         self.0.iter().any(|r| match r {
             Rule::Exact(e) => *e == o,
             Rule::Sub(s, suffix) => {
@@ -59,6 +58,36 @@ impl Origins {
             }
         })
     }
+}
+
+/// `scheme://host[:port]` as (scheme, host), or `None` for anything else: a scheme of letters,
+/// digits, `+-.`; a host of DNS labels (letters, digits, `-`, `_`, dot-separated, none empty)
+/// or a bracketed IPv6 address; a port of 1 to 5 digits.
+fn split_origin(o: &str) -> Option<(&str, &str)> {
+    let (scheme, hostport) = o.split_once("://")?;
+    let scheme_ok = scheme.bytes().next().is_some_and(|b| b.is_ascii_alphabetic())
+        && scheme.bytes().all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    if !scheme_ok {
+        return None;
+    }
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(':') && (!h.starts_with('[') || h.ends_with(']')) => (h, Some(p)),
+        _ => (hostport, None),
+    };
+    if port.is_some_and(|p| p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit())) {
+        return None;
+    }
+    let ipv6 = host.strip_prefix('[').and_then(|h| h.strip_suffix(']'));
+    let host_ok = match ipv6 {
+        Some(a) => !a.is_empty() && a.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.'),
+        None => {
+            !host.is_empty()
+                && host
+                    .split('.')
+                    .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        }
+    };
+    host_ok.then_some((scheme, host))
 }
 
 #[cfg(test)]
@@ -82,6 +111,35 @@ mod tests {
         assert!(o.allows("https://a.secure.io"));
         assert!(!o.allows("http://a.secure.io"));
         assert!(!o.allows("null"));
+        assert!(o.allows("https://a.secure.io:443"));
+        assert!(Origins::parse("http://[::1]:8080").unwrap().allows("http://[::1]:8080"));
+    }
+
+    /// Security review, low: these passed `*.example.com`. Browsers never send them, but an
+    /// origin is `scheme://host[:port]` and nothing else.
+    #[test]
+    fn only_plain_origins_match_a_pattern() {
+        let o = Origins::parse("*.example.com").unwrap();
+        assert!(o.allows("https://a.example.com") && o.allows("http://a.example.com:8080"));
+        for bad in [
+            "https://evil.io#.example.com",
+            "https://evil.io/.example.com",
+            "https://evil.io?.example.com",
+            "https://user@a.example.com",
+            "https://evil.io:1@a.example.com",
+            "https://a.example.com:",
+            "https://a.example.com:123456",
+            "https://a..example.com",
+            "https://a example.com",
+            "://a.example.com",
+            "1https://a.example.com",
+        ] {
+            assert!(!o.allows(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_entries_are_refused() {
         for bad in ["", "example.com", "*", "*example.com", "https://*.a/b", "https://a.com/path"] {
             assert!(Origins::parse(bad).is_err(), "{bad:?}");
         }

@@ -158,14 +158,15 @@ fn send_to_system(r: &Request<'_>) -> Result<Op, ApiError> {
 
 fn bind(r: &Request<'_>) -> Result<Op, ApiError> {
     let b = r.body;
-    let user_id = b.user_id.as_deref().unwrap_or_default();
     let extend = b.extend.as_deref().unwrap_or_default();
-    r.limits.name(user_id, "userId")?;
+    if let Some(u) = &b.user_id {
+        r.limits.name(u, "userId")?;
+    }
     check_len(extend, "extend", r.limits.extend, "max_extend_bytes")?;
     Ok(Op::Bind {
         client: r.client()?,
         group: r.group()?,
-        user_id: user_id.into(),
+        user_id: b.user_id.as_deref().map(Into::into),
         extend: extend.into(),
         notify: r.notify(),
     })

@@ -7,7 +7,7 @@ use bytes::Bytes;
 
 use super::endpoints::{self, Access, Limits, Request};
 use super::{Shard, State};
-use crate::auth::Scope;
+use crate::auth::{Admit, Grant, Scope};
 use crate::ids;
 use crate::metrics;
 use crate::msg::{Command, SystemRef, Target};
@@ -215,9 +215,10 @@ impl Shard {
             return self.respond(slot, 400, &api::err_body("missing Sec-WebSocket-Key"), false);
         };
         if let (Some(allowed), Some(origin)) = (&self.shared.cfg.origins, head.origin) {
-            if !allowed.allows(origin) {
+            if head.origin_repeated || !allowed.allows(origin) {
                 metrics::add(&self.stats().origin_refusals_total, 1);
-                return self.respond(slot, 403, &api::err_body("origin not allowed"), false);
+                let msg = if head.origin_repeated { "more than one Origin header" } else { "origin not allowed" };
+                return self.respond(slot, 403, &api::err_body(msg), false);
             }
         }
         if let (Some(p), Some(sock)) = (&self.shared.per_ip, self.conns[slot].sock.as_ref()) {
@@ -250,42 +251,100 @@ impl Shard {
             self.become_ws(slot, accept, State::Client { hub_knows: false });
             return self.refuse(slot, &e.msg);
         }
-        if self.shared.cfg.ws_auth {
-            let token = head.query_param("token");
-            if let Err(e) = self.shared.verifier.check(token.as_deref(), Scope::System(&system)) {
-                self.become_ws(slot, accept, State::Client { hub_knows: false });
-                return self.refuse(slot, e.message());
-            }
-        }
         let recover = head.query_param("recover").as_deref() == Some("1");
-        if let (true, Some(token)) = (recover, head.query_param("resume")) {
+        let resume = if recover { head.query_param("resume") } else { None };
+        let admit = match self.admission(head.query_param("token").as_deref(), &system, resume.is_some()) {
+            Ok(a) => a,
+            Err(msg) => {
+                self.become_ws(slot, accept, State::Client { hub_knows: false });
+                return self.refuse(slot, &msg);
+            }
+        };
+        if let Some(token) = resume {
             let last = head.query_param("last").filter(|l| !l.is_empty());
-            return self.resume_request(slot, accept.into(), system.into(), &token, last.map(Into::into), ka);
+            return self.resume_request(slot, accept.into(), system.into(), &token, last.map(Into::into), ka, admit);
         }
-        self.connect_client(slot, accept, &system, recover, ka);
+        self.connect_client(slot, accept, &system, recover, ka, admit);
+    }
+
+    /// Whether a `/ws` connect to `system` with `token` may have a session, and with what
+    /// (connect tokens: `auth`); `Err`: the refusal's message. A resume (`resuming`) needs no
+    /// token, but without one it may not fall back to a fresh session when `ws_auth` is on.
+    fn admission(&self, token: Option<&str>, system: &str, resuming: bool) -> Result<Admit, String> {
+        let required = self.shared.cfg.ws_auth;
+        let grant = match self.shared.verifier.connect(token, system, required) {
+            Ok(g) => g,
+            Err(e) if resuming && token.is_none() => return Ok(Admit::ResumeOnly(e.message().into())),
+            Err(e) => {
+                metrics::add(&self.stats().connect_token_refusals_total, 1);
+                return Err(e.message().to_string());
+            }
+        };
+        let Some(grant) = grant.filter(|g| !g.is_empty()) else { return Ok(Admit::Open) };
+        self.check_grant(&grant).inspect_err(|_| metrics::add(&self.stats().limit_refusals_total, 1))?;
+        Ok(Admit::Granted(Box::new(grant)))
+    }
+
+    /// A connect token's user and groups within the bounds a bind has.
+    fn check_grant(&self, g: &Grant) -> Result<(), String> {
+        let limits = self.limits();
+        if let Some(sub) = &g.sub {
+            limits.name(sub, "the token's sub").map_err(|e| e.msg)?;
+        }
+        for group in &g.groups {
+            if group.is_empty() {
+                return Err("the token's groups hold an empty groupName".into());
+            }
+            limits.name(group, "a groupName of the token").map_err(|e| e.msg)?;
+        }
+        let max = self.shared.cfg.max_groups_per_client;
+        if g.groups.len() > max {
+            let n = g.groups.len();
+            return Err(format!("the token names {n} groups, more than max_groups_per_client ({max}) allows"));
+        }
+        Ok(())
     }
 
     /// Tells the hub of a new client; its connect frame follows the hub's answer (`welcome`),
     /// or at once when this shard knows the system is registered (single node: systems are
-    /// never unregistered). `recover`: it opted in to session recovery.
-    pub(super) fn connect_client(&mut self, slot: usize, mut accept: Vec<u8>, system: &str, recover: bool, ka: bool) {
+    /// never unregistered) and the client has no connect token's grant (its user and groups
+    /// are the hub's to apply first). `recover`: it opted in to session recovery.
+    pub(super) fn connect_client(
+        &mut self,
+        slot: usize,
+        mut accept: Vec<u8>,
+        system: &str,
+        recover: bool,
+        ka: bool,
+        admit: Admit,
+    ) {
+        let grant = match admit {
+            Admit::Open => None,
+            Admit::Granted(g) => Some(g),
+            Admit::ResumeOnly(msg) => {
+                metrics::add(&self.stats().connect_token_refusals_total, 1);
+                self.become_ws(slot, accept, State::Client { hub_knows: false });
+                return self.refuse(slot, &format!("the session could not be resumed, and {msg}"));
+            }
+        };
         let conn = self.conn_id(slot);
-        // Single node, a system the hub confirmed: named by its index, welcomed here.
+        // Single node, a system the hub confirmed: named by its index.
         let index = self.known_systems.get(system).copied().flatten().filter(|_| self.shared.cfg.redis.is_none());
-        let welcomed = index.is_some();
+        // ... and welcomed here, unless a grant is to be applied first.
+        let welcomed = index.is_some() && grant.is_none();
         let session = recover.then(|| Box::new(Session::new(system.into())));
         // A Connect must not overtake a Disconnected still waiting in the backlog: the slot
         // may be the same, and the hub must see the old generation leave first.
         let sent = match (self.backlog.is_empty(), index) {
             (false, _) => Err(()),
             // Sent with the turn's other connects, before any socket is written (`to_hub`).
-            (true, Some(i)) => {
+            (true, Some(i)) if welcomed => {
                 self.connect_later(conn, i);
                 Ok(())
             }
-            (true, None) => {
-                let system = SystemRef::Name(system.into());
-                self.send_hub(Command::Connect { conn, system, welcomed: false }).map_err(|_| ())
+            (true, index) => {
+                let system = index.map_or_else(|| SystemRef::Name(system.into()), SystemRef::Index);
+                self.send_hub(Command::Connect { conn, system, welcomed: false, grant }).map_err(|_| ())
             }
         };
         match sent {

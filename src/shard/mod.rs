@@ -164,7 +164,7 @@ impl Shard {
             dirty: Vec::new(),
             to_close: Vec::new(),
             read_again: Vec::new(),
-            next_gen: 1,
+            next_gen: ids::first_gen_now(),
             epoch: Instant::now(),
             ping: Buf::new(wsp::frame(wsp::OP_PING, b"")),
             accept_paused: false,

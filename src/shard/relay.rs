@@ -6,6 +6,7 @@
 use bytes::Bytes;
 
 use super::{Buf, OutQueue, Shard, State};
+use crate::auth::Admit;
 use crate::cluster::relay::{Event, Msg, Resumed};
 use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
@@ -48,6 +49,7 @@ impl Shard {
         secret: Secret,
         system: Box<str>,
         last: Option<Box<str>>,
+        admit: Admit,
     ) {
         let now = self.now();
         let edge = self.conn_id(slot);
@@ -55,6 +57,7 @@ impl Shard {
         let mut s = Session::new(system.clone());
         s.link = Some(Link { node: owner.node, conn: owner.conn });
         s.accept = Some(accept);
+        s.admit = admit;
         conn.session = Some(Box::new(s));
         conn.state = State::Parked;
         conn.close_deadline = now.wrapping_add(PARK_MS);
@@ -102,7 +105,8 @@ impl Shard {
         conn.state = State::Http { awaiting: false, keep_alive: false };
         self.refused(why.unwrap_or(Refusal::Unknown));
         let accept = s.accept.take().unwrap_or_default();
-        self.connect_client(slot, accept.into(), &s.system, true, false);
+        let admit = std::mem::replace(&mut s.admit, Admit::Open);
+        self.connect_client(slot, accept.into(), &s.system, true, false, admit);
     }
 
     /// What the client of an edge did, for its owner. `Dropped`/`Closed` also end the edge's

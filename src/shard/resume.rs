@@ -12,6 +12,7 @@ use crossbeam_channel::TrySendError;
 use mio::{Interest, Token};
 
 use super::{Buf, OutQueue, Shard, State};
+use crate::auth::Admit;
 use crate::ids;
 use crate::metrics;
 use crate::msg::{Command, Resume};
@@ -112,6 +113,7 @@ impl Shard {
 
     /// A resume request parsed here: hands the socket to the session's shard (through the
     /// hub), or gives a fresh session when the token cannot name a session of this node.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn resume_request(
         &mut self,
         slot: usize,
@@ -120,6 +122,7 @@ impl Shard {
         token: &str,
         last: Option<Box<str>>,
         ka: bool,
+        admit: Admit,
     ) {
         let node = self.shared.cfg.node_id.0;
         let cluster = self.shared.cfg.redis.is_some();
@@ -128,11 +131,11 @@ impl Shard {
         let session = session.filter(|(c, _)| c.node == node || cluster);
         let Some((session, secret)) = session else {
             self.refused(Refusal::Unknown);
-            return self.connect_client(slot, accept.into(), &system, true, ka);
+            return self.connect_client(slot, accept.into(), &system, true, ka, admit);
         };
         if session.node != node {
             // Another node owns the session: the client stays here, relayed (cluster::relay).
-            return self.park(slot, accept, session, secret, system, last);
+            return self.park(slot, accept, session, secret, system, last, admit);
         }
         let session = session.conn;
         // The socket leaves this shard: not a connection of ours any more (still one of the
@@ -150,6 +153,7 @@ impl Shard {
             session,
             secret,
             last,
+            admit,
         });
         match self.send_hub(Command::Resume(r)) {
             Ok(()) => {}
@@ -265,7 +269,7 @@ impl Shard {
         }
         if let Some(slot) = self.adopt(r.sock, r.tls) {
             self.conns[slot].deflate = r.deflate;
-            self.connect_client(slot, r.accept.into(), &r.system, true, false);
+            self.connect_client(slot, r.accept.into(), &r.system, true, false, r.admit);
         }
     }
 

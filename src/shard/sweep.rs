@@ -46,7 +46,7 @@ impl Shard {
         if self.shutdown_deadline.is_some() {
             return;
         }
-        let grace = self.cfg().shutdown_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
+        let grace = crate::config::loop_ms(self.cfg().shutdown_timeout);
         self.shutdown_deadline = Some(self.now().wrapping_add(grace));
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
@@ -82,12 +82,12 @@ impl Shard {
     pub(super) fn sweep(&mut self) {
         let now = self.now();
         let cfg = &self.shared.cfg;
-        let ping_ms = cfg.ping_interval.as_millis() as u32;
-        let idle_ms = cfg.idle_timeout.as_millis() as u32;
-        let request_ms = cfg.request_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
+        let ping_ms = crate::config::loop_ms(cfg.ping_interval);
+        let idle_ms = crate::config::loop_ms(cfg.idle_timeout);
+        let request_ms = crate::config::loop_ms(cfg.request_timeout);
         let soft = cfg.output_soft_limit;
-        let soft_ms = cfg.output_soft_seconds.as_millis() as u32;
-        let window_ms = cfg.recovery_window.as_millis().min(u32::MAX as u128 / 4) as u32;
+        let soft_ms = crate::config::loop_ms(cfg.output_soft_seconds);
+        let window_ms = crate::config::loop_ms(cfg.recovery_window);
         let mut kept = 0u64;
         let mut lapsed = Vec::new();
         let mut idle = Vec::new();
@@ -96,7 +96,7 @@ impl Shard {
         let mut expired = Vec::new();
         let mut slow_requests = Vec::new();
         let mut stalled_tls = Vec::new();
-        let tls_ms = cfg.tls_handshake_timeout.as_millis().min(u32::MAX as u128 / 4) as u32;
+        let tls_ms = crate::config::loop_ms(cfg.tls_handshake_timeout);
         let mut queued = 0u64;
         for (slot, c) in self.conns.iter_mut() {
             queued += c.out.bytes() as u64;

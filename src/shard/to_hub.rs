@@ -41,7 +41,7 @@ impl Shard {
             // One needs no allocation.
             1 => {
                 let (conn, i) = self.pending_connects.pop().expect("one");
-                Command::Connect { conn, system: SystemRef::Index(i), welcomed: true }
+                Command::Connect { conn, system: SystemRef::Index(i), welcomed: true, grant: None }
             }
             _ => Command::ConnectMany(std::mem::take(&mut self.pending_connects)),
         };

@@ -36,7 +36,10 @@ impl Gone {
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Kind {
-    ClientConnected,
+    /// `user_id`: its connect token's `sub` (the `userId` key only when there is one).
+    ClientConnected {
+        user_id: Option<Box<str>>,
+    },
     ClientDisconnected(Gone),
     /// A client joined a group (`userId`, `extend`).
     GroupJoined {
@@ -72,7 +75,7 @@ impl Event {
 
     fn name(&self) -> &'static str {
         match self.kind {
-            Kind::ClientConnected => "client_connected",
+            Kind::ClientConnected { .. } => "client_connected",
             Kind::ClientDisconnected(_) => "client_disconnected",
             Kind::GroupJoined { .. } => "group_joined",
             Kind::GroupLeft { .. } => "group_left",
@@ -107,6 +110,10 @@ impl Event {
                 out.extend_from_slice(b",\"extend\":");
                 s(out, extend);
             }
+            Kind::ClientConnected { user_id: Some(u) } => {
+                out.extend_from_slice(b",\"userId\":");
+                s(out, u);
+            }
             Kind::ClientDisconnected(why) => {
                 out.extend_from_slice(b",\"reason\":\"");
                 out.extend_from_slice(why.as_str().as_bytes());
@@ -120,14 +127,29 @@ impl Event {
     }
 }
 
-/// A batch's body: `{"timeMs":..,"events":[..]}`; `ids` gives each event its id.
-pub fn batch_body<'a>(time_ms: u64, events: impl Iterator<Item = (&'a str, &'a Event)>) -> Vec<u8> {
+/// A batch's body: `{"timeMs":..,"events":[..]}`; `ids` gives each event its id. `dropped`:
+/// the id and count of an `events_dropped` event that comes first.
+pub fn batch_body<'a>(
+    time_ms: u64,
+    dropped: Option<(&str, u64)>,
+    events: impl Iterator<Item = (&'a str, &'a Event)>,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(256);
+    let time = itoa::Buffer::new().format(time_ms).to_string();
     out.extend_from_slice(b"{\"timeMs\":");
-    out.extend_from_slice(itoa::Buffer::new().format(time_ms).as_bytes());
+    out.extend_from_slice(time.as_bytes());
     out.extend_from_slice(b",\"events\":[");
+    if let Some((id, n)) = dropped {
+        out.extend_from_slice(b"{\"id\":");
+        let _ = serde_json::to_writer(&mut out, id);
+        out.extend_from_slice(b",\"name\":\"events_dropped\",\"count\":");
+        out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+        out.extend_from_slice(b",\"timeMs\":");
+        out.extend_from_slice(time.as_bytes());
+        out.push(b'}');
+    }
     for (i, (id, e)) in events.enumerate() {
-        if i > 0 {
+        if i > 0 || dropped.is_some() {
             out.push(b',');
         }
         e.write_json(id, &mut out);
@@ -136,10 +158,13 @@ pub fn batch_body<'a>(time_ms: u64, events: impl Iterator<Item = (&'a str, &'a E
     out
 }
 
-/// `sha256=<lowercase hex HMAC-SHA256 of body>` (the `X-Roomcast-Signature` header).
-pub fn signature(secret: &[u8], body: &[u8]) -> String {
+/// `sha256=<lowercase hex HMAC-SHA256 of "<timestamp>.<body>">` (the `X-Roomcast-Signature`
+/// header; `timestamp` is the `X-Roomcast-Timestamp` header, unix seconds).
+pub fn signature(secret: &[u8], timestamp: &str, body: &[u8]) -> String {
     use hmac::{Hmac, Mac};
     let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    mac.update(timestamp.as_bytes());
+    mac.update(b".");
     mac.update(body);
     let mut s = String::from("sha256=");
     for b in mac.finalize().into_bytes() {
@@ -155,7 +180,7 @@ mod tests {
     #[test]
     fn events_are_the_protocol_objects() {
         let sys: Arc<str> = "s".into();
-        let mut e = Event::new(Kind::ClientConnected, sys.clone(), None, Some("c".into()));
+        let mut e = Event::new(Kind::ClientConnected { user_id: None }, sys.clone(), None, Some("c".into()));
         e.time_ms = 5;
         let joined = Event {
             kind: Kind::GroupJoined { user_id: "u\"".into(), extend: "x".into() },
@@ -164,7 +189,7 @@ mod tests {
         };
         let gone = Event { kind: Kind::ClientDisconnected(Gone::NodeLost), ..e.clone() };
         let vacated = Event { kind: Kind::GroupVacated, group: Some("g".into()), client: None, ..e.clone() };
-        let body = batch_body(9, [("1", &e), ("2", &joined), ("3", &gone), ("4", &vacated)].into_iter());
+        let body = batch_body(9, None, [("1", &e), ("2", &joined), ("3", &gone), ("4", &vacated)].into_iter());
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v["timeMs"], 9);
         assert_eq!(
@@ -183,9 +208,22 @@ mod tests {
     }
 
     #[test]
-    fn signature_is_the_rfc_4231_hmac() {
-        // RFC 4231 test case 2.
-        let sig = signature(b"Jefe", b"what do ya want for nothing?");
-        assert_eq!(sig, "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843");
+    fn signature_is_the_hmac_of_timestamp_dot_body() {
+        // Python: hmac.new(b"Jefe", b'1764370000.{"a":1}', hashlib.sha256).hexdigest()
+        let sig = signature(b"Jefe", "1764370000", br#"{"a":1}"#);
+        assert_eq!(sig, "sha256=6e32bd8fd7f57eeda00402355a4929dfc101d37dcfb49de33e8c2266500fe716");
+        assert_ne!(signature(b"Jefe", "1764370001", br#"{"a":1}"#), sig, "the timestamp is signed");
+    }
+
+    #[test]
+    fn a_drop_notice_comes_first() {
+        let e = Event { time_ms: 5, ..Event::new(Kind::GroupOccupied, "s".into(), Some("g".into()), None) };
+        let body = batch_body(9, Some(("d1", 42)), [("1", &e)].into_iter());
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["events"][0], serde_json::json!({"id":"d1","name":"events_dropped","count":42,"timeMs":9}));
+        assert_eq!(v["events"][1]["name"], "group_occupied");
+        let alone: serde_json::Value =
+            serde_json::from_slice(&batch_body(9, Some(("d", 1)), std::iter::empty())).unwrap();
+        assert_eq!(alone["events"].as_array().unwrap().len(), 1);
     }
 }

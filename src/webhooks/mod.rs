@@ -4,17 +4,23 @@
 //! Events are recorded where the truth is decided — the hub on one node; in cluster mode the
 //! broker, after Redis took the change (so `group_occupied`/`group_vacated` are the cluster's,
 //! and a dead node's clients are told by the survivor that reaps it) — with a non-blocking
-//! [`Webhooks::emit`]. Two threads of their own do the rest, so neither the event loops nor
-//! the hub ever wait on the receiver:
+//! [`Webhooks::emit`] into one queue bounded by `webhook_queue`: past it the oldest events are
+//! dropped (counted, logged) — one bound and one drop policy for everything that waits. A
+//! sender thread of its own does the rest, so neither the event loops nor the hub ever wait on
+//! the receiver:
 //!
-//! - the **collector** moves events into a queue bounded by `webhook_queue`: past it the
-//!   oldest are dropped (counted, logged);
-//! - the **sender** posts them in batches (`webhook_batch_size` events, or what came within
-//!   `webhook_batch_delay`), signed (`X-Roomcast-Signature: sha256=<HMAC>`), over one
-//!   keep-alive connection (ureq: a maintained blocking HTTP client, rustls for `https://`).
-//!   A batch is retried with exponential backoff (100 ms doubling to 30 s) until a 2xx or
+//! - it posts events in batches (`webhook_batch_size` events, or what came within
+//!   `webhook_batch_delay`), over one keep-alive connection (ureq: a maintained blocking HTTP
+//!   client, rustls for `https://`);
+//! - each attempt is signed afresh: `X-Roomcast-Timestamp: <unix seconds>` and
+//!   `X-Roomcast-Signature: sha256=<HMAC of "<timestamp>.<body>">`, so a receiver that refuses
+//!   stale timestamps cannot be fed a replayed request;
+//! - a batch is retried with exponential backoff (100 ms doubling to 30 s) until a 2xx or
 //!   `webhook_retry_for`; no later batch goes before it (order kept). Retries resend the same
-//!   event ids (at least once).
+//!   event ids (at least once). A redirect is never followed: a 3xx is a failed attempt (a
+//!   receiver must not send the signed events elsewhere);
+//! - after events were dropped (queue full, or a batch given up), the next batch starts with an
+//!   `events_dropped` event carrying how many, so the back end knows to re-read online lists.
 
 mod event;
 
@@ -22,8 +28,6 @@ use std::collections::VecDeque;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
-
-use crossbeam_channel::{bounded, Receiver, Sender};
 
 pub use event::{batch_body, signature, Event, Gone, Kind};
 
@@ -45,11 +49,13 @@ pub struct WebhookConfig {
     pub node: u32,
 }
 
-/// Where events are recorded (cheap to clone; never blocks).
+/// Where events are recorded (cheap to clone; never blocks). When the last clone is gone
+/// (the hub and the broker stopped) the sender delivers what is left, within
+/// `shutdown_timeout`, and exits.
 #[derive(Clone)]
 pub struct Webhooks {
-    tx: Sender<Event>,
-    stats: Arc<HubStats>,
+    shared: Arc<Shared>,
+    _emitters: Arc<Emitters>,
 }
 
 impl std::fmt::Debug for Webhooks {
@@ -59,13 +65,44 @@ impl std::fmt::Debug for Webhooks {
 }
 
 impl Webhooks {
-    /// Records an event for the back end. Never waits: if even the hand-off channel is full
-    /// (the collector cannot keep up), the event is dropped and counted.
+    /// Records an event for the back end. Never waits on the receiver: one short lock; past
+    /// `webhook_queue` the oldest waiting event is dropped (counted; told to the receiver).
     pub fn emit(&self, e: Event) {
-        metrics::add(&self.stats.webhook_events_total, 1);
-        if self.tx.try_send(e).is_err() {
-            metrics::add(&self.stats.webhook_events_dropped_total, 1);
+        let sh = &*self.shared;
+        metrics::add(&sh.stats.webhook_events_total, 1);
+        let Ok(mut q) = sh.q.lock() else { return };
+        let seq = q.next_seq;
+        q.next_seq += 1;
+        q.events.push_back((seq, Instant::now(), e));
+        if q.events.len() > sh.bound {
+            q.events.pop_front();
+            q.dropped += 1;
+            metrics::add(&sh.stats.webhook_events_dropped_total, 1);
+            if q.last_drop_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+                q.last_drop_log = Some(Instant::now());
+                let bound = sh.bound;
+                tracing::warn!(bound, "webhook queue full: dropping the oldest events (receiver down or too slow?)");
+            }
         }
+        sh.stats.webhook_queue_events.store(q.events.len() as u64, Relaxed);
+        // Wake the sender only when that changes what it waits for (a syscall per event
+        // would cost the hub more than the event).
+        let n = q.events.len();
+        if q.sender_waiting && (n == 1 || n == sh.batch_size) {
+            sh.cv.notify_one();
+        }
+    }
+}
+
+/// Dropped with the last [`Webhooks`]: the queue is closed.
+struct Emitters(Arc<Shared>);
+
+impl Drop for Emitters {
+    fn drop(&mut self) {
+        if let Ok(mut q) = self.0.q.lock() {
+            q.closed = true;
+        }
+        self.0.cv.notify_one();
     }
 }
 
@@ -73,6 +110,11 @@ struct Queue {
     /// (sequence number, when it came, event): the sequence number makes the event id.
     events: VecDeque<(u64, Instant, Event)>,
     next_seq: u64,
+    /// Events lost since the last `events_dropped` the receiver was sent.
+    dropped: u64,
+    last_drop_log: Option<Instant>,
+    /// The sender is waiting on `cv`.
+    sender_waiting: bool,
     /// Every emitter is gone (shutdown): deliver what is left, within `shutdown_timeout`.
     closed: bool,
 }
@@ -80,62 +122,55 @@ struct Queue {
 struct Shared {
     q: Mutex<Queue>,
     cv: Condvar,
+    bound: usize,
+    batch_size: usize,
+    stats: Arc<HubStats>,
 }
 
-/// Starts the collector and sender threads.
+/// Starts the sender thread.
 pub fn start(
     cfg: WebhookConfig,
     stats: Arc<HubStats>,
 ) -> std::io::Result<(Webhooks, Vec<std::thread::JoinHandle<()>>)> {
-    let (tx, rx) = bounded(cfg.queue.clamp(1024, 65536));
-    let shared = Arc::new(Shared {
-        q: Mutex::new(Queue { events: VecDeque::new(), next_seq: 0, closed: false }),
-        cv: Condvar::new(),
-    });
-    let (s1, st1) = (shared.clone(), stats.clone());
-    let bound = cfg.queue;
-    let collector =
-        std::thread::Builder::new().name("roomcast-webhook-in".into()).spawn(move || collect(rx, &s1, bound, &st1))?;
-    let st2 = stats.clone();
-    let sender =
-        std::thread::Builder::new().name("roomcast-webhook-out".into()).spawn(move || send(cfg, &shared, &st2))?;
-    Ok((Webhooks { tx, stats }, vec![collector, sender]))
+    let q = Queue {
+        events: VecDeque::new(),
+        next_seq: 0,
+        dropped: 0,
+        last_drop_log: None,
+        sender_waiting: false,
+        closed: false,
+    };
+    let shared =
+        Arc::new(Shared { q: Mutex::new(q), cv: Condvar::new(), bound: cfg.queue, batch_size: cfg.batch_size, stats });
+    let sh = shared.clone();
+    let sender = std::thread::Builder::new().name("roomcast-webhook-out".into()).spawn(move || send(cfg, &sh))?;
+    let emitters = Arc::new(Emitters(shared.clone()));
+    Ok((Webhooks { shared, _emitters: emitters }, vec![sender]))
 }
 
-fn collect(rx: Receiver<Event>, shared: &Shared, bound: usize, stats: &HubStats) {
-    let mut last_log = Instant::now() - Duration::from_secs(10);
-    for e in rx {
-        let Ok(mut q) = shared.q.lock() else { return };
-        let seq = q.next_seq;
-        q.next_seq += 1;
-        q.events.push_back((seq, Instant::now(), e));
-        if q.events.len() > bound {
-            q.events.pop_front();
-            metrics::add(&stats.webhook_events_dropped_total, 1);
-            if last_log.elapsed() > Duration::from_secs(1) {
-                last_log = Instant::now();
-                tracing::warn!(bound, "webhook queue full: dropping the oldest events (receiver down or too slow?)");
-            }
-        }
-        stats.webhook_queue_events.store(q.events.len() as u64, Relaxed);
-        shared.cv.notify_one();
-    }
-    if let Ok(mut q) = shared.q.lock() {
-        q.closed = true;
-    }
-    shared.cv.notify_one();
+/// A batch taken from the queue (its events stay there until it is acknowledged or given up).
+struct Batch {
+    /// Sequence number of its last event.
+    last: u64,
+    /// Events in it (not counting `events_dropped`).
+    n: usize,
+    /// The `events_dropped` count it carries (0: none).
+    dropped: u64,
+    body: Vec<u8>,
 }
 
-/// The next batch: (sequence number of its last event, body), or `None` when there is nothing
-/// left to send and the emitters are gone. Waits for a full batch or `batch_delay`.
-fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<(u64, usize, Vec<u8>)> {
+/// The next batch, or `None` when there is nothing left to send and the emitters are gone.
+/// Waits for a full batch or `batch_delay`.
+fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<Batch> {
     let mut q = shared.q.lock().ok()?;
     loop {
-        if q.events.is_empty() {
+        if q.events.is_empty() && q.dropped == 0 {
             if q.closed {
                 return None;
             }
+            q.sender_waiting = true;
             q = shared.cv.wait(q).ok()?;
+            q.sender_waiting = false;
             continue;
         }
         let due = q.events.front().map(|(_, t, _)| *t + cfg.batch_delay).unwrap_or_else(Instant::now);
@@ -143,29 +178,36 @@ fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<(u64
         if q.events.len() >= cfg.batch_size || now >= due || q.closed {
             break;
         }
+        q.sender_waiting = true;
         q = shared.cv.wait_timeout(q, due - now).ok()?.0;
+        q.sender_waiting = false;
     }
     let n = q.events.len().min(cfg.batch_size);
+    let dropped = std::mem::take(&mut q.dropped);
     let ids: Vec<String> = q.events.iter().take(n).map(|(seq, _, _)| format!("{prefix}{seq:x}")).collect();
-    let last = q.events.get(n - 1).map(|(seq, _, _)| *seq).unwrap_or(0);
-    let body = batch_body(
-        crate::auth::now_millis(),
-        ids.iter().map(String::as_str).zip(q.events.iter().take(n).map(|(_, _, e)| e)),
-    );
-    Some((last, n, body))
+    let last = q.events.get(n.wrapping_sub(1)).map_or(0, |(seq, _, _)| *seq);
+    // The drop notice's id: the sequence number of the event it comes before (or the next one).
+    let drop_id = (dropped > 0).then(|| format!("{prefix}{:x}-dropped", q.events.front().map_or(q.next_seq, |e| e.0)));
+    let events = ids.iter().map(String::as_str).zip(q.events.iter().take(n).map(|(_, _, e)| e));
+    let body = batch_body(crate::auth::now_millis(), drop_id.as_deref().map(|id| (id, dropped)), events);
+    Some(Batch { last, n, dropped, body })
 }
 
-fn send(cfg: WebhookConfig, shared: &Shared, stats: &HubStats) {
+fn send(cfg: WebhookConfig, shared: &Shared) {
+    let stats = &*shared.stats;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(cfg.timeout))
         .http_status_as_error(false)
+        // Never follow: the signed events must not go where the receiver points them.
+        .max_redirects(0)
         .user_agent("roomcast")
         .build()
         .into();
     // Event ids: this node, this process, then a sequence number: unique cluster-wide.
     let prefix = format!("{:08x}-{:08x}-", cfg.node, fastrand::u32(..));
     let mut stop_by: Option<Instant> = None;
-    while let Some((last, n, body)) = next_batch(&cfg, shared, &prefix) {
+    while let Some(batch) = next_batch(&cfg, shared, &prefix) {
+        let Batch { last, n, dropped, body } = batch;
         let mut backoff = Duration::from_millis(100);
         let first = Instant::now();
         let mut tries = 0u32;
@@ -197,8 +239,14 @@ fn send(cfg: WebhookConfig, shared: &Shared, stats: &HubStats) {
             tracing::warn!(events = n, tries, "webhook batch given up after webhook_retry_for: events dropped");
         }
         let Ok(mut q) = shared.q.lock() else { return };
-        while q.events.front().is_some_and(|(seq, _, _)| *seq <= last) {
-            q.events.pop_front();
+        if n > 0 {
+            while q.events.front().is_some_and(|(seq, _, _)| *seq <= last) {
+                q.events.pop_front();
+            }
+        }
+        if !ok {
+            // The receiver is still to hear of these, and of what this batch held.
+            q.dropped += dropped + n as u64;
         }
         stats.webhook_queue_events.store(q.events.len() as u64, Relaxed);
     }
@@ -207,14 +255,22 @@ fn send(cfg: WebhookConfig, shared: &Shared, stats: &HubStats) {
 /// One attempt; true on a 2xx.
 fn post(agent: &ureq::Agent, cfg: &WebhookConfig, body: &[u8]) -> bool {
     let mut req = agent.post(&cfg.url).header("Content-Type", "application/json");
-    let sig;
     if let Some(secret) = &cfg.secret {
-        sig = signature(secret.as_bytes(), body);
-        req = req.header("X-Roomcast-Signature", &sig);
+        // Signed afresh at every attempt: a receiver refuses a timestamp 5 minutes off.
+        let ts = crate::auth::now_secs().to_string();
+        let sig = signature(secret.as_bytes(), &ts, body);
+        req = req.header("X-Roomcast-Timestamp", &ts).header("X-Roomcast-Signature", &sig);
     }
     match req.send(body) {
         Ok(resp) => {
-            let ok = resp.status().is_success();
+            let status = resp.status();
+            let ok = status.is_success();
+            if status.is_redirection() {
+                tracing::warn!(
+                    status = status.as_u16(),
+                    "webhook receiver answered a redirect: not followed (a failed attempt)"
+                );
+            }
             // Read the (small) answer so the connection can carry the next request.
             let _ = resp.into_body().read_to_vec();
             ok

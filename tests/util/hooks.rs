@@ -1,6 +1,7 @@
 //! A webhook receiver for the tests: a real HTTP/1.1 server on loopback (keep-alive) that
-//! checks every batch's signature, keeps the events of the batches it acknowledged, and can be
-//! told to fail (500s), to answer late, or to start listening only later.
+//! checks every batch's signature and timestamp as the docs tell receivers to, keeps the events
+//! of the batches it acknowledged, and can be told to fail (500s), to redirect, to answer late,
+//! or to start listening only later.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -21,6 +22,10 @@ pub struct State {
     pub fail_next: usize,
     /// Sleep this long before answering the next request (once).
     pub delay_next: Option<Duration>,
+    /// Answer every request with `302 Found` to this URL while set.
+    pub redirect_to: Option<String>,
+    /// The X-Roomcast-Timestamp of each signed request, in arrival order.
+    pub timestamps: Vec<u64>,
 }
 
 pub struct Receiver {
@@ -89,7 +94,7 @@ fn connection(s: TcpStream, st: &Mutex<State>, secret: Option<&str>) {
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return;
         }
-        let (mut len, mut sig) = (0usize, None);
+        let (mut len, mut sig, mut ts) = (0usize, None, None);
         loop {
             let mut h = String::new();
             if r.read_line(&mut h).unwrap_or(0) == 0 {
@@ -103,6 +108,7 @@ fn connection(s: TcpStream, st: &Mutex<State>, secret: Option<&str>) {
             match k.to_ascii_lowercase().as_str() {
                 "content-length" => len = v.trim().parse().unwrap_or(0),
                 "x-roomcast-signature" => sig = Some(v.trim().to_string()),
+                "x-roomcast-timestamp" => ts = Some(v.trim().to_string()),
                 _ => {}
             }
         }
@@ -110,24 +116,40 @@ fn connection(s: TcpStream, st: &Mutex<State>, secret: Option<&str>) {
         if r.read_exact(&mut body).is_err() {
             return;
         }
-        let (fail, delay) = {
+        let (fail, delay, redirect) = {
             let mut g = st.lock().unwrap();
             g.requests += 1;
+            if let Some(t) = ts.as_deref().and_then(|t| t.parse().ok()) {
+                g.timestamps.push(t);
+            }
             let fail = g.fail_next > 0;
             if fail {
                 g.fail_next -= 1;
             }
-            (fail, g.delay_next.take())
+            (fail, g.delay_next.take(), g.redirect_to.clone())
         };
         if let Some(d) = delay {
             std::thread::sleep(d);
         }
+        if let Some(to) = redirect {
+            let resp = format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n");
+            if w.write_all(resp.as_bytes()).is_err() {
+                return;
+            }
+            continue;
+        }
         let status = if fail {
             500
         } else {
-            let good = match secret {
-                Some(k) => sig.as_deref() == Some(roomcast::webhooks::signature(k.as_bytes(), &body).as_str()),
-                None => sig.is_none(),
+            let good = match (secret, ts.as_deref()) {
+                // What a receiver does: the signature over "<timestamp>.<body>", and a
+                // timestamp no more than 5 minutes off.
+                (Some(k), Some(t)) => {
+                    let fresh = t.parse::<u64>().is_ok_and(|t| t.abs_diff(roomcast::auth::now_secs()) <= 300);
+                    fresh && sig.as_deref() == Some(roomcast::webhooks::signature(k.as_bytes(), t, &body).as_str())
+                }
+                (Some(_), None) => false,
+                (None, _) => sig.is_none() && ts.is_none(),
             };
             let mut g = st.lock().unwrap();
             if good {

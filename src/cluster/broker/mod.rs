@@ -56,7 +56,7 @@ struct GroupMirror {
 enum Later {
     Answer(ConnId, u16, Bytes),
     /// The client may have its connect frame (this node is subscribed to its system).
-    Welcome(ConnId, Arc<str>),
+    Welcome(ConnId, Arc<str>, Option<Box<str>>),
     /// The client left this node (after leaving its groups), for webhooks.
     Left(ConnId, Arc<str>, Gone),
 }
@@ -372,8 +372,8 @@ impl Broker {
                     steps.push(Step::Redis(Post::Leave { system, group, client, info }));
                 }
                 BrokerCmd::SystemSub { system, welcome, left, .. } => {
-                    if let Some(conn) = welcome {
-                        steps.push(Step::Local(Later::Welcome(conn, system.clone())));
+                    if let Some((conn, user)) = welcome {
+                        steps.push(Step::Local(Later::Welcome(conn, system.clone(), user)));
                     }
                     if let Some((conn, why)) = left {
                         steps.push(Step::Local(Later::Left(conn, system, why)));
@@ -457,9 +457,9 @@ impl Broker {
         match l {
             Later::Answer(to, _, _) if failed => self.unavailable(to),
             Later::Answer(to, status, body) => self.reply(to, status, body, None),
-            Later::Welcome(conn, system) => {
+            Later::Welcome(conn, system, user_id) => {
                 let _ = self.hub.send(Command::Subscribed { conn });
-                self.emit(Kind::ClientConnected, system, None, Some(conn));
+                self.emit(Kind::ClientConnected { user_id }, system, None, Some(conn));
             }
             Later::Left(conn, system, why) => self.emit(Kind::ClientDisconnected(why), system, None, Some(conn)),
         }
@@ -504,8 +504,8 @@ impl Broker {
                     let _ = self.hub.send(Command::SystemKnown { system, registered });
                 }
                 BrokerCmd::SystemSub { system, welcome, left, .. } => {
-                    if let Some(conn) = welcome {
-                        self.run_later(Later::Welcome(conn, system.clone()), true);
+                    if let Some((conn, user)) = welcome {
+                        self.run_later(Later::Welcome(conn, system.clone(), user), true);
                     }
                     if let Some((conn, why)) = left {
                         self.run_later(Later::Left(conn, system, why), true);
