@@ -80,6 +80,7 @@ counters!(ShardStats {
         "resumes refused (fresh session, the old one ends): the frames after last are no longer held",
     recovery_expired_total: "detached sessions ended by recovery_window",
     recovery_overflows_total: "detached sessions ended by recovery_max_bytes",
+    recovery_evictions_total: "detached sessions ended because max_recovery_sessions were kept (the oldest first)",
 });
 
 counters!(HubStats {
@@ -99,6 +100,8 @@ counters!(HubStats {
     webhook_queue_events: "webhook events waiting to be sent",
     history_messages: "single node: messages kept in group histories (history_size, history_ttl)",
     group_limit_refusals_total: "binds refused (400) because the client was in max_groups_per_client groups",
+    admin_refusals_total: "admin listener connections refused (503): 64 were being served",
+    admin_timeouts_total: "admin listener requests not complete within 2 s (closed)",
     cluster_up: "cluster mode: 1 while Redis is reachable (always 0 on a single node)",
     cluster_published_total: "cluster mode: messages published to Redis",
     cluster_received_total: "cluster mode: messages received from Redis",

@@ -143,6 +143,8 @@ pub struct Session<F> {
     /// On an edge waiting for the owner's answer: what the connect brought for a fresh
     /// session, should the resume fail (its connect token's grant, or that it had none).
     pub admit: crate::auth::Admit,
+    /// While detached: the address it still counts against (`max_connections_per_ip`).
+    pub ip: Option<std::net::IpAddr>,
 }
 
 /// The other end of a session resumed through another node: a node and a connection there.
@@ -162,6 +164,7 @@ impl<F: Kept> Session<F> {
             link: None,
             accept: None,
             admit: crate::auth::Admit::Open,
+            ip: None,
         }
     }
 }

@@ -120,7 +120,12 @@ impl Server {
             stats: metrics::per_shard(n),
             hub_stats: hub_stats.clone(),
             connections: AtomicUsize::new(0),
-            per_ip: crate::shard::per_ip::PerIp::new(cfg.max_connections_per_ip, cfg.handshakes_per_ip_per_second),
+            kept: AtomicUsize::new(0),
+            per_ip: crate::shard::per_ip::PerIp::new(
+                cfg.max_connections_per_ip,
+                cfg.handshakes_per_ip_per_second,
+                cfg.per_ip_ipv6_prefix as u8,
+            ),
             tls: tls.clone(),
             cfg: cfg.clone(),
         });

@@ -199,3 +199,24 @@ fn a_resumed_session_keeps_compressing_and_gets_missed_frames_in_full() {
     assert!(f.rsv1, "the new connection's compression applies");
     assert_eq!(f.json()["data"], json!(big));
 }
+
+/// Security review, low (reproduced): on the echo path a compressed message inflated up to
+/// echo_max_message_size (16 MiB) and was deflated again, ~1000x the work of what was sent.
+/// Inflation there stops at echo_max_inflated_size (1 MiB by default).
+#[test]
+fn echo_inflation_is_bounded() {
+    let s = Server::start(&["--echo-path", "/echo", "--compression", "--compression-min-size", "1"]);
+    let mut ok = RawWs::connect(s.addr, "/echo", Some(OFFER));
+    assert!(ok.header("sec-websocket-extensions").is_some(), "{}", ok.head);
+    let half = vec![b'a'; 512 * 1024];
+    ok.send(0x2, true, true, &deflate(&half));
+    let back = ok.data().expect("the echo");
+    assert_eq!(util::rawws::inflate(&back.payload).len(), half.len());
+    let mut bomb = RawWs::connect(s.addr, "/echo", Some(OFFER));
+    let two_mib = deflate(&vec![0u8; 2 << 20]);
+    assert!(two_mib.len() < 4096, "a small message: {}", two_mib.len());
+    bomb.send(0x2, true, true, &two_mib);
+    let close = bomb.data().expect("a close frame");
+    assert_eq!(close.opcode, 0x8);
+    assert_eq!(u16::from_be_bytes([close.payload[0], close.payload[1]]), 1009);
+}

@@ -211,3 +211,49 @@ fn websocket_handshakes_per_address_are_rate_bounded() {
         assert_eq!(get(s.addr, "/health", None).0, 200);
     }
 }
+
+/// Security review, medium (reproduced): the admin listener served one connection at a time
+/// with a per-read timeout, so a peer sending a byte every 1.5 s held `/health` for over 8 s
+/// and four idle connections delayed it 5.8 s. Now each connection has its own thread and the
+/// whole request one deadline.
+#[test]
+fn slow_admin_peers_do_not_hold_up_health_checks() {
+    let s = Server::start(&["--admin-listen", "127.0.0.1:0"]);
+    let admin = s.admin.unwrap();
+    let idle: Vec<TcpStream> = (0..4).map(|_| TcpStream::connect(admin).unwrap()).collect();
+    let trickle = std::thread::spawn(move || {
+        let mut c = TcpStream::connect(admin).unwrap();
+        let req = b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n";
+        let t = Instant::now();
+        for b in req {
+            if c.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+        let mut rest = Vec::new();
+        let _ = c.read_to_end(&mut rest);
+        (t.elapsed(), rest)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let (st, body) = get(admin, "/health", None);
+    assert_eq!(st, 200, "{body}");
+    // Answered while the idle peers were still held open (not after they timed out).
+    for mut c in idle.iter().map(|c| c.try_clone().unwrap()) {
+        c.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 1];
+        let r = c.read(&mut b);
+        assert!(matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock), "{r:?}");
+    }
+    // The trickling peer is cut off at the deadline although its bytes keep coming (the whole
+    // request would take 8 s): it gets no answer.
+    let (took, answer) = trickle.join().unwrap();
+    assert!(answer.is_empty(), "{}", String::from_utf8_lossy(&answer));
+    assert!(took < Duration::from_secs(8), "cut off before its request was complete ({took:?})");
+    let t = Instant::now();
+    while metric(&s, "admin_timeouts_total") < 5 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the idle peers were never timed out");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(idle);
+}

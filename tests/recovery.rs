@@ -485,3 +485,97 @@ fn close_client_reaches_a_relayed_client() {
     assert_eq!(hello["data"]["recovered"], false, "{hello}");
     assert_ne!(fresh.c.id, id);
 }
+
+/// A handshake that may be refused: the client and its connect frame, or the HTTP status.
+fn try_connect(s: &Server, query: &str) -> Result<(Client, Value), u16> {
+    let url = s.url(&format!("/ws?{query}"));
+    let stream = std::net::TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    match tungstenite::client::client(url.as_str(), stream) {
+        Ok((ws, _)) => {
+            let mut c = Client { ws, id: String::new() };
+            let hello = c.recv().expect("connect frame");
+            c.id = hello["data"]["clientId"].as_str().unwrap_or_default().to_string();
+            Ok((c, hello))
+        }
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => Err(r.status().as_u16()),
+        Err(e) => panic!("handshake: {e}"),
+    }
+}
+
+/// Security review, medium (reproduced): with `--max-connections-per-ip 3 --max-connections
+/// 10`, 40 rounds of connect with recover=1, bind, reset were all accepted: 40 ghost members
+/// in the group, every one in every fan-out. A kept session counts against its address until
+/// it ends; a resume is never refused for bringing its own session back.
+#[test]
+fn kept_sessions_count_against_the_connection_bounds() {
+    let s = Server::start(&["--max-connections-per-ip", "3", "--max-connections", "10", "--shards", "1"]);
+    s.register("a");
+    let mut kept = Vec::new();
+    let mut refused = 0;
+    for _ in 0..40 {
+        match try_connect(&s, "systemId=a&recover=1") {
+            Ok((c, hello)) => {
+                s.bind("a", &c.id, "g", "u");
+                kept.push((c.id.clone(), hello["data"]["resumeToken"].as_str().unwrap().to_string()));
+                drop_hard(c);
+                wait_detached(&s, kept.len() as u64);
+            }
+            Err(status) => {
+                assert_eq!(status, 429, "refused by max_connections_per_ip");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((kept.len(), refused), (3, 37));
+    assert_eq!(online(&s, "g").len(), 3, "no ghost members beyond the bound");
+    assert!(metric(&s, "refused_per_ip_total") >= 37);
+    // Each kept session comes back, although its address is at the bound.
+    let (id, token) = &kept[0];
+    let (mut back, hello) = try_connect(&s, &format!("systemId=a&recover=1&resume={token}")).expect("a resume");
+    assert_eq!((&hello["data"]["recovered"], hello["data"]["clientId"].as_str()), (&json!(true), Some(id.as_str())));
+    // Its own bind's notice (never acknowledged) and the two later binds'.
+    assert_eq!(hello["data"]["missed"], 3, "{hello}");
+    for _ in 0..3 {
+        back.expect_code(1001);
+    }
+    back.expect_silence(Duration::from_millis(100));
+    // Ended sessions free their place.
+    let (st, _) = s.api("close_client", Some("a"), json!({"clientId": kept[1].0}));
+    assert_eq!(st, 200);
+    assert!(try_connect(&s, "systemId=a").is_ok());
+}
+
+/// max_connections counts kept sessions too; past max_recovery_sessions the oldest one ends,
+/// its groups told once.
+#[test]
+fn max_connections_and_max_recovery_sessions_bound_kept_sessions() {
+    let s = Server::start(&["--max-connections", "4", "--max-recovery-sessions", "2", "--shards", "1"]);
+    s.register("a");
+    let mut watcher = s.client("a");
+    s.bind("a", &watcher.id, "g", "w");
+    watcher.expect_code(1001);
+    let mut sessions = Vec::new();
+    for i in 0..3 {
+        let (rc, _) = connect(&s, "a", None);
+        s.bind("a", &rc.c.id, "g", &format!("u{i}"));
+        watcher.expect_code(1001);
+        sessions.push((rc.c.id.clone(), rc.token.clone()));
+        drop_hard(rc.c);
+        wait_detached(&s, (i as u64 + 1).min(2));
+    }
+    // The third kept session pushed out the first: one 1002, about it.
+    let off = watcher.expect_code(1002);
+    assert!(off["data"].as_str().unwrap().contains(&sessions[0].0), "{off}");
+    assert_eq!(metric(&s, "recovery_evictions_total"), 1);
+    assert_eq!(metric(&s, "recovery_sessions"), 2);
+    let (mut fresh, hello) = connect(&s, "a", Some((&sessions[0].1, None)));
+    assert_eq!(hello["data"]["recovered"], false, "the evicted session is gone");
+    // Watcher + fresh connected, two kept: max_connections (4) is reached for a fresh session.
+    assert_eq!(try_connect(&s, "systemId=a").err(), Some(503));
+    // A resume is not a fresh session.
+    let (_back, hello) = try_connect(&s, &format!("systemId=a&recover=1&resume={}", sessions[1].1)).unwrap();
+    assert_eq!(hello["data"]["recovered"], true);
+    fresh.c.expect_silence(Duration::from_millis(50));
+    watcher.expect_silence(Duration::from_millis(50));
+}

@@ -48,9 +48,11 @@ settings! {
     allowed_origins: String = none, "ROOMCAST_ALLOWED_ORIGINS",
         "Browser origins allowed to open a WebSocket, comma-separated: https://app.example.com, *.example.com (others: 403; no Origin header: allowed)";
     max_connections_per_ip: usize = "0", "ROOMCAST_MAX_CONNECTIONS_PER_IP",
-        "Open connections one source address may hold (0: no bound); beyond: 429 and close";
+        "Open connections one source address may hold, sessions kept for recovery included (0: no bound); beyond: 429 and close";
     handshakes_per_ip_per_second: usize = "0", "ROOMCAST_HANDSHAKES_PER_IP_PER_SECOND",
         "WebSocket handshakes one source address may make per second (0: no bound); beyond: 429 and close";
+    per_ip_ipv6_prefix: usize = "64", "ROOMCAST_PER_IP_IPV6_PREFIX",
+        "The per-address bounds count an IPv6 client by its network of this many bits (1..=128)";
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     compression: bool = "false", "ROOMCAST_COMPRESSION",
         "Offer permessage-deflate to clients that ask (each message compressed once, shared by its compressing recipients)";
@@ -64,6 +66,8 @@ settings! {
         "Max incoming WebSocket message bytes on /ws (close 1009 beyond; upstream's limit)";
     echo_max_message_size: usize = "16777216", "ROOMCAST_ECHO_MAX_MESSAGE_SIZE",
         "Max incoming message bytes on the echo path";
+    echo_max_inflated_size: usize = "1048576", "ROOMCAST_ECHO_MAX_INFLATED_SIZE",
+        "Max bytes a compressed message on the echo path inflates to (close 1009 beyond): bounds the work one small compressed message can ask for";
     max_header_size: usize = "8192", "ROOMCAST_MAX_HEADER_SIZE",
         "Max HTTP request head bytes (431 beyond)";
     max_body_size: usize = "1048576", "ROOMCAST_MAX_BODY_SIZE",
@@ -118,6 +122,8 @@ settings! {
         "How long a session whose connection dropped (recover=1) can be resumed";
     recovery_max_bytes: usize = "1048576", "ROOMCAST_RECOVERY_MAX_BYTES",
         "Frame bytes (each + 64) a recoverable session keeps for its client; a detached session past it ends";
+    max_recovery_sessions: usize = "100000", "ROOMCAST_MAX_RECOVERY_SESSIONS",
+        "Sessions kept for recovery without a connection (split evenly between shards); beyond, the oldest ends";
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     client_publish: bool = "false", "ROOMCAST_CLIENT_PUBLISH",
         "Let clients publish to their groups";
@@ -316,6 +322,9 @@ impl ServeArgs {
         }
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: give both, or neither".into());
+        }
+        if !(1..=128).contains(&s.per_ip_ipv6_prefix) {
+            return Err(format!("per_ip_ipv6_prefix must be 1..=128, not {}", s.per_ip_ipv6_prefix));
         }
         if !(1..=9).contains(&s.compression_level) {
             return Err(format!("compression_level must be 1..=9, not {}", s.compression_level));

@@ -285,6 +285,30 @@ impl Shard {
         Ok(Admit::Granted(Box::new(grant)))
     }
 
+    /// Whether the connection at `slot` may start a fresh session: the node's and its
+    /// address's connections, sessions kept for recovery included, are within
+    /// `max_connections` and `max_connections_per_ip` (a resume is never asked this: it
+    /// brings back what is counted already). `Err`: the refusal's status and message.
+    fn fresh_fits(&self, slot: usize) -> Result<(), (u16, &'static str)> {
+        let sh = &self.shared;
+        let kept = sh.kept.load(std::sync::atomic::Ordering::Relaxed);
+        if kept > 0 && sh.connections.load(std::sync::atomic::Ordering::Relaxed) + kept > sh.cfg.max_connections {
+            metrics::add(&self.stats().refused_full_total, 1);
+            return Err((503, "server is full: max_connections reached (sessions kept for recovery count)"));
+        }
+        let fd = self.conns[slot].sock.as_ref().map(std::os::fd::AsRawFd::as_raw_fd);
+        if let (Some(p), Some(fd)) = (&sh.per_ip, fd) {
+            if !p.fresh_fits(fd) {
+                metrics::add(&self.stats().refused_per_ip_total, 1);
+                return Err((
+                    429,
+                    "too many connections from this address: max_connections_per_ip reached (sessions kept for recovery count)",
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// A connect token's user and groups within the bounds a bind has.
     fn check_grant(&self, g: &Grant) -> Result<(), String> {
         let limits = self.limits();
@@ -327,6 +351,9 @@ impl Shard {
                 return self.refuse(slot, &format!("the session could not be resumed, and {msg}"));
             }
         };
+        if let Err((status, why)) = self.fresh_fits(slot) {
+            return self.respond(slot, status, &api::err_body(why), false);
+        }
         let conn = self.conn_id(slot);
         // Single node, a system the hub confirmed: named by its index.
         let index = self.known_systems.get(system).copied().flatten().filter(|_| self.shared.cfg.redis.is_none());

@@ -40,8 +40,8 @@ impl Shard {
                         // close_client on a session without a connection here: it simply ends
                         // (the hub has removed the client already), its edge closing if any.
                         self.unlink(slot, reason);
+                        self.kept_end(slot);
                         self.conns.remove(slot);
-                        crate::metrics::sub(&self.stats().recovery_sessions, 1);
                         continue;
                     }
                     if let Some(conn) = self.conn_at(target) {

@@ -77,6 +77,9 @@ pub struct Shared {
     pub hub_stats: Arc<HubStats>,
     /// Open TCP connections over all shards, against `max_connections`.
     pub connections: AtomicUsize,
+    /// Sessions kept for recovery without a connection, over all shards: they count against
+    /// `max_connections` too when a fresh session asks (`Shard::fresh_fits`).
+    pub kept: AtomicUsize,
     /// Per source address counts, when a per-address bound is set.
     pub per_ip: Option<per_ip::PerIp>,
     /// TLS termination (`tls_cert`): every connection speaks TLS.
@@ -117,6 +120,11 @@ pub struct Shard {
     /// Connections to read again next turn: read budget used up, or reading was paused
     /// (API call at the hub, HTTP output over the limit) and may resume.
     read_again: Vec<usize>,
+    /// Sessions kept here without a connection (detached), and the order they were kept in
+    /// (oldest first; entries of sessions resumed or ended since are skipped), for
+    /// `max_recovery_sessions`.
+    kept_here: usize,
+    kept_order: VecDeque<Target>,
     next_gen: Gen,
     epoch: Instant,
     ping: Buf,
@@ -164,6 +172,8 @@ impl Shard {
             dirty: Vec::new(),
             to_close: Vec::new(),
             read_again: Vec::new(),
+            kept_here: 0,
+            kept_order: VecDeque::new(),
             next_gen: ids::first_gen_now(),
             epoch: Instant::now(),
             ping: Buf::new(wsp::frame(wsp::OP_PING, b"")),

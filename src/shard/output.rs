@@ -231,18 +231,17 @@ impl Shard {
         if was != State::Closing {
             self.left(slot, was, why);
         }
+        if was == State::Detached {
+            self.kept_end(slot);
+        }
         let mut conn = self.conns.remove(slot);
-        match conn.sock.as_mut() {
-            Some(sock) => {
-                // Closing the socket (its only descriptor) takes it out of epoll: no
-                // EPOLL_CTL_DEL syscall on Linux.
-                #[cfg(not(target_os = "linux"))]
-                let _ = self.poll.registry().deregister(sock);
-                self.shared.socket_gone(sock);
-                metrics::sub(&self.stats().connections, 1);
-            }
-            None if was == State::Detached => metrics::sub(&self.stats().recovery_sessions, 1),
-            None => {}
+        if let Some(sock) = conn.sock.as_mut() {
+            // Closing the socket (its only descriptor) takes it out of epoll: no
+            // EPOLL_CTL_DEL syscall on Linux.
+            #[cfg(not(target_os = "linux"))]
+            let _ = self.poll.registry().deregister(sock);
+            self.shared.socket_gone(sock);
+            metrics::sub(&self.stats().connections, 1);
         }
     }
 }

@@ -162,6 +162,9 @@ impl Shard {
     fn relay_to(&mut self, slot: usize, link: Link) -> (String, String) {
         let now = self.now();
         let node = self.node();
+        if self.conns[slot].state == State::Detached {
+            self.kept_end(slot);
+        }
         let st = &self.shared.stats[self.id as usize];
         let conn = &mut self.conns[slot];
         conn.tls = None;
@@ -171,9 +174,6 @@ impl Shard {
             metrics::sub(&st.connections, 1);
             metrics::sub(&st.ws_clients, 1);
             metrics::add(&st.recovery_takeovers_total, 1);
-        }
-        if conn.state == State::Detached {
-            metrics::sub(&st.recovery_sessions, 1);
         }
         metrics::add(&st.recovery_resumed_total, 1);
         metrics::add(&st.recovery_relayed, 1);
@@ -201,7 +201,8 @@ impl Shard {
         let Some(link) = conn.session.as_mut().and_then(|s| s.link.take()) else { return };
         conn.state = State::Detached;
         metrics::sub(&self.stats().recovery_relayed, 1);
-        metrics::add(&self.stats().recovery_sessions, 1);
+        // Its client was another node's socket: no address of ours to count it against.
+        self.kept_begin(slot, None);
         let code = if reason == "server shutting down" { close::GOING_AWAY } else { close::NORMAL };
         self.tell_node(link.node, &Msg::EdgeClose { edge: link.conn, code, reason: reason.into() });
     }

@@ -94,9 +94,13 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let st = &self.shared.stats[self.id as usize];
         conn.tls = None;
+        let mut ip = None;
         if let Some(mut sock) = conn.sock.take() {
             let _ = self.poll.registry().deregister(&mut sock);
-            self.shared.socket_gone(&sock);
+            // Its address keeps counting the session (see `per_ip`).
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            ip = self.shared.per_ip.as_ref().and_then(|p| p.detach(fd));
+            self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             metrics::sub(&st.connections, 1);
             metrics::sub(&st.ws_clients, 1);
         }
@@ -107,8 +111,61 @@ impl Shard {
         if let Some(s) = conn.session.as_mut() {
             s.detached_since = Some(now);
         }
-        metrics::add(&st.recovery_sessions, 1);
         metrics::add(&st.recovery_detached_total, 1);
+        self.kept_begin(slot, ip);
+    }
+
+    /// The session at `slot` is now kept without a connection (detached), still counting
+    /// against its address `ip` (if counted) and `max_connections`. Past this shard's share of
+    /// `max_recovery_sessions` the oldest kept session ends, as at `recovery_window`.
+    pub(super) fn kept_begin(&mut self, slot: usize, ip: Option<std::net::IpAddr>) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        debug_assert_eq!(conn.state, State::Detached);
+        if let Some(s) = conn.session.as_mut() {
+            debug_assert!(s.ip.is_none(), "kept once");
+            s.ip = ip;
+        }
+        let gen = conn.gen;
+        self.shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::add(&self.stats().recovery_sessions, 1);
+        self.kept_here += 1;
+        self.kept_order.push_back(ids::Target { slot: slot as u32, gen });
+        let cfg = &self.shared.cfg;
+        let share = cfg.max_recovery_sessions.div_ceil(cfg.shards).max(1);
+        while self.kept_here > share {
+            let Some(oldest) = self.kept_order.pop_front() else { break };
+            if self.conn_at(oldest).is_some_and(|c| c.state == State::Detached) {
+                metrics::add(&self.stats().recovery_evictions_total, 1);
+                if self.log_ok() {
+                    tracing::warn!(
+                        shard = self.id,
+                        share,
+                        "max_recovery_sessions reached: the oldest kept session ends"
+                    );
+                }
+                self.close_with(oldest.slot as usize, crate::webhooks::Gone::RecoveryExpired);
+            }
+        }
+        // Entries of sessions resumed or ended meanwhile go when they are many.
+        if self.kept_order.len() > 2 * self.kept_here + 64 {
+            let conns = &self.conns;
+            self.kept_order
+                .retain(|t| conns.get(t.slot as usize).is_some_and(|c| c.gen == t.gen && c.state == State::Detached));
+        }
+    }
+
+    /// The detached session at `slot` stops being kept (resumed, taken over, ended): its
+    /// address and `max_connections` stop counting it. Call while it is still in `conns`.
+    pub(super) fn kept_end(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        debug_assert_eq!(conn.state, State::Detached);
+        let ip = conn.session.as_mut().and_then(|s| s.ip.take());
+        if let (Some(ip), Some(p)) = (ip, &self.shared.per_ip) {
+            p.end_kept(ip);
+        }
+        self.shared.kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        metrics::sub(&self.stats().recovery_sessions, 1);
+        self.kept_here -= 1;
     }
 
     /// A resume request parsed here: hands the socket to the session's shard (through the
@@ -223,6 +280,9 @@ impl Shard {
             return;
         }
         let now = self.now();
+        if self.conns[slot].state == State::Detached {
+            self.kept_end(slot);
+        }
         let st = &self.shared.stats[self.id as usize];
         let conn = &mut self.conns[slot];
         match conn.sock.replace(sock) {
@@ -235,7 +295,6 @@ impl Shard {
             None => {
                 metrics::add(&st.connections, 1);
                 metrics::add(&st.ws_clients, 1);
-                metrics::sub(&st.recovery_sessions, 1);
             }
         }
         metrics::add(&st.recovery_resumed_total, 1);

@@ -28,6 +28,7 @@ fn shard_with(hub: crossbeam_channel::Sender<crate::msg::Command>) -> (Shard, st
         stats: metrics::per_shard(1),
         hub_stats: Arc::new(HubStats::default()),
         connections: AtomicUsize::new(0),
+        kept: AtomicUsize::new(0),
         per_ip: None,
         tls: None,
         cfg,

@@ -88,7 +88,9 @@ impl Shard {
     }
 
     /// One data frame: assembles fragments, then handles the complete message (inflated
-    /// first if compressed: `max` bounds the compressed and the inflated size).
+    /// first if compressed: `max` bounds the compressed size, and the inflated size on `/ws`;
+    /// on the echo path `echo_max_inflated_size` bounds the inflated size, so a small message
+    /// that inflates a thousandfold cannot make the server inflate and deflate megabytes).
     fn data_frame(
         &mut self,
         slot: usize,
@@ -124,7 +126,12 @@ impl Shard {
         match whole {
             Some((k, false, data)) => self.message(slot, k, &data),
             Some((k, true, data)) => {
-                let data = self.inflate(&data, max).map_err(|e| (e.code, e.reason))?;
+                let cfg = &self.shared.cfg;
+                let inflated_max = match self.conns[slot].state {
+                    State::Echo => cfg.echo_max_inflated_size.min(max),
+                    _ => max,
+                };
+                let data = self.inflate(&data, inflated_max).map_err(|e| (e.code, e.reason))?;
                 self.message(slot, k, &data)
             }
             None => Ok(()),
