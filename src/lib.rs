@@ -39,13 +39,13 @@
 //! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys (under `--redis-prefix`), the wire format between nodes, finding the master (`redis://`, `rediss://`, Sentinel) and the pub/sub connection (plain or TLS) |
 //! | [`msg`] | **the contract between shards and hub**: `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
 //! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, permessage-deflate (negotiation, compress/inflate), allowed origins, API JSON and typed API errors |
-//! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and token minting |
+//! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and minting: API tokens (system, operator) and connect tokens (`/ws` only: user and groups, [`auth::Grant`]) |
 //! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
 //! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration; the per-connection side is `shard/tls.rs` (rustls's unbuffered API) |
-//! | [`admin`] | `admin_listen`: `/metrics` and `/health` without a token on an internal address (one small thread) |
+//! | [`admin`] | `admin_listen`: `/metrics` and `/health` without a token on an internal address (a thread per connection, bounded, one deadline per request) |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
-//! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker), a bounded queue and a sender thread of their own |
+//! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker) into one bounded queue, posted by a sender thread of their own (signed with a timestamp, never redirected, drops told) |
 //!
 //! ## Invariants (each is relied on where a comment says so)
 //!

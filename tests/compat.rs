@@ -1,4 +1,4 @@
-//! PROTOCOL.md's compatibility checklist, byte for byte where upstream clients could care.
+//! The compatibility checklist of docs/API.md, byte for byte where upstream clients could care.
 mod util;
 
 use std::io::{Read, Write};

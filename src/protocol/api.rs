@@ -1,4 +1,4 @@
-//! The JSON of the HTTP API and of the frames pushed to clients (PROTOCOL.md).
+//! The JSON of the HTTP API and of the frames pushed to clients (docs/API.md).
 //!
 //! Push frames are written straight into their WebSocket frame buffer
 //! ([`ws::text_frame_with`]), once per message; `data` is copied byte for byte from the

@@ -68,7 +68,7 @@ fn check_len(value: &str, what: &str, max: usize, key: &'static str) -> Result<(
     Ok(())
 }
 
-/// Every endpoint (PROTOCOL.md's table).
+/// Every endpoint (the table of docs/API.md).
 pub static ENDPOINTS: &[Endpoint] = &[
     Endpoint { name: "register", access: Access::Operator, early_answer: false, op: |_| Ok(Op::Register) },
     Endpoint { name: "send_to_client", access: Access::System, early_answer: false, op: send_to_client },

@@ -1,5 +1,5 @@
 //! Presence webhooks (`webhook_url`): the back end hears who connects, joins, leaves and
-//! disconnects, in order, without polling (PROTOCOL.md, "Presence webhooks").
+//! disconnects, in order, without polling (docs/API.md, "Presence webhooks").
 //!
 //! Events are recorded where the truth is decided — the hub on one node; in cluster mode the
 //! broker, after Redis took the change (so `group_occupied`/`group_vacated` are the cluster's,
