@@ -27,8 +27,15 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
     let bound = l.local_addr()?;
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("roomcast-admin".into()).spawn(move || {
-        for s in l.incoming().flatten() {
-            accept(s, &shared, &active);
+        for s in l.incoming() {
+            match s {
+                Ok(s) => accept(s, &shared, &active),
+                Err(e) => {
+                    // Out of descriptors, say: wait rather than spin on the same error.
+                    tracing::warn!("admin listener: accept failed: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+            }
         }
     })?;
     Ok(bound)
@@ -77,7 +84,6 @@ fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<
 
 fn serve(mut s: TcpStream, shared: &Shared) {
     let deadline = Instant::now() + DEADLINE;
-    let _ = s.set_write_timeout(Some(DEADLINE));
     let mut buf = Vec::with_capacity(1024);
     let Some(parsed) = read_head(&mut s, &mut buf, deadline) else {
         if Instant::now() >= deadline {
@@ -104,5 +110,9 @@ fn serve(mut s: TcpStream, shared: &Shared) {
             ),
         },
     };
+    // The answer too must be out by the deadline (a peer that reads slowly cannot hold on).
+    let left = deadline.checked_duration_since(Instant::now()).filter(|d| !d.is_zero());
+    let Some(left) = left else { return metrics::add(&shared.hub_stats.admin_timeouts_total, 1) };
+    let _ = s.set_write_timeout(Some(left));
     let _ = s.write_all(&resp);
 }

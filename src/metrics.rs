@@ -42,6 +42,7 @@ counters!(ShardStats {
     http_requests_total: "HTTP requests parsed",
     http_errors_total: "HTTP requests answered with a 4xx/5xx status",
     hub_busy_total: "requests answered 503 because the hub queue was full",
+    api_timeouts_total: "API calls answered 503 because no answer came within request_timeout (then closed)",
     metrics_refusals_total: "GET /metrics refused on the public listener (API key set, no operator token)",
     limit_refusals_total:
         "API calls and connects refused for a name or extend over max_name_bytes / max_extend_bytes (or a connect token's groups over max_groups_per_client)",

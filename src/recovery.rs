@@ -145,6 +145,9 @@ pub struct Session<F> {
     pub admit: crate::auth::Admit,
     /// While detached: the address it still counts against (`max_connections_per_ip`).
     pub ip: Option<std::net::IpAddr>,
+    /// While detached: which of the shard's kept periods this is (its place in the
+    /// `max_recovery_sessions` order; a session detached again gets a new one).
+    pub kept_seq: u64,
 }
 
 /// The other end of a session resumed through another node: a node and a connection there.
@@ -165,6 +168,7 @@ impl<F: Kept> Session<F> {
             accept: None,
             admit: crate::auth::Admit::Open,
             ip: None,
+            kept_seq: 0,
         }
     }
 }

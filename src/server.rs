@@ -133,6 +133,8 @@ impl Server {
         let mut links = Vec::new();
         let mut hub_links = Vec::new();
         let mut shards = Vec::new();
+        // Each shard says whether it started: a server missing a shard must not run.
+        let (started_tx, started) = bounded::<Result<(), String>>(n);
         for (i, l) in listeners.into_iter().enumerate() {
             let poll = Poll::new()?;
             let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -143,18 +145,25 @@ impl Server {
             let (replies, replies_rx) = bounded(cfg.shard_queue.min(4096));
             links.push((tx.clone(), waker.clone()));
             hub_links.push(ShardLink { tx, replies, waker });
-            let (shared, hub_tx) = (shared.clone(), hub_tx.clone());
+            let (shared, hub_tx, started_tx) = (shared.clone(), hub_tx.clone(), started_tx.clone());
             let listener = mio::net::TcpListener::from_std(l);
             // Built on its own thread: a shard holds thread-local (`Rc`) buffers.
             let thread =
                 std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || {
                     match Shard::new(i as u16, shared, poll, listener, (rx, replies_rx), hub_tx) {
-                        Ok(shard) => shard.run(),
-                        Err(e) => tracing::error!(shard = i, "cannot start shard: {e}"),
+                        Ok(shard) => {
+                            let _ = started_tx.send(Ok(()));
+                            shard.run()
+                        }
+                        Err(e) => {
+                            let _ = started_tx.send(Err(format!("cannot start shard {i}: {e}")));
+                        }
                     }
                 })?;
             shards.push(thread);
         }
+        drop(started_tx);
+        all_started(&started, n)?;
         let admin = match cfg.admin_listen {
             Some(a) => Some(admin::start(a, shared.clone())?),
             None => None,
@@ -255,5 +264,42 @@ impl Server {
         for t in self.cluster.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// Waits until each of `n` shards said it started; the first that could not is the error, so
+/// the process exits non-zero rather than serve without it (as `panic = "abort"` intends for
+/// a thread that dies later).
+fn all_started(started: &crossbeam_channel::Receiver<Result<(), String>>, n: usize) -> io::Result<()> {
+    for _ in 0..n {
+        match started.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(io::Error::other(e)),
+            Err(_) => return Err(io::Error::other("a shard thread ended before it started")),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Correctness review: a shard that failed to start was logged and the server ran on
+    /// without it.
+    #[test]
+    fn a_shard_that_cannot_start_stops_the_server() {
+        let (tx, rx) = bounded(3);
+        tx.send(Ok(())).unwrap();
+        tx.send(Err("cannot start shard 1: no epoll".into())).unwrap();
+        assert_eq!(all_started(&rx, 3).unwrap_err().to_string(), "cannot start shard 1: no epoll");
+        let (tx, rx) = bounded::<Result<(), String>>(2);
+        tx.send(Ok(())).unwrap();
+        drop(tx);
+        assert!(all_started(&rx, 2).is_err(), "a thread gone without a word");
+        let (tx, rx) = bounded(2);
+        tx.send(Ok(())).unwrap();
+        tx.send(Ok(())).unwrap();
+        assert!(all_started(&rx, 2).is_ok());
     }
 }

@@ -167,10 +167,21 @@ fn connect_token_user_and_groups_are_applied_at_connect() {
     }
     let (_, v) = s.api("get_online_list", Some("s1"), json!({"groupName": "room"}));
     assert_eq!(v["data"]["count"], 2, "room twice in the token is one membership: {v}");
+    let second = alice.expect_code(1001);
+    assert_ne!(second["messageId"], notice["messageId"], "one notice per group: room and lobby");
+    alice.expect_silence(std::time::Duration::from_millis(100));
     let (st, _) = s.api("bind_to_group", Some("s1"), json!({"clientId": alice.id, "groupName": "third"}));
     assert_eq!(st, 200);
     let n = alice.expect_code(1001);
-    assert_eq!(n["sendUserId"], "alice", "a bind without userId takes the token's sub: {n}");
+    let data: serde_json::Value = serde_json::from_str(n["data"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (&n["sendUserId"], &data["userId"]),
+        (&json!("alice"), &json!("alice")),
+        "a bind without userId takes the token's sub"
+    );
+    let (st, _) =
+        s.api("bind_to_group", Some("s1"), json!({"clientId": alice.id, "groupName": "fourth", "userId": "other"}));
+    assert_eq!(st, 400, "max_groups_per_client (3) holds for token groups too");
     // Bounds as for a bind refuse the connect, naming the bound.
     let many = connect_token("s1", None, &["a", "b", "c", "d"]);
     assert!(refused(&s, &format!("systemId=s1&token={many}")).contains("max_groups_per_client"));

@@ -52,7 +52,7 @@ fn missing_system_id_gets_the_upstream_frame_then_close() {
         raw_text(&mut c),
         r#"{"messageId":"","sendUserId":"","code":-1001,"msg":"systemId is required","data":[]}"#
     );
-    assert!(c.close_code().is_some());
+    assert_eq!(c.close_code().map(u16::from), Some(1008), "a refusal closes with 1008");
 }
 
 #[test]

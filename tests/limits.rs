@@ -68,23 +68,32 @@ fn unmasked_client_frame_closes_1002() {
 fn bad_http_gets_clear_errors() {
     let s = Server::start(&["--max-body-size", "1000"]);
     s.register("a");
-    let cases: &[(&[u8], u16)] = &[
-        (b"\x16\x03\x01garbage\r\n\r\n", 400),
-        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 5\r\n\r\n{oops", 400),
-        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 15\r\n\r\n{\"code\":\"high\"}", 400),
-        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 1001\r\n\r\n", 413),
-        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 411),
-        (b"GET /api/send_to_group HTTP/1.1\r\nSystemId: a\r\n\r\n", 405),
-        (b"POST /api/nope HTTP/1.1\r\nSystemId: a\r\nContent-Length: 0\r\n\r\n", 404),
-        (b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", 404),
-        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 2\r\n\r\n\xff\xfe", 400),
+    let cases: &[(&[u8], u16, &str)] = &[
+        (b"\x16\x03\x01garbage\r\n\r\n", 400, "malformed HTTP request"),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 5\r\n\r\n{oops", 400, "JSON"),
+        (
+            b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 15\r\n\r\n{\"code\":\"high\"}",
+            400,
+            "code",
+        ),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 1001\r\n\r\n", 413, "body"),
+        (
+            b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            411,
+            "Content-Length",
+        ),
+        (b"GET /api/send_to_group HTTP/1.1\r\nSystemId: a\r\n\r\n", 405, "POST"),
+        (b"POST /api/nope HTTP/1.1\r\nSystemId: a\r\nContent-Length: 0\r\n\r\n", 404, "/api/nope"),
+        (b"GET /nope HTTP/1.1\r\nConnection: close\r\n\r\n", 404, "/nope"),
+        (b"POST /api/send_to_group HTTP/1.1\r\nSystemId: a\r\nContent-Length: 2\r\n\r\n\xff\xfe", 400, "UTF-8"),
     ];
-    for (req, want) in cases {
+    for (req, want, names) in cases {
         let (st, body) = s.raw(req);
         assert_eq!(st, *want, "request {:?} -> {body}", String::from_utf8_lossy(req));
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|_| panic!("JSON error body: {body}"));
-        assert_eq!(v["code"], -1);
-        assert!(!v["msg"].as_str().unwrap().is_empty());
+        assert_eq!((&v["code"], &v["data"]), (&serde_json::json!(-1), &serde_json::json!([])), "{body}");
+        let msg = v["msg"].as_str().unwrap();
+        assert!(msg.contains(names), "the message of a {want} should name {names:?}: {msg}");
     }
     let mut huge = b"GET /health HTTP/1.1\r\nX-Big: ".to_vec();
     huge.extend(std::iter::repeat_n(b'a', 10_000));

@@ -323,6 +323,12 @@ impl ServeArgs {
         if s.tls_cert.is_some() != s.tls_key.is_some() {
             return Err("tls_cert and tls_key go together: give both, or neither".into());
         }
+        if s.max_recovery_sessions < s.shards {
+            return Err(format!(
+                "max_recovery_sessions ({}) must be at least the number of shards ({}): each keeps its share",
+                s.max_recovery_sessions, s.shards
+            ));
+        }
         if !(1..=128).contains(&s.per_ip_ipv6_prefix) {
             return Err(format!("per_ip_ipv6_prefix must be 1..=128, not {}", s.per_ip_ipv6_prefix));
         }

@@ -130,7 +130,17 @@ pub fn parse_body(body: &[u8]) -> Result<Body<'_>, String> {
     if text.trim().is_empty() {
         return Ok(Body::default());
     }
-    serde_json::from_str(text).map_err(|e| format!("invalid JSON body: {e}"))
+    serde_json::from_str(text).map_err(|e| explain_body_error(text, e))
+}
+
+/// The message for a body that did not parse: which field was wrong, when one was (read a
+/// second time with the path tracked, so a body that parses costs nothing for it).
+fn explain_body_error(text: &str, e: serde_json::Error) -> String {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Body<'_>>(&mut de) {
+        Err(p) if p.path().to_string() != "." => format!("invalid JSON body: {}: {}", p.path(), p.inner()),
+        _ => format!("invalid JSON body: {e}"),
+    }
 }
 
 impl Body<'_> {

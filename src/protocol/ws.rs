@@ -191,12 +191,31 @@ pub fn payload(frame: &[u8]) -> &[u8] {
     frame.get(start..).unwrap_or(&[])
 }
 
-/// A close frame with `code` and `reason`.
+/// Most bytes of a close frame's reason (a control frame's payload is at most 125 bytes, two of
+/// them the code).
+pub const MAX_CLOSE_REASON: usize = 123;
+
+/// A close frame with `code` and `reason`, the reason cut to [`MAX_CLOSE_REASON`] bytes on a
+/// character boundary (reasons may come from other nodes: a cut inside a character would oblige
+/// the peer to fail the connection with 1007).
 pub fn close_frame(code: u16, reason: &str) -> Bytes {
+    let reason = cut_at_char(reason, MAX_CLOSE_REASON);
     let mut p = Vec::with_capacity(2 + reason.len());
     p.extend_from_slice(&code.to_be_bytes());
-    p.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+    p.extend_from_slice(reason.as_bytes());
     frame(OP_CLOSE, &p)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn cut_at_char(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Validates a close frame payload from a client; returns the code to echo.
@@ -214,6 +233,24 @@ pub fn check_close_payload(p: &[u8]) -> Result<Option<u16>, WsError> {
                 return Err(WsError::new(close::INVALID_DATA, "close reason is not UTF-8"));
             }
             Ok(Some(code))
+        }
+    }
+}
+
+#[cfg(test)]
+mod close_reason_tests {
+    use super::*;
+
+    /// Issue: close reasons were cut at byte 123 inside a multi-byte character, which obliges
+    /// the peer to fail with 1007.
+    #[test]
+    fn close_reasons_are_cut_on_a_character_boundary() {
+        for reason in ["é".repeat(100), "日本".repeat(40), "a".repeat(200), "ok".into()] {
+            let f = close_frame(1000, &reason);
+            let payload = payload(&f);
+            assert!(payload.len() <= 125);
+            let text = std::str::from_utf8(&payload[2..]).expect("valid UTF-8");
+            assert!(reason.starts_with(text) && (text.len() == reason.len() || text.len() > 119), "{text}");
         }
     }
 }

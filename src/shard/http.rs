@@ -171,7 +171,13 @@ impl Shard {
                 self.respond(slot, 200, &api::message_id_body(&id), head.keep_alive);
                 self.flush_one(slot);
             }
-            None => self.conns[slot].await_hub(),
+            None => {
+                let now = self.now();
+                let conn = &mut self.conns[slot];
+                conn.await_hub();
+                // The answer's deadline (`Shard::sweep`): a call is never left waiting for ever.
+                conn.req_since = now | 1;
+            }
         }
         Ok(())
     }
@@ -272,6 +278,7 @@ impl Shard {
     /// token, but without one it may not fall back to a fresh session when `ws_auth` is on.
     fn admission(&self, token: Option<&str>, system: &str, resuming: bool) -> Result<Admit, String> {
         let required = self.shared.cfg.ws_auth;
+        let token = token.filter(|t| !t.trim().is_empty());
         let grant = match self.shared.verifier.connect(token, system, required) {
             Ok(g) => g,
             Err(e) if resuming && token.is_none() => return Ok(Admit::ResumeOnly(e.message().into())),

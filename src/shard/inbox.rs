@@ -39,7 +39,7 @@ impl Shard {
                     if self.conn_at(target).is_some_and(|c| matches!(c.state, State::Detached | State::Relayed)) {
                         // close_client on a session without a connection here: it simply ends
                         // (the hub has removed the client already), its edge closing if any.
-                        self.unlink(slot, reason);
+                        self.unlink(slot, code, reason);
                         self.kept_end(slot);
                         self.conns.remove(slot);
                         continue;

@@ -60,6 +60,11 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 
 /// Per-shard read buffer: every socket is read into it (invariant 7).
 const SCRATCH: usize = 64 * 1024;
+/// Ciphertext read from a TLS socket at once. Its plaintext, with that of a partial record kept
+/// from before, is decrypted into the scratch buffer (plaintext is never longer than its
+/// records), so the two must fit there: checked when this compiles.
+const TLS_IN: usize = SCRATCH / 2;
+const _: () = assert!(TLS_IN + tls::MAX_RECORD <= SCRATCH, "TLS input and one kept record must fit in SCRATCH");
 /// Hub messages handled per loop turn before flushing: output is written while it is
 /// produced instead of piling up in every connection's queue behind undrained work (a
 /// notice storm otherwise queued thousands of frames per member before the first write).
@@ -124,7 +129,9 @@ pub struct Shard {
     /// (oldest first; entries of sessions resumed or ended since are skipped), for
     /// `max_recovery_sessions`.
     kept_here: usize,
-    kept_order: VecDeque<Target>,
+    kept_order: VecDeque<(u32, u64)>,
+    /// The last kept period handed out (`Session::kept_seq`).
+    kept_next: u64,
     next_gen: Gen,
     epoch: Instant,
     ping: Buf,
@@ -156,7 +163,7 @@ impl Shard {
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let zip = shared.cfg.compression.then(|| zip::Zip::new(shared.cfg.compression_level));
-        let tls_in = if shared.tls.is_some() { vec![0; SCRATCH / 2] } else { Vec::new() };
+        let tls_in = if shared.tls.is_some() { vec![0; TLS_IN] } else { Vec::new() };
         Ok(Shard {
             id,
             shared,
@@ -174,6 +181,7 @@ impl Shard {
             read_again: Vec::new(),
             kept_here: 0,
             kept_order: VecDeque::new(),
+            kept_next: 0,
             next_gen: ids::first_gen_now(),
             epoch: Instant::now(),
             ping: Buf::new(wsp::frame(wsp::OP_PING, b"")),

@@ -142,7 +142,7 @@ impl Shard {
         let verdict = self.check_resume(session, &secret, &system, last.as_deref());
         let result = match verdict {
             Ok(missed) => {
-                self.unlink(slot, "session taken over");
+                self.unlink(slot, close::NORMAL, "session taken over");
                 let (id, token) = self.relay_to(slot, Link { node: origin, conn: edge });
                 let missed = missed.into_iter().map(|f| (*f).clone()).collect();
                 Ok(Resumed { client_id: id.into(), token: token.into(), missed })
@@ -192,8 +192,8 @@ impl Shard {
     }
 
     /// If the session at `slot` is relayed to an edge, tells that edge to close (a takeover,
-    /// `close_client`, a shutdown) and forgets it.
-    pub(super) fn unlink(&mut self, slot: usize, reason: &str) {
+    /// `close_client`, a shutdown) with `code` and `reason`, and forgets it.
+    pub(super) fn unlink(&mut self, slot: usize, code: u16, reason: &str) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if conn.state != State::Relayed {
             return;
@@ -202,8 +202,8 @@ impl Shard {
         conn.state = State::Detached;
         metrics::sub(&self.stats().recovery_relayed, 1);
         // Its client was another node's socket: no address of ours to count it against.
-        self.kept_begin(slot, None);
-        let code = if reason == "server shutting down" { close::GOING_AWAY } else { close::NORMAL };
+        // Kept for a moment only: every caller ends it or takes it over next.
+        self.kept_begin(slot, None, false);
         self.tell_node(link.node, &Msg::EdgeClose { edge: link.conn, code, reason: reason.into() });
     }
 
@@ -246,7 +246,7 @@ impl Shard {
 
     /// Ends a session whose resume was refused because its `last` is gone (its client moved on).
     pub(super) fn end_refused_session(&mut self, slot: usize) {
-        self.unlink(slot, "session ended");
+        self.unlink(slot, close::NORMAL, "session ended");
         let Some(conn) = self.conns.get_mut(slot) else { return };
         conn.session = None;
         match conn.state {

@@ -112,29 +112,46 @@ impl Shard {
             s.detached_since = Some(now);
         }
         metrics::add(&st.recovery_detached_total, 1);
-        self.kept_begin(slot, ip);
+        self.kept_begin(slot, ip, true);
     }
 
     /// The session at `slot` is now kept without a connection (detached), still counting
-    /// against its address `ip` (if counted) and `max_connections`. Past this shard's share of
-    /// `max_recovery_sessions` the oldest kept session ends, as at `recovery_window`.
-    pub(super) fn kept_begin(&mut self, slot: usize, ip: Option<std::net::IpAddr>) {
+    /// against its address `ip` (if counted) and `max_connections`. `evict`: past this shard's
+    /// share of `max_recovery_sessions` the oldest kept session ends, as at `recovery_window`
+    /// (not for a session kept only for a moment, about to end or be taken over).
+    pub(super) fn kept_begin(&mut self, slot: usize, ip: Option<std::net::IpAddr>, evict: bool) {
+        self.kept_next += 1;
+        let seq = self.kept_next;
         let Some(conn) = self.conns.get_mut(slot) else { return };
         debug_assert_eq!(conn.state, State::Detached);
         if let Some(s) = conn.session.as_mut() {
             debug_assert!(s.ip.is_none(), "kept once");
             s.ip = ip;
+            s.kept_seq = seq;
         }
-        let gen = conn.gen;
         self.shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::add(&self.stats().recovery_sessions, 1);
         self.kept_here += 1;
-        self.kept_order.push_back(ids::Target { slot: slot as u32, gen });
+        self.kept_order.push_back((slot as u32, seq));
+        if evict {
+            self.evict_oldest_kept();
+        }
+        // Entries of sessions resumed or ended meanwhile go when they are many.
+        if self.kept_order.len() > 2 * self.kept_here + 64 {
+            let conns = &self.conns;
+            self.kept_order.retain(|&(slot, seq)| kept_as(conns.get(slot as usize), seq));
+        }
+    }
+
+    /// Ends the oldest kept sessions while this shard keeps more than its share of
+    /// `max_recovery_sessions`. (Each kept session has one entry with its current `kept_seq`,
+    /// so the newest — the one just kept — goes last: it is never its own victim.)
+    fn evict_oldest_kept(&mut self) {
         let cfg = &self.shared.cfg;
-        let share = cfg.max_recovery_sessions.div_ceil(cfg.shards).max(1);
+        let share = cfg.max_recovery_sessions.div_ceil(cfg.shards);
         while self.kept_here > share {
-            let Some(oldest) = self.kept_order.pop_front() else { break };
-            if self.conn_at(oldest).is_some_and(|c| c.state == State::Detached) {
+            let Some((slot, seq)) = self.kept_order.pop_front() else { break };
+            if kept_as(self.conns.get(slot as usize), seq) {
                 metrics::add(&self.stats().recovery_evictions_total, 1);
                 if self.log_ok() {
                     tracing::warn!(
@@ -143,14 +160,8 @@ impl Shard {
                         "max_recovery_sessions reached: the oldest kept session ends"
                     );
                 }
-                self.close_with(oldest.slot as usize, crate::webhooks::Gone::RecoveryExpired);
+                self.close_with(slot as usize, crate::webhooks::Gone::RecoveryExpired);
             }
-        }
-        // Entries of sessions resumed or ended meanwhile go when they are many.
-        if self.kept_order.len() > 2 * self.kept_here + 64 {
-            let conns = &self.conns;
-            self.kept_order
-                .retain(|t| conns.get(t.slot as usize).is_some_and(|c| c.gen == t.gen && c.state == State::Detached));
         }
     }
 
@@ -273,7 +284,7 @@ impl Shard {
         missed: Vec<Buf>,
     ) {
         // A client connected through another node is taken over too.
-        self.unlink(slot, "session taken over");
+        self.unlink(slot, wsp::close::NORMAL, "session taken over");
         if let Err(e) = self.poll.registry().register(&mut sock, Token(slot), Interest::READABLE | Interest::WRITABLE) {
             tracing::warn!("register failed: {e}");
             self.shared.socket_gone(&sock);
@@ -342,6 +353,11 @@ impl Shard {
         };
         metrics::add(c, 1);
     }
+}
+
+/// Whether `conn` is a session kept (detached) in its kept period `seq`.
+fn kept_as(conn: Option<&super::Conn>, seq: u64) -> bool {
+    conn.is_some_and(|c| c.state == State::Detached && c.session.as_ref().is_some_and(|s| s.kept_seq == seq))
 }
 
 /// A ping whose payload is the history position it acknowledges once answered.

@@ -63,7 +63,7 @@ impl Shard {
                 // and the edges of sessions relayed elsewhere.
                 State::Detached => self.close_with(slot, Gone::Shutdown),
                 State::Relayed => {
-                    self.unlink(slot, "server shutting down");
+                    self.unlink(slot, close::GOING_AWAY, "server shutting down");
                     self.close_with(slot, Gone::Shutdown);
                 }
                 // A client connected here whose session another node owns keeps its session
@@ -95,6 +95,7 @@ impl Shard {
         let mut ping = Vec::new();
         let mut expired = Vec::new();
         let mut slow_requests = Vec::new();
+        let mut unanswered = Vec::new();
         let mut stalled_tls = Vec::new();
         let tls_ms = crate::config::loop_ms(cfg.tls_handshake_timeout);
         let mut queued = 0u64;
@@ -128,6 +129,10 @@ impl Shard {
                 }
                 State::Http { awaiting, .. } => {
                     if awaiting {
+                        // Its answer is due within request_timeout of the call.
+                        if c.req_since != 0 && now.wrapping_sub(c.req_since) > request_ms {
+                            unanswered.push(slot);
+                        }
                         continue;
                     }
                     if let Some(t) = c.tls.as_ref().filter(|t| !t.ready) {
@@ -173,6 +178,9 @@ impl Shard {
         metrics::add(&self.stats().recovery_expired_total, lapsed.len() as u64);
         for slot in lapsed {
             self.close_with(slot, Gone::RecoveryExpired);
+        }
+        for slot in unanswered {
+            self.answer_overdue(slot);
         }
         metrics::add(&self.stats().tls_handshake_timeouts_total, stalled_tls.len() as u64);
         for slot in stalled_tls {
@@ -233,6 +241,25 @@ impl Shard {
         }
         self.flush_dirty();
         self.close_marked();
+    }
+}
+
+impl Shard {
+    /// An API call whose answer did not come within `request_timeout` of the call (the hub or,
+    /// in cluster mode, another node never answered): 503 and close, so the caller is never
+    /// left waiting and the connection (not read while it waits) does not stay for ever. A
+    /// late answer finds it no longer waiting and is dropped.
+    fn answer_overdue(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        let State::Http { awaiting: true, .. } = conn.state else { return };
+        conn.state = State::Http { awaiting: false, keep_alive: false };
+        conn.req_since = 0;
+        metrics::add(&self.stats().api_timeouts_total, 1);
+        if self.log_ok() {
+            tracing::warn!(shard = self.id, slot, "an API call got no answer within request_timeout: 503");
+        }
+        let body = crate::protocol::api::err_body("no answer within request_timeout: retry later");
+        self.respond(slot, 503, &body, false);
     }
 }
 

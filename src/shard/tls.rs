@@ -10,6 +10,11 @@
 
 use std::io::{self, Read, Write};
 
+/// The largest TLS record on the wire (RFC 8446 §5.2: 2^14 plaintext + 256 expansion, and the
+/// 5-byte header; TLS 1.2 allows 2048 expansion): the most a partial record kept between reads
+/// can hold.
+pub const MAX_RECORD: usize = (1 << 14) + 2048 + 5;
+
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{AppDataRecord, ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
 
@@ -63,6 +68,8 @@ impl TlsConn {
     /// application data is copied to `plain` (which must be at least as long as the
     /// ciphertext given), handshake messages are queued in the output.
     pub fn receive(&mut self, input: &mut [u8], plain: &mut [u8]) -> Result<Received, rustls::Error> {
+        // The copy into `plain` relies on this (the sizes are checked at compile time in mod.rs).
+        assert!(self.inbuf.len() + input.len() <= plain.len(), "TLS plaintext would not fit the scratch buffer");
         if self.inbuf.is_empty() {
             let (used, r) = self.process(input, plain);
             if used < input.len() {

@@ -75,7 +75,10 @@ impl Webhooks {
         q.next_seq += 1;
         q.events.push_back((seq, Instant::now(), e));
         if q.events.len() > sh.bound {
-            q.events.pop_front();
+            // The oldest event not in the batch being sent (that one is delivered or given up
+            // whole); the newest when the batch is all there is.
+            let at = q.in_flight.min(q.events.len() - 1);
+            q.events.remove(at);
             q.dropped += 1;
             metrics::add(&sh.stats.webhook_events_dropped_total, 1);
             if q.last_drop_log.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
@@ -112,6 +115,8 @@ struct Queue {
     next_seq: u64,
     /// Events lost since the last `events_dropped` the receiver was sent.
     dropped: u64,
+    /// The first this many events are the batch being sent: never dropped from under it.
+    in_flight: usize,
     last_drop_log: Option<Instant>,
     /// The sender is waiting on `cv`.
     sender_waiting: bool,
@@ -136,6 +141,7 @@ pub fn start(
         events: VecDeque::new(),
         next_seq: 0,
         dropped: 0,
+        in_flight: 0,
         last_drop_log: None,
         sender_waiting: false,
         closed: false,
@@ -183,6 +189,7 @@ fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<Batc
         q.sender_waiting = false;
     }
     let n = q.events.len().min(cfg.batch_size);
+    q.in_flight = n;
     let dropped = std::mem::take(&mut q.dropped);
     let ids: Vec<String> = q.events.iter().take(n).map(|(seq, _, _)| format!("{prefix}{seq:x}")).collect();
     let last = q.events.get(n.wrapping_sub(1)).map_or(0, |(seq, _, _)| *seq);
@@ -239,14 +246,24 @@ fn send(cfg: WebhookConfig, shared: &Shared) {
             tracing::warn!(events = n, tries, "webhook batch given up after webhook_retry_for: events dropped");
         }
         let Ok(mut q) = shared.q.lock() else { return };
-        if n > 0 {
-            while q.events.front().is_some_and(|(seq, _, _)| *seq <= last) {
-                q.events.pop_front();
-            }
-        }
+        debug_assert!(q.in_flight == n && q.events.front().is_none_or(|e| n == 0 || e.0 + n as u64 - 1 == last));
+        let sent = n.min(q.events.len());
+        q.events.drain(..sent);
+        q.in_flight = 0;
         if !ok {
             // The receiver is still to hear of these, and of what this batch held.
             q.dropped += dropped + n as u64;
+            if stop_by.is_some_and(|t| Instant::now() >= t) {
+                // Stopping, and the receiver is not taking anything: what is left is lost.
+                let left = q.events.len() as u64 + q.dropped;
+                tracing::warn!(
+                    events = left,
+                    "webhooks: shutdown_timeout passed with the receiver failing: undelivered events dropped"
+                );
+                metrics::add(&stats.webhook_events_dropped_total, q.events.len() as u64);
+                stats.webhook_queue_events.store(0, Relaxed);
+                return;
+            }
         }
         stats.webhook_queue_events.store(q.events.len() as u64, Relaxed);
     }

@@ -262,11 +262,23 @@ impl Client {
         }
     }
 
-    /// Asserts nothing arrives within `d`.
+    /// Asserts nothing arrives within `d` and the connection stays open: a frame, a close
+    /// frame, a reset or an end of stream fails (pings are answered and skipped).
     pub fn expect_silence(&mut self, d: Duration) {
-        self.set_timeout(d);
-        if let Ok(Message::Text(t)) = self.ws.read() {
-            panic!("unexpected frame: {t}");
+        let until = Instant::now() + d;
+        while let Some(left) = until.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) {
+            self.set_timeout(left);
+            match self.ws.read() {
+                Ok(Message::Ping(_) | Message::Pong(_)) => continue,
+                Ok(Message::Close(c)) => panic!("closed ({c:?}) instead of staying silent"),
+                Ok(m) => panic!("unexpected frame: {m}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) =>
+                {
+                    break
+                }
+                Err(e) => panic!("the connection failed instead of staying silent: {e}"),
+            }
         }
         self.set_timeout(Duration::from_secs(5));
     }

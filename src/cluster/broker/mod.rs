@@ -381,7 +381,19 @@ impl Broker {
                 }
                 BrokerCmd::Forward { node, system, op, reply } => {
                     self.corr += 1;
-                    let Some(payload) = wire::request(me, self.corr, &system, &op) else { continue };
+                    let Some(payload) = wire::request(me, self.corr, &system, &op) else {
+                        // A call no node forwards reached here: answer it, never leave it waiting.
+                        debug_assert!(false, "not a forwardable operation: {op:?}");
+                        tracing::error!("a call that is never forwarded was about to be: answered 500");
+                        if let Some(to) = reply {
+                            steps.push(Step::Local(Later::Answer(
+                                to,
+                                500,
+                                api::err_body("internal error: this call cannot be forwarded"),
+                            )));
+                        }
+                        continue;
+                    };
                     if let Some(to) = reply {
                         self.pending.insert(self.corr, to);
                     }
