@@ -49,12 +49,13 @@ rc=0
 timeout -k 10 "$(left)" "$venv/bin/st" run "http://$addr/api/openapi.json" \
     --url "http://$addr" \
     -H "Authorization: Bearer $token" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance,negative_data_rejection \
     --phases examples,coverage,fuzzing \
     --max-examples "${OPENAPI_MAX_EXAMPLES:-40}" \
     --workers 2 \
     --no-color >"$work/st.log" 2>&1 || rc=$?
 tail -25 "$work/st.log"
+[ "$rc" = 0 ] || grep -B2 -A12 "^_____\|ST201\|Schema-violating" "$work/st.log" | head -150 >&2
 kill -0 "$server" 2>/dev/null || { echo "openapi: the server died during the run" >&2; rc=1; }
 if [ "$rc" = 0 ]; then
     echo "openapi: the server matches its OpenAPI document"

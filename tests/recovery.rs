@@ -579,3 +579,39 @@ fn max_connections_and_max_recovery_sessions_bound_kept_sessions() {
     fresh.c.expect_silence(Duration::from_millis(50));
     watcher.expect_silence(Duration::from_millis(50));
 }
+
+/// Review finding: a session detached, resumed and detached again kept its first place in the
+/// eviction order, so max_recovery_sessions ended it first instead of the oldest kept one.
+#[test]
+fn max_recovery_sessions_ends_the_session_kept_longest() {
+    let s = Server::start(&["--max-recovery-sessions", "2", "--shards", "1"]);
+    s.register("a");
+    let mut watcher = s.client("a");
+    s.bind("a", &watcher.id, "g", "w");
+    watcher.expect_code(1001);
+    let join = |u: &str, w: &mut Client| {
+        let (rc, _) = connect(&s, "a", None);
+        s.bind("a", &rc.c.id, "g", u);
+        w.expect_code(1001);
+        rc
+    };
+    let a = join("a", &mut watcher);
+    let a_id = a.c.id.clone();
+    drop_hard(a.c);
+    wait_detached(&s, 1);
+    let (a2, hello) = connect(&s, "a", Some((&a.token, None)));
+    assert_eq!(hello["data"]["recovered"], true);
+    let b = join("b", &mut watcher);
+    let b_id = b.c.id.clone();
+    drop_hard(b.c);
+    wait_detached(&s, 1);
+    drop_hard(a2.c); // a is kept again, after b
+    wait_detached(&s, 2);
+    let c = join("c", &mut watcher);
+    drop_hard(c.c); // three kept, two allowed: b, kept longest, ends
+    let off = watcher.expect_code(1002);
+    let gone = off["data"].as_str().unwrap();
+    assert!(gone.contains(&b_id) && !gone.contains(&a_id), "{off}");
+    watcher.expect_silence(Duration::from_millis(200));
+    assert_eq!(metric(&s, "recovery_evictions_total"), 1);
+}

@@ -314,3 +314,22 @@ fn dropped_events_are_told_and_requests_carry_a_signed_timestamp() {
     assert_eq!(g.bad_signatures, 0);
     assert!(!g.timestamps.is_empty() && g.timestamps.iter().all(|t| t.abs_diff(roomcast::auth::now_secs()) < 60));
 }
+
+/// Review finding: with the receiver down at shutdown, a given-up batch put its drop count back
+/// and the sender retried a batch of only the drop notice for ever: the process never exited.
+#[test]
+fn a_failing_receiver_does_not_hold_up_shutdown() {
+    let port = Receiver::free_port();
+    let url = format!("http://127.0.0.1:{port}/hooks");
+    let mut s = server(&url, &["--webhook-queue", "5", "--shutdown-timeout", "1s"]);
+    s.register("a");
+    let clients: Vec<Client> = (0..10).map(|_| s.client("a")).collect();
+    let t = Instant::now();
+    while metric(&s, "webhook_events_dropped_total") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "nothing was dropped");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let status = s.terminate().expect("the server exits after SIGTERM although its receiver is down");
+    assert!(status.success(), "{status:?}");
+    drop(clients);
+}
