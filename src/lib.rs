@@ -21,7 +21,8 @@
 //!
 //!  cluster mode only (--redis):
 //!         hub ──BrokerCmd──► broker thread ── one Redis pipeline per batch ──► Redis
-//!         hub ◄──Command──── subscriber thread ◄── pub/sub (groups, systems, node channel)
+//!         hub ◄──Command──── broker (answers: unbounded) / subscriber thread (frames: bounded,
+//!                            never waits) ◄── pub/sub (groups, systems, node channel)
 //! ```
 //!
 //! In cluster mode the hub keeps only this node's clients; registered systems, presence and
@@ -67,7 +68,10 @@
 //!    stale (slot, generation) is dropped.
 //! 6. Every queue between threads is bounded; a full hub queue answers HTTP 503. (Cluster
 //!    mode: hub → broker is unbounded so a departure is never lost, but API calls answer 503
-//!    once `hub_queue` commands wait there.)
+//!    once `hub_queue` commands wait there; broker → hub is unbounded too, no more than what
+//!    the hub asked; Redis → hub is bounded, and what finds it full is dropped, counted and
+//!    makes the sessions that missed it unrecoverable from before it: `cluster::Losses`.)
+//!    Neither cluster thread ever waits on the hub.
 //! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
 //! 8. A client's connect frame leaves only after its `Command::Connect` is in the hub's queue
 //!    (one FIFO for all shards): whatever its back end does with the clientId reaches the hub

@@ -81,6 +81,8 @@ counters!(ShardStats {
         "resumes refused (fresh session, the old one ends): the frames after last are no longer held",
     recovery_expired_total: "detached sessions ended by recovery_window",
     recovery_overflows_total: "detached sessions ended by recovery_max_bytes",
+    recovery_losses_total:
+        "cluster mode: sessions told a frame for them was lost on the way from Redis (a resume from before that is refused)",
     recovery_evictions_total: "detached sessions ended because max_recovery_sessions were kept (the oldest first)",
 });
 
@@ -106,6 +108,10 @@ counters!(HubStats {
     cluster_up: "cluster mode: 1 while Redis is reachable (always 0 on a single node)",
     cluster_published_total: "cluster mode: messages published to Redis",
     cluster_received_total: "cluster mode: messages received from Redis",
+    cluster_redis_dropped_total:
+        "cluster mode: messages from Redis dropped because the hub's queue (hub_queue) was full (their sessions are not recoverable from before them)",
+    cluster_redis_missed_total:
+        "cluster mode: messages a channel's positions show never arrived (a pub/sub connection lost meanwhile)",
     cluster_redis_errors_total: "cluster mode: failed Redis round trips (each leads to a reconnect)",
     cluster_broker_queue_bytes:
         "cluster mode: frame bytes of sends waiting for the broker (bounded by broker_queue_bytes)",

@@ -253,6 +253,14 @@ pub enum ShardMsg {
     FromNode(crate::cluster::relay::Msg),
     /// Cluster mode: a node is gone; relays with it end.
     NodeGone(u32),
+    /// Cluster mode: frames for these targets were lost on the way from Redis: their
+    /// sessions are not recoverable from before now.
+    Lost { targets: Arc<[Target]> },
+    /// Cluster mode: so much was lost that every session of this shard is concerned.
+    LostAll,
+    /// Cluster mode: a relay message for this connection was lost: it is dropped (as a
+    /// network loss) so its client resumes and gets what it missed from the session's owner.
+    RelayLost(Target),
     /// Graceful shutdown: close 1001 to everyone, flush, exit.
     Shutdown,
 }

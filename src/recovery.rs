@@ -247,6 +247,16 @@ impl<F: Kept> History<F> {
         while self.bytes > max && self.pop() {}
     }
 
+    /// A frame meant for the session may have been lost before it got here: nothing held so far
+    /// can complete a resume any more (one from a frame recorded before now gets
+    /// [`Refusal::LastNotHeld`]); frames recorded from now on can.
+    pub fn lose(&mut self) {
+        self.first = self.next();
+        self.frames.clear();
+        self.bytes = 0;
+        self.dropped = None;
+    }
+
     /// The client has received every frame before position `upto`.
     pub fn ack(&mut self, upto: u64) {
         while self.first < upto && self.pop() {}

@@ -14,7 +14,7 @@ use crate::admin;
 use crate::auth::Verifier;
 use crate::cluster::{self, ClusterConfig, Replies};
 use crate::config::{Config, JwtKey};
-use crate::hub::{Hub, HubConfig, ShardLink};
+use crate::hub::{Hub, HubConfig, Inbox, ShardLink};
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ShardMsg};
 use crate::shard::{Shard, Shared, WAKER};
@@ -186,6 +186,7 @@ impl Server {
                 (Some(h), t)
             }
         };
+        let mut inbox = Inbox::single(hub_rx);
         let (broker, mut cluster) = match &cfg.redis {
             None => (None, Vec::new()),
             Some(url) => {
@@ -203,8 +204,12 @@ impl Server {
                     hooks: hooks.clone(),
                 };
                 let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
+                let (control, control_rx) = crossbeam_channel::unbounded();
+                let (redis, redis_rx) = bounded(cfg.hub_queue);
+                (inbox.control, inbox.redis) = (control_rx, redis_rx);
+                let to_hub = cluster::ToHub { control, redis, losses: Default::default() };
                 let (link, threads) =
-                    cluster::start(ccfg, hub_tx.clone(), replies, hub_stats.clone()).map_err(io::Error::other)?;
+                    cluster::start(ccfg, to_hub, replies, hub_stats.clone()).map_err(io::Error::other)?;
                 (Some(link), threads)
             }
         };
@@ -221,7 +226,7 @@ impl Server {
         // Joined after the hub and the broker (which hold the event senders): the webhook
         // sender then delivers what is left, bounded by shutdown_timeout.
         cluster.extend(hook_threads);
-        let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(hub_rx))?;
+        let hub = std::thread::Builder::new().name("roomcast-hub".into()).spawn(move || hub.run(inbox))?;
         Ok(Server { addr, tls, admin, links, shards, hub: Some(hub), cluster, hub_tx })
     }
 

@@ -25,6 +25,7 @@ pub mod keys;
 mod link;
 pub mod relay;
 mod scripts;
+pub mod stream;
 mod subscriber;
 pub mod target;
 pub mod wire;
@@ -101,6 +102,8 @@ impl BrokerCmd {
 /// The hub's end of the broker channel.
 pub struct BrokerLink {
     tx: Sender<BrokerCmd>,
+    /// What the subscriber lost, for the hub to apply.
+    pub losses: Arc<Losses>,
     soft_cap: usize,
     max_bytes: u64,
     /// `cluster_up` (set by the broker) is the one record of whether Redis is reachable;
@@ -200,7 +203,7 @@ pub struct ClusterConfig {
 /// the broker reads (the hub's `Command` sender is `hub`).
 pub fn start(
     cfg: ClusterConfig,
-    hub: Sender<Command>,
+    hub: ToHub,
     replies: Replies,
     stats: Arc<HubStats>,
 ) -> Result<(BrokerLink, Vec<std::thread::JoinHandle<()>>), String> {
@@ -212,6 +215,7 @@ pub fn start(
     let pending = Arc::new(Pending::default());
     let (streams_tx, streams_rx) = unbounded();
     let (events_tx, events_rx) = unbounded();
+    let losses = hub.losses.clone();
     let sub = subscriber::Subscriber {
         hub: hub.clone(),
         replies: replies.clone(),
@@ -219,17 +223,102 @@ pub fn start(
         stats: stats.clone(),
         events: events_tx,
         keys: keys::Keys::new(&cfg.prefix),
+        gaps: Default::default(),
+        stalled: std::cell::Cell::new(None),
+        last_log: std::cell::Cell::new(None),
     };
     let s = std::thread::Builder::new()
         .name("roomcast-subscriber".into())
         .spawn(move || sub.run(streams_rx))
         .map_err(|e| e.to_string())?;
-    let b = broker::Broker::new(cfg.clone(), target, hub, replies, pending, stats.clone(), streams_tx, events_rx)?;
+    let b =
+        broker::Broker::new(cfg.clone(), target, hub.control, replies, pending, stats.clone(), streams_tx, events_rx)?;
     let b = std::thread::Builder::new()
         .name("roomcast-broker".into())
         .spawn(move || b.run(rx))
         .map_err(|e| e.to_string())?;
-    Ok((BrokerLink { tx, soft_cap: cfg.soft_cap, max_bytes: cfg.queue_bytes, stats }, vec![b, s]))
+    Ok((BrokerLink { tx, losses, soft_cap: cfg.soft_cap, max_bytes: cfg.queue_bytes, stats }, vec![b, s]))
+}
+
+/// How the cluster threads reach the hub, never waiting on it (a full hub must not stall
+/// Redis's pub/sub reader — Redis would drop it past `client-output-buffer-limit pubsub` and
+/// every frame in between would be lost unseen — nor the broker's heartbeats).
+#[derive(Clone)]
+pub struct ToHub {
+    /// Answers to what the hub asked (subscribed, lookups, live nodes): unbounded, and bounded
+    /// in practice by the hub's own requests.
+    pub control: Sender<Command>,
+    /// What Redis brings (frames, forwarded calls, relay messages): bounded by `hub_queue`.
+    /// What finds it full is dropped, counted and recorded in `losses`.
+    pub redis: Sender<Command>,
+    pub losses: Arc<Losses>,
+}
+
+/// Messages from Redis this node lost (the hub was too far behind to take them, or a gap in a
+/// channel's positions showed they never came): the subscriber records, the hub applies
+/// (`Hub::apply_losses`): the sessions that may have missed one are no longer recoverable from
+/// before it, a relayed session's client reconnects.
+#[derive(Default)]
+pub struct Losses {
+    pending: std::sync::atomic::AtomicBool,
+    set: Mutex<LostSet>,
+}
+
+/// What was lost since the hub last looked.
+#[derive(Debug, Default)]
+pub struct LostSet {
+    /// (system, group): a group's frames; (system, None): a system's.
+    pub channels: std::collections::HashSet<(Box<str>, Option<Box<str>>)>,
+    /// Relay messages for these connections of this node.
+    pub relays: Vec<ConnId>,
+    /// Too much to list: every session of the node.
+    pub all: bool,
+}
+
+/// Channels and relays listed before a loss counts as every session's.
+const MAX_LISTED_LOSSES: usize = 10_000;
+
+impl Losses {
+    fn with(&self, f: impl FnOnce(&mut LostSet)) {
+        let mut s = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut s);
+        if s.channels.len() + s.relays.len() > MAX_LISTED_LOSSES {
+            *s = LostSet { all: true, ..LostSet::default() };
+        }
+        self.pending.store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A frame of `system`'s `group` (or of the whole system) was lost.
+    pub fn channel(&self, system: &str, group: Option<&str>) {
+        self.with(|s| {
+            s.channels.insert((system.into(), group.map(Into::into)));
+        })
+    }
+
+    /// A relay message for `conn` was lost.
+    pub fn relay(&self, conn: ConnId) {
+        self.with(|s| {
+            if !s.relays.contains(&conn) {
+                s.relays.push(conn);
+            }
+        })
+    }
+
+    /// Whether a relay message for `conn` was lost and not yet applied: later ones are dropped
+    /// too (an acknowledgement must not pass the frame it would cover).
+    pub fn relay_lost(&self, conn: ConnId) -> bool {
+        self.pending.load(std::sync::atomic::Ordering::Acquire)
+            && self.set.lock().map(|s| s.all || s.relays.contains(&conn)).unwrap_or(true)
+    }
+
+    /// What was lost since the last call (one atomic load when nothing was).
+    pub fn take(&self) -> Option<LostSet> {
+        if !self.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return None;
+        }
+        let mut s = self.set.lock().unwrap_or_else(|p| p.into_inner());
+        Some(std::mem::take(&mut *s))
+    }
 }
 
 /// Subscriber → broker.

@@ -55,13 +55,18 @@ return 0
 ";
 
 /// KEYS: group hash (also its channel), groups (sorted set), node hash.
-/// ARGV: clientId, group name, member field, notice payload ('' = none), max size.
+/// ARGV: clientId, group name, member field, notice payload ('' = none), max size, the skip
+/// marker published instead when no notice goes out (the channel's positions stay unbroken).
 /// Returns {1 if the client was a member, the group's size after}.
 pub const LEAVE: &str = r"
 local gone = redis.call('HDEL', KEYS[1], ARGV[1])
 redis.call('HDEL', KEYS[3], ARGV[3])
 local n = redis.call('HLEN', KEYS[1])
 if n == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
-if gone == 1 and n > 0 and ARGV[4] ~= '' and n <= tonumber(ARGV[5]) then redis.call('PUBLISH', KEYS[1], ARGV[4]) end
+if gone == 1 and n > 0 and ARGV[4] ~= '' and n <= tonumber(ARGV[5]) then
+  redis.call('PUBLISH', KEYS[1], ARGV[4])
+else
+  redis.call('PUBLISH', KEYS[1], ARGV[6])
+end
 return {gone, n}
 ";

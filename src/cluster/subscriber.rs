@@ -1,26 +1,46 @@
 //! The subscriber thread: reads the pub/sub connection the broker opened and subscribes on.
+//!
+//! It never waits on the hub without a bound: what Redis brings goes to the hub's bounded
+//! `redis` queue; while the queue is full the subscriber waits, for at most [`MAX_STALL`] in
+//! all until the hub has room again (a burst is absorbed by the socket's and Redis's buffers),
+//! and past that drops what the hub cannot take — counted (`cluster_redis_dropped_total`),
+//! logged and recorded in [`Losses`] — so it goes on reading at Redis's pace and Redis never
+//! drops it as a slow subscriber. A gap in a channel's positions ([`super::stream`]) is
+//! recorded the same way (`cluster_redis_missed_total`). A loss is never silent.
 
+use std::cell::Cell;
 use std::io::BufReader;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use redis::Value;
 
 use super::keys::{Chan, Keys};
 use super::link;
+use super::stream::Gaps;
 use super::wire::{self, Delivery, NodeMsg};
-use super::{Pending, Replies, SubEvent};
+use super::{Losses, Pending, Replies, SubEvent, ToHub};
 use crate::metrics::{self, HubStats};
 use crate::msg::Command;
 
+/// The longest the subscriber waits for a hub that is behind, in all, from the moment its queue
+/// is found full until a message goes in at once again; past it, what does not fit is dropped.
+pub const MAX_STALL: Duration = Duration::from_millis(100);
+
 pub(super) struct Subscriber {
-    pub hub: Sender<Command>,
+    pub hub: ToHub,
     pub replies: Arc<Replies>,
     pub pending: Arc<Pending>,
     pub stats: Arc<HubStats>,
     pub events: Sender<SubEvent>,
     pub keys: Keys,
+    /// The last position seen per channel and publisher.
+    pub gaps: std::cell::RefCell<Gaps>,
+    /// Since when the hub's queue has been full (waits count against [`MAX_STALL`]).
+    pub stalled: Cell<Option<Instant>>,
+    pub last_log: Cell<Option<Instant>>,
 }
 
 fn bulk(v: Value) -> Option<Vec<u8>> {
@@ -61,44 +81,104 @@ impl Subscriber {
                 metrics::add(&self.stats.cluster_received_total, 1);
                 self.message(&chan, payload);
             }
-            b"subscribe" | b"unsubscribe" => {
+            b"subscribe" => {
+                let _ = self.events.send(SubEvent::Confirmed(gen));
+            }
+            b"unsubscribe" => {
+                if let Some(chan) = it.next().and_then(bulk) {
+                    self.gaps.borrow_mut().forget(&String::from_utf8_lossy(&chan));
+                }
                 let _ = self.events.send(SubEvent::Confirmed(gen));
             }
             _ => {}
         }
     }
 
-    fn message(&self, chan: &[u8], payload: Vec<u8>) {
-        let Some(chan) = std::str::from_utf8(chan).ok().and_then(|c| self.keys.parse_channel(c)) else { return };
+    fn message(&self, raw_chan: &[u8], payload: Vec<u8>) {
+        let Some(name) = std::str::from_utf8(raw_chan).ok() else { return };
+        let Some(chan) = self.keys.parse_channel(name) else { return };
         let (system, group) = match chan {
             Chan::Node(_) => return self.node_msg(&payload),
             Chan::Cluster => {
                 if let Some(node) = wire::parse_hello(&payload) {
-                    let _ = self.hub.send(Command::Nodes { alive: vec![node], dead: Vec::new() });
+                    let _ = self.hub.control.send(Command::Nodes { alive: vec![node], dead: Vec::new() });
                 }
                 return;
             }
-            Chan::Group(s, g) => (s, Some(g.into())),
+            Chan::Group(s, g) => (s, Some(g)),
             Chan::System(s) => (s, None),
         };
-        let (frame, joined) = match wire::parse_delivery(&payload) {
-            Some(Delivery::Frame { frame, .. }) => (Some(frame), None),
-            Some(Delivery::Joined { client, notice }) => (notice, Some(client)),
+        let (at, frame, joined) = match wire::parse_delivery(&payload) {
+            Some(Delivery::Frame { at, frame }) => (at, Some(frame), None),
+            Some(Delivery::Joined { at, client, notice }) => (at, notice, Some(client)),
+            Some(Delivery::Skip { at }) => (Some(at), None, None),
             None => return,
         };
+        if let Some(at) = at {
+            let missed = self.gaps.borrow_mut().saw(name, at);
+            if missed > 0 {
+                metrics::add(&self.stats.cluster_redis_missed_total, missed);
+                self.lost(|l| l.channel(system, group), "messages of a channel never came (pub/sub connection lost?)");
+            }
+        }
+        if frame.is_none() && joined.is_none() {
+            return;
+        }
         // The frame is the payload's tail: keep the buffer, no copy.
         let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
-        let _ = self.hub.send(Command::Frame { system: system.into(), group, frame, joined });
+        let cmd = Command::Frame { system: system.into(), group: group.map(Into::into), frame, joined };
+        if self.to_hub(cmd).is_err() {
+            self.lost(|l| l.channel(system, group), "the hub's queue was full: a frame from Redis was dropped");
+        }
+    }
+
+    /// Hands a message from Redis to the hub, waiting within [`MAX_STALL`] while its queue is
+    /// full; `Err`: it was dropped (counted).
+    fn to_hub(&self, cmd: Command) -> Result<(), ()> {
+        let cmd = match self.hub.redis.try_send(cmd) {
+            Ok(()) => {
+                self.stalled.set(None);
+                return Ok(());
+            }
+            // The hub is gone (shutdown): nothing to deliver to.
+            Err(TrySendError::Disconnected(_)) => return Ok(()),
+            Err(TrySendError::Full(cmd)) => cmd,
+        };
+        let since = *self.stalled.get().get_or_insert_with(Instant::now);
+        self.stalled.set(Some(since));
+        let left = MAX_STALL.saturating_sub(since.elapsed());
+        if !left.is_zero() && self.hub.redis.send_timeout(cmd, left).is_ok() {
+            return Ok(());
+        }
+        metrics::add(&self.stats.cluster_redis_dropped_total, 1);
+        Err(())
+    }
+
+    /// Records a loss and says so (at most once a second).
+    fn lost(&self, record: impl FnOnce(&Losses), why: &str) {
+        record(&self.hub.losses);
+        if self.last_log.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            self.last_log.set(Some(Instant::now()));
+            tracing::warn!("cluster: {why}; the sessions that may have missed it will not be recovered from before it");
+        }
     }
 
     fn node_msg(&self, payload: &[u8]) {
         if let Some(m) = super::relay::decode(payload) {
-            let _ = self.hub.send(Command::FromNode(m));
+            let target = m.target();
+            // After one is lost, the later ones for that connection go too, until the hub has
+            // dealt with it (an acknowledgement must not pass the frame it would cover).
+            if self.hub.losses.relay_lost(target) || self.to_hub(Command::FromNode(m)).is_err() {
+                self.lost(|l| l.relay(target), "a relay message was dropped: its client reconnects");
+            }
             return;
         }
         match wire::parse_node_msg(payload) {
             Some(NodeMsg::Request { origin, corr, system, op }) => {
-                let _ = self.hub.send(Command::Remote { origin, corr, system, op });
+                // Dropped, its caller hears 503 at the forward timeout.
+                if self.to_hub(Command::Remote { origin, corr, system, op }).is_err() {
+                    self.lost(|_| {}, "the hub's queue was full: a forwarded call was dropped (its caller gets 503)");
+                }
             }
             Some(NodeMsg::Answer { corr, status, body }) => {
                 if let Some(to) = self.pending.take(corr) {

@@ -8,31 +8,64 @@ use crate::ids::{ClientRef, ConnId};
 use crate::msg::{Frame, Op};
 
 /// Group or system channel: a frame for every member, on every node (the origin's too:
-/// everyone receives a group's frames in Redis's order).
+/// everyone receives a group's frames in Redis's order). Read from older nodes (no position).
 const DELIVER: u8 = b'D';
-/// Group channel: a client joined here, in Redis's order; maybe with its 1001 notice.
+/// Group channel: a client joined here, in Redis's order; maybe with its 1001 notice. Read from
+/// older nodes (no position).
 const JOINED: u8 = b'J';
+/// [`DELIVER`] with its position in the publisher's stream of that channel ([`Pos`]).
+const DELIVER_AT: u8 = b'E';
+/// [`JOINED`] with its position.
+const JOINED_AT: u8 = b'K';
+/// A position the publisher used without a frame (a LEAVE step that sent no notice), so the
+/// stream has no hole where nothing was lost.
+const SKIP_AT: u8 = b'S';
 const REQUEST: u8 = b'Q';
 /// Cluster channel: a node (re)connected to Redis and takes calls for its clients.
 const HELLO: u8 = b'H';
 const ANSWER: u8 = b'R';
 
-/// A frame for a group or system channel, published by node `origin`.
-pub fn delivery(origin: u32, frame: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(5 + frame.len());
-    v.push(DELIVER);
-    v.extend_from_slice(&origin.to_be_bytes());
+/// Where a message stands in one publisher's stream of one channel: every message a node
+/// publishes on a group or system channel takes the next `seq` of that channel (from 1, within
+/// an `epoch` the publisher picks at random when it starts or forgets its counters). A
+/// receiver that sees a `seq` further on than the one after the last it got, in the same
+/// epoch, knows it missed messages (a pub/sub connection lost, a subscriber that dropped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pos {
+    pub origin: u32,
+    pub epoch: u32,
+    pub seq: u64,
+}
+
+const POS_LEN: usize = 16;
+
+fn head(kind: u8, at: Pos, extra: usize) -> Vec<u8> {
+    let mut v = Vec::with_capacity(1 + POS_LEN + extra);
+    v.push(kind);
+    v.extend_from_slice(&at.origin.to_be_bytes());
+    v.extend_from_slice(&at.epoch.to_be_bytes());
+    v.extend_from_slice(&at.seq.to_be_bytes());
+    v
+}
+
+/// A frame for a group or system channel, at `at` in its publisher's stream.
+pub fn delivery(at: Pos, frame: &[u8]) -> Vec<u8> {
+    let mut v = head(DELIVER_AT, at, frame.len());
     v.extend_from_slice(frame);
     v
 }
 
 /// The marker a JOIN step publishes: `client` joined; `notice` (may be empty) follows.
-pub fn joined(client_id: &str, notice: &[u8]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(1 + client_id.len() + notice.len());
-    v.push(JOINED);
+pub fn joined(at: Pos, client_id: &str, notice: &[u8]) -> Vec<u8> {
+    let mut v = head(JOINED_AT, at, client_id.len() + notice.len());
     v.extend_from_slice(client_id.as_bytes());
     v.extend_from_slice(notice);
     v
+}
+
+/// What a LEAVE step publishes when it sends no notice: the position, used.
+pub fn skip(at: Pos) -> Vec<u8> {
+    head(SKIP_AT, at, 0)
 }
 
 /// A node announcing itself on the cluster channel.
@@ -50,27 +83,41 @@ pub fn parse_hello(p: &[u8]) -> Option<u32> {
     }
 }
 
-/// What a group or system channel carried.
+/// What a group or system channel carried (`at`: its position, `None` from an older node).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Delivery<'a> {
-    Frame { origin: u32, frame: &'a [u8] },
-    Joined { client: ClientRef, notice: Option<&'a [u8]> },
+    Frame { at: Option<Pos>, frame: &'a [u8] },
+    Joined { at: Option<Pos>, client: ClientRef, notice: Option<&'a [u8]> },
+    Skip { at: Pos },
+}
+
+fn parse_pos(r: &mut R<'_>) -> Option<Pos> {
+    Some(Pos { origin: r.u32()?, epoch: r.u32()?, seq: r.u64()? })
+}
+
+fn parse_joined(rest: &[u8]) -> Option<(ClientRef, Option<&[u8]>)> {
+    let id = std::str::from_utf8(rest.get(..crate::ids::CLIENT_ID_LEN)?).ok()?;
+    let client = crate::ids::parse_client_ref(id)?;
+    let notice = &rest[id.len()..];
+    Some((client, (!notice.is_empty()).then_some(notice)))
 }
 
 /// Reads a delivery; `None` for anything malformed.
 pub fn parse_delivery(p: &[u8]) -> Option<Delivery<'_>> {
     let (&kind, rest) = p.split_first()?;
+    let mut r = R(rest);
     match kind {
         DELIVER => {
-            let origin = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
-            Some(Delivery::Frame { origin, frame: &rest[4..] })
+            r.u32()?;
+            Some(Delivery::Frame { at: None, frame: r.0 })
         }
-        JOINED => {
-            let id = std::str::from_utf8(rest.get(..crate::ids::CLIENT_ID_LEN)?).ok()?;
-            let client = crate::ids::parse_client_ref(id)?;
-            let notice = &rest[id.len()..];
-            Some(Delivery::Joined { client, notice: (!notice.is_empty()).then_some(notice) })
+        DELIVER_AT => Some(Delivery::Frame { at: Some(parse_pos(&mut r)?), frame: r.0 }),
+        JOINED => parse_joined(rest).map(|(client, notice)| Delivery::Joined { at: None, client, notice }),
+        JOINED_AT => {
+            let at = parse_pos(&mut r)?;
+            parse_joined(r.0).map(|(client, notice)| Delivery::Joined { at: Some(at), client, notice })
         }
+        SKIP_AT => Some(Delivery::Skip { at: parse_pos(&mut r)? }),
         _ => None,
     }
 }
@@ -291,13 +338,23 @@ mod tests {
             Some(NodeMsg::Answer { corr: 42, status: 404, body }) => assert_eq!(&body[..], b"{\"code\":404}"),
             other => panic!("{other:?}"),
         }
-        let d = delivery(7, b"frame");
-        assert_eq!(parse_delivery(&d), Some(Delivery::Frame { origin: 7, frame: &b"frame"[..] }));
+        let at = Pos { origin: 7, epoch: 3, seq: 99 };
+        let d = delivery(at, b"frame");
+        assert_eq!(parse_delivery(&d), Some(Delivery::Frame { at: Some(at), frame: &b"frame"[..] }));
+        let old = [&b"D\0\0\0\x07"[..], b"frame"].concat();
+        assert_eq!(parse_delivery(&old), Some(Delivery::Frame { at: None, frame: &b"frame"[..] }), "an older node's");
+        assert_eq!(parse_delivery(&skip(at)), Some(Delivery::Skip { at }));
         let c = ClientRef { node: 3, conn: ConnId { shard: 1, slot: 2, gen: 3 } };
-        let j = joined(&c.id(), b"notice");
-        assert_eq!(parse_delivery(&j), Some(Delivery::Joined { client: c, notice: Some(&b"notice"[..]) }));
-        assert_eq!(parse_delivery(&joined(&c.id(), b"")), Some(Delivery::Joined { client: c, notice: None }));
-        assert_eq!(parse_delivery(&j[..20]), None);
+        let j = joined(at, &c.id(), b"notice");
+        assert_eq!(
+            parse_delivery(&j),
+            Some(Delivery::Joined { at: Some(at), client: c, notice: Some(&b"notice"[..]) })
+        );
+        let bare = joined(at, &c.id(), b"");
+        assert_eq!(parse_delivery(&bare), Some(Delivery::Joined { at: Some(at), client: c, notice: None }));
+        let old = [&b"J"[..], c.id().as_bytes()].concat();
+        assert_eq!(parse_delivery(&old), Some(Delivery::Joined { at: None, client: c, notice: None }));
+        assert_eq!(parse_delivery(&j[..30]), None);
         assert_eq!(parse_delivery(b"x"), None);
         assert_eq!(parse_delivery(b"Z\0\0\0\0"), None);
         assert_eq!(parse_hello(&hello(0xabcd_0123)), Some(0xabcd_0123));

@@ -110,6 +110,42 @@ impl ClusterSide {
 }
 
 impl Hub {
+    /// Applies what the subscriber lost since the last look (cluster mode; one atomic load
+    /// when nothing was): the members of each channel that lost a frame, or every session of
+    /// the node, are told their sessions are not recoverable from before now
+    /// ([`ShardMsg::Lost`]); a connection whose relay message was lost is dropped so its
+    /// client resumes ([`ShardMsg::RelayLost`]).
+    pub(super) fn apply_losses(&mut self) {
+        let Some(c) = self.backend.cluster() else { return };
+        let Some(lost) = c.link.losses.take() else { return };
+        let Local { index, out, .. } = &mut self.local;
+        if lost.all {
+            for shard in 0..out.links.len() {
+                out.send(shard, ShardMsg::LostAll);
+            }
+        }
+        for (system, group) in &lost.channels {
+            let Some(sys) = index.find(system) else { continue };
+            let system = index.system(sys);
+            let members = match group {
+                Some(g) => system.groups.get_mut(&**g),
+                None => Some(&mut system.members),
+            };
+            if let Some(m) = members {
+                for shard in 0..m.shards() {
+                    if let Some(targets) = m.snapshot(shard) {
+                        out.send(shard, ShardMsg::Lost { targets });
+                    }
+                }
+            }
+        }
+        for conn in lost.relays {
+            if (conn.shard as usize) < out.links.len() {
+                out.send(conn.shard as usize, ShardMsg::RelayLost(conn.in_shard()));
+            }
+        }
+    }
+
     /// Cluster mode: holds back a command whose system this node has not seen yet and asks
     /// Redis about it; the command runs when the answer comes ([`Command::SystemKnown`]).
     pub(super) fn gate(&mut self, cmd: Command) -> Option<Command> {

@@ -87,6 +87,24 @@ impl From<ApiError> for Answer {
     }
 }
 
+/// Where the hub's commands come from.
+pub struct Inbox {
+    /// The shards' commands (bounded: `hub_queue`; full answers 503).
+    pub shards: Receiver<Command>,
+    /// Cluster mode: the broker's answers to what the hub asked (unbounded, see
+    /// `cluster::ToHub`); a node alone never gets any.
+    pub control: Receiver<Command>,
+    /// Cluster mode: frames and calls from Redis (bounded: `hub_queue`).
+    pub redis: Receiver<Command>,
+}
+
+impl Inbox {
+    /// A single node's: the shards' commands only.
+    pub fn single(shards: Receiver<Command>) -> Self {
+        Inbox { shards, control: crossbeam_channel::never(), redis: crossbeam_channel::never() }
+    }
+}
+
 /// This node's side of the hub: the index and the way to the shards. The [`Backend`] gets it
 /// handed in for what it does locally.
 struct Local {
@@ -132,38 +150,52 @@ impl Hub {
         Hub { local: Local { cfg, out, index: Index::default(), stats, hooks }, backend: Backend::new(broker) }
     }
 
-    /// Runs until [`Command::Stop`] (or until every command sender is gone).
-    pub fn run(mut self, rx: Receiver<Command>) {
+    /// Runs until [`Command::Stop`] (or until every shard's command sender is gone).
+    pub fn run(mut self, mut inbox: Inbox) {
         let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
         loop {
-            let cmd = match rx.recv_timeout(SWEEP_EVERY) {
-                Ok(cmd) => cmd,
-                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
-                    self.sweep(&mut next_sweep);
-                    continue;
-                }
-                Err(_) => break,
+            let first = crossbeam_channel::select! {
+                recv(inbox.shards) -> m => match m {
+                    Ok(cmd) => Some(cmd),
+                    Err(_) => break,
+                },
+                // The cluster threads are gone (shutdown): stop listening to them.
+                recv(inbox.control) -> m => m.map_err(|_| inbox.control = crossbeam_channel::never()).ok(),
+                recv(inbox.redis) -> m => m.map_err(|_| inbox.redis = crossbeam_channel::never()).ok(),
+                default(SWEEP_EVERY) => None,
             };
+            self.sweep(&mut next_sweep);
+            self.apply_losses();
+            let Some(cmd) = first else { continue };
             if matches!(cmd, Command::Stop) {
                 break;
             }
-            self.sweep(&mut next_sweep);
             self.handle(cmd);
-            let mut n = 1;
-            while n < BATCH {
-                match rx.try_recv() {
-                    Ok(Command::Stop) => return self.local.out.wake(),
-                    Ok(cmd) => self.handle(cmd),
-                    Err(_) => break,
-                }
-                n += 1;
-            }
+            let Some(n) = self.batch(&inbox) else { return self.local.out.wake() };
             let l = &mut self.local;
             metrics::add(&l.stats.commands_total, n as u64);
             l.out.wake();
             l.stats.clients.store(l.index.clients.len() as u64, Relaxed);
             l.stats.systems.store(l.index.systems.len() as u64, Relaxed);
         }
+    }
+
+    /// Handles what else is waiting, up to [`BATCH`] commands: the cluster's answers first
+    /// (few, and what other work waits on), then frames from Redis, then the shards'.
+    /// Returns how many were handled, or `None` at [`Command::Stop`].
+    fn batch(&mut self, inbox: &Inbox) -> Option<usize> {
+        let mut n = 1;
+        for rx in [&inbox.control, &inbox.redis, &inbox.shards] {
+            while n < BATCH {
+                match rx.try_recv() {
+                    Ok(Command::Stop) => return None,
+                    Ok(cmd) => self.handle(cmd),
+                    Err(_) => break,
+                }
+                n += 1;
+            }
+        }
+        Some(n)
     }
 
     /// Handles one command (public for benches).

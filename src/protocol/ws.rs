@@ -19,6 +19,8 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const INTERNAL: u16 = 1011;
+    /// Service restart: the client should reconnect (and resume).
+    pub const RESTART: u16 = 1012;
 }
 
 /// What kind of frame arrived.

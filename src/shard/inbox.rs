@@ -3,6 +3,7 @@
 
 use super::zip::Outgoing;
 use super::{Shard, State, HUB_MSGS_PER_TURN};
+use crate::metrics;
 use crate::msg::{Reply, ShardMsg, Target};
 
 impl Shard {
@@ -52,6 +53,19 @@ impl Shard {
                         self.begin_close(target.slot as usize, code, reason, false, crate::webhooks::Gone::Kicked);
                     }
                 }
+                ShardMsg::Lost { targets } => {
+                    for t in targets.iter() {
+                        self.lose(*t);
+                    }
+                }
+                ShardMsg::LostAll => {
+                    let all: Vec<Target> =
+                        self.conns.iter().map(|(slot, c)| Target { slot: slot as u32, gen: c.gen }).collect();
+                    for t in all {
+                        self.lose(t);
+                    }
+                }
+                ShardMsg::RelayLost(t) => self.relay_lost(t),
                 ShardMsg::Shutdown => self.start_shutdown(),
             }
         }
@@ -87,6 +101,27 @@ impl Shard {
                 self.record(slot, &out.plain);
             }
             (State::Relayed, _) if self.record(slot, &out.plain) => self.relay_frame(slot, &out.plain),
+            _ => {}
+        }
+    }
+
+    /// A frame for the session at `t` may have been lost on the way from Redis: its history
+    /// can no longer complete a resume from before now (`recovery::History::lose`).
+    fn lose(&mut self, t: Target) {
+        let Some(s) = self.conn_at(t).and_then(|c| c.session.as_mut()) else { return };
+        s.history.lose();
+        metrics::add(&self.stats().recovery_losses_total, 1);
+    }
+
+    /// A relay message for the connection at `t` was lost: an edge (or a parked resume) is
+    /// dropped as on a network loss, so its client resumes through any node and gets what it
+    /// missed from the owner; an owner tells its edge to close (1012) and keeps the session.
+    fn relay_lost(&mut self, t: Target) {
+        let Some(c) = self.conn_at(t) else { return };
+        let slot = t.slot as usize;
+        match c.state {
+            State::Edge | State::Parked => self.close_now(slot),
+            State::Relayed => self.unlink(slot, crate::protocol::ws::close::RESTART, "relay lost messages: resume"),
             _ => {}
         }
     }

@@ -130,7 +130,7 @@ impl Shard {
                 State::Http { awaiting, .. } => {
                     if awaiting {
                         // Its answer is due within request_timeout of the call.
-                        if c.req_since != 0 && now.wrapping_sub(c.req_since) > request_ms {
+                        if c.req_since != 0 && elapsed(now, c.req_since) > request_ms {
                             unanswered.push(slot);
                         }
                         continue;
@@ -141,7 +141,7 @@ impl Shard {
                         }
                         continue;
                     }
-                    if c.req_since != 0 && now.wrapping_sub(c.req_since) > request_ms {
+                    if c.req_since != 0 && elapsed(now, c.req_since) > request_ms {
                         slow_requests.push(slot);
                     } else if silent > idle_ms {
                         expired.push(slot);
@@ -155,7 +155,7 @@ impl Shard {
                     if c.out.cost() > soft {
                         if c.soft_since == 0 {
                             c.soft_since = now | 1;
-                        } else if now.wrapping_sub(c.soft_since) > soft_ms {
+                        } else if elapsed(now, c.soft_since) > soft_ms {
                             slow.push(slot);
                             continue;
                         }
@@ -263,8 +263,27 @@ impl Shard {
     }
 }
 
+/// Milliseconds on the shard clock from the stamp `t` to `now`. Stamps that must not be 0 (0
+/// means "none") are taken as `now | 1`, which is up to 1 ms *ahead* of `now`: read plainly
+/// with `wrapping_sub` such a stamp looked ~49 days old, so a request stamped in the same
+/// millisecond as a sweep timed out at once (408, or 503 for an API call waiting for its
+/// answer) and a client just over the soft output limit was closed as a slow consumer.
+fn elapsed(now: u32, t: u32) -> u32 {
+    (now.wrapping_sub(t) as i32).max(0) as u32
+}
+
 #[cfg(test)]
 mod tests {
+    /// Regression: a stamp of `now | 1` taken at an even `now` read as 2^32 - 1 ms old.
+    #[test]
+    fn a_stamp_rounded_up_is_not_ancient() {
+        use super::elapsed;
+        let now = 1000;
+        assert_eq!(elapsed(now, now | 1), 0);
+        assert_eq!(elapsed(now + 5, now | 1), 4);
+        assert_eq!(elapsed(3, u32::MAX - 1), 5, "across the wrap");
+        assert_eq!(elapsed(now, now), 0);
+    }
     use super::LogLimiter;
 
     #[test]

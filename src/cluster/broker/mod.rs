@@ -79,6 +79,8 @@ pub(super) struct Broker {
     sub_gen: u64,
     streams: Sender<(u64, link::Reader)>,
     events: Receiver<SubEvent>,
+    /// The hub's `control` queue (unbounded: the broker never waits on the hub, so its
+    /// heartbeats never wait behind frames).
     hub: Sender<Command>,
     replies: Arc<Replies>,
     pending: Arc<Pending>,
@@ -100,6 +102,8 @@ pub(super) struct Broker {
     /// This process's heartbeat value: another value under our node id means another
     /// process uses the same id.
     instance: String,
+    /// The position of the next message on each channel this node publishes on.
+    stamps: super::stream::Stamps,
 }
 
 impl Broker {
@@ -115,6 +119,7 @@ impl Broker {
         events: Receiver<SubEvent>,
     ) -> Result<Self, String> {
         let now = Instant::now();
+        let cfg_node = cfg.node;
         Ok(Broker {
             k: Keys::new(&cfg.prefix),
             tls: link::client_config(cfg.ca.as_deref())?,
@@ -140,6 +145,7 @@ impl Broker {
             backoff: Duration::from_millis(100),
             corr: 0,
             instance: format!("{:016x}", fastrand::u64(..)),
+            stamps: super::stream::Stamps::new(cfg_node),
         })
     }
 
@@ -343,7 +349,8 @@ impl Broker {
                         Some(g) => self.k.group(&system, g),
                         None => self.k.system(&system),
                     };
-                    p.cmd("PUBLISH").arg(chan).arg(wire::delivery(me, &frame));
+                    let at = self.stamps.next(&chan);
+                    p.cmd("PUBLISH").arg(chan).arg(wire::delivery(at, &frame));
                     steps.push(Step::Redis(Post::Publish { answer }));
                     if let (Some(g), true) = (&group, history) {
                         p.cmd("EVALSHA")
@@ -367,8 +374,7 @@ impl Broker {
                     steps.push(Step::Redis(Post::Join { system, group, client, info }));
                 }
                 BrokerCmd::Leave { system, group, client, notice, info } => {
-                    let n = notice.map(|f| wire::delivery(me, &f)).unwrap_or_default();
-                    self.pipe_leave(&mut p, me, &system, &group, &client, &n);
+                    self.pipe_leave(&mut p, me, &system, &group, &client, notice.as_deref());
                     steps.push(Step::Redis(Post::Leave { system, group, client, info }));
                 }
                 BrokerCmd::SystemSub { system, welcome, left, .. } => {

@@ -17,10 +17,9 @@ pub fn info(user_id: &str, extend: &str) -> Box<str> {
     serde_json::to_string(&[user_id, extend]).unwrap_or_default().into()
 }
 
-fn offline_notice(node: u32, client: &str, info: &str) -> Vec<u8> {
+fn offline_notice(client: &str, info: &str) -> bytes::Bytes {
     let [user, extend]: [String; 2] = serde_json::from_str(info).unwrap_or_default();
-    let f = api::notice_frame(api::OFFLINE, &crate::ids::message_id(), client, &user, &extend);
-    wire::delivery(node, &f)
+    api::notice_frame(api::OFFLINE, &crate::ids::message_id(), client, &user, &extend)
 }
 
 impl Broker {
@@ -34,11 +33,14 @@ impl Broker {
         info: &str,
         notice: &[u8],
     ) {
-        let with_notice = if notice.is_empty() { Vec::new() } else { wire::joined(client, notice) };
+        let chan = self.k.group(system, group);
+        // One position for either marker: the step publishes exactly one of them.
+        let at = self.stamps.next(&chan);
+        let with_notice = if notice.is_empty() { Vec::new() } else { wire::joined(at, client, notice) };
         p.cmd("EVALSHA")
             .arg(self.scripts.join.get_hash())
             .arg(3)
-            .arg(self.k.group(system, group))
+            .arg(chan)
             .arg(self.k.groups(system))
             .arg(self.k.node(self.me()))
             .arg(client)
@@ -47,9 +49,11 @@ impl Broker {
             .arg(keys::member_field(client, system, group))
             .arg(with_notice)
             .arg(self.cfg.notify_max_group_size)
-            .arg(wire::joined(client, b""));
+            .arg(wire::joined(at, client, b""));
     }
 
+    /// `node`: whose presence the client leaves (this one, or a dead one being reaped);
+    /// `notice`: the 1002 frame, if the remaining members are to be told.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pipe_leave(
         &self,
@@ -58,19 +62,24 @@ impl Broker {
         system: &str,
         group: &str,
         client: &str,
-        notice: &[u8],
+        notice: Option<&[u8]>,
     ) {
+        let chan = self.k.group(system, group);
+        // The step publishes the notice or, when it sends none, the skip: one message either way.
+        let at = self.stamps.next(&chan);
+        let notice = notice.map(|f| wire::delivery(at, f)).unwrap_or_default();
         p.cmd("EVALSHA")
             .arg(self.scripts.leave.get_hash())
             .arg(3)
-            .arg(self.k.group(system, group))
+            .arg(chan)
             .arg(self.k.groups(system))
             .arg(self.k.node(node))
             .arg(client)
             .arg(group)
             .arg(keys::member_field(client, system, group))
             .arg(notice)
-            .arg(self.cfg.notify_max_group_size);
+            .arg(self.cfg.notify_max_group_size)
+            .arg(wire::skip(at));
     }
 
     /// Updates the mirror; returns the channel to subscribe to, if any.
@@ -125,7 +134,7 @@ impl Broker {
 
     /// A LEAVE step for a client that is gone, with its 1002 notice; its result is ignored.
     fn pipe_gone(&self, p: &mut redis::Pipeline, node: u32, system: &str, group: &str, client: &str, info: &str) {
-        self.pipe_leave(p, node, system, group, client, &offline_notice(self.me(), client, info));
+        self.pipe_leave(p, node, system, group, client, Some(&offline_notice(client, info)));
         p.ignore();
     }
 
@@ -254,7 +263,7 @@ impl Broker {
         let mut gone = Vec::new();
         for (field, info) in &held {
             if let Some((client, system, group)) = keys::parse_member_field(field) {
-                self.pipe_leave(&mut p, node, system, group, client, &offline_notice(self.me(), client, info));
+                self.pipe_leave(&mut p, node, system, group, client, Some(&offline_notice(client, info)));
                 gone.push((client, system, group, info));
             }
         }
