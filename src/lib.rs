@@ -37,7 +37,7 @@
 //! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
 //! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
 //! | [`hub`] | the group index: the only place membership lives; fans out to shards. One method per API operation (`hub/ops.rs`) over one backend seam (`hub/backend.rs`: single node or Redis) |
-//! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys (under `--redis-prefix`), the wire format between nodes, finding the master (`redis://`, `rediss://`, Sentinel) and the pub/sub connection (plain or TLS) |
+//! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys (under `--redis-prefix`), the wire format between nodes, positions in each channel's stream and the losses they reveal (`cluster/stream.rs`, [`cluster::Losses`]), finding the master (`redis://`, `rediss://`, Sentinel) and the pub/sub connection (plain or TLS) |
 //! | [`msg`] | **the contract between shards and hub**: `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
 //! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, permessage-deflate (negotiation, compress/inflate), allowed origins, API JSON and typed API errors |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and minting: API tokens (system, operator) and connect tokens (`/ws` only: user and groups, [`auth::Grant`]) |

@@ -111,7 +111,7 @@ counters!(HubStats {
     cluster_redis_dropped_total:
         "cluster mode: messages from Redis dropped because the hub's queue (hub_queue) was full (their sessions are not recoverable from before them)",
     cluster_redis_missed_total:
-        "cluster mode: messages a channel's positions show never arrived (a pub/sub connection lost meanwhile)",
+        "cluster mode: messages a channel's positions show never arrived (a pub/sub connection lost meanwhile, or a publish whose pipeline failed)",
     cluster_redis_errors_total: "cluster mode: failed Redis round trips (each leads to a reconnect)",
     cluster_broker_queue_bytes:
         "cluster mode: frame bytes of sends waiting for the broker (bounded by broker_queue_bytes)",

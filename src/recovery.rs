@@ -198,11 +198,14 @@ pub struct History<F> {
     /// The frame just before `frames[0]` (acknowledged, or dropped at the bound): a resume
     /// whose `last` is that frame gets everything held.
     dropped: Option<F>,
+    /// A frame may have been lost before it got here ([`History::lose`]): a resume from the
+    /// connect frame can no longer be complete, even if nothing was recorded yet.
+    lost: bool,
 }
 
 impl<F: Kept> Default for History<F> {
     fn default() -> Self {
-        History { frames: VecDeque::new(), bytes: 0, first: 0, dropped: None }
+        History { frames: VecDeque::new(), bytes: 0, first: 0, dropped: None, lost: false }
     }
 }
 
@@ -255,6 +258,7 @@ impl<F: Kept> History<F> {
         self.frames.clear();
         self.bytes = 0;
         self.dropped = None;
+        self.lost = true;
     }
 
     /// The client has received every frame before position `upto`.
@@ -269,7 +273,7 @@ impl<F: Kept> History<F> {
     /// i.e. every frame ever sent), if the history still holds everything after that point.
     pub fn after(&self, last: Option<&str>) -> Option<std::collections::vec_deque::Iter<'_, F>> {
         let skip = match last {
-            None if self.first == 0 => 0,
+            None if self.first == 0 && !self.lost => 0,
             None => return None,
             Some(id) => match self.frames.iter().rposition(|f| message_id(f.bytes()) == Some(id.as_bytes())) {
                 Some(pos) => pos + 1,
@@ -319,6 +323,29 @@ mod tests {
         assert_eq!(message_id(&big), Some(&b"0123456789abcdef"[..]));
         assert_eq!(message_id(&crate::protocol::api::welcome_frame("c")), None);
         assert_eq!(message_id(b"\x81"), None);
+    }
+
+    /// Cluster mode: a frame for the session was lost on the way from Redis. No resume from
+    /// before that is complete any more — not even from the connect frame of a history still
+    /// empty — while one from a frame recorded after it is.
+    #[test]
+    fn a_loss_refuses_resumes_from_before_it() {
+        let mut fresh: History<bytes::Bytes> = History::default();
+        assert!(fresh.after(None).is_some());
+        fresh.lose();
+        assert!(fresh.after(None).is_none(), "the lost frame may have been the first");
+        let mut h = History::default();
+        h.record(frame("00000000000000a1"), 1 << 20);
+        h.record(frame("00000000000000a2"), 1 << 20);
+        h.lose();
+        assert_eq!((h.len(), h.bytes(), h.next()), (0, 0, 2));
+        assert!(h.after(Some("00000000000000a1")).is_none());
+        assert!(h.after(Some("00000000000000a2")).is_none());
+        h.record(frame("00000000000000a4"), 1 << 20);
+        h.record(frame("00000000000000a5"), 1 << 20);
+        assert_eq!(h.after(Some("00000000000000a4")).map(|i| i.count()), Some(1));
+        h.ack(3);
+        assert_eq!((h.len(), h.next()), (1, 4));
     }
 
     #[test]

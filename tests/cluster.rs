@@ -482,8 +482,20 @@ fn a_call_nobody_answers_gets_503_within_request_timeout() {
     let b = node(&redis, &[]);
     a.register("sys");
     let c = b.client("sys");
-    // b stops answering anything (its process is stopped).
+    // b stops answering anything (its process is stopped: wait until every thread is).
     unsafe { libc::kill(b.child.id() as i32, libc::SIGSTOP) };
+    let stopped = || {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", b.child.id())).unwrap();
+        tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            stat.rsplit(')').next().is_some_and(|rest| rest.trim_start().starts_with('T'))
+        })
+    };
+    let t = Instant::now();
+    while !stopped() {
+        assert!(t.elapsed() < Duration::from_secs(5), "node b did not stop");
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let (st, v) = a.api("bind_to_group", Some("sys"), json!({"clientId": c.id, "groupName": "g"}));
     unsafe { libc::kill(b.child.id() as i32, libc::SIGCONT) };
     assert_eq!(st, 503, "{v}");

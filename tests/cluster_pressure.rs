@@ -61,7 +61,10 @@ fn a_hub_that_falls_behind_loses_nothing_unseen() {
     let fast = ["--presence-ttl", "1s"];
     let a = node(&redis, &fast);
     let slow = [&fast[..], &["--shards", "1", "--hub-queue", "16", "--shard-queue", "16"]].concat();
-    let slow = [&slow[..], &["--output-hard-limit", "67108864", "--output-soft-limit", "67108864"]].concat();
+    // Room for everything: what the recoverable member misses is only what was lost.
+    let room =
+        ["--output-hard-limit", "67108864", "--output-soft-limit", "67108864", "--recovery-max-bytes", "67108864"];
+    let slow = [&slow[..], &room[..]].concat();
     let b = node(&redis, &slow);
     a.register("s");
     // B's members, drained by one thread; one plain and one recoverable member the test reads.

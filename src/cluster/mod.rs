@@ -225,6 +225,8 @@ pub fn start(
         keys: keys::Keys::new(&cfg.prefix),
         gaps: Default::default(),
         stalled: std::cell::Cell::new(None),
+        queued: std::cell::Cell::new(0),
+        node: cfg.node,
         last_log: std::cell::Cell::new(None),
     };
     let s = std::thread::Builder::new()
@@ -258,66 +260,85 @@ pub struct ToHub {
 /// channel's positions showed they never came): the subscriber records, the hub applies
 /// (`Hub::apply_losses`): the sessions that may have missed one are no longer recoverable from
 /// before it, a relayed session's client reconnects.
+///
+/// A loss is applied in its place in the stream: it is recorded with the number of messages
+/// the subscriber had put in the hub's `redis` queue before it, and the hub applies it only
+/// once it has taken exactly those (frames queued before the loss must not count as after it).
 #[derive(Default)]
 pub struct Losses {
     pending: std::sync::atomic::AtomicBool,
-    set: Mutex<LostSet>,
+    list: Mutex<LostList>,
 }
 
-/// What was lost since the hub last looked.
-#[derive(Debug, Default)]
-pub struct LostSet {
-    /// (system, group): a group's frames; (system, None): a system's.
-    pub channels: std::collections::HashSet<(Box<str>, Option<Box<str>>)>,
-    /// Relay messages for these connections of this node.
-    pub relays: Vec<ConnId>,
-    /// Too much to list: every session of the node.
-    pub all: bool,
+#[derive(Default)]
+struct LostList {
+    /// (messages queued before it, what), in that order.
+    entries: std::collections::VecDeque<(u64, Lost)>,
+    /// Relay targets with a loss not yet applied (later relay messages for them are dropped).
+    relays: std::collections::HashSet<ConnId>,
 }
 
-/// Channels and relays listed before a loss counts as every session's.
+/// One loss.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Lost {
+    /// A frame of `system`'s group (or of the whole system, `None`).
+    Channel(Box<str>, Option<Box<str>>),
+    /// A frame for these clients of this node (a forwarded `send_to_clients`).
+    Clients(Vec<ConnId>),
+    /// A relay message for this connection of this node.
+    Relay(ConnId),
+    /// Too much to list: every session of the node, and every relay.
+    All,
+}
+
+/// Losses listed before they count as every session's.
 const MAX_LISTED_LOSSES: usize = 10_000;
 
 impl Losses {
-    fn with(&self, f: impl FnOnce(&mut LostSet)) {
-        let mut s = self.set.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut s);
-        if s.channels.len() + s.relays.len() > MAX_LISTED_LOSSES {
-            *s = LostSet { all: true, ..LostSet::default() };
+    /// Records `what`, lost after the `queued`-th message put in the hub's `redis` queue.
+    pub fn record(&self, queued: u64, what: Lost) {
+        let mut l = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if let Lost::Relay(c) = &what {
+            l.relays.insert(*c);
+        }
+        if l.entries.len() >= MAX_LISTED_LOSSES {
+            l.entries.clear();
+            l.entries.push_back((queued, Lost::All));
+        } else if l.entries.back() != Some(&(queued, what.clone())) {
+            l.entries.push_back((queued, what));
         }
         self.pending.store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// A frame of `system`'s `group` (or of the whole system) was lost.
-    pub fn channel(&self, system: &str, group: Option<&str>) {
-        self.with(|s| {
-            s.channels.insert((system.into(), group.map(Into::into)));
-        })
-    }
-
-    /// A relay message for `conn` was lost.
-    pub fn relay(&self, conn: ConnId) {
-        self.with(|s| {
-            if !s.relays.contains(&conn) {
-                s.relays.push(conn);
-            }
-        })
     }
 
     /// Whether a relay message for `conn` was lost and not yet applied: later ones are dropped
     /// too (an acknowledgement must not pass the frame it would cover).
     pub fn relay_lost(&self, conn: ConnId) -> bool {
         self.pending.load(std::sync::atomic::Ordering::Acquire)
-            && self.set.lock().map(|s| s.all || s.relays.contains(&conn)).unwrap_or(true)
+            && self.list.lock().map(|l| l.relays.contains(&conn)).unwrap_or(true)
     }
 
-    /// What was lost since the last call (one atomic load when nothing was).
-    pub fn take(&self) -> Option<LostSet> {
-        if !self.pending.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            return None;
+    /// The losses recorded at or before `taken` messages (one atomic load when there are none).
+    pub fn due(&self, taken: u64) -> Vec<Lost> {
+        if !self.pending.load(std::sync::atomic::Ordering::Acquire) {
+            return Vec::new();
         }
-        let mut s = self.set.lock().unwrap_or_else(|p| p.into_inner());
-        Some(std::mem::take(&mut *s))
+        let mut l = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        while l.entries.front().is_some_and(|(at, _)| *at <= taken) {
+            let (_, what) = l.entries.pop_front().expect("checked");
+            match &what {
+                Lost::Relay(c) => {
+                    l.relays.remove(c);
+                }
+                Lost::All => l.relays.clear(),
+                _ => {}
+            }
+            due.push(what);
+        }
+        if l.entries.is_empty() {
+            self.pending.store(false, std::sync::atomic::Ordering::Release);
+        }
+        due
     }
 }
 

@@ -53,6 +53,10 @@ impl Stamps {
 #[derive(Default)]
 pub struct Gaps {
     seen: HashMap<String, HashMap<u32, (u32, u64)>>,
+    /// What was seen on the pub/sub connection before the current one, kept for the channels
+    /// the new one subscribes to again (a gap across the reconnect is the point); the others
+    /// were left meanwhile and go.
+    before: HashMap<String, HashMap<u32, (u32, u64)>>,
 }
 
 impl Gaps {
@@ -76,6 +80,18 @@ impl Gaps {
     /// The node no longer listens to `chan` (what it last saw there no longer matters).
     pub fn forget(&mut self, chan: &str) {
         self.seen.remove(chan);
+    }
+
+    /// A new pub/sub connection: channels count as left until it subscribes them again.
+    pub fn reconnected(&mut self) {
+        self.before = std::mem::take(&mut self.seen);
+    }
+
+    /// The new connection subscribed `chan`: what was seen there before the reconnect holds.
+    pub fn subscribed(&mut self, chan: &str) {
+        if let Some(m) = self.before.remove(chan) {
+            self.seen.insert(chan.to_string(), m);
+        }
     }
 
     pub fn channels(&self) -> usize {
@@ -106,6 +122,21 @@ mod tests {
         g.forget("a");
         assert_eq!(g.saw("a", Pos { epoch: 2, seq: 9, ..other }), 0, "forgotten: nothing to compare");
         assert_eq!(g.channels(), 2);
+    }
+
+    /// Review finding: a channel left while the pub/sub connection was down kept its last
+    /// positions, and when the node joined it again much later, the others' progress read as
+    /// a gap.
+    #[test]
+    fn a_reconnect_keeps_only_the_channels_subscribed_again() {
+        let p = |seq| Pos { origin: 2, epoch: 5, seq };
+        let mut g = Gaps::default();
+        g.saw("kept", p(1));
+        g.saw("left", p(1));
+        g.reconnected();
+        g.subscribed("kept");
+        assert_eq!(g.saw("kept", p(4)), 2, "a gap across the reconnect is told");
+        assert_eq!(g.saw("left", p(90)), 0, "a channel joined again starts afresh");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::keys::{Chan, Keys};
 use super::link;
 use super::stream::Gaps;
 use super::wire::{self, Delivery, NodeMsg};
-use super::{Losses, Pending, Replies, SubEvent, ToHub};
+use super::{Lost, Pending, Replies, SubEvent, ToHub};
 use crate::metrics::{self, HubStats};
 use crate::msg::Command;
 
@@ -40,6 +40,10 @@ pub(super) struct Subscriber {
     pub gaps: std::cell::RefCell<Gaps>,
     /// Since when the hub's queue has been full (waits count against [`MAX_STALL`]).
     pub stalled: Cell<Option<Instant>>,
+    /// Messages put in the hub's `redis` queue so far (a loss is recorded at this count).
+    pub queued: Cell<u64>,
+    /// This node (its clients' join markers are never dropped).
+    pub node: u32,
     pub last_log: Cell<Option<Instant>>,
 }
 
@@ -55,6 +59,7 @@ impl Subscriber {
     /// Reads each connection the broker hands over until it fails; ends with the broker.
     pub fn run(self, streams: Receiver<(u64, link::Reader)>) {
         for (gen, stream) in streams {
+            self.gaps.borrow_mut().reconnected();
             let mut reader = BufReader::with_capacity(64 << 10, stream);
             let mut parser = redis::Parser::new();
             loop {
@@ -82,6 +87,9 @@ impl Subscriber {
                 self.message(&chan, payload);
             }
             b"subscribe" => {
+                if let Some(chan) = it.next().and_then(bulk) {
+                    self.gaps.borrow_mut().subscribed(&String::from_utf8_lossy(&chan));
+                }
                 let _ = self.events.send(SubEvent::Confirmed(gen));
             }
             b"unsubscribe" => {
@@ -114,30 +122,40 @@ impl Subscriber {
             Some(Delivery::Skip { at }) => (Some(at), None, None),
             None => return,
         };
+        let channel = || Lost::Channel(system.into(), group.map(Into::into));
         if let Some(at) = at {
             let missed = self.gaps.borrow_mut().saw(name, at);
             if missed > 0 {
                 metrics::add(&self.stats.cluster_redis_missed_total, missed);
-                self.lost(|l| l.channel(system, group), "messages of a channel never came (pub/sub connection lost?)");
+                self.lost(channel(), "messages of a channel never came (pub/sub connection lost?)");
             }
         }
-        if frame.is_none() && joined.is_none() {
+        // Another node's client joining without a notice: nothing for this node.
+        let ours = joined.filter(|c| c.node == self.node);
+        if frame.is_none() && ours.is_none() {
             return;
         }
         // The frame is the payload's tail: keep the buffer, no copy.
         let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
-        let cmd = Command::Frame { system: system.into(), group: group.map(Into::into), frame, joined };
-        if self.to_hub(cmd).is_err() {
-            self.lost(|l| l.channel(system, group), "the hub's queue was full: a frame from Redis was dropped");
+        let cmd = Command::Frame { system: system.into(), group: group.map(Into::into), frame, joined: ours };
+        if let Err(cmd) = self.to_hub(cmd) {
+            self.lost(channel(), "the hub's queue was full: a frame from Redis was dropped");
+            // A client of ours joins at its marker: without it, it would never be a member
+            // here. It goes on the control queue (ahead of frames still queued: under this
+            // pressure it may get a frame sent just before its join).
+            if let Command::Frame { system, group, joined: Some(c), .. } = cmd {
+                let _ = self.hub.control.send(Command::Frame { system, group, frame: None, joined: Some(c) });
+            }
         }
     }
 
     /// Hands a message from Redis to the hub, waiting within [`MAX_STALL`] while its queue is
-    /// full; `Err`: it was dropped (counted).
-    fn to_hub(&self, cmd: Command) -> Result<(), ()> {
+    /// full; `Err`: it was dropped (counted), and is handed back.
+    fn to_hub(&self, cmd: Command) -> Result<(), Command> {
         let cmd = match self.hub.redis.try_send(cmd) {
             Ok(()) => {
                 self.stalled.set(None);
+                self.queued.set(self.queued.get() + 1);
                 return Ok(());
             }
             // The hub is gone (shutdown): nothing to deliver to.
@@ -147,19 +165,42 @@ impl Subscriber {
         let since = *self.stalled.get().get_or_insert_with(Instant::now);
         self.stalled.set(Some(since));
         let left = MAX_STALL.saturating_sub(since.elapsed());
-        if !left.is_zero() && self.hub.redis.send_timeout(cmd, left).is_ok() {
-            return Ok(());
-        }
+        let cmd = match left.is_zero() {
+            true => cmd,
+            false => match self.hub.redis.send_timeout(cmd, left) {
+                Ok(()) => {
+                    self.queued.set(self.queued.get() + 1);
+                    return Ok(());
+                }
+                Err(e) => e.into_inner(),
+            },
+        };
         metrics::add(&self.stats.cluster_redis_dropped_total, 1);
-        Err(())
+        Err(cmd)
     }
 
-    /// Records a loss and says so (at most once a second).
-    fn lost(&self, record: impl FnOnce(&Losses), why: &str) {
-        record(&self.hub.losses);
+    /// Records a loss in its place in the queue, and says so (at most once a second).
+    fn lost(&self, what: Lost, why: &str) {
+        self.hub.losses.record(self.queued.get(), what);
         if self.last_log.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
             self.last_log.set(Some(Instant::now()));
             tracing::warn!("cluster: {why}; the sessions that may have missed it will not be recovered from before it");
+        }
+    }
+
+    /// A forwarded call was dropped. One its caller waits for gets 503 at the forward timeout;
+    /// a send nobody waits for (`send_to_clients` to several nodes, answered already) is a
+    /// loss for the clients of this node it names.
+    fn remote_lost(&self, op: crate::msg::Op) {
+        match op {
+            crate::msg::Op::SendToClients { clients, strict: false, .. } => {
+                let mine = clients.iter().filter(|c| c.node == self.node).map(|c| c.conn).collect();
+                self.lost(Lost::Clients(mine), "the hub's queue was full: a forwarded send was dropped");
+            }
+            _ => self.lost(
+                Lost::Clients(Vec::new()),
+                "the hub's queue was full: a forwarded call was dropped (its caller gets 503)",
+            ),
         }
     }
 
@@ -168,16 +209,16 @@ impl Subscriber {
             let target = m.target();
             // After one is lost, the later ones for that connection go too, until the hub has
             // dealt with it (an acknowledgement must not pass the frame it would cover).
-            if self.hub.losses.relay_lost(target) || self.to_hub(Command::FromNode(m)).is_err() {
-                self.lost(|l| l.relay(target), "a relay message was dropped: its client reconnects");
+            let dropped = self.hub.losses.relay_lost(target) || self.to_hub(Command::FromNode(m)).is_err();
+            if dropped {
+                self.lost(Lost::Relay(target), "a relay message was dropped: its client reconnects");
             }
             return;
         }
         match wire::parse_node_msg(payload) {
             Some(NodeMsg::Request { origin, corr, system, op }) => {
-                // Dropped, its caller hears 503 at the forward timeout.
-                if self.to_hub(Command::Remote { origin, corr, system, op }).is_err() {
-                    self.lost(|_| {}, "the hub's queue was full: a forwarded call was dropped (its caller gets 503)");
+                if let Err(Command::Remote { op, .. }) = self.to_hub(Command::Remote { origin, corr, system, op }) {
+                    self.remote_lost(op);
                 }
             }
             Some(NodeMsg::Answer { corr, status, body }) => {

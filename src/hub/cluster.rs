@@ -5,10 +5,11 @@
 //! are the broker's business.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use super::index::SysId;
 use super::{Answer, Hub, Local};
-use crate::cluster::{BrokerCmd, BrokerLink};
+use crate::cluster::{BrokerCmd, BrokerLink, Lost};
 use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg, SystemRef};
@@ -110,38 +111,43 @@ impl ClusterSide {
 }
 
 impl Hub {
-    /// Applies what the subscriber lost since the last look (cluster mode; one atomic load
-    /// when nothing was): the members of each channel that lost a frame, or every session of
-    /// the node, are told their sessions are not recoverable from before now
-    /// ([`ShardMsg::Lost`]); a connection whose relay message was lost is dropped so its
-    /// client resumes ([`ShardMsg::RelayLost`]).
+    /// Applies the losses the subscriber recorded up to what this hub has taken from the
+    /// `redis` queue (cluster mode; one atomic load when there are none): the members of each
+    /// channel that lost a frame, or every session of the node, are told their sessions are
+    /// not recoverable from before now ([`ShardMsg::Lost`]); a connection whose relay message
+    /// was lost is dropped so its client resumes ([`ShardMsg::RelayLost`]).
     pub(super) fn apply_losses(&mut self) {
+        let taken = self.redis_taken;
         let Some(c) = self.backend.cluster() else { return };
-        let Some(lost) = c.link.losses.take() else { return };
+        let due = c.link.losses.due(taken);
         let Local { index, out, .. } = &mut self.local;
-        if lost.all {
-            for shard in 0..out.links.len() {
-                out.send(shard, ShardMsg::LostAll);
-            }
-        }
-        for (system, group) in &lost.channels {
-            let Some(sys) = index.find(system) else { continue };
-            let system = index.system(sys);
-            let members = match group {
-                Some(g) => system.groups.get_mut(&**g),
-                None => Some(&mut system.members),
-            };
-            if let Some(m) = members {
-                for shard in 0..m.shards() {
-                    if let Some(targets) = m.snapshot(shard) {
-                        out.send(shard, ShardMsg::Lost { targets });
+        let shards = out.links.len();
+        for lost in due {
+            match lost {
+                Lost::All => (0..shards).for_each(|s| out.send(s, ShardMsg::LostAll)),
+                Lost::Channel(system, group) => {
+                    let Some(sys) = index.find(&system) else { continue };
+                    let system = index.system(sys);
+                    let members = match &group {
+                        Some(g) => system.groups.get_mut(&**g),
+                        None => Some(&mut system.members),
+                    };
+                    let Some(m) = members else { continue };
+                    for shard in 0..m.shards() {
+                        if let Some(targets) = m.snapshot(shard) {
+                            out.send(shard, ShardMsg::Lost { targets });
+                        }
                     }
                 }
-            }
-        }
-        for conn in lost.relays {
-            if (conn.shard as usize) < out.links.len() {
-                out.send(conn.shard as usize, ShardMsg::RelayLost(conn.in_shard()));
+                Lost::Clients(conns) => {
+                    for c in conns.into_iter().filter(|c| (c.shard as usize) < shards) {
+                        out.send(c.shard as usize, ShardMsg::Lost { targets: Arc::from([c.in_shard()]) });
+                    }
+                }
+                Lost::Relay(c) if (c.shard as usize) < shards => {
+                    out.send(c.shard as usize, ShardMsg::RelayLost(c.in_shard()));
+                }
+                Lost::Relay(_) => {}
             }
         }
     }

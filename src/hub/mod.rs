@@ -87,6 +87,14 @@ impl From<ApiError> for Answer {
     }
 }
 
+/// Which queue of the [`Inbox`] a command came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Source {
+    Shards,
+    Control,
+    Redis,
+}
+
 /// Where the hub's commands come from.
 pub struct Inbox {
     /// The shards' commands (bounded: `hub_queue`; full answers 503).
@@ -134,6 +142,8 @@ impl Local {
 pub struct Hub {
     local: Local,
     backend: Backend,
+    /// Commands taken from the `redis` queue so far (losses are applied by this count).
+    redis_taken: u64,
 }
 
 impl Hub {
@@ -147,7 +157,11 @@ impl Hub {
         let out = Outbox::new(links, cfg.compress_min);
         // Cluster mode: the broker records the events (after Redis took each change).
         let hooks = hooks.filter(|_| broker.is_none());
-        Hub { local: Local { cfg, out, index: Index::default(), stats, hooks }, backend: Backend::new(broker) }
+        Hub {
+            local: Local { cfg, out, index: Index::default(), stats, hooks },
+            backend: Backend::new(broker),
+            redis_taken: 0,
+        }
     }
 
     /// Runs until [`Command::Stop`] (or until every shard's command sender is gone).
@@ -156,46 +170,69 @@ impl Hub {
         loop {
             let first = crossbeam_channel::select! {
                 recv(inbox.shards) -> m => match m {
-                    Ok(cmd) => Some(cmd),
+                    Ok(cmd) => Some((cmd, Source::Shards)),
                     Err(_) => break,
                 },
                 // The cluster threads are gone (shutdown): stop listening to them.
-                recv(inbox.control) -> m => m.map_err(|_| inbox.control = crossbeam_channel::never()).ok(),
-                recv(inbox.redis) -> m => m.map_err(|_| inbox.redis = crossbeam_channel::never()).ok(),
+                recv(inbox.control) -> m => {
+                    m.map_err(|_| inbox.control = crossbeam_channel::never()).ok().map(|c| (c, Source::Control))
+                }
+                recv(inbox.redis) -> m => {
+                    m.map_err(|_| inbox.redis = crossbeam_channel::never()).ok().map(|c| (c, Source::Redis))
+                }
                 default(SWEEP_EVERY) => None,
             };
             self.sweep(&mut next_sweep);
+            let n = match first {
+                None => 0,
+                Some((Command::Stop, _)) => break,
+                Some((cmd, from)) => {
+                    self.take(cmd, from);
+                    match self.batch(&inbox) {
+                        Some(n) => n + 1,
+                        None => break,
+                    }
+                }
+            };
             self.apply_losses();
-            let Some(cmd) = first else { continue };
-            if matches!(cmd, Command::Stop) {
-                break;
-            }
-            self.handle(cmd);
-            let Some(n) = self.batch(&inbox) else { return self.local.out.wake() };
             let l = &mut self.local;
             metrics::add(&l.stats.commands_total, n as u64);
             l.out.wake();
             l.stats.clients.store(l.index.clients.len() as u64, Relaxed);
             l.stats.systems.store(l.index.systems.len() as u64, Relaxed);
         }
+        self.local.out.wake();
     }
 
-    /// Handles what else is waiting, up to [`BATCH`] commands: the cluster's answers first
-    /// (few, and what other work waits on), then frames from Redis, then the shards'.
-    /// Returns how many were handled, or `None` at [`Command::Stop`].
+    /// Handles what else is waiting, up to [`BATCH`] commands from each queue, so none starves
+    /// another: the cluster's answers (few, and what other work waits on), frames from Redis,
+    /// the shards' commands. Returns how many were handled, or `None` at [`Command::Stop`].
     fn batch(&mut self, inbox: &Inbox) -> Option<usize> {
-        let mut n = 1;
-        for rx in [&inbox.control, &inbox.redis, &inbox.shards] {
-            while n < BATCH {
+        let mut n = 0;
+        for (rx, from) in
+            [(&inbox.control, Source::Control), (&inbox.redis, Source::Redis), (&inbox.shards, Source::Shards)]
+        {
+            for _ in 0..BATCH {
                 match rx.try_recv() {
                     Ok(Command::Stop) => return None,
-                    Ok(cmd) => self.handle(cmd),
+                    Ok(cmd) => self.take(cmd, from),
                     Err(_) => break,
                 }
                 n += 1;
             }
         }
         Some(n)
+    }
+
+    /// Handles one command taken from `from`. What Redis brought is counted: a loss the
+    /// subscriber recorded after the k-th of them is applied right after the k-th is handled,
+    /// in its place in the stream (`cluster::Losses`).
+    fn take(&mut self, cmd: Command, from: Source) {
+        self.handle(cmd);
+        if from == Source::Redis {
+            self.redis_taken += 1;
+            self.apply_losses();
+        }
     }
 
     /// Handles one command (public for benches).

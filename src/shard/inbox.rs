@@ -63,6 +63,7 @@ impl Shard {
                         self.conns.iter().map(|(slot, c)| Target { slot: slot as u32, gen: c.gen }).collect();
                     for t in all {
                         self.lose(t);
+                        self.relay_lost(t);
                     }
                 }
                 ShardMsg::RelayLost(t) => self.relay_lost(t),
@@ -115,13 +116,14 @@ impl Shard {
 
     /// A relay message for the connection at `t` was lost: an edge (or a parked resume) is
     /// dropped as on a network loss, so its client resumes through any node and gets what it
-    /// missed from the owner; an owner tells its edge to close (1012) and keeps the session.
+    /// missed from the owner; an owner tells its edge to close (1012) and keeps the session
+    /// detached, as when its edge reports a drop.
     fn relay_lost(&mut self, t: Target) {
         let Some(c) = self.conn_at(t) else { return };
         let slot = t.slot as usize;
         match c.state {
             State::Edge | State::Parked => self.close_now(slot),
-            State::Relayed => self.unlink(slot, crate::protocol::ws::close::RESTART, "relay lost messages: resume"),
+            State::Relayed => self.relay_broken(slot),
             _ => {}
         }
     }

@@ -226,14 +226,7 @@ impl Shard {
         match event {
             Event::Ack(n) => self.ack(slot, &n.to_be_bytes()),
             Event::Publish(text) => self.client_command(slot, &text),
-            Event::Dropped => {
-                metrics::sub(&self.stats().recovery_relayed, 1);
-                if let Some(s) = self.conns[slot].session.as_mut() {
-                    s.link = None;
-                }
-                self.conns[slot].state = State::Client { hub_knows: true };
-                self.detach(slot);
-            }
+            Event::Dropped => self.relay_ends_detached(slot),
             Event::Closed => {
                 metrics::sub(&self.stats().recovery_relayed, 1);
                 let conn = &mut self.conns[slot];
@@ -323,5 +316,26 @@ impl Shard {
         for slot in late {
             self.unpark(slot, None);
         }
+    }
+
+    /// A relayed session whose relay lost a message: its edge is told to close (1012, so the
+    /// client resumes, through any node) and the session is kept detached here.
+    pub(super) fn relay_broken(&mut self, slot: usize) {
+        let Some(link) = self.conns.get_mut(slot).and_then(|c| c.session.as_mut()).and_then(|s| s.link) else {
+            return;
+        };
+        let reason = "relay lost messages: resume".into();
+        self.tell_node(link.node, &Msg::EdgeClose { edge: link.conn, code: close::RESTART, reason });
+        self.relay_ends_detached(slot);
+    }
+
+    /// A relayed session without its edge any more: kept detached, for a resume.
+    fn relay_ends_detached(&mut self, slot: usize) {
+        metrics::sub(&self.stats().recovery_relayed, 1);
+        if let Some(s) = self.conns[slot].session.as_mut() {
+            s.link = None;
+        }
+        self.conns[slot].state = State::Client { hub_knows: true };
+        self.detach(slot);
     }
 }
