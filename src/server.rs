@@ -206,7 +206,7 @@ impl Server {
                 let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
                 let (control, control_rx) = crossbeam_channel::unbounded();
                 let (redis, redis_rx) = bounded(cfg.hub_queue);
-                (inbox.control, inbox.redis) = (control_rx, redis_rx);
+                (inbox.control, inbox.redis, inbox.single) = (control_rx, redis_rx, false);
                 let to_hub = cluster::ToHub { control, redis, losses: Default::default() };
                 let (link, threads) =
                     cluster::start(ccfg, to_hub, replies, hub_stats.clone()).map_err(io::Error::other)?;

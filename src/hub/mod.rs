@@ -104,12 +104,14 @@ pub struct Inbox {
     pub control: Receiver<Command>,
     /// Cluster mode: frames and calls from Redis (bounded: `hub_queue`).
     pub redis: Receiver<Command>,
+    /// Only `shards` can ever have anything (a single node).
+    pub single: bool,
 }
 
 impl Inbox {
     /// A single node's: the shards' commands only.
     pub fn single(shards: Receiver<Command>) -> Self {
-        Inbox { shards, control: crossbeam_channel::never(), redis: crossbeam_channel::never() }
+        Inbox { shards, control: crossbeam_channel::never(), redis: crossbeam_channel::never(), single: true }
     }
 }
 
@@ -168,19 +170,27 @@ impl Hub {
     pub fn run(mut self, mut inbox: Inbox) {
         let mut next_sweep = std::time::Instant::now() + SWEEP_EVERY;
         loop {
-            let first = crossbeam_channel::select! {
-                recv(inbox.shards) -> m => match m {
+            let first = match inbox.single {
+                // One node: the shards' queue is all there is (no `select` on every wake).
+                true => match inbox.shards.recv_timeout(SWEEP_EVERY) {
                     Ok(cmd) => Some((cmd, Source::Shards)),
-                    Err(_) => break,
+                    Err(crossbeam_channel::RecvTimeoutError::Timeout) => None,
+                    Err(crossbeam_channel::RecvTimeoutError::Disconnected) => break,
                 },
-                // The cluster threads are gone (shutdown): stop listening to them.
-                recv(inbox.control) -> m => {
-                    m.map_err(|_| inbox.control = crossbeam_channel::never()).ok().map(|c| (c, Source::Control))
-                }
-                recv(inbox.redis) -> m => {
-                    m.map_err(|_| inbox.redis = crossbeam_channel::never()).ok().map(|c| (c, Source::Redis))
-                }
-                default(SWEEP_EVERY) => None,
+                false => crossbeam_channel::select! {
+                    recv(inbox.shards) -> m => match m {
+                        Ok(cmd) => Some((cmd, Source::Shards)),
+                        Err(_) => break,
+                    },
+                    // The cluster threads are gone (shutdown): stop listening to them.
+                    recv(inbox.control) -> m => {
+                        m.map_err(|_| inbox.control = crossbeam_channel::never()).ok().map(|c| (c, Source::Control))
+                    }
+                    recv(inbox.redis) -> m => {
+                        m.map_err(|_| inbox.redis = crossbeam_channel::never()).ok().map(|c| (c, Source::Redis))
+                    }
+                    default(SWEEP_EVERY) => None,
+                },
             };
             self.sweep(&mut next_sweep);
             let n = match first {
