@@ -11,6 +11,13 @@ if ! command -v redis-server >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get install -y redis-server >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y redis-server >/dev/null; }
 fi
+# tests/webhook_verify.rs runs the README's JavaScript snippet with Node.js (and its Python one).
+if ! command -v node >/dev/null; then
+    echo "installing nodejs (Debian package) for tests/webhook_verify.rs" >&2
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y nodejs >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y nodejs >/dev/null; }
+fi
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
 scripts/openapi-check.sh
