@@ -104,6 +104,14 @@ fn a_hub_that_falls_behind_loses_nothing_unseen() {
             })
         })
         .collect();
+    // Members that join in the middle of the flood (their join markers may find the hub's
+    // queue full): each must still become a member here.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut late: Vec<Client> = (0..20).map(|_| b.client("s")).collect();
+    for c in &late {
+        let (st, v) = hb.call("bind_to_group", "s", &json!({"clientId": c.id, "groupName": "g", "notify": false}));
+        assert_eq!(st, 200, "{v}");
+    }
     let mut got = 0usize;
     plain.set_timeout(Duration::from_secs(20));
     for s in senders {
@@ -126,6 +134,21 @@ fn a_hub_that_falls_behind_loses_nothing_unseen() {
     eprintln!("pressure: {sent} sent, {got} delivered, {lost} counted lost");
     assert!(lost > 0, "the flood did not outrun node B's hub: the test proves nothing (raise MEMBERS or the sends)");
     assert_eq!(metric(&b, "cluster_redis_errors_total"), 0, "Redis never dropped node B's connection");
+
+    // The flood is over: a send now reaches every member, the late ones too.
+    let (st, v) = a.api("send_to_group", Some("s"), json!({"groupName": "g", "msg": "after"}));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(plain.expect_code(0)["msg"], "after");
+    for c in &mut late {
+        c.set_timeout(Duration::from_secs(20));
+        let f = loop {
+            let v = c.recv().expect("a late member still gets frames");
+            if v["msg"] == "after" {
+                break v;
+            }
+        };
+        assert_eq!(f["msg"], "after");
+    }
 
     // The recoverable member never read a frame: it resumes from its connect frame. With a
     // loss, its session cannot be complete any more: a fresh one, not a silently holed one.

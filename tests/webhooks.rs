@@ -216,7 +216,10 @@ fn connect_token_groups_are_binds_on_one_node_and_in_a_cluster() {
             let (_, v) = s.api("get_online_list", Some("s"), json!({"groupName": "room"}));
             assert!(v["data"]["list"].as_array().unwrap().contains(&json!(alice.id)), "{v}");
         }
-        let ev = rx.wait("alice's join", |e| names_for(e, &alice.id).len() == 2);
+        // (In a cluster each node sends its own clients' events: bob's may come after alice's.)
+        let ev = rx.wait("alice's join and bob's connect", |e| {
+            names_for(e, &alice.id).len() == 2 && !names_for(e, &bob.id).is_empty()
+        });
         let mine: Vec<&Value> = ev.iter().filter(|e| e["clientId"] == alice.id.as_str()).collect();
         assert_eq!((&mine[0]["name"], &mine[0]["userId"]), (&json!("client_connected"), &json!("alice")));
         assert_eq!((&mine[1]["name"], &mine[1]["userId"]), (&json!("group_joined"), &json!("alice")));

@@ -247,8 +247,8 @@ pub fn start(
 /// every frame in between would be lost unseen — nor the broker's heartbeats).
 #[derive(Clone)]
 pub struct ToHub {
-    /// Answers to what the hub asked (subscribed, lookups, live nodes): unbounded, and bounded
-    /// in practice by the hub's own requests.
+    /// Answers to what the hub asked (subscribed, lookups, live nodes) and the nodes announcing
+    /// themselves: unbounded, and bounded in practice by the hub's own requests and the nodes.
     pub control: Sender<Command>,
     /// What Redis brings (frames, forwarded calls, relay messages): bounded by `hub_queue`.
     /// What finds it full is dropped, counted and recorded in `losses`.
@@ -274,13 +274,19 @@ pub struct Losses {
 struct LostList {
     /// (messages queued before it, what), in that order.
     entries: std::collections::VecDeque<(u64, Lost)>,
+    /// The entries at the last count, so a burst of drops lists each loss once.
+    tail: std::collections::HashSet<Lost>,
     /// Relay targets with a loss not yet applied (later relay messages for them are dropped).
     relays: std::collections::HashSet<ConnId>,
 }
 
-/// One loss.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One loss (or, [`Lost::Joined`], what must not be lost with a dropped message).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum Lost {
+    /// A client of this node joined a group at this point of the stream, and the marker that
+    /// says so did not fit in the queue: it still becomes a member exactly there (never folded
+    /// into [`Lost::All`]; as many as this node's own joins).
+    Joined { system: Box<str>, group: Box<str>, client: crate::ids::ClientRef },
     /// A frame of `system`'s group (or of the whole system, `None`).
     Channel(Box<str>, Option<Box<str>>),
     /// A frame for these clients of this node (a forwarded `send_to_clients`).
@@ -301,11 +307,19 @@ impl Losses {
         if let Lost::Relay(c) = &what {
             l.relays.insert(*c);
         }
-        if l.entries.len() >= MAX_LISTED_LOSSES {
-            l.entries.clear();
-            l.entries.push_back((queued, Lost::All));
-        } else if l.entries.back() != Some(&(queued, what.clone())) {
+        if l.entries.back().is_none_or(|(at, _)| *at != queued) {
+            l.tail.clear();
+        }
+        if l.tail.insert(what.clone()) {
             l.entries.push_back((queued, what));
+        }
+        if l.entries.len() > MAX_LISTED_LOSSES {
+            // Too many to list: every session of the node, at the first listed place (sooner is
+            // safe); joins keep their places.
+            let first = l.entries.front().map_or(queued, |(at, _)| *at);
+            l.entries.retain(|(_, w)| matches!(w, Lost::Joined { .. }));
+            l.entries.push_front((first, Lost::All));
+            l.tail.clear();
         }
         self.pending.store(true, std::sync::atomic::Ordering::Release);
     }

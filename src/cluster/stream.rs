@@ -53,10 +53,12 @@ impl Stamps {
 #[derive(Default)]
 pub struct Gaps {
     seen: HashMap<String, HashMap<u32, (u32, u64)>>,
-    /// What was seen on the pub/sub connection before the current one, kept for the channels
+    /// What was seen on the pub/sub connections before the current one, kept for the channels
     /// the new one subscribes to again (a gap across the reconnect is the point); the others
-    /// were left meanwhile and go.
+    /// were left meanwhile and go once the new connection has subscribed everything it had.
     before: HashMap<String, HashMap<u32, (u32, u64)>>,
+    /// Subscriptions the current connection still makes to restore the node's (0: done).
+    resubscribing: usize,
 }
 
 impl Gaps {
@@ -82,15 +84,28 @@ impl Gaps {
         self.seen.remove(chan);
     }
 
-    /// A new pub/sub connection: channels count as left until it subscribes them again.
-    pub fn reconnected(&mut self) {
-        self.before = std::mem::take(&mut self.seen);
+    /// A new pub/sub connection, which first subscribes `resubscribing` channels (the node's
+    /// own): until it has, every channel counts as left. (A connection that failed before it
+    /// had subscribed them all leaves its predecessors' positions in place: they are merged.)
+    pub fn reconnected(&mut self, resubscribing: usize) {
+        for (chan, m) in self.seen.drain() {
+            self.before.insert(chan, m);
+        }
+        self.resubscribing = resubscribing;
     }
 
-    /// The new connection subscribed `chan`: what was seen there before the reconnect holds.
+    /// The connection subscribed `chan`: what was seen there before the reconnect holds; once
+    /// the node's channels are all back, the others' old positions go (a channel joined later
+    /// starts afresh).
     pub fn subscribed(&mut self, chan: &str) {
         if let Some(m) = self.before.remove(chan) {
             self.seen.insert(chan.to_string(), m);
+        }
+        if self.resubscribing > 0 {
+            self.resubscribing -= 1;
+            if self.resubscribing == 0 {
+                self.before.clear();
+            }
         }
     }
 
@@ -133,10 +148,19 @@ mod tests {
         let mut g = Gaps::default();
         g.saw("kept", p(1));
         g.saw("left", p(1));
-        g.reconnected();
+        g.saw("flaky", p(1));
+        // A connection that fails before it subscribed "flaky" again…
+        g.reconnected(3);
         g.subscribed("kept");
+        // …and the next one, which subscribes the node's two channels.
+        g.reconnected(2);
+        g.subscribed("kept");
+        g.subscribed("flaky");
         assert_eq!(g.saw("kept", p(4)), 2, "a gap across the reconnect is told");
-        assert_eq!(g.saw("left", p(90)), 0, "a channel joined again starts afresh");
+        assert_eq!(g.saw("flaky", p(3)), 1, "and across two");
+        // "left" was left while Redis was away; joined again later, it starts afresh.
+        g.subscribed("left");
+        assert_eq!(g.saw("left", p(90)), 0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! The subscriber thread: reads the pub/sub connection the broker opened and subscribes on.
 //!
 //! It never waits on the hub without a bound: what Redis brings goes to the hub's bounded
-//! `redis` queue; while the queue is full the subscriber waits, for at most [`MAX_STALL`] in
-//! all until the hub has room again (a burst is absorbed by the socket's and Redis's buffers),
+//! `redis` queue; while the queue is full the subscriber waits, for at most [`MAX_STALL`] per
+//! episode (a burst is absorbed by the socket's and Redis's buffers),
 //! and past that drops what the hub cannot take — counted (`cluster_redis_dropped_total`),
 //! logged and recorded in [`Losses`] — so it goes on reading at Redis's pace and Redis never
 //! drops it as a slow subscriber. A gap in a channel's positions ([`super::stream`]) is
@@ -25,8 +25,9 @@ use super::{Lost, Pending, Replies, SubEvent, ToHub};
 use crate::metrics::{self, HubStats};
 use crate::msg::Command;
 
-/// The longest the subscriber waits for a hub that is behind, in all, from the moment its queue
-/// is found full until a message goes in at once again; past it, what does not fit is dropped.
+/// The longest the subscriber waits for a hub that is behind, in all, per episode: from the
+/// moment its queue is found full until it is back under half full. Past it, what does not fit
+/// is dropped (and the subscriber reads on at Redis's pace).
 pub const MAX_STALL: Duration = Duration::from_millis(100);
 
 pub(super) struct Subscriber {
@@ -57,9 +58,9 @@ fn bulk(v: Value) -> Option<Vec<u8>> {
 
 impl Subscriber {
     /// Reads each connection the broker hands over until it fails; ends with the broker.
-    pub fn run(self, streams: Receiver<(u64, link::Reader)>) {
-        for (gen, stream) in streams {
-            self.gaps.borrow_mut().reconnected();
+    pub fn run(self, streams: Receiver<(u64, link::Reader, usize)>) {
+        for (gen, stream, resubscribing) in streams {
+            self.gaps.borrow_mut().reconnected(resubscribing);
             let mut reader = BufReader::with_capacity(64 << 10, stream);
             let mut parser = redis::Parser::new();
             loop {
@@ -137,14 +138,16 @@ impl Subscriber {
         }
         // The frame is the payload's tail: keep the buffer, no copy.
         let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
+        let had_frame = frame.is_some();
         let cmd = Command::Frame { system: system.into(), group: group.map(Into::into), frame, joined: ours };
         if let Err(cmd) = self.to_hub(cmd) {
-            self.lost(channel(), "the hub's queue was full: a frame from Redis was dropped");
+            if had_frame {
+                self.lost(channel(), "the hub's queue was full: a frame from Redis was dropped");
+            }
             // A client of ours joins at its marker: without it, it would never be a member
-            // here. It goes on the control queue (ahead of frames still queued: under this
-            // pressure it may get a frame sent just before its join).
-            if let Command::Frame { system, group, joined: Some(c), .. } = cmd {
-                let _ = self.hub.control.send(Command::Frame { system, group, frame: None, joined: Some(c) });
+            // here. The join is recorded in its place in the stream instead.
+            if let Command::Frame { system, group: Some(group), joined: Some(client), .. } = cmd {
+                self.hub.losses.record(self.queued.get(), Lost::Joined { system, group, client });
             }
         }
     }
@@ -154,7 +157,11 @@ impl Subscriber {
     fn to_hub(&self, cmd: Command) -> Result<(), Command> {
         let cmd = match self.hub.redis.try_send(cmd) {
             Ok(()) => {
-                self.stalled.set(None);
+                // The episode ends once the hub has caught up well, not at the first free slot
+                // (a steadily slower hub would otherwise hold the reader most of the time).
+                if self.hub.redis.len() * 2 < self.hub.redis.capacity().unwrap_or(usize::MAX) {
+                    self.stalled.set(None);
+                }
                 self.queued.set(self.queued.get() + 1);
                 return Ok(());
             }
@@ -172,7 +179,8 @@ impl Subscriber {
                     self.queued.set(self.queued.get() + 1);
                     return Ok(());
                 }
-                Err(e) => e.into_inner(),
+                Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return Ok(()),
+                Err(crossbeam_channel::SendTimeoutError::Timeout(cmd)) => cmd,
             },
         };
         metrics::add(&self.stats.cluster_redis_dropped_total, 1);
@@ -209,8 +217,11 @@ impl Subscriber {
             let target = m.target();
             // After one is lost, the later ones for that connection go too, until the hub has
             // dealt with it (an acknowledgement must not pass the frame it would cover).
-            let dropped = self.hub.losses.relay_lost(target) || self.to_hub(Command::FromNode(m)).is_err();
-            if dropped {
+            let follows_a_loss = self.hub.losses.relay_lost(target);
+            if follows_a_loss {
+                metrics::add(&self.stats.cluster_redis_dropped_total, 1);
+            }
+            if follows_a_loss || self.to_hub(Command::FromNode(m)).is_err() {
                 self.lost(Lost::Relay(target), "a relay message was dropped: its client reconnects");
             }
             return;

@@ -120,10 +120,15 @@ impl Hub {
         let taken = self.redis_taken;
         let Some(c) = self.backend.cluster() else { return };
         let due = c.link.losses.due(taken);
-        let Local { index, out, .. } = &mut self.local;
-        let shards = out.links.len();
         for lost in due {
+            if let Lost::Joined { system, group, client } = lost {
+                self.frame_from_redis(&system, Some(&group), None, Some(client));
+                continue;
+            }
+            let Local { index, out, .. } = &mut self.local;
+            let shards = out.links.len();
             match lost {
+                Lost::Joined { .. } => unreachable!("handled above"),
                 Lost::All => (0..shards).for_each(|s| out.send(s, ShardMsg::LostAll)),
                 Lost::Channel(system, group) => {
                     let Some(sys) = index.find(&system) else { continue };

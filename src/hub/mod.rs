@@ -38,7 +38,7 @@ use crate::msg::{Command, KnownSystem, Reply, ReplyTo, ShardMsg, SystemRef};
 use crate::protocol::api::{ApiError, ApiResult};
 use crate::webhooks::{self, Webhooks};
 
-/// Commands handled between two rounds of shard wake-ups.
+/// Commands taken from each of the hub's queues between two rounds of shard wake-ups.
 pub const BATCH: usize = 1024;
 
 /// How often the hub does its housekeeping (even when idle).
@@ -234,14 +234,17 @@ impl Hub {
         Some(n)
     }
 
-    /// Handles one command taken from `from`. What Redis brought is counted: a loss the
-    /// subscriber recorded after the k-th of them is applied right after the k-th is handled,
-    /// in its place in the stream (`cluster::Losses`).
+    /// Handles one command taken from `from`. What Redis brought is counted: a loss (or a
+    /// join) the subscriber recorded after the k-th of them is applied after the k-th and
+    /// before the next is handled, in its place in the stream (`cluster::Losses`; it was
+    /// recorded before the next was queued).
     fn take(&mut self, cmd: Command, from: Source) {
-        self.handle(cmd);
         if from == Source::Redis {
-            self.redis_taken += 1;
             self.apply_losses();
+            self.handle(cmd);
+            self.redis_taken += 1;
+        } else {
+            self.handle(cmd);
         }
     }
 

@@ -77,7 +77,9 @@ pub(super) struct Broker {
     con: Option<redis::Connection>,
     sub: Option<link::Writer>,
     sub_gen: u64,
-    streams: Sender<(u64, link::Reader)>,
+    /// Each new pub/sub connection for the subscriber: its generation, its read half, and how
+    /// many channels the broker subscribes on it first.
+    streams: Sender<(u64, link::Reader, usize)>,
     events: Receiver<SubEvent>,
     /// The hub's `control` queue (unbounded: the broker never waits on the hub, so its
     /// heartbeats never wait behind frames).
@@ -115,7 +117,7 @@ impl Broker {
         replies: Arc<Replies>,
         pending: Arc<Pending>,
         stats: Arc<HubStats>,
-        streams: Sender<(u64, link::Reader)>,
+        streams: Sender<(u64, link::Reader, usize)>,
         events: Receiver<SubEvent>,
     ) -> Result<Self, String> {
         let now = Instant::now();
@@ -241,13 +243,13 @@ impl Broker {
             w.write_all(&auth.arg(pw).get_packed_command()).map_err(|e| e.to_string())?;
         }
         self.sub_gen += 1;
-        self.streams.send((self.sub_gen, reader)).map_err(|e| e.to_string())?;
-        self.sub = Some(w);
-        self.con = Some(con);
-        self.subscribed.clear();
         let mut chans = vec![self.k.node(self.me()), self.k.cluster()];
         chans.extend(self.groups.keys().cloned());
         chans.extend(self.systems.keys().cloned());
+        self.streams.send((self.sub_gen, reader, chans.len())).map_err(|e| e.to_string())?;
+        self.sub = Some(w);
+        self.con = Some(con);
+        self.subscribed.clear();
         self.subscribe(&chans)?;
         self.resync()?;
         // The other nodes forward calls only to nodes they know alive: tell them at once, and
