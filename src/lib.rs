@@ -38,12 +38,12 @@
 //! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
 //! | [`hub`] | the group index: the only place membership lives; fans out to shards. One method per API operation (`hub/ops.rs`) over one backend seam (`hub/backend.rs`: single node or Redis) |
 //! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys (under `--redis-prefix`), the wire format between nodes, positions in each channel's stream and the losses they reveal (`cluster/stream.rs`, [`cluster::Losses`]), finding the master (`redis://`, `rediss://`, Sentinel) and the pub/sub connection (plain or TLS) |
-//! | [`msg`] | **the contract between shards and hub**: `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
-//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, permessage-deflate (negotiation, compress/inflate), allowed origins, API JSON and typed API errors |
+//! | [`msg`] | **the contract between shards and hub** (it names no thread's module: `tests/layers.rs`): `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
+//! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, permessage-deflate (negotiation, compress/inflate), allowed origins, API JSON and typed API errors, the byte codec between nodes (`protocol/codec.rs`) and the relay messages of sessions resumed through another node (`protocol/relay.rs`); it names no module above it (`tests/layers.rs`) |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and minting: API tokens (system, operator) and connect tokens (`/ws` only: user and groups, [`auth::Grant`]) |
 //! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
-//! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration; the per-connection side is `shard/tls.rs` (rustls's unbuffered API) |
+//! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration, one connection's state ([`tls::TlsConn`], rustls's unbuffered API, no sockets); the shard's socket side is `shard/tls.rs` |
 //! | [`admin`] | `admin_listen`: `/metrics` and `/health` without a token on an internal address (a thread per connection, bounded, one deadline per request) |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
 //! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker) into one bounded queue, posted by a sender thread of their own (signed with a timestamp, never redirected, drops told) |

@@ -81,12 +81,12 @@ pub enum Command {
     /// the session's shard (the hub only relays it there, in order with everything else it
     /// sends that shard).
     Resume(Box<Resume>),
-    /// Cluster mode, from a shard: a relay message for another node (`cluster::relay`); the
+    /// Cluster mode, from a shard: a relay message for another node (`protocol::relay`); the
     /// hub hands it to the broker if that node is alive, else answers `from_shard` with
     /// [`ShardMsg::NodeGone`].
     ToNode { node: u32, from_shard: u16, payload: Vec<u8> },
     /// Cluster mode, from the subscriber: a relay message for a shard of this node.
-    FromNode(crate::cluster::relay::Msg),
+    FromNode(crate::protocol::relay::Msg),
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
 }
@@ -100,7 +100,7 @@ pub struct Resume {
     /// What the 101 agreed for permessage-deflate (`Conn::deflate`).
     pub deflate: u8,
     /// The socket's TLS session (TLS port only).
-    pub tls: Option<Box<crate::shard::tls::TlsConn>>,
+    pub tls: Option<Box<crate::tls::TlsConn>>,
     pub system: Box<str>,
     /// The session the token names (on this node).
     pub session: ConnId,
@@ -250,7 +250,7 @@ pub enum ShardMsg {
     /// kept for session recovery.
     Tell { target: Target, frame: Frame },
     /// Cluster mode: a relay message for this shard.
-    FromNode(crate::cluster::relay::Msg),
+    FromNode(crate::protocol::relay::Msg),
     /// Cluster mode: a node is gone; relays with it end.
     NodeGone(u32),
     /// Cluster mode: frames for these targets were lost on the way from Redis: their

@@ -136,7 +136,7 @@ pub struct Session<F> {
     /// connected.
     pub detached_since: Option<u32>,
     /// Cluster mode, a session resumed through another node: on the owner, where its client
-    /// is (the edge); on the edge, where its session is (the owner). See `cluster::relay`.
+    /// is (the edge); on the edge, where its session is (the owner). See `protocol::relay`.
     pub link: Option<Link>,
     /// On an edge waiting for the owner's answer: the 101 to send once it comes.
     pub accept: Option<bytes::Bytes>,

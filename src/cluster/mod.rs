@@ -23,7 +23,6 @@ mod broker;
 pub use broker::info;
 pub mod keys;
 mod link;
-pub mod relay;
 mod scripts;
 pub mod stream;
 mod subscriber;

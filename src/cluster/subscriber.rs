@@ -213,7 +213,7 @@ impl Subscriber {
     }
 
     fn node_msg(&self, payload: &[u8]) {
-        if let Some(m) = super::relay::decode(payload) {
+        if let Some(m) = crate::protocol::relay::decode(payload) {
             let target = m.target();
             // After one is lost, the later ones for that connection go too, until the hub has
             // dealt with it (an acknowledgement must not pass the frame it would cover).

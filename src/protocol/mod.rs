@@ -1,10 +1,13 @@
 //! Pure protocol code: bytes in, values out. No sockets, no threads, no clocks — so all of
-//! it is unit-tested on byte literals (and is where fuzz targets belong).
+//! it is unit-tested on byte literals (and is where fuzz targets belong). It names no module
+//! above it (`tests/layers.rs` keeps it so).
 
 pub mod api;
+pub mod codec;
 pub mod deflate;
 pub mod http;
 pub mod origin;
+pub mod relay;
 pub mod ws;
 
 /// For the parsers' fuzz tests: on even `i`, up to `max_random` random bytes; otherwise

@@ -142,7 +142,7 @@ impl Shard {
         let was = conn.state;
         if was == State::Edge {
             // Deliberately closed (by the client, a slow-consumer limit): its session ends.
-            self.edge_event(slot, crate::cluster::relay::Event::Closed);
+            self.edge_event(slot, crate::protocol::relay::Event::Closed);
         }
         let Some(conn) = self.conns.get_mut(slot) else { return };
         if drop_output {
@@ -226,7 +226,7 @@ impl Shard {
         }
         if matches!(was, State::Edge | State::Parked) {
             // Lost without a close handshake: its owner keeps the session.
-            self.edge_event(slot, crate::cluster::relay::Event::Dropped);
+            self.edge_event(slot, crate::protocol::relay::Event::Dropped);
         }
         if was != State::Closing {
             self.left(slot, was, why);

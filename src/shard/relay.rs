@@ -1,4 +1,4 @@
-//! Cluster mode: a session resumed through another node (`cluster::relay` has the picture).
+//! Cluster mode: a session resumed through another node (`protocol::relay` has the picture).
 //! This node is the *edge* of a client whose session another node owns (`State::Parked`, then
 //! `State::Edge`), or the *owner* of a session whose client is connected elsewhere
 //! (`State::Relayed`). The hub and broker only carry the messages.
@@ -7,11 +7,11 @@ use bytes::Bytes;
 
 use super::{Buf, OutQueue, Shard, State};
 use crate::auth::Admit;
-use crate::cluster::relay::{Event, Msg, Resumed};
 use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::Command;
 use crate::protocol::api;
+use crate::protocol::relay::{Event, Msg, Resumed};
 use crate::protocol::ws::close;
 use crate::recovery::{self, Link, Refusal, Secret, Session};
 use crate::webhooks::Gone;
@@ -27,7 +27,7 @@ impl Shard {
     /// Sends a relay message to `node` through the hub (in order with everything this shard
     /// tells the hub; never lost here).
     fn tell_node(&mut self, node: u32, m: &Msg) {
-        let payload = crate::cluster::relay::encode(m);
+        let payload = crate::protocol::relay::encode(m);
         self.tell_hub_lifecycle(Command::ToNode { node, from_shard: self.id, payload });
     }
 

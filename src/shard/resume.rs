@@ -202,7 +202,7 @@ impl Shard {
             return self.connect_client(slot, accept.into(), &system, true, ka, admit);
         };
         if session.node != node {
-            // Another node owns the session: the client stays here, relayed (cluster::relay).
+            // Another node owns the session: the client stays here, relayed (protocol::relay).
             return self.park(slot, accept, session, secret, system, last, admit);
         }
         let session = session.conn;

@@ -69,7 +69,7 @@ impl Shard {
                 // A client connected here whose session another node owns keeps its session
                 // there: it resumes elsewhere.
                 State::Edge => {
-                    self.edge_event(slot, crate::cluster::relay::Event::Dropped);
+                    self.edge_event(slot, crate::protocol::relay::Event::Dropped);
                     self.begin_close(slot, close::GOING_AWAY, "server shutting down", false, Gone::Shutdown)
                 }
                 State::Parked => self.close_now(slot),

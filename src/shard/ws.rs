@@ -55,7 +55,7 @@ impl Shard {
                 Kind::Pong if self.conns[slot].state == State::Edge => {
                     // An acknowledgement for the session's owner (a plain pong has no payload).
                     if let Ok(upto) = <[u8; 8]>::try_from(p) {
-                        self.edge_event(slot, crate::cluster::relay::Event::Ack(u64::from_be_bytes(upto)));
+                        self.edge_event(slot, crate::protocol::relay::Event::Ack(u64::from_be_bytes(upto)));
                     }
                 }
                 Kind::Pong => self.ack(slot, p),
@@ -163,7 +163,7 @@ impl Shard {
         let Ok(cmd) = serde_json::from_slice::<ClientCmd<'_>>(p) else { return };
         match cmd.cmd {
             "ping" => self.queue(slot, wsp::frame(wsp::OP_TEXT, br#"{"cmd":"pong"}"#)),
-            "publish" => self.edge_event(slot, crate::cluster::relay::Event::Publish(p.into())),
+            "publish" => self.edge_event(slot, crate::protocol::relay::Event::Publish(p.into())),
             _ => {}
         }
     }

@@ -6,6 +6,13 @@
 //! certificate behind a lock taken once per handshake (never per message). A reload reads
 //! and checks both files first: a bad new pair leaves the old one serving and says why.
 //! Connections already open keep their session keys: a reload drops nobody.
+//!
+//! One connection's TLS state is [`TlsConn`] (`conn.rs`, no sockets); the shard reads and
+//! writes its sockets (`shard/tls.rs`).
+
+pub mod conn;
+
+pub use conn::TlsConn;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};

@@ -18,7 +18,7 @@
 
 use bytes::Bytes;
 
-use super::wire::{R, W};
+use super::codec::{R, W};
 use crate::ids::ConnId;
 use crate::recovery::{Refusal, Secret};
 
