@@ -58,7 +58,7 @@ fn drain(socks: Vec<std::net::TcpStream>, stop: Arc<AtomicBool>) -> std::thread:
 fn a_hub_that_falls_behind_loses_nothing_unseen() {
     // Redis drops a subscriber holding more than 256 kB (or 64 kB for a second) of output.
     let redis = Redis::start_args(&["--client-output-buffer-limit", "pubsub 256kb 64kb 1"]);
-    let fast = ["--presence-ttl", "1s"];
+    let fast = ["--presence-ttl", "2s"];
     let a = node(&redis, &fast);
     let slow = [&fast[..], &["--shards", "1", "--hub-queue", "16", "--shard-queue", "16"]].concat();
     // Room for everything: what the recoverable member misses is only what was lost.
