@@ -154,11 +154,7 @@ fn a_hub_that_falls_behind_loses_nothing_unseen() {
     // loss, its session cannot be complete any more: a fresh one, not a silently holed one.
     socket2::SockRef::from(rc.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
     drop(rc);
-    let t = Instant::now();
-    while metric(&b, "recovery_sessions") < 1 {
-        assert!(t.elapsed() < Duration::from_secs(10), "the drop was not noticed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(&b, "recovery_sessions", 1, "the drop was not noticed");
     let mut back = Client::connect(&b.url(&format!("/ws?systemId=s&recover=1&resume={resume}")));
     let again = back.recv().unwrap();
     assert_eq!(again["data"]["recovered"], false, "a session that missed frames is not recovered: {again}");

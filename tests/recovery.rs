@@ -46,11 +46,7 @@ fn send_group(s: &Server, group: &str, msg: &str) -> String {
 
 /// Waits until the server counts the dropped connection as a detached session.
 fn wait_detached(s: &Server, n: u64) {
-    let t = Instant::now();
-    while metric(s, "recovery_sessions") < n {
-        assert!(t.elapsed() < Duration::from_secs(5), "the drop was not noticed");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_metric(s, "recovery_sessions", n, "the drop was not noticed");
 }
 
 fn online(s: &Server, group: &str) -> Vec<String> {

@@ -5,7 +5,6 @@ mod util;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
 use util::*;
 
@@ -82,11 +81,7 @@ fn receiver_verifies(interpreter: &str, flag: &str, program: String) {
     line.clear();
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ok", "{interpreter}: the README's snippet did not accept roomcast's request");
-    let t = Instant::now();
-    while metric(&s, "webhook_batches_ok_total") < 1 {
-        assert!(t.elapsed() < Duration::from_secs(5), "the batch was not acknowledged");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(&s, "webhook_batches_ok_total", 1, "the batch was not acknowledged");
     let _ = rx.kill();
     let _ = rx.wait();
 }

@@ -75,11 +75,7 @@ fn every_presence_event_arrives_signed_and_in_order() {
     assert_eq!(ev.iter().filter(|e| e["name"] == "group_vacated").count(), 2, "g and h");
     assert_eq!(rx.state.lock().unwrap().bad_signatures, 0);
     // The receiver keeps a batch before it answers; the sender counts it once the answer is in.
-    let t = Instant::now();
-    while metric(&s, "webhook_events_sent_total") < ev.len() as u64 {
-        assert!(t.elapsed() < Duration::from_secs(5), "the delivered events were not counted");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_metric(&s, "webhook_events_sent_total", ev.len() as u64, "the delivered events were not counted");
 }
 
 #[test]
@@ -298,11 +294,7 @@ fn dropped_events_are_told_and_requests_carry_a_signed_timestamp() {
         assert_eq!(c.close_code().map(u16::from), Some(1000), "the close handshake completes");
     }
     // Every event recorded (alice's three, two per churn client), so the drops are final.
-    let t = Instant::now();
-    while metric(&s, "webhook_events_total") < 3 + 2 * 40 {
-        assert!(t.elapsed() < Duration::from_secs(5), "the events were not all recorded");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(&s, "webhook_events_total", 3 + 2 * 40, "the events were not all recorded");
     assert!(metric(&s, "webhook_events_dropped_total") >= 60, "the bound of 20 dropped the rest");
     let dropped = metric(&s, "webhook_events_dropped_total");
     let rx = Receiver::start_on(port, Some(KEY));
@@ -334,11 +326,7 @@ fn a_failing_receiver_does_not_hold_up_shutdown() {
     let mut s = server(&url, &["--webhook-queue", "5", "--shutdown-timeout", "1s"]);
     s.register("a");
     let clients: Vec<Client> = (0..10).map(|_| s.client("a")).collect();
-    let t = Instant::now();
-    while metric(&s, "webhook_events_dropped_total") == 0 {
-        assert!(t.elapsed() < Duration::from_secs(5), "nothing was dropped");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_metric(&s, "webhook_events_dropped_total", 1, "nothing was dropped");
     let status = s.terminate().expect("the server exits after SIGTERM although its receiver is down");
     assert!(status.success(), "{status:?}");
     drop(clients);

@@ -125,10 +125,9 @@ pub struct Shard {
     /// Connections to read again next turn: read budget used up, or reading was paused
     /// (API call at the hub, HTTP output over the limit) and may resume.
     read_again: Vec<usize>,
-    /// Sessions kept here without a connection (detached), and the order they were kept in
+    /// The order sessions were kept here without a connection (detached) in
     /// (oldest first; entries of sessions resumed or ended since are skipped), for
     /// `max_recovery_sessions`.
-    kept_here: usize,
     kept_order: VecDeque<(u32, u64)>,
     /// The last kept period handed out (`Session::kept_seq`).
     kept_next: u64,
@@ -179,7 +178,6 @@ impl Shard {
             dirty: Vec::new(),
             to_close: Vec::new(),
             read_again: Vec::new(),
-            kept_here: 0,
             kept_order: VecDeque::new(),
             kept_next: 0,
             next_gen: ids::first_gen_now(),

@@ -131,16 +131,21 @@ impl Shard {
         }
         self.shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         metrics::add(&self.stats().recovery_sessions, 1);
-        self.kept_here += 1;
         self.kept_order.push_back((slot as u32, seq));
         if evict {
             self.evict_oldest_kept();
         }
         // Entries of sessions resumed or ended meanwhile go when they are many.
-        if self.kept_order.len() > 2 * self.kept_here + 64 {
+        if self.kept_order.len() > 2 * self.kept_here() + 64 {
             let conns = &self.conns;
             self.kept_order.retain(|&(slot, seq)| kept_as(conns.get(slot as usize), seq));
         }
+    }
+
+    /// Sessions kept here without a connection: the shard's own `recovery_sessions` gauge
+    /// (only `kept_begin` and `kept_end` change it).
+    fn kept_here(&self) -> usize {
+        self.stats().recovery_sessions.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
 
     /// Ends the oldest kept sessions while this shard keeps more than its share of
@@ -149,7 +154,7 @@ impl Shard {
     fn evict_oldest_kept(&mut self) {
         let cfg = &self.shared.cfg;
         let share = cfg.max_recovery_sessions.div_ceil(cfg.shards);
-        while self.kept_here > share {
+        while self.kept_here() > share {
             let Some((slot, seq)) = self.kept_order.pop_front() else { break };
             if kept_as(self.conns.get(slot as usize), seq) {
                 metrics::add(&self.stats().recovery_evictions_total, 1);
@@ -176,7 +181,6 @@ impl Shard {
         }
         self.shared.kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         metrics::sub(&self.stats().recovery_sessions, 1);
-        self.kept_here -= 1;
     }
 
     /// A resume request parsed here: hands the socket to the session's shard (through the

@@ -328,6 +328,15 @@ impl Http {
     }
 }
 
+/// Waits (at most 5 s, else fails saying `what`) until metric `name` is at least `n`.
+pub fn wait_metric(server: &Server, name: &str, n: u64, what: &str) {
+    let t = Instant::now();
+    while metric(server, name) < n {
+        assert!(t.elapsed() < Duration::from_secs(5), "{what} ({name} {} < {n})", metric(server, name));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Reads `/metrics` and returns the value of `name`.
 pub fn metric(server: &Server, name: &str) -> u64 {
     let auth = server.token.as_ref().map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
