@@ -190,26 +190,7 @@ impl Server {
         let (broker, mut cluster) = match &cfg.redis {
             None => (None, Vec::new()),
             Some(url) => {
-                let ccfg = ClusterConfig {
-                    url: url.clone(),
-                    prefix: cfg.redis_prefix.clone(),
-                    ca: cfg.redis_ca.clone(),
-                    node: cfg.node_id.0,
-                    presence_ttl: cfg.presence_ttl,
-                    notify_max_group_size: cfg.notify_max_group_size,
-                    soft_cap: cfg.hub_queue,
-                    history_size: cfg.history_size,
-                    history_ttl: cfg.history_ttl,
-                    queue_bytes: cfg.broker_queue_bytes as u64,
-                    hooks: hooks.clone(),
-                };
-                let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
-                let (control, control_rx) = crossbeam_channel::unbounded();
-                let (redis, redis_rx) = bounded(cfg.hub_queue);
-                (inbox.control, inbox.redis, inbox.single) = (control_rx, redis_rx, false);
-                let to_hub = cluster::ToHub { control, redis, losses: Default::default() };
-                let (link, threads) =
-                    cluster::start(ccfg, to_hub, replies, hub_stats.clone()).map_err(io::Error::other)?;
+                let (link, threads) = start_cluster(&cfg, url, &hooks, &hub_links, &hub_stats, &mut inbox)?;
                 (Some(link), threads)
             }
         };
@@ -270,6 +251,36 @@ impl Server {
             let _ = t.join();
         }
     }
+}
+
+/// Cluster mode's threads (broker, subscriber) on `url`; the hub's `inbox` gets their queues.
+fn start_cluster(
+    cfg: &Config,
+    url: &str,
+    hooks: &Option<webhooks::Webhooks>,
+    hub_links: &[ShardLink],
+    hub_stats: &Arc<HubStats>,
+    inbox: &mut Inbox,
+) -> io::Result<(cluster::BrokerLink, Vec<JoinHandle<()>>)> {
+    let ccfg = ClusterConfig {
+        url: url.to_string(),
+        prefix: cfg.redis_prefix.clone(),
+        ca: cfg.redis_ca.clone(),
+        node: cfg.node_id.0,
+        presence_ttl: cfg.presence_ttl,
+        notify_max_group_size: cfg.notify_max_group_size,
+        soft_cap: cfg.hub_queue,
+        history_size: cfg.history_size,
+        history_ttl: cfg.history_ttl,
+        queue_bytes: cfg.broker_queue_bytes as u64,
+        hooks: hooks.clone(),
+    };
+    let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
+    let (control, control_rx) = crossbeam_channel::unbounded();
+    let (redis, redis_rx) = bounded(cfg.hub_queue);
+    (inbox.control, inbox.redis, inbox.single) = (control_rx, redis_rx, false);
+    let to_hub = cluster::ToHub { control, redis, losses: Default::default() };
+    cluster::start(ccfg, to_hub, replies, hub_stats.clone()).map_err(io::Error::other)
 }
 
 /// Waits until each of `n` shards said it started; the first that could not is the error, so

@@ -388,25 +388,7 @@ impl Broker {
                     }
                 }
                 BrokerCmd::Forward { node, system, op, reply } => {
-                    self.corr += 1;
-                    let Some(payload) = wire::request(me, self.corr, &system, &op) else {
-                        // A call no node forwards reached here: answer it, never leave it waiting.
-                        debug_assert!(false, "not a forwardable operation: {op:?}");
-                        tracing::error!("a call that is never forwarded was about to be: answered 500");
-                        if let Some(to) = reply {
-                            steps.push(Step::Local(Later::Answer(
-                                to,
-                                500,
-                                api::err_body("internal error: this call cannot be forwarded"),
-                            )));
-                        }
-                        continue;
-                    };
-                    if let Some(to) = reply {
-                        self.pending.insert(self.corr, to);
-                    }
-                    p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
-                    steps.push(Step::Redis(Post::Forward { corr: self.corr, waiting: reply.is_some() }));
+                    self.pipe_forward(&mut p, &mut steps, node, &system, &op, reply)
                 }
                 BrokerCmd::OnlineList { system, group: g, to } => {
                     p.cmd("HKEYS").arg(self.k.group(&system, &g));
@@ -471,6 +453,34 @@ impl Broker {
                 Step::Local(l) => self.run_later(l, failed),
             }
         }
+    }
+
+    /// A call about clients of `node`, published on its channel; `reply`: the caller waits
+    /// for the answer (5 s at most). A call that is never forwarded is answered 500 at once.
+    fn pipe_forward(
+        &mut self,
+        p: &mut redis::Pipeline,
+        steps: &mut Vec<Step>,
+        node: u32,
+        system: &str,
+        op: &crate::msg::Op,
+        reply: Option<ConnId>,
+    ) {
+        self.corr += 1;
+        let Some(payload) = wire::request(self.me(), self.corr, system, op) else {
+            debug_assert!(false, "not a forwardable operation: {op:?}");
+            tracing::error!("a call that is never forwarded was about to be: answered 500");
+            if let Some(to) = reply {
+                let body = api::err_body("internal error: this call cannot be forwarded");
+                steps.push(Step::Local(Later::Answer(to, 500, body)));
+            }
+            return;
+        };
+        if let Some(to) = reply {
+            self.pending.insert(self.corr, to);
+        }
+        p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
+        steps.push(Step::Redis(Post::Forward { corr: self.corr, waiting: reply.is_some() }));
     }
 
     fn run_later(&mut self, l: Later, failed: bool) {
