@@ -274,6 +274,7 @@ fn start_cluster(
         history_ttl: cfg.history_ttl,
         queue_bytes: cfg.broker_queue_bytes as u64,
         hooks: hooks.clone(),
+        max_stall: cfg.redis_max_stall,
     };
     let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
     let (control, control_rx) = crossbeam_channel::unbounded();

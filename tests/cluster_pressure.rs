@@ -56,11 +56,14 @@ fn drain(socks: Vec<std::net::TcpStream>, stop: Arc<AtomicBool>) -> std::thread:
 
 #[test]
 fn a_hub_that_falls_behind_loses_nothing_unseen() {
-    // Redis drops a subscriber holding more than 256 kB (or 64 kB for a second) of output.
+    // Redis drops a subscriber holding more than 256 kB (or 64 kB for a second) of output: so
+    // tight that node B's reader must never wait for its hub (`--redis-max-stall 0`; with the
+    // default 100 ms per second, a reader on a loaded 2-core machine was seen not to catch up).
     let redis = Redis::start_args(&["--client-output-buffer-limit", "pubsub 256kb 64kb 1"]);
     let fast = ["--presence-ttl", "2s"];
     let a = node(&redis, &fast);
-    let slow = [&fast[..], &["--shards", "1", "--hub-queue", "16", "--shard-queue", "16"]].concat();
+    let b_args = ["--shards", "1", "--hub-queue", "16", "--shard-queue", "16", "--redis-max-stall", "0"];
+    let slow = [&fast[..], &b_args[..]].concat();
     // Room for everything: what the recoverable member misses is only what was lost.
     let room =
         ["--output-hard-limit", "67108864", "--output-soft-limit", "67108864", "--recovery-max-bytes", "67108864"];

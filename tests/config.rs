@@ -124,3 +124,15 @@ fn secrets_in_the_environment_are_never_printed() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("idle_timeout = 50.0 days"));
 }
+
+/// A bound that is a share of each second cannot be more than one.
+#[test]
+fn a_redis_max_stall_over_a_second_is_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["--listen", "127.0.0.1:0", "--redis-max-stall", "2s"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("redis_max_stall") && err.contains("at most 1s"), "{err}");
+}

@@ -196,6 +196,8 @@ pub struct ClusterConfig {
     /// Messages kept per group (0: off) and for how long.
     pub history_size: usize,
     pub history_ttl: Duration,
+    /// The subscriber's waiting budget per second (`redis_max_stall`).
+    pub max_stall: Duration,
 }
 
 /// Starts the broker and subscriber threads; returns the hub's link and the receiving end
@@ -223,7 +225,7 @@ pub fn start(
         events: events_tx,
         keys: keys::Keys::new(&cfg.prefix),
         gaps: Default::default(),
-        stalled: std::cell::Cell::new(None),
+        budget: std::cell::RefCell::new(subscriber::StallBudget::new(cfg.max_stall, std::time::Instant::now())),
         queued: std::cell::Cell::new(0),
         node: cfg.node,
         last_log: std::cell::Cell::new(None),

@@ -1,14 +1,15 @@
 //! The subscriber thread: reads the pub/sub connection the broker opened and subscribes on.
 //!
 //! It never waits on the hub without a bound: what Redis brings goes to the hub's bounded
-//! `redis` queue; while the queue is full the subscriber waits, for at most [`MAX_STALL`] per
-//! episode (a burst is absorbed by the socket's and Redis's buffers),
+//! `redis` queue; while the queue is full the subscriber waits, for at most `redis_max_stall`
+//! (100 ms) in any [`STALL_WINDOW`] (a burst is absorbed by the socket's and Redis's buffers, and the reader
+//! reads at Redis's pace the rest of the time, so Redis's buffer for it drains between bursts),
 //! and past that drops what the hub cannot take — counted (`cluster_redis_dropped_total`),
 //! logged and recorded in [`Losses`] — so it goes on reading at Redis's pace and Redis never
 //! drops it as a slow subscriber. A gap in a channel's positions ([`super::stream`]) is
 //! recorded the same way (`cluster_redis_missed_total`). A loss is never silent.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::io::BufReader;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,10 +26,42 @@ use super::{Lost, Pending, Replies, SubEvent, ToHub};
 use crate::metrics::{self, HubStats};
 use crate::msg::Command;
 
-/// The longest the subscriber waits for a hub that is behind, in all, per episode: from the
-/// moment its queue is found full until it is back under half full. Past it, what does not fit
-/// is dropped (and the subscriber reads on at Redis's pace).
-pub const MAX_STALL: Duration = Duration::from_millis(100);
+/// The window `redis_max_stall` is counted over: the subscriber waits for a full hub queue at
+/// most that long in all per window, a budget that refills at that rate. Past it, what does not
+/// fit is dropped (and the subscriber reads on at Redis's pace). Redis must hold what arrives
+/// meanwhile, and the reader must then catch up: at the default 100 ms and 20 MB/s from Redis,
+/// 2 MB, well inside Redis's default pub/sub output limit (32 MB, or 8 MB for 60 s); with a
+/// tight limit, 0 (never wait). A per-episode bound is not enough: a hub that is steadily
+/// slower would start an episode at every catch-up and hold the reader most of the time.
+pub const STALL_WINDOW: Duration = Duration::from_secs(1);
+
+/// What is left of the subscriber's waiting budget (`max` per [`STALL_WINDOW`]).
+pub(super) struct StallBudget {
+    max: Duration,
+    left: Duration,
+    at: Instant,
+}
+
+impl StallBudget {
+    pub fn new(max: Duration, now: Instant) -> Self {
+        debug_assert!(max <= STALL_WINDOW, "redis_max_stall is checked at start");
+        StallBudget { max, left: max, at: now }
+    }
+
+    /// How long one may wait now: the budget, refilled for the time since it was last asked.
+    fn available(&mut self, now: Instant) -> Duration {
+        let since = now.saturating_duration_since(self.at);
+        let refill = self.max.mul_f64(since.as_secs_f64() / STALL_WINDOW.as_secs_f64());
+        self.left = (self.left + refill).min(self.max);
+        self.at = now;
+        self.left
+    }
+
+    /// Takes `waited` from the budget.
+    fn spend(&mut self, waited: Duration) {
+        self.left = self.left.saturating_sub(waited);
+    }
+}
 
 pub(super) struct Subscriber {
     pub hub: ToHub,
@@ -38,9 +71,9 @@ pub(super) struct Subscriber {
     pub events: Sender<SubEvent>,
     pub keys: Keys,
     /// The last position seen per channel and publisher.
-    pub gaps: std::cell::RefCell<Gaps>,
-    /// Since when the hub's queue has been full (waits count against [`MAX_STALL`]).
-    pub stalled: Cell<Option<Instant>>,
+    pub gaps: RefCell<Gaps>,
+    /// How long it may still wait for a full hub queue.
+    pub budget: RefCell<StallBudget>,
     /// Messages put in the hub's `redis` queue so far (a loss is recorded at this count).
     pub queued: Cell<u64>,
     /// This node (its clients' join markers are never dropped).
@@ -142,6 +175,7 @@ impl Subscriber {
         let cmd = Command::Frame { system: system.into(), group: group.map(Into::into), frame, joined: ours };
         if let Err(cmd) = self.to_hub(cmd) {
             if had_frame {
+                metrics::add(&self.stats.cluster_redis_dropped_total, 1);
                 self.lost(channel(), "the hub's queue was full: a frame from Redis was dropped");
             }
             // A client of ours joins at its marker: without it, it would never be a member
@@ -152,16 +186,11 @@ impl Subscriber {
         }
     }
 
-    /// Hands a message from Redis to the hub, waiting within [`MAX_STALL`] while its queue is
-    /// full; `Err`: it was dropped (counted), and is handed back.
+    /// Hands a message from Redis to the hub, waiting within the [`StallBudget`] while its
+    /// queue is full; `Err`: it did not fit, and is handed back (the caller counts what is lost).
     fn to_hub(&self, cmd: Command) -> Result<(), Command> {
         let cmd = match self.hub.redis.try_send(cmd) {
             Ok(()) => {
-                // The episode ends once the hub has caught up well, not at the first free slot
-                // (a steadily slower hub would otherwise hold the reader most of the time).
-                if self.hub.redis.len() * 2 < self.hub.redis.capacity().unwrap_or(usize::MAX) {
-                    self.stalled.set(None);
-                }
                 self.queued.set(self.queued.get() + 1);
                 return Ok(());
             }
@@ -169,22 +198,21 @@ impl Subscriber {
             Err(TrySendError::Disconnected(_)) => return Ok(()),
             Err(TrySendError::Full(cmd)) => cmd,
         };
-        let since = *self.stalled.get().get_or_insert_with(Instant::now);
-        self.stalled.set(Some(since));
-        let left = MAX_STALL.saturating_sub(since.elapsed());
-        let cmd = match left.is_zero() {
-            true => cmd,
+        let start = Instant::now();
+        let left = self.budget.borrow_mut().available(start);
+        let sent = match left.is_zero() {
+            true => Err(cmd),
             false => match self.hub.redis.send_timeout(cmd, left) {
-                Ok(()) => {
-                    self.queued.set(self.queued.get() + 1);
-                    return Ok(());
-                }
+                Ok(()) => Ok(()),
                 Err(crossbeam_channel::SendTimeoutError::Disconnected(_)) => return Ok(()),
-                Err(crossbeam_channel::SendTimeoutError::Timeout(cmd)) => cmd,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(cmd)) => Err(cmd),
             },
         };
-        metrics::add(&self.stats.cluster_redis_dropped_total, 1);
-        Err(cmd)
+        self.budget.borrow_mut().spend(start.elapsed());
+        if sent.is_ok() {
+            self.queued.set(self.queued.get() + 1);
+        }
+        sent
     }
 
     /// Records a loss in its place in the queue, and says so (at most once a second).
@@ -218,10 +246,8 @@ impl Subscriber {
             // After one is lost, the later ones for that connection go too, until the hub has
             // dealt with it (an acknowledgement must not pass the frame it would cover).
             let follows_a_loss = self.hub.losses.relay_lost(target);
-            if follows_a_loss {
-                metrics::add(&self.stats.cluster_redis_dropped_total, 1);
-            }
             if follows_a_loss || self.to_hub(Command::FromNode(m)).is_err() {
+                metrics::add(&self.stats.cluster_redis_dropped_total, 1);
                 self.lost(Lost::Relay(target), "a relay message was dropped: its client reconnects");
             }
             return;
@@ -229,6 +255,7 @@ impl Subscriber {
         match wire::parse_node_msg(payload) {
             Some(NodeMsg::Request { origin, corr, system, op }) => {
                 if let Err(Command::Remote { op, .. }) = self.to_hub(Command::Remote { origin, corr, system, op }) {
+                    metrics::add(&self.stats.cluster_redis_dropped_total, 1);
                     self.remote_lost(op);
                 }
             }
@@ -239,5 +266,44 @@ impl Subscriber {
             }
             None => tracing::warn!("ignored a malformed message on this node's channel"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_stall_budget_is_max_stall_per_window() {
+        const MAX_STALL: Duration = Duration::from_millis(100);
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(MAX_STALL, t0);
+        assert_eq!(b.available(t0), MAX_STALL);
+        b.spend(MAX_STALL);
+        assert_eq!(b.available(t0), Duration::ZERO, "spent: nothing left at once");
+        // Refilled in proportion to the time passed, never past MAX_STALL.
+        let half = t0 + STALL_WINDOW / 2;
+        assert_eq!(b.available(half), MAX_STALL / 2);
+        b.spend(MAX_STALL / 4);
+        assert_eq!(b.available(half), MAX_STALL / 4);
+        assert_eq!(b.available(half + STALL_WINDOW * 5), MAX_STALL);
+        // A hub that is steadily behind gets MAX_STALL per window, not per catch-up.
+        let (mut t, mut waited) = (half + STALL_WINDOW * 5, Duration::ZERO);
+        for _ in 0..100 {
+            let w = b.available(t).min(Duration::from_millis(30));
+            b.spend(w);
+            waited += w;
+            t += Duration::from_millis(50);
+        }
+        let window = Duration::from_millis(50 * 100);
+        let bound = MAX_STALL + MAX_STALL.mul_f64(window.as_secs_f64() / STALL_WINDOW.as_secs_f64());
+        assert!(waited <= bound + Duration::from_millis(1), "waited {waited:?} in {window:?}");
+    }
+
+    #[test]
+    fn a_zero_budget_never_waits() {
+        let t0 = Instant::now();
+        let mut b = StallBudget::new(Duration::ZERO, t0);
+        assert_eq!(b.available(t0 + STALL_WINDOW * 10), Duration::ZERO);
     }
 }

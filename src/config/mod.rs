@@ -142,6 +142,8 @@ settings! {
         "Cluster mode: frame bytes of sends waiting to go to Redis; beyond, sends answer 503";
     presence_ttl: Duration = "15s", "ROOMCAST_PRESENCE_TTL",
         "Cluster mode: a dead node's clients leave presence within about this (300ms..10m)";
+    redis_max_stall: Duration = "100ms", "ROOMCAST_REDIS_MAX_STALL",
+        "Cluster mode: longest the pub/sub reader waits for a hub that is behind, in any second, before it drops frames (0..1s; Redis must buffer what arrives meanwhile)";
 }
 
 /// The resolved server configuration: every [`Settings`] field (read through `Deref`), checked
@@ -295,6 +297,12 @@ impl ServeArgs {
         }
         if s.presence_ttl < Duration::from_millis(300) || s.presence_ttl > Duration::from_secs(600) {
             return Err("presence_ttl must be between 300ms and 10m".into());
+        }
+        if s.redis_max_stall > Duration::from_secs(1) {
+            return Err(format!(
+                "redis_max_stall = {:?}: at most 1s (it is a share of each second the pub/sub reader may wait)",
+                s.redis_max_stall
+            ));
         }
         check_durations(&s)?;
         if s.ping_interval.is_zero() || s.idle_timeout.is_zero() || s.request_timeout.is_zero() {
