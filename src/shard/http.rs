@@ -404,8 +404,7 @@ impl Shard {
 
     pub(super) fn become_ws(&mut self, slot: usize, accept: impl Into<Bytes>, state: State) {
         self.queue(slot, accept.into());
-        self.conns[slot].state = state;
-        metrics::add(&self.stats().ws_clients, 1);
+        self.set_state(slot, state);
     }
 
     /// Sends the -1001 frame and closes (policy violation).

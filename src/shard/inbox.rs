@@ -41,8 +41,7 @@ impl Shard {
                         // close_client on a session without a connection here: it simply ends
                         // (the hub has removed the client already), its edge closing if any.
                         self.unlink(slot, code, reason);
-                        self.kept_end(slot);
-                        self.conns.remove(slot);
+                        self.remove_conn(slot);
                         continue;
                     }
                     if let Some(conn) = self.conn_at(target) {

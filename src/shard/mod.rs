@@ -14,12 +14,14 @@
 //! `ws.rs` WebSocket frames and client commands; `output.rs` queues, writes and closing;
 //! `inbox.rs` what the hub sends; `to_hub.rs` what goes to the hub (in order; a turn's
 //! connects as one command); `sweep.rs` heartbeats, timeouts and shutdown; `conn.rs` the
-//! connection and its output queue.
+//! connection and its output queue; `lifecycle.rs` every change of a connection's phase (the
+//! only place that keeps the per-phase gauges, checked against the slab in debug builds).
 
 mod conn;
 mod endpoints;
 mod http;
 mod inbox;
+mod lifecycle;
 mod output;
 pub mod per_ip;
 mod relay;

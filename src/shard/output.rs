@@ -149,10 +149,10 @@ impl Shard {
             conn.out.drop_unstarted();
         }
         conn.out.push(wsp::close_frame(code, reason));
-        conn.state = State::Closing;
         conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
         conn.partial = None;
         conn.frag = None;
+        self.set_state(slot, State::Closing);
         self.left(slot, was, why);
         self.mark_dirty(slot);
     }
@@ -164,17 +164,14 @@ impl Shard {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else { return };
         debug_assert!(matches!(conn.state, State::Http { awaiting: false, .. }));
-        conn.state = State::Closing;
         conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
         conn.partial = None;
+        self.set_state(slot, State::Closing);
         self.mark_dirty(slot);
     }
 
-    /// Bookkeeping when a connection stops being a client: tell the hub (`why`), fix gauges.
+    /// A connection stopped being a client: the hub is told (`why`) if it knew of it.
     pub(super) fn left(&mut self, slot: usize, was: State, why: Gone) {
-        if was.is_ws() {
-            metrics::sub(&self.stats().ws_clients, 1);
-        }
         if let State::Client { hub_knows: true } | State::Detached = was {
             let conn = self.conn_id(slot);
             self.tell_hub_lifecycle(Command::Disconnected { conn, why });
@@ -231,10 +228,7 @@ impl Shard {
         if was != State::Closing {
             self.left(slot, was, why);
         }
-        if was == State::Detached {
-            self.kept_end(slot);
-        }
-        let mut conn = self.conns.remove(slot);
+        let mut conn = self.remove_conn(slot);
         if let Some(sock) = conn.sock.as_mut() {
             // Closing the socket (its only descriptor) takes it out of epoll: no
             // EPOLL_CTL_DEL syscall on Linux.

@@ -59,8 +59,8 @@ impl Shard {
         s.accept = Some(accept);
         s.admit = admit;
         conn.session = Some(Box::new(s));
-        conn.state = State::Parked;
         conn.close_deadline = now.wrapping_add(PARK_MS);
+        self.set_state(slot, State::Parked);
         let origin = self.node();
         self.tell_node(owner.node, &Msg::ResumeReq { origin, edge, session: owner.conn, secret, system, last });
     }
@@ -79,12 +79,9 @@ impl Shard {
         }
         match result {
             Ok(r) => {
-                let st = self.stats();
-                metrics::add(&st.recovery_resumed_total, 1);
-                metrics::add(&st.ws_clients, 1);
-                metrics::add(&st.recovery_edges, 1);
+                metrics::add(&self.stats().recovery_resumed_total, 1);
+                self.set_state(slot, State::Edge);
                 let conn = &mut self.conns[slot];
-                conn.state = State::Edge;
                 let accept = conn.session.as_mut().and_then(|s| s.accept.take()).unwrap_or_default();
                 self.queue(slot, accept);
                 self.queue(slot, api::session_frame(&r.client_id, &r.token, Some(r.missed.len())));
@@ -102,7 +99,7 @@ impl Shard {
         self.edge_event(slot, Event::Dropped);
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let Some(mut s) = conn.session.take() else { return };
-        conn.state = State::Http { awaiting: false, keep_alive: false };
+        self.set_state(slot, State::Http { awaiting: false, keep_alive: false });
         self.refused(why.unwrap_or(Refusal::Unknown));
         let accept = s.accept.take().unwrap_or_default();
         let admit = std::mem::replace(&mut s.admit, Admit::Open);
@@ -117,9 +114,6 @@ impl Shard {
         if matches!(event, Event::Dropped | Event::Closed) {
             if let Some(s) = self.conns[slot].session.as_mut() {
                 s.link = None;
-            }
-            if self.conns[slot].state == State::Edge {
-                metrics::sub(&self.stats().recovery_edges, 1);
             }
         }
         self.tell_node(owner.node, &Msg::Event { session: owner.conn, edge, event });
@@ -162,9 +156,7 @@ impl Shard {
     fn relay_to(&mut self, slot: usize, link: Link) -> (String, String) {
         let now = self.now();
         let node = self.node();
-        if self.conns[slot].state == State::Detached {
-            self.kept_end(slot);
-        }
+        self.set_state(slot, State::Relayed);
         let st = &self.shared.stats[self.id as usize];
         let conn = &mut self.conns[slot];
         conn.tls = None;
@@ -172,12 +164,9 @@ impl Shard {
             let _ = self.poll.registry().deregister(&mut sock);
             self.shared.socket_gone(&sock);
             metrics::sub(&st.connections, 1);
-            metrics::sub(&st.ws_clients, 1);
             metrics::add(&st.recovery_takeovers_total, 1);
         }
         metrics::add(&st.recovery_resumed_total, 1);
-        metrics::add(&st.recovery_relayed, 1);
-        conn.state = State::Relayed;
         conn.out = OutQueue::default();
         conn.partial = None;
         conn.frag = None;
@@ -199,8 +188,7 @@ impl Shard {
             return;
         }
         let Some(link) = conn.session.as_mut().and_then(|s| s.link.take()) else { return };
-        conn.state = State::Detached;
-        metrics::sub(&self.stats().recovery_relayed, 1);
+        self.set_state(slot, State::Detached);
         // Its client was another node's socket: no address of ours to count it against.
         // Kept for a moment only: every caller ends it or takes it over next.
         self.kept_begin(slot, None, false);
@@ -228,10 +216,8 @@ impl Shard {
             Event::Publish(text) => self.client_command(slot, &text),
             Event::Dropped => self.relay_ends_detached(slot),
             Event::Closed => {
-                metrics::sub(&self.stats().recovery_relayed, 1);
-                let conn = &mut self.conns[slot];
-                conn.session = None;
-                conn.state = State::Client { hub_knows: true };
+                self.conns[slot].session = None;
+                self.set_state(slot, State::Client { hub_knows: true });
                 self.end_now(slot);
             }
         }
@@ -269,7 +255,6 @@ impl Shard {
                     if let Some(s) = self.conns[slot].session.as_mut() {
                         s.link = None; // the owner knows
                     }
-                    metrics::sub(&self.stats().recovery_edges, 1);
                     self.begin_close(slot, code, &reason, false, Gone::Closed);
                 }
             }
@@ -292,12 +277,10 @@ impl Shard {
             match state {
                 State::Parked => self.unpark(slot, None),
                 State::Edge => {
-                    metrics::sub(&self.stats().recovery_edges, 1);
                     self.begin_close(slot, close::GOING_AWAY, "the session's node is gone", false, Gone::Closed);
                 }
                 State::Relayed => {
-                    metrics::sub(&self.stats().recovery_relayed, 1);
-                    self.conns[slot].state = State::Client { hub_knows: true };
+                    self.set_state(slot, State::Client { hub_knows: true });
                     self.detach(slot);
                 }
                 _ => {}
@@ -331,11 +314,10 @@ impl Shard {
 
     /// A relayed session without its edge any more: kept detached, for a resume.
     fn relay_ends_detached(&mut self, slot: usize) {
-        metrics::sub(&self.stats().recovery_relayed, 1);
         if let Some(s) = self.conns[slot].session.as_mut() {
             s.link = None;
         }
-        self.conns[slot].state = State::Client { hub_knows: true };
+        self.set_state(slot, State::Client { hub_knows: true });
         self.detach(slot);
     }
 }

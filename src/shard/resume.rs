@@ -84,7 +84,7 @@ impl Shard {
     pub(super) fn end_now(&mut self, slot: usize) {
         let conn = self.conn_id(slot);
         self.tell_hub_lifecycle(Command::Disconnected { conn, why: crate::webhooks::Gone::Closed });
-        self.conns.remove(slot);
+        self.remove_conn(slot);
     }
 
     /// The connection of a recoverable session ended without a close handshake: the session
@@ -102,21 +102,21 @@ impl Shard {
             ip = self.shared.per_ip.as_ref().and_then(|p| p.detach(fd));
             self.shared.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             metrics::sub(&st.connections, 1);
-            metrics::sub(&st.ws_clients, 1);
         }
         conn.out = OutQueue::default();
         conn.partial = None;
         conn.frag = None;
-        conn.state = State::Detached;
         if let Some(s) = conn.session.as_mut() {
             s.detached_since = Some(now);
         }
         metrics::add(&st.recovery_detached_total, 1);
+        self.set_state(slot, State::Detached);
         self.kept_begin(slot, ip, true);
     }
 
-    /// The session at `slot` is now kept without a connection (detached), still counting
-    /// against its address `ip` (if counted) and `max_connections`. `evict`: past this shard's
+    /// The session at `slot` is now kept without a connection (detached, counted as kept by
+    /// [`Shard::set_state`]), still counting against its address `ip` (if counted) and
+    /// `max_connections`: records the address and its place in the order. `evict`: past this shard's
     /// share of `max_recovery_sessions` the oldest kept session ends, as at `recovery_window`
     /// (not for a session kept only for a moment, about to end or be taken over).
     pub(super) fn kept_begin(&mut self, slot: usize, ip: Option<std::net::IpAddr>, evict: bool) {
@@ -129,8 +129,6 @@ impl Shard {
             s.ip = ip;
             s.kept_seq = seq;
         }
-        self.shared.kept.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::add(&self.stats().recovery_sessions, 1);
         self.kept_order.push_back((slot as u32, seq));
         if evict {
             self.evict_oldest_kept();
@@ -143,7 +141,7 @@ impl Shard {
     }
 
     /// Sessions kept here without a connection: the shard's own `recovery_sessions` gauge
-    /// (only `kept_begin` and `kept_end` change it).
+    /// (kept by [`Shard::set_state`]).
     fn kept_here(&self) -> usize {
         self.stats().recovery_sessions.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
@@ -168,19 +166,6 @@ impl Shard {
                 self.close_with(slot as usize, crate::webhooks::Gone::RecoveryExpired);
             }
         }
-    }
-
-    /// The detached session at `slot` stops being kept (resumed, taken over, ended): its
-    /// address and `max_connections` stop counting it. Call while it is still in `conns`.
-    pub(super) fn kept_end(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        debug_assert_eq!(conn.state, State::Detached);
-        let ip = conn.session.as_mut().and_then(|s| s.ip.take());
-        if let (Some(ip), Some(p)) = (ip, &self.shared.per_ip) {
-            p.end_kept(ip);
-        }
-        self.shared.kept.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        metrics::sub(&self.stats().recovery_sessions, 1);
     }
 
     /// A resume request parsed here: hands the socket to the session's shard (through the
@@ -212,7 +197,7 @@ impl Shard {
         let session = session.conn;
         // The socket leaves this shard: not a connection of ours any more (still one of the
         // node's: `connections` is unchanged).
-        let mut conn = self.conns.remove(slot);
+        let mut conn = self.remove_conn(slot);
         let Some(mut sock) = conn.sock.take() else { return };
         let _ = self.poll.registry().deregister(&mut sock);
         metrics::sub(&self.stats().connections, 1);
@@ -295,9 +280,7 @@ impl Shard {
             return;
         }
         let now = self.now();
-        if self.conns[slot].state == State::Detached {
-            self.kept_end(slot);
-        }
+        self.set_state(slot, State::Client { hub_knows: true });
         let st = &self.shared.stats[self.id as usize];
         let conn = &mut self.conns[slot];
         match conn.sock.replace(sock) {
@@ -307,13 +290,9 @@ impl Shard {
                 self.shared.socket_gone(&old);
                 metrics::add(&st.recovery_takeovers_total, 1);
             }
-            None => {
-                metrics::add(&st.connections, 1);
-                metrics::add(&st.ws_clients, 1);
-            }
+            None => metrics::add(&st.connections, 1),
         }
         metrics::add(&st.recovery_resumed_total, 1);
-        conn.state = State::Client { hub_knows: true };
         conn.deflate = deflate;
         conn.tls = tls;
         conn.out = OutQueue::default();

@@ -80,6 +80,7 @@ impl Shard {
 
     /// Periodic sweep: pings, idle timeouts, soft output limit, closing deadlines, retries.
     pub(super) fn sweep(&mut self) {
+        self.check_gauges();
         let now = self.now();
         let cfg = &self.shared.cfg;
         let ping_ms = crate::config::loop_ms(cfg.ping_interval);

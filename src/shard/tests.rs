@@ -114,3 +114,91 @@ fn batched_connects_the_hub_cannot_take_get_503_not_a_clientid() {
     assert_eq!(hub_rx.len(), 1);
     assert_eq!(s.stats().hub_busy_total.load(std::sync::atomic::Ordering::Relaxed), 3);
 }
+
+/// Every phase change keeps the phase gauges and the node's kept count (shard::lifecycle):
+/// from each phase to each other, on a real slot, the gauges are the counts of their phases.
+#[test]
+fn every_phase_change_keeps_the_gauges() {
+    use super::State;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (mut s, addr) = shard();
+    let _a = StdStream::connect(addr).unwrap();
+    let _b = StdStream::connect(addr).unwrap();
+    accept_one(&mut s, 0);
+    accept_one(&mut s, 1);
+    let slots: Vec<usize> = s.conns.iter().map(|(k, _)| k).collect();
+    let phases = [
+        State::Http { awaiting: false, keep_alive: true },
+        State::Client { hub_knows: true },
+        State::Echo,
+        State::Edge,
+        State::Parked,
+        State::Relayed,
+        State::Detached,
+        State::Closing,
+    ];
+    for from in phases {
+        for to in phases {
+            s.set_state(slots[0], from);
+            s.set_state(slots[1], to);
+            s.check_gauges();
+            let kept = [from, to].iter().filter(|p| **p == State::Detached).count();
+            assert_eq!(s.shared.kept.load(Relaxed), kept, "{from:?} then {to:?}");
+            s.set_state(slots[1], from);
+            s.check_gauges();
+        }
+    }
+    // Leaving the slab counts as leaving the phase.
+    s.set_state(slots[0], State::Detached);
+    s.set_state(slots[1], State::Edge);
+    s.remove_conn(slots[0]);
+    s.remove_conn(slots[1]);
+    s.check_gauges();
+    assert_eq!(s.shared.kept.load(Relaxed), 0);
+    assert_eq!(s.stats().ws_clients.load(Relaxed), 0);
+}
+
+/// A recoverable client whose connection drops is detached (not a WebSocket client any more,
+/// kept), and ends when its window lapses; a close handshake is no client either.
+#[test]
+fn a_dropped_recoverable_client_is_kept_then_ends() {
+    use std::io::Write;
+    use std::sync::atomic::Ordering::Relaxed;
+    let (hub, hub_rx) = bounded(16);
+    let (mut s, addr) = shard_with(hub);
+    s.known_systems.insert("sys".into(), Some(0));
+    let upgrade = |q: &str| {
+        format!("GET /ws?systemId=sys{q} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    };
+    let mut slots = Vec::new();
+    let mut socks = Vec::new();
+    for (n, q) in ["&recover=1", ""].iter().enumerate() {
+        let mut c = StdStream::connect(addr).unwrap();
+        c.write_all(upgrade(q).as_bytes()).unwrap();
+        accept_one(&mut s, n);
+        let slot = s.conns.iter().map(|(k, _)| k).max().unwrap();
+        let t = Instant::now();
+        while s.conns[slot].state != (super::State::Client { hub_knows: true }) {
+            assert!(t.elapsed() < Duration::from_secs(5), "no upgrade");
+            s.on_readable(slot);
+        }
+        slots.push(slot);
+        socks.push(c);
+    }
+    s.flush_dirty();
+    assert!(hub_rx.try_recv().is_ok(), "the hub heard of the connects");
+    fn st(s: &Shard) -> (u64, u64) {
+        (s.stats().ws_clients.load(Relaxed), s.stats().recovery_sessions.load(Relaxed))
+    }
+    assert_eq!(st(&s), (2, 0));
+    s.close_now(slots[0]);
+    assert_eq!(s.conns[slots[0]].state, super::State::Detached);
+    s.check_gauges();
+    assert_eq!((st(&s), s.shared.kept.load(Relaxed)), ((1, 1), 1));
+    s.begin_close(slots[1], 1000, "bye", false, crate::webhooks::Gone::Closed);
+    s.check_gauges();
+    assert_eq!(st(&s), (0, 1));
+    s.close_with(slots[0], crate::webhooks::Gone::RecoveryExpired);
+    s.check_gauges();
+    assert_eq!((st(&s), s.shared.kept.load(Relaxed)), ((0, 0), 0));
+}

@@ -65,8 +65,7 @@ impl Shard {
         }
         c.out = Default::default();
         c.session = None;
-        c.state = State::Http { keep_alive: false, awaiting: false };
-        metrics::sub(&self.stats().ws_clients, 1);
+        self.set_state(slot, State::Http { keep_alive: false, awaiting: false });
         self.refuse_hub_busy(slot, false);
     }
 
