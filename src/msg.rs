@@ -66,7 +66,7 @@ pub enum Command {
     /// at this point of Redis's order; if it is ours it becomes a member here before the frame
     /// (its 1001 notice, if any) is delivered, so group membership follows one order
     /// cluster-wide.
-    Frame { system: Box<str>, group: Option<Box<str>>, frame: Option<Frame>, joined: Option<ClientRef> },
+    Published { system: Box<str>, group: Option<Box<str>>, frame: Option<Frame>, joined: Option<ClientRef> },
     /// Cluster mode, from the broker: whether `system` is registered (`Err`: Redis
     /// unreachable), answering a lookup the hub asked for.
     SystemKnown { system: Box<str>, registered: Result<bool, String> },

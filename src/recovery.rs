@@ -6,18 +6,19 @@
 //!
 //! A session is its connection's slab entry: it keeps its slot (so its clientId keeps
 //! routing to it), its place in the hub's index (its groups: nobody is told of a blip), and a
-//! [`History`] of the push frames sent to it that the client may not have received. Those are
+//! list ([`Unacked`]) of the push frames sent to it that the client may not have received. Those are
 //! references to the shared frame buffers, never copies (invariant 2).
 //!
-//! A frame leaves the history once the client has surely received it: the server's pings to
-//! a recovering client carry the history position they were queued at, and TCP delivers in
+//! A frame leaves [`Unacked`] once the client has surely received it: the server's pings to
+//! a recovering client carry the position in it they were queued at, and TCP delivers in
 //! order, so the pong that echoes a ping acknowledges every frame queued before it. While
-//! connected the history is therefore the frames of the last ping interval or so; an extra
-//! ping goes out when it grows past half its bound.
+//! connected the unacknowledged frames are therefore those of the last ping interval or so;
+//! an extra ping asks for an acknowledgement when they grow past an eighth of
+//! `recovery_max_bytes` (at most once a second: `shard::resume`'s `ACK_PING_MS`).
 //!
 //! When the connection ends without a close handshake (reset, network loss, idle timeout)
 //! the session is kept, detached, for `recovery_window` and `recovery_max_bytes`; frames sent
-//! to it meanwhile go on into its history. A resume presents the session's token and the
+//! to it meanwhile are kept the same way. A resume presents the session's token and the
 //! messageId of the last frame the client processed; the frames after it are sent again, in
 //! order, once.
 //!
@@ -37,7 +38,7 @@ const SECRET_HEX: usize = 32;
 /// Length of a resume token.
 pub const TOKEN_LEN: usize = CLIENT_ID_LEN + SECRET_HEX;
 
-/// What it costs to keep a frame beyond its bytes (its slot in the history and its handle).
+/// What it costs to keep a frame beyond its bytes (its slot in [`Unacked`] and its handle).
 pub const KEPT_FRAME_COST: usize = 64;
 
 /// A 128-bit secret.
@@ -105,7 +106,7 @@ pub fn message_id(frame: &[u8]) -> Option<&[u8]> {
     Some(&rest[..end])
 }
 
-/// A frame as a history holds it: anything that shows its bytes (a shared `Bytes`, or the
+/// A frame as [`Unacked`] holds it: anything that shows its bytes (a shared `Bytes`, or the
 /// shard's `Rc` of one).
 pub trait Kept {
     fn bytes(&self) -> &[u8];
@@ -131,13 +132,13 @@ pub struct Session<F> {
     pub secret: Secret,
     /// The session's system: a token is good for it only.
     pub system: Box<str>,
-    pub history: History<F>,
+    pub unacked: Unacked<F>,
     /// Shard clock (ms) since when the session has been without a connection; `None` while
     /// connected.
     pub detached_since: Option<u32>,
-    /// Cluster mode, a session resumed through another node: on the owner, where its client
-    /// is (the edge); on the edge, where its session is (the owner). See `protocol::relay`.
-    pub link: Option<Link>,
+    /// Cluster mode, a session resumed through another node: the other end of its relay
+    /// (see `protocol::relay`).
+    pub relay: Option<Relay>,
     /// On an edge waiting for the owner's answer: the 101 to send once it comes.
     pub accept: Option<bytes::Bytes>,
     /// On an edge waiting for the owner's answer: what the connect brought for a fresh
@@ -150,11 +151,42 @@ pub struct Session<F> {
     pub kept_seq: u64,
 }
 
-/// The other end of a session resumed through another node: a node and a connection there.
+/// A node and a connection there: one end of a relayed session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Link {
+pub struct Peer {
     pub node: u32,
     pub conn: crate::ids::ConnId,
+}
+
+/// The other end of a session resumed through another node, seen from each end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Relay {
+    /// On the edge (the node the client is connected to): where the session is.
+    ToOwner(Peer),
+    /// On the owner (the node the session is kept on): where its client is.
+    ToEdge(Peer),
+}
+
+impl Relay {
+    pub fn peer(self) -> Peer {
+        match self {
+            Relay::ToOwner(p) | Relay::ToEdge(p) => p,
+        }
+    }
+
+    pub fn owner(self) -> Option<Peer> {
+        match self {
+            Relay::ToOwner(p) => Some(p),
+            Relay::ToEdge(_) => None,
+        }
+    }
+
+    pub fn edge(self) -> Option<Peer> {
+        match self {
+            Relay::ToEdge(p) => Some(p),
+            Relay::ToOwner(_) => None,
+        }
+    }
 }
 
 impl<F: Kept> Session<F> {
@@ -162,9 +194,9 @@ impl<F: Kept> Session<F> {
         Session {
             secret: new_secret(),
             system,
-            history: History::default(),
+            unacked: Unacked::default(),
             detached_since: None,
-            link: None,
+            relay: None,
             accept: None,
             admit: crate::auth::Admit::Open,
             ip: None,
@@ -189,7 +221,7 @@ pub enum Refusal {
 
 /// The push frames a session may still owe its client, in the order they were sent.
 #[derive(Debug)]
-pub struct History<F> {
+pub struct Unacked<F> {
     frames: VecDeque<F>,
     /// Bytes held, each frame counted with [`KEPT_FRAME_COST`].
     bytes: usize,
@@ -198,18 +230,18 @@ pub struct History<F> {
     /// The frame just before `frames[0]` (acknowledged, or dropped at the bound): a resume
     /// whose `last` is that frame gets everything held.
     dropped: Option<F>,
-    /// A frame may have been lost before it got here ([`History::lose`]): a resume from the
+    /// A frame may have been lost before it got here ([`Unacked::lose`]): a resume from the
     /// connect frame can no longer be complete, even if nothing was recorded yet.
     lost: bool,
 }
 
-impl<F: Kept> Default for History<F> {
+impl<F: Kept> Default for Unacked<F> {
     fn default() -> Self {
-        History { frames: VecDeque::new(), bytes: 0, first: 0, dropped: None, lost: false }
+        Unacked { frames: VecDeque::new(), bytes: 0, first: 0, dropped: None, lost: false }
     }
 }
 
-impl<F: Kept> History<F> {
+impl<F: Kept> Unacked<F> {
     /// Position the next frame will take.
     pub fn next(&self) -> u64 {
         self.first + self.frames.len() as u64
@@ -227,8 +259,8 @@ impl<F: Kept> History<F> {
         self.frames.is_empty()
     }
 
-    /// Records a frame sent to the session. Returns false if that took the history over
-    /// `max` bytes: the caller decides (connected: [`History::trim_to`]; detached: the
+    /// Records a frame sent to the session. Returns false if that took the frames kept over
+    /// `max` bytes: the caller decides (connected: [`Unacked::trim_to`]; detached: the
     /// session ends).
     pub fn record(&mut self, frame: F, max: usize) -> bool {
         self.bytes += frame.bytes().len() + KEPT_FRAME_COST;
@@ -270,7 +302,7 @@ impl<F: Kept> History<F> {
     }
 
     /// The frames after the one whose messageId is `last` (`None`: after the connect frame,
-    /// i.e. every frame ever sent), if the history still holds everything after that point.
+    /// i.e. every frame ever sent), if it still holds everything after that point.
     pub fn after(&self, last: Option<&str>) -> Option<std::collections::vec_deque::Iter<'_, F>> {
         let skip = match last {
             None if self.first == 0 && !self.lost => 0,
@@ -326,15 +358,15 @@ mod tests {
     }
 
     /// Cluster mode: a frame for the session was lost on the way from Redis. No resume from
-    /// before that is complete any more — not even from the connect frame of a history still
+    /// before that is complete any more — not even from the connect frame of frames still
     /// empty — while one from a frame recorded after it is.
     #[test]
     fn a_loss_refuses_resumes_from_before_it() {
-        let mut fresh: History<bytes::Bytes> = History::default();
+        let mut fresh: Unacked<bytes::Bytes> = Unacked::default();
         assert!(fresh.after(None).is_some());
         fresh.lose();
         assert!(fresh.after(None).is_none(), "the lost frame may have been the first");
-        let mut h = History::default();
+        let mut h = Unacked::default();
         h.record(frame("00000000000000a1"), 1 << 20);
         h.record(frame("00000000000000a2"), 1 << 20);
         h.lose();
@@ -350,7 +382,7 @@ mod tests {
 
     #[test]
     fn a_resume_gets_exactly_the_frames_after_last() {
-        let mut h = History::default();
+        let mut h = Unacked::default();
         for id in ["a", "b", "c", "d"] {
             assert!(h.record(frame(id), 1 << 20));
         }
@@ -374,7 +406,7 @@ mod tests {
 
     #[test]
     fn bytes_are_bounded_and_trimming_loses_the_past() {
-        let mut h = History::default();
+        let mut h = Unacked::default();
         let f = frame("a");
         let one = f.len() + KEPT_FRAME_COST;
         assert!(h.record(f, one));

@@ -21,12 +21,12 @@
 
 mod broker;
 pub use broker::info;
+pub mod endpoint;
 pub mod keys;
 mod link;
 mod scripts;
 pub mod stream;
 mod subscriber;
-pub mod target;
 pub mod wire;
 
 use std::collections::HashMap;
@@ -210,7 +210,7 @@ pub fn start(
 ) -> Result<(BrokerLink, Vec<std::thread::JoinHandle<()>>), String> {
     // The redis crate builds its rustls settings with the process's default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let target = target::Target::new(&cfg.url, cfg.ca.as_deref())?;
+    let endpoint = endpoint::Endpoint::new(&cfg.url, cfg.ca.as_deref())?;
     let (tx, rx): (Sender<BrokerCmd>, Receiver<BrokerCmd>) = unbounded();
     let replies = Arc::new(replies);
     let pending = Arc::new(Pending::default());
@@ -234,8 +234,16 @@ pub fn start(
         .name("roomcast-subscriber".into())
         .spawn(move || sub.run(streams_rx))
         .map_err(|e| e.to_string())?;
-    let b =
-        broker::Broker::new(cfg.clone(), target, hub.control, replies, pending, stats.clone(), streams_tx, events_rx)?;
+    let b = broker::Broker::new(
+        cfg.clone(),
+        endpoint,
+        hub.control,
+        replies,
+        pending,
+        stats.clone(),
+        streams_tx,
+        events_rx,
+    )?;
     let b = std::thread::Builder::new()
         .name("roomcast-broker".into())
         .spawn(move || b.run(rx))

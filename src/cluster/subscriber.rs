@@ -172,7 +172,7 @@ impl Subscriber {
         // The frame is the payload's tail: keep the buffer, no copy.
         let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
         let had_frame = frame.is_some();
-        let cmd = Command::Frame { system: system.into(), group: group.map(Into::into), frame, joined: ours };
+        let cmd = Command::Published { system: system.into(), group: group.map(Into::into), frame, joined: ours };
         if let Err(cmd) = self.to_hub(cmd) {
             if had_frame {
                 metrics::add(&self.stats.cluster_redis_dropped_total, 1);
@@ -180,7 +180,7 @@ impl Subscriber {
             }
             // A client of ours joins at its marker: without it, it would never be a member
             // here. The join is recorded in its place in the stream instead.
-            if let Command::Frame { system, group: Some(group), joined: Some(client), .. } = cmd {
+            if let Command::Published { system, group: Some(group), joined: Some(client), .. } = cmd {
                 self.hub.losses.record(self.queued.get(), Lost::Joined { system, group, client });
             }
         }

@@ -286,7 +286,7 @@ impl ServeArgs {
             None => None,
         };
         if let Some(url) = &s.redis {
-            crate::cluster::target::Target::new(url, redis_ca.as_deref())?;
+            crate::cluster::endpoint::Endpoint::new(url, redis_ca.as_deref())?;
         }
         if s.redis_prefix.len() > 64 || s.redis_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
         {
@@ -398,7 +398,7 @@ pub fn loop_ms(d: Duration) -> u32 {
 
 /// A URL as it may be shown in messages and logs: any password and the query hidden.
 pub fn redact_url(url: &str) -> String {
-    let url = crate::cluster::target::redact(url);
+    let url = crate::cluster::endpoint::redact(url);
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?***"),
         None => url,

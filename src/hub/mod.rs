@@ -273,7 +273,7 @@ impl Hub {
             }
             Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
             Command::Remote { origin, corr, system, op } => self.remote(origin, corr, system, op),
-            Command::Frame { system, group, frame, joined } => {
+            Command::Published { system, group, frame, joined } => {
                 self.frame_from_redis(&system, group.as_deref(), frame.as_ref(), joined)
             }
             Command::SystemKnown { system, registered } => self.system_known(system, registered),

@@ -22,8 +22,8 @@ pub enum State {
     /// `recovery_max_bytes` (see `recovery`).
     Detached,
     /// Cluster mode: a resume for a session another node owns, waiting for its answer (the
-    /// socket is here, nothing sent yet).
-    Parked,
+    /// socket is here, nothing sent yet) until shard clock `until` (then a fresh session).
+    Parked { until: u32 },
     /// Cluster mode: a client whose session another node owns (its frames come from there).
     Edge,
     /// Cluster mode: a session whose client is connected through another node (its frames go
@@ -35,13 +35,32 @@ pub enum State {
     Client { hub_knows: bool },
     /// An echo WebSocket (conformance testing).
     Echo,
-    /// Sending what is queued (a close frame last), then shutting down; input is discarded.
-    Closing,
+    /// Sending what is queued, then shutting the write side and awaiting the peer's FIN; input
+    /// is discarded. Dropped at shard clock `until` regardless.
+    Closing { until: u32, kind: CloseKind },
+}
+
+/// What a closing connection was ending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CloseKind {
+    /// A WebSocket close: the close frame is queued last.
+    WebSocket,
+    /// An HTTP connection whose last response is queued (a lingering close, so the response
+    /// is never reset before the peer read it).
+    Http,
 }
 
 impl State {
     pub fn is_ws(self) -> bool {
         matches!(self, State::Client { .. } | State::Echo | State::Edge)
+    }
+
+    pub fn is_closing(self) -> bool {
+        matches!(self, State::Closing { .. })
+    }
+
+    pub fn is_parked(self) -> bool {
+        matches!(self, State::Parked { .. })
     }
 }
 
@@ -72,8 +91,6 @@ pub struct Conn {
     pub last_ping: u32,
     /// Shard clock since when the output has been over the soft limit (0: it is not).
     pub soft_since: u32,
-    /// Shard clock after which a `Closing` connection is dropped regardless.
-    pub close_deadline: u32,
     /// Queued in the shard's dirty list for this loop turn.
     pub dirty: bool,
     /// A read was skipped (HTTP request pending at the hub) and must be redone.
@@ -108,7 +125,6 @@ impl Conn {
             last_seen: now,
             last_ping: now,
             soft_since: 0,
-            close_deadline: 0,
             dirty: false,
             deferred_read: false,
             read_queued: false,

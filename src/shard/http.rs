@@ -207,7 +207,7 @@ impl Shard {
             if self.scratch.is_empty() {
                 self.read_later(slot);
             } else {
-                self.resume(slot);
+                self.continue_input(slot);
             }
         }
     }

@@ -82,7 +82,7 @@ impl Shard {
     }
 
     /// A push frame for a client: queued (in the form it negotiated: see `zip`), and kept
-    /// (plain) in its history if it opted in to session recovery (only kept, while its
+    /// (plain) in its unacknowledged frames if it opted in to session recovery (only kept, while its
     /// session is detached).
     pub(super) fn deliver(&mut self, t: Target, out: &mut Outgoing) {
         let Some(conn) = self.conn_at(t) else { return };
@@ -105,11 +105,11 @@ impl Shard {
         }
     }
 
-    /// A frame for the session at `t` may have been lost on the way from Redis: its history
-    /// can no longer complete a resume from before now (`recovery::History::lose`).
+    /// A frame for the session at `t` may have been lost on the way from Redis: its unacknowledged frames
+    /// can no longer complete a resume from before now (`recovery::Unacked::lose`).
     fn lose(&mut self, t: Target) {
         let Some(s) = self.conn_at(t).and_then(|c| c.session.as_mut()) else { return };
-        s.history.lose();
+        s.unacked.lose();
         metrics::add(&self.stats().recovery_losses_total, 1);
     }
 
@@ -121,7 +121,7 @@ impl Shard {
         let Some(c) = self.conn_at(t) else { return };
         let slot = t.slot as usize;
         match c.state {
-            State::Edge | State::Parked => self.close_now(slot),
+            State::Edge | State::Parked { .. } => self.close_now(slot),
             State::Relayed => self.relay_broken(slot),
             _ => {}
         }

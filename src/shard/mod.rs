@@ -45,7 +45,7 @@ use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-pub use conn::{Buf, Conn, OutQueue, State, MAX_IOV};
+pub use conn::{Buf, CloseKind, Conn, OutQueue, State, MAX_IOV};
 pub use sweep::LogLimiter;
 
 use crate::auth::Verifier;
@@ -475,7 +475,7 @@ impl Shard {
                     let now = self.now();
                     let conn = &mut self.conns[slot];
                     conn.last_seen = now;
-                    if conn.state == State::Closing {
+                    if conn.state.is_closing() {
                         continue; // discard input while closing
                     }
                     // (Stopping at a short read saves the read that hears `WouldBlock`, but
@@ -512,12 +512,12 @@ impl Shard {
             if let Some(c) = self.conns.get_mut(slot) {
                 c.read_queued = false;
             }
-            self.resume(slot);
+            self.continue_input(slot);
         }
     }
 
     /// Continues a connection whose input was paused: parse what is buffered, then read.
-    pub(super) fn resume(&mut self, slot: usize) {
+    pub(super) fn continue_input(&mut self, slot: usize) {
         let Some(conn) = self.conns.get(slot) else { return };
         if self.input_paused(conn) {
             return;
@@ -543,7 +543,7 @@ impl Shard {
                 let used = self.process(slot, &mut buf);
                 buf.drain(..used);
                 if let Some(c) = self.conns.get_mut(slot) {
-                    if !buf.is_empty() && c.state != State::Closing {
+                    if !buf.is_empty() && !c.state.is_closing() {
                         c.partial = Some(buf);
                     }
                 }
@@ -551,7 +551,7 @@ impl Shard {
             None => {
                 let used = self.process(slot, &mut scratch[..n]);
                 if let Some(c) = self.conns.get_mut(slot) {
-                    if used < n && c.state != State::Closing {
+                    if used < n && !c.state.is_closing() {
                         c.partial = Some(Box::new(scratch[used..n].to_vec()));
                     }
                 }
@@ -583,7 +583,7 @@ impl Shard {
                 State::Http { .. } => self.http_input(slot, &data[pos..]),
                 State::Client { .. } | State::Echo | State::Edge => self.ws_input(slot, &mut data[pos..]),
                 // Parked: a client sends nothing before its 101 (RFC 6455 §4.1).
-                State::Closing | State::Detached | State::Parked | State::Relayed => return data.len(),
+                State::Closing { .. } | State::Detached | State::Parked { .. } | State::Relayed => return data.len(),
             };
             if used == 0 {
                 break;

@@ -4,7 +4,7 @@
 use crossbeam_channel::TrySendError;
 
 use super::conn::FRAME_COST;
-use super::{Buf, Shard, State, CLOSE_GRACE_MS};
+use super::{Buf, CloseKind, Shard, State, CLOSE_GRACE_MS};
 use crate::metrics;
 use crate::msg::{Command, Target};
 use crate::protocol::ws::{self as wsp, close};
@@ -17,7 +17,7 @@ impl Shard {
         let hard = self.shared.cfg.output_hard_limit;
         let Some(conn) = self.conns.get_mut(slot) else { return };
         match conn.state {
-            State::Closing | State::Detached | State::Parked => return,
+            State::Closing { .. } | State::Detached | State::Parked { .. } => return,
             State::Relayed => return self.relay_frame(slot, &frame),
             _ => {}
         }
@@ -44,7 +44,7 @@ impl Shard {
     pub(super) fn mark_dirty(&mut self, slot: usize) {
         if let Some(c) = self.conns.get_mut(slot) {
             let tls_out = c.tls.as_ref().is_some_and(|t| t.has_output());
-            if !c.dirty && (!c.out.is_empty() || tls_out || c.state == State::Closing) {
+            if !c.dirty && (!c.out.is_empty() || tls_out || c.state.is_closing()) {
                 c.dirty = true;
                 self.dirty.push(slot);
             }
@@ -108,7 +108,7 @@ impl Shard {
         if conn.out.is_empty() && !conn.tls.as_ref().is_some_and(|t| t.has_output()) {
             match conn.state {
                 State::Http { awaiting: false, keep_alive: false } => self.to_close.push(me),
-                State::Closing if !conn.write_shut => {
+                State::Closing { .. } if !conn.write_shut => {
                     // Everything (close frame last) is out: half-close and wait for the
                     // peer's FIN (read side) until the grace period ends.
                     if let Some(sock) = conn.sock.as_mut() {
@@ -136,7 +136,7 @@ impl Shard {
     pub(super) fn begin_close(&mut self, slot: usize, code: u16, reason: &str, drop_output: bool, why: Gone) {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.state == State::Closing {
+        if conn.state.is_closing() {
             return;
         }
         let was = conn.state;
@@ -149,10 +149,10 @@ impl Shard {
             conn.out.drop_unstarted();
         }
         conn.out.push(wsp::close_frame(code, reason));
-        conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
         conn.partial = None;
         conn.frag = None;
-        self.set_state(slot, State::Closing);
+        let until = now.wrapping_add(CLOSE_GRACE_MS);
+        self.set_state(slot, State::Closing { until, kind: CloseKind::WebSocket });
         self.left(slot, was, why);
         self.mark_dirty(slot);
     }
@@ -164,9 +164,9 @@ impl Shard {
         let now = self.now();
         let Some(conn) = self.conns.get_mut(slot) else { return };
         debug_assert!(matches!(conn.state, State::Http { awaiting: false, .. }));
-        conn.close_deadline = now.wrapping_add(CLOSE_GRACE_MS);
         conn.partial = None;
-        self.set_state(slot, State::Closing);
+        let until = now.wrapping_add(CLOSE_GRACE_MS);
+        self.set_state(slot, State::Closing { until, kind: CloseKind::Http });
         self.mark_dirty(slot);
     }
 
@@ -221,11 +221,11 @@ impl Shard {
         if was == (State::Client { hub_knows: true }) && conn.session.is_some() && self.shutdown_deadline.is_none() {
             return self.detach(slot);
         }
-        if matches!(was, State::Edge | State::Parked) {
+        if matches!(was, State::Edge | State::Parked { .. }) {
             // Lost without a close handshake: its owner keeps the session.
             self.edge_event(slot, crate::protocol::relay::Event::Dropped);
         }
-        if was != State::Closing {
+        if !was.is_closing() {
             self.left(slot, was, why);
         }
         let mut conn = self.remove_conn(slot);

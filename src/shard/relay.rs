@@ -1,5 +1,5 @@
 //! Cluster mode: a session resumed through another node (`protocol::relay` has the picture).
-//! This node is the *edge* of a client whose session another node owns (`State::Parked`, then
+//! This node is the *edge* of a client whose session another node owns (`State::Parked { .. }`, then
 //! `State::Edge`), or the *owner* of a session whose client is connected elsewhere
 //! (`State::Relayed`). The hub and broker only carry the messages.
 
@@ -13,7 +13,7 @@ use crate::msg::Command;
 use crate::protocol::api;
 use crate::protocol::relay::{Event, Msg, Resumed};
 use crate::protocol::ws::close;
-use crate::recovery::{self, Link, Refusal, Secret, Session};
+use crate::recovery::{self, Peer, Refusal, Relay, Secret, Session};
 use crate::webhooks::Gone;
 
 /// How long an edge waits for the owner's answer to a resume.
@@ -31,9 +31,14 @@ impl Shard {
         self.tell_hub_lifecycle(Command::ToNode { node, from_shard: self.id, payload });
     }
 
-    /// The link of the session or edge at `slot`.
-    fn link(&self, slot: usize) -> Option<Link> {
-        self.conns.get(slot)?.session.as_ref()?.link
+    /// The edge at `slot`: where its session is.
+    fn owner(&self, slot: usize) -> Option<Peer> {
+        self.conns.get(slot)?.session.as_ref()?.relay?.owner()
+    }
+
+    /// The relayed session at `slot`: where its client is.
+    fn edge(&self, slot: usize) -> Option<Peer> {
+        self.conns.get(slot)?.session.as_ref()?.relay?.edge()
     }
 
     // ---- edge side ------------------------------------------------------------------------
@@ -55,12 +60,11 @@ impl Shard {
         let edge = self.conn_id(slot);
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let mut s = Session::new(system.clone());
-        s.link = Some(Link { node: owner.node, conn: owner.conn });
+        s.relay = Some(Relay::ToOwner(Peer { node: owner.node, conn: owner.conn }));
         s.accept = Some(accept);
         s.admit = admit;
         conn.session = Some(Box::new(s));
-        conn.close_deadline = now.wrapping_add(PARK_MS);
-        self.set_state(slot, State::Parked);
+        self.set_state(slot, State::Parked { until: now.wrapping_add(PARK_MS) });
         let origin = self.node();
         self.tell_node(owner.node, &Msg::ResumeReq { origin, edge, session: owner.conn, secret, system, last });
     }
@@ -68,10 +72,10 @@ impl Shard {
     /// The owner answered a parked resume.
     fn resume_answer(&mut self, edge: ConnId, result: Result<Resumed, Refusal>) {
         let slot = edge.slot as usize;
-        let parked = self.conn_at(edge.in_shard()).is_some_and(|c| c.state == State::Parked);
+        let parked = self.conn_at(edge.in_shard()).is_some_and(|c| c.state.is_parked());
         if !parked {
             // Gone meanwhile: the owner keeps the session detached.
-            if let (Ok(_), Some(owner)) = (&result, self.link(slot)) {
+            if let (Ok(_), Some(owner)) = (&result, self.owner(slot)) {
                 let m = Msg::Event { session: owner.conn, edge, event: Event::Dropped };
                 self.tell_node(owner.node, &m);
             }
@@ -110,10 +114,10 @@ impl Shard {
     /// tie (nothing more is told).
     pub(super) fn edge_event(&mut self, slot: usize, event: Event) {
         let edge = self.conn_id(slot);
-        let Some(owner) = self.link(slot) else { return };
+        let Some(owner) = self.owner(slot) else { return };
         if matches!(event, Event::Dropped | Event::Closed) {
             if let Some(s) = self.conns[slot].session.as_mut() {
-                s.link = None;
+                s.relay = None;
             }
         }
         self.tell_node(owner.node, &Msg::Event { session: owner.conn, edge, event });
@@ -137,7 +141,7 @@ impl Shard {
         let result = match verdict {
             Ok(missed) => {
                 self.unlink(slot, close::NORMAL, "session taken over");
-                let (id, token) = self.relay_to(slot, Link { node: origin, conn: edge });
+                let (id, token) = self.relay_to(slot, Peer { node: origin, conn: edge });
                 let missed = missed.into_iter().map(|f| (*f).clone()).collect();
                 Ok(Resumed { client_id: id.into(), token: token.into(), missed })
             }
@@ -152,8 +156,8 @@ impl Shard {
         self.tell_node(origin, &Msg::ResumeAns { edge, result });
     }
 
-    /// The session at `slot` now has its client at `link`: its frames go there.
-    fn relay_to(&mut self, slot: usize, link: Link) -> (String, String) {
+    /// The session at `slot` now has its client at `edge`: its frames go there.
+    fn relay_to(&mut self, slot: usize, edge: Peer) -> (String, String) {
         let now = self.now();
         let node = self.node();
         self.set_state(slot, State::Relayed);
@@ -174,7 +178,7 @@ impl Shard {
         let id = ids::client_id(node, ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen });
         let Some(s) = conn.session.as_mut() else { return (id, String::new()) };
         s.detached_since = None;
-        s.link = Some(link);
+        s.relay = Some(Relay::ToEdge(edge));
         s.secret = recovery::new_secret();
         let token = recovery::token(&id, &s.secret);
         (id, token)
@@ -187,18 +191,18 @@ impl Shard {
         if conn.state != State::Relayed {
             return;
         }
-        let Some(link) = conn.session.as_mut().and_then(|s| s.link.take()) else { return };
+        let Some(edge) = conn.session.as_mut().and_then(|s| s.relay.take()).and_then(Relay::edge) else { return };
         self.set_state(slot, State::Detached);
         // Its client was another node's socket: no address of ours to count it against.
         // Kept for a moment only: every caller ends it or takes it over next.
         self.kept_begin(slot, None, false);
-        self.tell_node(link.node, &Msg::EdgeClose { edge: link.conn, code, reason: reason.into() });
+        self.tell_node(edge.node, &Msg::EdgeClose { edge: edge.conn, code, reason: reason.into() });
     }
 
     /// A frame for a relayed session goes to its edge.
     pub(super) fn relay_frame(&mut self, slot: usize, frame: &Buf) {
-        if let Some(link) = self.link(slot) {
-            self.tell_node(link.node, &Msg::Frame { edge: link.conn, frame: (**frame).clone() });
+        if let Some(edge) = self.edge(slot) {
+            self.tell_node(edge.node, &Msg::Frame { edge: edge.conn, frame: (**frame).clone() });
         }
     }
 
@@ -206,7 +210,8 @@ impl Shard {
     fn edge_said(&mut self, session: ConnId, edge: ConnId, event: Event) {
         let slot = session.slot as usize;
         let current = self.conn_at(session.in_shard()).is_some_and(|c| {
-            c.state == State::Relayed && c.session.as_ref().and_then(|s| s.link).map(|l| l.conn) == Some(edge)
+            c.state == State::Relayed
+                && c.session.as_ref().and_then(|s| s.relay).and_then(Relay::edge).map(|l| l.conn) == Some(edge)
         });
         if !current {
             return; // an edge replaced by a takeover
@@ -253,7 +258,7 @@ impl Shard {
                 let slot = edge.slot as usize;
                 if self.conn_at(edge.in_shard()).is_some_and(|c| c.state == State::Edge) {
                     if let Some(s) = self.conns[slot].session.as_mut() {
-                        s.link = None; // the owner knows
+                        s.relay = None; // the owner knows
                     }
                     self.begin_close(slot, code, &reason, false, Gone::Closed);
                 }
@@ -267,15 +272,15 @@ impl Shard {
         let hit: Vec<(usize, State)> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.session.as_ref().and_then(|s| s.link).is_some_and(|l| l.node == node))
+            .filter(|(_, c)| c.session.as_ref().and_then(|s| s.relay).is_some_and(|r| r.peer().node == node))
             .map(|(k, c)| (k, c.state))
             .collect();
         for (slot, state) in hit {
             if let Some(s) = self.conns[slot].session.as_mut() {
-                s.link = None;
+                s.relay = None;
             }
             match state {
-                State::Parked => self.unpark(slot, None),
+                State::Parked { .. } => self.unpark(slot, None),
                 State::Edge => {
                     self.begin_close(slot, close::GOING_AWAY, "the session's node is gone", false, Gone::Closed);
                 }
@@ -293,7 +298,7 @@ impl Shard {
         let late: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.state == State::Parked && (now.wrapping_sub(c.close_deadline) as i32) >= 0)
+            .filter(|(_, c)| matches!(c.state, State::Parked { until } if (now.wrapping_sub(until) as i32) >= 0))
             .map(|(k, _)| k)
             .collect();
         for slot in late {
@@ -304,18 +309,18 @@ impl Shard {
     /// A relayed session whose relay lost a message: its edge is told to close (1012, so the
     /// client resumes, through any node) and the session is kept detached here.
     pub(super) fn relay_broken(&mut self, slot: usize) {
-        let Some(link) = self.conns.get_mut(slot).and_then(|c| c.session.as_mut()).and_then(|s| s.link) else {
+        let Some(edge) = self.edge(slot) else {
             return;
         };
         let reason = "relay lost messages: resume".into();
-        self.tell_node(link.node, &Msg::EdgeClose { edge: link.conn, code: close::RESTART, reason });
+        self.tell_node(edge.node, &Msg::EdgeClose { edge: edge.conn, code: close::RESTART, reason });
         self.relay_ends_detached(slot);
     }
 
     /// A relayed session without its edge any more: kept detached, for a resume.
     fn relay_ends_detached(&mut self, slot: usize) {
         if let Some(s) = self.conns[slot].session.as_mut() {
-            s.link = None;
+            s.relay = None;
         }
         self.set_state(slot, State::Client { hub_knows: true });
         self.detach(slot);

@@ -20,7 +20,7 @@ use crate::protocol::api;
 use crate::protocol::ws as wsp;
 use crate::recovery::{self, Refusal};
 
-/// How often (ms) an extra ping may ask a busy session's client to acknowledge its history.
+/// How often (ms) an extra ping may ask a busy session's client to acknowledge what it received.
 const ACK_PING_MS: u32 = 1000;
 
 impl Shard {
@@ -28,7 +28,7 @@ impl Shard {
         self.shared.cfg.recovery_max_bytes
     }
 
-    /// Keeps a push frame in the history of the session at `slot`. Connected, the oldest
+    /// Keeps a push frame in the unacknowledged frames of the session at `slot`. Connected, the oldest
     /// frames give way past `recovery_max_bytes` (and an extra ping asks the client to
     /// acknowledge before that). Detached, going past it ends the session. False if it ended.
     pub(super) fn record(&mut self, slot: usize, frame: &Buf) -> bool {
@@ -37,17 +37,17 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(slot) else { return false };
         let detached = conn.state == State::Detached;
         let Some(s) = conn.session.as_mut() else { return true };
-        if s.history.record(frame.clone(), max) {
-            let ask = !detached && s.history.bytes() > max / 8 && now.wrapping_sub(conn.last_ping) > ACK_PING_MS;
+        if s.unacked.record(frame.clone(), max) {
+            let ask = !detached && s.unacked.bytes() > max / 8 && now.wrapping_sub(conn.last_ping) > ACK_PING_MS;
             if ask {
                 conn.last_ping = now;
-                let ping = ack_ping(s.history.next());
+                let ping = ack_ping(s.unacked.next());
                 self.queue(slot, ping);
             }
             return true;
         }
         if !detached {
-            s.history.trim_to(max);
+            s.unacked.trim_to(max);
             return true;
         }
         metrics::add(&self.stats().recovery_overflows_total, 1);
@@ -66,15 +66,15 @@ impl Shard {
     pub(super) fn ack(&mut self, slot: usize, payload: &[u8]) {
         let Ok(upto) = <[u8; 8]>::try_from(payload) else { return };
         if let Some(s) = self.conns.get_mut(slot).and_then(|c| c.session.as_mut()) {
-            s.history.ack(u64::from_be_bytes(upto));
+            s.unacked.ack(u64::from_be_bytes(upto));
         }
     }
 
     /// The heartbeat ping for the connection at `slot`: a recovering client's carries the
-    /// history position it acknowledges (an edge's is plain: its owner sends those).
+    /// position it acknowledges (an edge's is plain: its owner sends those).
     pub(super) fn ping_for(&self, slot: usize) -> Buf {
         match self.conns.get(slot).filter(|c| c.state != State::Edge).and_then(|c| c.session.as_ref()) {
-            Some(s) => ack_ping(s.history.next()),
+            Some(s) => ack_ping(s.unacked.next()),
             None => self.ping.clone(),
         }
     }
@@ -243,7 +243,7 @@ impl Shard {
         if &*s.system != system {
             return Err(Refusal::OtherSystem);
         }
-        s.history.after(last).map(|frames| frames.cloned().collect()).ok_or(Refusal::LastNotHeld)
+        s.unacked.after(last).map(|frames| frames.cloned().collect()).ok_or(Refusal::LastNotHeld)
     }
 
     /// A resume for a session of this shard ([`crate::msg::ShardMsg::Resume`]).
@@ -343,7 +343,7 @@ fn kept_as(conn: Option<&super::Conn>, seq: u64) -> bool {
     conn.is_some_and(|c| c.state == State::Detached && c.session.as_ref().is_some_and(|s| s.kept_seq == seq))
 }
 
-/// A ping whose payload is the history position it acknowledges once answered.
+/// A ping whose payload is the position (in the session's unacknowledged frames) it acknowledges once answered.
 fn ack_ping(next: u64) -> Buf {
     Buf::new(wsp::frame(wsp::OP_PING, &next.to_be_bytes()))
 }

@@ -72,8 +72,8 @@ impl Shard {
                     self.edge_event(slot, crate::protocol::relay::Event::Dropped);
                     self.begin_close(slot, close::GOING_AWAY, "server shutting down", false, Gone::Shutdown)
                 }
-                State::Parked => self.close_now(slot),
-                State::Closing => {}
+                State::Parked { .. } => self.close_now(slot),
+                State::Closing { .. } => {}
             }
         }
     }
@@ -105,7 +105,7 @@ impl Shard {
             c.out.release_if_idle();
             let silent = now.wrapping_sub(c.last_seen);
             if let Some(s) = &c.session {
-                kept += s.history.bytes() as u64;
+                kept += s.unacked.bytes() as u64;
             }
             match c.state {
                 State::Detached => {
@@ -116,15 +116,15 @@ impl Shard {
                 }
                 // Parked resumes are handled below; a relayed session's pings (which carry
                 // its acknowledgements) go to its edge.
-                State::Parked => {}
+                State::Parked { .. } => {}
                 State::Relayed => {
                     if now.wrapping_sub(c.last_ping) >= ping_ms {
                         c.last_ping = now;
                         ping.push(slot);
                     }
                 }
-                State::Closing => {
-                    if (now.wrapping_sub(c.close_deadline) as i32) >= 0 {
+                State::Closing { until, .. } => {
+                    if (now.wrapping_sub(until) as i32) >= 0 {
                         expired.push(slot);
                     }
                 }

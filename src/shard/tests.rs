@@ -132,10 +132,11 @@ fn every_phase_change_keeps_the_gauges() {
         State::Client { hub_knows: true },
         State::Echo,
         State::Edge,
-        State::Parked,
+        State::Parked { until: 0 },
         State::Relayed,
         State::Detached,
-        State::Closing,
+        State::Closing { until: 0, kind: super::CloseKind::WebSocket },
+        State::Closing { until: 0, kind: super::CloseKind::Http },
     ];
     for from in phases {
         for to in phases {

@@ -7,7 +7,7 @@ use std::io::{self, Read, Write};
 use crate::tls::conn::RECORD;
 pub use crate::tls::conn::{Received, TlsConn, MAX_RECORD};
 
-use super::{Shard, State};
+use super::Shard;
 use crate::metrics;
 
 impl Shard {
@@ -54,7 +54,7 @@ impl Shard {
                 self.mark_dirty(slot);
             }
             self.scratch = scratch;
-            if got > 0 && self.conns[slot].state != State::Closing {
+            if got > 0 && !self.conns[slot].state.is_closing() {
                 self.feed(slot, got);
             }
         }
@@ -101,7 +101,7 @@ impl Shard {
                     return Ok(());
                 }
                 if conn.out.is_empty() {
-                    if conn.state == State::Closing && !tls.notified {
+                    if conn.state.is_closing() && !tls.notified {
                         // Everything is out: say so in TLS before the TCP half-close.
                         let mut alert = std::mem::take(&mut tls.outbuf);
                         tls.close_notify(&mut alert);

@@ -15,8 +15,8 @@ pub(super) mod results;
 pub use presence::info;
 use results::Post;
 
+use super::endpoint::Endpoint;
 use super::keys::{self, Keys};
-use super::target::Target;
 use super::{link, scripts, wire, BrokerCmd, ClusterConfig, Pending, Replies, SubEvent};
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
@@ -71,7 +71,7 @@ pub(super) struct Broker {
     cfg: ClusterConfig,
     /// This cluster's key and channel names.
     k: Keys,
-    target: Target,
+    endpoint: Endpoint,
     /// TLS settings for the pub/sub connection (the redis crate has its own for commands).
     tls: Arc<rustls::ClientConfig>,
     con: Option<redis::Connection>,
@@ -112,7 +112,7 @@ impl Broker {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         cfg: ClusterConfig,
-        target: Target,
+        endpoint: Endpoint,
         hub: Sender<Command>,
         replies: Arc<Replies>,
         pending: Arc<Pending>,
@@ -126,7 +126,7 @@ impl Broker {
             k: Keys::new(&cfg.prefix),
             tls: link::client_config(cfg.ca.as_deref())?,
             cfg,
-            target,
+            endpoint,
             con: None,
             sub: None,
             sub_gen: 0,
@@ -222,13 +222,13 @@ impl Broker {
         }
         self.stats.cluster_up.store(0, Relaxed);
         self.retry_at = Instant::now() + self.backoff;
-        let max = if self.target.is_sentinel() { MAX_BACKOFF_SENTINEL } else { MAX_BACKOFF };
+        let max = if self.endpoint.is_sentinel() { MAX_BACKOFF_SENTINEL } else { MAX_BACKOFF };
         self.backoff = (self.backoff * 2).min(max);
     }
 
     fn connect(&mut self) -> Result<(), String> {
         let e = |e: redis::RedisError| e.to_string();
-        let client = self.target.master()?;
+        let client = self.endpoint.master()?;
         let mut con = client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
         con.set_read_timeout(Some(IO_TIMEOUT)).map_err(e)?;
         con.set_write_timeout(Some(IO_TIMEOUT)).map_err(e)?;

@@ -103,14 +103,14 @@ pub fn redact(url: &str) -> String {
 
 /// The Redis a node talks to (one per node: its size does not matter).
 #[allow(clippy::large_enum_variant)]
-pub enum Target {
+pub enum Endpoint {
     Direct(redis::Client),
     Sentinel(SentinelClient),
 }
 
-impl Target {
+impl Endpoint {
     /// Checks and prepares `url`; `ca`: PEM roots trusted for TLS instead of the system's.
-    pub fn new(url: &str, ca: Option<&[u8]>) -> Result<Target, String> {
+    pub fn new(url: &str, ca: Option<&[u8]>) -> Result<Endpoint, String> {
         let certs = || TlsCertificates { client_tls: None, root_cert: ca.map(<[u8]>::to_vec) };
         if let Some(s) = parse_sentinel(url) {
             let s = s?;
@@ -133,7 +133,7 @@ impl Target {
                     b = b.set_client_to_redis_certificates(certs()).set_client_to_sentinel_certificates(certs());
                 }
             }
-            return b.build().map(Target::Sentinel).map_err(|e| format!("--redis {}: {e}", redact(url)));
+            return b.build().map(Endpoint::Sentinel).map_err(|e| format!("--redis {}: {e}", redact(url)));
         }
         let bad = |e: redis::RedisError| format!("--redis {}: {e}", redact(url));
         let client = match ca {
@@ -148,19 +148,19 @@ impl Target {
             }
             _ => return Err(format!("--redis {}: only redis:// and rediss:// (TCP) are supported", redact(url))),
         }
-        Ok(Target::Direct(client))
+        Ok(Endpoint::Direct(client))
     }
 
     /// The master to connect to now (for Sentinel: asked of the Sentinels again).
     pub fn master(&mut self) -> Result<redis::Client, String> {
         match self {
-            Target::Direct(c) => Ok(c.clone()),
-            Target::Sentinel(s) => s.get_client().map_err(|e| format!("Sentinel: {e}")),
+            Endpoint::Direct(c) => Ok(c.clone()),
+            Endpoint::Sentinel(s) => s.get_client().map_err(|e| format!("Sentinel: {e}")),
         }
     }
 
     pub fn is_sentinel(&self) -> bool {
-        matches!(self, Target::Sentinel(_))
+        matches!(self, Endpoint::Sentinel(_))
     }
 }
 
@@ -208,9 +208,9 @@ mod tests {
 
     #[test]
     fn unsupported_forms_are_refused() {
-        assert!(Target::new("redis+unix:///tmp/r.sock", None).is_err());
-        assert!(Target::new("rediss://h:1/#insecure", None).is_err());
-        assert!(Target::new("redis://h:1", None).is_ok());
-        assert!(Target::new("redis+sentinel://h:1/m", None).unwrap().is_sentinel());
+        assert!(Endpoint::new("redis+unix:///tmp/r.sock", None).is_err());
+        assert!(Endpoint::new("rediss://h:1/#insecure", None).is_err());
+        assert!(Endpoint::new("redis://h:1", None).is_ok());
+        assert!(Endpoint::new("redis+sentinel://h:1/m", None).unwrap().is_sentinel());
     }
 }
