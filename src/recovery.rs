@@ -31,6 +31,7 @@
 use std::collections::VecDeque;
 
 use crate::ids::{self, ClientRef, CLIENT_ID_LEN};
+pub use crate::protocol::relay::{Refusal, Secret};
 
 /// Hex digits of a token's secret.
 const SECRET_HEX: usize = 32;
@@ -40,9 +41,6 @@ pub const TOKEN_LEN: usize = CLIENT_ID_LEN + SECRET_HEX;
 
 /// What it costs to keep a frame beyond its bytes (its slot in [`Unacked`] and its handle).
 pub const KEPT_FRAME_COST: usize = 64;
-
-/// A 128-bit secret.
-pub type Secret = [u8; 16];
 
 /// A fresh secret. `fastrand` is seeded per thread from the OS's randomness and is not a
 /// cryptographic generator, so the secret comes from the OS directly.
@@ -203,20 +201,6 @@ impl<F: Kept> Session<F> {
             kept_seq: 0,
         }
     }
-}
-
-/// Why a resume was not honoured (the client then gets a fresh session).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
-    /// Malformed token, or no such session (never was, ended, expired, or on another node
-    /// this one cannot reach).
-    Unknown,
-    /// The session exists but the secret does not match (used before, or guessed).
-    BadSecret,
-    /// The token is another system's.
-    OtherSystem,
-    /// The frames after `last` are no longer all held.
-    LastNotHeld,
 }
 
 /// The push frames a session may still owe its client, in the order they were sent.

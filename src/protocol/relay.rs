@@ -20,7 +20,24 @@ use bytes::Bytes;
 
 use super::codec::{R, W};
 use crate::ids::ConnId;
-use crate::recovery::{Refusal, Secret};
+
+/// A session's 128-bit secret (in its resume token; `recovery` makes them).
+pub type Secret = [u8; 16];
+
+/// Why a resume was not honoured (the client then gets a fresh session). On the wire between
+/// nodes as the owner's answer, so it is defined here, below `recovery`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Malformed token, or no such session (never was, ended, expired, or on another node
+    /// this one cannot reach).
+    Unknown,
+    /// The session exists but the secret does not match (used before, or guessed).
+    BadSecret,
+    /// The token is another system's.
+    OtherSystem,
+    /// The frames after `last` are no longer all held.
+    LastNotHeld,
+}
 
 const RESUME_REQ: u8 = b'E';
 const RESUME_ANS: u8 = b'F';
