@@ -115,8 +115,14 @@ pub struct Conn {
 
 impl Conn {
     pub fn new(sock: TcpStream, gen: Gen, now: u32) -> Self {
+        Conn { sock: Some(sock), ..Conn::without_socket(gen, now) }
+    }
+
+    /// A connection in its first phase (HTTP), without a socket: what [`Conn::new`] adds one
+    /// to, and what the lifecycle's unit tests drive with a fake clock.
+    pub fn without_socket(gen: Gen, now: u32) -> Self {
         Conn {
-            sock: Some(sock),
+            sock: None,
             gen,
             state: State::Http { awaiting: false, keep_alive: true },
             out: OutQueue::default(),

@@ -15,12 +15,125 @@
 //! | `Relayed` | | | 1 | |
 //! | `Detached` | | | | 1 |
 //! | `Http`, `Parked`, `Closing` | | | | |
+//!
+//! The clocks: [`due`] says, for one connection and `now`, what its phase's deadlines make
+//! due (a ping, an idle close, a lapsed session…) — pure, driven by a fake clock in its unit
+//! tests; the sweep applies what it returns.
 
 use std::sync::atomic::Ordering::Relaxed;
 
 use super::conn::{Conn, State};
 use super::Shard;
+use crate::config::{loop_ms, Config};
 use crate::metrics::{self, ShardStats};
+
+/// The sweep's bounds, in shard-clock milliseconds.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Bounds {
+    pub ping_ms: u32,
+    pub idle_ms: u32,
+    pub request_ms: u32,
+    pub tls_ms: u32,
+    pub window_ms: u32,
+    pub soft_ms: u32,
+    /// `output_soft_limit`, bytes as output limits count them.
+    pub soft: usize,
+}
+
+impl Bounds {
+    pub fn of(cfg: &Config) -> Bounds {
+        Bounds {
+            ping_ms: loop_ms(cfg.ping_interval),
+            idle_ms: loop_ms(cfg.idle_timeout),
+            request_ms: loop_ms(cfg.request_timeout),
+            tls_ms: loop_ms(cfg.tls_handshake_timeout),
+            window_ms: loop_ms(cfg.recovery_window),
+            soft_ms: loop_ms(cfg.output_soft_seconds),
+            soft: cfg.output_soft_limit,
+        }
+    }
+}
+
+/// What a connection's deadlines make due at a sweep, in the order the sweep applies them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Due {
+    /// A parked resume got no answer in time: a fresh session here.
+    ParkTimeout,
+    /// Dropped now: a closing connection past its grace, or an idle HTTP connection.
+    Drop,
+    /// A detached session past `recovery_window`: it ends.
+    SessionLapsed,
+    /// An API call with no answer within `request_timeout`: 503.
+    Unanswered,
+    /// A TLS handshake not done within `tls_handshake_timeout`: dropped.
+    TlsStalled,
+    /// An HTTP request not complete within `request_timeout`: 408.
+    RequestTimeout,
+    /// A WebSocket client silent for `idle_timeout`.
+    Idle,
+    /// Output over the soft limit for `output_soft_seconds`: 1008.
+    SlowConsumer,
+    /// A heartbeat ping (`last_ping` is set to now).
+    Ping,
+}
+
+/// Milliseconds on the shard clock from the stamp `t` to `now`. Stamps that must not be 0 (0
+/// means "none") are taken as `now | 1`, which is up to 1 ms *ahead* of `now`: read plainly
+/// with `wrapping_sub` such a stamp looked ~49 days old, so a request stamped in the same
+/// millisecond as a sweep timed out at once (408, or 503 for an API call waiting for its
+/// answer) and a client just over the soft output limit was closed as a slow consumer.
+pub(super) fn elapsed(now: u32, t: u32) -> u32 {
+    (now.wrapping_sub(t) as i32).max(0) as u32
+}
+
+/// A deadline stamp reached at `now`.
+fn reached(now: u32, until: u32) -> bool {
+    (now.wrapping_sub(until) as i32) >= 0
+}
+
+/// What is due for `c` at `now` (at most one thing). Keeps the connection's own clocks: the
+/// soft-limit stamp starts and clears here, and a due ping sets `last_ping`.
+pub(super) fn due(c: &mut Conn, now: u32, b: &Bounds) -> Option<Due> {
+    let silent = now.wrapping_sub(c.last_seen);
+    let ping = |c: &mut Conn| {
+        (now.wrapping_sub(c.last_ping) >= b.ping_ms).then(|| {
+            c.last_ping = now;
+            Due::Ping
+        })
+    };
+    match c.state {
+        State::Detached => {
+            let since = c.session.as_ref().and_then(|s| s.detached_since).unwrap_or(now);
+            (now.wrapping_sub(since) > b.window_ms).then_some(Due::SessionLapsed)
+        }
+        State::Parked { until } => reached(now, until).then_some(Due::ParkTimeout),
+        // A relayed session's pings (which carry its acknowledgements) go to its edge.
+        State::Relayed => ping(c),
+        State::Closing { until, .. } => reached(now, until).then_some(Due::Drop),
+        State::Http { awaiting: true, .. } => {
+            // Its answer is due within request_timeout of the call.
+            (c.req_since != 0 && elapsed(now, c.req_since) > b.request_ms).then_some(Due::Unanswered)
+        }
+        State::Http { awaiting: false, .. } => match c.tls.as_ref().filter(|t| !t.ready) {
+            Some(t) => (now.wrapping_sub(t.since) > b.tls_ms).then_some(Due::TlsStalled),
+            None if c.req_since != 0 && elapsed(now, c.req_since) > b.request_ms => Some(Due::RequestTimeout),
+            None => (silent > b.idle_ms).then_some(Due::Drop),
+        },
+        State::Client { .. } | State::Echo | State::Edge => {
+            if silent > b.idle_ms {
+                return Some(Due::Idle);
+            }
+            if c.out.cost() <= b.soft {
+                c.soft_since = 0;
+            } else if c.soft_since == 0 {
+                c.soft_since = now | 1;
+            } else if elapsed(now, c.soft_since) > b.soft_ms {
+                return Some(Due::SlowConsumer);
+            }
+            ping(c)
+        }
+    }
+}
 
 /// The gauges a phase counts in (see the module's table).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -112,5 +225,112 @@ impl Shard {
         for (name, n, gauge) in gauges {
             assert_eq!(gauge.load(Relaxed), n, "shard {}: gauge {name} is not the count of its phase", self.id);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::recovery::Session;
+    use bytes::Bytes;
+
+    const B: Bounds = Bounds {
+        ping_ms: 25_000,
+        idle_ms: 60_000,
+        request_ms: 10_000,
+        tls_ms: 10_000,
+        window_ms: 120_000,
+        soft_ms: 10_000,
+        soft: 1000,
+    };
+
+    fn conn(state: State, now: u32) -> Conn {
+        let mut c = Conn::without_socket(1, now);
+        c.state = state;
+        c
+    }
+
+    /// Regression: a stamp of `now | 1` taken at an even `now` read as 2^32 - 1 ms old.
+    #[test]
+    fn a_stamp_rounded_up_is_not_ancient() {
+        let now = 1000;
+        assert_eq!(elapsed(now, now | 1), 0);
+        assert_eq!(elapsed(now + 5, now | 1), 4);
+        assert_eq!(elapsed(3, u32::MAX - 1), 5, "across the wrap");
+        assert_eq!(elapsed(now, now), 0);
+    }
+
+    #[test]
+    fn a_client_is_pinged_each_interval_and_closed_when_silent() {
+        let mut c = conn(State::Client { hub_knows: true }, 0);
+        assert_eq!(due(&mut c, 24_999, &B), None);
+        assert_eq!(due(&mut c, 25_000, &B), Some(Due::Ping));
+        assert_eq!(c.last_ping, 25_000);
+        assert_eq!(due(&mut c, 25_001, &B), None, "one ping per interval");
+        c.last_seen = 50_000; // it answered
+        assert_eq!(due(&mut c, 50_001, &B), Some(Due::Ping));
+        assert_eq!(due(&mut c, 110_001, &B), Some(Due::Idle), "silent for idle_timeout");
+    }
+
+    #[test]
+    fn output_over_the_soft_limit_too_long_is_a_slow_consumer() {
+        let mut c = conn(State::Edge, 0);
+        c.last_ping = 0;
+        c.out.push(Bytes::from(vec![b'x'; 2000]));
+        assert_eq!(due(&mut c, 100, &B), None);
+        assert_eq!(c.soft_since, 101, "over the limit since now (a stamp is never 0)");
+        assert_eq!(due(&mut c, 10_101, &B), None, "not longer than output_soft_seconds yet");
+        assert_eq!(due(&mut c, 10_102, &B), Some(Due::SlowConsumer));
+        // Drained below the limit meanwhile: the stamp clears.
+        let mut c = conn(State::Echo, 0);
+        c.out.push(Bytes::from(vec![b'x'; 2000]));
+        due(&mut c, 100, &B);
+        c.out = Default::default();
+        due(&mut c, 200, &B);
+        assert_eq!(c.soft_since, 0);
+    }
+
+    #[test]
+    fn a_detached_session_lapses_after_its_window() {
+        let mut c = conn(State::Detached, 0);
+        let mut s = Session::new("s".into());
+        s.detached_since = Some(5_000);
+        c.session = Some(Box::new(s));
+        assert_eq!(due(&mut c, 125_000, &B), None);
+        assert_eq!(due(&mut c, 125_001, &B), Some(Due::SessionLapsed));
+        // Detached sessions are never pinged, however long they wait.
+        assert_eq!(c.last_ping, 0);
+    }
+
+    #[test]
+    fn parked_and_closing_connections_end_at_their_deadlines() {
+        let mut p = conn(State::Parked { until: 3_000 }, 0);
+        assert_eq!(due(&mut p, 2_999, &B), None);
+        assert_eq!(due(&mut p, 3_000, &B), Some(Due::ParkTimeout));
+        let kind = super::super::CloseKind::WebSocket;
+        let mut c = conn(State::Closing { until: u32::MAX - 10, kind }, 0);
+        assert_eq!(due(&mut c, u32::MAX - 11, &B), None);
+        assert_eq!(due(&mut c, 5, &B), Some(Due::Drop), "across the clock's wrap");
+    }
+
+    #[test]
+    fn http_deadlines_request_answer_handshake_and_idle() {
+        let mut c = conn(State::Http { awaiting: false, keep_alive: true }, 0);
+        assert_eq!(due(&mut c, 60_001, &B), Some(Due::Drop), "an idle keep-alive connection");
+        c.last_seen = 60_000;
+        c.req_since = 60_001;
+        assert_eq!(due(&mut c, 70_001, &B), None);
+        assert_eq!(due(&mut c, 70_002, &B), Some(Due::RequestTimeout));
+        c.state = State::Http { awaiting: true, keep_alive: true };
+        assert_eq!(due(&mut c, 70_002, &B), Some(Due::Unanswered), "a call at the hub too long");
+        c.req_since = 0;
+        assert_eq!(due(&mut c, 200_000, &B), None, "waiting for the hub is never idle");
+    }
+
+    #[test]
+    fn a_relayed_session_is_pinged_through_its_edge_and_never_idles() {
+        let mut c = conn(State::Relayed, 0);
+        assert_eq!(due(&mut c, 25_000, &B), Some(Due::Ping));
+        assert_eq!(due(&mut c, 1_000_000, &B), Some(Due::Ping), "no idle close: its edge has the socket");
     }
 }

@@ -99,7 +99,7 @@ impl Shard {
 
     /// A parked resume that cannot go on (refused, no answer, owner gone) gets a fresh
     /// session here. The owner is told, in case it took the session after all (a late answer).
-    fn unpark(&mut self, slot: usize, why: Option<Refusal>) {
+    pub(super) fn unpark(&mut self, slot: usize, why: Option<Refusal>) {
         self.edge_event(slot, Event::Dropped);
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let Some(mut s) = conn.session.take() else { return };
@@ -290,19 +290,6 @@ impl Shard {
                 }
                 _ => {}
             }
-        }
-    }
-
-    /// Parked resumes past their wait get fresh sessions (the sweep).
-    pub(super) fn unpark_late(&mut self, now: u32) {
-        let late: Vec<usize> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| matches!(c.state, State::Parked { until } if (now.wrapping_sub(until) as i32) >= 0))
-            .map(|(k, _)| k)
-            .collect();
-        for slot in late {
-            self.unpark(slot, None);
         }
     }
 

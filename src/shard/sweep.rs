@@ -1,10 +1,12 @@
-//! The periodic sweep (heartbeats, idle and soft-limit closes, closing deadlines, retries),
+//! The periodic sweep (what the deadlines of [`lifecycle`] make due, then retries),
 //! graceful shutdown, and the limiter for log lines about limits.
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::lifecycle::{self, Bounds, Due};
 use super::{Shard, State};
 use crate::metrics;
+use crate::msg::Target;
 use crate::protocol::ws::close;
 use crate::webhooks::Gone;
 
@@ -78,162 +80,29 @@ impl Shard {
         }
     }
 
-    /// Periodic sweep: pings, idle timeouts, soft output limit, closing deadlines, retries.
+    /// Periodic sweep: what each connection's deadlines make due ([`lifecycle::due`]), then
+    /// the retries (the hub backlog, a paused accept).
     pub(super) fn sweep(&mut self) {
         self.check_gauges();
         let now = self.now();
-        let cfg = &self.shared.cfg;
-        let ping_ms = crate::config::loop_ms(cfg.ping_interval);
-        let idle_ms = crate::config::loop_ms(cfg.idle_timeout);
-        let request_ms = crate::config::loop_ms(cfg.request_timeout);
-        let soft = cfg.output_soft_limit;
-        let soft_ms = crate::config::loop_ms(cfg.output_soft_seconds);
-        let window_ms = crate::config::loop_ms(cfg.recovery_window);
-        let mut kept = 0u64;
-        let mut lapsed = Vec::new();
-        let mut idle = Vec::new();
-        let mut slow = Vec::new();
-        let mut ping = Vec::new();
-        let mut expired = Vec::new();
-        let mut slow_requests = Vec::new();
-        let mut unanswered = Vec::new();
-        let mut stalled_tls = Vec::new();
-        let tls_ms = crate::config::loop_ms(cfg.tls_handshake_timeout);
-        let mut queued = 0u64;
+        let bounds = Bounds::of(&self.shared.cfg);
+        let (mut queued, mut kept, mut due) = (0u64, 0u64, Vec::new());
         for (slot, c) in self.conns.iter_mut() {
             queued += c.out.bytes() as u64;
             c.out.release_if_idle();
-            let silent = now.wrapping_sub(c.last_seen);
-            if let Some(s) = &c.session {
-                kept += s.unacked.bytes() as u64;
-            }
-            match c.state {
-                State::Detached => {
-                    let since = c.session.as_ref().and_then(|s| s.detached_since).unwrap_or(now);
-                    if now.wrapping_sub(since) > window_ms {
-                        lapsed.push(slot);
-                    }
-                }
-                // Parked resumes are handled below; a relayed session's pings (which carry
-                // its acknowledgements) go to its edge.
-                State::Parked { .. } => {}
-                State::Relayed => {
-                    if now.wrapping_sub(c.last_ping) >= ping_ms {
-                        c.last_ping = now;
-                        ping.push(slot);
-                    }
-                }
-                State::Closing { until, .. } => {
-                    if (now.wrapping_sub(until) as i32) >= 0 {
-                        expired.push(slot);
-                    }
-                }
-                State::Http { awaiting, .. } => {
-                    if awaiting {
-                        // Its answer is due within request_timeout of the call.
-                        if c.req_since != 0 && elapsed(now, c.req_since) > request_ms {
-                            unanswered.push(slot);
-                        }
-                        continue;
-                    }
-                    if let Some(t) = c.tls.as_ref().filter(|t| !t.ready) {
-                        if now.wrapping_sub(t.since) > tls_ms {
-                            stalled_tls.push(slot);
-                        }
-                        continue;
-                    }
-                    if c.req_since != 0 && elapsed(now, c.req_since) > request_ms {
-                        slow_requests.push(slot);
-                    } else if silent > idle_ms {
-                        expired.push(slot);
-                    }
-                }
-                State::Client { .. } | State::Echo | State::Edge => {
-                    if silent > idle_ms {
-                        idle.push(slot);
-                        continue;
-                    }
-                    if c.out.cost() > soft {
-                        if c.soft_since == 0 {
-                            c.soft_since = now | 1;
-                        } else if elapsed(now, c.soft_since) > soft_ms {
-                            slow.push(slot);
-                            continue;
-                        }
-                    } else {
-                        c.soft_since = 0;
-                    }
-                    if now.wrapping_sub(c.last_ping) >= ping_ms {
-                        c.last_ping = now;
-                        ping.push(slot);
-                    }
-                }
+            kept += c.session.as_ref().map_or(0, |s| s.unacked.bytes() as u64);
+            if let Some(d) = lifecycle::due(c, now, &bounds) {
+                due.push((d, Target { slot: slot as u32, gen: c.gen }));
             }
         }
         self.stats().output_buffer_bytes.store(queued, Relaxed);
-        self.unpark_late(now);
         self.stats().recovery_kept_bytes.store(kept, Relaxed);
-        for slot in expired {
-            self.close_now(slot);
-        }
-        metrics::add(&self.stats().recovery_expired_total, lapsed.len() as u64);
-        for slot in lapsed {
-            self.close_with(slot, Gone::RecoveryExpired);
-        }
-        for slot in unanswered {
-            self.answer_overdue(slot);
-        }
-        metrics::add(&self.stats().tls_handshake_timeouts_total, stalled_tls.len() as u64);
-        for slot in stalled_tls {
-            self.close_now(slot);
-        }
-        for slot in slow_requests {
-            metrics::add(&self.stats().request_timeouts_total, 1);
-            if self.log_ok() {
-                tracing::info!(
-                    shard = self.id,
-                    slot,
-                    "request timeout: an HTTP request did not complete in time (408)"
-                );
+        due.sort_by_key(|(d, _)| *d);
+        for (d, t) in due {
+            // What an earlier one did may have ended this one (an eviction, a takeover).
+            if self.conn_at(t).is_some() {
+                self.apply_due(t.slot as usize, d);
             }
-            let body =
-                crate::protocol::api::err_body("request timeout: the request did not arrive within request_timeout");
-            self.respond(slot, 408, &body, false);
-        }
-        for slot in idle {
-            metrics::add(&self.stats().idle_closes_total, 1);
-            if self.log_ok() {
-                tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
-            }
-            match (self.conns[slot].state, self.conns[slot].session.is_some()) {
-                // A silent client may be on a dead network: keep its session (here, or at
-                // the node that owns it).
-                (State::Edge, _) => self.close_now(slot),
-                (_, true) => self.detach(slot),
-                _ => self.begin_close(slot, close::GOING_AWAY, "idle timeout", true, Gone::IdleTimeout),
-            }
-        }
-        for slot in slow {
-            metrics::add(&self.stats().slow_consumer_closes_total, 1);
-            if self.log_ok() {
-                tracing::info!(
-                    shard = self.id,
-                    slot,
-                    "slow consumer: output over the soft limit too long, closing 1008"
-                );
-            }
-            self.begin_close(
-                slot,
-                close::POLICY,
-                "slow consumer: output buffer limit exceeded",
-                true,
-                Gone::SlowConsumer,
-            );
-        }
-        metrics::add(&self.stats().pings_sent_total, ping.len() as u64);
-        for slot in ping {
-            let p = self.ping_for(slot);
-            self.queue(slot, p);
         }
         self.flush_backlog();
         if self.accept_paused {
@@ -242,6 +111,64 @@ impl Shard {
         }
         self.flush_dirty();
         self.close_marked();
+    }
+
+    /// Does what a deadline made due for the connection at `slot`.
+    fn apply_due(&mut self, slot: usize, due: Due) {
+        let st = &self.shared.stats[self.id as usize];
+        match due {
+            Due::ParkTimeout => self.unpark(slot, None),
+            Due::Drop => self.close_now(slot),
+            Due::SessionLapsed => {
+                metrics::add(&st.recovery_expired_total, 1);
+                self.close_with(slot, Gone::RecoveryExpired);
+            }
+            Due::Unanswered => self.answer_overdue(slot),
+            Due::TlsStalled => {
+                metrics::add(&st.tls_handshake_timeouts_total, 1);
+                self.close_now(slot);
+            }
+            Due::RequestTimeout => self.request_timeout(slot),
+            Due::Idle => self.idle_close(slot),
+            Due::SlowConsumer => self.slow_consumer(slot),
+            Due::Ping => {
+                metrics::add(&st.pings_sent_total, 1);
+                let p = self.ping_for(slot);
+                self.queue(slot, p);
+            }
+        }
+    }
+
+    fn request_timeout(&mut self, slot: usize) {
+        metrics::add(&self.stats().request_timeouts_total, 1);
+        if self.log_ok() {
+            tracing::info!(shard = self.id, slot, "request timeout: an HTTP request did not complete in time (408)");
+        }
+        let body = crate::protocol::api::err_body("request timeout: the request did not arrive within request_timeout");
+        self.respond(slot, 408, &body, false);
+    }
+
+    fn idle_close(&mut self, slot: usize) {
+        metrics::add(&self.stats().idle_closes_total, 1);
+        if self.log_ok() {
+            tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
+        }
+        match (self.conns[slot].state, self.conns[slot].session.is_some()) {
+            // A silent client may be on a dead network: keep its session (here, or at the
+            // node that owns it).
+            (State::Edge, _) => self.close_now(slot),
+            (_, true) => self.detach(slot),
+            _ => self.begin_close(slot, close::GOING_AWAY, "idle timeout", true, Gone::IdleTimeout),
+        }
+    }
+
+    fn slow_consumer(&mut self, slot: usize) {
+        metrics::add(&self.stats().slow_consumer_closes_total, 1);
+        if self.log_ok() {
+            tracing::info!(shard = self.id, slot, "slow consumer: output over the soft limit too long, closing 1008");
+        }
+        let reason = "slow consumer: output buffer limit exceeded";
+        self.begin_close(slot, close::POLICY, reason, true, Gone::SlowConsumer);
     }
 }
 
@@ -264,27 +191,8 @@ impl Shard {
     }
 }
 
-/// Milliseconds on the shard clock from the stamp `t` to `now`. Stamps that must not be 0 (0
-/// means "none") are taken as `now | 1`, which is up to 1 ms *ahead* of `now`: read plainly
-/// with `wrapping_sub` such a stamp looked ~49 days old, so a request stamped in the same
-/// millisecond as a sweep timed out at once (408, or 503 for an API call waiting for its
-/// answer) and a client just over the soft output limit was closed as a slow consumer.
-fn elapsed(now: u32, t: u32) -> u32 {
-    (now.wrapping_sub(t) as i32).max(0) as u32
-}
-
 #[cfg(test)]
 mod tests {
-    /// Regression: a stamp of `now | 1` taken at an even `now` read as 2^32 - 1 ms old.
-    #[test]
-    fn a_stamp_rounded_up_is_not_ancient() {
-        use super::elapsed;
-        let now = 1000;
-        assert_eq!(elapsed(now, now | 1), 0);
-        assert_eq!(elapsed(now + 5, now | 1), 4);
-        assert_eq!(elapsed(3, u32::MAX - 1), 5, "across the wrap");
-        assert_eq!(elapsed(now, now), 0);
-    }
     use super::LogLimiter;
 
     #[test]
