@@ -309,140 +309,20 @@ impl Broker {
     }
 
     fn run_batch(&mut self, batch: Vec<BrokerCmd>) {
-        let mut unsub = Vec::new();
-        let mut subs: Vec<String> = Vec::new();
-        for cmd in &batch {
-            if let Some(c) = self.mirror(cmd, &mut unsub) {
-                if !subs.contains(&c) {
-                    subs.push(c);
-                }
-            }
-        }
-        // Both before the pipeline, whose PUBLISHes answer forwarded calls: a caller that saw
-        // a bind answered finds the node subscribed, an unbind answered finds it gone. (A
-        // channel left here has no member here any more: nothing it carries is needed.)
-        if self.con.is_some() {
-            if let Err(e) = self.subscribe(&subs).and_then(|()| self.unsubscribe(unsub)) {
-                self.down(e);
-            }
-        }
+        self.subscribe_for(&batch);
         if self.con.is_none() {
             return self.fail_batch(batch);
         }
-        let me = self.me();
         let mut p = redis::pipe();
         p.ignore_errors();
         // Each command's effect, in command order: a pipeline result to handle, or a local
         // step; handled in this order once the pipeline ran (events and answers keep it).
         let mut steps: Vec<Step> = Vec::with_capacity(batch.len());
         for cmd in batch {
-            match cmd {
-                BrokerCmd::Register { system, to } => {
-                    p.cmd("SADD").arg(self.k.systems()).arg(&*system);
-                    self.known.insert(system.clone());
-                    steps.push(Step::Redis(Post::Register { system, to }));
-                }
-                BrokerCmd::Lookup { system } => {
-                    p.cmd("SISMEMBER").arg(self.k.systems()).arg(&*system);
-                    steps.push(Step::Redis(Post::Lookup { system }));
-                }
-                BrokerCmd::Publish { system, group, frame, answer, history } => {
-                    let chan = match &group {
-                        Some(g) => self.k.group(&system, g),
-                        None => self.k.system(&system),
-                    };
-                    let at = self.stamps.next(&chan);
-                    p.cmd("PUBLISH").arg(chan).arg(wire::delivery(at, &frame));
-                    steps.push(Step::Redis(Post::Publish { answer }));
-                    if let (Some(g), true) = (&group, history) {
-                        p.cmd("EVALSHA")
-                            .arg(self.scripts.keep.get_hash())
-                            .arg(2)
-                            .arg(self.k.group(&system, g))
-                            .arg(self.k.history(&system, g))
-                            .arg(crate::protocol::ws::payload(&frame))
-                            .arg(self.cfg.history_size)
-                            .arg(self.cfg.history_ttl.as_millis() as u64);
-                        steps.push(Step::Redis(Post::Ignore));
-                    }
-                }
-                BrokerCmd::GroupHistory { system, group, limit, to } => {
-                    p.cmd("XREVRANGE").arg(self.k.history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
-                    steps.push(Step::Redis(Post::History { to }));
-                }
-                BrokerCmd::Join { system, group, client, info, notice, .. } => {
-                    let n = notice.unwrap_or_default();
-                    self.pipe_join(&mut p, &system, &group, &client, &info, &n);
-                    steps.push(Step::Redis(Post::Join { system, group, client, info }));
-                }
-                BrokerCmd::Leave { system, group, client, notice, info } => {
-                    self.pipe_leave(&mut p, me, &system, &group, &client, notice.as_deref());
-                    steps.push(Step::Redis(Post::Leave { system, group, client, info }));
-                }
-                BrokerCmd::SystemSub { system, welcome, left, .. } => {
-                    if let Some((conn, user)) = welcome {
-                        steps.push(Step::Local(Later::Welcome(conn, system.clone(), user)));
-                    }
-                    if let Some((conn, why)) = left {
-                        steps.push(Step::Local(Later::Left(conn, system, why)));
-                    }
-                }
-                BrokerCmd::Forward { node, system, op, reply } => {
-                    self.pipe_forward(&mut p, &mut steps, node, &system, &op, reply)
-                }
-                BrokerCmd::OnlineList { system, group: g, to } => {
-                    p.cmd("HKEYS").arg(self.k.group(&system, &g));
-                    steps.push(Step::Redis(Post::Online { to }));
-                }
-                BrokerCmd::AllGroups { system, page, paged, to } => {
-                    // One more name than the page holds tells whether more follow.
-                    let from = match &*page.after {
-                        "" => "-".to_string(),
-                        after => format!("({after}"),
-                    };
-                    p.cmd("ZRANGEBYLEX")
-                        .arg(self.k.groups(&system))
-                        .arg(from)
-                        .arg("+")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(page.limit + 1);
-                    steps.push(Step::Redis(Post::AllGroups { system, limit: page.limit, paged, to }));
-                }
-                BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
-                    steps.push(Step::Local(Later::Answer(to, status, body)))
-                }
-                BrokerCmd::ToNode { node, payload } => {
-                    p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
-                    steps.push(Step::Redis(Post::Ignore));
-                }
-                BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
-                    p.cmd("PUBLISH").arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
-                    steps.push(Step::Redis(Post::Ignore));
-                }
-            }
+            self.plan(&mut p, &mut steps, cmd);
         }
-        let pipelined = steps.iter().any(|s| matches!(s, Step::Redis(_)));
-        let results: Result<Vec<RedisResult<Value>>, String> = match pipelined {
-            false => Ok(Vec::new()),
-            true => p.query(self.con.as_mut().expect("checked above")).map_err(|e| e.to_string()),
-        };
-        // A master demoted to a replica (a failover that went on without it) refuses
-        // writes: look for the new master as if the connection had failed.
-        let results = results.and_then(|r| match r.iter().find_map(|r| r.as_ref().err().filter(|e| demoted(e))) {
-            Some(e) => Err(format!("{e}: this Redis is not the master any more")),
-            None => Ok(r),
-        });
-        let failed = results.is_err();
-        let mut results = match results {
-            Ok(r) => r.into_iter(),
-            Err(e) => {
-                // What this batch changed is not in Redis yet (it is re-written after the
-                // reconnect): callers hear 503 and may retry (binds are idempotent).
-                self.down(e);
-                Vec::new().into_iter()
-            }
-        };
+        let (results, failed) = self.query(&p, &steps);
+        let mut results = results.into_iter();
         for step in steps {
             match step {
                 Step::Redis(post) => {
@@ -451,6 +331,150 @@ impl Broker {
                     self.post(post, r);
                 }
                 Step::Local(l) => self.run_later(l, failed),
+            }
+        }
+    }
+
+    /// Subscribes to the channels the batch's commands need and leaves those they ended.
+    /// Both before the pipeline, whose PUBLISHes answer forwarded calls: a caller that saw a
+    /// bind answered finds the node subscribed, an unbind answered finds it gone. (A channel
+    /// left here has no member here any more: nothing it carries is needed.)
+    fn subscribe_for(&mut self, batch: &[BrokerCmd]) {
+        let mut unsub = Vec::new();
+        let mut subs: Vec<String> = Vec::new();
+        for cmd in batch {
+            if let Some(c) = self.mirror(cmd, &mut unsub) {
+                if !subs.contains(&c) {
+                    subs.push(c);
+                }
+            }
+        }
+        if self.con.is_some() {
+            if let Err(e) = self.subscribe(&subs).and_then(|()| self.unsubscribe(unsub)) {
+                self.down(e);
+            }
+        }
+    }
+
+    /// Adds one command's Redis work to the pipeline and its steps (in order) to `steps`.
+    fn plan(&mut self, p: &mut redis::Pipeline, steps: &mut Vec<Step>, cmd: BrokerCmd) {
+        match cmd {
+            BrokerCmd::Register { system, to } => {
+                p.cmd("SADD").arg(self.k.systems()).arg(&*system);
+                self.known.insert(system.clone());
+                steps.push(Step::Redis(Post::Register { system, to }));
+            }
+            BrokerCmd::Lookup { system } => {
+                p.cmd("SISMEMBER").arg(self.k.systems()).arg(&*system);
+                steps.push(Step::Redis(Post::Lookup { system }));
+            }
+            BrokerCmd::Publish { system, group, frame, answer, history } => {
+                steps.push(Step::Redis(Post::Publish { answer }));
+                self.pipe_publish(p, steps, &system, group.as_deref(), &frame, history);
+            }
+            BrokerCmd::GroupHistory { system, group, limit, to } => {
+                p.cmd("XREVRANGE").arg(self.k.history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
+                steps.push(Step::Redis(Post::History { to }));
+            }
+            BrokerCmd::Join { system, group, client, info, notice, .. } => {
+                let n = notice.unwrap_or_default();
+                self.pipe_join(p, &system, &group, &client, &info, &n);
+                steps.push(Step::Redis(Post::Join { system, group, client, info }));
+            }
+            BrokerCmd::Leave { system, group, client, notice, info } => {
+                let me = self.me();
+                self.pipe_leave(p, me, &system, &group, &client, notice.as_deref());
+                steps.push(Step::Redis(Post::Leave { system, group, client, info }));
+            }
+            BrokerCmd::SystemSub { system, welcome, left, .. } => {
+                if let Some((conn, user)) = welcome {
+                    steps.push(Step::Local(Later::Welcome(conn, system.clone(), user)));
+                }
+                if let Some((conn, why)) = left {
+                    steps.push(Step::Local(Later::Left(conn, system, why)));
+                }
+            }
+            BrokerCmd::Forward { node, system, op, reply } => self.pipe_forward(p, steps, node, &system, &op, reply),
+            BrokerCmd::OnlineList { system, group: g, to } => {
+                p.cmd("HKEYS").arg(self.k.group(&system, &g));
+                steps.push(Step::Redis(Post::Online { to }));
+            }
+            BrokerCmd::AllGroups { system, page, paged, to } => {
+                // One more name than the page holds tells whether more follow.
+                let from = match &*page.after {
+                    "" => "-".to_string(),
+                    after => format!("({after}"),
+                };
+                let key = self.k.groups(&system);
+                p.cmd("ZRANGEBYLEX").arg(key).arg(from).arg("+").arg("LIMIT").arg(0).arg(page.limit + 1);
+                steps.push(Step::Redis(Post::AllGroups { system, limit: page.limit, paged, to }));
+            }
+            BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
+                steps.push(Step::Local(Later::Answer(to, status, body)))
+            }
+            BrokerCmd::ToNode { node, payload } => {
+                p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
+                steps.push(Step::Redis(Post::Ignore));
+            }
+            BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
+                p.cmd("PUBLISH").arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
+                steps.push(Step::Redis(Post::Ignore));
+            }
+        }
+    }
+
+    /// A frame published on its channel (stamped with its position there) and, when the
+    /// group keeps history, appended to it; pushes the history's step (the caller pushed the
+    /// publish's own step before it, in pipeline order).
+    fn pipe_publish(
+        &mut self,
+        p: &mut redis::Pipeline,
+        steps: &mut Vec<Step>,
+        system: &str,
+        group: Option<&str>,
+        frame: &crate::msg::Frame,
+        history: bool,
+    ) {
+        let chan = match group {
+            Some(g) => self.k.group(system, g),
+            None => self.k.system(system),
+        };
+        let at = self.stamps.next(&chan);
+        p.cmd("PUBLISH").arg(chan).arg(wire::delivery(at, frame));
+        if let (Some(g), true) = (group, history) {
+            p.cmd("EVALSHA")
+                .arg(self.scripts.keep.get_hash())
+                .arg(2)
+                .arg(self.k.group(system, g))
+                .arg(self.k.history(system, g))
+                .arg(crate::protocol::ws::payload(frame))
+                .arg(self.cfg.history_size)
+                .arg(self.cfg.history_ttl.as_millis() as u64);
+            steps.push(Step::Redis(Post::Ignore));
+        }
+    }
+
+    /// Runs the pipeline (unless nothing in it): its results, and whether it failed (then
+    /// the connection is down and every result is an error).
+    fn query(&mut self, p: &redis::Pipeline, steps: &[Step]) -> (Vec<RedisResult<Value>>, bool) {
+        let pipelined = steps.iter().any(|s| matches!(s, Step::Redis(_)));
+        let results: Result<Vec<RedisResult<Value>>, String> = match pipelined {
+            false => Ok(Vec::new()),
+            true => p.query(self.con.as_mut().expect("checked by run_batch")).map_err(|e| e.to_string()),
+        };
+        // A master demoted to a replica (a failover that went on without it) refuses
+        // writes: look for the new master as if the connection had failed.
+        let results = results.and_then(|r| match r.iter().find_map(|r| r.as_ref().err().filter(|e| demoted(e))) {
+            Some(e) => Err(format!("{e}: this Redis is not the master any more")),
+            None => Ok(r),
+        });
+        match results {
+            Ok(r) => (r, false),
+            Err(e) => {
+                // What this batch changed is not in Redis yet (it is re-written after the
+                // reconnect): callers hear 503 and may retry (binds are idempotent).
+                self.down(e);
+                (Vec::new(), true)
             }
         }
     }

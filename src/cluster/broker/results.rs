@@ -70,22 +70,8 @@ impl Broker {
         }
         match post {
             Post::Ignore => {}
-            Post::Join { system, group, client, info } => {
-                if let Some((1, n)) = pair(&r) {
-                    self.emit_member(true, system.clone(), group.clone(), &client, &info);
-                    if n == 1 {
-                        self.emit_group(Kind::GroupOccupied, system, group);
-                    }
-                }
-            }
-            Post::Leave { system, group, client, info } => {
-                if let Some((1, n)) = pair(&r) {
-                    self.emit_member(false, system.clone(), group.clone(), &client, &info);
-                    if n == 0 {
-                        self.emit_group(Kind::GroupVacated, system, group);
-                    }
-                }
-            }
+            Post::Join { system, group, client, info } => self.membership(true, system, group, &client, &info, &r),
+            Post::Leave { system, group, client, info } => self.membership(false, system, group, &client, &info, &r),
             Post::Publish { answer } => {
                 metrics::add(&self.stats.cluster_published_total, 1);
                 match (answer, r.is_ok()) {
@@ -94,21 +80,7 @@ impl Broker {
                     (None, _) => {}
                 }
             }
-            Post::Register { system, to } => match r {
-                Ok(Value::Int(n)) => {
-                    let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
-                    match n {
-                        1 => self.reply(to, 200, api::ok_body("[]"), Some((system, None))),
-                        _ => self.reply(
-                            to,
-                            409,
-                            api::err_body(&format!("systemId '{system}' is already registered")),
-                            Some((system, None)),
-                        ),
-                    }
-                }
-                _ => self.unavailable(to),
-            },
+            Post::Register { system, to } => self.registered(system, to, r),
             Post::Lookup { system } => {
                 let registered = match r {
                     Ok(Value::Int(n)) => Ok(n == 1),
@@ -121,23 +93,8 @@ impl Broker {
             }
             Post::Forward { corr, waiting } => {
                 metrics::add(&self.stats.cluster_published_total, 1);
-                if !waiting {
-                    return;
-                }
-                match r {
-                    // No node listens there: the node is gone, and its clients with it.
-                    Ok(Value::Int(0)) => {
-                        if let Some(to) = self.pending.take(corr) {
-                            let body = api::err_body("client not found (its node is not running)");
-                            self.reply(to, 404, body, None);
-                        }
-                    }
-                    Ok(_) => {}
-                    Err(_) => {
-                        if let Some(to) = self.pending.take(corr) {
-                            self.unavailable(to);
-                        }
-                    }
+                if waiting {
+                    self.forwarded(corr, r);
                 }
             }
             Post::Online { to } => match r {
@@ -147,35 +104,81 @@ impl Broker {
                 }
                 _ => self.unavailable(to),
             },
-            Post::History { to } => match r {
-                Ok(Value::Array(entries)) => {
-                    // Entry ids are `<ms>-<n>`: older than history_ttl is gone (the stream's
-                    // own expiry only runs when it is idle that long).
-                    let cutoff = crate::auth::now_millis().saturating_sub(self.cfg.history_ttl.as_millis() as u64);
-                    let mut kept: Vec<Vec<u8>> =
-                        entries.into_iter().filter_map(|e| stream_message(e, cutoff)).collect();
-                    kept.reverse();
-                    self.reply(to, 200, api::history_body(kept.iter().map(Vec::as_slice)), None);
+            Post::History { to } => self.history_read(to, r),
+            Post::AllGroups { system, limit, paged, to } => self.groups_read(&system, limit, paged, to, r),
+        }
+    }
+
+    /// A join (`joined`) or leave that changed the group: its webhook events (the member's,
+    /// and the group's when it became occupied or vacant).
+    fn membership(
+        &mut self,
+        joined: bool,
+        system: Arc<str>,
+        group: Arc<str>,
+        client: &str,
+        info: &str,
+        r: &RedisResult<Value>,
+    ) {
+        let Some((1, n)) = pair(r) else { return };
+        self.emit_member(joined, system.clone(), group.clone(), client, info);
+        match (joined, n) {
+            (true, 1) => self.emit_group(Kind::GroupOccupied, system, group),
+            (false, 0) => self.emit_group(Kind::GroupVacated, system, group),
+            _ => {}
+        }
+    }
+
+    fn registered(&mut self, system: Box<str>, to: ConnId, r: RedisResult<Value>) {
+        let Ok(Value::Int(n)) = r else { return self.unavailable(to) };
+        let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
+        match n {
+            1 => self.reply(to, 200, api::ok_body("[]"), Some((system, None))),
+            _ => {
+                let body = api::err_body(&format!("systemId '{system}' is already registered"));
+                self.reply(to, 409, body, Some((system, None)))
+            }
+        }
+    }
+
+    /// The PUBLISH of a forwarded call someone waits for: no listener means its node is gone.
+    fn forwarded(&mut self, corr: u64, r: RedisResult<Value>) {
+        match r {
+            // No node listens there: the node is gone, and its clients with it.
+            Ok(Value::Int(0)) => {
+                if let Some(to) = self.pending.take(corr) {
+                    let body = api::err_body("client not found (its node is not running)");
+                    self.reply(to, 404, body, None);
                 }
-                _ => self.unavailable(to),
-            },
-            Post::AllGroups { system, limit, paged, to } => match r {
-                Ok(Value::Array(names)) => {
-                    let names: Vec<String> = names.into_iter().filter_map(string).collect();
-                    match self.group_members(&system, &names[..names.len().min(limit)]) {
-                        Ok(mut members) => {
-                            let answer =
-                                api::groups_page(&names, limit, paged, |g| members.remove(g).unwrap_or_default());
-                            match answer {
-                                Ok(body) => self.reply(to, 200, body, None),
-                                Err(e) => self.reply(to, e.status, e.body(), None),
-                            }
-                        }
-                        Err(_) => self.unavailable(to),
-                    }
+            }
+            Ok(_) => {}
+            Err(_) => {
+                if let Some(to) = self.pending.take(corr) {
+                    self.unavailable(to);
                 }
-                _ => self.unavailable(to),
-            },
+            }
+        }
+    }
+
+    fn history_read(&mut self, to: ConnId, r: RedisResult<Value>) {
+        let Ok(Value::Array(entries)) = r else { return self.unavailable(to) };
+        // Entry ids are `<ms>-<n>`: older than history_ttl is gone (the stream's own expiry
+        // only runs when it is idle that long).
+        let cutoff = crate::auth::now_millis().saturating_sub(self.cfg.history_ttl.as_millis() as u64);
+        let mut kept: Vec<Vec<u8>> = entries.into_iter().filter_map(|e| stream_message(e, cutoff)).collect();
+        kept.reverse();
+        self.reply(to, 200, api::history_body(kept.iter().map(Vec::as_slice)), None);
+    }
+
+    fn groups_read(&mut self, system: &str, limit: usize, paged: bool, to: ConnId, r: RedisResult<Value>) {
+        let Ok(Value::Array(names)) = r else { return self.unavailable(to) };
+        let names: Vec<String> = names.into_iter().filter_map(string).collect();
+        let Ok(mut members) = self.group_members(system, &names[..names.len().min(limit)]) else {
+            return self.unavailable(to);
+        };
+        match api::groups_page(&names, limit, paged, |g| members.remove(g).unwrap_or_default()) {
+            Ok(body) => self.reply(to, 200, body, None),
+            Err(e) => self.reply(to, e.status, e.body(), None),
         }
     }
 }
