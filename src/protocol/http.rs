@@ -176,15 +176,33 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
     let target = req.path.unwrap_or("/");
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
     let mut h = Head { method: req.method.unwrap_or(""), path, query, keep_alive: http11, head_len, ..Head::default() };
-    let mut saw_length = false;
-    let mut connection_upgrade = false;
+    let mut seen = Seen::default();
     for hd in req.headers.iter() {
         // Only the headers used here are decoded (a browser's User-Agent, Accept-* and
         // cookies are skipped unread); the name's length picks the candidates.
-        let Some(field) = Field::of(hd.name) else { continue };
-        let text = || {
-            std::str::from_utf8(hd.value).map(str::trim).map_err(|_| HttpError::Malformed("header value is not UTF-8"))
-        };
+        if let Some(field) = Field::of(hd.name) {
+            h.take(field, hd.value, http11, &mut seen)?;
+        }
+    }
+    h.upgrade_websocket &= seen.connection_upgrade;
+    if h.content_length > max_body {
+        return Err(HttpError::BodyTooLarge);
+    }
+    Ok(Some(h))
+}
+
+/// What the headers said that matters only while reading them.
+#[derive(Default)]
+struct Seen {
+    length: bool,
+    connection_upgrade: bool,
+}
+
+impl<'a> Head<'a> {
+    /// Takes one header this server reads into the head.
+    fn take(&mut self, field: Field, value: &'a [u8], http11: bool, seen: &mut Seen) -> Result<(), HttpError> {
+        let text =
+            || std::str::from_utf8(value).map(str::trim).map_err(|_| HttpError::Malformed("header value is not UTF-8"));
         match field {
             Field::ContentLength => {
                 // Digits only (RFC 9110): Rust's integer parsing would also take a leading '+'.
@@ -193,48 +211,44 @@ pub fn parse_head(buf: &[u8], max_head: usize, max_body: usize) -> Result<Option
                     .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
                     .and_then(|v| v.parse().ok())
                     .ok_or(HttpError::Malformed("invalid Content-Length"))?;
-                if saw_length && n != h.content_length {
+                if seen.length && n != self.content_length {
                     return Err(HttpError::Malformed("conflicting Content-Length headers"));
                 }
-                saw_length = true;
-                h.content_length = n;
+                seen.length = true;
+                self.content_length = n;
             }
             Field::TransferEncoding => return Err(HttpError::LengthRequired),
-            Field::SystemId => h.system_id = Some(text()?),
-            Field::Authorization => h.authorization = Some(text()?),
+            Field::SystemId => self.system_id = Some(text()?),
+            Field::Authorization => self.authorization = Some(text()?),
             Field::Connection => {
                 for tok in text().unwrap_or("").split(',').map(str::trim) {
                     if tok.eq_ignore_ascii_case("close") {
-                        h.keep_alive = false;
+                        self.keep_alive = false;
                     } else if tok.eq_ignore_ascii_case("keep-alive") {
-                        h.keep_alive = http11;
+                        self.keep_alive = http11;
                     } else if tok.eq_ignore_ascii_case("upgrade") {
-                        connection_upgrade = true;
+                        seen.connection_upgrade = true;
                     }
                 }
             }
-            Field::Upgrade => h.upgrade_websocket = text().is_ok_and(|v| v.eq_ignore_ascii_case("websocket")),
-            Field::Expect => h.expect_continue = text().is_ok_and(|v| v.eq_ignore_ascii_case("100-continue")),
-            Field::WsKey => h.ws_key = Some(text()?),
-            Field::WsVersion => h.ws_version = Some(text()?),
+            Field::Upgrade => self.upgrade_websocket = text().is_ok_and(|v| v.eq_ignore_ascii_case("websocket")),
+            Field::Expect => self.expect_continue = text().is_ok_and(|v| v.eq_ignore_ascii_case("100-continue")),
+            Field::WsKey => self.ws_key = Some(text()?),
+            Field::WsVersion => self.ws_version = Some(text()?),
             Field::Origin => {
-                h.origin_repeated |= h.origin.is_some();
-                h.origin = Some(text()?);
+                self.origin_repeated |= self.origin.is_some();
+                self.origin = Some(text()?);
             }
             Field::WsExtensions => {
                 let v = text()?;
-                h.ws_extensions = Some(match h.ws_extensions.take() {
+                self.ws_extensions = Some(match self.ws_extensions.take() {
                     Some(all) => Cow::Owned(format!("{all}, {v}")),
                     None => Cow::Borrowed(v),
                 });
             }
         }
+        Ok(())
     }
-    h.upgrade_websocket &= connection_upgrade;
-    if h.content_length > max_body {
-        return Err(HttpError::BodyTooLarge);
-    }
-    Ok(Some(h))
 }
 
 /// Whether a connection may carry more requests after a response with `status`.
