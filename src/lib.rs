@@ -29,19 +29,19 @@
 //! the order of group frames live in Redis ([`cluster`], `docs/CLUSTER.md`). Neither a shard
 //! nor the hub ever waits on Redis.
 //!
-//! ## Module map (dependencies point down)
+//! ## Module map (dependencies point down: no two modules name each other, `tests/layers.rs`)
 //!
 //! | module | owner / role |
 //! | --- | --- |
 //! | [`config`] | CLI, env vars and TOML file merged into one [`config::Config`] |
 //! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
-//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
+//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; every phase change of a connection and its deadlines (`shard/lifecycle.rs`); the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
 //! | [`hub`] | the group index: the only place membership lives; fans out to shards. One method per API operation (`hub/ops.rs`) over one backend seam (`hub/backend.rs`: single node or Redis) |
 //! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys (under `--redis-prefix`), the wire format between nodes, positions in each channel's stream and the losses they reveal (`cluster/stream.rs`, [`cluster::Losses`]), finding the master (`redis://`, `rediss://`, Sentinel) and the pub/sub connection (plain or TLS) |
 //! | [`msg`] | **the contract between shards and hub** (it names no thread's module: `tests/layers.rs`): `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
 //! | [`protocol`] | pure code: HTTP request parsing, WebSocket frame codec, permessage-deflate (negotiation, compress/inflate), allowed origins, API JSON and typed API errors, the byte codec between nodes (`protocol/codec.rs`) and the relay messages of sessions resumed through another node (`protocol/relay.rs`); it names no module above it (`tests/layers.rs`) |
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and minting: API tokens (system, operator) and connect tokens (`/ws` only: user and groups, [`auth::Grant`]) |
-//! | [`recovery`] | session recovery: what a recoverable session keeps (history of frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
+//! | [`recovery`] | session recovery: what a recoverable session keeps (its unacknowledged frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
 //! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration, one connection's state ([`tls::TlsConn`], rustls's unbuffered API, no sockets); the shard's socket side is `shard/tls.rs` |
 //! | [`admin`] | `admin_listen`: `/metrics` and `/health` without a token on an internal address (a thread per connection, bounded, one deadline per request) |
@@ -71,7 +71,8 @@
 //!    once `hub_queue` commands wait there; broker → hub is unbounded too, no more than what
 //!    the hub asked; Redis → hub is bounded, and what finds it full is dropped, counted and
 //!    makes the sessions that missed it unrecoverable from before it: `cluster::Losses`.)
-//!    Neither cluster thread ever waits on the hub.
+//!    The broker never waits on the hub; the subscriber at most `redis_max_stall` (100 ms) in
+//!    any second.
 //! 7. An idle connection keeps no read buffer (reads go to a per-shard scratch buffer).
 //! 8. A client's connect frame leaves only after its `Command::Connect` is in the hub's queue
 //!    (one FIFO for all shards): whatever its back end does with the clientId reaches the hub
@@ -80,6 +81,10 @@
 //!    hub's index, `msg::SystemRef`, and leaves with the loop turn's other connects as one
 //!    `ConnectMany`, before any socket is written: `shard/to_hub.rs`); otherwise after the
 //!    hub's `Welcome` (cluster mode: once the node is subscribed to the system's channel).
+//! 9. Each phase gauge (`ws_clients`, `recovery_edges`, `recovery_relayed`,
+//!    `recovery_sessions`) is the count of the shard's connections in its phases: only
+//!    `Shard::set_state` and `Shard::remove_conn` move them, and debug builds check the counts
+//!    at every sweep.
 
 pub mod admin;
 pub mod auth;

@@ -104,20 +104,11 @@ impl Server {
             (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(io::Error::other)?),
             _ => None,
         };
-        if cfg.listen.port() != 0 {
-            ensure_free(cfg.listen)?;
-        }
-        let first = listener(cfg.listen)?;
-        let addr = first.local_addr()?;
-        let mut listeners = vec![first];
-        for _ in 1..cfg.shards {
-            listeners.push(listener(addr)?);
-        }
-        let n = cfg.shards;
+        let (listeners, addr) = bind_all(&cfg)?;
         let hub_stats = Arc::new(HubStats::default());
         let shared = Arc::new(Shared {
             verifier: verifier(&cfg)?,
-            stats: metrics::per_shard(n),
+            stats: metrics::per_shard(cfg.shards),
             hub_stats: hub_stats.clone(),
             connections: AtomicUsize::new(0),
             kept: AtomicUsize::new(0),
@@ -130,62 +121,12 @@ impl Server {
             cfg: cfg.clone(),
         });
         let (hub_tx, hub_rx) = bounded(cfg.hub_queue);
-        let mut links = Vec::new();
-        let mut hub_links = Vec::new();
-        let mut shards = Vec::new();
-        // Each shard says whether it started: a server missing a shard must not run.
-        let (started_tx, started) = bounded::<Result<(), String>>(n);
-        for (i, l) in listeners.into_iter().enumerate() {
-            let poll = Poll::new()?;
-            let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-            let (tx, rx) = bounded(cfg.shard_queue);
-            // Answers in flight are bounded by the shard's waiting HTTP connections; a full
-            // channel only makes the hub wait (after waking the shard). crossbeam touches every
-            // slot up front, so this stays small.
-            let (replies, replies_rx) = bounded(cfg.shard_queue.min(4096));
-            links.push((tx.clone(), waker.clone()));
-            hub_links.push(ShardLink { tx, replies, waker });
-            let (shared, hub_tx, started_tx) = (shared.clone(), hub_tx.clone(), started_tx.clone());
-            let listener = mio::net::TcpListener::from_std(l);
-            // Built on its own thread: a shard holds thread-local (`Rc`) buffers.
-            let thread =
-                std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || {
-                    match Shard::new(i as u16, shared, poll, listener, (rx, replies_rx), hub_tx) {
-                        Ok(shard) => {
-                            let _ = started_tx.send(Ok(()));
-                            shard.run()
-                        }
-                        Err(e) => {
-                            let _ = started_tx.send(Err(format!("cannot start shard {i}: {e}")));
-                        }
-                    }
-                })?;
-            shards.push(thread);
-        }
-        drop(started_tx);
-        all_started(&started, n)?;
+        let Started { links, hub_links, shards } = start_shards(listeners, &shared, &hub_tx)?;
         let admin = match cfg.admin_listen {
             Some(a) => Some(admin::start(a, shared.clone())?),
             None => None,
         };
-        let (hooks, hook_threads) = match &cfg.webhook_url {
-            None => (None, Vec::new()),
-            Some(url) => {
-                let wcfg = WebhookConfig {
-                    url: url.clone(),
-                    secret: cfg.webhook_secret.clone(),
-                    batch_size: cfg.webhook_batch_size,
-                    batch_delay: cfg.webhook_batch_delay,
-                    timeout: cfg.webhook_timeout,
-                    retry_for: cfg.webhook_retry_for,
-                    queue: cfg.webhook_queue,
-                    shutdown_timeout: cfg.shutdown_timeout,
-                    node: cfg.node_id.0,
-                };
-                let (h, t) = webhooks::start(wcfg, hub_stats.clone())?;
-                (Some(h), t)
-            }
-        };
+        let (hooks, hook_threads) = start_webhooks(&cfg, &hub_stats)?;
         let mut inbox = Inbox::single(hub_rx);
         let (broker, mut cluster) = match &cfg.redis {
             None => (None, Vec::new()),
@@ -194,16 +135,7 @@ impl Server {
                 (Some(link), threads)
             }
         };
-        let hub_cfg = HubConfig {
-            node: cfg.node_id.0,
-            notify_max_group_size: cfg.notify_max_group_size,
-            max_groups_per_client: cfg.max_groups_per_client,
-            groups_page_size: cfg.groups_page_size,
-            history_size: cfg.history_size,
-            history_ttl: cfg.history_ttl,
-            compress_min: cfg.compression.then_some(cfg.compression_min_size),
-        };
-        let hub = Hub::new(hub_cfg, hub_links, hub_stats, broker, hooks);
+        let hub = Hub::new(hub_config(&cfg), hub_links, hub_stats, broker, hooks);
         // Joined after the hub and the broker (which hold the event senders): the webhook
         // sender then delivers what is left, bounded by shutdown_timeout.
         cluster.extend(hook_threads);
@@ -250,6 +182,106 @@ impl Server {
         for t in self.cluster.drain(..) {
             let _ = t.join();
         }
+    }
+}
+
+/// One SO_REUSEPORT listener per shard on `listen` (a fixed port checked free first), and
+/// the address bound.
+fn bind_all(cfg: &Config) -> io::Result<(Vec<std::net::TcpListener>, SocketAddr)> {
+    if cfg.listen.port() != 0 {
+        ensure_free(cfg.listen)?;
+    }
+    let first = listener(cfg.listen)?;
+    let addr = first.local_addr()?;
+    let mut listeners = vec![first];
+    for _ in 1..cfg.shards {
+        listeners.push(listener(addr)?);
+    }
+    Ok((listeners, addr))
+}
+
+/// The shards' threads and the ends of their queues.
+struct Started {
+    /// For the main thread (shutdown).
+    links: Vec<(Sender<ShardMsg>, Arc<Waker>)>,
+    /// For the hub.
+    hub_links: Vec<ShardLink>,
+    shards: Vec<JoinHandle<()>>,
+}
+
+/// Starts one shard per listener; returns once each said it started (a server missing a
+/// shard must not run).
+fn start_shards(
+    listeners: Vec<std::net::TcpListener>,
+    shared: &Arc<Shared>,
+    hub_tx: &Sender<Command>,
+) -> io::Result<Started> {
+    let cfg = &shared.cfg;
+    let n = listeners.len();
+    let mut started = Started { links: Vec::new(), hub_links: Vec::new(), shards: Vec::new() };
+    let (started_tx, started_rx) = bounded::<Result<(), String>>(n);
+    for (i, l) in listeners.into_iter().enumerate() {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (tx, rx) = bounded(cfg.shard_queue);
+        // Answers in flight are bounded by the shard's waiting HTTP connections; a full
+        // channel only makes the hub wait (after waking the shard). crossbeam touches every
+        // slot up front, so this stays small.
+        let (replies, replies_rx) = bounded(cfg.shard_queue.min(4096));
+        started.links.push((tx.clone(), waker.clone()));
+        started.hub_links.push(ShardLink { tx, replies, waker });
+        let (shared, hub_tx, started_tx) = (shared.clone(), hub_tx.clone(), started_tx.clone());
+        let listener = mio::net::TcpListener::from_std(l);
+        // Built on its own thread: a shard holds thread-local (`Rc`) buffers.
+        let thread =
+            std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || {
+                match Shard::new(i as u16, shared, poll, listener, (rx, replies_rx), hub_tx) {
+                    Ok(shard) => {
+                        let _ = started_tx.send(Ok(()));
+                        shard.run()
+                    }
+                    Err(e) => {
+                        let _ = started_tx.send(Err(format!("cannot start shard {i}: {e}")));
+                    }
+                }
+            })?;
+        started.shards.push(thread);
+    }
+    drop(started_tx);
+    all_started(&started_rx, n)?;
+    Ok(started)
+}
+
+/// The webhook sender, when `webhook_url` is set.
+fn start_webhooks(
+    cfg: &Config,
+    hub_stats: &Arc<HubStats>,
+) -> io::Result<(Option<webhooks::Webhooks>, Vec<JoinHandle<()>>)> {
+    let Some(url) = &cfg.webhook_url else { return Ok((None, Vec::new())) };
+    let wcfg = WebhookConfig {
+        url: url.clone(),
+        secret: cfg.webhook_secret.clone(),
+        batch_size: cfg.webhook_batch_size,
+        batch_delay: cfg.webhook_batch_delay,
+        timeout: cfg.webhook_timeout,
+        retry_for: cfg.webhook_retry_for,
+        queue: cfg.webhook_queue,
+        shutdown_timeout: cfg.shutdown_timeout,
+        node: cfg.node_id.0,
+    };
+    let (h, t) = webhooks::start(wcfg, hub_stats.clone())?;
+    Ok((Some(h), t))
+}
+
+fn hub_config(cfg: &Config) -> HubConfig {
+    HubConfig {
+        node: cfg.node_id.0,
+        notify_max_group_size: cfg.notify_max_group_size,
+        max_groups_per_client: cfg.max_groups_per_client,
+        groups_page_size: cfg.groups_page_size,
+        history_size: cfg.history_size,
+        history_ttl: cfg.history_ttl,
+        compress_min: cfg.compression.then_some(cfg.compression_min_size),
     }
 }
 

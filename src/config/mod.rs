@@ -246,106 +246,126 @@ impl ServeArgs {
         s.hub_queue = s.hub_queue.max(16);
         s.shard_queue = s.shard_queue.max(16);
         s.redis = s.redis.filter(|r| !r.is_empty());
-        let jwt = match (&s.jwt_secret, &s.jwt_public_key) {
-            (Some(_), Some(_)) => return Err("give either --jwt-secret or --jwt-public-key, not both".into()),
-            (Some(k), None) if k.is_empty() => return Err("--jwt-secret is empty".into()),
-            (Some(k), None) => JwtKey::Secret(k.clone()),
-            (None, Some(p)) => {
-                let pem = std::fs::read(p).map_err(|e| format!("cannot read --jwt-public-key {}: {e}", p.display()))?;
-                let alg = match s.jwt_alg.to_ascii_uppercase().as_str() {
-                    "RS256" => jsonwebtoken::Algorithm::RS256,
-                    "ES256" => jsonwebtoken::Algorithm::ES256,
-                    other => return Err(format!("--jwt-alg {other}: use RS256 or ES256")),
-                };
-                JwtKey::PublicKey { pem, alg }
-            }
-            (None, None) => JwtKey::None,
-        };
-        if matches!(jwt, JwtKey::None) {
-            if !s.listen.ip().is_loopback() && !s.insecure_no_auth {
-                return Err(format!(
-                    "refusing to serve an open API on {}: give --jwt-secret or --jwt-public-key, \
-                     or --insecure-no-auth if this network is trusted",
-                    s.listen
-                ));
-            }
-            if s.ws_auth {
-                return Err("--ws-auth needs --jwt-secret or --jwt-public-key".into());
-            }
-        }
-        if s.shards == 0 || s.shards > 256 {
-            return Err(format!("--shards {}: must be 1..=256", s.shards));
-        }
-        if let Some(p) = &s.echo_path {
-            if !p.starts_with('/') || p == "/ws" || p.starts_with("/api") {
-                return Err(format!("--echo-path {p}: must start with / and not clash with /ws or /api"));
-            }
-        }
+        let jwt = jwt_key(&s)?;
         let redis_ca = match &s.redis_ca {
             Some(p) => Some(std::fs::read(p).map_err(|e| format!("cannot read --redis-ca {}: {e}", p.display()))?),
             None => None,
         };
-        if let Some(url) = &s.redis {
-            crate::cluster::endpoint::Endpoint::new(url, redis_ca.as_deref())?;
-        }
-        if s.redis_prefix.len() > 64 || s.redis_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control())
-        {
-            return Err(format!(
-                "redis_prefix '{}': at most 64 bytes, no spaces or control characters",
-                s.redis_prefix
-            ));
-        }
-        if s.presence_ttl < Duration::from_millis(300) || s.presence_ttl > Duration::from_secs(600) {
-            return Err("presence_ttl must be between 300ms and 10m".into());
-        }
-        if s.redis_max_stall > Duration::from_secs(1) {
-            return Err(format!(
-                "redis_max_stall = {:?}: at most 1s (it is a share of each second the pub/sub reader may wait)",
-                s.redis_max_stall
-            ));
-        }
+        check_serving(&s)?;
+        check_cluster(&s, redis_ca.as_deref())?;
         check_durations(&s)?;
-        if s.ping_interval.is_zero() || s.idle_timeout.is_zero() || s.request_timeout.is_zero() {
-            return Err("ping_interval, idle_timeout and request_timeout must be > 0".into());
-        }
-        if s.output_soft_limit > s.output_hard_limit {
-            return Err("output_soft_limit must not exceed output_hard_limit".into());
-        }
-        if let Some(u) = &s.webhook_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(format!("webhook_url {}: must start with http:// or https://", redact_url(u)));
-            }
-        }
-        if s.webhook_batch_size == 0 || s.webhook_queue == 0 || s.webhook_timeout.is_zero() {
-            return Err("webhook_batch_size, webhook_queue and webhook_timeout must be > 0".into());
-        }
-        if s.history_size > 10_000 {
-            return Err("history_size must be at most 10000".into());
-        }
-        if s.history_ttl.is_zero() {
-            return Err("history_ttl must be > 0".into());
-        }
-        if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
-            return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());
-        }
-        if s.tls_cert.is_some() != s.tls_key.is_some() {
-            return Err("tls_cert and tls_key go together: give both, or neither".into());
-        }
-        if s.max_recovery_sessions < s.shards {
-            return Err(format!(
-                "max_recovery_sessions ({}) must be at least the number of shards ({}): each keeps its share",
-                s.max_recovery_sessions, s.shards
-            ));
-        }
-        if !(1..=128).contains(&s.per_ip_ipv6_prefix) {
-            return Err(format!("per_ip_ipv6_prefix must be 1..=128, not {}", s.per_ip_ipv6_prefix));
-        }
-        if !(1..=9).contains(&s.compression_level) {
-            return Err(format!("compression_level must be 1..=9, not {}", s.compression_level));
-        }
+        check_bounds(&s)?;
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
         Ok(Config { settings: s, jwt, origins, redis_ca })
     }
+}
+
+/// The API's key, and whether serving without one is allowed here.
+fn jwt_key(s: &Settings) -> Result<JwtKey, String> {
+    let jwt = match (&s.jwt_secret, &s.jwt_public_key) {
+        (Some(_), Some(_)) => return Err("give either --jwt-secret or --jwt-public-key, not both".into()),
+        (Some(k), None) if k.is_empty() => return Err("--jwt-secret is empty".into()),
+        (Some(k), None) => JwtKey::Secret(k.clone()),
+        (None, Some(p)) => {
+            let pem = std::fs::read(p).map_err(|e| format!("cannot read --jwt-public-key {}: {e}", p.display()))?;
+            let alg = match s.jwt_alg.to_ascii_uppercase().as_str() {
+                "RS256" => jsonwebtoken::Algorithm::RS256,
+                "ES256" => jsonwebtoken::Algorithm::ES256,
+                other => return Err(format!("--jwt-alg {other}: use RS256 or ES256")),
+            };
+            JwtKey::PublicKey { pem, alg }
+        }
+        (None, None) => JwtKey::None,
+    };
+    if matches!(jwt, JwtKey::None) {
+        if !s.listen.ip().is_loopback() && !s.insecure_no_auth {
+            return Err(format!(
+                "refusing to serve an open API on {}: give --jwt-secret or --jwt-public-key, \
+                 or --insecure-no-auth if this network is trusted",
+                s.listen
+            ));
+        }
+        if s.ws_auth {
+            return Err("--ws-auth needs --jwt-secret or --jwt-public-key".into());
+        }
+    }
+    Ok(jwt)
+}
+
+/// Shards, paths, TLS and webhook settings that go together.
+fn check_serving(s: &Settings) -> Result<(), String> {
+    if s.shards == 0 || s.shards > 256 {
+        return Err(format!("--shards {}: must be 1..=256", s.shards));
+    }
+    if let Some(p) = &s.echo_path {
+        if !p.starts_with('/') || p == "/ws" || p.starts_with("/api") {
+            return Err(format!("--echo-path {p}: must start with / and not clash with /ws or /api"));
+        }
+    }
+    if s.tls_cert.is_some() != s.tls_key.is_some() {
+        return Err("tls_cert and tls_key go together: give both, or neither".into());
+    }
+    if let Some(u) = &s.webhook_url {
+        if !(u.starts_with("http://") || u.starts_with("https://")) {
+            return Err(format!("webhook_url {}: must start with http:// or https://", redact_url(u)));
+        }
+    }
+    Ok(())
+}
+
+/// Cluster mode's settings: a usable Redis URL, a sane prefix and timings.
+fn check_cluster(s: &Settings, redis_ca: Option<&[u8]>) -> Result<(), String> {
+    if let Some(url) = &s.redis {
+        crate::cluster::endpoint::Endpoint::new(url, redis_ca)?;
+    }
+    if s.redis_prefix.len() > 64 || s.redis_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
+        return Err(format!("redis_prefix '{}': at most 64 bytes, no spaces or control characters", s.redis_prefix));
+    }
+    if s.presence_ttl < Duration::from_millis(300) || s.presence_ttl > Duration::from_secs(600) {
+        return Err("presence_ttl must be between 300ms and 10m".into());
+    }
+    if s.redis_max_stall > Duration::from_secs(1) {
+        return Err(format!(
+            "redis_max_stall = {:?}: at most 1s (it is a share of each second the pub/sub reader may wait)",
+            s.redis_max_stall
+        ));
+    }
+    Ok(())
+}
+
+/// Sizes and counts: each within its range.
+fn check_bounds(s: &Settings) -> Result<(), String> {
+    if s.ping_interval.is_zero() || s.idle_timeout.is_zero() || s.request_timeout.is_zero() {
+        return Err("ping_interval, idle_timeout and request_timeout must be > 0".into());
+    }
+    if s.output_soft_limit > s.output_hard_limit {
+        return Err("output_soft_limit must not exceed output_hard_limit".into());
+    }
+    if s.webhook_batch_size == 0 || s.webhook_queue == 0 || s.webhook_timeout.is_zero() {
+        return Err("webhook_batch_size, webhook_queue and webhook_timeout must be > 0".into());
+    }
+    if s.history_size > 10_000 {
+        return Err("history_size must be at most 10000".into());
+    }
+    if s.history_ttl.is_zero() {
+        return Err("history_ttl must be > 0".into());
+    }
+    if s.max_name_bytes == 0 || s.groups_page_size == 0 || s.max_groups_per_client == 0 {
+        return Err("max_name_bytes, max_groups_per_client and groups_page_size must be > 0".into());
+    }
+    if s.max_recovery_sessions < s.shards {
+        return Err(format!(
+            "max_recovery_sessions ({}) must be at least the number of shards ({}): each keeps its share",
+            s.max_recovery_sessions, s.shards
+        ));
+    }
+    if !(1..=128).contains(&s.per_ip_ipv6_prefix) {
+        return Err(format!("per_ip_ipv6_prefix must be 1..=128, not {}", s.per_ip_ipv6_prefix));
+    }
+    if !(1..=9).contains(&s.compression_level) {
+        return Err(format!("compression_level must be 1..=9, not {}", s.compression_level));
+    }
+    Ok(())
 }
 
 /// The longest a duration the event loops time on their clock may be: a shard's clock is
