@@ -14,7 +14,7 @@ use std::io::{self, IoSlice, Write};
 use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
-use roomcast::hub::{Hub, HubConfig, ShardLink};
+use roomcast::hub::{Hub, ShardLink};
 use roomcast::ids::ConnId;
 use roomcast::metrics::HubStats;
 use roomcast::msg::{Command, Op, ShardMsg, SystemRef};
@@ -131,15 +131,8 @@ fn hub_fanout(c: &mut Criterion) {
         rxs.push(rx);
         reply_rxs.push(replies_rx);
     }
-    let cfg = HubConfig {
-        node: 1,
-        notify_max_group_size: 0,
-        max_groups_per_client: 1000,
-        groups_page_size: 1000,
-        history_size: 0,
-        history_ttl: std::time::Duration::from_secs(600),
-        compress_min: None,
-    };
+    let args = roomcast::config::ServeArgs { notify_max_group_size: Some(0), ..Default::default() };
+    let cfg = Arc::new(args.resolve().expect("valid settings"));
     let mut hub = Hub::new(cfg, links, Arc::new(HubStats::default()), None, None);
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };
     hub.handle(Command::Api { from, system: "s".into(), op: Op::Register, answered: false });

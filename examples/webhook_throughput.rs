@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use roomcast::metrics::HubStats;
-use roomcast::webhooks::{self, Event, Kind, WebhookConfig};
+use roomcast::webhooks::{self, Event, Kind};
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -78,17 +78,16 @@ fn receiver(l: TcpListener, got: Arc<AtomicU64>) {
 }
 
 fn run(n: u64, batch: usize, port: u16, got: Arc<AtomicU64>) {
-    let cfg = WebhookConfig {
-        url: format!("http://127.0.0.1:{port}/hooks"),
-        secret: Some("k".into()),
-        batch_size: batch,
-        batch_delay: Duration::from_millis(100),
-        timeout: Duration::from_secs(5),
-        retry_for: Duration::from_secs(60),
-        queue: n as usize,
-        shutdown_timeout: Duration::from_secs(5),
-        node: 1,
+    let args = roomcast::config::ServeArgs {
+        webhook_url: Some(format!("http://127.0.0.1:{port}/hooks")),
+        webhook_secret: Some("k".into()),
+        webhook_batch_size: Some(batch),
+        webhook_queue: Some(n as usize),
+        webhook_retry_for: Some(Duration::from_secs(60)),
+        node_id: Some(roomcast::config::NodeId(1)),
+        ..Default::default()
     };
+    let cfg = Arc::new(args.resolve().expect("valid settings"));
     let (hooks, _threads) = webhooks::start(cfg, Arc::new(HubStats::default())).unwrap();
     let system: Arc<str> = "system".into();
     let group: Arc<str> = "room-1".into();

@@ -14,11 +14,11 @@ use crate::admin;
 use crate::auth::Verifier;
 use crate::cluster::{self, ClusterConfig, Replies};
 use crate::config::{Config, JwtKey};
-use crate::hub::{Hub, HubConfig, Inbox, ShardLink};
+use crate::hub::{Hub, Inbox, ShardLink};
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ShardMsg};
 use crate::shard::{Shard, Shared, WAKER};
-use crate::webhooks::{self, WebhookConfig};
+use crate::webhooks;
 
 /// A running node.
 pub struct Server {
@@ -100,6 +100,7 @@ impl Server {
     /// Binds and starts every thread. With port 0 the first shard picks a port and the
     /// others bind the same one.
     pub fn start(cfg: Config) -> io::Result<Server> {
+        let cfg = Arc::new(cfg);
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(io::Error::other)?),
             _ => None,
@@ -130,12 +131,12 @@ impl Server {
         let mut inbox = Inbox::single(hub_rx);
         let (broker, mut cluster) = match &cfg.redis {
             None => (None, Vec::new()),
-            Some(url) => {
-                let (link, threads) = start_cluster(&cfg, url, &hooks, &hub_links, &hub_stats, &mut inbox)?;
+            Some(_) => {
+                let (link, threads) = start_cluster(&cfg, &hooks, &hub_links, &hub_stats, &mut inbox)?;
                 (Some(link), threads)
             }
         };
-        let hub = Hub::new(hub_config(&cfg), hub_links, hub_stats, broker, hooks);
+        let hub = Hub::new(cfg.clone(), hub_links, hub_stats, broker, hooks);
         // Joined after the hub and the broker (which hold the event senders): the webhook
         // sender then delivers what is left, bounded by shutdown_timeout.
         cluster.extend(hook_threads);
@@ -254,60 +255,25 @@ fn start_shards(
 
 /// The webhook sender, when `webhook_url` is set.
 fn start_webhooks(
-    cfg: &Config,
+    cfg: &Arc<Config>,
     hub_stats: &Arc<HubStats>,
 ) -> io::Result<(Option<webhooks::Webhooks>, Vec<JoinHandle<()>>)> {
-    let Some(url) = &cfg.webhook_url else { return Ok((None, Vec::new())) };
-    let wcfg = WebhookConfig {
-        url: url.clone(),
-        secret: cfg.webhook_secret.clone(),
-        batch_size: cfg.webhook_batch_size,
-        batch_delay: cfg.webhook_batch_delay,
-        timeout: cfg.webhook_timeout,
-        retry_for: cfg.webhook_retry_for,
-        queue: cfg.webhook_queue,
-        shutdown_timeout: cfg.shutdown_timeout,
-        node: cfg.node_id.0,
-    };
-    let (h, t) = webhooks::start(wcfg, hub_stats.clone())?;
-    Ok((Some(h), t))
-}
-
-fn hub_config(cfg: &Config) -> HubConfig {
-    HubConfig {
-        node: cfg.node_id.0,
-        notify_max_group_size: cfg.notify_max_group_size,
-        max_groups_per_client: cfg.max_groups_per_client,
-        groups_page_size: cfg.groups_page_size,
-        history_size: cfg.history_size,
-        history_ttl: cfg.history_ttl,
-        compress_min: cfg.compression.then_some(cfg.compression_min_size),
+    if cfg.webhook_url.is_none() {
+        return Ok((None, Vec::new()));
     }
+    let (h, t) = webhooks::start(cfg.clone(), hub_stats.clone())?;
+    Ok((Some(h), t))
 }
 
 /// Cluster mode's threads (broker, subscriber) on `url`; the hub's `inbox` gets their queues.
 fn start_cluster(
-    cfg: &Config,
-    url: &str,
+    cfg: &Arc<Config>,
     hooks: &Option<webhooks::Webhooks>,
     hub_links: &[ShardLink],
     hub_stats: &Arc<HubStats>,
     inbox: &mut Inbox,
 ) -> io::Result<(cluster::BrokerLink, Vec<JoinHandle<()>>)> {
-    let ccfg = ClusterConfig {
-        url: url.to_string(),
-        prefix: cfg.redis_prefix.clone(),
-        ca: cfg.redis_ca.clone(),
-        node: cfg.node_id.0,
-        presence_ttl: cfg.presence_ttl,
-        notify_max_group_size: cfg.notify_max_group_size,
-        soft_cap: cfg.hub_queue,
-        history_size: cfg.history_size,
-        history_ttl: cfg.history_ttl,
-        queue_bytes: cfg.broker_queue_bytes as u64,
-        hooks: hooks.clone(),
-        max_stall: cfg.redis_max_stall,
-    };
+    let ccfg = ClusterConfig { cfg: cfg.clone(), hooks: hooks.clone() };
     let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
     let (control, control_rx) = crossbeam_channel::unbounded();
     let (redis, redis_rx) = bounded(cfg.hub_queue);

@@ -14,7 +14,7 @@
 //!   hands them to the hub as [`Command`]s (or answers waiting HTTP callers directly).
 //!
 //! Keys and channels are in [`keys`] (all under `--redis-prefix`), the payloads in [`wire`],
-//! the Lua steps in `scripts.rs`. Where Redis is: [`target`] reads `--redis` and, with
+//! the Lua steps in `scripts.rs`. Where Redis is: [`endpoint`] reads `--redis` and, with
 //! Sentinel, asks for the master at every (re)connect; `link.rs` opens the pub/sub connection
 //! (plain or TLS, one half read by the subscriber, the other written by the broker).
 //! What crosses nodes is the exact frame the origin built: a message is serialized once.
@@ -177,27 +177,19 @@ impl Pending {
     }
 }
 
-/// Cluster settings.
-#[derive(Clone, Debug)]
+/// What cluster mode reads: the server's configuration (never copied) and the webhook queue
+/// the broker records presence events into (in cluster mode the broker, not the hub, does).
+#[derive(Clone)]
 pub struct ClusterConfig {
-    pub url: String,
-    /// Prefix of every key and channel (`--redis-prefix`).
-    pub prefix: String,
-    /// PEM roots trusted for TLS to Redis and Sentinel instead of the system's (`--redis-ca`).
-    pub ca: Option<Vec<u8>>,
-    pub node: u32,
-    pub presence_ttl: Duration,
-    pub notify_max_group_size: usize,
-    pub soft_cap: usize,
-    /// Bound on the frame bytes waiting for the broker (`broker_queue_bytes`).
-    pub queue_bytes: u64,
-    /// Presence webhooks: in cluster mode the broker records the events.
+    pub cfg: Arc<crate::config::Config>,
     pub hooks: Option<crate::webhooks::Webhooks>,
-    /// Messages kept per group (0: off) and for how long.
-    pub history_size: usize,
-    pub history_ttl: Duration,
-    /// The subscriber's waiting budget per second (`redis_max_stall`).
-    pub max_stall: Duration,
+}
+
+impl std::ops::Deref for ClusterConfig {
+    type Target = crate::config::Config;
+    fn deref(&self) -> &crate::config::Config {
+        &self.cfg
+    }
 }
 
 /// Starts the broker and subscriber threads; returns the hub's link and the receiving end
@@ -210,7 +202,8 @@ pub fn start(
 ) -> Result<(BrokerLink, Vec<std::thread::JoinHandle<()>>), String> {
     // The redis crate builds its rustls settings with the process's default provider.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let endpoint = endpoint::Endpoint::new(&cfg.url, cfg.ca.as_deref())?;
+    let url = cfg.redis.as_deref().ok_or("cluster mode needs --redis")?;
+    let endpoint = endpoint::Endpoint::new(url, cfg.redis_ca.as_deref())?;
     let (tx, rx): (Sender<BrokerCmd>, Receiver<BrokerCmd>) = unbounded();
     let replies = Arc::new(replies);
     let pending = Arc::new(Pending::default());
@@ -223,11 +216,11 @@ pub fn start(
         pending: pending.clone(),
         stats: stats.clone(),
         events: events_tx,
-        keys: keys::Keys::new(&cfg.prefix),
+        keys: keys::Keys::new(&cfg.redis_prefix),
         gaps: Default::default(),
-        budget: std::cell::RefCell::new(subscriber::StallBudget::new(cfg.max_stall, std::time::Instant::now())),
+        budget: std::cell::RefCell::new(subscriber::StallBudget::new(cfg.redis_max_stall, std::time::Instant::now())),
         queued: std::cell::Cell::new(0),
-        node: cfg.node,
+        node: cfg.node_id.0,
         last_log: std::cell::Cell::new(None),
     };
     let s = std::thread::Builder::new()
@@ -248,7 +241,10 @@ pub fn start(
         .name("roomcast-broker".into())
         .spawn(move || b.run(rx))
         .map_err(|e| e.to_string())?;
-    Ok((BrokerLink { tx, losses, soft_cap: cfg.soft_cap, max_bytes: cfg.queue_bytes, stats }, vec![b, s]))
+    Ok((
+        BrokerLink { tx, losses, soft_cap: cfg.hub_queue, max_bytes: cfg.broker_queue_bytes as u64, stats },
+        vec![b, s],
+    ))
 }
 
 /// How the cluster threads reach the hub, never waiting on it (a full hub must not stall

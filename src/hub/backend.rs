@@ -151,7 +151,7 @@ impl Backend {
     /// `conn` is now in group `key` of `sys` (`new`: it was not before; else only its info
     /// may have changed). Members are told (1001) if `new` and `notify`.
     pub fn join(&mut self, l: &mut Local, sys: SysId, key: &Arc<str>, conn: ConnId, new: bool, notify: bool) {
-        let node = l.cfg.node;
+        let node = l.cfg.node_id.0;
         let Local { index, out, cfg, stats, hooks } = l;
         let system = &mut index.systems[sys.index()];
         let Some(client) = index.clients.get(&conn) else { return };
@@ -200,7 +200,7 @@ impl Backend {
         removed: Option<&Client>,
         notify: bool,
     ) {
-        let id = ids::client_id(l.cfg.node, conn);
+        let id = ids::client_id(l.cfg.node_id.0, conn);
         let Local { index, out, cfg, stats, hooks } = l;
         let system = &mut index.systems[sys.index()];
         let gone = removed.is_some();
@@ -236,7 +236,7 @@ impl Backend {
     pub fn online_list(&mut self, l: &mut Local, sys: SysId, group: Box<str>, to: ReplyTo) -> Answer {
         match self {
             Backend::Single => {
-                let node = l.cfg.node;
+                let node = l.cfg.node_id.0;
                 let system = l.index.system(sys);
                 let ids: Vec<String> = match system.groups.get(&*group) {
                     Some(m) => m.iter().map(|c| ids::client_id(node, c)).collect(),
@@ -276,7 +276,7 @@ impl Backend {
         let page = page.unwrap_or(Page { after: "".into(), limit: l.cfg.groups_page_size });
         match self {
             Backend::Single => {
-                let node = l.cfg.node;
+                let node = l.cfg.node_id.0;
                 let system = l.index.system(sys);
                 let from = match &*page.after {
                     "" => Bound::Unbounded,

@@ -228,7 +228,7 @@ impl Hub {
     /// A call another node forwarded about clients of this node.
     pub(super) fn remote(&mut self, origin: u32, corr: u64, system: Box<str>, op: Op) {
         let to = ReplyTo::Remote { node: origin, corr };
-        let me = self.local.cfg.node;
+        let me = self.local.cfg.node_id.0;
         let (foreign, wants_answer) = match &op {
             Op::SendToClients { clients, strict, .. } => (clients.iter().any(|c| c.node != me), *strict),
             Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => (client.node != me, true),
@@ -252,7 +252,7 @@ impl Hub {
         frame: Option<&Frame>,
         joined: Option<ClientRef>,
     ) {
-        let me = self.local.cfg.node;
+        let me = self.local.cfg.node_id.0;
         let shards = self.local.shards();
         let Local { index, out, stats, .. } = &mut self.local;
         let Some(sys) = index.find(system) else { return };

@@ -32,6 +32,7 @@ use self::backend::Backend;
 use self::index::Index;
 use crate::auth::Grant;
 use crate::cluster::BrokerLink;
+use crate::config::Config;
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, KnownSystem, Reply, ReplyTo, ShardMsg, SystemRef};
@@ -51,22 +52,6 @@ pub struct ShardLink {
     pub tx: Sender<ShardMsg>,
     pub replies: Sender<Reply>,
     pub waker: Arc<mio::Waker>,
-}
-
-/// Hub settings.
-#[derive(Clone, Debug)]
-pub struct HubConfig {
-    pub node: u32,
-    pub notify_max_group_size: usize,
-    /// Groups one client may be in (`max_groups_per_client`).
-    pub max_groups_per_client: usize,
-    /// Most groups in one `get_all_groups` answer (`groups_page_size`).
-    pub groups_page_size: usize,
-    /// Messages kept per group (`history_size`; 0: off) and for how long (`history_ttl`).
-    pub history_size: usize,
-    pub history_ttl: std::time::Duration,
-    /// `compression_min_size` when compression is on.
-    pub compress_min: Option<usize>,
 }
 
 /// What an operation came to: answered now, or later by the broker (cluster mode).
@@ -118,7 +103,8 @@ impl Inbox {
 /// This node's side of the hub: the index and the way to the shards. The [`Backend`] gets it
 /// handed in for what it does locally.
 struct Local {
-    cfg: HubConfig,
+    /// The server's configuration (read, never copied).
+    cfg: Arc<Config>,
     out: Outbox,
     index: Index,
     stats: Arc<HubStats>,
@@ -134,7 +120,7 @@ impl Local {
     /// Records a presence event (single node; cluster mode records them in the broker).
     fn emit(&self, kind: webhooks::Kind, system: &Arc<str>, group: Option<&Arc<str>>, client: Option<ConnId>) {
         if let Some(h) = &self.hooks {
-            let client = client.map(|c| crate::ids::client_id(self.cfg.node, c).into());
+            let client = client.map(|c| crate::ids::client_id(self.cfg.node_id.0, c).into());
             h.emit(webhooks::Event::new(kind, system.clone(), group.cloned(), client));
         }
     }
@@ -150,13 +136,13 @@ pub struct Hub {
 
 impl Hub {
     pub fn new(
-        cfg: HubConfig,
+        cfg: Arc<Config>,
         links: Vec<ShardLink>,
         stats: Arc<HubStats>,
         broker: Option<BrokerLink>,
         hooks: Option<Webhooks>,
     ) -> Self {
-        let out = Outbox::new(links, cfg.compress_min);
+        let out = Outbox::new(links, cfg.compression.then_some(cfg.compression_min_size));
         // Cluster mode: the broker records the events (after Redis took each change).
         let hooks = hooks.filter(|_| broker.is_none());
         Hub {

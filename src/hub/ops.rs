@@ -35,13 +35,13 @@ impl Hub {
             Op::SendToSystem { frame, message_id } => {
                 self.backend.publish(&mut self.local, sys, None, frame, message_id, Some(to))
             }
-            Op::Bind { client, group, user_id, extend, notify } if client.node == self.local.cfg.node => {
+            Op::Bind { client, group, user_id, extend, notify } if client.node == self.local.cfg.node_id.0 => {
                 self.bind(sys, client.conn, &group, user_id, extend, notify, to)
             }
-            Op::Unbind { client, group, notify } if client.node == self.local.cfg.node => {
+            Op::Unbind { client, group, notify } if client.node == self.local.cfg.node_id.0 => {
                 self.unbind(sys, client.conn, &group, notify, to)
             }
-            Op::Close { client, notify } if client.node == self.local.cfg.node => {
+            Op::Close { client, notify } if client.node == self.local.cfg.node_id.0 => {
                 self.close(sys, client.conn, notify, to)
             }
             Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => {
@@ -63,7 +63,7 @@ impl Hub {
         strict: bool,
         to: ReplyTo,
     ) -> Answer {
-        let me = self.local.cfg.node;
+        let me = self.local.cfg.node_id.0;
         let mut remote = Vec::new();
         let zipped = self.local.out.zipped(&frame);
         for c in clients {

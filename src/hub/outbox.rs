@@ -3,7 +3,8 @@
 use bytes::Bytes;
 
 use super::index::Client;
-use super::{HubConfig, Members, ShardLink};
+use super::{Members, ShardLink};
+use crate::config::Config;
 use crate::ids::{self, ConnId};
 use crate::metrics::{self, HubStats};
 use crate::msg::{send_to_shard, Frame, KnownSystem, Reply, ShardMsg, Wakes, Zipped};
@@ -61,7 +62,7 @@ impl Outbox {
 /// `members`, unless the group is larger than `notify_max_group_size`.
 pub(super) fn notice(
     out: &mut Outbox,
-    cfg: &HubConfig,
+    cfg: &Config,
     stats: &HubStats,
     members: &mut Members,
     code: i64,

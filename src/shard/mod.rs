@@ -78,7 +78,7 @@ const CLOSE_GRACE_MS: u32 = 10_000;
 
 /// What every shard shares (read-only, or atomics).
 pub struct Shared {
-    pub cfg: Config,
+    pub cfg: Arc<Config>,
     pub verifier: Verifier,
     pub stats: Vec<metrics::PerShard>,
     pub hub_stats: Arc<HubStats>,

@@ -22,7 +22,7 @@ fn shard() -> (Shard, std::net::SocketAddr) {
 
 /// A shard whose hub queue is `hub`.
 fn shard_with(hub: crossbeam_channel::Sender<crate::msg::Command>) -> (Shard, std::net::SocketAddr) {
-    let cfg = Config::default();
+    let cfg = Arc::new(Config::default());
     let shared = Arc::new(Shared {
         verifier: Verifier::open(),
         stats: metrics::per_shard(1),

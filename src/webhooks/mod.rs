@@ -31,23 +31,8 @@ use std::time::{Duration, Instant};
 
 pub use event::{batch_body, signature, Event, Gone, Kind};
 
+use crate::config::Config;
 use crate::metrics::{self, HubStats};
-
-/// Webhook settings.
-#[derive(Clone, Debug)]
-pub struct WebhookConfig {
-    pub url: String,
-    pub secret: Option<String>,
-    pub batch_size: usize,
-    pub batch_delay: Duration,
-    pub timeout: Duration,
-    pub retry_for: Duration,
-    pub queue: usize,
-    /// Bound on delivering what is still queued when the server stops.
-    pub shutdown_timeout: Duration,
-    /// This node (event ids start with it).
-    pub node: u32,
-}
 
 /// Where events are recorded (cheap to clone; never blocks). When the last clone is gone
 /// (the hub and the broker stopped) the sender delivers what is left, within
@@ -132,11 +117,12 @@ struct Shared {
     stats: Arc<HubStats>,
 }
 
-/// Starts the sender thread.
-pub fn start(
-    cfg: WebhookConfig,
-    stats: Arc<HubStats>,
-) -> std::io::Result<(Webhooks, Vec<std::thread::JoinHandle<()>>)> {
+/// Starts the sender thread, posting to `webhook_url` (which `cfg` must have) with the
+/// `webhook_*` settings of `cfg`.
+pub fn start(cfg: Arc<Config>, stats: Arc<HubStats>) -> std::io::Result<(Webhooks, Vec<std::thread::JoinHandle<()>>)> {
+    if cfg.webhook_url.is_none() {
+        return Err(std::io::Error::other("webhooks need webhook_url"));
+    }
     let q = Queue {
         events: VecDeque::new(),
         next_seq: 0,
@@ -146,8 +132,13 @@ pub fn start(
         sender_waiting: false,
         closed: false,
     };
-    let shared =
-        Arc::new(Shared { q: Mutex::new(q), cv: Condvar::new(), bound: cfg.queue, batch_size: cfg.batch_size, stats });
+    let shared = Arc::new(Shared {
+        q: Mutex::new(q),
+        cv: Condvar::new(),
+        bound: cfg.webhook_queue,
+        batch_size: cfg.webhook_batch_size,
+        stats,
+    });
     let sh = shared.clone();
     let sender = std::thread::Builder::new().name("roomcast-webhook-out".into()).spawn(move || send(cfg, &sh))?;
     let emitters = Arc::new(Emitters(shared.clone()));
@@ -167,7 +158,7 @@ struct Batch {
 
 /// The next batch, or `None` when there is nothing left to send and the emitters are gone.
 /// Waits for a full batch or `batch_delay`.
-fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<Batch> {
+fn next_batch(cfg: &Config, shared: &Shared, prefix: &str) -> Option<Batch> {
     let mut q = shared.q.lock().ok()?;
     loop {
         if q.events.is_empty() && q.dropped == 0 {
@@ -179,16 +170,16 @@ fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<Batc
             q.sender_waiting = false;
             continue;
         }
-        let due = q.events.front().map(|(_, t, _)| *t + cfg.batch_delay).unwrap_or_else(Instant::now);
+        let due = q.events.front().map(|(_, t, _)| *t + cfg.webhook_batch_delay).unwrap_or_else(Instant::now);
         let now = Instant::now();
-        if q.events.len() >= cfg.batch_size || now >= due || q.closed {
+        if q.events.len() >= cfg.webhook_batch_size || now >= due || q.closed {
             break;
         }
         q.sender_waiting = true;
         q = shared.cv.wait_timeout(q, due - now).ok()?.0;
         q.sender_waiting = false;
     }
-    let n = q.events.len().min(cfg.batch_size);
+    let n = q.events.len().min(cfg.webhook_batch_size);
     q.in_flight = n;
     let dropped = std::mem::take(&mut q.dropped);
     let ids: Vec<String> = q.events.iter().take(n).map(|(seq, _, _)| format!("{prefix}{seq:x}")).collect();
@@ -200,10 +191,10 @@ fn next_batch(cfg: &WebhookConfig, shared: &Shared, prefix: &str) -> Option<Batc
     Some(Batch { last, n, dropped, body })
 }
 
-fn send(cfg: WebhookConfig, shared: &Shared) {
+fn send(cfg: Arc<Config>, shared: &Shared) {
     let stats = &*shared.stats;
     let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(cfg.timeout))
+        .timeout_global(Some(cfg.webhook_timeout))
         .http_status_as_error(false)
         // Never follow: the signed events must not go where the receiver points them.
         .max_redirects(0)
@@ -211,7 +202,7 @@ fn send(cfg: WebhookConfig, shared: &Shared) {
         .build()
         .into();
     // Event ids: this node, this process, then a sequence number: unique cluster-wide.
-    let prefix = format!("{:08x}-{:08x}-", cfg.node, fastrand::u32(..));
+    let prefix = format!("{:08x}-{:08x}-", cfg.node_id.0, fastrand::u32(..));
     let mut stop_by: Option<Instant> = None;
     while let Some(batch) = next_batch(&cfg, shared, &prefix) {
         let Batch { last, n, dropped, body } = batch;
@@ -228,8 +219,8 @@ fn send(cfg: WebhookConfig, shared: &Shared) {
             if closed && stop_by.is_none() {
                 stop_by = Some(Instant::now() + cfg.shutdown_timeout);
             }
-            let give_up =
-                first.elapsed() + backoff > cfg.retry_for || stop_by.is_some_and(|t| Instant::now() + backoff > t);
+            let give_up = first.elapsed() + backoff > cfg.webhook_retry_for
+                || stop_by.is_some_and(|t| Instant::now() + backoff > t);
             if give_up {
                 break false;
             }
@@ -270,9 +261,10 @@ fn send(cfg: WebhookConfig, shared: &Shared) {
 }
 
 /// One attempt; true on a 2xx.
-fn post(agent: &ureq::Agent, cfg: &WebhookConfig, body: &[u8]) -> bool {
-    let mut req = agent.post(&cfg.url).header("Content-Type", "application/json");
-    if let Some(secret) = &cfg.secret {
+fn post(agent: &ureq::Agent, cfg: &Config, body: &[u8]) -> bool {
+    let url = cfg.webhook_url.as_deref().unwrap_or_default();
+    let mut req = agent.post(url).header("Content-Type", "application/json");
+    if let Some(secret) = &cfg.webhook_secret {
         // Signed afresh at every attempt: a receiver refuses a timestamp 5 minutes off.
         let ts = crate::auth::now_secs().to_string();
         let sig = signature(secret.as_bytes(), &ts, body);

@@ -121,10 +121,10 @@ impl Broker {
         events: Receiver<SubEvent>,
     ) -> Result<Self, String> {
         let now = Instant::now();
-        let cfg_node = cfg.node;
+        let cfg_node = cfg.node_id.0;
         Ok(Broker {
-            k: Keys::new(&cfg.prefix),
-            tls: link::client_config(cfg.ca.as_deref())?,
+            k: Keys::new(&cfg.redis_prefix),
+            tls: link::client_config(cfg.redis_ca.as_deref())?,
             cfg,
             endpoint,
             con: None,
@@ -152,7 +152,7 @@ impl Broker {
     }
 
     fn me(&self) -> u32 {
-        self.cfg.node
+        self.cfg.node_id.0
     }
 
     /// Runs until the hub is gone, then removes this node's presence.

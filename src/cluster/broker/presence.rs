@@ -248,7 +248,7 @@ impl Broker {
         let con = self.con.as_mut().ok_or("down")?;
         redis::cmd("PUBLISH")
             .arg(self.k.cluster())
-            .arg(wire::hello(self.cfg.node))
+            .arg(wire::hello(self.cfg.node_id.0))
             .query::<i64>(con)
             .map_err(|e| e.to_string())?;
         Ok(())
