@@ -29,7 +29,7 @@ use crate::metrics;
 use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
 use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
 use crate::protocol::ws as wsp;
-use crate::webhooks::{Event, Gone, Kind};
+use crate::webhooks::{Gone, Kind, Membership};
 
 /// Single node, or cluster mode with its broker.
 pub(super) enum Backend {
@@ -160,18 +160,19 @@ impl Backend {
                 let Some(members) = system.groups.get_mut(&**key) else { return };
                 if new {
                     members.insert(conn);
-                    let first = members.len() == 1;
                     if notify {
                         notice(out, cfg, stats, members, api::ONLINE, &ids::client_id(node, conn), client);
                     }
                     if let Some(h) = hooks {
-                        let id: Box<str> = ids::client_id(node, conn).into();
-                        let (u, x) = (client.user_id.clone(), client.extend.clone());
-                        let ev = |k| Event::new(k, system.name.clone(), Some(key.clone()), None);
-                        h.emit(Event { client: Some(id), ..ev(Kind::GroupJoined { user_id: u, extend: x }) });
-                        if first {
-                            h.emit(ev(Kind::GroupOccupied));
-                        }
+                        h.membership(Membership {
+                            system: system.name.clone(),
+                            group: key.clone(),
+                            client: ids::client_id(node, conn).into(),
+                            user_id: client.user_id.clone(),
+                            extend: client.extend.clone(),
+                            joined: true,
+                            size_after: Some(members.len()),
+                        });
                     }
                 }
             }
@@ -211,12 +212,16 @@ impl Backend {
             let info = crate::cluster::info(&client.user_id, &client.extend);
             c.link.send(BrokerCmd::Leave { system, group, client: id.clone(), notice, info });
         } else if let Some(h) = hooks {
-            let (u, x) = (client.user_id.clone(), client.extend.clone());
-            let kind = Kind::GroupLeft { user_id: u, extend: x };
-            h.emit(Event::new(kind, system.name.clone(), Some(key.clone()), Some(id.clone().into())));
-            if system.groups.get(&**key).is_some_and(|m| m.len() == 1 && m.contains(conn)) {
-                h.emit(Event::new(Kind::GroupVacated, system.name.clone(), Some(key.clone()), None));
-            }
+            let size_after = system.groups.get(&**key).map(|m| m.len() - usize::from(m.contains(conn)));
+            h.membership(Membership {
+                system: system.name.clone(),
+                group: key.clone(),
+                client: id.clone().into(),
+                user_id: client.user_id.clone(),
+                extend: client.extend.clone(),
+                joined: false,
+                size_after,
+            });
         }
         let Some(members) = system.groups.get_mut(&**key) else { return };
         if gone {

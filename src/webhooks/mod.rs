@@ -49,7 +49,39 @@ impl std::fmt::Debug for Webhooks {
     }
 }
 
+/// A change of one group's membership, as both modes report it to [`Webhooks::membership`].
+pub struct Membership {
+    pub system: Arc<str>,
+    pub group: Arc<str>,
+    pub client: Box<str>,
+    pub user_id: Box<str>,
+    pub extend: Box<str>,
+    /// Joined (else left).
+    pub joined: bool,
+    /// The group's members after the change (cluster mode: across the cluster); `None` when
+    /// it is not known (cluster mode while Redis is away: no occupied/vacated events).
+    pub size_after: Option<usize>,
+}
+
 impl Webhooks {
+    /// The events of one membership change — the one rule for both modes (a single node's
+    /// hub reports what its index did, cluster mode's broker what Redis did): the member's
+    /// `group_joined` / `group_left`, then `group_occupied` when it is the first member, or
+    /// `group_vacated` when it was the last.
+    pub fn membership(&self, m: Membership) {
+        let Membership { system, group, client, user_id, extend, joined, size_after } = m;
+        let kind = match joined {
+            true => Kind::GroupJoined { user_id, extend },
+            false => Kind::GroupLeft { user_id, extend },
+        };
+        self.emit(Event::new(kind, system.clone(), Some(group.clone()), Some(client)));
+        match (joined, size_after) {
+            (true, Some(1)) => self.emit(Event::new(Kind::GroupOccupied, system, Some(group), None)),
+            (false, Some(0)) => self.emit(Event::new(Kind::GroupVacated, system, Some(group), None)),
+            _ => {}
+        }
+    }
+
     /// Records an event for the back end. Never waits on the receiver: one short lock; past
     /// `webhook_queue` the oldest waiting event is dropped (counted; told to the receiver).
     pub fn emit(&self, e: Event) {

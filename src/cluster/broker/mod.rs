@@ -569,10 +569,10 @@ impl Broker {
                 // them, and writes them once Redis is back): the back end hears of them now,
                 // without group_occupied/group_vacated (only Redis knows those).
                 BrokerCmd::Join { system, group, client, info, new: true, .. } => {
-                    self.emit_member(true, system, group, &client, &info)
+                    self.emit_member(true, system, group, &client, &info, None)
                 }
                 BrokerCmd::Leave { system, group, client, info, .. } => {
-                    self.emit_member(false, system, group, &client, &info)
+                    self.emit_member(false, system, group, &client, &info, None)
                 }
                 BrokerCmd::Answer { to: ReplyTo::Local(to), .. } => self.unavailable(to),
                 _ => {}

@@ -2,7 +2,6 @@
 //! heartbeat, reaping and re-writing that keep Redis in line with the live nodes.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use super::results;
@@ -276,11 +275,7 @@ impl Broker {
             let mut clients: Vec<(&str, &str)> = Vec::new();
             for (&(client, sys, group, info), r) in gone.iter().zip(results) {
                 if let Some((1, n)) = results::pair(&Ok(r)) {
-                    let (system, group): (Arc<str>, Arc<str>) = (sys.into(), group.into());
-                    self.emit_member(false, system.clone(), group.clone(), client, info);
-                    if n == 0 {
-                        self.emit_group(Kind::GroupVacated, system, group);
-                    }
+                    self.emit_member(false, sys.into(), group.into(), client, info, Some(n.max(0) as usize));
                 }
                 if !clients.iter().any(|(c, _)| *c == client) {
                     clients.push((client, sys));

@@ -11,7 +11,7 @@ use crate::ids::ConnId;
 use crate::metrics;
 use crate::msg::Command;
 use crate::protocol::api;
-use crate::webhooks::{Event, Kind};
+use crate::webhooks::{Event, Kind, Membership};
 
 /// What to do with one pipeline result.
 pub(super) enum Post {
@@ -121,12 +121,7 @@ impl Broker {
         r: &RedisResult<Value>,
     ) {
         let Some((1, n)) = pair(r) else { return };
-        self.emit_member(joined, system.clone(), group.clone(), client, info);
-        match (joined, n) {
-            (true, 1) => self.emit_group(Kind::GroupOccupied, system, group),
-            (false, 0) => self.emit_group(Kind::GroupVacated, system, group),
-            _ => {}
-        }
+        self.emit_member(joined, system, group, client, info, Some(n.max(0) as usize));
     }
 
     fn registered(&mut self, system: Box<str>, to: ConnId, r: RedisResult<Value>) {
@@ -184,25 +179,27 @@ impl Broker {
 }
 
 impl Broker {
-    /// A client joined (`true`) or left a group (webhooks); `info` is its `[userId, extend]`.
-    pub(super) fn emit_member(&self, joined: bool, system: Arc<str>, group: Arc<str>, client: &str, info: &str) {
+    /// A client joined (`true`) or left a group, leaving `size_after` members cluster-wide
+    /// (if known; webhooks); `info` is its `[userId, extend]`.
+    pub(super) fn emit_member(
+        &self,
+        joined: bool,
+        system: Arc<str>,
+        group: Arc<str>,
+        client: &str,
+        info: &str,
+        size_after: Option<usize>,
+    ) {
         let Some(h) = &self.cfg.hooks else { return };
         let [user_id, extend]: [String; 2] = serde_json::from_str(info).unwrap_or_default();
         let (user_id, extend) = (user_id.into(), extend.into());
-        let kind = if joined { Kind::GroupJoined { user_id, extend } } else { Kind::GroupLeft { user_id, extend } };
-        h.emit(Event::new(kind, system, Some(group), Some(client.into())));
+        h.membership(Membership { system, group, client: client.into(), user_id, extend, joined, size_after });
     }
 
     /// An event about a client of any node (a dead one's, when reaping).
     pub(super) fn emit_client(&self, kind: Kind, system: Arc<str>, client: &str) {
         if let Some(h) = &self.cfg.hooks {
             h.emit(Event::new(kind, system, None, Some(client.into())));
-        }
-    }
-
-    pub(super) fn emit_group(&self, kind: Kind, system: Arc<str>, group: Arc<str>) {
-        if let Some(h) = &self.cfg.hooks {
-            h.emit(Event::new(kind, system, Some(group), None));
         }
     }
 
