@@ -1,7 +1,13 @@
-//! The seam between the index and where its effects go: a single node does everything here,
-//! a cluster goes through Redis (the broker). The operations in `ops.rs` call only these
-//! methods for anything that differs between the two, so neither mode is a special case
-//! threaded through them.
+//! The seam between the index and where its effects go: one implementation per mode, side by
+//! side — `single.rs` (everything in this hub's index, now) and `cluster.rs`
+//! ([`ClusterSide`]: through Redis, by the broker). The operations in `ops.rs` call only these
+//! methods for anything that differs between the two; each method here only picks the mode's
+//! implementation (what both share — taking a leaving member out of the index — stays here).
+//!
+//! The delivery each mode promises: single node, a frame reaches every member connected when
+//! it is published, in the hub's order, at most once. Cluster, a group's frames reach every
+//! node's members in Redis's one order, at most once (Redis pub/sub); what a node misses is
+//! counted and makes its sessions unrecoverable from before it (`cluster::Losses`).
 //!
 //! | seam | single node | cluster |
 //! | --- | --- | --- |
@@ -13,23 +19,20 @@
 //! | `forward` | (no other node) | to the client's node, if alive |
 //! | `after_change` | answered now | answered once Redis has the change |
 
-use std::ops::Bound;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 
 use super::cluster::ClusterSide;
 use super::index::{Client, SysId};
 use super::outbox::notice;
-use super::{Answer, Local};
+use super::{single, Answer, Local};
 use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
-use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
+use crate::msg::{Frame, Op, ReplyTo};
 use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
-use crate::protocol::ws as wsp;
-use crate::webhooks::{Gone, Kind, Membership};
+use crate::webhooks::Gone;
 
 /// Single node, or cluster mode with its broker.
 pub(super) enum Backend {
@@ -56,46 +59,23 @@ impl Backend {
     /// `welcomed`: the shard already sent the connect frame. `user`: its connect token's `sub`.
     pub fn connected(&mut self, l: &mut Local, sys: SysId, conn: ConnId, welcomed: bool, user: Option<Box<str>>) {
         match self {
-            Backend::Single => {
-                l.index.system(sys).members.insert(conn);
-                if !welcomed {
-                    // Naming the system lets the shard welcome its next clients itself.
-                    let system = Some((l.index.name(sys).clone(), sys.raw()));
-                    l.out.send(conn.shard as usize, ShardMsg::Welcome { to: conn.in_shard(), result: Ok(()), system });
-                }
-                l.emit(Kind::ClientConnected { user_id: user }, l.index.name(sys), None, Some(conn));
-            }
-            // The client becomes a member (and gets its connect frame) once this node surely
-            // receives the system's sends from other nodes.
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).clone();
-                let welcome = Some((conn, user));
-                c.link.send(BrokerCmd::SystemSub { system, on: true, welcome, left: None });
-            }
+            Backend::Single => single::connected(l, sys, conn, welcomed, user),
+            Backend::Cluster(c) => c.connected(l, sys, conn, user),
         }
     }
 
     /// A client of `sys` left this node (`why`, for webhooks), after leaving its groups.
     pub fn system_left(&mut self, l: &mut Local, sys: SysId, conn: ConnId, why: Gone) {
         match self {
-            Backend::Single => l.emit(Kind::ClientDisconnected(why), l.index.name(sys), None, Some(conn)),
-            Backend::Cluster(c) => {
-                let left = Some((conn, why));
-                c.link.send(BrokerCmd::SystemSub { system: l.index.name(sys).clone(), on: false, welcome: None, left });
-            }
+            Backend::Single => single::system_left(l, sys, conn, why),
+            Backend::Cluster(c) => c.system_left(l, sys, conn, why),
         }
     }
 
     /// `register` of a system this node has not seen.
     pub fn register(&mut self, l: &mut Local, name: &str, to: ReplyTo) -> Answer {
         match self {
-            Backend::Single => {
-                let shards = l.shards();
-                match l.index.add_system(name, shards) {
-                    Some(_) => Ok(Done::Empty).into(),
-                    None => ApiError::already_registered(name).into(),
-                }
-            }
+            Backend::Single => single::register(l, name),
             Backend::Cluster(c) => c.ask(l, to, |to| BrokerCmd::Register { system: name.into(), to }),
         }
     }
@@ -112,79 +92,18 @@ impl Backend {
         to: Option<ReplyTo>,
     ) -> Answer {
         match self {
-            Backend::Single => {
-                let system = l.index.system(sys);
-                let members = match group {
-                    Some(g) => system.groups.get_mut(g),
-                    None => Some(&mut system.members),
-                };
-                if let Some(m) = members {
-                    l.out.broadcast(m, &frame);
-                }
-                if let (Some(g), true) = (group, l.cfg.history_size > 0) {
-                    keep(system, g, frame, l.cfg.history_size);
-                }
-                Ok(Done::Sent(id)).into()
-            }
-            // Every node's members (this one's too) get the frame through Redis, so all of
-            // them see a group's frames in one order; the caller is answered once Redis has it.
-            // While Redis is unreachable nothing is delivered (503): a retry cannot duplicate.
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).clone();
-                let group: Option<Arc<str>> = group.map(Into::into);
-                let history = group.is_some() && l.cfg.history_size > 0;
-                match to {
-                    Some(to) => c.ask(l, to, |conn| {
-                        let answer = Some((conn, Done::Sent(id).body()));
-                        BrokerCmd::Publish { system, group, frame, answer, history }
-                    }),
-                    None if c.link.usable() => {
-                        c.link.send(BrokerCmd::Publish { system, group, frame, answer: None, history });
-                        Ok(Done::Sent(id)).into()
-                    }
-                    None => c.unavailable(l).into(),
-                }
-            }
+            Backend::Single => single::publish(l, sys, group, frame, id),
+            Backend::Cluster(c) => c.publish(l, sys, group, frame, id, to),
         }
     }
 
     /// `conn` is now in group `key` of `sys` (`new`: it was not before; else only its info
     /// may have changed). Members are told (1001) if `new` and `notify`.
     pub fn join(&mut self, l: &mut Local, sys: SysId, key: &Arc<str>, conn: ConnId, new: bool, notify: bool) {
-        let node = l.cfg.node_id.0;
-        let Local { index, out, cfg, stats, hooks } = l;
-        let system = &mut index.systems[sys.index()];
-        let Some(client) = index.clients.get(&conn) else { return };
         match self {
-            Backend::Single => {
-                let Some(members) = system.groups.get_mut(&**key) else { return };
-                if new {
-                    members.insert(conn);
-                    if notify {
-                        notice(out, cfg, stats, members, api::ONLINE, &ids::client_id(node, conn), client);
-                    }
-                    if let Some(h) = hooks {
-                        h.membership(Membership {
-                            system: system.name.clone(),
-                            group: key.clone(),
-                            client: ids::client_id(node, conn).into(),
-                            user_id: client.user_id.clone(),
-                            extend: client.extend.clone(),
-                            joined: true,
-                            size_after: Some(members.len()),
-                        });
-                    }
-                }
-            }
-            // Membership here follows Redis's order: the client becomes a member when its
-            // join comes back (see `Hub::frame_from_redis`).
-            Backend::Cluster(c) => {
-                let id = ids::client_id(node, conn);
-                let notice = (new && notify).then(|| notice_frame(api::ONLINE, &id, client));
-                let info = crate::cluster::info(&client.user_id, &client.extend);
-                let (system, group) = (system.name.clone(), key.clone());
-                c.link.send(BrokerCmd::Join { system, group, client: id, info, notice, new });
-            }
+            Backend::Single if new => single::join(l, sys, key, conn, notify),
+            Backend::Single => {}
+            Backend::Cluster(c) => c.join(l, sys, key, conn, new, notify),
         }
     }
 
@@ -202,29 +121,17 @@ impl Backend {
         notify: bool,
     ) {
         let id = ids::client_id(l.cfg.node_id.0, conn);
-        let Local { index, out, cfg, stats, hooks } = l;
-        let system = &mut index.systems[sys.index()];
-        let gone = removed.is_some();
-        let Some(client) = removed.or_else(|| index.clients.get(&conn)) else { return };
-        if let Backend::Cluster(c) = self {
-            let notice = notify.then(|| notice_frame(api::OFFLINE, &id, client));
-            let (system, group) = (system.name.clone(), key.clone());
-            let info = crate::cluster::info(&client.user_id, &client.extend);
-            c.link.send(BrokerCmd::Leave { system, group, client: id.clone(), notice, info });
-        } else if let Some(h) = hooks {
-            let size_after = system.groups.get(&**key).map(|m| m.len() - usize::from(m.contains(conn)));
-            h.membership(Membership {
-                system: system.name.clone(),
-                group: key.clone(),
-                client: id.clone().into(),
-                user_id: client.user_id.clone(),
-                extend: client.extend.clone(),
-                joined: false,
-                size_after,
-            });
+        let Some(client) = removed.or_else(|| l.index.clients.get(&conn)) else { return };
+        let system = &l.index.systems[sys.index()];
+        match self {
+            Backend::Single => single::leaving(l, system, key, conn, &id, client),
+            Backend::Cluster(c) => c.leaving(system, key, &id, client, notify),
         }
+        let Local { index, out, cfg, stats, .. } = l;
+        let Some(client) = removed.or_else(|| index.clients.get(&conn)) else { return };
+        let system = &mut index.systems[sys.index()];
         let Some(members) = system.groups.get_mut(&**key) else { return };
-        if gone {
+        if removed.is_some() {
             members.remove_gone(conn);
         } else {
             members.remove(conn);
@@ -240,15 +147,7 @@ impl Backend {
     /// `get_online_list`.
     pub fn online_list(&mut self, l: &mut Local, sys: SysId, group: Box<str>, to: ReplyTo) -> Answer {
         match self {
-            Backend::Single => {
-                let node = l.cfg.node_id.0;
-                let system = l.index.system(sys);
-                let ids: Vec<String> = match system.groups.get(&*group) {
-                    Some(m) => m.iter().map(|c| ids::client_id(node, c)).collect(),
-                    None => Vec::new(),
-                };
-                Ok(Done::Body(api::online_list_body(&ids))).into()
-            }
+            Backend::Single => single::online_list(l, sys, &group),
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
                 c.ask(l, to, |to| BrokerCmd::OnlineList { system, group, to })
@@ -259,15 +158,7 @@ impl Backend {
     /// `get_group_history`: the group's last `limit` messages, oldest first.
     pub fn group_history(&mut self, l: &mut Local, sys: SysId, group: Box<str>, limit: usize, to: ReplyTo) -> Answer {
         match self {
-            Backend::Single => {
-                let cutoff = Instant::now().checked_sub(l.cfg.history_ttl);
-                let system = l.index.system(sys);
-                let kept = system.histories.get(&*group);
-                let recent = kept.into_iter().flatten().filter(|(t, _)| cutoff.is_none_or(|c| *t >= c));
-                let n = recent.clone().count();
-                let last = recent.skip(n.saturating_sub(limit)).map(|(_, f)| wsp::payload(f));
-                Ok(Done::Body(api::history_body(last))).into()
-            }
+            Backend::Single => single::group_history(l, sys, &group, limit),
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
                 c.ask(l, to, |to| BrokerCmd::GroupHistory { system, group, limit, to })
@@ -280,21 +171,7 @@ impl Backend {
         let paged = page.is_some();
         let page = page.unwrap_or(Page { after: "".into(), limit: l.cfg.groups_page_size });
         match self {
-            Backend::Single => {
-                let node = l.cfg.node_id.0;
-                let system = l.index.system(sys);
-                let from = match &*page.after {
-                    "" => Bound::Unbounded,
-                    after => Bound::Excluded(after),
-                };
-                let names: Vec<&Arc<str>> =
-                    system.names.range::<str, _>((from, Bound::Unbounded)).take(page.limit + 1).collect();
-                let members = |g: &str| match system.groups.get(g) {
-                    Some(m) => m.iter().map(|c| ids::client_id(node, c)).collect(),
-                    None => Vec::new(),
-                };
-                api::groups_page(&names, page.limit, paged, members).map(Done::Body).into()
-            }
+            Backend::Single => single::all_groups(l, sys, &page, paged),
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
                 c.ask(l, to, |to| BrokerCmd::AllGroups { system, page, paged, to })
@@ -374,23 +251,4 @@ impl Backend {
         c.live.extend(alive);
         gone
     }
-}
-
-/// Keeps a message sent to group `g` in its history (single node): while the group has
-/// members, or a history of its own still (it outlives them by `history_ttl`).
-fn keep(system: &mut super::index::System, g: &str, frame: Frame, size: usize) {
-    let key = match (system.histories.get_key_value(g), system.groups.get_key_value(g)) {
-        (Some((k, _)), _) | (None, Some((k, _))) => k.clone(),
-        (None, None) => return,
-    };
-    let h = system.histories.entry(key).or_default();
-    if h.len() == size {
-        h.pop_front();
-    }
-    h.push_back((Instant::now(), frame));
-}
-
-/// A 1001/1002 notice about `client` (cluster mode builds it here, Redis decides who gets it).
-fn notice_frame(code: i64, client_id: &str, c: &Client) -> Frame {
-    api::notice_frame(code, &ids::message_id(), client_id, &c.user_id, &c.extend)
 }

@@ -7,13 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use super::index::SysId;
+use super::index::{Client, SysId, System};
 use super::{Answer, Hub, Local};
 use crate::cluster::{BrokerCmd, BrokerLink, Lost};
 use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg, SystemRef};
-use crate::protocol::api::{ApiError, Done};
+use crate::protocol::api::{self, ApiError, Done};
 
 /// Cluster mode's state in the hub.
 pub(super) struct ClusterSide {
@@ -38,6 +38,66 @@ impl ClusterSide {
             granted: HashMap::new(),
             live: HashSet::new(),
         }
+    }
+
+    /// A new client of `sys`: it becomes a member (and gets its connect frame) once this node
+    /// surely receives the system's sends from other nodes.
+    pub fn connected(&mut self, l: &Local, sys: SysId, conn: ConnId, user: Option<Box<str>>) {
+        let system = l.index.name(sys).clone();
+        let welcome = Some((conn, user));
+        self.link.send(BrokerCmd::SystemSub { system, on: true, welcome, left: None });
+    }
+
+    pub fn system_left(&mut self, l: &Local, sys: SysId, conn: ConnId, why: crate::webhooks::Gone) {
+        let left = Some((conn, why));
+        self.link.send(BrokerCmd::SystemSub { system: l.index.name(sys).clone(), on: false, welcome: None, left });
+    }
+
+    /// Every node's members (this one's too) get the frame through Redis, so all of them see a
+    /// group's frames in one order; the caller is answered once Redis has it. While Redis is
+    /// unreachable nothing is delivered (503): a retry cannot duplicate.
+    pub fn publish(
+        &mut self,
+        l: &Local,
+        sys: SysId,
+        group: Option<&str>,
+        frame: Frame,
+        id: Box<str>,
+        to: Option<ReplyTo>,
+    ) -> Answer {
+        let system = l.index.name(sys).clone();
+        let group: Option<Arc<str>> = group.map(Into::into);
+        let history = group.is_some() && l.cfg.history_size > 0;
+        match to {
+            Some(to) => self.ask(l, to, |conn| {
+                let answer = Some((conn, Done::Sent(id).body()));
+                BrokerCmd::Publish { system, group, frame, answer, history }
+            }),
+            None if self.link.usable() => {
+                self.link.send(BrokerCmd::Publish { system, group, frame, answer: None, history });
+                Ok(Done::Sent(id)).into()
+            }
+            None => self.unavailable(l).into(),
+        }
+    }
+
+    /// Membership here follows Redis's order: the client becomes a member when its join comes
+    /// back (see `Hub::frame_from_redis`); the notice goes out in that order too.
+    pub fn join(&mut self, l: &Local, sys: SysId, key: &Arc<str>, conn: ConnId, new: bool, notify: bool) {
+        let Some(client) = l.index.clients.get(&conn) else { return };
+        let id = crate::ids::client_id(l.cfg.node_id.0, conn);
+        let notice = (new && notify).then(|| notice_frame(api::ONLINE, &id, client));
+        let info = crate::cluster::info(&client.user_id, &client.extend);
+        let (system, group) = (l.index.systems[sys.index()].name.clone(), key.clone());
+        self.link.send(BrokerCmd::Join { system, group, client: id, info, notice, new });
+    }
+
+    /// Before `conn` leaves group `key` here: Redis hears of it (and sends the notice).
+    pub fn leaving(&mut self, system: &System, key: &Arc<str>, id: &str, client: &Client, notify: bool) {
+        let notice = notify.then(|| notice_frame(api::OFFLINE, id, client));
+        let info = crate::cluster::info(&client.user_id, &client.extend);
+        let group = key.clone();
+        self.link.send(BrokerCmd::Leave { system: system.name.clone(), group, client: id.into(), notice, info });
     }
 
     /// The 503 of a call the cluster cannot take now (counted).
@@ -295,4 +355,9 @@ impl Hub {
             self.join_granted(conn, groups);
         }
     }
+}
+
+/// A 1001/1002 notice about `client` (cluster mode builds it here, Redis decides who gets it).
+fn notice_frame(code: i64, client_id: &str, c: &Client) -> Frame {
+    api::notice_frame(code, &crate::ids::message_id(), client_id, &c.user_id, &c.extend)
 }

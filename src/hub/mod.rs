@@ -19,6 +19,7 @@ mod index;
 mod members;
 mod ops;
 mod outbox;
+mod single;
 
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
