@@ -42,7 +42,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .with_writer(std::io::stderr)
         .init();
-    let cfg = match args.resolve() {
+    let cfg = match args.resolve().and_then(|c| roomcast::cluster::check_url(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("roomcast: {e}");

@@ -90,16 +90,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "a %-escape that is not UTF-8".into())
 }
 
-/// The URL with any password hidden, for messages and logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
-            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-            None => format!("{}***{}", &url[..s + 3], &url[at..]),
-        },
-        _ => url.to_string(),
-    }
-}
+pub use crate::config::redact_password as redact;
 
 /// The Redis a node talks to (one per node: its size does not matter).
 #[allow(clippy::large_enum_variant)]

@@ -192,6 +192,15 @@ impl std::ops::Deref for ClusterConfig {
     }
 }
 
+/// Checks `--redis` (and `--redis-ca`) the way cluster mode will read them: a clear error for a
+/// URL it cannot use, before anything starts.
+pub fn check_url(cfg: &crate::config::Config) -> Result<(), String> {
+    match &cfg.redis {
+        Some(url) => endpoint::Endpoint::new(url, cfg.redis_ca.as_deref()).map(|_| ()),
+        None => Ok(()),
+    }
+}
+
 /// Starts the broker and subscriber threads; returns the hub's link and the receiving end
 /// the broker reads (the hub's `Command` sender is `hub`).
 pub fn start(

@@ -252,7 +252,7 @@ impl ServeArgs {
             None => None,
         };
         check_serving(&s)?;
-        check_cluster(&s, redis_ca.as_deref())?;
+        check_cluster(&s)?;
         check_durations(&s)?;
         check_bounds(&s)?;
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
@@ -314,10 +314,9 @@ fn check_serving(s: &Settings) -> Result<(), String> {
 }
 
 /// Cluster mode's settings: a usable Redis URL, a sane prefix and timings.
-fn check_cluster(s: &Settings, redis_ca: Option<&[u8]>) -> Result<(), String> {
-    if let Some(url) = &s.redis {
-        crate::cluster::endpoint::Endpoint::new(url, redis_ca)?;
-    }
+/// (The Redis URL itself is read by `cluster::endpoint`: the binary checks it right after
+/// these, `cluster::check_url`.)
+fn check_cluster(s: &Settings) -> Result<(), String> {
     if s.redis_prefix.len() > 64 || s.redis_prefix.bytes().any(|b| b.is_ascii_whitespace() || b.is_ascii_control()) {
         return Err(format!("redis_prefix '{}': at most 64 bytes, no spaces or control characters", s.redis_prefix));
     }
@@ -416,9 +415,20 @@ pub fn loop_ms(d: Duration) -> u32 {
     d.min(MAX_LOOP_DURATION).as_millis() as u32
 }
 
+/// The URL with any password hidden, for messages and logs.
+pub fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => match url[s + 3..at].split_once(':') {
+            Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+            None => format!("{}***{}", &url[..s + 3], &url[at..]),
+        },
+        _ => url.to_string(),
+    }
+}
+
 /// A URL as it may be shown in messages and logs: any password and the query hidden.
 pub fn redact_url(url: &str) -> String {
-    let url = crate::cluster::endpoint::redact(url);
+    let url = redact_password(url);
     match url.split_once('?') {
         Some((base, _)) => format!("{base}?***"),
         None => url,
