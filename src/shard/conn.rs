@@ -274,6 +274,8 @@ impl OutQueue {
     }
 
     fn advance(&mut self, mut n: usize) {
+        // Past the queued bytes the loop below would never end (an empty queue has a head of 0).
+        debug_assert!(n <= self.bytes, "advanced {n} past the {} bytes queued", self.bytes);
         self.bytes -= n;
         while n > 0 {
             let head = self.frames.front().map(|f| f.len() - self.offset).unwrap_or(0);

@@ -178,6 +178,8 @@ impl Shard {
     /// it starts that count ([`Shard::kept_begin`] records the order and the address).
     pub(super) fn set_state(&mut self, slot: usize, to: State) {
         let Some(conn) = self.conns.get_mut(slot) else { return };
+        // A detached session has no socket: the per-address and connection counts rely on it.
+        debug_assert!(to != State::Detached || conn.sock.is_none(), "slot {slot} detached with its socket");
         let from = std::mem::replace(&mut conn.state, to);
         self.phase_changed(slot, from, to);
     }

@@ -127,6 +127,10 @@ fn every_phase_change_keeps_the_gauges() {
     accept_one(&mut s, 0);
     accept_one(&mut s, 1);
     let slots: Vec<usize> = s.conns.iter().map(|(k, _)| k).collect();
+    // Without their sockets: a detached session has none (asserted by set_state).
+    for &slot in &slots {
+        s.conns[slot].sock = None;
+    }
     let phases = [
         State::Http { awaiting: false, keep_alive: true },
         State::Client { hub_knows: true },
