@@ -131,7 +131,11 @@ fn hub_fanout(c: &mut Criterion) {
         rxs.push(rx);
         reply_rxs.push(replies_rx);
     }
-    let args = roomcast::config::ServeArgs { notify_max_group_size: Some(0), ..Default::default() };
+    let args = roomcast::config::ServeArgs {
+        notify_max_group_size: Some(0),
+        node_id: Some(roomcast::config::NodeId(1)),
+        ..Default::default()
+    };
     let cfg = Arc::new(args.resolve().expect("valid settings"));
     let mut hub = Hub::new(cfg, links, Arc::new(HubStats::default()), None, None);
     let from = ConnId { shard: 0, slot: u32::MAX, gen: 1 };

@@ -100,6 +100,8 @@ impl Server {
     /// Binds and starts every thread. With port 0 the first shard picks a port and the
     /// others bind the same one.
     pub fn start(cfg: Config) -> io::Result<Server> {
+        // Before any thread starts: a Redis URL cluster mode cannot use fails here, not midway.
+        cluster::check_url(&cfg).map_err(io::Error::other)?;
         let cfg = Arc::new(cfg);
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(io::Error::other)?),

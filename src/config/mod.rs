@@ -233,7 +233,8 @@ pub fn open_file_limit() -> usize {
 
 impl ServeArgs {
     /// Merges the config file (if any) under these arguments, applies defaults and checks the
-    /// result.
+    /// result — all but the Redis URL, which cluster mode reads itself (`cluster::check_url`:
+    /// the binary runs it right after this, `server::Server::start` before anything starts).
     pub fn resolve(mut self) -> Result<Config, String> {
         if let Some(path) = self.config.clone() {
             let text = std::fs::read_to_string(&path)

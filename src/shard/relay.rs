@@ -232,10 +232,14 @@ impl Shard {
     pub(super) fn end_refused_session(&mut self, slot: usize) {
         self.unlink(slot, close::NORMAL, "session ended");
         let Some(conn) = self.conns.get_mut(slot) else { return };
-        conn.session = None;
         match conn.state {
+            // Its session goes with the slot (leaving Detached releases its address's count,
+            // which the session holds: it must still be there).
             State::Detached => self.close_now(slot),
-            _ => self.begin_close(slot, close::GOING_AWAY, "session taken over", true, Gone::Closed),
+            _ => {
+                conn.session = None;
+                self.begin_close(slot, close::GOING_AWAY, "session taken over", true, Gone::Closed)
+            }
         }
     }
 

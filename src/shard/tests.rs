@@ -22,6 +22,14 @@ fn shard() -> (Shard, std::net::SocketAddr) {
 
 /// A shard whose hub queue is `hub`.
 fn shard_with(hub: crossbeam_channel::Sender<crate::msg::Command>) -> (Shard, std::net::SocketAddr) {
+    shard_full(hub, None)
+}
+
+/// A shard whose hub queue is `hub`, with per-address bounds `per_ip`.
+fn shard_full(
+    hub: crossbeam_channel::Sender<crate::msg::Command>,
+    per_ip: Option<super::per_ip::PerIp>,
+) -> (Shard, std::net::SocketAddr) {
     let cfg = Arc::new(Config::default());
     let shared = Arc::new(Shared {
         verifier: Verifier::open(),
@@ -29,7 +37,7 @@ fn shard_with(hub: crossbeam_channel::Sender<crate::msg::Command>) -> (Shard, st
         hub_stats: Arc::new(HubStats::default()),
         connections: AtomicUsize::new(0),
         kept: AtomicUsize::new(0),
-        per_ip: None,
+        per_ip,
         tls: None,
         cfg,
     });
@@ -206,4 +214,37 @@ fn a_dropped_recoverable_client_is_kept_then_ends() {
     s.close_with(slots[0], crate::webhooks::Gone::RecoveryExpired);
     s.check_gauges();
     assert_eq!((st(&s), s.shared.kept.load(Relaxed)), ((0, 0), 0));
+}
+
+/// Review finding: a detached session whose resume was refused because its `last` is gone
+/// (`end_refused_session`) dropped its session before its slot, so its address kept counting
+/// it for ever (and `max_connections_per_ip` refused that address in the end).
+#[test]
+fn a_refused_detached_session_releases_its_address() {
+    use std::io::Write;
+    let per_ip = super::per_ip::PerIp::new(100, 0, 64);
+    assert!(per_ip.is_some());
+    let (hub, _hub_rx) = bounded(16);
+    let (mut s, addr) = shard_full(hub, per_ip);
+    s.known_systems.insert("sys".into(), Some(0));
+    let mut c = StdStream::connect(addr).unwrap();
+    let head = "GET /ws?systemId=sys&recover=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    c.write_all(head.as_bytes()).unwrap();
+    accept_one(&mut s, 0);
+    let slot = s.conns.iter().map(|(k, _)| k).next().unwrap();
+    let t = Instant::now();
+    while s.conns[slot].state != (super::State::Client { hub_knows: true }) {
+        assert!(t.elapsed() < Duration::from_secs(5), "no upgrade");
+        s.on_readable(slot);
+    }
+    let shared = s.shared.clone();
+    let addresses = || shared.per_ip.as_ref().unwrap().addresses();
+    assert_eq!(addresses(), 1);
+    s.close_now(slot); // dropped without a close handshake: detached, still counted
+    assert_eq!(s.conns[slot].state, super::State::Detached);
+    assert_eq!(addresses(), 1, "a kept session counts against its address");
+    s.end_refused_session(slot);
+    assert!(s.conns.get(slot).is_none());
+    assert_eq!(addresses(), 0, "the address is released with the session");
+    s.check_gauges();
 }
