@@ -81,12 +81,7 @@ fn a_second_server_on_the_same_port_refuses_to_start() {
 #[test]
 fn a_bad_redis_url_is_refused_with_a_clear_message() {
     for url in ["http://example.com", "redis://", "rediss://127.0.0.1:6379/#insecure", "redis+sentinel://h:1"] {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
-            .args(["--listen", "127.0.0.1:0", "--redis", url])
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        let err = refused_settings(&["--redis", url]);
         assert!(err.contains("redis"), "{url}: {err}");
     }
 }
@@ -117,22 +112,12 @@ fn secrets_in_the_environment_are_never_printed() {
         assert!(!help.contains(secret), "--help shows {secret}");
         assert!(!err.contains(secret), "the error shows {secret}: {err}");
     }
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["--listen", "127.0.0.1:0", "--idle-timeout", "50d"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("idle_timeout = 50.0 days"));
+    assert!(refused_settings(&["--idle-timeout", "50d"]).contains("idle_timeout = 50.0 days"));
 }
 
 /// A bound that is a share of each second cannot be more than one.
 #[test]
 fn a_redis_max_stall_over_a_second_is_refused() {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
-        .args(["--listen", "127.0.0.1:0", "--redis-max-stall", "2s"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let err = refused_settings(&["--redis-max-stall", "2s"]);
     assert!(err.contains("redis_max_stall") && err.contains("at most 1s"), "{err}");
 }

@@ -155,6 +155,16 @@ impl Drop for Server {
 }
 
 /// POST /api/<name> to the server at `addr` (usable from any thread).
+/// Runs `roomcast --listen 127.0.0.1:0 <args>`, which must refuse its settings (exit 2, before
+/// serving anything); returns what it printed on stderr.
+pub fn refused_settings(args: &[&str]) -> String {
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_roomcast")).args(["--listen", "127.0.0.1:0"]).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{args:?} was not refused: {err}");
+    err
+}
+
 pub fn api_at(addr: SocketAddr, name: &str, system: Option<&str>, token: Option<&str>, body: Value) -> (u16, Value) {
     let body = body.to_string();
     let mut req = format!("POST /api/{name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n", body.len());
