@@ -90,7 +90,7 @@ fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "a %-escape that is not UTF-8".into())
 }
 
-pub use crate::config::redact_password as redact;
+use crate::config::redact_password as redact;
 
 /// The Redis a node talks to (one per node: its size does not matter).
 #[allow(clippy::large_enum_variant)]

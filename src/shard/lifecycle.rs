@@ -181,19 +181,16 @@ impl Shard {
         // A detached session has no socket: the per-address and connection counts rely on it.
         debug_assert!(to != State::Detached || conn.sock.is_none(), "slot {slot} detached with its socket");
         let from = std::mem::replace(&mut conn.state, to);
-        self.phase_changed(slot, from, to);
+        self.phase_changed(slot, Counted::of(from), Counted::of(to));
     }
 
-    /// Frees `slot`: its phase's gauges drop as for a move to nothing.
+    /// Frees `slot`: its phase's gauges drop as for a move to a phase that counts in none.
     pub(super) fn remove_conn(&mut self, slot: usize) -> Conn {
-        let from = self.conns[slot].state;
-        // `Http` counts in no gauge: the move to it is the move to nothing.
-        self.phase_changed(slot, from, State::Http { awaiting: false, keep_alive: false });
+        self.phase_changed(slot, Counted::of(self.conns[slot].state), Counted::default());
         self.conns.remove(slot)
     }
 
-    fn phase_changed(&mut self, slot: usize, from: State, to: State) {
-        let (was, is) = (Counted::of(from), Counted::of(to));
+    fn phase_changed(&mut self, slot: usize, was: Counted, is: Counted) {
         was.shift(is, &self.shared.stats[self.id as usize]);
         match (was.kept, is.kept) {
             (false, true) => {
@@ -216,13 +213,19 @@ impl Shard {
         if !cfg!(debug_assertions) {
             return;
         }
-        let count = |f: fn(Counted) -> bool| self.conns.iter().filter(|(_, c)| f(Counted::of(c.state))).count() as u64;
+        let mut n = [0u64; 4];
+        for (_, c) in self.conns.iter() {
+            let k = Counted::of(c.state);
+            for (i, counts) in [k.ws, k.edge, k.relayed, k.kept].into_iter().enumerate() {
+                n[i] += u64::from(counts);
+            }
+        }
         let st = self.stats();
         let gauges = [
-            ("ws_clients", count(|c| c.ws), &st.ws_clients),
-            ("recovery_edges", count(|c| c.edge), &st.recovery_edges),
-            ("recovery_relayed", count(|c| c.relayed), &st.recovery_relayed),
-            ("recovery_sessions", count(|c| c.kept), &st.recovery_sessions),
+            ("ws_clients", n[0], &st.ws_clients),
+            ("recovery_edges", n[1], &st.recovery_edges),
+            ("recovery_relayed", n[2], &st.recovery_relayed),
+            ("recovery_sessions", n[3], &st.recovery_sessions),
         ];
         for (name, n, gauge) in gauges {
             assert_eq!(gauge.load(Relaxed), n, "shard {}: gauge {name} is not the count of its phase", self.id);
