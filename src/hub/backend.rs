@@ -121,15 +121,13 @@ impl Backend {
         notify: bool,
     ) {
         let id = ids::client_id(l.cfg.node_id.0, conn);
-        let Some(client) = removed.or_else(|| l.index.clients.get(&conn)) else { return };
-        let system = &l.index.systems[sys.index()];
-        match self {
-            Backend::Single => single::leaving(l, system, key, conn, &id, client),
-            Backend::Cluster(c) => c.leaving(system, key, &id, client, notify),
-        }
-        let Local { index, out, cfg, stats, .. } = l;
+        let Local { index, out, cfg, stats, hooks } = l;
         let Some(client) = removed.or_else(|| index.clients.get(&conn)) else { return };
         let system = &mut index.systems[sys.index()];
+        match self {
+            Backend::Single => single::leaving(hooks.as_ref(), system, key, conn, &id, client),
+            Backend::Cluster(c) => c.leaving(system, key, &id, client, notify),
+        }
         let Some(members) = system.groups.get_mut(&**key) else { return };
         if removed.is_some() {
             members.remove_gone(conn);

@@ -17,7 +17,7 @@ use crate::ids::{self, ConnId};
 use crate::msg::{Frame, ShardMsg};
 use crate::protocol::api::{self, ApiError, Done, Page};
 use crate::protocol::ws as wsp;
-use crate::webhooks::{Gone, Kind, Membership};
+use crate::webhooks::{Gone, Kind, Membership, Webhooks};
 
 /// A new client of `sys`: a member of its system at once; welcomed unless the shard did.
 pub(super) fn connected(l: &mut Local, sys: SysId, conn: ConnId, welcomed: bool, user: Option<Box<str>>) {
@@ -83,8 +83,15 @@ pub(super) fn join(l: &mut Local, sys: SysId, key: &Arc<str>, conn: ConnId, noti
 }
 
 /// Before `conn` leaves group `key` of `system`: the webhooks hear of it.
-pub(super) fn leaving(l: &Local, system: &System, key: &Arc<str>, conn: ConnId, id: &str, client: &Client) {
-    let Some(h) = &l.hooks else { return };
+pub(super) fn leaving(
+    hooks: Option<&Webhooks>,
+    system: &System,
+    key: &Arc<str>,
+    conn: ConnId,
+    id: &str,
+    client: &Client,
+) {
+    let Some(h) = hooks else { return };
     let size_after = system.groups.get(&**key).map(|m| m.len() - usize::from(m.contains(conn)));
     h.membership(Membership {
         system: system.name.clone(),
