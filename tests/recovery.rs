@@ -439,6 +439,12 @@ fn a_resume_through_another_node_is_relayed() {
         std::thread::sleep(Duration::from_millis(10));
     }
     let m3 = send_group(&b, "g", "away again");
+    // The frame crosses Redis to node a on its own time: resume once a keeps it for the session.
+    let t = Instant::now();
+    while metric(&a, "recovery_kept_bytes") == 0 {
+        assert!(t.elapsed() < Duration::from_secs(5), "the frame sent away never reached a");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let last = direct["messageId"].as_str().unwrap();
     let (mut home, hello) = connect(&a, "a", Some((&token, Some(last))));
     assert_eq!(
