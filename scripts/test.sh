@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, black-box tests (real server processes on port 0, real
 # WebSocket and HTTP clients; cluster tests with their own redis-server), the server against
-# its OpenAPI document (Schemathesis), the chaos soak (a Sentinel-watched cluster losing its
+# its OpenAPI document (Schemathesis), the browser client's suites (Node and Chromium, through
+# a fault-injecting proxy), the chaos soak (a Sentinel-watched cluster losing its
 # Redis master twice and a node once under load), then Autobahn conformance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,5 +22,7 @@ fi
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
 scripts/openapi-check.sh
+# roomcast.js: its unit tests, then the same scenarios in Node (ws) and in headless Chromium.
+clients/js/test.sh
 loadtest/chaos.sh
 scripts/autobahn.sh

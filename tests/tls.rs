@@ -169,6 +169,22 @@ fn metric_tls(s: &Server, cfg: &Arc<ClientConfig>, name: &str) -> u64 {
 }
 
 #[test]
+fn roomcast_js_is_served_over_tls() {
+    let files = Files::new("js");
+    let (cert, key, der) = make_cert();
+    files.write(&cert, &key);
+    let s = start(&files, &[]);
+    let mut t = tls_connect(s.addr, &client_config(&[&der]));
+    t.write_all(b"GET /roomcast.js HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = Vec::new();
+    let _ = t.read_to_end(&mut out);
+    let (status, body) = parse_response(&out);
+    assert_eq!(status, 200);
+    let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/dist/roomcast.js")).unwrap();
+    assert_eq!(body, file);
+}
+
+#[test]
 fn plain_http_to_the_tls_port_is_told_and_closed() {
     let files = Files::new("plain");
     let (cert, key, der) = make_cert();

@@ -62,6 +62,8 @@ pub struct Head<'a> {
     pub ws_extensions: Option<Cow<'a, str>>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
     pub expect_continue: bool,
+    /// `If-None-Match` (conditional `GET /roomcast.js`).
+    pub if_none_match: Option<&'a str>,
     /// Length of the head in bytes; the body follows.
     pub head_len: usize,
 }
@@ -128,13 +130,14 @@ enum Field {
     WsVersion,
     Origin,
     WsExtensions,
+    IfNoneMatch,
 }
 
 impl Field {
     /// The field `name` is (any case), if the server reads it. Lengths are compared before
     /// bytes, so a header the server does not read costs a dozen integer comparisons.
     fn of(name: &str) -> Option<Field> {
-        const BY_NAME: [(&str, Field); 12] = [
+        const BY_NAME: [(&str, Field); 13] = [
             ("content-length", Field::ContentLength),
             ("transfer-encoding", Field::TransferEncoding),
             ("systemid", Field::SystemId),
@@ -147,6 +150,7 @@ impl Field {
             ("sec-websocket-version", Field::WsVersion),
             ("origin", Field::Origin),
             ("sec-websocket-extensions", Field::WsExtensions),
+            ("if-none-match", Field::IfNoneMatch),
         ];
         BY_NAME.iter().find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name)).map(|&(_, f)| f)
     }
@@ -239,6 +243,7 @@ impl<'a> Head<'a> {
                 self.origin_repeated |= self.origin.is_some();
                 self.origin = Some(text()?);
             }
+            Field::IfNoneMatch => self.if_none_match = Some(text()?),
             Field::WsExtensions => {
                 let v = text()?;
                 self.ws_extensions = Some(match self.ws_extensions.take() {
@@ -267,6 +272,7 @@ pub fn reason(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
         200 => "OK",
+        304 => "Not Modified",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",
@@ -288,20 +294,40 @@ pub fn reason(status: u16) -> &'static str {
 /// One allocation: the length is computed first, so the buffer becomes `Bytes` without the
 /// extra shared header a partly used `Vec` would need.
 pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) -> Bytes {
+    response_with(status, content_type, &[], body, keep_alive)
+}
+
+/// A response with more header fields (`extra`: name and value pairs, written as given). A 304
+/// carries no `Content-Length`.
+pub fn response_with(status: u16, content_type: &str, extra: &[(&str, &str)], body: &[u8], keep_alive: bool) -> Bytes {
     let (mut st, mut ln) = (itoa::Buffer::new(), itoa::Buffer::new());
-    let parts: [&[u8]; 9] = [
+    let head: [&[u8]; 6] = [
         b"HTTP/1.1 ",
         st.format(status).as_bytes(),
         b" ",
         reason(status).as_bytes(),
         b"\r\nContent-Type: ",
         content_type.as_bytes(),
-        b"\r\nContent-Length: ",
-        ln.format(body.len()).as_bytes(),
+    ];
+    // A 304 has no content, and must not claim a length other than the 200's (RFC 9110 §8.6).
+    debug_assert!(status != 304 || body.is_empty());
+    let tail: [&[u8]; 3] = [
+        if status == 304 { b"" } else { b"\r\nContent-Length: " },
+        if status == 304 { b"" } else { ln.format(body.len()).as_bytes() },
         if keep_alive { b"\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" },
     ];
-    let mut v = Vec::with_capacity(parts.iter().map(|p| p.len()).sum::<usize>() + body.len());
-    for p in parts {
+    let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+    let len = head.iter().chain(&tail).map(|p| p.len()).sum::<usize>() + extra_len + body.len();
+    let mut v = Vec::with_capacity(len);
+    for p in head {
+        v.extend_from_slice(p);
+    }
+    for (name, value) in extra {
+        for p in [b"\r\n", name.as_bytes(), b": ", value.as_bytes()] {
+            v.extend_from_slice(p);
+        }
+    }
+    for p in tail {
         v.extend_from_slice(p);
     }
     v.extend_from_slice(body);
@@ -461,6 +487,8 @@ mod tests {
         let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 1234\r\n\r\n";
         assert_eq!(&r[..head.len()], &head[..]);
         assert_eq!(&r[head.len()..], &body[..]);
+        let r = response_with(304, "text/javascript", &[("ETag", "\"x\"")], b"", true);
+        assert_eq!(&r[..], &b"HTTP/1.1 304 Not Modified\r\nContent-Type: text/javascript\r\nETag: \"x\"\r\n\r\n"[..]);
     }
 }
 

@@ -3,6 +3,7 @@
 //! above it (`tests/layers.rs` keeps it so).
 
 pub mod api;
+pub mod assets;
 pub mod codec;
 pub mod deflate;
 pub mod http;

@@ -12,6 +12,7 @@ use crate::ids;
 use crate::metrics;
 use crate::msg::{Command, SystemRef, Target};
 use crate::protocol::api::{self, ApiError, Body};
+use crate::protocol::assets;
 use crate::protocol::http::{self, Head};
 use crate::protocol::ws::close;
 use crate::recovery::{self, Session};
@@ -72,6 +73,7 @@ impl Shard {
                 let body = metrics::health(&self.shared.stats, &self.shared.hub_stats, self.shared.cfg.redis.is_some());
                 self.respond(slot, 200, body.as_bytes(), ka);
             }
+            ("GET", "/roomcast.js") => self.client_js(slot, head.if_none_match, ka),
             ("GET", "/api/openapi.json") => {
                 self.respond(slot, 200, api::OPENAPI.as_bytes(), ka);
             }
@@ -98,6 +100,18 @@ impl Shard {
             }
             _ => self.respond(slot, 404, &api::err_body(&format!("unknown route {path}")), ka),
         }
+    }
+
+    /// `GET /roomcast.js`: the browser client, or 304 when the caller's copy is current. Any
+    /// page may load it (`Access-Control-Allow-Origin: *`: it is public, and an ES module
+    /// import from another origin needs it).
+    fn client_js(&mut self, slot: usize, if_none_match: Option<&str>, ka: bool) {
+        let etag = assets::roomcast_js_etag();
+        let fresh = assets::not_modified(if_none_match, etag);
+        let (status, body) = if fresh { (304, "") } else { (200, assets::ROOMCAST_JS) };
+        let extra = [("ETag", etag), ("Cache-Control", assets::CACHE_CONTROL), ("Access-Control-Allow-Origin", "*")];
+        let r = http::response_with(status, "text/javascript; charset=utf-8", &extra, body.as_bytes(), ka);
+        self.queue(slot, r);
     }
 
     /// Queues a JSON response.
