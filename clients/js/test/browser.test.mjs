@@ -4,7 +4,8 @@
 import { after, before, test } from "node:test";
 import { createServer } from "node:http";
 import puppeteer from "puppeteer-core";
-import { connectToken, installRecorder } from "./harness.mjs";
+import assert from "node:assert/strict";
+import { connectToken, installRecorder, startServer } from "./harness.mjs";
 import { scenarios } from "./scenarios.mjs";
 
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
@@ -62,3 +63,37 @@ async function browserDriver(server) {
 }
 
 scenarios(test, "chromium", browserDriver);
+
+test("chromium: examples/chat works as its README says: two users, presence, a message each way", { timeout: 60_000 }, async () => {
+  const server = await startServer(["--ws-auth", "--client-publish"]);
+  const pages = [];
+  try {
+    await server.register("chat");
+    const page = async (user) => {
+      const token = connectToken({ system: "chat", sub: user, groups: ["lobby"], ttl: 600 });
+      const p = await browser.newPage();
+      pages.push(p);
+      const url = new URL("../../../examples/chat/index.html", import.meta.url);
+      url.search = new URLSearchParams({ server: server.http, token }).toString();
+      await p.goto(url.href);
+      await p.waitForFunction(() => document.getElementById("state").textContent === "connected", { timeout: 10_000 });
+      return p;
+    };
+    const alice = await page("alice");
+    const bob = await page("bob");
+    const log = (p) => p.evaluate(() => document.getElementById("log").innerText);
+    await alice.waitForFunction(() => document.getElementById("who").textContent.includes("bob"), { timeout: 5_000 });
+    await bob.type("#text", "hello alice");
+    await bob.click("button");
+    await alice.waitForFunction(() => document.getElementById("log").innerText.includes("bob: hello alice"), { timeout: 5_000 });
+    await server.api("send_to_group", "chat", { groupName: "lobby", sendUserId: "moderator", code: 200, msg: "chat", data: "welcome!" });
+    await bob.waitForFunction(() => document.getElementById("log").innerText.includes("moderator: welcome!"), { timeout: 5_000 });
+    assert.match(await log(bob), /bob: hello alice/, "the sender sees its own message too");
+    await alice.close();
+    pages.shift();
+    await bob.waitForFunction(() => document.getElementById("log").innerText.includes("alice left"), { timeout: 5_000 });
+  } finally {
+    for (const p of pages) await p.close();
+    await server.stop();
+  }
+});

@@ -162,6 +162,24 @@ test("a resume the server could not honour emits reset with both clientIds", () 
   plain.close();
 });
 
+test("a close 1012 (restart) or 1001 (going away) reconnects with the usual backoff and resumes", () => {
+  const { FakeWS, made } = fakeSocketClass();
+  const rc = new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, minReconnectDelay: 100 });
+  const events = record(rc);
+  rc.connect();
+  made[0].hello({ clientId: "c1", resumeToken: "t1", recovered: false });
+  made[0].drop(1012, "service restart");
+  assert.deepEqual(events.at(-1), ["disconnect", { code: 1012, reason: "service restart", willReconnect: true }]);
+  mock.timers.tick(100);
+  assert.equal(made[1].url.searchParams.get("resume"), "t1");
+  made[1].hello({ clientId: "c1", resumeToken: "t2", recovered: true, missed: 0 });
+  made[1].drop(1001, "going away");
+  mock.timers.tick(200);
+  assert.equal(made[2].url.searchParams.get("resume"), "t2");
+  assert.ok(!names(events).includes("error"));
+  rc.close();
+});
+
 test("1001/1002 notices are messages and online/offline events with their data decoded", () => {
   const { FakeWS, made } = fakeSocketClass();
   const rc = new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS });
