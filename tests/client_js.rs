@@ -57,6 +57,7 @@ fn roomcast_js_is_the_built_client_with_an_etag_and_304_for_a_current_copy() {
     let (head, body) = read_response(&mut c);
     assert!(head.starts_with("HTTP/1.1 304 "), "{head}");
     assert!(body.is_empty() && header(&head, "content-length").is_none(), "{head}");
+    assert!(header(&head, "content-type").is_none(), "a 304 has no content: {head}");
     assert_eq!(header(&head, "etag"), Some(etag.as_str()));
     // A stale copy gets the file again, still on the same connection.
     c.write_all(b"GET /roomcast.js HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"stale\"\r\n\r\n").unwrap();

@@ -1,6 +1,6 @@
 // Builds dist/roomcast.js — the plain-script and CommonJS form of src/roomcast.mjs (the
 // server embeds it and serves it at GET /roomcast.js) — from the ESM source, with no tool but
-// Node: the source's export lines become a UMD footer. `node build.mjs --check` fails when
+// Node: the source's export lines become a UMD footer; and roomcast.d.mts from roomcast.d.ts. `node build.mjs --check` fails when
 // dist/ is not what the source builds (the test suite runs it).
 import { readFileSync, writeFileSync } from "node:fs";
 import { fileURLToPath } from "node:url";
@@ -30,16 +30,24 @@ ${body.replace(/^(?=.)/gm, "  ")}
   return Roomcast;
 });
 `;
-const target = here("dist/roomcast.js");
-if (process.argv.includes("--check")) {
-  let now = "";
-  try {
-    now = readFileSync(target, "utf8");
-  } catch {}
-  if (now !== out) {
-    console.error("clients/js/dist/roomcast.js is not what src/roomcast.mjs builds: run `node clients/js/build.mjs`");
-    process.exit(1);
+// The declarations, once for `require` (roomcast.d.ts) and once for `import` (roomcast.d.mts:
+// TypeScript reads a .d.ts beside a package without "type": "module" as CommonJS).
+const dts = readFileSync(here("roomcast.d.ts"), "utf8");
+const built = [
+  ["dist/roomcast.js", out, "src/roomcast.mjs"],
+  ["roomcast.d.mts", `// Built from roomcast.d.ts by build.mjs; edit that file.\n${dts}`, "roomcast.d.ts"],
+];
+for (const [file, text, from] of built) {
+  if (process.argv.includes("--check")) {
+    let now = "";
+    try {
+      now = readFileSync(here(file), "utf8");
+    } catch {}
+    if (now !== text) {
+      console.error(`clients/js/${file} is not what ${from} builds: run \`node clients/js/build.mjs\``);
+      process.exit(1);
+    }
+  } else {
+    writeFileSync(here(file), text);
   }
-} else {
-  writeFileSync(target, out);
 }

@@ -19,9 +19,10 @@ export interface WebSocketClass {
     send(data: string): void;
     close(code?: number, reason?: string): void;
     terminate?(): void;
-    onmessage: ((ev: { data: unknown }) => void) | null;
-    onclose: ((ev: { code: number; reason: string }) => void) | null;
-    onerror: ((ev: unknown) => void) | null;
+    // Set by the client; `any` so that the browser's and ws's own event types fit.
+    onmessage: ((ev: any) => void) | null;
+    onclose: ((ev: any) => void) | null;
+    onerror: ((ev: any) => void) | null;
   };
 }
 
@@ -39,13 +40,13 @@ export interface Options {
   WebSocket?: WebSocketClass;
   /** ms; the first reconnect attempt comes within this. Default 500. */
   minReconnectDelay?: number;
-  /** ms; the backoff's ceiling, and the least wait after a refusal. Default 20000. */
+  /** ms; the backoff's ceiling, and the least wait after a refusal. Default 20000; at least 100. */
   maxReconnectDelay?: number;
-  /** ms between `{"cmd":"ping"}` while connected. Default 20000. */
+  /** ms between `{"cmd":"ping"}` while connected. Default 20000; at least 1. */
   pingInterval?: number;
   /** ms to wait for `{"cmd":"pong"}` (or any frame) before taking the connection for dead. Default 10000. */
   pongTimeout?: number;
-  /** ms from opening a socket to the connect frame before the attempt is given up. Default 10000. */
+  /** ms from opening a socket (or calling the token function) to the connect frame (or the token) before the attempt is given up. Default 10000. */
   connectTimeout?: number;
   /** ms a connection must have stayed up for the backoff to start again from the first step. Default 5000. */
   stableAfter?: number;
@@ -59,6 +60,7 @@ export interface ConnectEvent {
   missed: number;
 }
 
+/** From the notice's data ("" for a key the notice lacks). */
 export interface PresenceEvent {
   clientId: string;
   userId: string;
@@ -97,7 +99,7 @@ export interface Events {
 export declare class Roomcast {
   /** `url`: ws://, wss://, http:// or https:// host[:port]; an empty path means /ws. Does not connect. */
   constructor(url: string, options: Options);
-  /** The session's clientId once connected (null before). */
+  /** The session's clientId once connected (null before; the last one after close()). */
   readonly clientId: string | null;
   readonly state: State;
   on<E extends keyof Events>(event: E, fn: (arg: Events[E]) => void): this;

@@ -62,8 +62,9 @@ pub struct Head<'a> {
     pub ws_extensions: Option<Cow<'a, str>>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
     pub expect_continue: bool,
-    /// `If-None-Match` (conditional `GET /roomcast.js`).
-    pub if_none_match: Option<&'a str>,
+    /// `If-None-Match` (conditional `GET /roomcast.js`), repeated fields joined with ", "; a
+    /// value that is not UTF-8 is ignored (it can only cost the caller a 304).
+    pub if_none_match: Option<Cow<'a, str>>,
     /// Length of the head in bytes; the body follows.
     pub head_len: usize,
 }
@@ -243,7 +244,13 @@ impl<'a> Head<'a> {
                 self.origin_repeated |= self.origin.is_some();
                 self.origin = Some(text()?);
             }
-            Field::IfNoneMatch => self.if_none_match = Some(text()?),
+            Field::IfNoneMatch => {
+                let Ok(v) = text() else { return Ok(()) };
+                self.if_none_match = Some(match self.if_none_match.take() {
+                    Some(all) => Cow::Owned(format!("{all}, {v}")),
+                    None => Cow::Borrowed(v),
+                });
+            }
             Field::WsExtensions => {
                 let v = text()?;
                 self.ws_extensions = Some(match self.ws_extensions.take() {
@@ -298,22 +305,24 @@ pub fn response(status: u16, content_type: &str, body: &[u8], keep_alive: bool) 
 }
 
 /// A response with more header fields (`extra`: name and value pairs, written as given). A 304
-/// carries no `Content-Length`.
+/// carries neither `Content-Type` nor `Content-Length`.
 pub fn response_with(status: u16, content_type: &str, extra: &[(&str, &str)], body: &[u8], keep_alive: bool) -> Bytes {
     let (mut st, mut ln) = (itoa::Buffer::new(), itoa::Buffer::new());
+    // A 304 has no content: no Content-Type (RFC 9110 §15.4.5), and no Content-Length, which
+    // could only be the 200's (§8.6).
+    let bare = status == 304;
+    debug_assert!(!bare || body.is_empty());
     let head: [&[u8]; 6] = [
         b"HTTP/1.1 ",
         st.format(status).as_bytes(),
         b" ",
         reason(status).as_bytes(),
-        b"\r\nContent-Type: ",
-        content_type.as_bytes(),
+        if bare { b"" } else { b"\r\nContent-Type: " },
+        if bare { b"" } else { content_type.as_bytes() },
     ];
-    // A 304 has no content, and must not claim a length other than the 200's (RFC 9110 §8.6).
-    debug_assert!(status != 304 || body.is_empty());
     let tail: [&[u8]; 3] = [
-        if status == 304 { b"" } else { b"\r\nContent-Length: " },
-        if status == 304 { b"" } else { ln.format(body.len()).as_bytes() },
+        if bare { b"" } else { b"\r\nContent-Length: " },
+        if bare { b"" } else { ln.format(body.len()).as_bytes() },
         if keep_alive { b"\r\n\r\n" } else { b"\r\nConnection: close\r\n\r\n" },
     ];
     let extra_len: usize = extra.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
@@ -388,6 +397,16 @@ mod tests {
         assert_eq!(h.content_length, 2);
         assert!(h.keep_alive);
         assert_eq!(&raw[h.head_len..], b"{}");
+    }
+
+    #[test]
+    fn if_none_match_fields_join_and_a_bad_one_is_ignored() {
+        let raw = b"GET /roomcast.js HTTP/1.1\r\nIf-None-Match: \"a\"\r\nif-none-match: W/\"b\"\r\n\r\n";
+        let h = parse_head(raw, 8192, 0).unwrap().unwrap();
+        assert_eq!(h.if_none_match.as_deref(), Some("\"a\", W/\"b\""));
+        let raw = b"GET /ws HTTP/1.1\r\nIf-None-Match: \xff\xfe\r\n\r\n";
+        let h = parse_head(raw, 8192, 0).expect("not a refusal: the field only picks 304 or 200").unwrap();
+        assert_eq!(h.if_none_match, None);
     }
 
     #[test]
@@ -488,7 +507,7 @@ mod tests {
         assert_eq!(&r[..head.len()], &head[..]);
         assert_eq!(&r[head.len()..], &body[..]);
         let r = response_with(304, "text/javascript", &[("ETag", "\"x\"")], b"", true);
-        assert_eq!(&r[..], &b"HTTP/1.1 304 Not Modified\r\nContent-Type: text/javascript\r\nETag: \"x\"\r\n\r\n"[..]);
+        assert_eq!(&r[..], &b"HTTP/1.1 304 Not Modified\r\nETag: \"x\"\r\n\r\n"[..]);
     }
 }
 

@@ -73,7 +73,7 @@ impl Shard {
                 let body = metrics::health(&self.shared.stats, &self.shared.hub_stats, self.shared.cfg.redis.is_some());
                 self.respond(slot, 200, body.as_bytes(), ka);
             }
-            ("GET", "/roomcast.js") => self.client_js(slot, head.if_none_match, ka),
+            ("GET", "/roomcast.js") => self.client_js(slot, head.if_none_match.as_deref(), ka),
             ("GET", "/api/openapi.json") => {
                 self.respond(slot, 200, api::OPENAPI.as_bytes(), ka);
             }

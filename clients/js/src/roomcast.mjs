@@ -19,6 +19,9 @@ const DEFAULTS = {
 /** How many recent messageIds are remembered to hand none twice. */
 const SEEN_MAX = 1024;
 
+/** The least `maxReconnectDelay`, which is also the least wait after a refusal. */
+const MIN_REFUSAL_WAIT = 100;
+
 /** The server's refusal frame code (unregistered system, bad token, a bound broken). */
 const REFUSED = -1001;
 
@@ -64,6 +67,13 @@ function checkOptions(o) {
       throw new TypeError(`roomcast: options.${k} must be a number of milliseconds >= 0`);
     }
   }
+  for (const k of ["pingInterval", "pongTimeout", "connectTimeout"]) {
+    if (o[k] < 1) throw new TypeError(`roomcast: options.${k} must be at least 1 ms`);
+  }
+  // The least wait after a refusal: a smaller one would retry a refused connect in a tight loop.
+  if (o.maxReconnectDelay < MIN_REFUSAL_WAIT) {
+    throw new TypeError(`roomcast: options.maxReconnectDelay must be at least ${MIN_REFUSAL_WAIT} ms`);
+  }
   if (o.maxReconnectDelay < o.minReconnectDelay) {
     throw new TypeError("roomcast: options.maxReconnectDelay must not be below minReconnectDelay");
   }
@@ -100,6 +110,7 @@ class Roomcast {
     this._seen = new Set();
     this._attempt = 0;
     this._hadSession = false;
+    this._refusalWait = false;
     this._timers = { reconnect: null, ping: null, pong: null, hello: null };
     this._onOnline = () => this._online();
   }
@@ -118,6 +129,7 @@ class Roomcast {
   connect() {
     if (!this._stopped) return this;
     this._stopped = false;
+    this._attempt = 0;
     if (typeof globalThis.addEventListener === "function") {
       globalThis.addEventListener("online", this._onOnline);
     }
@@ -162,11 +174,11 @@ class Roomcast {
     let token = null;
     if (!resuming && this._o.token != null) {
       try {
-        token = typeof this._o.token === "function" ? await this._o.token() : this._o.token;
+        token = typeof this._o.token === "function" ? await this._boundedToken() : this._o.token;
       } catch (e) {
         if (gen !== this._gen || this._stopped) return;
         this._emit("error", new RoomcastError("token", `roomcast: the token function failed: ${e && e.message}`));
-        return this._retry(this._refusalDelay());
+        return this._retry(this._refusalDelay(), true);
       }
       if (gen !== this._gen || this._stopped) return;
     }
@@ -175,7 +187,7 @@ class Roomcast {
       ws = new this._WS(this._connectUrl(resuming, token).href);
     } catch (e) {
       this._emit("error", new RoomcastError("socket", `roomcast: cannot open the WebSocket: ${e && e.message}`));
-      return this._retry(this._refusalDelay());
+      return this._retry(this._refusalDelay(), true);
     }
     this._ws = ws;
     const cur = { ws, gen, resuming, refused: false, upSince: 0 };
@@ -184,9 +196,21 @@ class Roomcast {
     ws.onerror = () => {}; // a close follows
     this._timers.hello = setTimeout(() => {
       if (gen !== this._gen) return;
-      const delay = backoff(this._attempt++, this._o.minReconnectDelay, this._o.maxReconnectDelay);
-      this._abandon(cur, "no connect frame within connectTimeout", delay);
+      const refused = cur.refused && !cur.resumeFailed; // refused, and then the close never came
+      const delay = refused ? this._refusalDelay() : this._backoff();
+      this._abandon(cur, "no connect frame within connectTimeout", delay, refused);
     }, this._o.connectTimeout);
+  }
+
+  /** The token function's answer, or a rejection once `connectTimeout` passed without one. */
+  _boundedToken() {
+    return new Promise((resolve, reject) => {
+      const t = setTimeout(() => reject(new Error(`no token within connectTimeout`)), this._o.connectTimeout);
+      Promise.resolve()
+        .then(() => this._o.token())
+        .then(resolve, reject)
+        .finally(() => clearTimeout(t));
+    });
   }
 
   _connectUrl(resuming, token) {
@@ -219,11 +243,11 @@ class Roomcast {
     this._dropStale(); // a resume took the old connection over: its late close frame is harmless now
     this._startPing(cur);
     const missed = recovered ? data.missed || 0 : 0;
-    this._emit("connect", { clientId: this.clientId, recovered, missed });
-    if (this._o.recover && this._hadSession && !recovered) {
-      this._emit("reset", { oldClientId, clientId: this.clientId });
-    }
+    const lost = this._o.recover && this._hadSession && !recovered;
     this._hadSession = true;
+    this._emit("connect", { clientId: this.clientId, recovered, missed });
+    // A listener may have closed (and even reconnected) the client: this session is over then.
+    if (lost && cur.gen === this._gen) this._emit("reset", { oldClientId, clientId: this.clientId });
   }
 
   // ---- frames ----
@@ -250,6 +274,22 @@ class Roomcast {
     this._push(f);
   }
 
+  /**
+   * A frame on a socket left after a pong timeout, before the resume's connect frame: it was
+   * only slow. Its frames are handed as usual (the browser answers the server's pings on it,
+   * which acknowledge them); the resume's replay of the same frames is skipped by messageId.
+   */
+  _staleFrame(text) {
+    if (this._stopped) return;
+    let f;
+    try {
+      f = JSON.parse(typeof text === "string" ? text : String(text));
+    } catch {
+      return;
+    }
+    if (f !== null && typeof f === "object" && typeof f.messageId === "string") this._push(f);
+  }
+
   _push(f) {
     const id = typeof f.messageId === "string" ? f.messageId : "";
     if (id !== "") {
@@ -258,7 +298,9 @@ class Roomcast {
       if (this._seen.size > SEEN_MAX) this._seen.delete(this._seen.values().next().value);
       this._last = id;
     }
+    const gen = this._gen;
     this._emit("message", f);
+    if (gen !== this._gen) return; // a listener closed the client
     if (f.code === 1001 || f.code === 1002) {
       let who = {};
       try {
@@ -266,7 +308,8 @@ class Roomcast {
       } catch {
         who = {};
       }
-      const ev = { clientId: who.clientId, userId: who.userId, extend: who.extend, frame: f };
+      const str = (v) => (typeof v === "string" ? v : "");
+      const ev = { clientId: str(who && who.clientId), userId: str(who && who.userId), extend: str(who && who.extend), frame: f };
       this._emit(f.code === 1001 ? "online" : "offline", ev);
     }
   }
@@ -315,7 +358,7 @@ class Roomcast {
     if (this._stopped) return;
     if (this.state === "connected" && this._ws) {
       this._ping({ ws: this._ws, gen: this._gen });
-    } else if (this._timers.reconnect !== null) {
+    } else if (this._timers.reconnect !== null && !this._refusalWait) {
       clearTimeout(this._timers.reconnect);
       this._timers.reconnect = null;
       this._open();
@@ -329,20 +372,23 @@ class Roomcast {
    * it over on the server) and closed then. Reconnects after `delay` (at once after a pong
    * timeout: the session is still there to resume).
    */
-  _abandon(cur, reason, delay) {
+  _abandon(cur, reason, delay, refusal = false) {
     const ws = cur.ws;
     this._gen++;
     this._ws = null;
-    ws.onmessage = ws.onclose = null;
+    ws.onclose = null;
+    ws.onerror = () => {};
     if (typeof ws.terminate === "function") {
+      ws.onmessage = null;
       ws.terminate();
     } else if (ws.readyState === 0) {
       closeQuietly(ws); // still connecting: nothing reached the server as a WebSocket yet
     } else {
+      ws.onmessage = (ev) => this._staleFrame(ev.data);
       this._stale.push(ws);
       while (this._stale.length > 4) closeQuietly(this._stale.shift());
     }
-    this._down(1006, reason, delay);
+    this._down(cur, 1006, reason, delay, refusal);
   }
 
   _dropStale() {
@@ -354,23 +400,24 @@ class Roomcast {
   _closed(cur, code, reason) {
     this._ws = null;
     this._gen++;
-    let delay;
-    if (cur.refused && !cur.resumeFailed) {
-      delay = this._refusalDelay();
-    } else {
-      if (cur.upSince && Date.now() - cur.upSince >= this._o.stableAfter) this._attempt = 0;
-      delay = backoff(this._attempt++, this._o.minReconnectDelay, this._o.maxReconnectDelay);
-    }
-    this._down(code, reason || "", delay);
+    const refused = cur.refused && !cur.resumeFailed;
+    this._down(cur, code, reason || "", refused ? this._refusalDelay() : null, refused);
   }
 
-  _down(code, reason, delay) {
+  /** The connection `cur` is over; the next attempt after `delay` (null: the backoff's). */
+  _down(cur, code, reason, delay, refusal) {
     this._clearTimers();
     if (this._stopped) return;
+    if (cur.upSince && Date.now() - cur.upSince >= this._o.stableAfter) this._attempt = 0;
     const was = this.state;
     this.state = "disconnected";
     if (was === "connected") this._emit("disconnect", { code, reason, willReconnect: true });
-    this._retry(delay);
+    if (this._stopped) return; // a listener closed the client
+    this._retry(delay === null ? this._backoff() : delay, refusal);
+  }
+
+  _backoff() {
+    return backoff(this._attempt++, this._o.minReconnectDelay, this._o.maxReconnectDelay);
   }
 
   /** A refused connect is tried again no sooner than maxReconnectDelay, with jitter above. */
@@ -378,12 +425,15 @@ class Roomcast {
     return this._o.maxReconnectDelay + backoff(0, this._o.minReconnectDelay, this._o.minReconnectDelay);
   }
 
-  _retry(delay) {
+  /** The next attempt in `delay` ms; `refusal`: a wait after a refusal (the `online` event keeps it). */
+  _retry(delay, refusal = false) {
     if (this._stopped) return;
     this.state = "disconnected";
     clearTimeout(this._timers.reconnect);
+    this._refusalWait = refusal;
     this._timers.reconnect = setTimeout(() => {
       this._timers.reconnect = null;
+      this._refusalWait = false;
       if (!this._stopped) this._open();
     }, delay);
   }
@@ -420,7 +470,10 @@ class Roomcast {
 
 function closeQuietly(ws, code, reason) {
   try {
-    ws.onmessage = ws.onclose = ws.onerror = null;
+    ws.onmessage = ws.onclose = null;
+    // Closing a socket still connecting fails its handshake, which `ws` reports as an error
+    // event: without a listener, Node would take that for an unhandled error and exit.
+    ws.onerror = () => {};
     if (code === undefined) ws.close();
     else ws.close(code, reason);
   } catch {

@@ -97,7 +97,10 @@ export class FaultProxy {
     this.pairs.add(pair);
     c.on("data", (d) => pair.holed || up.write(d));
     up.on("data", (d) => pair.holed || c.write(d));
+    // One side ending ends the other — but not across a black hole, where nothing crosses:
+    // the other side stays open and silent (until reset() or close()).
     const end = () => {
+      if (pair.holed && !pair.ending) return;
       this.pairs.delete(pair);
       c.destroy();
       up.destroy();
@@ -110,9 +113,10 @@ export class FaultProxy {
 
   /** Every connection through the proxy is reset (an RST both ways), as by a network change. */
   reset() {
-    for (const { c, up } of this.pairs) {
-      c.resetAndDestroy();
-      up.resetAndDestroy();
+    for (const p of this.pairs) {
+      p.ending = true;
+      rst(p.c);
+      rst(p.up);
     }
     this.pairs.clear();
   }
@@ -137,10 +141,23 @@ export class FaultProxy {
     return this.accepts.filter((a) => a >= t);
   }
 
+  /**
+   * Stops the proxy. (Seen under load with Node 20: an upstream socket destroyed while its
+   * connect was under way kept an active handle that spun a core, so the test process never
+   * exited: `npm test` runs node --test with --test-force-exit.)
+   */
   async close() {
     this.reset();
     await new Promise((r) => this.server.close(r));
   }
+}
+
+/**
+ * Resets `s` (an RST, not a FIN); one still connecting is only destroyed.
+ */
+function rst(s) {
+  if (s.connecting) s.destroy();
+  else s.resetAndDestroy();
 }
 
 /** Polls `check` (sync or async) until it returns a truthy value; fails after `ms`. */

@@ -6,8 +6,11 @@ import assert from "node:assert/strict";
 import { FaultProxy, connectToken, sleep, startServer, until } from "./harness.mjs";
 
 const SYS = "app";
-/** Fast clocks for tests; the defaults are in the README. */
-const FAST = { systemId: SYS, minReconnectDelay: 50, maxReconnectDelay: 500, pingInterval: 500, pongTimeout: 500 };
+/**
+ * Fast clocks for tests (the defaults are in the README); the pong timeout leaves room for a
+ * noisy 2-core machine, where a spurious one would add a reconnect.
+ */
+const FAST = { systemId: SYS, minReconnectDelay: 50, maxReconnectDelay: 500, pingInterval: 700, pongTimeout: 1500 };
 
 const messages = (events) => events.filter((e) => e.ev === "message").map((e) => e.arg.messageId);
 const of = (events, ev) => events.filter((e) => e.ev === ev).map((e) => e.arg);
@@ -69,7 +72,7 @@ export function scenarios(test, where, makeDriver) {
     for (let i = 0; i < 10; i++) sent.push(await server.send(SYS, id, `away${i}`));
     // No pong within pongTimeout: the client leaves the silent socket and keeps trying.
     await until(async () => of(await d.events("a"), "disconnect").length >= 1, 5_000, "the dead connection found");
-    await sleep(1_200); // attempts into the black hole, given up after connectTimeout
+    await sleep(1_000); // attempts into the black hole, given up after connectTimeout
     proxy.pass();
     await until(async () => messages(await d.events("a")).length >= 11, 10_000, "the frames sent meanwhile");
     await sleep(200);
@@ -87,9 +90,13 @@ export function scenarios(test, where, makeDriver) {
     const fresh = await startServer(["--ping-interval", "300ms"]);
     try {
       await fresh.register(SYS);
-      proxy.upstream = fresh.port;
+      // The proxy refuses meanwhile: no connect to the dead server's port, and no client on
+      // the fresh server before the old connections are gone.
+      proxy.refuse();
       await server.stop();
       proxy.reset();
+      proxy.upstream = fresh.port;
+      proxy.pass();
       await until(async () => of(await d.events("a"), "reset").length === 1, 10_000, "reset");
       const ev = await d.events("a");
       const id = await d.prop("a", "clientId");
@@ -123,10 +130,12 @@ export function scenarios(test, where, makeDriver) {
     // The system is not registered: every connect gets the -1001 frame and a close.
     const at = Date.now();
     await d.open("a", proxy.url, { ...FAST, maxReconnectDelay: 600 });
-    await sleep(2_500);
+    await sleep(3_000);
     const tries = proxy.acceptsSince(at);
     const gaps = tries.slice(1).map((x, i) => x - tries[i]);
-    assert.ok(tries.length >= 3 && tries.length <= 5, `${tries.length} attempts in 2.5 s`);
+    // Retried, never given up — and never sooner than maxReconnectDelay (at most 6 in 3 s;
+    // a loaded machine may delay a timer, never advance it).
+    assert.ok(tries.length >= 2 && tries.length <= 6, `${tries.length} attempts in 3 s: ${JSON.stringify(gaps)}`);
     assert.ok(gaps.every((g) => g >= 590), `attempts ${JSON.stringify(gaps)} ms apart`);
     const errors = of(await d.events("a"), "error");
     assert.ok(errors.length >= tries.length - 1, JSON.stringify(errors));
@@ -149,8 +158,9 @@ export function scenarios(test, where, makeDriver) {
     assert.ok(spread >= 300, `reconnects at ${JSON.stringify(back)} ms: spread ${spread} ms`);
     assert.ok(Math.max(...back) < 1_500, `every first attempt within minReconnectDelay: ${JSON.stringify(back)}`);
     for (let i = 0; i < 20; i++) {
-      await until(async () => of(await d.events(`c${i}`), "connect").length === 2, 5_000, `c${i} back`);
-      assert.equal(of(await d.events(`c${i}`), "connect")[1].recovered, true);
+      await until(async () => of(await d.events(`c${i}`), "connect").length >= 2, 5_000, `c${i} back`);
+      const connects = of(await d.events(`c${i}`), "connect");
+      assert.ok(connects.slice(1).every((c) => c.recovered), JSON.stringify(connects));
     }
   });
 

@@ -21,6 +21,14 @@ function fakeSocketClass({ terminate = true } = {}) {
       this.sent.push(s);
     }
     close(code, reason) {
+      if (this.readyState === 0) {
+        // As the ws package does: closing a socket still connecting fails its handshake with
+        // an error event, and an error event with no listener takes the process down.
+        setTimeout(() => {
+          if (!this.onerror) throw new Error("Unhandled 'error' event");
+          this.onerror({ message: "WebSocket was closed before the connection was established" });
+        }, 0);
+      }
       this.closed = { code, reason };
       this.readyState = 3;
     }
@@ -84,6 +92,12 @@ test("options: systemId required, urls normalised, nothing opened before connect
   assert.throws(() => new Roomcast("ws://h", { WebSocket: FakeWS }), /systemId/);
   assert.throws(() => new Roomcast("ftp://h", { systemId: "s", WebSocket: FakeWS }), /ws:\/\//);
   assert.throws(() => new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, pingInterval: -1 }), /pingInterval/);
+  assert.throws(() => new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, pingInterval: 0 }), /pingInterval/);
+  assert.throws(
+    () => new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, minReconnectDelay: 0, maxReconnectDelay: 0 }),
+    /maxReconnectDelay must be at least 100/,
+    "a zero wait after a refusal would be a tight loop",
+  );
   assert.throws(
     () => new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, minReconnectDelay: 5, maxReconnectDelay: 1 }),
     /maxReconnectDelay/,
@@ -291,6 +305,7 @@ test("no pong within pongTimeout: the socket is dropped without a close frame an
 test("where a socket cannot be dropped silently it stays open until the resume took it over", () => {
   const { FakeWS, made } = fakeSocketClass({ terminate: false });
   const rc = new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, pingInterval: 100, pongTimeout: 100 });
+  const events = record(rc);
   rc.connect();
   made[0].hello({ clientId: "c1", resumeToken: "t1", recovered: false });
   mock.timers.tick(100); // the ping
@@ -298,9 +313,19 @@ test("where a socket cannot be dropped silently it stays open until the resume t
   mock.timers.tick(0); // the reconnect, at once
   assert.equal(made.length, 2);
   assert.equal(made[0].closed, null, "left open while the resume is under way");
-  made[0].say(push("late")); // the old socket's events no longer count
-  made[1].hello({ clientId: "c1", resumeToken: "t2", recovered: true, missed: 0 });
+  // The old socket was only slow: what it still brings is handed (the browser acknowledges it
+  // there), and the resume's replay of the same frame is skipped.
+  made[0].say(push("late"));
+  made[0].drop(1006); // its close no longer counts
+  assert.equal(made.length, 2);
+  made[1].hello({ clientId: "c1", resumeToken: "t2", recovered: true, missed: 1 });
   assert.deepEqual(made[0].closed, { code: undefined, reason: undefined }, "closed once resumed");
+  made[1].say(push("late"));
+  made[1].say(push("next"));
+  assert.deepEqual(
+    events.filter(([e]) => e === "message").map(([, f]) => f.messageId),
+    ["late", "next"],
+  );
   rc.close();
 });
 
@@ -400,5 +425,115 @@ test("a listener that throws does not stop the others or the client", () => {
   assert.deepEqual(got, ["a", "b"]);
   assert.equal(rc.state, "connected");
   // (The exception is rethrown from a timer, where it shows; the fake clock never runs it.)
+  rc.close();
+});
+
+test("close() while a socket is still connecting fails it quietly (no unhandled error event)", () => {
+  const { FakeWS, made } = fakeSocketClass({ terminate: false });
+  const rc = new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS });
+  rc.connect();
+  assert.equal(made[0].readyState, 0);
+  rc.close();
+  mock.timers.tick(0); // the fake's error event: it throws if nobody listens
+  assert.equal(rc.state, "closed");
+  // A connect timeout on a socket still connecting too.
+  const rc2 = new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, connectTimeout: 100 });
+  rc2.connect();
+  mock.timers.tick(100);
+  mock.timers.tick(0);
+  rc2.close();
+});
+
+test("close() from a connect listener ends it there: no reset for the next connect()", () => {
+  const { FakeWS, made } = fakeSocketClass();
+  const rc = new Roomcast("ws://h", { systemId: "s", WebSocket: FakeWS, minReconnectDelay: 10 });
+  const events = record(rc);
+  let once = true;
+  rc.on("connect", () => once && ((once = false), rc.close()));
+  rc.connect();
+  made[0].hello({ clientId: "c1", resumeToken: "t1" });
+  assert.equal(rc.state, "closed");
+  rc.connect();
+  made[1].hello({ clientId: "c2", resumeToken: "t2" });
+  assert.ok(!names(events).includes("reset"), JSON.stringify(names(events)));
+  rc.close();
+});
+
+test("the browser's online event reconnects at once, but never cuts a refusal's wait short", () => {
+  const listeners = new Map();
+  globalThis.addEventListener = (type, fn) => listeners.set(type, fn);
+  globalThis.removeEventListener = (type) => listeners.delete(type);
+  try {
+    const { FakeWS, made } = fakeSocketClass();
+    const o = { systemId: "s", WebSocket: FakeWS, minReconnectDelay: 5000, maxReconnectDelay: 10000 };
+    const rc = new Roomcast("ws://h", o);
+    rc.connect();
+    made[0].hello({ clientId: "c1", resumeToken: "t1" });
+    made[0].drop();
+    listeners.get("online")();
+    assert.equal(made.length, 2, "at once, not after the backoff");
+    made[1].open();
+    made[1].say({ messageId: "", sendUserId: "", code: -1001, msg: "refused", data: [] });
+    made[1].drop(1008);
+    // A refused resume is retried with the backoff: refuse the fresh connect too.
+    mock.timers.tick(10000);
+    made[2].open();
+    made[2].say({ messageId: "", sendUserId: "", code: -1001, msg: "refused", data: [] });
+    made[2].drop(1008);
+    listeners.get("online")();
+    assert.equal(made.length, 3, "the refusal's wait stands");
+    mock.timers.tick(15000);
+    assert.equal(made.length, 4);
+    rc.close();
+    assert.equal(listeners.size, 0, "close() removes its listener");
+  } finally {
+    delete globalThis.addEventListener;
+    delete globalThis.removeEventListener;
+  }
+});
+
+test("a token function that never settles is given up after connectTimeout, then retried", async () => {
+  const { FakeWS, made } = fakeSocketClass();
+  let calls = 0;
+  const token = () => (++calls === 1 ? new Promise(() => {}) : "ok");
+  const o = { systemId: "s", WebSocket: FakeWS, token, connectTimeout: 1000, minReconnectDelay: 100, maxReconnectDelay: 500 };
+  const rc = new Roomcast("ws://h", o);
+  const events = record(rc);
+  rc.connect();
+  await settle();
+  mock.timers.tick(1000);
+  await settle();
+  assert.equal(events[0][1].kind, "token");
+  assert.match(events[0][1].message, /connectTimeout/);
+  mock.timers.tick(600);
+  await settle();
+  assert.equal(made.length, 1);
+  assert.equal(made[0].url.searchParams.get("token"), "ok");
+  rc.close();
+});
+
+test("a pong timeout after a connection that stayed up starts the backoff again", () => {
+  const { FakeWS, made } = fakeSocketClass();
+  const o = { systemId: "s", WebSocket: FakeWS, minReconnectDelay: 100, maxReconnectDelay: 10000, stableAfter: 1000 };
+  const rc = new Roomcast("ws://h", { ...o, pingInterval: 2000, pongTimeout: 500 });
+  const random = Math.random;
+  Math.random = () => 0.999;
+  try {
+    rc.connect();
+    for (let i = 0; i < 5; i++) {
+      made.at(-1).drop();
+      mock.timers.tick(10000);
+    }
+    made.at(-1).hello({ clientId: "c1", resumeToken: "t" });
+    mock.timers.tick(2000); // the ping
+    mock.timers.tick(500); // no pong: resumed at once
+    mock.timers.tick(0);
+    const n = made.length;
+    made.at(-1).drop(); // the resume fails: the first step again, not the sixth
+    mock.timers.tick(99);
+    assert.equal(made.length, n + 1);
+  } finally {
+    Math.random = random;
+  }
   rc.close();
 });

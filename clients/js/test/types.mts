@@ -1,5 +1,6 @@
-// Compiled (not run) by `npm test` with tsc --strict: the declarations describe the surface.
-import Roomcast, { Roomcast as Named, backoff, type Frame, type State } from "../roomcast";
+// Compiled (not run) by `npm test` with tsc --strict, as an ES module importing the package by
+// its name (the "import" condition: roomcast.d.mts): the declarations describe the surface.
+import Roomcast, { Roomcast as Named, backoff, type Frame, type State } from "roomcast";
 
 const rc: Roomcast = new Named("wss://push.example.com", {
   systemId: "app",
@@ -20,6 +21,8 @@ const s: State = rc.state;
 const sent: boolean = rc.publish("g", { code: 1, msg: "m", data: { any: "json" } });
 rc.connect().close();
 console.log(s, sent, rc.clientId, backoff(0, 500, 20000));
+// The browser's own WebSocket class fits the option.
+new Roomcast("ws://h", { systemId: "s", WebSocket });
 // @ts-expect-error: systemId is required
 new Roomcast("ws://h", {});
 // @ts-expect-error: no such event
