@@ -85,6 +85,9 @@
 //!    `recovery_sessions`) is the count of the shard's connections in its phases: only
 //!    `Shard::set_state` and `Shard::remove_conn` move them, and debug builds check the counts
 //!    at every sweep.
+//! 10. A connection changes phase only by a move in the table of `shard/lifecycle.rs`
+//!     (`lifecycle::legal`): nothing leaves `Closing` but the slab, a detached session is never
+//!     closed as if it had a socket; debug builds assert it at every `Shard::set_state`.
 
 pub mod admin;
 pub mod auth;

@@ -16,6 +16,19 @@
 //! | `Detached` | | | | 1 |
 //! | `Http`, `Parked`, `Closing` | | | | |
 //!
+//! The moves ([`legal`], checked by [`Shard::set_state`] in debug builds, so a move the table
+//! does not know fails every test that makes it):
+//!
+//! | from | to |
+//! |---|---|
+//! | `Http` | `Client`, `Echo` (upgraded), `Parked` (a resume for another node's session), `Http` (a request's own flags), `Closing` |
+//! | `Client` | `Client` (the hub told or not), `Detached` (a blip), `Relayed` (resumed through another node), `Http` (a 503 instead of the 101 the hub could not take), `Closing` |
+//! | `Echo`, `Edge` | `Closing` |
+//! | `Parked` | `Edge` (the owner answered), `Http` (a fresh session here), `Closing` |
+//! | `Relayed` | `Detached` (the edge dropped or was taken over), `Client` (the edge's node gone: kept here), `Closing` |
+//! | `Detached` | `Client` (resumed here), `Relayed` (resumed through another node) |
+//! | `Closing` | — (only out of the slab) |
+//!
 //! The clocks: [`due`] says, for one connection and `now`, what its phase's deadlines make
 //! due (a ping, an idle close, a lapsed session…) — pure, driven by a fake clock in its unit
 //! tests; the sweep applies what it returns.
@@ -135,6 +148,22 @@ pub(super) fn due(c: &mut Conn, now: u32, b: &Bounds) -> Option<Due> {
     }
 }
 
+/// Whether a connection may move from `from` to `to` (the module's table of moves). A move to
+/// the same phase (new flags or deadline) is always allowed, but out of `Closing`.
+pub(super) fn legal(from: State, to: State) -> bool {
+    use State::*;
+    match (from, to) {
+        (Closing { .. }, _) => false,
+        (_, Closing { .. }) => !matches!(from, Detached),
+        (Http { .. }, Http { .. } | Client { .. } | Echo | Parked { .. }) => true,
+        (Client { .. }, Client { .. } | Detached | Relayed | Http { .. }) => true,
+        (Parked { .. }, Edge | Http { .. }) => true,
+        (Relayed, Detached | Client { .. }) => true,
+        (Detached, Client { .. } | Relayed) => true,
+        _ => false,
+    }
+}
+
 /// The gauges a phase counts in (see the module's table).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(super) struct Counted {
@@ -180,6 +209,14 @@ impl Shard {
         let Some(conn) = self.conns.get_mut(slot) else { return };
         // A detached session has no socket: the per-address and connection counts rely on it.
         debug_assert!(to != State::Detached || conn.sock.is_none(), "slot {slot} detached with its socket");
+        debug_assert!(legal(conn.state, to), "slot {slot}: no move from {:?} to {to:?}", conn.state);
+        self.set_state_unchecked(slot, to);
+    }
+
+    /// [`Shard::set_state`] without the check of the move: only for tests that walk every
+    /// pair of phases to check the gauges.
+    pub(super) fn set_state_unchecked(&mut self, slot: usize, to: State) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
         let from = std::mem::replace(&mut conn.state, to);
         self.phase_changed(slot, Counted::of(from), Counted::of(to));
     }
@@ -330,6 +367,44 @@ mod tests {
         assert_eq!(due(&mut c, 70_002, &B), Some(Due::Unanswered), "a call at the hub too long");
         c.req_since = 0;
         assert_eq!(due(&mut c, 200_000, &B), None, "waiting for the hub is never idle");
+    }
+
+    /// The table of moves, walked through the paths a connection takes: a blip and a resume, a
+    /// takeover, a resume through another node and back, a park that times out, an upgrade
+    /// refused for a full hub; and what may never happen.
+    #[test]
+    fn the_moves_a_connection_may_make() {
+        use super::super::CloseKind::{Http as HttpClose, WebSocket};
+        let http = State::Http { awaiting: false, keep_alive: true };
+        let (client, told) = (State::Client { hub_knows: false }, State::Client { hub_knows: true });
+        let closing = State::Closing { until: 0, kind: WebSocket };
+        let paths: [&[State]; 6] = [
+            &[http, client, told, State::Detached, told, closing],
+            &[http, told, State::Relayed, State::Detached, State::Relayed, told, closing],
+            &[http, State::Parked { until: 9 }, State::Edge, closing],
+            &[http, State::Parked { until: 9 }, http, client],
+            &[http, told, http, State::Closing { until: 0, kind: HttpClose }],
+            &[http, State::Echo, closing],
+        ];
+        for path in paths {
+            for w in path.windows(2) {
+                assert!(legal(w[0], w[1]), "{:?} -> {:?} in {path:?}", w[0], w[1]);
+            }
+        }
+        let never = [
+            (closing, told),
+            (closing, closing),
+            (State::Detached, closing),
+            (State::Detached, http),
+            (State::Edge, State::Detached),
+            (State::Echo, told),
+            (http, State::Detached),
+            (http, State::Relayed),
+            (State::Relayed, State::Edge),
+        ];
+        for (from, to) in never {
+            assert!(!legal(from, to), "{from:?} -> {to:?}");
+        }
     }
 
     #[test]
