@@ -37,11 +37,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Log lines on stderr: `RUST_LOG`'s filter (default `info`); JSON objects one per line with
+/// `log_format = "json"`, else text — coloured only when stderr is a terminal and `NO_COLOR`
+/// is unset or empty (files, journald and container logs get no escape codes).
+fn init_logs(format: &str) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        logs.json().init();
+    } else {
+        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
+        logs.with_ansi(std::io::stderr().is_terminal() && !no_color).init();
+    }
+}
+
 fn serve(args: ServeArgs) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .with_writer(std::io::stderr)
-        .init();
+    // The configuration is resolved before logging starts (it picks the format); what it
+    // refuses is printed plainly.
     let cfg = match args.resolve().and_then(|c| roomcast::cluster::check_url(&c).map(|()| c)) {
         Ok(c) => c,
         Err(e) => {
@@ -49,6 +62,7 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logs(&cfg.log_format);
     let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP]) {
         Ok(s) => s,
         Err(e) => {

@@ -127,6 +127,8 @@ settings! {
     #[arg(num_args = 0..=1, default_missing_value = "true")]
     client_publish: bool = "false", "ROOMCAST_CLIENT_PUBLISH",
         "Let clients publish to their groups";
+    log_format: String = "text", "ROOMCAST_LOG_FORMAT",
+        "Log lines on stderr: text (coloured only on a terminal, never with NO_COLOR set) or json (one object per line)";
     shutdown_timeout: Duration = "5s", "ROOMCAST_SHUTDOWN_TIMEOUT",
         "Bound on graceful shutdown (close 1001 to everyone, flush)";
     node_id: NodeId = (NodeId(fastrand::u32(..)), "random"), "ROOMCAST_NODE_ID",
@@ -297,6 +299,9 @@ fn jwt_key(s: &Settings) -> Result<JwtKey, String> {
 fn check_serving(s: &Settings) -> Result<(), String> {
     if s.shards == 0 || s.shards > 256 {
         return Err(format!("--shards {}: must be 1..=256", s.shards));
+    }
+    if !matches!(s.log_format.as_str(), "text" | "json") {
+        return Err(format!("--log-format {}: must be text or json", s.log_format));
     }
     if let Some(p) = &s.echo_path {
         if !p.starts_with('/') || p == "/ws" || p.starts_with("/api") {
