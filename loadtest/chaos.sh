@@ -67,14 +67,19 @@ if [ "${1:-}" = step ]; then
         done
       }
       wait_for 30 "every Sentinel naming the new master" agreed
-      # The killed server comes back empty, as the new master's replica (a spare for the next step).
+      # The killed server comes back empty, as the new master's replica (a spare for the next
+      # step) — with replica-priority 0 until it has synced: a Sentinel that fails over in the
+      # meantime (a spurious one: seen under CPU load, down-after-milliseconds is 1 s) must not
+      # promote an empty server (seen once: REPLICAOF NO ONE to it 1 s after it started, the data
+      # gone with it). Its priority is restored once it holds the data.
       rm -rf "${OUT:?}/redis-$old"; mkdir -p "$OUT/redis-$old"
       redis-server --port "$old" --bind 127.0.0.1 --dir "$OUT/redis-$old" --save "" --appendonly no \
-        --replicaof 127.0.0.1 "$new" >"$OUT/redis-$old.log" 2>&1 &
+        --replicaof 127.0.0.1 "$new" --replica-priority 0 >"$OUT/redis-$old.log" 2>&1 &
       echo $! >"$OUT/redis-$old.pid"
       synced() { cli "$old" INFO replication 2>/dev/null | grep -q master_link_status:up; }
       seen() { cli "${sports[0]}" SENTINEL REPLICAS mymaster 2>/dev/null | grep -qx "$old"; }
       wait_for 30 "the new replica's sync" synced
+      cli "$old" CONFIG SET replica-priority 100 >/dev/null
       wait_for 30 "Sentinel seeing the replica" seen
       ;;
     node)
