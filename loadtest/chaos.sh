@@ -80,6 +80,16 @@ if [ "${1:-}" = step ]; then
       seen() { cli "${sports[0]}" SENTINEL REPLICAS mymaster 2>/dev/null | grep -qx "$old"; }
       wait_for 30 "the new replica's sync" synced
       cli "$old" CONFIG SET replica-priority 100 >/dev/null
+      # …and every Sentinel must have seen the new priority before the next step may need it.
+      promotable() {
+        local p
+        for p in "${sports[@]}"; do
+          cli "$p" SENTINEL REPLICAS mymaster 2>/dev/null |
+            awk -v port="$old" 'NR % 2 { k = $0; next } k == "port" { at = ($0 == port) } at && k == "slave-priority" { ok = ($0 == 100) } END { exit !ok }' ||
+            return 1
+        done
+      }
+      wait_for 30 "every Sentinel seeing the replica promotable" promotable
       wait_for 30 "Sentinel seeing the replica" seen
       ;;
     node)

@@ -15,10 +15,17 @@ fn startup_lines(extra: &[&str]) -> Vec<String> {
         .args(extra)
         .env("RUST_LOG", "info")
         .env_remove("NO_COLOR")
+        .env_remove("ROOMCAST_LOG_FORMAT")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A server that never says it started is killed after 20 s (the test then fails).
+    let pid = child.id();
+    std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(20));
+        let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+    });
     let mut lines = Vec::new();
     for line in BufReader::new(child.stderr.take().unwrap()).lines() {
         let line = line.unwrap();
@@ -34,11 +41,14 @@ fn startup_lines(extra: &[&str]) -> Vec<String> {
     lines
 }
 
-/// What the server writes to a terminal in its first second (`NO_COLOR` as given).
+/// What the server writes to a terminal in its first 4 s (`NO_COLOR` as given). (util-linux's
+/// `script`, in Debian's essential bsdutils; the server is killed by `timeout`, whatever it was
+/// doing: it needs no signal handler for that.)
 fn on_a_terminal(no_color: Option<&str>) -> String {
-    let cmd = format!("timeout -s INT 1 {BIN} --listen 127.0.0.1:0 --shards 1");
+    let cmd = format!("timeout -s KILL 4 '{BIN}' --listen 127.0.0.1:0 --shards 1");
     let mut c = Command::new("script");
     c.args(["-qec", &cmd, "/dev/null"]).env("RUST_LOG", "info").env_remove("NO_COLOR");
+    c.env_remove("ROOMCAST_LOG_FORMAT");
     if let Some(v) = no_color {
         c.env("NO_COLOR", v);
     }

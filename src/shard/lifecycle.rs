@@ -148,8 +148,9 @@ pub(super) fn due(c: &mut Conn, now: u32, b: &Bounds) -> Option<Due> {
     }
 }
 
-/// Whether a connection may move from `from` to `to` (the module's table of moves). A move to
-/// the same phase (new flags or deadline) is always allowed, but out of `Closing`.
+/// Whether a connection may move from `from` to `to` (the module's table of moves). Of the
+/// moves within a phase only `Http` and `Client` ones (new flags) are moves; nothing leaves
+/// `Closing`.
 pub(super) fn legal(from: State, to: State) -> bool {
     use State::*;
     match (from, to) {
