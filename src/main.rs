@@ -12,6 +12,8 @@ fn main() -> ExitCode {
         Some(Command::Token(t)) => {
             let secret = t.jwt_secret.as_bytes();
             let minted = match (t.connect, t.system.as_deref()) {
+                // A token that is expired when printed is no token.
+                _ if t.ttl.is_zero() => Err("--ttl must be longer than 0s".into()),
                 (true, Some(s)) => {
                     roomcast::auth::mint_connect_hs256(secret, s, t.user.as_deref(), &t.group, t.ttl.as_secs())
                 }

@@ -223,4 +223,11 @@ fn token_command_prints_a_working_token() {
         .output()
         .unwrap();
     assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("--system"));
+    // A token expired when printed is refused, not printed.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_roomcast"))
+        .args(["token", "--system", "s9", "--ttl", "0s", "--jwt-secret", SECRET])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains("--ttl must be longer than 0s"));
 }

@@ -79,6 +79,19 @@ fn only_allowed_origins_may_open_a_websocket() {
     c.expect_silence(Duration::from_millis(50));
 }
 
+/// `allowed_origins` as a TOML list (the flag's comma-separated string otherwise).
+#[test]
+fn allowed_origins_may_be_a_toml_list() {
+    let path = std::env::temp_dir().join(format!("roomcast-origins-{}.toml", std::process::id()));
+    std::fs::write(&path, "allowed_origins = [\"https://app.example.com\", \"*.example.org\"]\n").unwrap();
+    let s = Server::start(&["--config", path.to_str().unwrap()]);
+    std::fs::remove_file(&path).ok();
+    s.register("sys");
+    assert_eq!(upgrade_with_origins(&s, &["https://app.example.com"]), 101);
+    assert_eq!(upgrade_with_origins(&s, &["https://x.example.org"]), 101);
+    assert_eq!(upgrade_with_origins(&s, &["https://evil.example"]), 403);
+}
+
 /// A raw upgrade request with these `Origin` headers: the status answered.
 fn upgrade_with_origins(s: &Server, origins: &[&str]) -> u16 {
     let mut req =

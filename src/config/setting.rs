@@ -78,7 +78,14 @@ pub fn toml_text(key: &str, v: &toml::Value) -> Result<String, String> {
         toml::Value::Integer(i) => Ok(i.to_string()),
         toml::Value::Boolean(b) => Ok(b.to_string()),
         toml::Value::Float(f) => Ok(f.to_string()),
-        _ => Err(format!("{key}: expected a string, number or boolean")),
+        // A list (allowed_origins = ["https://a.example", "*.b.example"]) is the
+        // comma-separated string the flag and the environment take.
+        toml::Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().ok_or_else(|| format!("{key}: a list holds strings only")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(|v| v.join(",")),
+        _ => Err(format!("{key}: expected a string, number, boolean or a list of strings")),
     }
 }
 
@@ -181,6 +188,14 @@ pub(crate) use {default_suffix, resolved_ty, resolved_value, settings};
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_toml_list_is_the_comma_separated_string() {
+        let v: toml::Table = toml::from_str("a = [\"x\", \"*.y\"]\nb = [1]\nc = {}").unwrap();
+        assert_eq!(toml_text("a", &v["a"]).unwrap(), "x,*.y");
+        assert_eq!(toml_text("b", &v["b"]).unwrap_err(), "b: a list holds strings only");
+        assert!(toml_text("c", &v["c"]).unwrap_err().contains("a list of strings"));
+    }
 
     #[test]
     fn parsers_explain_bad_values() {
