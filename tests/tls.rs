@@ -75,18 +75,23 @@ fn tls_connect(addr: SocketAddr, cfg: &Arc<ClientConfig>) -> Tls {
     StreamOwned::new(conn, tcp)
 }
 
-/// One HTTPS request on a fresh connection: (status, body).
-fn https(addr: SocketAddr, cfg: &Arc<ClientConfig>, path: &str, body: &Value) -> (u16, Value) {
+/// One raw request (ending with `Connection: close`) on a fresh TLS connection: (status, body).
+fn tls_request(addr: SocketAddr, cfg: &Arc<ClientConfig>, req: &[u8]) -> (u16, String) {
     let mut s = tls_connect(addr, cfg);
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    parse_response(&out)
+}
+
+/// One HTTPS API call on a fresh connection: (status, body).
+fn https(addr: SocketAddr, cfg: &Arc<ClientConfig>, path: &str, body: &Value) -> (u16, Value) {
     let b = body.to_string();
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: localhost\r\nSystemId: sys\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{b}",
         b.len()
     );
-    s.write_all(req.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    let _ = s.read_to_end(&mut out);
-    let (status, text) = parse_response(&out);
+    let (status, text) = tls_request(addr, cfg, req.as_bytes());
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
@@ -158,11 +163,8 @@ fn wss_and_https_carry_the_whole_api() {
 
 /// `GET /metrics` over https.
 fn metric_tls(s: &Server, cfg: &Arc<ClientConfig>, name: &str) -> u64 {
-    let mut t = tls_connect(s.addr, cfg);
-    t.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = t.read_to_end(&mut out);
-    let (_, text) = parse_response(&out);
+    let req = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (_, text) = tls_request(s.addr, cfg, req);
     text.lines()
         .find_map(|l| l.strip_prefix(&format!("roomcast_{name} ")).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("metric {name} missing"))
@@ -174,11 +176,8 @@ fn roomcast_js_is_served_over_tls() {
     let (cert, key, der) = make_cert();
     files.write(&cert, &key);
     let s = start(&files, &[]);
-    let mut t = tls_connect(s.addr, &client_config(&[&der]));
-    t.write_all(b"GET /roomcast.js HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
-    let mut out = Vec::new();
-    let _ = t.read_to_end(&mut out);
-    let (status, body) = parse_response(&out);
+    let req = b"GET /roomcast.js HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n";
+    let (status, body) = tls_request(s.addr, &client_config(&[&der]), req);
     assert_eq!(status, 200);
     let file = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/dist/roomcast.js")).unwrap();
     assert_eq!(body, file);

@@ -264,12 +264,8 @@
 
     _frame(cur, text) {
       this._alive();
-      let f;
-      try {
-        f = JSON.parse(typeof text === "string" ? text : String(text));
-      } catch {
-        return this._emit("error", new RoomcastError("protocol", "roomcast: a frame that is not JSON"));
-      }
+      const f = parseFrame(text);
+      if (f === undefined) return this._emit("error", new RoomcastError("protocol", "roomcast: a frame that is not JSON"));
       if (f === null || typeof f !== "object") return;
       if (typeof f.cmd === "string") {
         if (f.cmd === "error") this._emit("error", new RoomcastError("publish", String(f.msg)));
@@ -291,12 +287,7 @@
      */
     _staleFrame(text) {
       if (this._stopped) return;
-      let f;
-      try {
-        f = JSON.parse(typeof text === "string" ? text : String(text));
-      } catch {
-        return;
-      }
+      const f = parseFrame(text);
       if (f !== null && typeof f === "object" && typeof f.messageId === "string") this._push(f);
     }
 
@@ -475,6 +466,15 @@
           }, 0);
         }
       }
+    }
+  }
+
+  /** A text frame's JSON value; `undefined` when it is not JSON. */
+  function parseFrame(text) {
+    try {
+      return JSON.parse(typeof text === "string" ? text : String(text));
+    } catch {
+      return undefined;
     }
   }
 
