@@ -35,7 +35,7 @@
 //! | --- | --- |
 //! | [`config`] | CLI, env vars and TOML file merged into one [`config::Config`] |
 //! | [`server`] | starts shards and hub, owns shutdown ([`server::Server`]) |
-//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; every phase change of a connection and its deadlines (`shard/lifecycle.rs`); the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
+//! | [`shard`] | the per-core event loop: sockets, HTTP, WebSocket, output queues, heartbeats; every phase change of a connection, its deadlines and what each event does to it (`shard/lifecycle.rs`, `shard/lifecycle/`); the API's endpoint table (`shard/endpoints.rs`); compression (`shard/zip.rs`); per-address bounds (`shard/per_ip.rs`) |
 //! | [`hub`] | the group index: the only place membership lives; fans out to shards. One method per API operation (`hub/ops.rs`) over one backend seam (`hub/backend.rs`), one implementation per mode side by side (`hub/single.rs`, `hub/cluster.rs`) |
 //! | [`cluster`] | cluster mode: the broker and subscriber threads, Redis keys (under `--redis-prefix`), the wire format between nodes, positions in each channel's stream and the losses they reveal (`cluster/stream.rs`, [`cluster::Losses`]), finding the master (`redis://`, `rediss://`, Sentinel) and the pub/sub connection (plain or TLS) |
 //! | [`msg`] | **the contract between shards and hub** (it names no thread's module: `tests/layers.rs`): `Command` (shard → hub), `ShardMsg` and `Reply` (hub → shard), `send_to_shard`/`Wakes`; cluster mode's own messages (`BrokerCmd`, `Replies`, `SubEvent`) are in [`cluster`] |
@@ -88,6 +88,9 @@
 //! 10. A connection changes phase only by a move in the table of `shard/lifecycle.rs`
 //!     (`lifecycle::legal`): nothing leaves `Closing` but the slab, a detached session is never
 //!     closed as if it had a socket; debug builds assert it at every `Shard::set_state`.
+//! 11. A connection ends, closes or detaches only through `Shard::on_event`, by the actions
+//!     `lifecycle::react` returns for its phase and the event; the slot is freed by the last
+//!     of them (asserted in debug builds).
 
 pub mod admin;
 pub mod auth;

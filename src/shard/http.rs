@@ -14,7 +14,6 @@ use crate::msg::{Command, SystemRef, Target};
 use crate::protocol::api::{self, ApiError, Body};
 use crate::protocol::assets;
 use crate::protocol::http::{self, Head};
-use crate::protocol::ws::close;
 use crate::recovery::{self, Session};
 
 impl Shard {
@@ -424,7 +423,7 @@ impl Shard {
     /// Sends the -1001 frame and closes (policy violation).
     fn refuse(&mut self, slot: usize, msg: &str) {
         self.queue(slot, api::refused_frame(msg));
-        self.begin_close(slot, close::POLICY, "connection refused", false, crate::webhooks::Gone::Closed);
+        self.on_event(slot, super::lifecycle::react::Event::Refused);
     }
 
     /// The hub's answer to `Command::Connect`.

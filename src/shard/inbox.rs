@@ -1,6 +1,7 @@
 //! What the hub sends a shard: deliveries, API answers (on their own channel), welcomes,
 //! closes and shutdown.
 
+use super::lifecycle::react::Event;
 use super::zip::Outgoing;
 use super::{Shard, State, HUB_MSGS_PER_TURN};
 use crate::metrics;
@@ -36,20 +37,10 @@ impl Shard {
                 ShardMsg::Resume(r) => self.resume_session(*r),
                 ShardMsg::Welcome { to, result, system } => self.welcome(to, result, system),
                 ShardMsg::Close { target, code, reason } => {
-                    let slot = target.slot as usize;
-                    if self.conn_at(target).is_some_and(|c| matches!(c.state, State::Detached | State::Relayed)) {
-                        // close_client on a session without a connection here: it simply ends
-                        // (the hub has removed the client already), its edge closing if any.
-                        self.unlink(slot, code, reason);
-                        self.remove_conn(slot);
-                        continue;
-                    }
-                    if let Some(conn) = self.conn_at(target) {
-                        // The hub already removed the client: no Disconnected needed.
-                        if let State::Client { hub_knows } = &mut conn.state {
-                            *hub_knows = false;
-                        }
-                        self.begin_close(target.slot as usize, code, reason, false, crate::webhooks::Gone::Kicked);
+                    // close_client: the hub has removed the client already. A session without
+                    // a connection here simply ends (its edge closing, if any).
+                    if self.conn_at(target).is_some() {
+                        self.on_event(target.slot as usize, Event::Kicked { code, reason });
                     }
                 }
                 ShardMsg::Lost { targets } => {
@@ -118,12 +109,8 @@ impl Shard {
     /// missed from the owner; an owner tells its edge to close (1012) and keeps the session
     /// detached, as when its edge reports a drop.
     fn relay_lost(&mut self, t: Target) {
-        let Some(c) = self.conn_at(t) else { return };
-        let slot = t.slot as usize;
-        match c.state {
-            State::Edge | State::Parked { .. } => self.close_now(slot),
-            State::Relayed => self.relay_broken(slot),
-            _ => {}
+        if self.conn_at(t).is_some() {
+            self.on_event(t.slot as usize, Event::RelayLost);
         }
     }
 }

@@ -32,6 +32,14 @@
 //! The clocks: [`due`] says, for one connection and `now`, what its phase's deadlines make
 //! due (a ping, an idle close, a lapsed session…) — pure, driven by a fake clock in its unit
 //! tests; the sweep applies what it returns.
+//!
+//! The events: [`react`] says what an event (a socket lost, a close from the client, a hub or
+//! relay message, a shutdown…) does to a connection in its phase — pure, its table in its
+//! module docs, unit-tested in every phase; [`Shard::on_event`](apply) applies the actions it
+//! returns, and is the one way a connection ends, closes or detaches.
+
+mod apply;
+pub(super) mod react;
 
 use std::sync::atomic::Ordering::Relaxed;
 

@@ -15,7 +15,9 @@
 //! `inbox.rs` what the hub sends; `to_hub.rs` what goes to the hub (in order; a turn's
 //! connects as one command); `sweep.rs` heartbeats, timeouts and shutdown; `conn.rs` the
 //! connection and its output queue; `lifecycle.rs` every change of a connection's phase (the
-//! only place that keeps the per-phase gauges, checked against the slab in debug builds).
+//! only place that keeps the per-phase gauges, checked against the slab in debug builds), its
+//! deadlines, and (`lifecycle/react.rs`, `lifecycle/apply.rs`) what each event does to it:
+//! the files where events arrive only name them (`Shard::on_event`).
 
 mod conn;
 mod endpoints;
@@ -54,6 +56,7 @@ use crate::ids::{self, ConnId, Gen};
 use crate::metrics::{self, HubStats, ShardStats};
 use crate::msg::{Command, Reply, ShardMsg, Target};
 use crate::protocol::ws as wsp;
+use lifecycle::react::Event;
 
 /// Token of the listening socket.
 pub const LISTENER: Token = Token(usize::MAX - 1);
@@ -281,7 +284,7 @@ impl Shard {
                 if self.conns.is_empty() || late {
                     let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for s in slots {
-                        self.close_with(s, crate::webhooks::Gone::Shutdown);
+                        self.on_event(s, Event::ShutdownLate);
                     }
                     self.flush_backlog();
                     return;
@@ -460,16 +463,8 @@ impl Shard {
             let Some(sock) = conn.sock.as_mut() else { return };
             match sock.read(&mut self.scratch) {
                 Ok(0) => {
-                    // A half-closed HTTP client still gets what it asked for, then the close.
-                    if let State::Http { awaiting, .. } = conn.state {
-                        if awaiting || !conn.out.is_empty() {
-                            conn.state = State::Http { awaiting, keep_alive: false };
-                            self.mark_dirty(slot);
-                            return;
-                        }
-                    }
-                    self.close_now(slot);
-                    return;
+                    // (A half-closed HTTP client still gets what it asked for, then the close.)
+                    return self.on_event(slot, Event::Eof);
                 }
                 Ok(n) => {
                     let now = self.now();
@@ -486,10 +481,7 @@ impl Shard {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    self.close_now(slot);
-                    return;
-                }
+                Err(_) => return self.on_event(slot, Event::SocketLost),
             }
         }
         // Budget used up: the socket may hold more, and no new edge will announce it.

@@ -1,14 +1,15 @@
 //! The shard's output side: queueing shared frames (hard limit), the once-per-turn gathered
-//! writes, and closing connections (close frame, flush, half-close, free the slot).
+//! writes, the half-close of a flushed closing connection, and the hub's lifecycle commands
+//! (never lost: a backlog when its queue is full). Closing itself is the lifecycle's
+//! (`lifecycle::apply`).
 
 use crossbeam_channel::TrySendError;
 
 use super::conn::FRAME_COST;
-use super::{Buf, CloseKind, Shard, State, CLOSE_GRACE_MS};
+use super::lifecycle::react::Event;
+use super::{Buf, Shard, State};
 use crate::metrics;
 use crate::msg::{Command, Target};
-use crate::protocol::ws::{self as wsp, close};
-use crate::webhooks::Gone;
 
 impl Shard {
     /// Queues `frame` for `slot`, enforcing the hard output limit (invariant 4).
@@ -27,14 +28,7 @@ impl Shard {
             if self.log_ok() {
                 tracing::info!(shard = self.id, slot, queued, "slow consumer: output hard limit reached, closing 1008");
             }
-            self.begin_close(
-                slot,
-                close::POLICY,
-                "slow consumer: output buffer limit exceeded",
-                true,
-                Gone::SlowConsumer,
-            );
-            return;
+            return self.on_event(slot, Event::SlowConsumer);
         }
         conn.out.push_shared(frame);
         self.queued_frames += 1;
@@ -126,55 +120,8 @@ impl Shard {
     pub(super) fn close_marked(&mut self) {
         while let Some(t) = self.to_close.pop() {
             if self.conn_at(t).is_some() {
-                self.close_now(t.slot as usize);
+                self.on_event(t.slot as usize, Event::SocketLost);
             }
-        }
-    }
-
-    /// Starts a WebSocket close: (optionally) drops unsent output, queues a close frame, tells
-    /// the hub the client is gone, and waits for the flush (bounded by a grace period).
-    pub(super) fn begin_close(&mut self, slot: usize, code: u16, reason: &str, drop_output: bool, why: Gone) {
-        let now = self.now();
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if conn.state.is_closing() {
-            return;
-        }
-        let was = conn.state;
-        if was == State::Edge {
-            // Deliberately closed (by the client, a slow-consumer limit): its session ends.
-            self.edge_event(slot, crate::protocol::relay::Event::Closed);
-        }
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        if drop_output {
-            conn.out.drop_unstarted();
-        }
-        conn.out.push(wsp::close_frame(code, reason));
-        conn.partial = None;
-        conn.frag = None;
-        let until = now.wrapping_add(CLOSE_GRACE_MS);
-        self.set_state(slot, State::Closing { until, kind: CloseKind::WebSocket });
-        self.left(slot, was, why);
-        self.mark_dirty(slot);
-    }
-
-    /// An HTTP connection whose last response is queued: input is discarded from now on, and
-    /// once the response is out the write side is shut and the peer's FIN awaited (bounded
-    /// by the grace period), so closing never resets a response the peer has not read.
-    pub(super) fn linger(&mut self, slot: usize) {
-        let now = self.now();
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        debug_assert!(matches!(conn.state, State::Http { awaiting: false, .. }));
-        conn.partial = None;
-        let until = now.wrapping_add(CLOSE_GRACE_MS);
-        self.set_state(slot, State::Closing { until, kind: CloseKind::Http });
-        self.mark_dirty(slot);
-    }
-
-    /// A connection stopped being a client: the hub is told (`why`) if it knew of it.
-    pub(super) fn left(&mut self, slot: usize, was: State, why: Gone) {
-        if let State::Client { hub_knows: true } | State::Detached = was {
-            let conn = self.conn_id(slot);
-            self.tell_hub_lifecycle(Command::Disconnected { conn, why });
         }
     }
 
@@ -204,38 +151,6 @@ impl Shard {
                     return;
                 }
             }
-        }
-    }
-
-    /// Drops the connection now (socket closed, slot freed). A recoverable session's
-    /// connection that ends this way (reset, EOF or error without a close handshake) is
-    /// detached instead, outside a shutdown; a detached session ends here (its groups told).
-    pub(super) fn close_now(&mut self, slot: usize) {
-        self.close_with(slot, Gone::Closed)
-    }
-
-    /// [`Shard::close_now`], with why the client went (a shutdown, a session that ran out).
-    pub(super) fn close_with(&mut self, slot: usize, why: Gone) {
-        let Some(conn) = self.conns.get(slot) else { return };
-        let was = conn.state;
-        if was == (State::Client { hub_knows: true }) && conn.session.is_some() && self.shutdown_deadline.is_none() {
-            return self.detach(slot);
-        }
-        if matches!(was, State::Edge | State::Parked { .. }) {
-            // Lost without a close handshake: its owner keeps the session.
-            self.edge_event(slot, crate::protocol::relay::Event::Dropped);
-        }
-        if !was.is_closing() {
-            self.left(slot, was, why);
-        }
-        let mut conn = self.remove_conn(slot);
-        if let Some(sock) = conn.sock.as_mut() {
-            // Closing the socket (its only descriptor) takes it out of epoll: no
-            // EPOLL_CTL_DEL syscall on Linux.
-            #[cfg(not(target_os = "linux"))]
-            let _ = self.poll.registry().deregister(sock);
-            self.shared.socket_gone(sock);
-            metrics::sub(&self.stats().connections, 1);
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 
+use super::lifecycle::react::Event as LifeEvent;
 use super::{Buf, OutQueue, Shard, State};
 use crate::auth::Admit;
 use crate::ids::{self, ClientRef, ConnId};
@@ -14,7 +15,6 @@ use crate::protocol::api;
 use crate::protocol::relay::{Event, Msg, Resumed};
 use crate::protocol::ws::close;
 use crate::recovery::{self, Peer, Refusal, Relay, Secret, Session};
-use crate::webhooks::Gone;
 
 /// How long an edge waits for the owner's answer to a resume.
 const PARK_MS: u32 = 5_000;
@@ -93,14 +93,14 @@ impl Shard {
                     self.queue(slot, f);
                 }
             }
-            Err(why) => self.unpark(slot, Some(why)),
+            Err(why) => self.on_event(slot, LifeEvent::OwnerRefused(why)),
         }
     }
 
     /// A parked resume that cannot go on (refused, no answer, owner gone) gets a fresh
-    /// session here. The owner is told, in case it took the session after all (a late answer).
+    /// session here. (The lifecycle tells the owner first, if it is there, in case it took the
+    /// session after all: a late answer.)
     pub(super) fn unpark(&mut self, slot: usize, why: Option<Refusal>) {
-        self.edge_event(slot, Event::Dropped);
         let Some(conn) = self.conns.get_mut(slot) else { return };
         let Some(mut s) = conn.session.take() else { return };
         self.set_state(slot, State::Http { awaiting: false, keep_alive: false });
@@ -147,7 +147,7 @@ impl Shard {
             }
             Err(why) => {
                 if why == Refusal::LastNotHeld {
-                    self.end_refused_session(slot);
+                    self.on_event(slot, LifeEvent::ResumeRefused);
                 }
                 self.refused(why);
                 Err(why)
@@ -199,6 +199,14 @@ impl Shard {
         self.tell_node(edge.node, &Msg::EdgeClose { edge: edge.conn, code, reason: reason.into() });
     }
 
+    /// The relayed session at `slot` forgets its edge and tells it to close with `code`.
+    pub(super) fn edge_closes(&mut self, slot: usize, code: u16, reason: &str) {
+        let relay = self.conns[slot].session.as_mut().and_then(|s| s.relay.take());
+        if let Some(edge) = relay.and_then(Relay::edge) {
+            self.tell_node(edge.node, &Msg::EdgeClose { edge: edge.conn, code, reason: reason.into() });
+        }
+    }
+
     /// A frame for a relayed session goes to its edge.
     pub(super) fn relay_frame(&mut self, slot: usize, frame: &Buf) {
         if let Some(edge) = self.edge(slot) {
@@ -219,27 +227,8 @@ impl Shard {
         match event {
             Event::Ack(n) => self.ack(slot, &n.to_be_bytes()),
             Event::Publish(text) => self.client_command(slot, &text),
-            Event::Dropped => self.relay_ends_detached(slot),
-            Event::Closed => {
-                self.conns[slot].session = None;
-                self.set_state(slot, State::Client { hub_knows: true });
-                self.end_now(slot);
-            }
-        }
-    }
-
-    /// Ends a session whose resume was refused because its `last` is gone (its client moved on).
-    pub(super) fn end_refused_session(&mut self, slot: usize) {
-        self.unlink(slot, close::NORMAL, "session ended");
-        let Some(conn) = self.conns.get_mut(slot) else { return };
-        match conn.state {
-            // Its session goes with the slot (leaving Detached releases its address's count,
-            // which the session holds: it must still be there).
-            State::Detached => self.close_now(slot),
-            _ => {
-                conn.session = None;
-                self.begin_close(slot, close::GOING_AWAY, "session taken over", true, Gone::Closed)
-            }
+            Event::Dropped => self.on_event(slot, LifeEvent::EdgeDropped),
+            Event::Closed => self.on_event(slot, LifeEvent::EdgeClosed),
         }
     }
 
@@ -259,12 +248,8 @@ impl Shard {
             }
             Msg::Event { session, edge, event } => self.edge_said(session, edge, event),
             Msg::EdgeClose { edge, code, reason } => {
-                let slot = edge.slot as usize;
-                if self.conn_at(edge.in_shard()).is_some_and(|c| c.state == State::Edge) {
-                    if let Some(s) = self.conns[slot].session.as_mut() {
-                        s.relay = None; // the owner knows
-                    }
-                    self.begin_close(slot, code, &reason, false, Gone::Closed);
+                if self.conn_at(edge.in_shard()).is_some() {
+                    self.on_event(edge.slot as usize, LifeEvent::OwnerClosed { code, reason });
                 }
             }
         }
@@ -273,47 +258,14 @@ impl Shard {
     /// `node` is gone (or was never reachable): edges it owned close, sessions relayed to it
     /// are kept detached, resumes parked for it get fresh sessions.
     pub(super) fn node_gone(&mut self, node: u32) {
-        let hit: Vec<(usize, State)> = self
+        let hit: Vec<usize> = self
             .conns
             .iter()
             .filter(|(_, c)| c.session.as_ref().and_then(|s| s.relay).is_some_and(|r| r.peer().node == node))
-            .map(|(k, c)| (k, c.state))
+            .map(|(k, _)| k)
             .collect();
-        for (slot, state) in hit {
-            if let Some(s) = self.conns[slot].session.as_mut() {
-                s.relay = None;
-            }
-            match state {
-                State::Parked { .. } => self.unpark(slot, None),
-                State::Edge => {
-                    self.begin_close(slot, close::GOING_AWAY, "the session's node is gone", false, Gone::Closed);
-                }
-                State::Relayed => {
-                    self.set_state(slot, State::Client { hub_knows: true });
-                    self.detach(slot);
-                }
-                _ => {}
-            }
+        for slot in hit {
+            self.on_event(slot, LifeEvent::PeerNodeGone);
         }
-    }
-
-    /// A relayed session whose relay lost a message: its edge is told to close (1012, so the
-    /// client resumes, through any node) and the session is kept detached here.
-    pub(super) fn relay_broken(&mut self, slot: usize) {
-        let Some(edge) = self.edge(slot) else {
-            return;
-        };
-        let reason = "relay lost messages: resume".into();
-        self.tell_node(edge.node, &Msg::EdgeClose { edge: edge.conn, code: close::RESTART, reason });
-        self.relay_ends_detached(slot);
-    }
-
-    /// A relayed session without its edge any more: kept detached, for a resume.
-    fn relay_ends_detached(&mut self, slot: usize) {
-        if let Some(s) = self.conns[slot].session.as_mut() {
-            s.relay = None;
-        }
-        self.set_state(slot, State::Client { hub_knows: true });
-        self.detach(slot);
     }
 }

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crossbeam_channel::TrySendError;
 use mio::{Interest, Token};
 
+use super::lifecycle::react::Event;
 use super::{Buf, OutQueue, Shard, State};
 use crate::auth::Admit;
 use crate::ids;
@@ -58,7 +59,7 @@ impl Shard {
                 "recoverable session ended: recovery_max_bytes reached while detached"
             );
         }
-        self.close_with(slot, crate::webhooks::Gone::RecoveryExpired);
+        self.on_event(slot, Event::SessionEnds);
         false
     }
 
@@ -77,14 +78,6 @@ impl Shard {
             Some(s) => ack_ping(s.unacked.next()),
             None => self.ping.clone(),
         }
-    }
-
-    /// Ends a session that has no socket here and is not detached (its client, connected
-    /// through another node, closed): the hub hears it left; the slot is freed.
-    pub(super) fn end_now(&mut self, slot: usize) {
-        let conn = self.conn_id(slot);
-        self.tell_hub_lifecycle(Command::Disconnected { conn, why: crate::webhooks::Gone::Closed });
-        self.remove_conn(slot);
     }
 
     /// The connection of a recoverable session ended without a close handshake: the session
@@ -163,7 +156,7 @@ impl Shard {
                         "max_recovery_sessions reached: the oldest kept session ends"
                     );
                 }
-                self.close_with(slot as usize, crate::webhooks::Gone::RecoveryExpired);
+                self.on_event(slot as usize, Event::SessionEnds);
             }
         }
     }
@@ -255,7 +248,7 @@ impl Shard {
                 if why == Refusal::LastNotHeld {
                     // The session's own client moved on: the session ends now (its groups are
                     // told), not at the end of the window.
-                    self.end_refused_session(slot);
+                    self.on_event(slot, Event::ResumeRefused);
                 }
                 self.fresh(r, Some(why));
             }

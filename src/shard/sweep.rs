@@ -3,12 +3,11 @@
 
 use std::sync::atomic::Ordering::Relaxed;
 
+use super::lifecycle::react::Event;
 use super::lifecycle::{self, Bounds, Due};
 use super::{Shard, State};
 use crate::metrics;
 use crate::msg::Target;
-use crate::protocol::ws::close;
-use crate::webhooks::Gone;
 
 /// Caps the log lines about limits being hit, so a flood of bad clients cannot flood the
 /// log: at most [`LogLimiter::PER_SECOND`] a second per shard, then one summary line.
@@ -55,28 +54,7 @@ impl Shard {
         }
         let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for slot in slots {
-            match self.conns[slot].state {
-                State::Client { .. } | State::Echo => {
-                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false, Gone::Shutdown)
-                }
-                State::Http { awaiting: false, .. } if self.conns[slot].out.is_empty() => self.close_now(slot),
-                State::Http { awaiting, .. } => self.conns[slot].state = State::Http { awaiting, keep_alive: false },
-                // A shutdown ends every session of this node (its groups are told, once),
-                // and the edges of sessions relayed elsewhere.
-                State::Detached => self.close_with(slot, Gone::Shutdown),
-                State::Relayed => {
-                    self.unlink(slot, close::GOING_AWAY, "server shutting down");
-                    self.close_with(slot, Gone::Shutdown);
-                }
-                // A client connected here whose session another node owns keeps its session
-                // there: it resumes elsewhere.
-                State::Edge => {
-                    self.edge_event(slot, crate::protocol::relay::Event::Dropped);
-                    self.begin_close(slot, close::GOING_AWAY, "server shutting down", false, Gone::Shutdown)
-                }
-                State::Parked { .. } => self.close_now(slot),
-                State::Closing { .. } => {}
-            }
+            self.on_event(slot, Event::Shutdown);
         }
     }
 
@@ -117,16 +95,16 @@ impl Shard {
     fn apply_due(&mut self, slot: usize, due: Due) {
         let st = &self.shared.stats[self.id as usize];
         match due {
-            Due::ParkTimeout => self.unpark(slot, None),
-            Due::Drop => self.close_now(slot),
+            Due::ParkTimeout => self.on_event(slot, Event::ParkTimeout),
+            Due::Drop => self.on_event(slot, Event::SocketLost),
             Due::SessionLapsed => {
                 metrics::add(&st.recovery_expired_total, 1);
-                self.close_with(slot, Gone::RecoveryExpired);
+                self.on_event(slot, Event::SessionEnds);
             }
             Due::Unanswered => self.answer_overdue(slot),
             Due::TlsStalled => {
                 metrics::add(&st.tls_handshake_timeouts_total, 1);
-                self.close_now(slot);
+                self.on_event(slot, Event::SocketLost);
             }
             Due::RequestTimeout => self.request_timeout(slot),
             Due::Idle => self.idle_close(slot),
@@ -153,13 +131,9 @@ impl Shard {
         if self.log_ok() {
             tracing::info!(shard = self.id, slot, "idle timeout: closing a silent connection");
         }
-        match (self.conns[slot].state, self.conns[slot].session.is_some()) {
-            // A silent client may be on a dead network: keep its session (here, or at the
-            // node that owns it).
-            (State::Edge, _) => self.close_now(slot),
-            (_, true) => self.detach(slot),
-            _ => self.begin_close(slot, close::GOING_AWAY, "idle timeout", true, Gone::IdleTimeout),
-        }
+        // A silent client may be on a dead network: its session is kept (here, or at the node
+        // that owns it).
+        self.on_event(slot, Event::Idle);
     }
 
     fn slow_consumer(&mut self, slot: usize) {
@@ -167,8 +141,7 @@ impl Shard {
         if self.log_ok() {
             tracing::info!(shard = self.id, slot, "slow consumer: output over the soft limit too long, closing 1008");
         }
-        let reason = "slow consumer: output buffer limit exceeded";
-        self.begin_close(slot, close::POLICY, reason, true, Gone::SlowConsumer);
+        self.on_event(slot, Event::SlowConsumer);
     }
 }
 

@@ -9,6 +9,7 @@ use crossbeam_channel::bounded;
 use mio::net::TcpListener;
 use mio::{Poll, Waker};
 
+use super::lifecycle::react::Event;
 use super::{Shard, Shared, WAKER};
 use crate::auth::Verifier;
 use crate::config::Config;
@@ -69,7 +70,7 @@ fn a_stale_close_mark_spares_the_slots_new_connection() {
     let (slot, gen) = s.conns.iter().map(|(k, c)| (k, c.gen)).next().unwrap();
     s.to_close.push(Target { slot: slot as u32, gen });
     // Within the same turn the connection goes another way, and a new one takes its slot.
-    s.close_now(slot);
+    s.on_event(slot, Event::SocketLost);
     let _b = StdStream::connect(addr).unwrap();
     accept_one(&mut s, 0);
     let (slot2, gen2) = s.conns.iter().map(|(k, c)| (k, c.gen)).next().unwrap();
@@ -204,20 +205,20 @@ fn a_dropped_recoverable_client_is_kept_then_ends() {
         (s.stats().ws_clients.load(Relaxed), s.stats().recovery_sessions.load(Relaxed))
     }
     assert_eq!(st(&s), (2, 0));
-    s.close_now(slots[0]);
+    s.on_event(slots[0], Event::SocketLost);
     assert_eq!(s.conns[slots[0]].state, super::State::Detached);
     s.check_gauges();
     assert_eq!((st(&s), s.shared.kept.load(Relaxed)), ((1, 1), 1));
-    s.begin_close(slots[1], 1000, "bye", false, crate::webhooks::Gone::Closed);
+    s.on_event(slots[1], Event::ClientClosed { code: 1000, reason: "" });
     s.check_gauges();
     assert_eq!(st(&s), (0, 1));
-    s.close_with(slots[0], crate::webhooks::Gone::RecoveryExpired);
+    s.on_event(slots[0], Event::SessionEnds);
     s.check_gauges();
     assert_eq!((st(&s), s.shared.kept.load(Relaxed)), ((0, 0), 0));
 }
 
 /// Review finding: a detached session whose resume was refused because its `last` is gone
-/// (`end_refused_session`) dropped its session before its slot, so its address kept counting
+/// (`Event::ResumeRefused`) dropped its session before its slot, so its address kept counting
 /// it for ever (and `max_connections_per_ip` refused that address in the end).
 #[test]
 fn a_refused_detached_session_releases_its_address() {
@@ -240,10 +241,10 @@ fn a_refused_detached_session_releases_its_address() {
     let shared = s.shared.clone();
     let addresses = || shared.per_ip.as_ref().unwrap().addresses();
     assert_eq!(addresses(), 1);
-    s.close_now(slot); // dropped without a close handshake: detached, still counted
+    s.on_event(slot, Event::SocketLost); // dropped without a close handshake: detached, still counted
     assert_eq!(s.conns[slot].state, super::State::Detached);
     assert_eq!(addresses(), 1, "a kept session counts against its address");
-    s.end_refused_session(slot);
+    s.on_event(slot, Event::ResumeRefused);
     assert!(s.conns.get(slot).is_none());
     assert_eq!(addresses(), 0, "the address is released with the session");
     s.check_gauges();

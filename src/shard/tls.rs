@@ -7,6 +7,7 @@ use std::io::{self, Read, Write};
 use crate::tls::conn::RECORD;
 pub use crate::tls::conn::{Received, TlsConn, MAX_RECORD};
 
+use super::lifecycle::react::Event;
 use super::Shard;
 use crate::metrics;
 
@@ -23,11 +24,11 @@ impl Shard {
             let conn = &mut self.conns[slot];
             let (Some(sock), Some(tls)) = (conn.sock.as_mut(), conn.tls.as_mut()) else { return };
             let n = match sock.read(&mut self.tls_in) {
-                Ok(0) => return self.close_now(slot),
+                Ok(0) => return self.on_event(slot, Event::SocketLost),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => return self.close_now(slot),
+                Err(_) => return self.on_event(slot, Event::SocketLost),
             };
             let was_ready = tls.ready;
             let mut scratch = std::mem::take(&mut self.scratch);
@@ -38,7 +39,7 @@ impl Shard {
                 Ok(Received::Data(got)) => got,
                 Ok(Received::Closed) => {
                     self.scratch = scratch;
-                    return self.close_now(slot);
+                    return self.on_event(slot, Event::SocketLost);
                 }
                 Err(e) => {
                     self.scratch = scratch;
@@ -77,7 +78,7 @@ impl Shard {
                 let _ = tls.write_pending(sock);
             }
         }
-        self.close_now(slot);
+        self.on_event(slot, Event::SocketLost);
     }
 
     /// [`Shard::flush_one`]'s write for a TLS connection: pending ciphertext first, then the

@@ -4,6 +4,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::conn::Fragments;
+use super::lifecycle::react::Event;
 use super::{Shard, State};
 use crate::metrics;
 use crate::msg::Command;
@@ -65,7 +66,7 @@ impl Shard {
                         Ok(None) => (close::NORMAL, ""),
                         Err(e) => (e.code, e.reason),
                     };
-                    self.begin_close(slot, code, reason, false, crate::webhooks::Gone::Closed);
+                    self.on_event(slot, Event::ClientClosed { code, reason });
                     return data.len();
                 }
                 Kind::Text | Kind::Binary | Kind::Continuation => {
@@ -84,7 +85,7 @@ impl Shard {
         if self.log_ok() {
             tracing::info!(shard = self.id, slot, code, reason, "closing WebSocket: bad input");
         }
-        self.begin_close(slot, code, reason, false, crate::webhooks::Gone::Closed);
+        self.on_event(slot, Event::BadInput { code, reason });
     }
 
     /// One data frame: assembles fragments, then handles the complete message (inflated
