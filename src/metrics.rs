@@ -89,6 +89,9 @@ counters!(ShardStats {
 counters!(HubStats {
     systems: "registered systems",
     clients: "clients known to the hub",
+    users: "users with at least one connection on this node (a connect token's sub, or a bind's userId)",
+    user_sends_total: "send_to_user calls",
+    user_closes_total: "close_user calls",
     groups: "non-empty groups",
     commands_total: "commands processed by the hub",
     notices_total: "1001/1002 notices broadcast",

@@ -70,6 +70,9 @@ pub enum Command {
     /// Cluster mode, from the broker: whether `system` is registered (`Err`: Redis
     /// unreachable), answering a lookup the hub asked for.
     SystemKnown { system: Box<str>, registered: Result<bool, String> },
+    /// Cluster mode, from the broker: the connections of a user across the cluster (read from
+    /// Redis), for a `send_to_user` / `close_user` of the caller `to`.
+    UserClients { system: Box<str>, clients: Vec<ClientRef>, call: UserCall, to: ConnId },
     /// Cluster mode, from the broker: this node now receives `system`'s broadcasts, so the
     /// client waiting for its connect frame can get it.
     Subscribed { conn: ConnId },
@@ -128,6 +131,13 @@ pub enum ReplyTo {
     Remote { node: u32, corr: u64 },
 }
 
+/// What `send_to_user` / `close_user` do to each connection of the user.
+#[derive(Debug)]
+pub enum UserCall {
+    Send { frame: Frame, message_id: Box<str> },
+    Close { notify: bool },
+}
+
 /// The API operations that need the index. Frames are already built by the shard.
 #[derive(Debug)]
 pub enum Op {
@@ -161,8 +171,25 @@ pub enum Op {
         group: Box<str>,
         notify: bool,
     },
+    /// `with_users`: each member's `userId` and `extend` too.
     OnlineList {
         group: Box<str>,
+        with_users: bool,
+    },
+    /// `send_to_user`: every connection of the user in the system.
+    SendToUser {
+        user: Box<str>,
+        frame: Frame,
+        message_id: Box<str>,
+    },
+    /// `close_user`: each connection closed as by `close_client`, its session ended.
+    CloseUser {
+        user: Box<str>,
+        notify: bool,
+    },
+    /// `get_user_presence` (at most [`crate::protocol::api::MAX_USER_IDS`] users, each once).
+    UserPresence {
+        users: Vec<Box<str>>,
     },
     /// `get_group_history`: the group's last `limit` messages.
     GroupHistory {
@@ -183,7 +210,14 @@ impl Op {
     /// Whether its answer tells the caller's shard that the system is registered (so the
     /// shard may answer later sends to it at once).
     pub fn teaches_system(&self) -> bool {
-        matches!(self, Op::Register | Op::SendToGroup { .. } | Op::SendToSystem { .. } | Op::SendToClients { .. })
+        matches!(
+            self,
+            Op::Register
+                | Op::SendToGroup { .. }
+                | Op::SendToSystem { .. }
+                | Op::SendToClients { .. }
+                | Op::SendToUser { .. }
+        )
     }
 }
 

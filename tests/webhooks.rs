@@ -293,8 +293,9 @@ fn dropped_events_are_told_and_requests_carry_a_signed_timestamp() {
         c.ws.close(None).unwrap();
         assert_eq!(c.close_code().map(u16::from), Some(1000), "the close handshake completes");
     }
-    // Every event recorded (alice's three, two per churn client), so the drops are final.
-    wait_metric(&s, "webhook_events_total", 3 + 2 * 40, "the events were not all recorded");
+    // Every event recorded (alice's four: connected, joined, occupied and her user_online; two
+    // per churn client), so the drops are final.
+    wait_metric(&s, "webhook_events_total", 4 + 2 * 40, "the events were not all recorded");
     assert!(metric(&s, "webhook_events_dropped_total") >= 60, "the bound of 20 dropped the rest");
     let dropped = metric(&s, "webhook_events_dropped_total");
     let total = metric(&s, "webhook_events_total");

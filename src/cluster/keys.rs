@@ -13,10 +13,11 @@
 //! | `rc:nodes` | set | nodes that may hold presence |
 //! | `rc:alive:{node}` | string, TTL | a node's heartbeat |
 //! | `rc:reap:{node}` | string, TTL | lock of the survivor cleaning a dead node |
-//! | `rc:n:{node}` | hash, and channel | member field → info of the node's clients; the channel carries forwarded calls and their answers |
+//! | `rc:n:{node}` | hash, and channel | member field → info of the node's clients, user field → `""` for each of its connections with a user; the channel carries forwarded calls and their answers |
 //! | `rc:g:{len}:{system}:{group}` | hash, and channel | clientId → info of a group's members; the channel carries the group's frames |
 //! | `rc:gs:{len}:{system}` | sorted set (all scores 0: by name) | a system's non-empty groups, read a page at a time (`ZRANGEBYLEX`) |
 //! | `rc:s:{len}:{system}` | channel | frames to a whole system |
+//! | `rc:u:{len}:{system}:{user}` | hash | clientId → `1` for each connection of the user, on any node (`send_to_user`, `user_online`/`user_offline`) |
 //! | `rc:h:{len}:{system}:{group}` | stream, TTL `history_ttl` | the group's last `history_size` messages (`get_group_history`) |
 //! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
 
@@ -70,6 +71,10 @@ impl Keys {
         format!("{}h:{}:{system}:{group}", self.prefix, system.len())
     }
 
+    pub fn user(&self, system: &str, user: &str) -> String {
+        format!("{}u:{}:{system}:{user}", self.prefix, system.len())
+    }
+
     pub fn groups(&self, system: &str) -> String {
         format!("{}gs:{}:{system}", self.prefix, system.len())
     }
@@ -112,6 +117,22 @@ pub fn member_field(client_id: &str, system: &str, group: &str) -> String {
 pub fn parse_member_field(f: &str) -> Option<(&str, &str, &str)> {
     let id = f.get(..crate::ids::CLIENT_ID_LEN)?;
     let rest = &f[id.len()..];
+    let colon = rest.find(':')?;
+    let len: usize = rest[..colon].parse().ok()?;
+    let sys = rest.get(colon + 1..colon + 1 + len)?;
+    Some((id, sys, &rest[colon + 1 + len..]))
+}
+
+/// A node hash field: which client is a connection of which user of which system. (A
+/// [`member_field`] has digits where this has `u`: neither parses as the other.)
+pub fn user_field(client_id: &str, system: &str, user: &str) -> String {
+    format!("{client_id}u{}:{system}{user}", system.len())
+}
+
+/// Splits a [`user_field`] into (clientId, system, user).
+pub fn parse_user_field(f: &str) -> Option<(&str, &str, &str)> {
+    let id = f.get(..crate::ids::CLIENT_ID_LEN)?;
+    let rest = f[id.len()..].strip_prefix('u')?;
     let colon = rest.find(':')?;
     let len: usize = rest[..colon].parse().ok()?;
     let sys = rest.get(colon + 1..colon + 1 + len)?;
@@ -167,6 +188,12 @@ mod tests {
             assert_eq!(parse_member_field(&f), Some((id.as_str(), s, g)));
         }
         assert_eq!(parse_member_field("short"), None);
+        for (s, u) in [("sys", "alice"), ("a:b", "u1"), ("日本", "語")] {
+            let f = user_field(&id, s, u);
+            assert_eq!(parse_user_field(&f), Some((id.as_str(), s, u)));
+            assert_eq!(parse_member_field(&f), None, "a user field is not a member field");
+            assert_eq!(parse_user_field(&member_field(&id, s, u)), None, "nor the other way");
+        }
         assert_eq!(parse_member_field(&format!("{id}99:ab")), None);
     }
 }

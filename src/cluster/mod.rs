@@ -74,8 +74,17 @@ pub enum BrokerCmd {
     },
     /// A call about clients of another node; `reply`: the caller waits for its answer.
     Forward { node: u32, system: Box<str>, op: Op, reply: Option<ConnId> },
-    /// `get_online_list`, read from presence.
-    OnlineList { system: Box<str>, group: Box<str>, to: ConnId },
+    /// `get_online_list`, read from presence (`with_users`: with each member's info).
+    OnlineList { system: Box<str>, group: Box<str>, with_users: bool, to: ConnId },
+    /// A connection of this node got its user (its first connection cluster-wide: `user_online`).
+    UserJoin { system: Arc<str>, user: Arc<str>, client: String },
+    /// A connection of this node with a user left (the user's last cluster-wide: `user_offline`).
+    UserLeave { system: Arc<str>, user: Arc<str>, client: String },
+    /// The user's connections across the cluster, handed back to the hub for `call`
+    /// ([`Command::UserClients`]).
+    UserClients { system: Box<str>, user: Box<str>, call: crate::msg::UserCall, to: ConnId },
+    /// `get_user_presence`, read from presence.
+    UserPresence { system: Box<str>, users: Vec<Box<str>>, to: ConnId },
     /// `get_all_groups` (a page of it, or all while it fits: `paged` false), read from presence
     /// in steps that each touch one page, never one long call.
     AllGroups { system: Box<str>, page: crate::protocol::api::Page, paged: bool, to: ConnId },
@@ -92,6 +101,7 @@ impl BrokerCmd {
         match self {
             BrokerCmd::Publish { frame, .. } => frame.len() as u64,
             BrokerCmd::Forward { op: Op::SendToClients { frame, .. }, .. } => frame.len() as u64,
+            BrokerCmd::UserClients { call: crate::msg::UserCall::Send { frame, .. }, .. } => frame.len() as u64,
             BrokerCmd::ToNode { payload, .. } => payload.len() as u64,
             _ => 0,
         }

@@ -9,16 +9,24 @@ pub struct Scripts {
     pub join: Script,
     pub leave: Script,
     pub keep: Script,
+    pub user_join: Script,
+    pub user_leave: Script,
 }
 
 impl Scripts {
     pub fn new() -> Self {
-        Scripts { join: Script::new(JOIN), leave: Script::new(LEAVE), keep: Script::new(KEEP) }
+        Scripts {
+            join: Script::new(JOIN),
+            leave: Script::new(LEAVE),
+            keep: Script::new(KEEP),
+            user_join: Script::new(USER_JOIN),
+            user_leave: Script::new(USER_LEAVE),
+        }
     }
 
     /// Loads every script (Redis may have restarted empty).
     pub fn load(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        for s in [&self.join, &self.leave, &self.keep] {
+        for s in [&self.join, &self.leave, &self.keep, &self.user_join, &self.user_leave] {
             s.load(con)?;
         }
         Ok(())
@@ -69,4 +77,22 @@ else
   redis.call('PUBLISH', KEYS[1], ARGV[6])
 end
 return {gone, n}
+";
+
+/// KEYS: the user's hash, node hash. ARGV: clientId, user field.
+/// Returns {1 if the connection is new there, the user's connections after}: `{1, 1}` is the
+/// user's first connection in the cluster (`user_online`, decided here, once).
+pub const USER_JOIN: &str = r"
+local new = redis.call('HSET', KEYS[1], ARGV[1], '1')
+redis.call('HSET', KEYS[2], ARGV[2], '')
+return {new, redis.call('HLEN', KEYS[1])}
+";
+
+/// KEYS: the user's hash, node hash. ARGV: clientId, user field.
+/// Returns {1 if the connection was there, the user's connections after}: `{1, 0}` was the
+/// user's last connection in the cluster (`user_offline`, decided here, once).
+pub const USER_LEAVE: &str = r"
+local gone = redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[2])
+return {gone, redis.call('HLEN', KEYS[1])}
 ";

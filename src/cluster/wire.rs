@@ -163,6 +163,9 @@ pub fn request(origin: u32, corr: u64, system: &str, op: &Op) -> Option<Vec<u8>>
         | Op::SendToGroup { .. }
         | Op::SendToSystem { .. }
         | Op::OnlineList { .. }
+        | Op::SendToUser { .. }
+        | Op::CloseUser { .. }
+        | Op::UserPresence { .. }
         | Op::GroupHistory { .. }
         | Op::AllGroups { .. } => return None,
     }

@@ -15,7 +15,9 @@
 //! | `register` | added to the index | `SADD` in Redis, answered later |
 //! | `publish` | broadcast to the members now | published to Redis, delivered when it comes back |
 //! | `join` / `leave` | member set and notice now | Lua step in Redis (membership and notices in Redis's order) |
-//! | `online_list` / `all_groups` | read from the index | read from Redis, answered later |
+//! | `online_list` / `all_groups` / `user_presence` | read from the index | read from Redis, answered later |
+//! | `user_came` / `user_went` | `user_online`/`user_offline` from this node's count | a Lua step counts the user's connections in Redis; the one that makes it 1 / 0 sends the webhook |
+//! | `user_clients` | this node's connections of the user | read from Redis, handed back to the hub |
 //! | `forward` | (no other node) | to the client's node, if alive |
 //! | `after_change` | answered now | answered once Redis has the change |
 
@@ -30,7 +32,7 @@ use super::{single, Answer, Local};
 use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
-use crate::msg::{Frame, Op, ReplyTo};
+use crate::msg::{Frame, Op, ReplyTo, UserCall};
 use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
 use crate::webhooks::Gone;
 
@@ -142,14 +144,76 @@ impl Backend {
         }
     }
 
-    /// `get_online_list`.
-    pub fn online_list(&mut self, l: &mut Local, sys: SysId, group: Box<str>, to: ReplyTo) -> Answer {
+    /// `get_online_list` (`with_users`: each member's `userId` and `extend` too).
+    pub fn online_list(&mut self, l: &mut Local, sys: SysId, group: Box<str>, with_users: bool, to: ReplyTo) -> Answer {
         match self {
-            Backend::Single => single::online_list(l, sys, &group),
+            Backend::Single => single::online_list(l, sys, &group, with_users),
             Backend::Cluster(c) => {
                 let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::OnlineList { system, group, to })
+                c.ask(l, to, |to| BrokerCmd::OnlineList { system, group, with_users, to })
             }
+        }
+    }
+
+    /// `conn` is a connection of `user` from now on (the index has it): `user_online` if it
+    /// is the user's first in the system (single node: here; cluster: across the cluster, as
+    /// Redis decides).
+    pub fn user_came(&mut self, l: &mut Local, sys: SysId, conn: ConnId, user: &Arc<str>) {
+        match self {
+            Backend::Single => single::user_changed(l, sys, user, true),
+            Backend::Cluster(c) => c.user_changed(l, sys, conn, user, true),
+        }
+    }
+
+    /// `conn`, a connection of `user`, is gone (the index let it go): `user_offline` if it
+    /// was the user's last.
+    pub fn user_went(&mut self, l: &mut Local, sys: SysId, conn: ConnId, user: &Arc<str>) {
+        match self {
+            Backend::Single => single::user_changed(l, sys, user, false),
+            Backend::Cluster(c) => c.user_changed(l, sys, conn, user, false),
+        }
+    }
+
+    /// The connections of `user`, for `call`: a single node's, now (`Ok`); cluster mode's are
+    /// read from Redis by the broker, which hands them back to the hub (`Err(Answer::Later)`,
+    /// or the 503 when it cannot).
+    pub fn user_clients(
+        &mut self,
+        l: &mut Local,
+        sys: SysId,
+        user: Box<str>,
+        call: UserCall,
+        to: ReplyTo,
+    ) -> Result<(Vec<ClientRef>, UserCall), Answer> {
+        match self {
+            Backend::Single => {
+                let node = l.cfg.node_id.0;
+                let conns = l.index.user_conns(sys, &user).iter().map(|&conn| ClientRef { node, conn });
+                Ok((conns.collect(), call))
+            }
+            Backend::Cluster(c) => {
+                let system = l.index.name(sys).to_string().into();
+                Err(c.ask(l, to, |to| BrokerCmd::UserClients { system, user, call, to }))
+            }
+        }
+    }
+
+    /// `get_user_presence`.
+    pub fn user_presence(&mut self, l: &mut Local, sys: SysId, users: Vec<Box<str>>, to: ReplyTo) -> Answer {
+        match self {
+            Backend::Single => single::user_presence(l, sys, &users),
+            Backend::Cluster(c) => {
+                let system = l.index.name(sys).to_string().into();
+                c.ask(l, to, |to| BrokerCmd::UserPresence { system, users, to })
+            }
+        }
+    }
+
+    /// A call about a client of another node whose answer nobody waits for (`close_user`'s
+    /// closes); dropped for a node not alive (its clients are gone with it).
+    pub fn forward_quietly(&mut self, l: &mut Local, sys: SysId, op: Op) {
+        if let Backend::Cluster(c) = self {
+            c.forward_quietly(l, sys, op);
         }
     }
 
@@ -185,22 +249,22 @@ impl Backend {
         }
     }
 
-    /// The part of a `send_to_client(s)` for other nodes' clients.
+    /// The part of a send (`send_to_client(s)`, `send_to_user`: its frame, messageId and the
+    /// answer once sent) for other nodes' clients.
     #[allow(clippy::too_many_arguments)]
     pub fn forward_sends(
         &mut self,
         l: &mut Local,
         sys: SysId,
         remote: Vec<ClientRef>,
-        frame: Frame,
-        id: Box<str>,
+        send: (Frame, Box<str>, Done),
         strict: bool,
         to: ReplyTo,
     ) -> Answer {
         match self {
             Backend::Single if strict => ApiError::unknown_client().into(),
-            Backend::Single => Ok(Done::Sent(id)).into(),
-            Backend::Cluster(c) => c.forward_sends(l, sys, remote, frame, id, strict, to),
+            Backend::Single => Ok(send.2).into(),
+            Backend::Cluster(c) => c.forward_sends(l, sys, remote, send, strict, to),
         }
     }
 

@@ -135,8 +135,7 @@ impl ClusterSide {
         l: &Local,
         sys: SysId,
         remote: Vec<ClientRef>,
-        frame: Frame,
-        id: Box<str>,
+        (frame, id, done): (Frame, Box<str>, Done),
         strict: bool,
         to: ReplyTo,
     ) -> Answer {
@@ -149,7 +148,7 @@ impl ClusterSide {
             }
         }
         if by_node.is_empty() {
-            return Ok(Done::Sent(id)).into();
+            return Ok(done).into();
         }
         if !self.link.usable() {
             metrics::add(&l.stats.cluster_unavailable_total, 1);
@@ -165,8 +164,32 @@ impl ClusterSide {
             let op = Op::SendToClients { clients, frame: frame.clone(), message_id: id.clone(), strict };
             self.link.send(BrokerCmd::Forward { node, system: system.clone(), op, reply: None });
         }
-        self.link.send(BrokerCmd::Answer { to, status: 200, body: Done::Sent(id).body() });
+        self.link.send(BrokerCmd::Answer { to, status: 200, body: done.body() });
         Answer::Later
+    }
+
+    /// A call about a client of another node, answered to nobody (dropped for a node not
+    /// alive, or while the broker cannot take it).
+    pub fn forward_quietly(&mut self, l: &Local, sys: SysId, op: Op) {
+        let node = match &op {
+            Op::Close { client, .. } | Op::Bind { client, .. } | Op::Unbind { client, .. } => client.node,
+            _ => return debug_assert!(false, "not a call about one client: {op:?}"),
+        };
+        if self.live.contains(&node) && self.link.usable() {
+            let system = l.index.name(sys).to_string().into();
+            self.link.send(BrokerCmd::Forward { node, system, op, reply: None });
+        }
+    }
+
+    /// A connection of this node got (`online`) or lost its user: Redis counts the user's
+    /// connections (the step that makes it 1 or 0 sends the webhook).
+    pub fn user_changed(&mut self, l: &Local, sys: SysId, conn: ConnId, user: &Arc<str>, online: bool) {
+        let (system, user) = (l.index.name(sys).clone(), user.clone());
+        let client = crate::ids::client_id(l.cfg.node_id.0, conn);
+        self.link.send(match online {
+            true => BrokerCmd::UserJoin { system, user, client },
+            false => BrokerCmd::UserLeave { system, user, client },
+        });
     }
 }
 

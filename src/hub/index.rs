@@ -48,6 +48,9 @@ pub struct System {
     /// Single node, `history_size` > 0: each group's last messages (the shared frames) with
     /// when they were sent; kept `history_ttl` past the last one, members or not.
     pub histories: HashMap<Arc<str>, VecDeque<(Instant, Frame)>>,
+    /// This node's connections of each user (a handful each: tabs, devices), in the order they
+    /// got their user.
+    pub users: HashMap<Arc<str>, Vec<ConnId>>,
 }
 
 impl System {
@@ -82,9 +85,9 @@ pub struct Index {
     pub systems: Vec<System>,
     /// Keyed by server-assigned ids: a fast hash without flooding resistance is safe.
     pub clients: FxHashMap<ConnId, Client>,
-    /// The user of each client that has one (a connect token's `sub`); clients without one
-    /// cost nothing here.
-    pub users: FxHashMap<ConnId, Box<str>>,
+    /// The user of each client that has one (its connect token's `sub`, else the `userId` of
+    /// its first bind naming one); clients without one cost nothing here.
+    pub users: FxHashMap<ConnId, Arc<str>>,
 }
 
 impl Index {
@@ -111,6 +114,7 @@ impl Index {
             groups: HashMap::new(),
             names: BTreeSet::new(),
             histories: HashMap::new(),
+            users: HashMap::new(),
         });
         self.by_name.insert(name, id);
         Some(id)
@@ -131,6 +135,40 @@ impl Index {
             Some(cl) if cl.system == system => Ok(cl),
             _ => Err(ApiError::unknown_client()),
         }
+    }
+
+    /// Gives `conn` (a client of `sys` with no user yet) its user; `true` if it is the user's
+    /// first connection here.
+    pub fn set_user(&mut self, sys: SysId, conn: ConnId, user: &str) -> bool {
+        debug_assert!(!user.is_empty() && !self.users.contains_key(&conn), "a connection's user is set once");
+        let system = &mut self.systems[sys.index()];
+        let key = match system.users.get_key_value(user) {
+            Some((k, _)) => k.clone(),
+            None => Arc::from(user),
+        };
+        let conns = system.users.entry(key.clone()).or_default();
+        conns.push(conn);
+        self.users.insert(conn, key);
+        conns.len() == 1
+    }
+
+    /// Takes `conn`'s user away (it left): the user, and whether it was the user's last
+    /// connection here.
+    pub fn drop_user(&mut self, sys: SysId, conn: ConnId) -> Option<(Arc<str>, bool)> {
+        let user = self.users.remove(&conn)?;
+        let users = &mut self.systems[sys.index()].users;
+        let conns = users.get_mut(&*user)?;
+        conns.retain(|c| *c != conn);
+        let last = conns.is_empty();
+        if last {
+            users.remove(&*user);
+        }
+        Some((user, last))
+    }
+
+    /// This node's connections of `user` in `sys`.
+    pub fn user_conns(&self, sys: SysId, user: &str) -> &[ConnId] {
+        self.systems[sys.index()].users.get(user).map_or(&[], Vec::as_slice)
     }
 
     /// Both the client (checked to be in `system`) and its system, for changes to both.
@@ -166,5 +204,23 @@ mod tests {
         sys.groups.get_mut("a").unwrap().remove(ConnId { shard: 0, slot: 1, gen: 1 });
         assert!(sys.drop_if_empty("a"));
         assert_eq!(sys.names.len(), 2);
+    }
+
+    #[test]
+    fn a_users_connections_are_counted_until_the_last_goes() {
+        let mut ix = Index::default();
+        let a = ix.add_system("a", 2).unwrap();
+        let b = ix.add_system("b", 2).unwrap();
+        let c = |slot| ConnId { shard: 0, slot, gen: 1 };
+        assert!(ix.set_user(a, c(1), "alice"));
+        assert!(!ix.set_user(a, c(2), "alice"), "a second tab");
+        assert!(ix.set_user(b, c(3), "alice"), "another system's alice is another person");
+        assert_eq!(ix.user_conns(a, "alice"), [c(1), c(2)]);
+        assert_eq!(ix.drop_user(a, c(1)).map(|(u, last)| (u.to_string(), last)), Some(("alice".into(), false)));
+        assert_eq!(ix.drop_user(a, c(1)), None, "once");
+        assert_eq!(ix.drop_user(a, c(2)).map(|(_, last)| last), Some(true));
+        assert!(ix.user_conns(a, "alice").is_empty());
+        assert!(ix.systems[a.index()].users.is_empty(), "nothing kept for a user gone");
+        assert_eq!(ix.user_conns(b, "alice"), [c(3)]);
     }
 }

@@ -30,7 +30,7 @@ pub use members::Members;
 use outbox::Outbox;
 
 use self::backend::Backend;
-use self::index::Index;
+use self::index::{Index, SysId};
 use crate::auth::Grant;
 use crate::cluster::BrokerLink;
 use crate::config::Config;
@@ -264,6 +264,16 @@ impl Hub {
                 self.frame_from_redis(&system, group.as_deref(), frame.as_ref(), joined)
             }
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
+            Command::UserClients { system, clients, call, to } => {
+                let to = ReplyTo::Local(to);
+                let answer = match self.local.index.find(&system) {
+                    Some(sys) => self.user_call(sys, clients, call, to),
+                    None => ApiError::unknown_system(&system).into(),
+                };
+                if let Answer::Now(r) = answer {
+                    self.answer(to, r, None);
+                }
+            }
             Command::Subscribed { conn } => self.subscribed(conn),
             Command::Nodes { alive, dead } => {
                 for n in self.backend.nodes(alive, dead) {
@@ -339,10 +349,10 @@ impl Hub {
         let user_id = sub.clone().unwrap_or_default();
         let client = index::Client { system: sys, user_id, extend: "".into(), groups: Vec::new() };
         l.index.clients.insert(conn, client);
+        self.backend.connected(&mut self.local, sys, conn, welcomed, sub.clone());
         if let Some(sub) = &sub {
-            l.index.users.insert(conn, sub.clone());
+            self.give_user(sys, conn, sub);
         }
-        self.backend.connected(&mut self.local, sys, conn, welcomed, sub);
         match self.backend.cluster() {
             _ if groups.is_empty() => {}
             None => self.join_granted(conn, groups),
@@ -381,7 +391,6 @@ impl Hub {
     /// (webhooks). Idempotent.
     fn remove_client(&mut self, conn: ConnId, notify: bool, why: webhooks::Gone) {
         let Some(client) = self.local.index.clients.remove(&conn) else { return };
-        self.local.index.users.remove(&conn);
         if let Some(c) = self.backend.cluster() {
             c.granted.remove(&conn);
         }
@@ -392,6 +401,21 @@ impl Hub {
         for g in &client.groups {
             self.backend.leave(&mut self.local, sys, g, conn, Some(&client), notify);
         }
+        if let Some((user, last)) = self.local.index.drop_user(sys, conn) {
+            if last {
+                metrics::sub(&self.local.stats.users, 1);
+            }
+            self.backend.user_went(&mut self.local, sys, conn, &user);
+        }
         self.backend.system_left(&mut self.local, sys, conn, why);
+    }
+
+    /// `conn` (a client of `sys` without a user yet) is a connection of `user` from now on.
+    fn give_user(&mut self, sys: SysId, conn: ConnId, user: &str) {
+        if self.local.index.set_user(sys, conn, user) {
+            metrics::add(&self.local.stats.users, 1);
+        }
+        let user = self.local.index.users[&conn].clone();
+        self.backend.user_came(&mut self.local, sys, conn, &user);
     }
 }

@@ -9,7 +9,7 @@ use super::index::SysId;
 use super::{Answer, Hub};
 use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
-use crate::msg::{Frame, Op, ReplyTo, ShardMsg};
+use crate::msg::{Frame, Op, ReplyTo, ShardMsg, UserCall};
 use crate::protocol::api::{self, ApiError, Done};
 
 impl Hub {
@@ -47,7 +47,18 @@ impl Hub {
             Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => {
                 self.backend.forward(&mut self.local, client.node, sys, op, to)
             }
-            Op::OnlineList { group } => self.backend.online_list(&mut self.local, sys, group, to),
+            Op::OnlineList { group, with_users } => {
+                self.backend.online_list(&mut self.local, sys, group, with_users, to)
+            }
+            Op::SendToUser { user, frame, message_id } => {
+                metrics::add(&self.local.stats.user_sends_total, 1);
+                self.user_op(sys, user, UserCall::Send { frame, message_id }, to)
+            }
+            Op::CloseUser { user, notify } => {
+                metrics::add(&self.local.stats.user_closes_total, 1);
+                self.user_op(sys, user, UserCall::Close { notify }, to)
+            }
+            Op::UserPresence { users } => self.backend.user_presence(&mut self.local, sys, users, to),
             Op::GroupHistory { group, limit } => self.backend.group_history(&mut self.local, sys, group, limit, to),
             Op::AllGroups { page } => self.backend.all_groups(&mut self.local, sys, page, to),
         }
@@ -62,6 +73,23 @@ impl Hub {
         id: Box<str>,
         strict: bool,
         to: ReplyTo,
+    ) -> Answer {
+        let done = Done::Sent(id.clone());
+        self.send_frames(sys, clients, frame, id, strict, to, done)
+    }
+
+    /// One frame to each of `clients` (here, or forwarded to their nodes); `done`: the answer
+    /// once it is on its way.
+    #[allow(clippy::too_many_arguments)]
+    fn send_frames(
+        &mut self,
+        sys: SysId,
+        clients: Vec<ClientRef>,
+        frame: Frame,
+        id: Box<str>,
+        strict: bool,
+        to: ReplyTo,
+        done: Done,
     ) -> Answer {
         let me = self.local.cfg.node_id.0;
         let mut remote = Vec::new();
@@ -78,9 +106,47 @@ impl Hub {
             }
         }
         if remote.is_empty() {
-            return Ok(Done::Sent(id)).into();
+            return Ok(done).into();
         }
-        self.backend.forward_sends(&mut self.local, sys, remote, frame, id, strict, to)
+        self.backend.forward_sends(&mut self.local, sys, remote, (frame, id, done), strict, to)
+    }
+
+    /// `send_to_user` / `close_user`: the user's connections are found (this node's, or the
+    /// cluster's by the broker, which hands them back as [`crate::msg::Command::UserClients`]),
+    /// then [`Hub::user_call`] acts on them.
+    fn user_op(&mut self, sys: SysId, user: Box<str>, call: UserCall, to: ReplyTo) -> Answer {
+        if let UserCall::Close { .. } = call {
+            if let Some(e) = self.backend.blocked(&mut self.local) {
+                return e.into();
+            }
+        }
+        match self.backend.user_clients(&mut self.local, sys, user, call, to) {
+            Ok((clients, call)) => self.user_call(sys, clients, call, to),
+            Err(later) => later,
+        }
+    }
+
+    /// Acts on the connections of a user: one frame shared by all of them, or each closed as
+    /// by `close_client` (its session ended).
+    pub(super) fn user_call(&mut self, sys: SysId, clients: Vec<ClientRef>, call: UserCall, to: ReplyTo) -> Answer {
+        let n = clients.len();
+        match call {
+            UserCall::Send { frame, message_id } => {
+                let done = Done::Body(api::user_sent_body(&message_id, n));
+                self.send_frames(sys, clients, frame, message_id, false, to, done)
+            }
+            UserCall::Close { notify } => {
+                let me = self.local.cfg.node_id.0;
+                for c in clients {
+                    if c.node != me {
+                        self.backend.forward_quietly(&mut self.local, sys, Op::Close { client: c, notify });
+                    } else if self.local.index.client_in(sys, c.conn).is_ok() {
+                        self.kick(c.conn, notify);
+                    }
+                }
+                self.backend.after_change(to, Ok(Done::Body(api::clients_body(n))))
+            }
+        }
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -98,9 +164,16 @@ impl Hub {
             return e.into();
         }
         // A bind naming no userId: the connection's user (its connect token's sub), if any.
-        let user_id = user_id.or_else(|| self.local.index.users.get(&conn).cloned()).unwrap_or_default();
-        match self.join_group(sys, conn, group, user_id, extend, notify) {
-            Ok(()) => self.backend.after_change(to, Ok(Done::Empty)),
+        let known = self.local.index.users.get(&conn).map(|u| Box::<str>::from(&**u));
+        let user_id = user_id.or(known).unwrap_or_default();
+        match self.join_group(sys, conn, group, user_id.clone(), extend, notify) {
+            Ok(()) => {
+                // A connection without a user takes the first userId a bind names.
+                if !user_id.is_empty() && !self.local.index.users.contains_key(&conn) {
+                    self.give_user(sys, conn, &user_id);
+                }
+                self.backend.after_change(to, Ok(Done::Empty))
+            }
             Err(e) => e.into(),
         }
     }
@@ -167,10 +240,15 @@ impl Hub {
         if let Err(e) = self.local.index.client_in(sys, conn) {
             return e.into();
         }
+        self.kick(conn, notify);
+        self.backend.after_change(to, Ok(Done::Empty))
+    }
+
+    /// Removes a client of this node and closes it with 1000 (its session, if any, ends).
+    fn kick(&mut self, conn: ConnId, notify: bool) {
         self.remove_client(conn, notify, crate::webhooks::Gone::Kicked);
         let close = ShardMsg::Close { target: conn.in_shard(), code: 1000, reason: "closed by server" };
         self.local.out.send(conn.shard as usize, close);
-        self.backend.after_change(to, Ok(Done::Empty))
     }
 
     /// A client published to a group it is in (opt-in: `client_publish`).

@@ -104,14 +104,38 @@ pub(super) fn leaving(
     });
 }
 
-pub(super) fn online_list(l: &mut Local, sys: SysId, group: &str) -> Answer {
+pub(super) fn online_list(l: &mut Local, sys: SysId, group: &str, with_users: bool) -> Answer {
     let node = l.cfg.node_id.0;
-    let system = l.index.system(sys);
-    let ids: Vec<String> = match system.groups.get(group) {
-        Some(m) => m.iter().map(|c| ids::client_id(node, c)).collect(),
-        None => Vec::new(),
-    };
-    Ok(Done::Body(api::online_list_body(&ids))).into()
+    let Local { index, .. } = l;
+    let members: Vec<ConnId> = index.systems[sys.index()].groups.get(group).map_or(Vec::new(), |m| m.iter().collect());
+    let ids: Vec<String> = members.iter().map(|&c| ids::client_id(node, c)).collect();
+    if !with_users {
+        return Ok(Done::Body(api::online_list_body(&ids))).into();
+    }
+    let info = |c: &ConnId| index.clients.get(c).map_or(("", ""), |cl| (&*cl.user_id, &*cl.extend));
+    let list = ids.iter().zip(&members).map(|(id, c)| {
+        let (user, extend) = info(c);
+        (id.as_str(), user, extend)
+    });
+    Ok(Done::Body(api::online_users_body(list))).into()
+}
+
+/// A connection of `user` came (`online`) or went (the index has the change): the webhooks
+/// hear of the user's first and last.
+pub(super) fn user_changed(l: &mut Local, sys: SysId, user: &Arc<str>, online: bool) {
+    if let Some(h) = &l.hooks {
+        let n = l.index.user_conns(sys, user).len();
+        h.user(l.index.name(sys).clone(), user.clone(), online, Some(n));
+    }
+}
+
+/// `get_user_presence`: each user's connections here.
+pub(super) fn user_presence(l: &mut Local, sys: SysId, users: &[Box<str>]) -> Answer {
+    let node = l.cfg.node_id.0;
+    let lists: Vec<Vec<String>> =
+        users.iter().map(|u| l.index.user_conns(sys, u).iter().map(|&c| ids::client_id(node, c)).collect()).collect();
+    let body = api::user_presence_body(users.iter().map(|u| &**u).zip(lists.iter().map(Vec::as_slice)));
+    Ok(Done::Body(body)).into()
 }
 
 /// The group's last `limit` kept messages younger than `history_ttl`, oldest first.

@@ -122,6 +122,10 @@ pub struct Body<'a> {
     pub cursor: Option<String>,
     /// `get_all_groups` paging: most groups in this page.
     pub limit: Option<u64>,
+    /// `get_user_presence`: the users asked about.
+    pub user_ids: Option<Vec<String>>,
+    /// `get_online_list`: list each member's `userId` and `extend` too.
+    pub with_users: Option<bool>,
 }
 
 /// Parses a request body; an empty body is `{}`.
@@ -289,6 +293,64 @@ pub fn online_list_body<S: AsRef<str>>(ids: &[S]) -> Bytes {
     let arr = string_array(ids.iter().map(AsRef::as_ref));
     let mut n = itoa::Buffer::new();
     ok_body(&format!("{{\"count\":{},\"list\":{arr}}}", n.format(ids.len())))
+}
+
+/// Most users one `get_user_presence` call may ask about.
+pub const MAX_USER_IDS: usize = 1000;
+
+/// `send_to_user`'s answer: `{"messageId":"..","clients":N}`.
+pub fn user_sent_body(message_id: &str, clients: usize) -> Bytes {
+    let mut v = Vec::with_capacity(40 + message_id.len());
+    v.extend_from_slice(b"{\"messageId\":");
+    push_str(&mut v, message_id);
+    v.extend_from_slice(b",\"clients\":");
+    v.extend_from_slice(itoa::Buffer::new().format(clients).as_bytes());
+    v.push(b'}');
+    ok_body(std::str::from_utf8(&v).unwrap_or("{}"))
+}
+
+/// `close_user`'s answer: `{"clients":N}`.
+pub fn clients_body(clients: usize) -> Bytes {
+    ok_body(&format!("{{\"clients\":{clients}}}"))
+}
+
+/// `get_user_presence`'s answer: for each user asked about (in the order asked, each once),
+/// `{"online":bool,"clients":[clientId..]}`.
+pub fn user_presence_body<'a, S: AsRef<str> + 'a>(users: impl Iterator<Item = (&'a str, &'a [S])>) -> Bytes {
+    let mut v = vec![b'{'];
+    for (i, (user, clients)) in users.enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        push_str(&mut v, user);
+        v.extend_from_slice(if clients.is_empty() { b":{\"online\":false" } else { b":{\"online\":true" });
+        v.extend_from_slice(b",\"clients\":");
+        v.extend_from_slice(string_array(clients.iter().map(AsRef::as_ref)).as_bytes());
+        v.push(b'}');
+    }
+    v.push(b'}');
+    ok_body(std::str::from_utf8(&v).unwrap_or("{}"))
+}
+
+/// `get_online_list`'s answer with `withUsers`: `{"count":N,"list":[{"clientId","userId","extend"}..]}`.
+pub fn online_users_body<'a>(members: impl ExactSizeIterator<Item = (&'a str, &'a str, &'a str)>) -> Bytes {
+    let mut v = Vec::from(&b"{\"count\":"[..]);
+    v.extend_from_slice(itoa::Buffer::new().format(members.len()).as_bytes());
+    v.extend_from_slice(b",\"list\":[");
+    for (i, (client, user, extend)) in members.enumerate() {
+        if i > 0 {
+            v.push(b',');
+        }
+        v.extend_from_slice(b"{\"clientId\":");
+        push_str(&mut v, client);
+        v.extend_from_slice(b",\"userId\":");
+        push_str(&mut v, user);
+        v.extend_from_slice(b",\"extend\":");
+        push_str(&mut v, extend);
+        v.push(b'}');
+    }
+    v.extend_from_slice(b"]}");
+    ok_body(std::str::from_utf8(&v).unwrap_or("{}"))
 }
 
 /// `get_group_history`'s answer: the messages' JSON objects (push frame payloads), oldest

@@ -81,6 +81,9 @@ pub static ENDPOINTS: &[Endpoint] = &[
     Endpoint { name: "get_all_groups", access: Access::System, early_answer: false, op: all_groups },
     Endpoint { name: "close_client", access: Access::System, early_answer: false, op: close },
     Endpoint { name: "get_group_history", access: Access::System, early_answer: false, op: group_history },
+    Endpoint { name: "send_to_user", access: Access::System, early_answer: false, op: send_to_user },
+    Endpoint { name: "close_user", access: Access::System, early_answer: false, op: close_user },
+    Endpoint { name: "get_user_presence", access: Access::System, early_answer: false, op: user_presence },
 ];
 
 /// The endpoint called `name`.
@@ -177,7 +180,50 @@ fn unbind(r: &Request<'_>) -> Result<Op, ApiError> {
 }
 
 fn online_list(r: &Request<'_>) -> Result<Op, ApiError> {
-    Ok(Op::OnlineList { group: r.group()? })
+    Ok(Op::OnlineList { group: r.group()?, with_users: r.body.with_users.unwrap_or(false) })
+}
+
+/// The required `userId`, within `max_name_bytes`.
+fn user(r: &Request<'_>) -> Result<Box<str>, ApiError> {
+    let u = r.required(&r.body.user_id, "userId")?;
+    r.limits.name(&u, "userId")?;
+    Ok(u)
+}
+
+fn send_to_user(r: &Request<'_>) -> Result<Op, ApiError> {
+    let user = user(r)?;
+    let (frame, message_id) = r.push();
+    Ok(Op::SendToUser { user, frame, message_id })
+}
+
+fn close_user(r: &Request<'_>) -> Result<Op, ApiError> {
+    Ok(Op::CloseUser { user: user(r)?, notify: r.notify() })
+}
+
+/// At most [`api::MAX_USER_IDS`] non-empty userIds; each answered once.
+fn user_presence(r: &Request<'_>) -> Result<Op, ApiError> {
+    let list = r.body.user_ids.as_ref().filter(|l| !l.is_empty());
+    let list = list.ok_or_else(|| ApiError::bad_request("userIds is required (a non-empty array)"))?;
+    if list.len() > api::MAX_USER_IDS {
+        let mut e = ApiError::bad_request(format!(
+            "userIds holds {} ids, more than the {} one call may ask about: split the call",
+            list.len(),
+            api::MAX_USER_IDS
+        ));
+        e.bound = Some("get_user_presence userIds");
+        return Err(e);
+    }
+    let mut users: Vec<Box<str>> = Vec::with_capacity(list.len());
+    for u in list {
+        if u.is_empty() {
+            return Err(ApiError::bad_request("userIds holds an empty userId"));
+        }
+        r.limits.name(u, "a userId of userIds")?;
+        if !users.iter().any(|k| **k == **u) {
+            users.push(u.as_str().into());
+        }
+    }
+    Ok(Op::UserPresence { users })
 }
 
 /// Upstream's call (no `limit`, no `cursor`) answers the whole map while it fits in one answer;

@@ -54,6 +54,14 @@ pub enum Kind {
     GroupOccupied,
     /// The group's last member left.
     GroupVacated,
+    /// The user's first connection in the system (cluster-wide).
+    UserOnline {
+        user_id: Arc<str>,
+    },
+    /// The user's last connection in the system went (cluster-wide).
+    UserOffline {
+        user_id: Arc<str>,
+    },
 }
 
 /// One presence event, as the hub or the broker records it (made into JSON by the sender
@@ -81,6 +89,8 @@ impl Event {
             Kind::GroupLeft { .. } => "group_left",
             Kind::GroupOccupied => "group_occupied",
             Kind::GroupVacated => "group_vacated",
+            Kind::UserOnline { .. } => "user_online",
+            Kind::UserOffline { .. } => "user_offline",
         }
     }
 
@@ -113,6 +123,10 @@ impl Event {
             Kind::ClientConnected { user_id: Some(u) } => {
                 out.extend_from_slice(b",\"userId\":");
                 s(out, u);
+            }
+            Kind::UserOnline { user_id } | Kind::UserOffline { user_id } => {
+                out.extend_from_slice(b",\"userId\":");
+                s(out, user_id);
             }
             Kind::ClientDisconnected(why) => {
                 out.extend_from_slice(b",\"reason\":\"");

@@ -82,6 +82,18 @@ impl Webhooks {
         }
     }
 
+    /// A connection of `user` came (`online`) or went, leaving `count_after` connections of the
+    /// user in the system (cluster mode: across the cluster; `None`: not known) — the one rule
+    /// for both modes: `user_online` at the first, `user_offline` when the last went.
+    pub fn user(&self, system: Arc<str>, user_id: Arc<str>, online: bool, count_after: Option<usize>) {
+        let kind = match (online, count_after) {
+            (true, Some(1)) => Kind::UserOnline { user_id },
+            (false, Some(0)) => Kind::UserOffline { user_id },
+            _ => return,
+        };
+        self.emit(Event::new(kind, system, None, None));
+    }
+
     /// Records an event for the back end. Never waits on the receiver: one short lock; past
     /// `webhook_queue` the oldest waiting event is dropped (counted; told to the receiver).
     pub fn emit(&self, e: Event) {

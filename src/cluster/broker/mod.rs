@@ -52,6 +52,13 @@ struct GroupMirror {
     clients: HashMap<String, Box<str>>,
 }
 
+/// This node's connections of one user.
+struct UserMirror {
+    system: Arc<str>,
+    user: Arc<str>,
+    clients: HashSet<String>,
+}
+
 /// Local effects that follow a batch's pipeline.
 enum Later {
     Answer(ConnId, u16, Bytes),
@@ -59,6 +66,12 @@ enum Later {
     Welcome(ConnId, Arc<str>, Option<Box<str>>),
     /// The client left this node (after leaving its groups), for webhooks.
     Left(ConnId, Arc<str>, Gone),
+    /// `get_user_presence`, read once the batch's changes are in Redis.
+    UserPresence {
+        system: Box<str>,
+        users: Vec<Box<str>>,
+        to: ConnId,
+    },
 }
 
 /// One command's effect, in command order.
@@ -89,6 +102,8 @@ pub(super) struct Broker {
     stats: Arc<HubStats>,
     /// This node's presence, by group channel: what Redis must hold for this node.
     groups: HashMap<String, GroupMirror>,
+    /// This node's connections with a user, by the user's key: what Redis must hold too.
+    users: HashMap<String, UserMirror>,
     /// Systems with clients here, by channel: how many.
     systems: HashMap<String, usize>,
     /// Systems seen registered (written again if Redis lost its data).
@@ -138,6 +153,7 @@ impl Broker {
             pending,
             stats,
             groups: HashMap::new(),
+            users: HashMap::new(),
             systems: HashMap::new(),
             known: HashSet::new(),
             subscribed: HashSet::new(),
@@ -395,9 +411,25 @@ impl Broker {
                 }
             }
             BrokerCmd::Forward { node, system, op, reply } => self.pipe_forward(p, steps, node, &system, &op, reply),
-            BrokerCmd::OnlineList { system, group: g, to } => {
-                p.cmd("HKEYS").arg(self.k.group(&system, &g));
-                steps.push(Step::Redis(Post::Online { to }));
+            BrokerCmd::OnlineList { system, group: g, with_users, to } => {
+                p.cmd(if with_users { "HGETALL" } else { "HKEYS" }).arg(self.k.group(&system, &g));
+                steps.push(Step::Redis(Post::Online { with_users, to }));
+            }
+            BrokerCmd::UserJoin { system, user, client } => {
+                self.pipe_user(p, true, self.me(), &system, &user, &client);
+                steps.push(Step::Redis(Post::User { online: true, system, user }));
+            }
+            BrokerCmd::UserLeave { system, user, client } => {
+                self.pipe_user(p, false, self.me(), &system, &user, &client);
+                steps.push(Step::Redis(Post::User { online: false, system, user }));
+            }
+            BrokerCmd::UserClients { system, user, call, to } => {
+                p.cmd("HKEYS").arg(self.k.user(&system, &user));
+                steps.push(Step::Redis(Post::UserClients { system, call, to }));
+            }
+            // Read after this batch's pipeline (one HKEYS per user, in a pipeline of its own).
+            BrokerCmd::UserPresence { system, users, to } => {
+                steps.push(Step::Local(Later::UserPresence { system, users, to }))
             }
             BrokerCmd::AllGroups { system, page, paged, to } => {
                 // One more name than the page holds tells whether more follow.
@@ -516,6 +548,14 @@ impl Broker {
                 self.emit(Kind::ClientConnected { user_id }, system, None, Some(conn));
             }
             Later::Left(conn, system, why) => self.emit(Kind::ClientDisconnected(why), system, None, Some(conn)),
+            Later::UserPresence { to, .. } if failed => self.unavailable(to),
+            Later::UserPresence { system, users, to } => match self.user_clients(&system, &users) {
+                Ok(lists) => {
+                    let body = api::user_presence_body(users.iter().map(|u| &**u).zip(lists.iter().map(Vec::as_slice)));
+                    self.reply(to, 200, body, None);
+                }
+                Err(_) => self.unavailable(to),
+            },
         }
     }
 
@@ -552,6 +592,8 @@ impl Broker {
                 | BrokerCmd::Publish { answer: Some((to, _)), .. } => self.unavailable(to),
                 BrokerCmd::OnlineList { to, .. }
                 | BrokerCmd::AllGroups { to, .. }
+                | BrokerCmd::UserClients { to, .. }
+                | BrokerCmd::UserPresence { to, .. }
                 | BrokerCmd::GroupHistory { to, .. } => self.unavailable(to),
                 BrokerCmd::Lookup { system } => {
                     let registered = Err(api::CLUSTER_UNAVAILABLE.to_string());

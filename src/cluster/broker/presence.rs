@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 use super::results;
-use super::{Broker, GroupMirror};
+use super::{Broker, GroupMirror, UserMirror};
 use crate::cluster::{keys, wire, BrokerCmd};
 use crate::metrics;
 use crate::protocol::api;
@@ -81,6 +81,51 @@ impl Broker {
             .arg(wire::skip(at));
     }
 
+    /// A USER_JOIN (`join`) or USER_LEAVE step for `client`, a connection of `node` (this one,
+    /// or a dead one being reaped).
+    pub(super) fn pipe_user(
+        &self,
+        p: &mut redis::Pipeline,
+        join: bool,
+        node: u32,
+        system: &str,
+        user: &str,
+        client: &str,
+    ) {
+        let script = if join { &self.scripts.user_join } else { &self.scripts.user_leave };
+        p.cmd("EVALSHA")
+            .arg(script.get_hash())
+            .arg(2)
+            .arg(self.k.user(system, user))
+            .arg(self.k.node(node))
+            .arg(client)
+            .arg(keys::user_field(client, system, user));
+    }
+
+    /// A USER_LEAVE whose `user_offline` (if it was the last connection) is sent once the
+    /// pipeline ran: `offline` collects what to look at.
+    fn pipe_user_gone<'a>(
+        &self,
+        p: &mut redis::Pipeline,
+        node: u32,
+        (system, user, client): (&'a str, &'a str, &str),
+        offline: &mut Vec<(&'a str, &'a str)>,
+    ) {
+        self.pipe_user(p, false, node, system, user, client);
+        offline.push((system, user));
+    }
+
+    /// The `user_offline` events of USER_LEAVE steps run in one pipeline (`results`: theirs,
+    /// in `gone`'s order).
+    fn users_gone(&self, gone: &[(&str, &str)], results: impl Iterator<Item = redis::Value>) {
+        let Some(h) = &self.cfg.hooks else { return };
+        for (&(system, user), r) in gone.iter().zip(results) {
+            if let Some((1, n)) = results::pair(&Ok(r)) {
+                h.user(system.into(), user.into(), false, Some(n.max(0) as usize));
+            }
+        }
+    }
+
     /// Updates the mirror; returns the channel to subscribe to, if any.
     pub(super) fn mirror(&mut self, cmd: &BrokerCmd, unsub: &mut Vec<String>) -> Option<String> {
         match cmd {
@@ -101,6 +146,25 @@ impl Broker {
                     if m.clients.is_empty() {
                         self.groups.remove(&chan);
                         unsub.push(chan);
+                    }
+                }
+                None
+            }
+            BrokerCmd::UserJoin { system, user, client } => {
+                let m = self.users.entry(self.k.user(system, user)).or_insert_with(|| UserMirror {
+                    system: system.clone(),
+                    user: user.clone(),
+                    clients: Default::default(),
+                });
+                m.clients.insert(client.clone());
+                None
+            }
+            BrokerCmd::UserLeave { system, user, client } => {
+                let key = self.k.user(system, user);
+                if let Some(m) = self.users.get_mut(&key) {
+                    m.clients.remove(client);
+                    if m.clients.is_empty() {
+                        self.users.remove(&key);
                     }
                 }
                 None
@@ -145,21 +209,31 @@ impl Broker {
         let held = self.held(me)?;
         let mut p = redis::pipe();
         for (field, info) in &held {
-            match keys::parse_member_field(field) {
-                Some((client, system, group)) => {
-                    let chan = self.k.group(system, group);
-                    if !self.groups.get(&chan).is_some_and(|m| m.clients.contains_key(client)) {
-                        self.pipe_gone(&mut p, me, system, group, client, info);
-                    }
+            if let Some((client, system, group)) = keys::parse_member_field(field) {
+                let chan = self.k.group(system, group);
+                if !self.groups.get(&chan).is_some_and(|m| m.clients.contains_key(client)) {
+                    self.pipe_gone(&mut p, me, system, group, client, info);
                 }
-                None => {
-                    p.cmd("HDEL").arg(self.k.node(me)).arg(field).ignore();
+            } else if let Some((client, system, user)) = keys::parse_user_field(field) {
+                // Gone while Redis was away: no `user_offline` (whether it was the user's last
+                // connection then is not known now); the rest is written again below.
+                if !self.users.get(&self.k.user(system, user)).is_some_and(|m| m.clients.contains(client)) {
+                    self.pipe_user(&mut p, false, me, system, user, client);
+                    p.ignore();
                 }
+            } else {
+                p.cmd("HDEL").arg(self.k.node(me)).arg(field).ignore();
             }
         }
         for m in self.groups.values() {
             for (client, info) in &m.clients {
                 self.pipe_join(&mut p, &m.system, &m.group, client, info, b"");
+                p.ignore();
+            }
+        }
+        for m in self.users.values() {
+            for client in &m.clients {
+                self.pipe_user(&mut p, true, me, &m.system, &m.user, client);
                 p.ignore();
             }
         }
@@ -260,10 +334,17 @@ impl Broker {
         let held = self.held(node)?;
         let mut p = redis::pipe();
         let mut gone = Vec::new();
+        let mut users = Vec::new();
         for (field, info) in &held {
             if let Some((client, system, group)) = keys::parse_member_field(field) {
                 self.pipe_leave(&mut p, node, system, group, client, Some(&offline_notice(client, info)));
                 gone.push((client, system, group, info));
+            }
+        }
+        // After the group steps, in one pipeline: their results come first.
+        for field in held.keys() {
+            if let Some((client, system, user)) = keys::parse_user_field(field) {
+                self.pipe_user_gone(&mut p, node, (system, user, client), &mut users);
             }
         }
         p.cmd("DEL").arg(self.k.node(node)).ignore();
@@ -271,14 +352,24 @@ impl Broker {
         let con = self.con.as_mut().ok_or("down")?;
         let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
         if self.cfg.hooks.is_some() {
-            // Each client's group_left events first, then its client_disconnected.
+            // Each client's group_left events first, then the users' user_offline, then the
+            // clients' client_disconnected.
+            let mut results = results.into_iter();
             let mut clients: Vec<(&str, &str)> = Vec::new();
-            for (&(client, sys, group, info), r) in gone.iter().zip(results) {
+            for (&(client, sys, group, info), r) in gone.iter().zip(results.by_ref()) {
                 if let Some((1, n)) = results::pair(&Ok(r)) {
                     self.emit_member(false, sys.into(), group.into(), client, info, Some(n.max(0) as usize));
                 }
                 if !clients.iter().any(|(c, _)| *c == client) {
                     clients.push((client, sys));
+                }
+            }
+            self.users_gone(&users, results);
+            for field in held.keys() {
+                if let Some((client, sys, _)) = keys::parse_user_field(field) {
+                    if !clients.iter().any(|(c, _)| *c == client) {
+                        clients.push((client, sys));
+                    }
                 }
             }
             for (client, sys) in clients {
@@ -294,6 +385,13 @@ impl Broker {
     pub(super) fn leave_all(&mut self) -> Result<(), String> {
         let me = self.me();
         let mut p = redis::pipe();
+        // The users' steps first: their results, in order, say who went offline.
+        let mut users = Vec::new();
+        for m in self.users.values() {
+            for client in &m.clients {
+                self.pipe_user_gone(&mut p, me, (&m.system, &m.user, client), &mut users);
+            }
+        }
         for m in self.groups.values() {
             for (client, info) in &m.clients {
                 self.pipe_gone(&mut p, me, &m.system, &m.group, client, info);
@@ -302,6 +400,8 @@ impl Broker {
         p.cmd("DEL").arg(self.k.node(me)).arg(self.k.alive(me)).ignore();
         p.cmd("SREM").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
-        p.query::<()>(con).map_err(|e| e.to_string())
+        let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
+        self.users_gone(&users, results.into_iter());
+        Ok(())
     }
 }

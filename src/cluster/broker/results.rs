@@ -46,6 +46,19 @@ pub(super) enum Post {
         waiting: bool,
     },
     Online {
+        with_users: bool,
+        to: ConnId,
+    },
+    /// A USER_JOIN (`online`) or USER_LEAVE step's `{changed, connections after}`: webhooks.
+    User {
+        online: bool,
+        system: Arc<str>,
+        user: Arc<str>,
+    },
+    /// The user's clientIds, for the hub to act on.
+    UserClients {
+        system: Box<str>,
+        call: crate::msg::UserCall,
         to: ConnId,
     },
     /// A group's history stream, newest first.
@@ -97,10 +110,35 @@ impl Broker {
                     self.forwarded(corr, r);
                 }
             }
-            Post::Online { to } => match r {
+            Post::Online { with_users: false, to } => match r {
                 Ok(Value::Array(ids)) => {
                     let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
                     self.reply(to, 200, api::online_list_body(&ids), None);
+                }
+                _ => self.unavailable(to),
+            },
+            Post::Online { with_users: true, to } => match r {
+                Ok(Value::Array(kv)) => {
+                    let kv: Vec<String> = kv.into_iter().filter_map(string).collect();
+                    let infos: Vec<(&str, [String; 2])> = kv
+                        .chunks_exact(2)
+                        .map(|p| (p[0].as_str(), serde_json::from_str(&p[1]).unwrap_or_default()))
+                        .collect();
+                    let members = infos.iter().map(|(c, [u, e])| (*c, u.as_str(), e.as_str()));
+                    self.reply(to, 200, api::online_users_body(members), None);
+                }
+                _ => self.unavailable(to),
+            },
+            Post::User { online, system, user } => {
+                if let (Some(h), Some((1, n))) = (&self.cfg.hooks, pair(&r)) {
+                    h.user(system, user, online, Some(n.max(0) as usize));
+                }
+            }
+            Post::UserClients { system, call, to } => match r {
+                Ok(Value::Array(ids)) => {
+                    let clients = ids.into_iter().filter_map(string).filter_map(|s| crate::ids::parse_client_ref(&s));
+                    let clients = clients.collect();
+                    let _ = self.hub.send(Command::UserClients { system, clients, call, to });
                 }
                 _ => self.unavailable(to),
             },
@@ -201,6 +239,19 @@ impl Broker {
         if let Some(h) = &self.cfg.hooks {
             h.emit(Event::new(kind, system, None, Some(client.into())));
         }
+    }
+
+    /// The clientIds of each of `users` (one pipeline of `HKEYS`).
+    pub(super) fn user_clients(&mut self, system: &str, users: &[Box<str>]) -> Result<Vec<Vec<String>>, String> {
+        let mut p = redis::pipe();
+        for u in users {
+            p.cmd("HKEYS").arg(self.k.user(system, u));
+        }
+        let con = self.con.as_mut().ok_or("down")?;
+        if users.is_empty() {
+            return Ok(Vec::new());
+        }
+        p.query(con).map_err(|e| e.to_string())
     }
 
     /// The members of each of `groups` (one pipeline of `HKEYS`, one per group of the page).

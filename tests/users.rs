@@ -1,0 +1,281 @@
+//! Users: a person's connections (a connect token's `sub`, else the `userId` of the first bind
+//! naming one) reached, counted and closed together — `send_to_user`, `close_user`,
+//! `get_user_presence`, `get_online_list` with `withUsers`, the `user_online` /
+//! `user_offline` webhooks — on one node and on three nodes with a real Redis.
+mod util;
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use util::cluster::{node, nodes, Redis};
+use util::hooks::Receiver;
+use util::*;
+
+fn connect_token(system: &str, sub: &str) -> String {
+    roomcast::auth::mint_connect_hs256(SECRET.as_bytes(), system, Some(sub), &[], 60).unwrap()
+}
+
+/// A client of `system` whose connect token names `user`.
+fn tab(s: &Server, system: &str, user: &str) -> Client {
+    let mut c = Client::connect(&s.url(&format!("/ws?systemId={system}&token={}", connect_token(system, user))));
+    let hello = c.recv().expect("connect frame");
+    assert_eq!(hello["code"], 0, "{hello}");
+    c.id = hello["data"]["clientId"].as_str().unwrap().to_string();
+    c
+}
+
+fn send_to_user(s: &Server, system: &str, user: &str, msg: &str) -> Value {
+    let (st, v) = s.api(
+        "send_to_user",
+        Some(system),
+        json!({"userId": user, "sendUserId": "srv", "msg": msg, "data": {"m": msg}}),
+    );
+    assert_eq!(st, 200, "{v}");
+    v["data"].clone()
+}
+
+/// `get_user_presence`'s data.
+fn presence(s: &Server, system: &str, users: &[&str]) -> Value {
+    let (st, v) = s.api("get_user_presence", Some(system), json!({ "userIds": users }));
+    assert_eq!(st, 200, "{v}");
+    v["data"].clone()
+}
+
+fn clients_of(p: &Value, user: &str) -> Vec<String> {
+    let mut l: Vec<String> =
+        p[user]["clients"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().into()).collect();
+    l.sort();
+    l
+}
+
+fn sorted(ids: &[&Client]) -> Vec<String> {
+    let mut l: Vec<String> = ids.iter().map(|c| c.id.clone()).collect();
+    l.sort();
+    l
+}
+
+/// Binds without a notice (the tests read every frame their clients get).
+fn bind(s: &Server, client: &str, group: &str, user: &str) {
+    let body = json!({"clientId": client, "groupName": group, "userId": user, "notify": false});
+    let (st, v) = s.api("bind_to_group", Some("a"), body);
+    assert_eq!(st, 200, "bind: {v}");
+}
+
+/// The next push frame, its `msg` and `messageId`.
+fn pushed(c: &mut Client) -> (String, String) {
+    let v = c.recv().expect("a push frame");
+    (v["msg"].as_str().unwrap().into(), v["messageId"].as_str().unwrap().into())
+}
+
+#[test]
+fn a_user_is_reached_counted_and_closed_on_every_connection() {
+    let s = Server::start_with_jwt(&[]);
+    for sys in ["a", "b"] {
+        s.register(sys);
+    }
+    let (mut t1, mut t2) = (tab(&s, "a", "alice"), tab(&s, "a", "alice"));
+    let mut other_system = tab(&s, "b", "alice");
+    // A connection without a token takes its user from its first bind naming one.
+    let mut bob = s.client("a");
+    bind(&s, &bob.id, "g", "bob");
+    let d = send_to_user(&s, "a", "alice", "hi");
+    assert_eq!(d["clients"], 2, "{d}");
+    let id = d["messageId"].as_str().unwrap().to_string();
+    for t in [&mut t1, &mut t2] {
+        assert_eq!(pushed(t), ("hi".into(), id.clone()), "one frame, the same for every tab");
+    }
+    other_system.expect_silence(Duration::from_millis(300));
+    bob.expect_silence(Duration::from_millis(100));
+    assert_eq!(send_to_user(&s, "a", "bob", "b")["clients"], 1);
+    assert_eq!(pushed(&mut bob).0, "b");
+    assert_eq!(send_to_user(&s, "a", "nobody", "n")["clients"], 0);
+
+    let p = presence(&s, "a", &["alice", "bob", "carol", "alice"]);
+    assert_eq!(p.as_object().unwrap().len(), 3, "each user once: {p}");
+    assert_eq!((p["alice"]["online"].clone(), clients_of(&p, "alice")), (json!(true), sorted(&[&t1, &t2])));
+    assert_eq!(clients_of(&p, "bob"), [bob.id.clone()]);
+    assert_eq!(p["carol"], json!({"online": false, "clients": []}));
+    assert_eq!(clients_of(&presence(&s, "b", &["alice"]), "alice"), [other_system.id.clone()], "tenants apart");
+
+    // withUsers: each member with its userId and extend; without it, upstream's answer.
+    let (st, _) = s.api(
+        "bind_to_group",
+        Some("a"),
+        json!({"clientId": t1.id, "groupName": "g", "userId": "alice", "extend": "x", "notify": false}),
+    );
+    assert_eq!(st, 200);
+    let (_, v) = s.api("get_online_list", Some("a"), json!({"groupName": "g", "withUsers": true}));
+    let mut list = v["data"]["list"].as_array().unwrap().clone();
+    list.sort_by_key(|m| m["userId"].as_str().unwrap().to_string());
+    let want = json!([{"clientId": t1.id, "userId": "alice", "extend": "x"}, {"clientId": bob.id, "userId": "bob", "extend": ""}]);
+    assert_eq!((v["data"]["count"].clone(), Value::Array(list)), (json!(2), want));
+    let (_, plain) = s.api("get_online_list", Some("a"), json!({"groupName": "g"}));
+    assert!(plain["data"]["list"][0].is_string(), "{plain}");
+    // A later bind naming another userId (for that group's notices, as upstream) does not
+    // change whose connection it is.
+    bind(&s, &bob.id, "h", "robert");
+    assert_eq!(send_to_user(&s, "a", "robert", "r")["clients"], 0);
+    assert_eq!(send_to_user(&s, "a", "bob", "b2")["clients"], 1);
+    assert_eq!(pushed(&mut bob).0, "b2");
+
+    let (st, v) = s.api("close_user", Some("a"), json!({"userId": "alice"}));
+    assert_eq!((st, &v["data"]), (200, &json!({"clients": 2})), "{v}");
+    for t in [&mut t1, &mut t2] {
+        assert_eq!(t.close_code().map(u16::from), Some(1000));
+    }
+    assert_eq!(presence(&s, "a", &["alice"])["alice"]["online"], false);
+    // bob heard alice's tab leave g (1002); the other system's alice stays.
+    assert_eq!(bob.expect_code(1002)["code"], 1002);
+    other_system.expect_silence(Duration::from_millis(200));
+    wait_metric(&s, "users", 2, "two users left: bob, and the other system's alice");
+}
+
+#[test]
+fn user_calls_refuse_bad_input() {
+    let s = Server::start(&["--max-name-bytes", "16"]);
+    s.register("a");
+    let bad = |name: &str, body: Value| {
+        let (st, v) = s.api(name, Some("a"), body.clone());
+        assert_eq!(st, 400, "{name} {body}: {v}");
+        v["msg"].as_str().unwrap().to_string()
+    };
+    assert!(bad("send_to_user", json!({"msg": "x"})).contains("userId is required"));
+    assert!(bad("close_user", json!({"userId": ""})).contains("userId is required"));
+    assert!(bad("send_to_user", json!({"userId": "u".repeat(17)})).contains("max_name_bytes"));
+    assert!(bad("get_user_presence", json!({})).contains("userIds is required"));
+    assert!(bad("get_user_presence", json!({"userIds": []})).contains("userIds is required"));
+    assert!(bad("get_user_presence", json!({"userIds": ["a", ""]})).contains("empty userId"));
+    let many: Vec<String> = (0..1001).map(|i| format!("u{i}")).collect();
+    assert!(bad("get_user_presence", json!({ "userIds": many })).contains("1000"));
+    let max: Vec<String> = (0..1000).map(|i| format!("u{i}")).collect();
+    let (st, v) = s.api("get_user_presence", Some("a"), json!({ "userIds": max }));
+    assert_eq!((st, v["data"].as_object().map(|o| o.len())), (200, Some(1000)), "1000 is allowed");
+    let (st, _) = s.api("send_to_user", Some("nope"), json!({"userId": "u"}));
+    assert_eq!(st, 404, "an unknown system");
+}
+
+/// Closed by `close_user`, a session cannot be resumed: the resume gets a fresh one.
+#[test]
+fn close_user_ends_the_sessions() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let mut c = Client::connect(&s.url("/ws?systemId=a&recover=1"));
+    let hello = c.recv().unwrap();
+    let (id, token) = (hello["data"]["clientId"].as_str().unwrap(), hello["data"]["resumeToken"].as_str().unwrap());
+    bind(&s, id, "g", "carol");
+    let (st, v) = s.api("close_user", Some("a"), json!({"userId": "carol"}));
+    assert_eq!((st, &v["data"]["clients"]), (200, &json!(1)));
+    assert_eq!(c.close_code().map(u16::from), Some(1000));
+    let mut again = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&resume={token}")));
+    let hello = again.recv().unwrap();
+    assert_eq!(hello["data"]["recovered"], false, "{hello}");
+    assert_ne!(hello["data"]["clientId"], id);
+}
+
+#[test]
+fn user_online_and_offline_once_per_transition_on_one_node() {
+    let rx = Receiver::start(None);
+    let url = rx.url();
+    let s = Server::start_with_jwt(&["--webhook-url", &url, "--webhook-batch-delay", "20ms"]);
+    s.register("a");
+    let t1 = tab(&s, "a", "dave");
+    let t2 = tab(&s, "a", "dave");
+    // A recoverable tab that blips and resumes: no transition.
+    let mut r = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&token={}", connect_token("a", "dave"))));
+    let hello = r.recv().unwrap();
+    let (rid, token) = (
+        hello["data"]["clientId"].as_str().unwrap().to_string(),
+        hello["data"]["resumeToken"].as_str().unwrap().to_string(),
+    );
+    socket2::SockRef::from(r.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(r);
+    wait_metric(&s, "recovery_sessions", 1, "the drop was not noticed");
+    let mut r = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&resume={token}")));
+    assert_eq!(r.recv().unwrap()["data"]["recovered"], true);
+    for c in [t1, t2] {
+        drop(c);
+    }
+    r.ws.close(None).unwrap();
+    let _ = r.ws.flush();
+    rx.wait("user_offline", |e| e.iter().any(|e| e["name"] == "user_offline"));
+    std::thread::sleep(Duration::from_millis(300));
+    let ev = rx.events();
+    let users: Vec<(&str, &str)> = ev
+        .iter()
+        .filter(|e| e["name"].as_str().unwrap().starts_with("user_"))
+        .map(|e| (e["name"].as_str().unwrap(), e["userId"].as_str().unwrap()))
+        .collect();
+    assert_eq!(users, [("user_online", "dave"), ("user_offline", "dave")], "once per transition, the blip none");
+    assert!(ev.iter().any(|e| e["clientId"] == rid && e["name"] == "client_disconnected"));
+    let all: Vec<&str> = ev.iter().map(|e| e["name"].as_str().unwrap()).collect();
+    let pos = |n: &str| all.iter().position(|x| *x == n).unwrap();
+    let last_disconnect = all.iter().rposition(|x| *x == "client_disconnected").unwrap();
+    assert!(pos("client_connected") < pos("user_online"), "after the first client_connected: {all:?}");
+    assert!(pos("user_offline") < last_disconnect, "before the last client_disconnected: {all:?}");
+}
+
+#[test]
+fn a_users_connections_across_nodes_are_one_person() {
+    let redis = Redis::start();
+    let rx = Receiver::start(None);
+    let url = rx.url();
+    let args = ["--jwt-secret", SECRET, "--presence-ttl", "1s", "--webhook-url", &url, "--webhook-batch-delay", "20ms"];
+    let mut n = nodes(&redis, 3, &args);
+    for s in &mut n {
+        s.token = Some(token(None, 3600));
+    }
+    n[0].register("a");
+    let mut tabs: Vec<Client> = n.iter().map(|s| tab(s, "a", "erin")).collect();
+    let mut frank = n[2].client("a");
+    bind(&n[0], &frank.id, "g", "frank");
+    let all: Vec<&Client> = tabs.iter().collect();
+    let ids = sorted(&all);
+    let t = Instant::now();
+    while clients_of(&presence(&n[1], "a", &["erin"]), "erin") != ids {
+        assert!(t.elapsed() < Duration::from_secs(5), "every node's tab in presence");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One send from any node reaches every tab, once.
+    let d = send_to_user(&n[1], "a", "erin", "hello");
+    assert_eq!(d["clients"], 3);
+    for t in tabs.iter_mut() {
+        assert_eq!(pushed(t).0, "hello");
+    }
+    frank.expect_silence(Duration::from_millis(300));
+    for t in tabs.iter_mut() {
+        t.expect_silence(Duration::from_millis(50));
+    }
+    // withUsers from another node than the members'.
+    let (_, v) = n[1].api("get_online_list", Some("a"), json!({"groupName": "g", "withUsers": true}));
+    assert_eq!(v["data"]["list"], json!([{"clientId": frank.id, "userId": "frank", "extend": ""}]), "{v}");
+
+    // The node with one tab is SIGKILLed: its tab leaves presence within the TTL, and the user
+    // stays online (no user_offline).
+    let gone = tabs.pop().unwrap();
+    let mut dead = n.pop().unwrap();
+    dead.child.kill().unwrap();
+    let left = sorted(&tabs.iter().collect::<Vec<_>>());
+    let t = Instant::now();
+    while clients_of(&presence(&n[0], "a", &["erin"]), "erin") != left {
+        assert!(t.elapsed() < Duration::from_secs(10), "the dead node's tab never left presence");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop((gone, frank));
+
+    // close_user through node 1 closes the tabs on both nodes; user_offline comes once.
+    let (st, v) = n[1].api("close_user", Some("a"), json!({"userId": "erin"}));
+    assert_eq!((st, &v["data"]["clients"]), (200, &json!(2)), "{v}");
+    for t in tabs.iter_mut() {
+        assert_eq!(t.close_code().map(u16::from), Some(1000));
+    }
+    rx.wait("erin's user_offline", |e| e.iter().any(|e| e["name"] == "user_offline" && e["userId"] == "erin"));
+    std::thread::sleep(Duration::from_millis(500));
+    let ev: Vec<Value> = rx.events().into_iter().filter(|e| e["userId"] == "erin").collect();
+    let names: Vec<&str> = ev.iter().map(|e| e["name"].as_str().unwrap()).filter(|n| n.starts_with("user_")).collect();
+    assert_eq!(names, ["user_online", "user_offline"], "once per transition for the whole cluster");
+    assert_eq!(presence(&n[1], "a", &["erin"])["erin"]["online"], false);
+    // A node that comes back finds nothing of erin's.
+    let mut fresh = node(&redis, &args);
+    fresh.token = Some(token(None, 3600));
+    assert_eq!(presence(&fresh, "a", &["erin", "frank"])["erin"]["clients"], json!([]));
+}
