@@ -9,6 +9,9 @@ args_for() {
     fanout)    echo "fanout --clients 15000 --groups 100 --messages 2000 --procs 2 --concurrency 16" ;;
     broadcast) echo "broadcast --clients 2000 --messages 500 --concurrency 16 --procs 2" ;;
     unicast)   echo "unicast --clients 1000 --messages 50000 --concurrency 32" ;;
+    # send_to_user to 1,000 users of 3 tabs; usersbyids: send_to_clients to the same clientIds
+    users)     echo "users --clients 3000 --tabs 3 --messages 50000 --concurrency 32" ;;
+    usersbyids) echo "users --clients 3000 --tabs 3 --messages 50000 --concurrency 32 --by-ids" ;;
     joinstorm) echo "joinstorm --clients 2000 --concurrency 16 --procs 2" ;;
     paced)     echo "fanout --clients 2000 --groups 20 --messages 1000 --send-rate 100" ;;
     churn)     echo "churn --clients 2000 --groups 20 --messages 2000 --send-rate 400 --churners 4 --procs 2" ;;

@@ -21,6 +21,8 @@ METRICS = {
                ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("lost", "lost", False)],
     "broadcast": [("delivered_per_s", "delivered msg/s", True), ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("lost", "lost", False)],
     "unicast": [("api_req_per_s", "send_to_client req/s", True), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
+    "users": [("delivered_per_s", "delivered msg/s", True), ("api_req_per_s", "req/s", True),
+              ("server_cpu_us_per_frame", "server CPU µs/frame", False), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
     "joinstorm": [("delivered_per_s", "notices/s", True), ("storm_secs", "seconds to all notices", False), ("lost", "lost", False)],
     "paced": [("latency_p50_ms", "p50 ms", False), ("latency_p99_ms", "p99 ms", False), ("lost", "lost", False)],
     "churn": [("lost", "lost", False), ("notices_missing", "notices missing", False), ("notices_duplicated", "notices duplicated", False),

@@ -35,6 +35,10 @@ pub enum Scenario {
     Broadcast,
     /// --messages send_to_client calls to random clients.
     Unicast,
+    /// Clients in users of --tabs connections each (bound with userId `u<k>`); --messages
+    /// send_to_user calls to random users (with --by-ids: send_to_clients to the same
+    /// clientIds, the reference).
+    Users,
     /// Every client binds into one group with notices on: time until all C(C+1)/2 arrive.
     Joinstorm,
     /// A fanout while --churners clients per worker keep connecting, binding (notices on)
@@ -116,6 +120,12 @@ pub struct Cli {
     /// Spread client source addresses over 127.0.0.1 ..= 127.0.0.N.
     #[arg(long, default_value_t = 8)]
     pub src_ips: usize,
+    /// Users: connections per user (0: bound without a userId, to measure what a user costs).
+    #[arg(long, default_value_t = 3)]
+    pub tabs: usize,
+    /// Users: send to each user's clientIds with send_to_clients instead of send_to_user.
+    #[arg(long)]
+    pub by_ids: bool,
     /// Churn: churning client threads per worker process.
     #[arg(long, default_value_t = 4)]
     pub churners: usize,
@@ -224,7 +234,7 @@ fn main() {
         procs: cli.procs.max(1),
         src_ips: cli.src_ips.clamp(1, 250),
         token,
-        report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm),
+        report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm | Scenario::Users),
         groups: cli.groups.max(1),
         churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
         recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
@@ -330,7 +340,9 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     let code = match cli.scenario {
         Scenario::Connect => 0,
         Scenario::Fanout | Scenario::Broadcast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
-        Scenario::Unicast | Scenario::Churn => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Unicast | Scenario::Users | Scenario::Churn => {
+            run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?
+        }
         Scenario::Recover | Scenario::Reconnect => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
         Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
     };
@@ -358,9 +370,29 @@ fn run_sends(
     let procs = opts.procs;
     let range = |i: usize| (opts.clients * i / procs, opts.clients * (i + 1) / procs);
     let mut expected = vec![0u64; procs];
-    // unicast targets: (worker, clientId)
+    // unicast targets: (worker, clientId); users: each user's (worker, clientId)s
     let mut targets: Vec<(usize, String)> = Vec::new();
-    if cli.scenario == Scenario::Unicast {
+    // (--tabs 0: connections without a user, to measure what a user costs.)
+    let tabs = cli.tabs;
+    let mut users: Vec<Vec<(usize, String)>> = Vec::new();
+    if cli.scenario == Scenario::Users {
+        users = vec![Vec::new(); if tabs == 0 { 0 } else { opts.clients.div_ceil(tabs) }];
+        for r in ready.iter().filter(|_| tabs > 0) {
+            let wk = r["worker"].as_u64().unwrap_or(0) as usize;
+            let ids = r["ids"].as_array().into_iter().flatten();
+            for (id, g) in ids.zip(r["globals"].as_array().into_iter().flatten()) {
+                let g = g.as_u64().unwrap_or(0) as usize;
+                users[g / tabs].push((wk, id.as_str().unwrap_or("").to_string()));
+            }
+        }
+        let before = report::sample(&cli.pid);
+        w.tell_all(&format!("bind {groups} false {tabs}"));
+        w.wait_for(procs, deadline, "bind", |s| s.bound.len())?;
+        if let (Some(b), Some(a)) = (before, report::sample(&cli.pid)) {
+            let per = a.rss_kib.saturating_sub(b.rss_kib) as f64 * 1024.0 / opts.clients.max(1) as f64;
+            out.set("bind_rss_per_connection_bytes", json!(per.round()));
+        }
+    } else if cli.scenario == Scenario::Unicast {
         for r in ready {
             let wk = r["worker"].as_u64().unwrap_or(0) as usize;
             for id in r["ids"].as_array().into_iter().flatten() {
@@ -389,12 +421,17 @@ fn run_sends(
     }
     let pad = chat_text(cli.payload);
     let mut rng = fastrand::Rng::with_seed(7);
-    let picks: Vec<usize> = (0..cli.messages).map(|_| rng.usize(..targets.len().max(1))).collect();
+    let choices = if cli.scenario == Scenario::Users { users.len() } else { targets.len() };
+    let picks: Vec<usize> = (0..cli.messages).map(|_| rng.usize(..choices.max(1))).collect();
     for &p in &picks {
         if let Some((wk, _)) = targets.get(p) {
             expected[*wk] += 1;
         }
+        for (wk, _) in users.get(p).into_iter().flatten() {
+            expected[*wk] += 1;
+        }
     }
+    let by_ids = cli.by_ids;
     if cli.scenario == Scenario::Churn {
         w.tell_all("churn start");
         std::thread::sleep(Duration::from_millis(500));
@@ -443,6 +480,15 @@ fn run_sends(
                 Scenario::Unicast => {
                     let id = &targets[picks[i as usize]].1;
                     ("/api/send_to_client", format!(r#"{{"clientId":"{id}","code":200,"data":{data}}}"#))
+                }
+                Scenario::Users if by_ids => {
+                    let ids: Vec<&str> = users[picks[i as usize]].iter().map(|(_, id)| id.as_str()).collect();
+                    let ids = serde_json::to_string(&ids).unwrap_or_default();
+                    ("/api/send_to_clients", format!(r#"{{"clientIds":{ids},"code":200,"data":{data}}}"#))
+                }
+                Scenario::Users => {
+                    let k = picks[i as usize];
+                    ("/api/send_to_user", format!(r#"{{"userId":"u{k}","code":200,"data":{data}}}"#))
                 }
                 _ => (
                     "/api/send_to_group",

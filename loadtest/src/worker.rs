@@ -235,27 +235,34 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
         let settled = opened + failed >= hi - lo;
         if settled && !ready_sent {
             ready_sent = true;
-            let ids: Vec<&str> = if opts.report_ids {
-                conns.iter().flatten().map(|c| c.id.as_str()).filter(|s| !s.is_empty()).collect()
+            let (ids, globals): (Vec<&str>, Vec<usize>) = if opts.report_ids {
+                conns.iter().flatten().filter(|c| !c.id.is_empty()).map(|c| (c.id.as_str(), c.global)).unzip()
             } else {
-                Vec::new()
+                Default::default()
             };
             emit(json!({"type": "ready", "worker": index, "connected": opened, "failed": failed,
-                "connect_secs": start.elapsed().as_secs_f64(), "handshake": hist_json(&handshake), "ids": ids}));
+                "connect_secs": start.elapsed().as_secs_f64(), "handshake": hist_json(&handshake), "ids": ids,
+                "globals": globals}));
         }
         // Commands from the parent.
         while let Ok(cmd) = cmd_rx.try_recv() {
             let parts: Vec<&str> = cmd.split_whitespace().collect();
             match parts.as_slice() {
-                ["bind", groups, notify] => {
+                ["bind", groups, notify, rest @ ..] => {
                     let groups: usize = groups.parse().unwrap_or(1);
                     let notify = *notify == "true";
+                    // With a tab count: client k is a connection of user u<k / tabs> (0: no user).
+                    let tabs: Option<usize> = rest.first().and_then(|t| t.parse().ok()).filter(|&t| t > 0);
                     let reqs: Vec<Vec<u8>> = conns
                         .iter()
                         .flatten()
                         .filter(|c| matches!(c.st, St::Open))
                         .map(|c| {
-                            let body = json!({"clientId": c.id, "groupName": format!("g{}", c.global % groups), "notify": notify}).to_string();
+                            let mut body = json!({"clientId": c.id, "groupName": format!("g{}", c.global % groups), "notify": notify});
+                            if let Some(t) = tabs {
+                                body["userId"] = json!(format!("u{}", c.global / t));
+                            }
+                            let body = body.to_string();
                             crate::sender::post("/api/bind_to_group", &opts.system, opts.token.as_deref(), &body)
                         })
                         .collect();

@@ -64,6 +64,18 @@ fn every_scenario_runs_without_loss() {
     assert_eq!(v["delivered"], 200 * 20, "{v}");
     let v = run(&s, &["unicast", "--clients", "100", "--messages", "300", "--procs", "2"]);
     assert_eq!((v["delivered"].as_u64(), v["lost"].as_u64()), (Some(300), Some(0)), "{v}");
+    // Users of 3 tabs (the last one has 2): every send_to_user reaches each tab; by clientIds
+    // the same.
+    for by_ids in [false, true] {
+        let mut args = vec!["users", "--clients", "98", "--tabs", "3", "--messages", "200", "--procs", "2"];
+        if by_ids {
+            args.push("--by-ids");
+        }
+        let v = run(&s, &args);
+        let expected = v["expected"].as_u64().unwrap();
+        assert!(expected > 200 * 2, "{v}");
+        assert_eq!((v["delivered"].as_u64(), v["lost"].as_u64()), (Some(expected), Some(0)), "{v}");
+    }
     let v = run(&s, &["joinstorm", "--clients", "60"]);
     assert_eq!(v["delivered"], 60 * 61 / 2, "{v}");
     let v = run(
