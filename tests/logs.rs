@@ -3,6 +3,8 @@
 //! `log_format = "json"`: one JSON object per line. A real server process each time; the
 //! terminal is a pseudo-terminal made by util-linux's `script`.
 
+mod util;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
@@ -85,4 +87,132 @@ fn an_unknown_log_format_is_refused_at_start() {
     let out = Command::new(BIN).args(["--listen", "127.0.0.1:0", "--log-format", "xml"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--log-format xml: must be text or json"));
+}
+
+/// A server whose stderr lines are collected as they come; its address.
+struct Logged {
+    child: std::process::Child,
+    addr: std::net::SocketAddr,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Logged {
+    fn start(extra: &[&str]) -> Logged {
+        let mut child = Command::new(BIN)
+            .args(["--listen", "127.0.0.1:0", "--shards", "1"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env_remove("ROOMCAST_LOG_FORMAT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        let addr = first.trim().strip_prefix("roomcast listening on ").expect("listen line").parse().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (l, err) = (lines.clone(), child.stderr.take().unwrap());
+        std::thread::spawn(move || {
+            BufReader::new(err).lines().map_while(Result::ok).for_each(|x| l.lock().unwrap().push(x))
+        });
+        Logged { child, addr, lines }
+    }
+
+    /// Waits (bounded) for a line containing every one of `parts`; returns it.
+    fn wait_line(&self, parts: &[&str]) -> String {
+        let t = std::time::Instant::now();
+        loop {
+            if let Some(l) = self.lines.lock().unwrap().iter().find(|l| parts.iter().all(|p| l.contains(p))) {
+                return l.clone();
+            }
+            let all = self.lines.lock().unwrap().clone();
+            assert!(t.elapsed() < std::time::Duration::from_secs(10), "no line with {parts:?} in {all:#?}");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn count(&self, part: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(part)).count()
+    }
+}
+
+impl Drop for Logged {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A raw HTTP/1.1 exchange read until the server closes (a refused WebSocket: its -1001 frame
+/// and close come after the 101): the status line of the answer.
+fn request(addr: std::net::SocketAddr, req: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    let _ = s.read_to_end(&mut buf);
+    String::from_utf8_lossy(&buf).lines().next().unwrap_or("").to_string()
+}
+
+fn ws(path: &str, origin: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nOrigin: {origin}\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+}
+
+/// Every refusal says why and what to do, once per cause and address per interval; a failing
+/// webhook receiver is named.
+#[test]
+fn refusals_are_logged_with_what_to_do() {
+    let s = Logged::start(&[
+        "--allowed-origins",
+        "https://app.example.com",
+        "--jwt-secret",
+        "k",
+        "--webhook-url",
+        "http://127.0.0.1:9/hooks",
+    ]);
+    for _ in 0..3 {
+        assert!(request(s.addr, &ws("/ws?systemId=a", "https://evil.example")).contains("403"));
+    }
+    let line = s.wait_line(&["WebSocket (403) refused", "https://evil.example", "allowed_origins", "127.0.0.1"]);
+    assert!(line.contains("INFO"), "{line}");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    assert_eq!(s.count("WebSocket (403) refused"), 1, "once per cause and address per interval");
+    assert!(request(s.addr, &ws("/ws?systemId=nope", "https://app.example.com")).contains("101"));
+    s.wait_line(&["WebSocket (-1001) refused", "'nope' is not registered", "POST /api/register"]);
+    assert!(request(s.addr, &ws("/ws", "https://app.example.com")).contains("101"));
+    s.wait_line(&["WebSocket (-1001) refused", "systemId is required"]);
+    let call = "POST /api/send_to_system HTTP/1.1\r\nHost: x\r\nSystemId: a\r\nAuthorization: Bearer bad\r\n\
+                Content-Length: 2\r\nConnection: close\r\n\r\n{}";
+    assert!(request(s.addr, call).contains("401"));
+    s.wait_line(&["API call /api/send_to_system (401) refused", "Authorization: Bearer"]);
+    // A client connects (to a registered system): its client_connected cannot be delivered.
+    let token = Command::new(BIN).args(["token", "--jwt-secret", "k"]).output().unwrap();
+    let token = String::from_utf8(token.stdout).unwrap();
+    let register = format!(
+        "POST /api/register HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Length: 16\r\n\
+         Connection: close\r\n\r\n{{\"systemId\":\"a\"}}",
+        token.trim()
+    );
+    assert!(request(s.addr, &register).contains("200"));
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    std::io::Write::write_all(&mut c, ws("/ws?systemId=a", "https://app.example.com").as_bytes()).unwrap();
+    s.wait_line(&["webhook receiver failed", "retrying", "webhook_url"]);
+    drop(c);
+}
+
+/// A node that never reaches Redis says why (a wrong password here), once, not at every retry.
+#[test]
+fn a_wrong_redis_password_is_logged_once() {
+    let redis = util::cluster::Redis::start_with(Some("right"));
+    let url = format!("redis://:wrong@127.0.0.1:{}", redis.port);
+    let s = Logged::start(&["--redis", &url]);
+    let line = s.wait_line(&["Redis unreachable", "retrying with backoff"]);
+    assert!(line.contains("WARN") && line.to_lowercase().contains("pass"), "names the password problem: {line}");
+    // The broker retries with backoff (100 ms doubling): several attempts in 2 s, one line.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert_eq!(s.count("Redis unreachable"), 1);
 }

@@ -273,6 +273,14 @@ fn a_users_connections_across_nodes_are_one_person() {
     let ev: Vec<Value> = rx.events().into_iter().filter(|e| e["userId"] == "erin").collect();
     let names: Vec<&str> = ev.iter().map(|e| e["name"].as_str().unwrap()).filter(|n| n.starts_with("user_")).collect();
     assert_eq!(names, ["user_online", "user_offline"], "once per transition for the whole cluster");
+    // frank's only connection was on the killed node: the survivor that reaped it said so, once.
+    let frank: Vec<String> = rx
+        .events()
+        .iter()
+        .filter(|e| e["userId"] == "frank" && e["name"].as_str().unwrap().starts_with("user_"))
+        .map(|e| e["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(frank, ["user_online", "user_offline"], "the reaper's user_offline");
     assert_eq!(presence(&n[1], "a", &["erin"])["erin"]["online"], false);
     // A node that comes back finds nothing of erin's.
     let mut fresh = node(&redis, &args);

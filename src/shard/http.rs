@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use super::endpoints::{self, Access, Limits, Request};
+use super::refusals::Cause;
 use super::{Shard, State};
 use crate::auth::{Admit, Grant, Scope};
 use crate::ids;
@@ -94,6 +95,7 @@ impl Shard {
                     if e.bound.is_some() {
                         metrics::add(&self.stats().limit_refusals_total, 1);
                     }
+                    self.log_refusal(slot, Cause::Api(e.status), &format!("API call {path} ({})", e.status), &e.msg);
                     self.respond(slot, e.status, &e.body(), ka);
                 }
             }
@@ -214,6 +216,11 @@ impl Shard {
         let Some(keep_alive) = conn.hub_answered() else { return };
         let more = conn.partial.is_some() || conn.deferred_read;
         let slot = to.slot as usize;
+        if (400..500).contains(&status) {
+            let msg = serde_json::from_slice::<serde_json::Value>(&body).ok();
+            let msg = msg.as_ref().and_then(|v| v["msg"].as_str()).unwrap_or("").to_string();
+            self.log_refusal(slot, Cause::Api(status), &format!("API call ({status})"), &msg);
+        }
         self.respond(slot, status, &body, keep_alive);
         self.flush_one(slot);
         if keep_alive && more {
@@ -237,6 +244,7 @@ impl Shard {
             if head.origin_repeated || !allowed.allows(origin) {
                 metrics::add(&self.stats().origin_refusals_total, 1);
                 let msg = if head.origin_repeated { "more than one Origin header" } else { "origin not allowed" };
+                self.log_refusal(slot, Cause::Origin, "WebSocket (403)", &format!("{msg}: {origin}"));
                 return self.respond(slot, 403, &api::err_body(msg), false);
             }
         }
@@ -244,6 +252,7 @@ impl Shard {
             if !p.handshake(std::os::fd::AsRawFd::as_raw_fd(sock)) {
                 metrics::add(&self.stats().refused_per_ip_total, 1);
                 let msg = "too many WebSocket handshakes from this address: handshakes_per_ip_per_second reached";
+                self.log_refusal(slot, Cause::Handshakes, "WebSocket (429)", msg);
                 return self.respond(slot, 429, &api::err_body(msg), false);
             }
         }
@@ -262,13 +271,13 @@ impl Shard {
         let Some(system) = system else {
             // Upstream behaviour: complete the handshake, send -1001, close.
             self.become_ws(slot, accept, State::Client { hub_knows: false });
-            return self.refuse(slot, "systemId is required");
+            return self.refuse(slot, Cause::NoSystem, "systemId is required");
         };
         if let Err(e) = self.limits().name(&system, "systemId") {
             // No registered system has such a name; say why rather than "not registered".
             metrics::add(&self.stats().limit_refusals_total, 1);
             self.become_ws(slot, accept, State::Client { hub_knows: false });
-            return self.refuse(slot, &e.msg);
+            return self.refuse(slot, Cause::NoSystem, &e.msg);
         }
         let recover = head.query_param("recover").as_deref() == Some("1");
         let resume = if recover { head.query_param("resume") } else { None };
@@ -276,7 +285,7 @@ impl Shard {
             Ok(a) => a,
             Err(msg) => {
                 self.become_ws(slot, accept, State::Client { hub_knows: false });
-                return self.refuse(slot, &msg);
+                return self.refuse(slot, Cause::Token, &msg);
             }
         };
         if let Some(token) = resume {
@@ -368,7 +377,7 @@ impl Shard {
             Admit::ResumeOnly(msg) => {
                 metrics::add(&self.stats().connect_token_refusals_total, 1);
                 self.become_ws(slot, accept, State::Client { hub_knows: false });
-                return self.refuse(slot, &format!("the session could not be resumed, and {msg}"));
+                return self.refuse(slot, Cause::Token, &format!("the session could not be resumed, and {msg}"));
             }
         };
         if let Err((status, why)) = self.fresh_fits(slot) {
@@ -420,8 +429,9 @@ impl Shard {
         self.set_state(slot, state);
     }
 
-    /// Sends the -1001 frame and closes (policy violation).
-    fn refuse(&mut self, slot: usize, msg: &str) {
+    /// Sends the -1001 frame and closes (policy violation); the refusal is logged.
+    fn refuse(&mut self, slot: usize, cause: Cause, msg: &str) {
+        self.log_refusal(slot, cause, "WebSocket (-1001)", msg);
         self.queue(slot, api::refused_frame(msg));
         self.on_event(slot, super::lifecycle::react::Event::Refused);
     }
@@ -440,7 +450,7 @@ impl Shard {
             Err(msg) => {
                 conn.state = State::Client { hub_knows: false };
                 conn.session = None;
-                self.refuse(to.slot as usize, &msg);
+                self.refuse(to.slot as usize, Cause::Unregistered, &msg);
             }
         }
     }

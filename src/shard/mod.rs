@@ -26,6 +26,7 @@ mod inbox;
 mod lifecycle;
 mod output;
 pub mod per_ip;
+mod refusals;
 mod relay;
 mod resume;
 mod sweep;
@@ -142,6 +143,8 @@ pub struct Shard {
     accept_paused: bool,
     shutdown_deadline: Option<u32>,
     logs: LogLimiter,
+    /// When each refusal cause was last logged for each source address.
+    refusals: refusals::Refusals,
     /// Frames queued since the counter was last published (one atomic add per turn).
     queued_frames: u64,
     /// Systems the hub has confirmed registered: sends to them are answered here at once.
@@ -191,6 +194,7 @@ impl Shard {
             accept_paused: false,
             shutdown_deadline: None,
             logs: LogLimiter::default(),
+            refusals: refusals::Refusals::default(),
             queued_frames: 0,
             known_systems: HashMap::new(),
             zip,
@@ -208,6 +212,18 @@ impl Shard {
     fn log_ok(&mut self) -> bool {
         let now = self.now();
         self.logs.allow(now)
+    }
+
+    /// Logs the refusal of the request on `slot` (`what`: what was refused, `detail`: the
+    /// message its client got), once per cause and source address per interval
+    /// ([`refusals`]).
+    fn log_refusal(&mut self, slot: usize, cause: refusals::Cause, what: &str, detail: &str) {
+        let ip = self.conns.get(slot).and_then(|c| c.sock.as_ref()).and_then(|s| s.peer_addr().ok()).map(|a| a.ip());
+        let now = self.now();
+        if self.refusals.allow(now, cause, ip) {
+            let ip = ip.map_or_else(|| "?".to_string(), |ip| ip.to_string());
+            tracing::info!(shard = self.id, %ip, "{what} refused: {detail}; {}", cause.hint());
+        }
     }
 
     fn cfg(&self) -> &Config {

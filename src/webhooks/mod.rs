@@ -255,10 +255,20 @@ fn send(cfg: Arc<Config>, shared: &Shared) {
         let mut tries = 0u32;
         let ok = loop {
             tries += 1;
-            if post(&agent, &cfg, &body) {
-                break true;
-            }
+            let why = match post(&agent, &cfg, &body) {
+                Ok(()) => break true,
+                Err(why) => why,
+            };
             metrics::add(&stats.webhook_batches_failed_total, 1);
+            // The 1st, 2nd, 4th, 8th… failed attempt of a batch: a line while it is new, then
+            // ever fewer (the backoff grows to 30 s).
+            if tries.is_power_of_two() {
+                tracing::warn!(
+                    tries,
+                    events = n,
+                    "webhook receiver failed: {why}; retrying with backoff (check webhook_url and the receiver)"
+                );
+            }
             let closed = shared.q.lock().map(|q| q.closed).unwrap_or(true);
             if closed && stop_by.is_none() {
                 stop_by = Some(Instant::now() + cfg.shutdown_timeout);
@@ -304,8 +314,8 @@ fn send(cfg: Arc<Config>, shared: &Shared) {
     }
 }
 
-/// One attempt; true on a 2xx.
-fn post(agent: &ureq::Agent, cfg: &Config, body: &[u8]) -> bool {
+/// One attempt: `Ok` on a 2xx, else what went wrong.
+fn post(agent: &ureq::Agent, cfg: &Config, body: &[u8]) -> Result<(), String> {
     let url = cfg.webhook_url.as_deref().unwrap_or_default();
     let mut req = agent.post(url).header("Content-Type", "application/json");
     if let Some(secret) = &cfg.webhook_secret {
@@ -317,7 +327,6 @@ fn post(agent: &ureq::Agent, cfg: &Config, body: &[u8]) -> bool {
     match req.send(body) {
         Ok(resp) => {
             let status = resp.status();
-            let ok = status.is_success();
             if status.is_redirection() {
                 tracing::warn!(
                     status = status.as_u16(),
@@ -326,11 +335,11 @@ fn post(agent: &ureq::Agent, cfg: &Config, body: &[u8]) -> bool {
             }
             // Read the (small) answer so the connection can carry the next request.
             let _ = resp.into_body().read_to_vec();
-            ok
+            match status.is_success() {
+                true => Ok(()),
+                false => Err(format!("it answered {}", status.as_u16())),
+            }
         }
-        Err(e) => {
-            tracing::debug!("webhook: {e}");
-            false
-        }
+        Err(e) => Err(e.to_string()),
     }
 }

@@ -121,6 +121,8 @@ pub(super) struct Broker {
     instance: String,
     /// The position of the next message on each channel this node publishes on.
     stamps: super::stream::Stamps,
+    /// Why Redis was last found unreachable (logged again only when that changes).
+    last_down: Option<String>,
 }
 
 impl Broker {
@@ -164,6 +166,7 @@ impl Broker {
             corr: 0,
             instance: format!("{:016x}", fastrand::u64(..)),
             stamps: super::stream::Stamps::new(cfg_node),
+            last_down: None,
         })
     }
 
@@ -228,9 +231,12 @@ impl Broker {
     }
 
     fn down(&mut self, why: String) {
-        if self.con.is_some() || self.stats.cluster_up.load(Relaxed) == 1 {
+        // Logged when it goes down, and while it stays down whenever the reason changes (a
+        // node that never reached Redis — a wrong password, a wrong address — says why once).
+        if self.con.is_some() || self.stats.cluster_up.load(Relaxed) == 1 || self.last_down.as_deref() != Some(&why) {
             tracing::warn!(node = keys::node_name(self.me()), "Redis unreachable: {why}; retrying with backoff");
         }
+        self.last_down = Some(why.clone());
         metrics::add(&self.stats.cluster_redis_errors_total, 1);
         self.con = None;
         if let Some(s) = self.sub.take() {
@@ -281,6 +287,7 @@ impl Broker {
             other => format!("{other:?}"),
         };
         tracing::info!(node = keys::node_name(self.me()), redis = at, "connected to Redis");
+        self.last_down = None;
         Ok(())
     }
 
