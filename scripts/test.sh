@@ -19,6 +19,13 @@ if ! command -v node >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get install -y nodejs >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y nodejs >/dev/null; }
 fi
+# tests/deploy.rs checks deploy/roomcast.service with systemd-analyze (Debian's systemd).
+if ! command -v systemd-analyze >/dev/null; then
+    echo "installing systemd (Debian package) for systemd-analyze in tests/deploy.rs" >&2
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get install -y systemd >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y systemd >/dev/null; }
+fi
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
 scripts/openapi-check.sh
