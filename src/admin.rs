@@ -68,7 +68,8 @@ fn accept(mut s: TcpStream, shared: &Arc<Shared>, active: &Arc<AtomicUsize>) {
 fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<Result<usize, http::HttpError>> {
     let mut chunk = [0u8; 1024];
     loop {
-        match http::parse_head(buf, 8192, 0) {
+        // Any declared body is allowed here (and never read): a POST gets its 405, not a 413.
+        match http::parse_head(buf, 8192, usize::MAX) {
             Ok(Some(h)) => return Some(Ok(h.head_len)),
             Ok(None) => {}
             Err(e) => return Some(Err(e)),
@@ -91,7 +92,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
         }
         return;
     };
-    let head = parsed.and_then(|_| http::parse_head(&buf, 8192, 0).map(|h| h.expect("complete above")));
+    let head = parsed.and_then(|_| http::parse_head(&buf, 8192, usize::MAX).map(|h| h.expect("complete above")));
     let resp = match head {
         Err(e) => http::json(e.status(), &api::err_body(e.message()), false),
         Ok(h) => match (h.method, h.path) {
@@ -103,6 +104,13 @@ fn serve(mut s: TcpStream, shared: &Shared) {
                 let body = metrics::health(&shared.stats, &shared.hub_stats, shared.cfg.redis.is_some());
                 http::json(200, body.as_bytes(), false)
             }
+            (_, "/metrics" | "/health") => http::response_with(
+                405,
+                "application/json",
+                &[("Allow", "GET")],
+                &api::err_body("the admin listener answers GET only"),
+                false,
+            ),
             (_, p) => http::json(
                 404,
                 &api::err_body(&format!("the admin listener serves /metrics and /health, not {p}")),

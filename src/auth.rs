@@ -210,7 +210,9 @@ impl Verifier {
                 groups.push(g.into());
             }
         }
-        Ok(Some(Grant { sub: c.sub.map(Into::into), groups }))
+        // An empty `sub` names nobody: the connection has no user (as without the claim).
+        let sub = c.sub.filter(|s| !s.is_empty()).map(Into::into);
+        Ok(Some(Grant { sub, groups }))
     }
 }
 

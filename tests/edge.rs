@@ -38,6 +38,11 @@ fn metrics_need_an_operator_token_unless_on_the_admin_listener() {
     assert_eq!(st, 404, "{body}");
     let (st, _) = raw_at(admin, b"GARBAGE\r\n\r\n");
     assert_eq!(st, 400);
+    // A POST (with a body) is told to use GET, not that its body is too large.
+    let post = b"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello";
+    let (st, body) = raw_at(admin, post);
+    assert_eq!(st, 405, "{body}");
+    assert!(body.contains("GET only"), "{body}");
 }
 
 #[test]

@@ -172,46 +172,118 @@ fn close_user_ends_the_sessions() {
     assert_ne!(hello["data"]["clientId"], id);
 }
 
+/// The user webhooks of `user`, in order.
+fn user_events(events: &[Value], user: &str) -> Vec<String> {
+    let of_user = |e: &&Value| e["userId"] == user && e["name"].as_str().unwrap().starts_with("user_");
+    events.iter().filter(of_user).map(|e| e["name"].as_str().unwrap().to_string()).collect()
+}
+
+/// Where the event named `name` (about `client`, or the user's `user_*` one) is.
+fn at(events: &[Value], name: &str, key: (&str, &str)) -> usize {
+    events.iter().position(|e| e["name"] == name && e[key.0] == key.1).unwrap_or_else(|| panic!("no {name} {key:?}"))
+}
+
 #[test]
 fn user_online_and_offline_once_per_transition_on_one_node() {
     let rx = Receiver::start(None);
     let url = rx.url();
     let s = Server::start_with_jwt(&["--webhook-url", &url, "--webhook-batch-delay", "20ms"]);
     s.register("a");
-    let t1 = tab(&s, "a", "dave");
-    let t2 = tab(&s, "a", "dave");
-    // A recoverable tab that blips and resumes: no transition.
+    // The user's only connection blips and resumes: no transition.
     let mut r = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&token={}", connect_token("a", "dave"))));
     let hello = r.recv().unwrap();
-    let (rid, token) = (
-        hello["data"]["clientId"].as_str().unwrap().to_string(),
-        hello["data"]["resumeToken"].as_str().unwrap().to_string(),
-    );
+    let rid = hello["data"]["clientId"].as_str().unwrap().to_string();
+    let token = hello["data"]["resumeToken"].as_str().unwrap().to_string();
     socket2::SockRef::from(r.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
     drop(r);
     wait_metric(&s, "recovery_sessions", 1, "the drop was not noticed");
     let mut r = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&resume={token}")));
     assert_eq!(r.recv().unwrap()["data"]["recovered"], true);
-    for c in [t1, t2] {
-        drop(c);
-    }
+    // Two more tabs come and go; the first one (the resumed one) leaves last.
+    let (t1, t2) = (tab(&s, "a", "dave"), tab(&s, "a", "dave"));
+    drop((t1, t2));
+    std::thread::sleep(Duration::from_millis(300));
     r.ws.close(None).unwrap();
     let _ = r.ws.flush();
     rx.wait("user_offline", |e| e.iter().any(|e| e["name"] == "user_offline"));
     std::thread::sleep(Duration::from_millis(300));
     let ev = rx.events();
-    let users: Vec<(&str, &str)> = ev
-        .iter()
-        .filter(|e| e["name"].as_str().unwrap().starts_with("user_"))
-        .map(|e| (e["name"].as_str().unwrap(), e["userId"].as_str().unwrap()))
-        .collect();
-    assert_eq!(users, [("user_online", "dave"), ("user_offline", "dave")], "once per transition, the blip none");
-    assert!(ev.iter().any(|e| e["clientId"] == rid && e["name"] == "client_disconnected"));
-    let all: Vec<&str> = ev.iter().map(|e| e["name"].as_str().unwrap()).collect();
-    let pos = |n: &str| all.iter().position(|x| *x == n).unwrap();
-    let last_disconnect = all.iter().rposition(|x| *x == "client_disconnected").unwrap();
-    assert!(pos("client_connected") < pos("user_online"), "after the first client_connected: {all:?}");
-    assert!(pos("user_offline") < last_disconnect, "before the last client_disconnected: {all:?}");
+    assert_eq!(user_events(&ev, "dave"), ["user_online", "user_offline"], "once per transition, the blip none");
+    // After the client_connected that caused it; before the client_disconnected that caused it.
+    assert!(at(&ev, "client_connected", ("clientId", &rid)) < at(&ev, "user_online", ("userId", "dave")));
+    assert!(at(&ev, "user_offline", ("userId", "dave")) < at(&ev, "client_disconnected", ("clientId", &rid)));
+    assert_eq!(ev.iter().filter(|e| e["name"] == "client_disconnected").count(), 3, "the blip is no disconnect");
+}
+
+/// An empty `sub` names nobody: the connection has no user (it used to make a user "").
+#[test]
+fn an_empty_sub_is_no_user() {
+    let s = Server::start_with_jwt(&[]);
+    s.register("a");
+    let _c = tab(&s, "a", "");
+    let mut other = tab(&s, "a", "x");
+    assert_eq!(send_to_user(&s, "a", "x", "m")["clients"], 1, "the hub is alive");
+    assert_eq!(pushed(&mut other).0, "m");
+    wait_metric(&s, "users", 1, "only x is a user");
+}
+
+/// `close_user` ends a session kept for a dropped connection too: its resume gets a fresh one.
+#[test]
+fn close_user_ends_a_detached_session() {
+    let s = Server::start(&[]);
+    s.register("a");
+    let mut c = Client::connect(&s.url("/ws?systemId=a&recover=1"));
+    let hello = c.recv().unwrap();
+    let (id, token) = (hello["data"]["clientId"].as_str().unwrap(), hello["data"]["resumeToken"].as_str().unwrap());
+    bind(&s, id, "g", "ivy");
+    socket2::SockRef::from(c.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+    wait_metric(&s, "recovery_sessions", 1, "the drop was not noticed");
+    let (st, v) = s.api("close_user", Some("a"), json!({"userId": "ivy"}));
+    assert_eq!((st, &v["data"]["clients"]), (200, &json!(1)), "{v}");
+    wait_metric(&s, "recovery_sessions", 0, "the kept session ended");
+    let mut again = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&resume={token}")));
+    assert_eq!(again.recv().unwrap()["data"]["recovered"], false);
+}
+
+/// Cluster mode, Redis unreachable for a while (stopped, not restarted: its data stays): a
+/// user's last connection that left meanwhile gets its user_offline, and a first one that came
+/// meanwhile its user_online, once Redis is back — once each.
+#[test]
+fn user_transitions_during_a_redis_outage_are_told_when_it_returns() {
+    let redis = Redis::start();
+    let rx = Receiver::start(None);
+    let url = rx.url();
+    let args = ["--jwt-secret", SECRET, "--presence-ttl", "1s", "--webhook-url", &url, "--webhook-batch-delay", "20ms"];
+    let mut s = node(&redis, &args);
+    s.token = Some(token(None, 3600));
+    s.register("a");
+    let gina = tab(&s, "a", "gina");
+    rx.wait("gina online", |e| user_events(e, "gina") == ["user_online"]);
+    let stop = |sig: &str| {
+        let ok = std::process::Command::new("kill").args([sig, &redis.pid().to_string()]).status().unwrap();
+        assert!(ok.success());
+    };
+    stop("-STOP");
+    let t = Instant::now();
+    while util::cluster::health(&s)["cluster"] == "up" {
+        assert!(t.elapsed() < Duration::from_secs(15), "the node never noticed Redis stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(gina);
+    let hank = tab(&s, "a", "hank");
+    std::thread::sleep(Duration::from_millis(500));
+    stop("-CONT");
+    util::cluster::wait_up(&s);
+    rx.wait("both told", |e| user_events(e, "gina").len() == 2 && user_events(e, "hank").len() == 1);
+    std::thread::sleep(Duration::from_millis(500));
+    let ev = rx.events();
+    assert_eq!(
+        (user_events(&ev, "gina"), user_events(&ev, "hank")),
+        (vec!["user_online".into(), "user_offline".into()], vec!["user_online".to_string()])
+    );
+    assert_eq!(clients_of(&presence(&s, "a", &["hank"]), "hank"), std::slice::from_ref(&hank.id));
+    assert_eq!(presence(&s, "a", &["gina"])["gina"]["online"], false);
 }
 
 #[test]

@@ -209,6 +209,11 @@ impl Backend {
         }
     }
 
+    /// Whether node `node` (not this one) is known alive: its clients can be reached.
+    pub fn alive(&self, node: u32) -> bool {
+        matches!(self, Backend::Cluster(c) if c.live.contains(&node))
+    }
+
     /// A call about a client of another node whose answer nobody waits for (`close_user`'s
     /// closes); dropped for a node not alive (its clients are gone with it).
     pub fn forward_quietly(&mut self, l: &mut Local, sys: SysId, op: Op) {

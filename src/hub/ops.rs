@@ -129,6 +129,14 @@ impl Hub {
     /// Acts on the connections of a user: one frame shared by all of them, or each closed as
     /// by `close_client` (its session ended).
     pub(super) fn user_call(&mut self, sys: SysId, clients: Vec<ClientRef>, call: UserCall, to: ReplyTo) -> Answer {
+        // What the call reaches: clients here still connected, and those of nodes alive (a node
+        // that died keeps its connections in Redis until it is reaped).
+        let me = self.local.cfg.node_id.0;
+        let (index, backend) = (&self.local.index, &self.backend);
+        let clients: Vec<ClientRef> = clients
+            .into_iter()
+            .filter(|c| if c.node == me { index.client_in(sys, c.conn).is_ok() } else { backend.alive(c.node) })
+            .collect();
         let n = clients.len();
         match call {
             UserCall::Send { frame, message_id } => {
@@ -136,12 +144,10 @@ impl Hub {
                 self.send_frames(sys, clients, frame, message_id, false, to, done)
             }
             UserCall::Close { notify } => {
-                let me = self.local.cfg.node_id.0;
                 for c in clients {
-                    if c.node != me {
-                        self.backend.forward_quietly(&mut self.local, sys, Op::Close { client: c, notify });
-                    } else if self.local.index.client_in(sys, c.conn).is_ok() {
-                        self.kick(c.conn, notify);
+                    match c.node == me {
+                        true => self.kick(c.conn, notify),
+                        false => self.backend.forward_quietly(&mut self.local, sys, Op::Close { client: c, notify }),
                     }
                 }
                 self.backend.after_change(to, Ok(Done::Body(api::clients_body(n))))

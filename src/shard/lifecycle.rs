@@ -25,7 +25,7 @@
 //! | `Client` | `Client` (the hub told or not), `Detached` (a blip), `Relayed` (resumed through another node), `Http` (a 503 instead of the 101 the hub could not take), `Closing` |
 //! | `Echo`, `Edge` | `Closing` |
 //! | `Parked` | `Edge` (the owner answered), `Http` (a fresh session here), `Closing` |
-//! | `Relayed` | `Detached` (the edge dropped or was taken over), `Client` (the edge's node gone: kept here), `Closing` |
+//! | `Relayed` | `Detached` (the edge dropped or went, a takeover, its node gone) |
 //! | `Detached` | `Client` (resumed here), `Relayed` (resumed through another node) |
 //! | `Closing` | — (only out of the slab) |
 //!
@@ -163,11 +163,12 @@ pub(super) fn legal(from: State, to: State) -> bool {
     use State::*;
     match (from, to) {
         (Closing { .. }, _) => false,
-        (_, Closing { .. }) => !matches!(from, Detached),
+        // Without a socket there is nothing to close: such a session is freed, or detached.
+        (_, Closing { .. }) => !matches!(from, Detached | Relayed),
         (Http { .. }, Http { .. } | Client { .. } | Echo | Parked { .. }) => true,
         (Client { .. }, Client { .. } | Detached | Relayed | Http { .. }) => true,
         (Parked { .. }, Edge | Http { .. }) => true,
-        (Relayed, Detached | Client { .. }) => true,
+        (Relayed, Detached) => true,
         (Detached, Client { .. } | Relayed) => true,
         _ => false,
     }
@@ -389,7 +390,7 @@ mod tests {
         let closing = State::Closing { until: 0, kind: WebSocket };
         let paths: [&[State]; 6] = [
             &[http, client, told, State::Detached, told, closing],
-            &[http, told, State::Relayed, State::Detached, State::Relayed, told, closing],
+            &[http, told, State::Relayed, State::Detached, State::Relayed, State::Detached, told, closing],
             &[http, State::Parked { until: 9 }, State::Edge, closing],
             &[http, State::Parked { until: 9 }, http, client],
             &[http, told, http, State::Closing { until: 0, kind: HttpClose }],
@@ -410,6 +411,8 @@ mod tests {
             (http, State::Detached),
             (http, State::Relayed),
             (State::Relayed, State::Edge),
+            (State::Relayed, told),
+            (State::Relayed, closing),
         ];
         for (from, to) in never {
             assert!(!legal(from, to), "{from:?} -> {to:?}");

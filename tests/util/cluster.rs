@@ -99,6 +99,11 @@ impl Redis {
         )));
     }
 
+    /// The running server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn url(&self) -> String {
         if self.tls {
             return format!("rediss://127.0.0.1:{}", self.port);

@@ -52,11 +52,12 @@ struct GroupMirror {
     clients: HashMap<String, Box<str>>,
 }
 
-/// This node's connections of one user.
+/// This node's connections of one user, each with whether Redis is known to hold it (its
+/// USER_JOIN ran; `false` while it joined with Redis away).
 struct UserMirror {
     system: Arc<str>,
     user: Arc<str>,
-    clients: HashSet<String>,
+    clients: HashMap<String, bool>,
 }
 
 /// Local effects that follow a batch's pipeline.
@@ -104,6 +105,9 @@ pub(super) struct Broker {
     groups: HashMap<String, GroupMirror>,
     /// This node's connections with a user, by the user's key: what Redis must hold too.
     users: HashMap<String, UserMirror>,
+    /// Connections that left while Redis held them and whose USER_LEAVE has not run yet (Redis
+    /// away): at the resync their leave's result decides `user_offline`.
+    users_left: HashMap<String, UserMirror>,
     /// Systems with clients here, by channel: how many.
     systems: HashMap<String, usize>,
     /// Systems seen registered (written again if Redis lost its data).
@@ -156,6 +160,7 @@ impl Broker {
             stats,
             groups: HashMap::new(),
             users: HashMap::new(),
+            users_left: HashMap::new(),
             systems: HashMap::new(),
             known: HashSet::new(),
             subscribed: HashSet::new(),
@@ -424,11 +429,11 @@ impl Broker {
             }
             BrokerCmd::UserJoin { system, user, client } => {
                 self.pipe_user(p, true, self.me(), &system, &user, &client);
-                steps.push(Step::Redis(Post::User { online: true, system, user }));
+                steps.push(Step::Redis(Post::User { online: true, system, user, client }));
             }
             BrokerCmd::UserLeave { system, user, client } => {
                 self.pipe_user(p, false, self.me(), &system, &user, &client);
-                steps.push(Step::Redis(Post::User { online: false, system, user }));
+                steps.push(Step::Redis(Post::User { online: false, system, user, client }));
             }
             BrokerCmd::UserClients { system, user, call, to } => {
                 p.cmd("HKEYS").arg(self.k.user(&system, &user));

@@ -10,6 +10,7 @@ use crate::cluster::{keys, wire, BrokerCmd};
 use crate::metrics;
 use crate::protocol::api;
 use crate::webhooks::{Gone, Kind};
+use std::sync::Arc;
 
 /// A client's presence info: `[userId, extend]`.
 pub fn info(user_id: &str, extend: &str) -> Box<str> {
@@ -126,6 +127,24 @@ impl Broker {
         }
     }
 
+    /// A USER_JOIN (`joined`) or USER_LEAVE of `client` ran in Redis: the mirror knows Redis
+    /// holds it, or that its leave is done.
+    pub(super) fn user_applied(&mut self, system: &str, user: &str, client: &str, joined: bool) {
+        let key = self.k.user(system, user);
+        let map = if joined { &mut self.users } else { &mut self.users_left };
+        let Some(m) = map.get_mut(&key) else { return };
+        if joined {
+            if let Some(held) = m.clients.get_mut(client) {
+                *held = true;
+            }
+        } else {
+            m.clients.remove(client);
+            if m.clients.is_empty() {
+                map.remove(&key);
+            }
+        }
+    }
+
     /// Updates the mirror; returns the channel to subscribe to, if any.
     pub(super) fn mirror(&mut self, cmd: &BrokerCmd, unsub: &mut Vec<String>) -> Option<String> {
         match cmd {
@@ -151,21 +170,18 @@ impl Broker {
                 None
             }
             BrokerCmd::UserJoin { system, user, client } => {
-                let m = self.users.entry(self.k.user(system, user)).or_insert_with(|| UserMirror {
-                    system: system.clone(),
-                    user: user.clone(),
-                    clients: Default::default(),
-                });
-                m.clients.insert(client.clone());
+                user_entry(&mut self.users, self.k.user(system, user), system, user).insert(client.clone(), false);
                 None
             }
             BrokerCmd::UserLeave { system, user, client } => {
                 let key = self.k.user(system, user);
-                if let Some(m) = self.users.get_mut(&key) {
-                    m.clients.remove(client);
-                    if m.clients.is_empty() {
-                        self.users.remove(&key);
-                    }
+                let held = self.users.get_mut(&key).and_then(|m| m.clients.remove(client));
+                if self.users.get(&key).is_some_and(|m| m.clients.is_empty()) {
+                    self.users.remove(&key);
+                }
+                // Redis holds it: until its USER_LEAVE runs, the leave is pending.
+                if held == Some(true) {
+                    user_entry(&mut self.users_left, key, system, user).insert(client.clone(), true);
                 }
                 None
             }
@@ -208,6 +224,8 @@ impl Broker {
         let me = self.me();
         let held = self.held(me)?;
         let mut p = redis::pipe();
+        // The user steps whose results are events, in pipeline order: (system, user, joined).
+        let mut decided: Vec<(Arc<str>, Arc<str>, bool)> = Vec::new();
         for (field, info) in &held {
             if let Some((client, system, group)) = keys::parse_member_field(field) {
                 let chan = self.k.group(system, group);
@@ -215,11 +233,17 @@ impl Broker {
                     self.pipe_gone(&mut p, me, system, group, client, info);
                 }
             } else if let Some((client, system, user)) = keys::parse_user_field(field) {
-                // Gone while Redis was away: no `user_offline` (whether it was the user's last
-                // connection then is not known now); the rest is written again below.
-                if !self.users.get(&self.k.user(system, user)).is_some_and(|m| m.clients.contains(client)) {
+                let key = self.k.user(system, user);
+                if !self.users.get(&key).is_some_and(|m| m.clients.contains_key(client)) {
                     self.pipe_user(&mut p, false, me, system, user, client);
-                    p.ignore();
+                    // A leave while Redis was away: its result decides user_offline. (Anything
+                    // else Redis holds for us but we do not is stale: no event.)
+                    match self.users_left.get(&key).is_some_and(|m| m.clients.contains_key(client)) {
+                        true => decided.push((system.into(), user.into(), false)),
+                        false => {
+                            p.ignore();
+                        }
+                    }
                 }
             } else {
                 p.cmd("HDEL").arg(self.k.node(me)).arg(field).ignore();
@@ -231,10 +255,17 @@ impl Broker {
                 p.ignore();
             }
         }
+        // Joins while Redis was away (not held yet): their results decide user_online. Those
+        // Redis held before are written again silently (it may have restarted empty).
         for m in self.users.values() {
-            for client in &m.clients {
+            for (client, held) in &m.clients {
                 self.pipe_user(&mut p, true, me, &m.system, &m.user, client);
-                p.ignore();
+                match held {
+                    true => {
+                        p.ignore();
+                    }
+                    false => decided.push((m.system.clone(), m.user.clone(), true)),
+                }
             }
         }
         for s in &self.known {
@@ -246,7 +277,19 @@ impl Broker {
         p.cmd("SET").arg(self.k.alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
         p.cmd("SADD").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
-        p.query::<()>(con).map_err(|e| e.to_string())?;
+        let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
+        if let Some(h) = &self.cfg.hooks {
+            for ((system, user, joined), r) in decided.into_iter().zip(results) {
+                if let Some((1, n)) = results::pair(&Ok(r)) {
+                    h.user(system, user, joined, Some(n.max(0) as usize));
+                }
+            }
+        }
+        // Redis holds every connection of ours now, and none that left.
+        for m in self.users.values_mut() {
+            m.clients.values_mut().for_each(|held| *held = true);
+        }
+        self.users_left.clear();
         self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
         Ok(())
     }
@@ -355,19 +398,21 @@ impl Broker {
             // Each client's group_left events first, then the users' user_offline, then the
             // clients' client_disconnected.
             let mut results = results.into_iter();
-            let mut clients: Vec<(&str, &str)> = Vec::new();
+            // Each client once, in the order first seen (a set: a dead node may have had
+            // tens of thousands).
+            let (mut clients, mut seen): (Vec<(&str, &str)>, std::collections::HashSet<&str>) = Default::default();
             for (&(client, sys, group, info), r) in gone.iter().zip(results.by_ref()) {
                 if let Some((1, n)) = results::pair(&Ok(r)) {
                     self.emit_member(false, sys.into(), group.into(), client, info, Some(n.max(0) as usize));
                 }
-                if !clients.iter().any(|(c, _)| *c == client) {
+                if seen.insert(client) {
                     clients.push((client, sys));
                 }
             }
             self.users_gone(&users, results);
             for field in held.keys() {
                 if let Some((client, sys, _)) = keys::parse_user_field(field) {
-                    if !clients.iter().any(|(c, _)| *c == client) {
+                    if seen.insert(client) {
                         clients.push((client, sys));
                     }
                 }
@@ -388,7 +433,7 @@ impl Broker {
         // The users' steps first: their results, in order, say who went offline.
         let mut users = Vec::new();
         for m in self.users.values() {
-            for client in &m.clients {
+            for client in m.clients.keys() {
                 self.pipe_user_gone(&mut p, me, (&m.system, &m.user, client), &mut users);
             }
         }
@@ -404,4 +449,17 @@ impl Broker {
         self.users_gone(&users, results.into_iter());
         Ok(())
     }
+}
+
+/// The mirror entry of the user at `key`, created empty if there is none.
+fn user_entry<'a>(
+    map: &'a mut HashMap<String, UserMirror>,
+    key: String,
+    system: &Arc<str>,
+    user: &Arc<str>,
+) -> &'a mut HashMap<String, bool> {
+    &mut map
+        .entry(key)
+        .or_insert_with(|| UserMirror { system: system.clone(), user: user.clone(), clients: HashMap::new() })
+        .clients
 }

@@ -54,6 +54,7 @@ pub(super) enum Post {
         online: bool,
         system: Arc<str>,
         user: Arc<str>,
+        client: String,
     },
     /// The user's clientIds, for the hub to act on.
     UserClients {
@@ -129,7 +130,10 @@ impl Broker {
                 }
                 _ => self.unavailable(to),
             },
-            Post::User { online, system, user } => {
+            Post::User { online, system, user, client } => {
+                if r.is_ok() {
+                    self.user_applied(&system, &user, &client, online);
+                }
                 if let (Some(h), Some((1, n))) = (&self.cfg.hooks, pair(&r)) {
                     h.user(system, user, online, Some(n.max(0) as usize));
                 }

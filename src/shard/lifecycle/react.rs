@@ -15,8 +15,8 @@
 //! |---|---|---|
 //! | socket lost (EOF, reset, error, a deadline) | `Detached`, `Relayed` (no socket) | nothing |
 //! | | `Client` (told, recoverable), not shutting down | detach |
-//! | | `Edge`, `Parked` | owner keeps, free (hub told) |
-//! | | any other | free (hub told, unless already closing) |
+//! | | `Edge`, `Parked` | owner keeps, free |
+//! | | any other | free (hub told if it knew the client and it was not closing) |
 //! | EOF | `Http` owing an answer | finish the HTTP exchange |
 //! | session ends (window, overflow, eviction) | `Detached` | free (hub told) |
 //! | idle | `Edge` | as socket lost |
@@ -34,11 +34,12 @@
 //! | | `Relayed` | the edge closes 1001, free (hub told) |
 //! | | `Edge` | owner keeps, close 1001 |
 //! | | `Parked` | owner keeps, free |
-//! | shutdown deadline | any | as socket lost, while shutting down (nothing detaches) |
+//! | shutdown deadline | `Detached`, `Relayed` | free (hub told: shutdown) |
+//! | | any other | as socket lost, while shutting down (nothing detaches) |
 //! | peer node gone | `Parked` | cut the relay, a fresh session here |
 //! | | `Edge` | cut the relay, close 1001 |
 //! | | `Relayed` | cut the relay, detach |
-//! | | any other | cut the relay |
+//! | | any other but `Closing` | cut the relay |
 //! | relay message lost | `Edge`, `Parked` | as socket lost (the client resumes through any node) |
 //! | | `Relayed` | the edge closes 1012, cut the relay, detach |
 //! | edge dropped / edge closed | `Relayed` | cut the relay, detach / free (hub told) |
