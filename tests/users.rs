@@ -154,15 +154,31 @@ fn user_calls_refuse_bad_input() {
     assert_eq!(st, 404, "an unknown system");
 }
 
+/// A client with session recovery (`query` after `systemId=a&recover=1`): it, its clientId and
+/// its resume token.
+fn recoverable(s: &Server, query: &str) -> (Client, String, String) {
+    let mut c = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1{query}")));
+    let hello = c.recv().expect("connect frame");
+    let field = |k: &str| hello["data"][k].as_str().unwrap_or_else(|| panic!("no {k} in {hello}")).to_string();
+    let (id, token) = (field("clientId"), field("resumeToken"));
+    c.id = id.clone();
+    (c, id, token)
+}
+
+/// Drops the connection with a reset (no close handshake) and waits until it is a kept session.
+fn drop_hard(s: &Server, c: Client) {
+    socket2::SockRef::from(c.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(c);
+    wait_metric(s, "recovery_sessions", 1, "the drop was not noticed");
+}
+
 /// Closed by `close_user`, a session cannot be resumed: the resume gets a fresh one.
 #[test]
 fn close_user_ends_the_sessions() {
     let s = Server::start(&[]);
     s.register("a");
-    let mut c = Client::connect(&s.url("/ws?systemId=a&recover=1"));
-    let hello = c.recv().unwrap();
-    let (id, token) = (hello["data"]["clientId"].as_str().unwrap(), hello["data"]["resumeToken"].as_str().unwrap());
-    bind(&s, id, "g", "carol");
+    let (mut c, id, token) = recoverable(&s, "");
+    bind(&s, &id, "g", "carol");
     let (st, v) = s.api("close_user", Some("a"), json!({"userId": "carol"}));
     assert_eq!((st, &v["data"]["clients"]), (200, &json!(1)));
     assert_eq!(c.close_code().map(u16::from), Some(1000));
@@ -190,13 +206,8 @@ fn user_online_and_offline_once_per_transition_on_one_node() {
     let s = Server::start_with_jwt(&["--webhook-url", &url, "--webhook-batch-delay", "20ms"]);
     s.register("a");
     // The user's only connection blips and resumes: no transition.
-    let mut r = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&token={}", connect_token("a", "dave"))));
-    let hello = r.recv().unwrap();
-    let rid = hello["data"]["clientId"].as_str().unwrap().to_string();
-    let token = hello["data"]["resumeToken"].as_str().unwrap().to_string();
-    socket2::SockRef::from(r.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
-    drop(r);
-    wait_metric(&s, "recovery_sessions", 1, "the drop was not noticed");
+    let (r, rid, token) = recoverable(&s, &format!("&token={}", connect_token("a", "dave")));
+    drop_hard(&s, r);
     let mut r = Client::connect(&s.url(&format!("/ws?systemId=a&recover=1&resume={token}")));
     assert_eq!(r.recv().unwrap()["data"]["recovered"], true);
     // Two more tabs come and go; the first one (the resumed one) leaves last.
@@ -232,13 +243,9 @@ fn an_empty_sub_is_no_user() {
 fn close_user_ends_a_detached_session() {
     let s = Server::start(&[]);
     s.register("a");
-    let mut c = Client::connect(&s.url("/ws?systemId=a&recover=1"));
-    let hello = c.recv().unwrap();
-    let (id, token) = (hello["data"]["clientId"].as_str().unwrap(), hello["data"]["resumeToken"].as_str().unwrap());
-    bind(&s, id, "g", "ivy");
-    socket2::SockRef::from(c.ws.get_ref()).set_linger(Some(Duration::ZERO)).unwrap();
-    drop(c);
-    wait_metric(&s, "recovery_sessions", 1, "the drop was not noticed");
+    let (c, id, token) = recoverable(&s, "");
+    bind(&s, &id, "g", "ivy");
+    drop_hard(&s, c);
     let (st, v) = s.api("close_user", Some("a"), json!({"userId": "ivy"}));
     assert_eq!((st, &v["data"]["clients"]), (200, &json!(1)), "{v}");
     wait_metric(&s, "recovery_sessions", 0, "the kept session ended");

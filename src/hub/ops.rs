@@ -27,7 +27,8 @@ impl Hub {
         match op {
             Op::Register => ApiError::already_registered(self.local.index.name(sys)).into(),
             Op::SendToClients { clients, frame, message_id, strict } => {
-                self.send_to_clients(sys, clients, frame, message_id, strict, to)
+                let done = Done::Sent(message_id.clone());
+                self.send_frames(sys, clients, frame, message_id, strict, to, done)
             }
             Op::SendToGroup { group, frame, message_id } => {
                 self.backend.publish(&mut self.local, sys, Some(&group), frame, message_id, Some(to))
@@ -64,22 +65,9 @@ impl Hub {
         }
     }
 
-    /// `send_to_client` (`strict`: 404 when the one client is unknown) and `send_to_clients`.
-    fn send_to_clients(
-        &mut self,
-        sys: SysId,
-        clients: Vec<ClientRef>,
-        frame: Frame,
-        id: Box<str>,
-        strict: bool,
-        to: ReplyTo,
-    ) -> Answer {
-        let done = Done::Sent(id.clone());
-        self.send_frames(sys, clients, frame, id, strict, to, done)
-    }
-
-    /// One frame to each of `clients` (here, or forwarded to their nodes); `done`: the answer
-    /// once it is on its way.
+    /// One frame to each of `clients` (here, or forwarded to their nodes): `send_to_client`
+    /// (`strict`: 404 when the one client is unknown), `send_to_clients`, `send_to_user`;
+    /// `done`: the answer once it is on its way.
     #[allow(clippy::too_many_arguments)]
     fn send_frames(
         &mut self,
