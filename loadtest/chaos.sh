@@ -8,7 +8,12 @@
 # Each step prints "killed" at the blow and "healthy" once the cluster is whole again (the end of its unhealthy
 # window; the spare replica is started after it); the load tester judges every message
 # answered 200 outside the steps' windows (none may be lost or duplicated) and every churn
-# notice outside them (exactly once), and reports the windows. Exit status: non-zero on any
+# notice outside them (exactly once), and reports the windows. The nodes' presence webhooks go to
+# the load tester, where stayers and churn sessions are users (multi-tab users spread over the
+# nodes, single-tab ones, churn sessions as extra tabs): every client_connected /
+# client_disconnected of a churn session outside the windows and every user_online /
+# user_offline must come exactly once (a stayer's user goes offline only if the node kill took
+# all its tabs). Exit status: non-zero on any
 # loss, duplicate or missing notice.
 #   loadtest/chaos.sh                      # defaults below, about 90 s
 #   loadtest/chaos.sh --messages 40000     # more: any churn/loadtest option
@@ -144,11 +149,13 @@ for _ in $(seq 300); do
   [ $ok = 1 ] && break; sleep 0.1
 done
 [ $ok = 1 ] || { echo "the Sentinels never found each other and the replica"; exit 1; }
+hport=$(free_port) # the load tester's webhook receiver (--webhook-port)
 url="redis+sentinel://127.0.0.1:${sports[0]},127.0.0.1:${sports[1]},127.0.0.1:${sports[2]}/mymaster"
 ports=()
 for i in 1 2 3; do
   log=$OUT/node$i.log
-  "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "$url" --presence-ttl 3s >"$log" 2>&1 &
+  "$root/target/release/roomcast" --listen 127.0.0.1:0 --shards 1 --redis "$url" --presence-ttl 3s \
+    --webhook-url "http://127.0.0.1:$hport/" >"$log" 2>&1 &
   pids+=($!)
   port=$(listen_port "$log" "node $i") || exit 1
   ports+=("$port")
@@ -167,4 +174,5 @@ P=$(IFS=,; echo "${ports[*]}")
 "$root/target/release/roomcast-loadtest" churn --port "$P" --api-port "${ports[0]},${ports[1]}" \
   --clients 1500 --groups 20 --messages 24000 --send-rate 400 --churners 3 --procs 2 --concurrency 8 \
   --chaos-cmd "OUT=$OUT $root/loadtest/chaos.sh step" --chaos-at 12,27,42 \
+  --webhook-port "$hport" --tabs 3 \
   --time-limit 300 --drain-secs 10 --label chaos --json "$OUT/chaos.json" "$@"

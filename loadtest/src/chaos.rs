@@ -120,7 +120,7 @@ pub fn verify<'a>(
         checked += 1;
         if closed_at > 0 {
             cut += 1;
-            closed.push(json!([g, closed_at]));
+            closed.push(json!([g, closed_at, global]));
         }
         for &(i, s) in &by_group[g] {
             if closed_at > 0 && s + CUT_MARGIN_NS >= closed_at {
@@ -176,4 +176,44 @@ pub fn check_notices(
         }
     }
     (checked, skipped, expected, missing)
+}
+
+/// The presence webhooks the soak must have received (`--webhook-port`): every churn session
+/// wholly outside the windows (the notices' rule) told connected and disconnected once, and
+/// if its user was its own, online and offline once; every stayer's user online once, and
+/// offline once exactly when every one of its stayers was closed (the node kill), whatever
+/// the churn sessions that joined it meanwhile did.
+pub fn expected_hooks(
+    opts: &crate::Opts,
+    churned: &[Value],
+    verified: &[Value],
+    windows: &[(u64, u64)],
+) -> crate::hooks::Expect {
+    let mut clients = Vec::new();
+    let mut users = Vec::new();
+    for c in churned {
+        for s in c["sessions"].as_array().into_iter().flatten() {
+            let (start, end) = (s[2].as_u64().unwrap_or(0), s[3].as_u64().unwrap_or(0) + 1_000_000_000);
+            if overlaps(start, end, windows) {
+                continue;
+            }
+            clients.push((s[0].as_str().unwrap_or("").to_string(), 1, 1));
+            if s[5].as_bool().unwrap_or(false) {
+                users.push((s[4].as_str().unwrap_or("").to_string(), 1, 1));
+            }
+        }
+    }
+    let closed: std::collections::HashSet<u64> = verified
+        .iter()
+        .flat_map(|v| v["closed"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c[2].as_u64())
+        .collect();
+    let mut stayers: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    for g in 0..opts.clients {
+        let e = stayers.entry(crate::churn::stayer_user(g, opts.churn_tabs)).or_default();
+        e.0 += 1;
+        e.1 += u64::from(closed.contains(&(g as u64)));
+    }
+    users.extend(stayers.into_iter().map(|(u, (n, cut))| (u, 1, u64::from(cut == n))));
+    crate::hooks::Expect { clients, users }
 }

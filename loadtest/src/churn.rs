@@ -2,6 +2,11 @@
 //! random group (notices on) → stay 50–300 ms → leave (close frame or plain TCP drop), with
 //! blocking sockets. Completed sessions are recorded so the parent can tell how many 1001
 //! and 1002 notices every stayer must have seen.
+//!
+//! Users (`--webhook-port`, the chaos soak): a churn session binds as a user of its own
+//! (`c<worker>.<thread>.<n>`: online and offline once each), except every third one, which is
+//! one more tab of a multi-tab stayer's user (always online: no transition at all). Stayers are
+//! users by [`stayer_user`].
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -19,6 +24,9 @@ use crate::{report, Opts};
 pub struct Session {
     pub client_id: String,
     pub group: usize,
+    /// The userId it bound with, and whether the user was its own (else a stayer's).
+    pub user: String,
+    pub own_user: bool,
     /// When it connected and when it left (ns since the epoch).
     pub start: u64,
     pub end: u64,
@@ -45,6 +53,40 @@ fn read_until(s: &mut TcpStream, pred: impl Fn(&[u8]) -> bool) -> std::io::Resul
     Ok(buf)
 }
 
+/// The user of stayer `global` when stayers are users (`tabs` > 0): blocks of `tabs`
+/// consecutive stayers (spread over the nodes, as clients go round robin) alternate between
+/// one multi-tab user `u<block>` (even blocks) and single-tab users `s<global>` (odd blocks).
+pub fn stayer_user(global: usize, tabs: usize) -> String {
+    let block = global / tabs.max(1);
+    if block.is_multiple_of(2) {
+        format!("u{block}")
+    } else {
+        format!("s{global}")
+    }
+}
+
+/// Where churn sessions get their users.
+#[derive(Clone, Debug)]
+pub struct Users {
+    pub worker: usize,
+    /// The stayers' tab count (0: no multi-tab users to join) and how many stayers there are.
+    pub tabs: usize,
+    pub clients: usize,
+}
+
+impl Users {
+    /// Session `n` of thread `t`: its userId and whether it is its own.
+    fn pick(&self, t: usize, n: u64, rng: &mut fastrand::Rng) -> (String, bool) {
+        let multi = self.clients / self.tabs.max(1);
+        if self.tabs > 0 && n.is_multiple_of(3) && multi >= 2 {
+            (format!("u{}", 2 * rng.usize(..multi.div_ceil(2))), false)
+        } else {
+            (format!("c{}.{t}.{n}", self.worker), true)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn session(
     addr: SocketAddr,
     system: &str,
@@ -53,6 +95,7 @@ fn session(
     api: &mut TcpStream,
     rng: &mut fastrand::Rng,
     n: u64,
+    (user, own_user): (String, bool),
 ) -> std::io::Result<Session> {
     let start = crate::now_nanos();
     let mut ws = TcpStream::connect(addr)?;
@@ -62,7 +105,7 @@ fn session(
     let text = String::from_utf8_lossy(&hello);
     let id = text.split("\"clientId\":\"").nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
     let group = rng.usize(..groups);
-    let body = format!(r#"{{"clientId":"{id}","groupName":"g{group}","userId":"churn{n}"}}"#);
+    let body = format!(r#"{{"clientId":"{id}","groupName":"g{group}","userId":"{user}"}}"#);
     api.write_all(&crate::sender::post("/api/bind_to_group", system, token, &body))?;
     let resp = read_until(api, |b| {
         b.windows(4).position(|w| w == b"\r\n\r\n").is_some_and(|end| {
@@ -83,7 +126,7 @@ fn session(
         ws.write_all(&[0x88, 0x82, 0, 0, 0, 0, 0x03, 0xe8])?; // masked close 1000 (zero mask)
     }
     drop(ws);
-    Ok(Session { client_id: id, group, start, end: crate::now_nanos() })
+    Ok(Session { client_id: id, group, user, own_user, start, end: crate::now_nanos() })
 }
 
 /// Runs `threads` churners until `churn.stop`.
@@ -93,11 +136,13 @@ pub fn start(
     system: String,
     token: Option<String>,
     groups: usize,
+    users: Users,
     churn: Arc<Churn>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     (0..threads)
         .map(|t| {
             let (addrs, system, token, churn) = (addrs.clone(), system.clone(), token.clone(), churn.clone());
+            let users = users.clone();
             std::thread::spawn(move || {
                 let mut rng = fastrand::Rng::with_seed(t as u64 + 1);
                 let addr = addrs[t % addrs.len()];
@@ -106,7 +151,8 @@ pub fn start(
                 let mut n = 0u64;
                 while !churn.stop.load(Ordering::Relaxed) {
                     n += 1;
-                    match session(addr, &system, token.as_deref(), groups, &mut api, &mut rng, n) {
+                    let user = users.pick(t, n, &mut rng);
+                    match session(addr, &system, token.as_deref(), groups, &mut api, &mut rng, n, user) {
                         Ok(s) => churn.sessions.lock().expect("sessions").push(s),
                         Err(_) => {
                             *churn.errors.lock().expect("errors") += 1;

@@ -10,6 +10,7 @@
 
 mod chaos;
 mod churn;
+mod hooks;
 mod recover;
 mod report;
 mod sender;
@@ -149,6 +150,12 @@ pub struct Cli {
     /// Seconds after sending began at which the chaos steps run, comma-separated.
     #[arg(long, value_delimiter = ',')]
     pub chaos_at: Vec<f64>,
+    /// Chaos soak: receive the nodes' webhooks on 127.0.0.1:PORT (start them with
+    /// `--webhook-url http://127.0.0.1:PORT/`) and hold them to exactly once per transition;
+    /// stayers and churn sessions then bind as users (multi-tab users of --tabs, single-tab
+    /// users, and churn sessions joining a multi-tab user).
+    #[arg(long)]
+    pub webhook_port: Option<u16>,
     /// Ports the paced sender calls (default: --port); e.g. not a node the chaos kills.
     #[arg(long, value_delimiter = ',')]
     pub api_port: Vec<u16>,
@@ -188,6 +195,8 @@ pub struct Opts {
     pub chaos: bool,
     /// Where the sender's API calls go.
     pub api_ports: Vec<SocketAddr>,
+    /// Chaos soak with webhooks: the stayers' tab count (`churn::stayer_user`); 0: no users.
+    pub churn_tabs: usize,
 }
 
 /// `n` bytes of chat-like text: common words picked by a seeded generator (the same text on
@@ -242,7 +251,12 @@ fn main() {
         tls: cli.tls,
         chaos: cli.chaos_cmd.is_some(),
         api_ports,
+        churn_tabs: if cli.webhook_port.is_some() { cli.tabs.max(1) } else { 0 },
     };
+    if cli.webhook_port.is_some() && !opts.chaos {
+        eprintln!("--webhook-port: only for the chaos soak (churn --chaos-cmd)");
+        std::process::exit(2);
+    }
     if opts.chaos && cli.scenario != Scenario::Churn {
         eprintln!("--chaos-cmd: only for the churn scenario");
         std::process::exit(2);
@@ -304,6 +318,10 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
         },
     )
     .map_err(|e| format!("cannot reach the server at {:?}: {e}", opts.ports))?;
+    let hooks = match cli.webhook_port {
+        Some(p) => Some(hooks::listen(p).map_err(|e| format!("--webhook-port {p}: {e}"))?),
+        None => None,
+    };
     let mem_before = report::sample(&cli.pid);
     let mut w = Workers::spawn(opts.procs).map_err(|e| format!("spawn workers: {e}"))?;
     w.wait_for(opts.procs, deadline, "connect", |s| s.ready.len())?;
@@ -339,11 +357,11 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     }
     let code = match cli.scenario {
         Scenario::Connect => 0,
-        Scenario::Fanout | Scenario::Broadcast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Fanout | Scenario::Broadcast => run_sends(cli, opts, &mut w, &mut out, deadline, &ready, None)?,
         Scenario::Unicast | Scenario::Users | Scenario::Churn => {
-            run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?
+            run_sends(cli, opts, &mut w, &mut out, deadline, &ready, hooks.as_ref())?
         }
-        Scenario::Recover | Scenario::Reconnect => run_sends(cli, opts, &mut w, &mut out, deadline, &ready)?,
+        Scenario::Recover | Scenario::Reconnect => run_sends(cli, opts, &mut w, &mut out, deadline, &ready, None)?,
         Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
     };
     out.set("wall_secs", json!(t0.elapsed().as_secs_f64()));
@@ -357,7 +375,8 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     Ok(code)
 }
 
-/// fanout / broadcast / unicast: bind (if needed), send, wait for deliveries, tally.
+/// fanout / broadcast / unicast / users / churn / recover: bind (if needed), send, wait for
+/// deliveries, tally (the chaos soak: `finish_chaos`, with the webhooks `hooks` took).
 fn run_sends(
     cli: &Cli,
     opts: &Opts,
@@ -365,6 +384,7 @@ fn run_sends(
     out: &mut report::Outcome,
     deadline: Instant,
     ready: &[Value],
+    hooks: Option<&hooks::Hooks>,
 ) -> Result<i32, String> {
     let groups = if cli.scenario == Scenario::Broadcast { 1 } else { cli.groups.max(1) };
     let procs = opts.procs;
@@ -403,7 +423,8 @@ fn run_sends(
             return Err("no client connected".into());
         }
     } else {
-        w.tell_all(&format!("bind {groups} false"));
+        let users = if opts.churn_tabs > 0 { format!(" {} mixed", opts.churn_tabs) } else { String::new() };
+        w.tell_all(&format!("bind {groups} false{users}"));
         w.wait_for(procs, deadline, "bind", |s| s.bound.len())?;
         let per_group = |g: usize| cli.messages / groups as u64 + u64::from((g as u64) < cli.messages % groups as u64);
         for (i, e) in expected.iter_mut().enumerate() {
@@ -525,7 +546,7 @@ fn run_sends(
         let calls = calls.into_inner();
         let (windows, hits) = windows.lock().expect("windows").clone();
         out.set("chaos_sends_refused_secs", json!(chaos::refused_for(&calls, &hits, &windows)));
-        return finish_chaos(cli, opts, w, out, deadline, &calls, &windows, &stats);
+        return finish_chaos(cli, opts, w, out, deadline, &calls, &windows, &stats, hooks);
     }
     if sequenced {
         if cli.scenario == Scenario::Recover {
@@ -607,6 +628,7 @@ fn finish_chaos(
     calls: &chaos::Calls,
     windows: &[(u64, u64)],
     stats: &sender::SendStats,
+    hooks: Option<&hooks::Hooks>,
 ) -> Result<i32, String> {
     // Until 2 s without a new message (or --drain-secs): the notice counts come with it.
     w.tell_all(&format!("expect 200 0 {}", cli.drain_secs));
@@ -641,7 +663,12 @@ fn finish_chaos(
     out.set("notices_expected", json!(expected));
     out.set("notices_missing", json!(missing));
     out.set("notices_duplicated", json!(dups));
-    let bad = sum("missing") + sum("duplicated") + missing + dups;
+    let mut bad = sum("missing") + sum("duplicated") + missing + dups;
+    if let Some(h) = hooks {
+        hooks::settle(h, Duration::from_secs(cli.drain_secs));
+        let want = chaos::expected_hooks(opts, &st.churned, &st.verified, windows);
+        bad += hooks::check(h, &want, out);
+    }
     for v in st.verified.iter().filter(|v| v["missing"].as_u64().unwrap_or(0) > 0) {
         for m in v["missing_sample"].as_array().into_iter().flatten() {
             let i = m[1].as_u64().unwrap_or(0) as usize;

@@ -251,8 +251,10 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 ["bind", groups, notify, rest @ ..] => {
                     let groups: usize = groups.parse().unwrap_or(1);
                     let notify = *notify == "true";
-                    // With a tab count: client k is a connection of user u<k / tabs> (0: no user).
+                    // With a tab count: client k is a connection of user u<k / tabs> (0: no
+                    // user); with "mixed" as well, of churn::stayer_user's.
                     let tabs: Option<usize> = rest.first().and_then(|t| t.parse().ok()).filter(|&t| t > 0);
+                    let mixed = rest.get(1) == Some(&"mixed");
                     let reqs: Vec<Vec<u8>> = conns
                         .iter()
                         .flatten()
@@ -260,7 +262,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         .map(|c| {
                             let mut body = json!({"clientId": c.id, "groupName": format!("g{}", c.global % groups), "notify": notify});
                             if let Some(t) = tabs {
-                                body["userId"] = json!(format!("u{}", c.global / t));
+                                body["userId"] = json!(if mixed {
+                                    crate::churn::stayer_user(c.global, t)
+                                } else {
+                                    format!("u{}", c.global / t)
+                                });
                             }
                             let body = body.to_string();
                             crate::sender::post("/api/bind_to_group", &opts.system, opts.token.as_deref(), &body)
@@ -289,6 +295,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         opts.system.clone(),
                         opts.token.clone(),
                         opts.groups,
+                        crate::churn::Users { worker: index, tabs: opts.churn_tabs, clients: opts.clients },
                         churn.clone(),
                     );
                 }
@@ -304,7 +311,7 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                             .lock()
                             .expect("sessions")
                             .iter()
-                            .map(|s| json!([s.client_id, s.group, s.start, s.end]))
+                            .map(|s| json!([s.client_id, s.group, s.start, s.end, s.user, s.own_user]))
                             .collect();
                         let errors = *churn.errors.lock().expect("errors");
                         emit(json!({"type": "churned", "worker": index, "sessions": sessions, "errors": errors}));
