@@ -400,3 +400,96 @@ fn rediss_sentinel_finds_and_follows_the_master_over_tls() {
     assert_eq!(next_past(&mut a, &during), id);
     assert_eq!(online(&n[0], "s", "g"), vec![a.id.clone()]);
 }
+
+/// A TCP forwarder to `to` that can be cut: while cut it closes every connection it holds
+/// and refuses new ones (a node behind it cannot reach Redis; the others can).
+struct Cuttable {
+    port: u16,
+    cut: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    held: std::sync::Arc<std::sync::Mutex<Vec<std::net::TcpStream>>>,
+}
+
+impl Cuttable {
+    fn start(to: u16) -> Cuttable {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::<std::net::TcpStream>::new()));
+        let (c, h) = (std::sync::Arc::clone(&cut), std::sync::Arc::clone(&held));
+        std::thread::spawn(move || {
+            for a in l.incoming().flatten() {
+                let Ok(b) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+                if c.load(std::sync::atomic::Ordering::SeqCst) {
+                    continue; // dropped: closed
+                }
+                h.lock().unwrap().extend([a.try_clone().unwrap(), b.try_clone().unwrap()]);
+                for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut into);
+                        let _ = into.shutdown(std::net::Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Cuttable { port, cut, held }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
+        if cut {
+            for s in self.held.lock().unwrap().drain(..) {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+    }
+}
+
+/// Found by the chaos soak with users: after a Redis failover that took longer than
+/// `presence_ttl`, the first node back found the others' heartbeats expired and reaped them,
+/// alive: `client_disconnected` (`node_lost`) and `user_offline` for connected clients, 1002
+/// to their groups. A node now reaps only once it has itself been on Redis for a whole
+/// `presence_ttl`, time for every live node to beat again. (Here node 1 reaches Redis through
+/// a forwarder that keeps it away 300 ms longer than node 0.)
+#[test]
+fn an_outage_longer_than_presence_ttl_reaps_no_live_node() {
+    let redis = Redis::start();
+    let rx = util::hooks::Receiver::start(None);
+    let url = rx.url();
+    let args = ["--presence-ttl", "1s", "--webhook-url", &url, "--webhook-batch-delay", "20ms"];
+    // Each node reaches Redis through a forwarder of its own: both lose Redis, node 0 comes
+    // back first, node 1 300 ms later (well within presence_ttl).
+    let proxies = [Cuttable::start(redis.port), Cuttable::start(redis.port)];
+    let ns: Vec<Server> = proxies
+        .iter()
+        .map(|p| Server::start(&[&["--redis", &format!("redis://127.0.0.1:{}", p.port)][..], &args].concat()))
+        .collect();
+    ns.iter().for_each(wait_up);
+    ns[0].register("a");
+    let (mut c0, mut c1) = (ns[0].client("a"), ns[1].client("a"));
+    ns[0].bind("a", &c0.id, "room", "ann");
+    notice(&mut c0, 1001);
+    ns[1].bind("a", &c1.id, "room", "bob");
+    assert_eq!((notice(&mut c0, 1001), notice(&mut c1, 1001)), (c1.id.clone(), c1.id.clone()));
+    rx.wait("both online", |e| e.iter().filter(|e| e["name"] == "user_online").count() == 2);
+    proxies.iter().for_each(|p| p.set_cut(true));
+    for s in &ns {
+        let t = Instant::now();
+        while health(s)["cluster"] == "up" {
+            assert!(t.elapsed() < Duration::from_secs(15), "a node never noticed Redis was cut off");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500)); // both heartbeats expire
+    proxies[0].set_cut(false);
+    wait_up(&ns[0]);
+    std::thread::sleep(Duration::from_millis(300));
+    proxies[1].set_cut(false);
+    wait_up(&ns[1]);
+    std::thread::sleep(Duration::from_millis(3000)); // three presence_ttl: any reap is done
+    let lost: Vec<_> =
+        rx.events().into_iter().filter(|e| e["name"] == "client_disconnected" || e["name"] == "user_offline").collect();
+    assert!(lost.is_empty(), "live clients told gone: {lost:#?}");
+    assert_eq!(sorted(online(&ns[1], "a", "room")), sorted(vec![c0.id.clone(), c1.id.clone()]));
+    c0.expect_silence(Duration::from_millis(200));
+    c1.expect_silence(Duration::from_millis(200));
+}

@@ -115,6 +115,9 @@ pub(super) struct Broker {
     subscribed: HashSet<String>,
     scripts: scripts::Scripts,
     next_beat: Instant,
+    /// When this connection to Redis began: nodes are reaped only a whole `presence_ttl`
+    /// after it (every live node cut off with us has had time to beat again).
+    up_since: Instant,
     retry_at: Instant,
     backoff: Duration,
     corr: u64,
@@ -166,6 +169,7 @@ impl Broker {
             subscribed: HashSet::new(),
             scripts: scripts::Scripts::new(),
             next_beat: now,
+            up_since: now,
             retry_at: now,
             backoff: Duration::from_millis(100),
             corr: 0,
@@ -249,7 +253,10 @@ impl Broker {
         }
         self.stats.cluster_up.store(0, Relaxed);
         self.retry_at = Instant::now() + self.backoff;
+        // A quarter of presence_ttl at most: a node cut off with the others must be back, once
+        // Redis is, before the first one back may reap it (`presence::beat`).
         let max = if self.endpoint.is_sentinel() { MAX_BACKOFF_SENTINEL } else { MAX_BACKOFF };
+        let max = max.min(self.cfg.presence_ttl / 4);
         self.backoff = (self.backoff * 2).min(max);
     }
 
@@ -282,6 +289,7 @@ impl Broker {
         // The other nodes forward calls only to nodes they know alive: tell them at once, and
         // learn who is alive before taking calls.
         self.announce()?;
+        self.up_since = Instant::now();
         self.beat()?;
         self.stats.cluster_up.store(1, Relaxed);
         self.backoff = Duration::from_millis(100);

@@ -294,7 +294,10 @@ impl Broker {
         Ok(())
     }
 
-    /// Heartbeat, then reap nodes whose heartbeat expired.
+    /// Heartbeat, then reap nodes whose heartbeat expired — only once this node has been on
+    /// Redis for a whole `presence_ttl`: after an outage (a failover, a partition) the first
+    /// node back would otherwise find the heartbeats of live nodes, cut off with it, expired
+    /// and reap them (seen in the chaos soak: `user_offline` for connected users).
     pub(super) fn beat(&mut self) -> Result<(), String> {
         let me = self.me();
         let ttl = self.cfg.presence_ttl.as_millis() as u64;
@@ -341,6 +344,9 @@ impl Broker {
             if alive {
                 up.push(node);
                 continue;
+            }
+            if self.up_since.elapsed() < self.cfg.presence_ttl {
+                continue; // perhaps still on its way back: neither up nor dead yet
             }
             dead.push(node);
             let won: Option<String> = redis::cmd("SET")
