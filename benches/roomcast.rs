@@ -108,7 +108,7 @@ fn ws_upgrade(c: &mut Criterion) {
         b.iter(|| {
             let head = http::parse_head(black_box(UPGRADE), 8192, 0).unwrap().unwrap();
             let system = head.query_param("systemId").unwrap();
-            let mut out = http::switching_protocols(head.ws_key.unwrap(), None);
+            let mut out = http::switching_protocols(head.ws_key.unwrap(), None, None);
             let id = roomcast::ids::client_id_buf(7, conn);
             api::push_welcome_frame(&mut out, id.as_str());
             (system.len(), bytes::Bytes::from(out))

@@ -267,3 +267,45 @@ fn slow_admin_peers_do_not_hold_up_health_checks() {
     wait_metric(&s, "admin_timeouts_total", 5, "the idle peers were never timed out");
     drop(idle);
 }
+
+/// A tungstenite handshake to /ws offering `offer` (Sec-WebSocket-Protocol): the subprotocol
+/// agreed, or the client's error. tungstenite, as browsers do, fails a handshake that offered
+/// subprotocols and got none.
+fn connect_offering(s: &Server, offer: &str) -> Result<Option<String>, String> {
+    let mut req = s.url("/ws?systemId=sys").into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+    let stream = TcpStream::connect(s.addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let (mut ws, resp) = tungstenite::client::client(req, stream).map_err(|e| e.to_string())?;
+    let hello: serde_json::Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+    assert!(hello["data"]["clientId"].is_string(), "{hello}");
+    Ok(resp.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().unwrap().to_string()))
+}
+
+/// Issue 28: `new WebSocket(url, ["json"])` failed in every browser, as no subprotocol was
+/// ever chosen. With `subprotocols` the first one the client offers that is listed is (the
+/// log line for an unlisted offer: tests/logs.rs).
+#[test]
+fn a_listed_subprotocol_is_chosen() {
+    let s = Server::start(&["--subprotocols", "json, v2.roomcast"]);
+    s.register("sys");
+    assert_eq!(connect_offering(&s, "json").unwrap().as_deref(), Some("json"));
+    assert_eq!(connect_offering(&s, "chat, v2.roomcast, json").unwrap().as_deref(), Some("v2.roomcast"));
+    // Offered but not listed: the handshake is answered without one (as upstream), which
+    // a browser (and tungstenite) then fails.
+    let err = connect_offering(&s, "chat").unwrap_err();
+    assert!(err.to_lowercase().contains("subprotocol"), "{err}");
+    let unlisted = Server::start(&[]);
+    unlisted.register("sys");
+    assert!(connect_offering(&unlisted, "json").is_err());
+    // Clients that offer none are untouched.
+    let mut c = s.client("sys");
+    assert!(!c.id.is_empty());
+    c.expect_silence(Duration::from_millis(100));
+}
+
+#[test]
+fn a_subprotocol_that_is_not_a_token_stops_the_server_with_a_message() {
+    let err = refused_settings(&["--subprotocols", "json, a b"]);
+    assert!(err.contains("subprotocols") && err.contains("\"a b\""), "{err}");
+}

@@ -185,6 +185,9 @@ fn refusals_are_logged_with_what_to_do() {
     s.wait_line(&["WebSocket (-1001) refused", "'nope' is not registered", "POST /api/register"]);
     assert!(request(s.addr, &ws("/ws", "https://app.example.com")).contains("101"));
     s.wait_line(&["WebSocket (-1001) refused", "systemId is required"]);
+    let offer = ws("/ws", "https://app.example.com").replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: json\r\n\r\n");
+    assert!(request(s.addr, &offer).contains("101"));
+    s.wait_line(&["WebSocket subprotocol refused", "offered \"json\"", "add the subprotocol it needs to subprotocols"]);
     let call = "POST /api/send_to_system HTTP/1.1\r\nHost: x\r\nSystemId: a\r\nAuthorization: Bearer bad\r\n\
                 Content-Length: 2\r\nConnection: close\r\n\r\n{}";
     assert!(request(s.addr, call).contains("401"));

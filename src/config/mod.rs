@@ -47,6 +47,8 @@ settings! {
         "Internal address serving /metrics and /health without a token (off by default)";
     allowed_origins: String = none, "ROOMCAST_ALLOWED_ORIGINS",
         "Browser origins allowed to open a WebSocket, comma-separated: https://app.example.com, *.example.com (others: 403; no Origin header: allowed)";
+    subprotocols: String = none, "ROOMCAST_SUBPROTOCOLS",
+        "WebSocket subprotocols to accept, comma-separated (e.g. json): the first a client offers (Sec-WebSocket-Protocol) that is listed is chosen; browsers fail a connection that offered some and got none";
     max_connections_per_ip: usize = "0", "ROOMCAST_MAX_CONNECTIONS_PER_IP",
         "Open connections one source address may hold, sessions kept for recovery included (0: no bound); beyond: 429 and close";
     handshakes_per_ip_per_second: usize = "0", "ROOMCAST_HANDSHAKES_PER_IP_PER_SECOND",
@@ -157,6 +159,8 @@ pub struct Config {
     pub jwt: JwtKey,
     /// `allowed_origins`, parsed.
     pub origins: Option<crate::protocol::origin::Origins>,
+    /// `subprotocols`, parsed (empty: none accepted).
+    pub subprotocols: Vec<Box<str>>,
     /// `redis_ca`'s contents.
     pub redis_ca: Option<Vec<u8>>,
 }
@@ -259,7 +263,8 @@ impl ServeArgs {
         check_durations(&s)?;
         check_bounds(&s)?;
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
-        Ok(Config { settings: s, jwt, origins, redis_ca })
+        let subprotocols = crate::protocol::http::parse_subprotocols(s.subprotocols.as_deref().unwrap_or(""))?;
+        Ok(Config { settings: s, jwt, origins, subprotocols, redis_ca })
     }
 }
 

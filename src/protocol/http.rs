@@ -60,6 +60,8 @@ pub struct Head<'a> {
     pub origin_repeated: bool,
     /// `Sec-WebSocket-Extensions` (several headers joined with ", ").
     pub ws_extensions: Option<Cow<'a, str>>,
+    /// `Sec-WebSocket-Protocol`: the subprotocols offered (several headers joined with ", ").
+    pub ws_protocols: Option<Cow<'a, str>>,
     /// `Expect: 100-continue`: the client waits for an interim 100 before the body.
     pub expect_continue: bool,
     /// `If-None-Match` (conditional `GET /roomcast.js`), repeated fields joined with ", "; a
@@ -131,6 +133,7 @@ enum Field {
     WsVersion,
     Origin,
     WsExtensions,
+    WsProtocol,
     IfNoneMatch,
 }
 
@@ -138,7 +141,7 @@ impl Field {
     /// The field `name` is (any case), if the server reads it. Lengths are compared before
     /// bytes, so a header the server does not read costs a dozen integer comparisons.
     fn of(name: &str) -> Option<Field> {
-        const BY_NAME: [(&str, Field); 13] = [
+        const BY_NAME: [(&str, Field); 14] = [
             ("content-length", Field::ContentLength),
             ("transfer-encoding", Field::TransferEncoding),
             ("systemid", Field::SystemId),
@@ -151,6 +154,7 @@ impl Field {
             ("sec-websocket-version", Field::WsVersion),
             ("origin", Field::Origin),
             ("sec-websocket-extensions", Field::WsExtensions),
+            ("sec-websocket-protocol", Field::WsProtocol),
             ("if-none-match", Field::IfNoneMatch),
         ];
         BY_NAME.iter().find(|(n, _)| n.len() == name.len() && n.eq_ignore_ascii_case(name)).map(|&(_, f)| f)
@@ -251,16 +255,39 @@ impl<'a> Head<'a> {
                     None => Cow::Borrowed(v),
                 });
             }
-            Field::WsExtensions => {
-                let v = text()?;
-                self.ws_extensions = Some(match self.ws_extensions.take() {
-                    Some(all) => Cow::Owned(format!("{all}, {v}")),
-                    None => Cow::Borrowed(v),
-                });
-            }
+            Field::WsExtensions => self.ws_extensions = Some(joined(self.ws_extensions.take(), text()?)),
+            Field::WsProtocol => self.ws_protocols = Some(joined(self.ws_protocols.take(), text()?)),
         }
         Ok(())
     }
+}
+
+/// A repeated list header's values, joined with ", " (RFC 9110 §5.3).
+fn joined<'a>(before: Option<Cow<'a, str>>, v: &'a str) -> Cow<'a, str> {
+    match before {
+        Some(all) => Cow::Owned(format!("{all}, {v}")),
+        None => Cow::Borrowed(v),
+    }
+}
+
+/// Parses the `subprotocols` setting: comma-separated tokens (RFC 6455 §4.1: the token
+/// characters of RFC 7230); `Err` names a bad entry.
+pub fn parse_subprotocols(list: &str) -> Result<Vec<Box<str>>, String> {
+    let is_tchar = |c: u8| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c);
+    list.split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.bytes().all(is_tchar) {
+            true => Ok(p.into()),
+            false => Err(format!("subprotocols: {p:?} is not a token (letters, digits and !#$%&'*+-.^_`|~)")),
+        })
+        .collect()
+}
+
+/// The subprotocol to answer an offer with: the first the client offers (its order of
+/// preference) that `accepted` lists.
+pub fn choose_subprotocol<'a>(offered: &str, accepted: &'a [Box<str>]) -> Option<&'a str> {
+    offered.split(',').map(str::trim).find_map(|o| accepted.iter().find(|a| &***a == o)).map(|a| &**a)
 }
 
 /// Whether a connection may carry more requests after a response with `status`.
@@ -365,17 +392,22 @@ pub fn accept_key(ws_key: &str) -> [u8; 28] {
 
 /// The 101 answer to a WebSocket upgrade, with room for the connect frame that usually
 /// follows it ([`api::WELCOME_FRAME_LEN`]): both leave in one buffer of the exact size.
-pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Vec<u8> {
+/// `extensions` and `protocol` are the agreed `Sec-WebSocket-Extensions` and
+/// `Sec-WebSocket-Protocol`, if any.
+pub fn switching_protocols(ws_key: &str, extensions: Option<&str>, protocol: Option<&str>) -> Vec<u8> {
     const HEAD: &[u8] =
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ";
     const EXT: &[u8] = b"\r\nSec-WebSocket-Extensions: ";
-    let ext = extensions.map_or(0, |e| EXT.len() + e.len());
+    const PROTO: &[u8] = b"\r\nSec-WebSocket-Protocol: ";
+    let ext = extensions.map_or(0, |e| EXT.len() + e.len()) + protocol.map_or(0, |p| PROTO.len() + p.len());
     let mut v = Vec::with_capacity(HEAD.len() + 28 + ext + 4 + api::WELCOME_FRAME_LEN);
     v.extend_from_slice(HEAD);
     v.extend_from_slice(&accept_key(ws_key));
-    if let Some(e) = extensions {
-        v.extend_from_slice(EXT);
-        v.extend_from_slice(e.as_bytes());
+    for (name, value) in [(EXT, extensions), (PROTO, protocol)] {
+        if let Some(value) = value {
+            v.extend_from_slice(name);
+            v.extend_from_slice(value.as_bytes());
+        }
     }
     v.extend_from_slice(b"\r\n\r\n");
     v
@@ -384,6 +416,22 @@ pub fn switching_protocols(ws_key: &str, extensions: Option<&str>) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chooses_the_first_offered_subprotocol_that_is_accepted() {
+        let accepted = parse_subprotocols(" json, v2.roomcast ").unwrap();
+        assert_eq!(accepted, vec![Box::from("json"), Box::from("v2.roomcast")]);
+        assert_eq!(choose_subprotocol("chat, v2.roomcast, json", &accepted), Some("v2.roomcast"));
+        assert_eq!(choose_subprotocol("chat", &accepted), None);
+        assert_eq!(choose_subprotocol("json", &[]), None);
+        assert_eq!(parse_subprotocols("").unwrap(), Vec::<Box<str>>::new());
+        assert!(parse_subprotocols("json, a b").unwrap_err().contains("\"a b\""));
+        let raw = b"GET /ws HTTP/1.1\r\nSec-WebSocket-Protocol: chat\r\nsec-websocket-protocol: json\r\n\r\n";
+        let h = parse_head(raw, 8192, 0).unwrap().unwrap();
+        assert_eq!(h.ws_protocols.as_deref(), Some("chat, json"));
+        let resp = switching_protocols("dGhlIHNhbXBsZSBub25jZQ==", None, Some("json"));
+        assert!(String::from_utf8(resp).unwrap().ends_with("\r\nSec-WebSocket-Protocol: json\r\n\r\n"));
+    }
 
     #[test]
     fn parses_an_api_request() {
@@ -439,14 +487,14 @@ mod tests {
         assert_eq!(h.query_param("x").as_deref(), Some("1"));
         assert_eq!(h.query_param("nope"), None);
         assert_eq!(h.ws_extensions.as_deref(), Some("foo, permessage-deflate; client_max_window_bits"));
-        let resp = switching_protocols(h.ws_key.unwrap(), None);
+        let resp = switching_protocols(h.ws_key.unwrap(), None, None);
         assert!(std::str::from_utf8(&resp).unwrap().contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="));
         assert_eq!(
             &resp[..],
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
         );
         assert!(matches!(h.query_param("x"), Some(Cow::Borrowed("1"))), "nothing encoded: no copy");
-        let resp = switching_protocols(h.ws_key.unwrap(), Some("permessage-deflate"));
+        let resp = switching_protocols(h.ws_key.unwrap(), Some("permessage-deflate"), None);
         assert!(std::str::from_utf8(&resp)
             .unwrap()
             .ends_with("\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"));

@@ -262,7 +262,8 @@ impl Shard {
             _ => None,
         };
         self.conns[slot].deflate = agreed.as_ref().map_or(0, |a| a.server_window);
-        let accept = http::switching_protocols(key, agreed.as_ref().map(|a| a.response.as_str()));
+        let protocol = head.ws_protocols.as_deref().and_then(|offered| self.subprotocol(slot, offered));
+        let accept = http::switching_protocols(key, agreed.as_ref().map(|a| a.response.as_str()), protocol.as_deref());
         if echo {
             self.become_ws(slot, accept, State::Echo);
             return;
@@ -293,6 +294,16 @@ impl Shard {
             return self.resume_request(slot, accept.into(), system.into(), &token, last.map(Into::into), ka, admit);
         }
         self.connect_client(slot, accept, &system, recover, ka, admit);
+    }
+
+    /// The subprotocol answering a client's offer, if `subprotocols` lists one; when none is,
+    /// the handshake goes on without (as upstream), but a browser will fail it: logged.
+    fn subprotocol(&mut self, slot: usize, offered: &str) -> Option<Box<str>> {
+        let chosen = http::choose_subprotocol(offered, &self.shared.cfg.subprotocols).map(Box::from);
+        if chosen.is_none() {
+            self.log_refusal(slot, Cause::Subprotocol, "WebSocket subprotocol", &format!("offered {offered:?}"));
+        }
+        chosen
     }
 
     /// Whether a `/ws` connect to `system` with `token` may have a session, and with what

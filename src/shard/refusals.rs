@@ -26,6 +26,9 @@ pub enum Cause {
     Unregistered,
     /// `/ws` handshakes from one address faster than `handshakes_per_ip_per_second` (429).
     Handshakes,
+    /// `/ws` offering subprotocols none of which `subprotocols` lists (the handshake goes on
+    /// without one, and a browser then fails the connection).
+    Subprotocol,
     /// An API call refused with this status (4xx).
     Api(u16),
 }
@@ -41,6 +44,7 @@ impl Cause {
                 "register the system first: POST /api/register {\"systemId\":\"..\"} with an operator token"
             }
             Cause::Handshakes => "this address opens WebSockets faster than handshakes_per_ip_per_second allows",
+            Cause::Subprotocol => "a browser fails this connection: add the subprotocol it needs to subprotocols",
             Cause::Api(401) => "send Authorization: Bearer <token> signed with the server's key",
             Cause::Api(403) => "use a token for this SystemId (or an operator token)",
             Cause::Api(_) => "see the message; docs/API.md lists every endpoint's fields",
