@@ -301,7 +301,7 @@ pub enum ShardMsg {
 
 /// Hub (or broker, subscriber) → shard, on the shard's reply channel: the answer to an API
 /// call (HTTP status and JSON body). `known_system` names the caller's system when it is
-/// registered, so the shard can answer later sends to it itself (systems are never
+/// registered (single node), so the shard can answer later sends to it itself (systems are never
 /// unregistered). Answers travel apart from [`ShardMsg`] so a shard can write them in the
 /// middle of a long flush.
 #[derive(Debug)]
@@ -312,6 +312,6 @@ pub struct Reply {
     pub known_system: Option<KnownSystem>,
 }
 
-/// A system the hub confirmed registered, and its index there (single node; see
-/// [`SystemRef`]).
-pub type KnownSystem = (Box<str>, Option<u32>);
+/// A system a single node's hub confirmed registered, and its index there (see
+/// [`SystemRef`]); cluster mode never sends one.
+pub type KnownSystem = (Box<str>, u32);

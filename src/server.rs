@@ -110,6 +110,7 @@ impl Server {
         let (listeners, addr) = bind_all(&cfg)?;
         let hub_stats = Arc::new(HubStats::default());
         let shared = Arc::new(Shared {
+            peers: cfg.redis.is_some(),
             verifier: verifier(&cfg)?,
             stats: metrics::per_shard(cfg.shards),
             hub_stats: hub_stats.clone(),

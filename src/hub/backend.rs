@@ -311,6 +311,13 @@ impl Backend {
         }
     }
 
+    /// Whether shards may answer sends to a system this hub confirmed registered, and name it
+    /// by this hub's index (`KnownSystem`): a single node only. Cluster mode answers a send
+    /// once Redis has it (one order cluster-wide), and connects wait for Redis's word.
+    pub fn shards_answer(&self) -> bool {
+        matches!(self, Backend::Single)
+    }
+
     /// Nodes seen alive or dead (cluster mode); returns those that were alive and are not.
     pub fn nodes(&mut self, alive: Vec<u32>, dead: Vec<u32>) -> Vec<u32> {
         let Backend::Cluster(c) = self else { return Vec::new() };

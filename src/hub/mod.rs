@@ -252,8 +252,8 @@ impl Hub {
                 if let Answer::Now(r) = self.api(&system, op, to) {
                     if !answered {
                         // The shard may answer later sends to a registered system itself.
-                        let id = self.local.index.find(&system).filter(|_| teaches);
-                        let known = id.map(|id| (system, Some(id.raw())));
+                        let id = self.local.index.find(&system).filter(|_| teaches && self.backend.shards_answer());
+                        let known = id.map(|id| (system, id.raw()));
                         self.answer(to, r, known);
                     }
                 }

@@ -70,7 +70,7 @@ impl Shard {
         }
         match (head.method, path) {
             ("GET", "/health") => {
-                let body = metrics::health(&self.shared.stats, &self.shared.hub_stats, self.shared.cfg.redis.is_some());
+                let body = metrics::health(&self.shared.stats, &self.shared.hub_stats, self.shared.peers);
                 self.respond(slot, 200, body.as_bytes(), ka);
             }
             ("GET", "/roomcast.js") => self.client_js(slot, head.if_none_match.as_deref(), ka),
@@ -166,11 +166,12 @@ impl Shard {
         let limits = self.limits();
         limits.name(&system, "systemId")?;
         let cfg = &self.shared.cfg;
-        let req = Request { body: &body, node: cfg.node_id.0, cluster: cfg.redis.is_some(), limits };
+        let req = Request { body: &body, node: cfg.node_id.0, cluster: self.shared.peers, limits };
         let op = (endpoint.op)(&req)?;
         // A send to a system the hub confirmed registered cannot fail at the hub: answer it
         // as soon as it is queued (the hub sees it before any later call of this client).
-        let early = endpoint.early_answer && cfg.redis.is_none() && self.known_systems.contains_key(&*system);
+        // Only a single node's hub confirms systems (`Backend::shards_answer`).
+        let early = endpoint.early_answer && self.known_systems.contains_key(&*system);
         let answer_now = early.then(|| op_message_id(&op)).flatten();
         let from = self.conn_id(slot);
         let answered = answer_now.is_some();
@@ -396,7 +397,7 @@ impl Shard {
         }
         let conn = self.conn_id(slot);
         // Single node, a system the hub confirmed: named by its index.
-        let index = self.known_systems.get(system).copied().flatten().filter(|_| self.shared.cfg.redis.is_none());
+        let index = self.known_systems.get(system).copied();
         // ... and welcomed here, unless a grant is to be applied first.
         let welcomed = index.is_some() && grant.is_none();
         let session = recover.then(|| Box::new(Session::new(system.into())));
@@ -450,7 +451,7 @@ impl Shard {
     /// The hub's answer to `Command::Connect`.
     pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<(Arc<str>, u32)>) {
         if let Some((name, index)) = system.filter(|(s, _)| !self.known_systems.contains_key(&**s)) {
-            self.known_systems.insert((*name).into(), Some(index));
+            self.known_systems.insert((*name).into(), index);
         }
         let Some(conn) = self.conn_at(to) else { return };
         if !matches!(conn.state, State::Client { .. }) {

@@ -95,6 +95,10 @@ pub struct Shared {
     pub per_ip: Option<per_ip::PerIp>,
     /// TLS termination (`tls_cert`): every connection speaks TLS.
     pub tls: Option<crate::tls::Tls>,
+    /// Other nodes exist (cluster mode): a clientId or a session token naming another node
+    /// names something real, and `/health` reports the cluster. The shard's one view of the
+    /// mode, set at start; what else differs per mode the hub decides (`hub::backend`).
+    pub peers: bool,
 }
 
 impl Shared {
@@ -147,9 +151,10 @@ pub struct Shard {
     refusals: refusals::Refusals,
     /// Frames queued since the counter was last published (one atomic add per turn).
     queued_frames: u64,
-    /// Systems the hub has confirmed registered: sends to them are answered here at once.
-    /// With the hub's index of each (single node), for [`crate::msg::SystemRef::Index`].
-    known_systems: HashMap<Box<str>, Option<u32>>,
+    /// Systems a single node's hub confirmed registered (`Backend::shards_answer`), with
+    /// its index of each: sends to them are answered here at once, and connects name them by
+    /// [`crate::msg::SystemRef::Index`]. Always empty in cluster mode.
+    known_systems: HashMap<Box<str>, u32>,
     /// permessage-deflate codecs, when `compression` is on.
     zip: Option<Box<zip::Zip>>,
     /// TLS: ciphertext read (half the scratch buffer, so its plaintext always fits there),

@@ -175,7 +175,7 @@ impl Shard {
         admit: Admit,
     ) {
         let node = self.shared.cfg.node_id.0;
-        let cluster = self.shared.cfg.redis.is_some();
+        let cluster = self.shared.peers;
         let session = recovery::parse_token(token)
             .filter(|(c, _)| c.node != node || (c.conn.shard as usize) < self.shared.stats.len());
         let session = session.filter(|(c, _)| c.node == node || cluster);

@@ -33,6 +33,7 @@ fn shard_full(
 ) -> (Shard, std::net::SocketAddr) {
     let cfg = Arc::new(Config::default());
     let shared = Arc::new(Shared {
+        peers: false,
         verifier: Verifier::open(),
         stats: metrics::per_shard(1),
         hub_stats: Arc::new(HubStats::default()),
@@ -93,7 +94,7 @@ fn batched_connects_the_hub_cannot_take_get_503_not_a_clientid() {
     let (hub, hub_rx) = bounded(1);
     hub.try_send(crate::msg::Command::Stop).unwrap(); // the queue is full
     let (mut s, addr) = shard_with(hub);
-    s.known_systems.insert("sys".into(), Some(0));
+    s.known_systems.insert("sys".into(), 0);
     let upgrade = b"GET /ws?systemId=sys HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     let mut clients = Vec::new();
     for n in 0..3 {
@@ -180,7 +181,7 @@ fn a_dropped_recoverable_client_is_kept_then_ends() {
     use std::sync::atomic::Ordering::Relaxed;
     let (hub, hub_rx) = bounded(16);
     let (mut s, addr) = shard_with(hub);
-    s.known_systems.insert("sys".into(), Some(0));
+    s.known_systems.insert("sys".into(), 0);
     let upgrade = |q: &str| {
         format!("GET /ws?systemId=sys{q} HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
     };
@@ -227,7 +228,7 @@ fn a_refused_detached_session_releases_its_address() {
     assert!(per_ip.is_some());
     let (hub, _hub_rx) = bounded(16);
     let (mut s, addr) = shard_full(hub, per_ip);
-    s.known_systems.insert("sys".into(), Some(0));
+    s.known_systems.insert("sys".into(), 0);
     let mut c = StdStream::connect(addr).unwrap();
     let head = "GET /ws?systemId=sys&recover=1 HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     c.write_all(head.as_bytes()).unwrap();

@@ -170,10 +170,10 @@ impl Broker {
         let Ok(Value::Int(n)) = r else { return self.unavailable(to) };
         let _ = self.hub.send(Command::SystemKnown { system: system.clone(), registered: Ok(true) });
         match n {
-            1 => self.reply(to, 200, api::ok_body("[]"), Some((system, None))),
+            1 => self.reply(to, 200, api::ok_body("[]"), None),
             _ => {
                 let body = api::err_body(&format!("systemId '{system}' is already registered"));
-                self.reply(to, 409, body, Some((system, None)))
+                self.reply(to, 409, body, None)
             }
         }
     }
