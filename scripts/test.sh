@@ -6,26 +6,21 @@
 # Redis master twice and a node once under load), then Autobahn conformance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if ! command -v redis-server >/dev/null; then
-    echo "installing redis-server (Debian package) for the cluster tests" >&2
-    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+# Debian packages the tests need, installed when their command is missing:
+# need COMMAND PACKAGE WHAT-FOR
+need() {
+    command -v "$1" >/dev/null && return
+    echo "installing $2 (Debian package) for $3" >&2
+    local sudo
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
     export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y redis-server >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y redis-server >/dev/null; }
-fi
-# tests/webhook_verify.rs runs the README's JavaScript snippet with Node.js (and its Python one).
-if ! command -v node >/dev/null; then
-    echo "installing nodejs (Debian package) for tests/webhook_verify.rs" >&2
-    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y nodejs >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y nodejs >/dev/null; }
-fi
-# tests/deploy.rs checks deploy/roomcast.service with systemd-analyze (Debian's systemd).
-if ! command -v systemd-analyze >/dev/null; then
-    echo "installing systemd (Debian package) for systemd-analyze in tests/deploy.rs" >&2
-    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    $SUDO apt-get install -y systemd >/dev/null 2>&1 || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y systemd >/dev/null; }
-fi
+    $sudo apt-get install -y "$2" >/dev/null 2>&1 || { $sudo apt-get update >/dev/null && $sudo apt-get install -y "$2" >/dev/null; }
+}
+need redis-server redis-server "the cluster tests"
+need node nodejs "tests/webhook_verify.rs (the README's JavaScript snippet) and tests/backends.rs"
+need go golang-go "tests/backends.rs (examples/backends/go)"
+need php php-cli "tests/backends.rs (examples/backends/php)"
+need systemd-analyze systemd "tests/deploy.rs (systemd-analyze verify and security)"
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
 scripts/openapi-check.sh

@@ -1,0 +1,3 @@
+module roomcast-example
+
+go 1.19
