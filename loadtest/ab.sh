@@ -4,7 +4,7 @@
 # Usage: loadtest/ab.sh OLD_BINARY NEW_BINARY [ROUNDS] [SCENARIO...]
 #   scenarios: connect fanout broadcast unicast joinstorm paced churn (default: fanout broadcast
 #   unicast joinstorm). Extra server flags for both: AB_FLAGS="--shards 2". Start it from the
-#   same session as everything else (no setsid: see the README's "Reproducing").
+#   same session as everything else (no setsid: see docs/PERFORMANCE.md).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 old=$(realpath "$1"); new=$(realpath "$2"); shift 2

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The connect and joinstorm comparisons again, measured by a second, independent client
 # (loadtest/peers/xcheck.js: Node.js and the `ws` package) instead of roomcast-loadtest, so
-# the README's ratios can be checked with another client. Same protocol as compare.sh: Bun and
+# docs/PERFORMANCE.md's ratios can be checked with another client. Same protocol as compare.sh: Bun and
 # roomcast alternating, ROUNDS times, each on a freshly started server warmed up first (by
 # this client: 3,000 connects); medians.  Usage: loadtest/xcheck.sh [ROUNDS] [connect|joinstorm...]
 set -euo pipefail

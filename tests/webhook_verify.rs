@@ -65,12 +65,14 @@ http.createServer((req, res) => {
 /// receiver must verify the first request and refuse its replay.
 fn receiver_verifies(interpreter: &str, flag: &str, program: String) {
     // The key twice: `python3 -c P A B` has it as sys.argv[2], `node -e P A B` as process.argv[2].
-    let mut rx = Command::new(interpreter)
-        .args([flag, &program, KEY, KEY])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("{interpreter} is needed for this test: {e}"));
-    let mut out = BufReader::new(rx.stdout.take().unwrap());
+    let mut rx = Killed(
+        Command::new(interpreter)
+            .args([flag, &program, KEY, KEY])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{interpreter} is needed for this test: {e}")),
+    );
+    let mut out = BufReader::new(rx.0.stdout.take().unwrap());
     let mut line = String::new();
     out.read_line(&mut line).unwrap();
     let port: u16 = line.trim().parse().unwrap_or_else(|_| panic!("{interpreter}: no port: {line:?}"));
@@ -82,8 +84,43 @@ fn receiver_verifies(interpreter: &str, flag: &str, program: String) {
     out.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "ok", "{interpreter}: the README's snippet did not accept roomcast's request");
     wait_metric(&s, "webhook_batches_ok_total", 1, "the batch was not acknowledged");
-    let _ = rx.kill();
-    let _ = rx.wait();
+    // A forged signature of the right length with a non-ASCII byte (a naive length check
+    // passes, then a comparison of unequal byte lengths throws): refused, and the receiver
+    // keeps serving.
+    let now = roomcast::auth::now_secs().to_string();
+    let mut odd = b"sha256=".to_vec();
+    odd.extend([b'0'; 63]);
+    odd.push(0xe9);
+    for sig in [odd, b"sha256=00".to_vec()] {
+        assert_eq!(post_signed(port, &now, &sig), Some(401), "{interpreter}: a forged signature {sig:?}");
+    }
+}
+
+/// A child process killed when dropped: a failed assertion must not leave the receiver
+/// running (it holds the test's stderr, and `cargo test` would wait for it).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// POSTs `{}` with these signature headers (raw bytes) to the receiver: its status, if it
+/// answered at all.
+fn post_signed(port: u16, ts: &str, sig: &[u8]) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(5))).unwrap();
+    let mut req =
+        format!("POST /hooks HTTP/1.1\r\nHost: x\r\nX-Roomcast-Timestamp: {ts}\r\nX-Roomcast-Signature: ").into_bytes();
+    req.extend_from_slice(sig);
+    req.extend_from_slice(b"\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
+    c.write_all(&req).unwrap();
+    let mut head = [0u8; 12];
+    c.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
 }
 
 #[test]

@@ -1,6 +1,6 @@
 // Cross-check client: the connect and joinstorm comparisons measured by a second, independent
 // client (Node.js and the `ws` package, nothing shared with roomcast-loadtest), so a ratio in
-// the README can be checked with a client other than our own.
+// docs/PERFORMANCE.md can be checked with a client other than our own.
 //
 //   node xcheck.js connect   PORT PID [clients=10000] [inflight=64] [procs=2]
 //   node xcheck.js joinstorm PORT PID [clients=2000] [procs=2] [concurrency=16]
