@@ -136,16 +136,25 @@ impl Drop for Example {
 
 /// POSTs `body` to the example's receiver with these headers; returns the status.
 fn post_hook(addr: SocketAddr, body: &str, headers: &[(&str, String)]) -> u16 {
+    let raw: Vec<(&str, Vec<u8>)> = headers.iter().map(|(k, v)| (*k, v.clone().into_bytes())).collect();
+    post_hook_raw(addr, body, &raw)
+}
+
+/// [`post_hook`] with header values as raw bytes (not UTF-8: what a forger may send).
+fn post_hook_raw(addr: SocketAddr, body: &str, headers: &[(&str, Vec<u8>)]) -> u16 {
     let mut req = format!(
         "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
         body.len()
-    );
+    )
+    .into_bytes();
     for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
+        req.extend_from_slice(format!("{k}: ").as_bytes());
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
     }
-    req.push_str("\r\n");
-    req.push_str(body);
-    raw_at(addr, req.as_bytes()).0
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body.as_bytes());
+    raw_at(addr, &req).0
 }
 
 fn signed(key: &str, ts: u64, body: &str) -> Vec<(&'static str, String)> {
@@ -157,8 +166,7 @@ fn signed(key: &str, ts: u64, body: &str) -> Vec<(&'static str, String)> {
 /// Runs one example through the whole scenario.
 fn drive(name: &'static str, cmd: Command) {
     let mut ex = Example::spawn(name, cmd);
-    // Go builds before it runs; the others start at once.
-    let hook = ex.after("listening ", Duration::from_secs(120));
+    let hook = ex.after("listening ", SECS_15);
     let hook_addr: SocketAddr = hook
         .strip_prefix("http://")
         .and_then(|r| r.strip_suffix("/hook"))
@@ -215,6 +223,15 @@ fn drive(name: &'static str, cmd: Command) {
     assert_eq!(post_hook(hook_addr, probe, &signed(HOOK_KEY, now - 400, probe)), 401, "{name}: 400 s old");
     assert_eq!(post_hook(hook_addr, probe, &signed(HOOK_KEY, now + 400, probe)), 401, "{name}: 400 s ahead");
     assert_eq!(post_hook(hook_addr, &changed, &signed(HOOK_KEY, now, probe)), 401, "{name}: a changed body");
+    // Bytes a naive check trips on: a Latin-1 "¹" as the timestamp, a signature of the right
+    // length ending in a non-ASCII byte. Refused, not a crash or a dropped connection.
+    let mut odd = b"sha256=".to_vec();
+    odd.extend([b'0'; 63]);
+    odd.push(0xe9);
+    let forged = [("X-Roomcast-Timestamp", now.to_string().into_bytes()), ("X-Roomcast-Signature", odd)];
+    assert_eq!(post_hook_raw(hook_addr, probe, &forged), 401, "{name}: a non-ASCII signature");
+    let forged = [("X-Roomcast-Timestamp", vec![0xb9]), ("X-Roomcast-Signature", b"sha256=00".to_vec())];
+    assert_eq!(post_hook_raw(hook_addr, probe, &forged), 401, "{name}: a non-ASCII timestamp");
     assert_eq!(post_hook(hook_addr, probe, &signed(HOOK_KEY, now, probe)), 200, "{name}: signed now");
     assert_eq!(post_hook(hook_addr, probe, &signed(HOOK_KEY, now, probe)), 200, "{name}: the same id again");
     ex.expect("webhook probe p1");
@@ -264,7 +281,7 @@ fn go_backend() {
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR")).join("backends-go");
     let bin = tmp.join("roomcast-example");
     let out = Command::new("go")
-        .args(["build", "-o"])
+        .args(["build", "-buildvcs=false", "-o"])
         .arg(&bin)
         .arg(".")
         .current_dir(examples().join("go"))

@@ -419,10 +419,13 @@ impl Cuttable {
         std::thread::spawn(move || {
             for a in l.incoming().flatten() {
                 let Ok(b) = std::net::TcpStream::connect(("127.0.0.1", to)) else { continue };
+                // Checked and recorded under the lock `set_cut` takes: none slips through a cut.
+                let mut held = h.lock().unwrap();
                 if c.load(std::sync::atomic::Ordering::SeqCst) {
                     continue; // dropped: closed
                 }
-                h.lock().unwrap().extend([a.try_clone().unwrap(), b.try_clone().unwrap()]);
+                held.extend([a.try_clone().unwrap(), b.try_clone().unwrap()]);
+                drop(held);
                 for (mut from, mut into) in [(a.try_clone().unwrap(), b.try_clone().unwrap()), (b, a)] {
                     std::thread::spawn(move || {
                         let _ = std::io::copy(&mut from, &mut into);
@@ -435,12 +438,20 @@ impl Cuttable {
     }
 
     fn set_cut(&self, cut: bool) {
+        let mut held = self.held.lock().unwrap();
         self.cut.store(cut, std::sync::atomic::Ordering::SeqCst);
         if cut {
-            for s in self.held.lock().unwrap().drain(..) {
+            for s in held.drain(..) {
                 let _ = s.shutdown(std::net::Shutdown::Both);
             }
         }
+    }
+}
+
+impl Drop for Cuttable {
+    /// Closes what it forwards (its listener thread lives until the test process ends).
+    fn drop(&mut self) {
+        self.set_cut(true);
     }
 }
 

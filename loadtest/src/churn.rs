@@ -5,8 +5,9 @@
 //!
 //! Users (`--webhook-port`, the chaos soak): a churn session binds as a user of its own
 //! (`c<worker>.<thread>.<n>`: online and offline once each), except every third one, which is
-//! one more tab of a multi-tab stayer's user (always online: no transition at all). Stayers are
-//! users by [`stayer_user`].
+//! one more tab of a multi-tab stayer's user (online throughout, as long as one of its stayer
+//! tabs is: `--tabs` a multiple of the node count keeps one through a node kill; then no
+//! transition at all). Stayers are users by [`stayer_user`].
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

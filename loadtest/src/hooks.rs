@@ -50,9 +50,17 @@ fn serve(s: TcpStream, got: &Mutex<Got>) {
     let Ok(mut w) = s.try_clone() else { return };
     let mut r = BufReader::new(s);
     while let Some(body) = request(&mut r) {
-        let v: Value = serde_json::from_slice(&body).unwrap_or_default();
-        take(got, &v);
-        if w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n").is_err() {
+        // A batch that is not JSON with events is refused (the server retries it), never
+        // taken as empty.
+        let batch = serde_json::from_slice::<Value>(&body).ok().filter(|v| v["events"].is_array());
+        let answer: &[u8] = match &batch {
+            Some(v) => {
+                take(got, v);
+                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+            }
+            None => b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n",
+        };
+        if w.write_all(answer).is_err() {
             return;
         }
     }

@@ -251,10 +251,16 @@ fn main() {
         tls: cli.tls,
         chaos: cli.chaos_cmd.is_some(),
         api_ports,
-        churn_tabs: if cli.webhook_port.is_some() { cli.tabs.max(1) } else { 0 },
+        churn_tabs: if cli.webhook_port.is_some() { cli.tabs } else { 0 },
     };
     if cli.webhook_port.is_some() && !opts.chaos {
         eprintln!("--webhook-port: only for the chaos soak (churn --chaos-cmd)");
+        std::process::exit(2);
+    }
+    if cli.webhook_port.is_some() && (cli.tabs < 2 || cli.tabs % opts.ports.len() != 0) {
+        // A multi-tab user must keep a tab when one node is killed (churn tabs keep joining
+        // it, and only an always-online user has no transition to judge).
+        eprintln!("--webhook-port: --tabs must be a multiple of the node count (--port), at least 2");
         std::process::exit(2);
     }
     if opts.chaos && cli.scenario != Scenario::Churn {
@@ -664,11 +670,7 @@ fn finish_chaos(
     out.set("notices_missing", json!(missing));
     out.set("notices_duplicated", json!(dups));
     let mut bad = sum("missing") + sum("duplicated") + missing + dups;
-    if let Some(h) = hooks {
-        hooks::settle(h, Duration::from_secs(cli.drain_secs));
-        let want = chaos::expected_hooks(opts, &st.churned, &st.verified, windows);
-        bad += hooks::check(h, &want, out);
-    }
+    let want_hooks = hooks.map(|_| chaos::expected_hooks(opts, &st.churned, &st.verified, windows));
     for v in st.verified.iter().filter(|v| v["missing"].as_u64().unwrap_or(0) > 0) {
         for m in v["missing_sample"].as_array().into_iter().flatten() {
             let i = m[1].as_u64().unwrap_or(0) as usize;
@@ -680,7 +682,13 @@ fn finish_chaos(
         }
     }
     eprintln!("windows: {windows:?}");
-    Ok(i32::from(bad > 0 || sum("expected") == 0))
+    let judged = sum("expected");
+    drop(st);
+    if let (Some(h), Some(want)) = (hooks, want_hooks) {
+        hooks::settle(h, Duration::from_secs(cli.drain_secs)); // the workers' state unlocked
+        bad += hooks::check(h, &want, out);
+    }
+    Ok(i32::from(bad > 0 || judged == 0))
 }
 
 /// Every client binds into one group with notices on; all C(C+1)/2 notices must arrive.

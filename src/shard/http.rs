@@ -451,6 +451,7 @@ impl Shard {
     /// The hub's answer to `Command::Connect`.
     pub(super) fn welcome(&mut self, to: Target, result: Result<(), String>, system: Option<(Arc<str>, u32)>) {
         if let Some((name, index)) = system.filter(|(s, _)| !self.known_systems.contains_key(&**s)) {
+            debug_assert!(!self.shared.peers, "cluster mode never names systems by index");
             self.known_systems.insert((*name).into(), index);
         }
         let Some(conn) = self.conn_at(to) else { return };

@@ -66,6 +66,7 @@ impl Shard {
     pub(super) fn drain_replies(&mut self) {
         while let Ok(Reply { to, status, body, known_system }) = self.replies.try_recv() {
             if let Some((name, index)) = known_system {
+                debug_assert!(!self.shared.peers, "cluster mode never answers sends in the shard");
                 self.known_systems.insert(name, index);
             }
             self.api_reply(to, status, body);
