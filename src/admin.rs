@@ -1,6 +1,7 @@
 //! The admin listener (`admin_listen`, off by default): `/metrics` and `/health` without a
 //! token, on an internal address, for a Prometheus scraper and health checks inside the
-//! network. Blocking sockets, one short-lived thread per connection, at most [`MAX_ACTIVE`] at
+//! network, and `/admin`, a live page for operators (`admin.html`: self-contained, read-only,
+//! polling `/admin/stats` every second; nothing runs for it while nobody looks). Blocking sockets, one short-lived thread per connection, at most [`MAX_ACTIVE`] at
 //! once (beyond: 503 at once), each request bounded by [`DEADLINE`] for the whole of it (not
 //! per read: a peer sending a byte a second cannot hold one longer) and an 8 KiB head. A slow
 //! or idle peer therefore never delays a liveness probe. It never touches the event loops.
@@ -11,9 +12,23 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crossbeam_channel::Sender;
+
 use crate::metrics;
+use crate::msg::{AdminView, Command};
 use crate::protocol::{api, http};
 use crate::shard::Shared;
+
+/// The admin page: one file, no asset from anywhere else (its CSP says so too).
+const PAGE: &str = include_str!("admin.html");
+
+/// Who may load what on the admin page: nothing from another origin; the page's own inline
+/// script and style, and requests to this listener only.
+const PAGE_CSP: &str =
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src data:";
+
+/// How long `/admin/stats` waits for the hub's view of the systems before answering without.
+const HUB_WAIT: Duration = Duration::from_millis(500);
 
 /// Connections served at once; beyond, 503 and close.
 pub const MAX_ACTIVE: usize = 64;
@@ -22,14 +37,14 @@ pub const MAX_ACTIVE: usize = 64;
 pub const DEADLINE: Duration = Duration::from_secs(2);
 
 /// Binds `addr` and serves it from a thread of its own; returns the bound address.
-pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAddr> {
+pub fn start(addr: SocketAddr, shared: Arc<Shared>, hub: Sender<Command>) -> std::io::Result<SocketAddr> {
     let l = TcpListener::bind(addr)?;
     let bound = l.local_addr()?;
     let active = Arc::new(AtomicUsize::new(0));
     std::thread::Builder::new().name("roomcast-admin".into()).spawn(move || {
         for s in l.incoming() {
             match s {
-                Ok(s) => accept(s, &shared, &active),
+                Ok(s) => accept(s, &shared, &hub, &active),
                 Err(e) => {
                     // Out of descriptors, say: wait rather than spin on the same error.
                     tracing::warn!("admin listener: accept failed: {e}");
@@ -42,7 +57,7 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>) -> std::io::Result<SocketAdd
 }
 
 /// Hands a connection to a thread of its own, or refuses it when [`MAX_ACTIVE`] are served.
-fn accept(mut s: TcpStream, shared: &Arc<Shared>, active: &Arc<AtomicUsize>) {
+fn accept(mut s: TcpStream, shared: &Arc<Shared>, hub: &Sender<Command>, active: &Arc<AtomicUsize>) {
     let refuse = |s: &mut TcpStream| {
         metrics::add(&shared.hub_stats.admin_refusals_total, 1);
         let _ = s.set_nonblocking(true);
@@ -53,9 +68,9 @@ fn accept(mut s: TcpStream, shared: &Arc<Shared>, active: &Arc<AtomicUsize>) {
         tracing::warn!(max = MAX_ACTIVE, "admin listener: too many connections at once, refused (503)");
         return refuse(&mut s);
     }
-    let (sh, act) = (shared.clone(), active.clone());
+    let (sh, hub, act) = (shared.clone(), hub.clone(), active.clone());
     let spawned = std::thread::Builder::new().name("roomcast-admin-conn".into()).spawn(move || {
-        serve(s, &sh);
+        serve(s, &sh, &hub);
         act.fetch_sub(1, Relaxed);
     });
     if let Err(e) = spawned {
@@ -83,7 +98,7 @@ fn read_head(s: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Option<
     }
 }
 
-fn serve(mut s: TcpStream, shared: &Shared) {
+fn serve(mut s: TcpStream, shared: &Shared, hub: &Sender<Command>) {
     let deadline = Instant::now() + DEADLINE;
     let mut buf = Vec::with_capacity(1024);
     let Some(parsed) = read_head(&mut s, &mut buf, deadline) else {
@@ -104,7 +119,21 @@ fn serve(mut s: TcpStream, shared: &Shared) {
                 let body = metrics::health(&shared.stats, &shared.hub_stats, shared.cfg.redis.is_some());
                 http::json(200, body.as_bytes(), false)
             }
-            (_, "/metrics" | "/health") => http::response_with(
+            ("GET", "/admin") => http::response_with(
+                200,
+                "text/html; charset=utf-8",
+                &[("Content-Security-Policy", PAGE_CSP), ("Cache-Control", "no-store")],
+                PAGE.as_bytes(),
+                false,
+            ),
+            ("GET", "/admin/stats") => http::response_with(
+                200,
+                "application/json",
+                &[("Cache-Control", "no-store")],
+                stats(shared, hub).to_string().as_bytes(),
+                false,
+            ),
+            (_, "/metrics" | "/health" | "/admin" | "/admin/stats") => http::response_with(
                 405,
                 "application/json",
                 &[("Allow", "GET")],
@@ -113,7 +142,7 @@ fn serve(mut s: TcpStream, shared: &Shared) {
             ),
             (_, p) => http::json(
                 404,
-                &api::err_body(&format!("the admin listener serves /metrics and /health, not {p}")),
+                &api::err_body(&format!("the admin listener serves /metrics, /health and /admin, not {p}")),
                 false,
             ),
         },
@@ -123,4 +152,71 @@ fn serve(mut s: TcpStream, shared: &Shared) {
     let Some(left) = left else { return metrics::add(&shared.hub_stats.admin_timeouts_total, 1) };
     let _ = s.set_write_timeout(Some(left));
     let _ = s.write_all(&resp);
+}
+
+/// `/admin/stats`: every metric (as `/metrics` has it, without the `roomcast_` prefix), the
+/// node and its mode, and the hub's view of the systems (`null` if the hub did not answer
+/// within [`HUB_WAIT`]: busy, or its queue full).
+fn stats(shared: &Shared, hub: &Sender<Command>) -> serde_json::Value {
+    use serde_json::{json, Map, Value};
+    let metrics: Map<String, Value> =
+        metrics::values(&shared.stats, &shared.hub_stats).into_iter().map(|(k, _, v)| (k.into(), v.into())).collect();
+    let cluster = shared.cfg.redis.is_some();
+    let redis = cluster.then(|| if shared.hub_stats.cluster_up.load(Relaxed) == 1 { "up" } else { "unreachable" });
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let view = hub.try_send(Command::AdminView { reply: tx }).ok().and_then(|()| rx.recv_timeout(HUB_WAIT).ok());
+    let systems = view.map(|v: AdminView| {
+        let list: Vec<Value> = v
+            .systems
+            .iter()
+            .map(|s| {
+                let largest: Vec<Value> = s.largest.iter().map(|(g, n)| json!({"group": &**g, "members": n})).collect();
+                json!({"system": &*s.name, "clients": s.clients, "users": s.users, "groups": s.groups, "largest": largest})
+            })
+            .collect();
+        let nodes = v.nodes.map(|n| {
+            let list: Vec<Value> = n
+                .iter()
+                .map(|(name, f)| {
+                    let mut o: Value = serde_json::from_str(f).unwrap_or_else(|_| json!({}));
+                    o["node"] = name.as_str().into();
+                    o
+                })
+                .collect();
+            list
+        });
+        (json!({"total": v.systems_total, "top": list}), nodes)
+    });
+    let (systems, nodes) = match systems {
+        Some((s, n)) => (Some(s), n),
+        None => (None, None),
+    };
+    let time_ms =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    json!({
+        "node": format!("{:08x}", shared.cfg.node_id.0),
+        "mode": if cluster { "cluster" } else { "single" },
+        "redis": redis,
+        "timeMs": time_ms,
+        "metrics": metrics,
+        "systems": systems,
+        "nodes": nodes,
+    })
+}
+
+/// The figures of this node that every node's admin page shows (cluster mode: written to Redis
+/// with each heartbeat, `cluster::NodeFigures`).
+pub fn node_figures(shared: Arc<Shared>) -> crate::cluster::NodeFigures {
+    const SHOWN: [&str; 7] =
+        ["ws_clients", "clients", "groups", "users", "recovery_sessions", "frames_queued_total", "cluster_up"];
+    Arc::new(move || {
+        let all = metrics::values(&shared.stats, &shared.hub_stats);
+        let picked: serde_json::Map<String, serde_json::Value> =
+            all.into_iter().filter(|(k, _, _)| SHOWN.contains(k)).map(|(k, _, v)| (k.into(), v.into())).collect();
+        let time_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut v = serde_json::Value::Object(picked);
+        v["timeMs"] = time_ms.into();
+        v.to_string()
+    })
 }

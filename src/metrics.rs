@@ -152,10 +152,9 @@ pub fn health(shards: &[PerShard], hub: &HubStats, cluster: bool) -> String {
     format!("{{\"status\":\"ok\",\"connections\":{n}{c}}}")
 }
 
-/// Renders all counters in Prometheus text format.
-pub fn render(shards: &[PerShard], hub: &HubStats) -> String {
-    let mut out = String::new();
-    let mut totals: Vec<(&str, &str, u64)> = Vec::new();
+/// Every metric now: (name without the `roomcast_` prefix, help, value), shards summed.
+pub fn values(shards: &[PerShard], hub: &HubStats) -> Vec<(&'static str, &'static str, u64)> {
+    let mut totals: Vec<(&'static str, &'static str, u64)> = Vec::new();
     for s in shards {
         for (i, (name, help, v)) in s.fields().into_iter().enumerate() {
             match totals.get_mut(i) {
@@ -165,7 +164,13 @@ pub fn render(shards: &[PerShard], hub: &HubStats) -> String {
         }
     }
     totals.extend(hub.fields());
-    for (name, help, v) in totals {
+    totals
+}
+
+/// Renders all counters in Prometheus text format.
+pub fn render(shards: &[PerShard], hub: &HubStats) -> String {
+    let mut out = String::new();
+    for (name, help, v) in values(shards, hub) {
         let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
         let _ = writeln!(out, "# HELP roomcast_{name} {help}\n# TYPE roomcast_{name} {kind}\nroomcast_{name} {v}");
     }

@@ -90,8 +90,41 @@ pub enum Command {
     ToNode { node: u32, from_shard: u16, payload: Vec<u8> },
     /// Cluster mode, from the subscriber: a relay message for a shard of this node.
     FromNode(crate::protocol::relay::Msg),
+    /// From the admin listener (`GET /admin/stats`): this node's systems, answered on
+    /// `reply` (a channel of one; the asker waits a bounded time and may be gone).
+    AdminView { reply: Sender<AdminView> },
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
+}
+
+/// What the admin page shows of the hub's index: the systems with the most clients here
+/// (at most [`AdminView::SYSTEMS`]), each with its largest groups (at most
+/// [`AdminView::GROUPS`]). Counts are this node's (in cluster mode: its own clients).
+#[derive(Debug, Default)]
+pub struct AdminView {
+    /// How many systems there are in all (the list may hold fewer).
+    pub systems_total: usize,
+    pub systems: Vec<SystemView>,
+    /// Cluster mode: every node's figures as it last wrote them to Redis with its heartbeat
+    /// (node name, JSON object), read from Redis; `None` on a single node or while Redis is
+    /// unreachable.
+    pub nodes: Option<Vec<(String, String)>>,
+}
+
+impl AdminView {
+    pub const SYSTEMS: usize = 20;
+    pub const GROUPS: usize = 5;
+}
+
+/// One system in an [`AdminView`].
+#[derive(Debug)]
+pub struct SystemView {
+    pub name: Arc<str>,
+    pub clients: usize,
+    pub users: usize,
+    pub groups: usize,
+    /// (group, members here), largest first.
+    pub largest: Vec<(Arc<str>, usize)>,
 }
 
 /// A resume request with its socket, on its way from the shard that accepted the connection

@@ -127,7 +127,7 @@ impl Server {
         let (hub_tx, hub_rx) = bounded(cfg.hub_queue);
         let Started { links, hub_links, shards } = start_shards(listeners, &shared, &hub_tx)?;
         let admin = match cfg.admin_listen {
-            Some(a) => Some(admin::start(a, shared.clone())?),
+            Some(a) => Some(admin::start(a, shared.clone(), hub_tx.clone())?),
             None => None,
         };
         let (hooks, hook_threads) = start_webhooks(&cfg, &hub_stats)?;
@@ -135,7 +135,7 @@ impl Server {
         let (broker, mut cluster) = match &cfg.redis {
             None => (None, Vec::new()),
             Some(_) => {
-                let (link, threads) = start_cluster(&cfg, &hooks, &hub_links, &hub_stats, &mut inbox)?;
+                let (link, threads) = start_cluster(&cfg, &hooks, &shared, &hub_links, &mut inbox)?;
                 (Some(link), threads)
             }
         };
@@ -272,17 +272,17 @@ fn start_webhooks(
 fn start_cluster(
     cfg: &Arc<Config>,
     hooks: &Option<webhooks::Webhooks>,
+    shared: &Arc<Shared>,
     hub_links: &[ShardLink],
-    hub_stats: &Arc<HubStats>,
     inbox: &mut Inbox,
 ) -> io::Result<(cluster::BrokerLink, Vec<JoinHandle<()>>)> {
-    let ccfg = ClusterConfig { cfg: cfg.clone(), hooks: hooks.clone() };
+    let ccfg = ClusterConfig { cfg: cfg.clone(), hooks: hooks.clone(), figures: admin::node_figures(shared.clone()) };
     let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
     let (control, control_rx) = crossbeam_channel::unbounded();
     let (redis, redis_rx) = bounded(cfg.hub_queue);
     (inbox.control, inbox.redis, inbox.single) = (control_rx, redis_rx, false);
     let to_hub = cluster::ToHub { control, redis, losses: Default::default() };
-    cluster::start(ccfg, to_hub, replies, hub_stats.clone()).map_err(io::Error::other)
+    cluster::start(ccfg, to_hub, replies, shared.hub_stats.clone()).map_err(io::Error::other)
 }
 
 /// Waits until each of `n` shards said it started; the first that could not is the error, so

@@ -59,6 +59,11 @@ impl Keys {
         format!("{}alive:{}", self.prefix, node_name(node))
     }
 
+    /// A node's figures for the admin page (JSON), written with its heartbeat, same TTL.
+    pub fn figures(&self, node: u32) -> String {
+        format!("{}figures:{}", self.prefix, node_name(node))
+    }
+
     pub fn reap_lock(&self, node: u32) -> String {
         format!("{}reap:{}", self.prefix, node_name(node))
     }

@@ -46,6 +46,9 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Hub → broker.
 #[derive(Debug)]
 pub enum BrokerCmd {
+    /// The admin page: `view` (this node's) completed with every node's figures from Redis,
+    /// sent on `reply`.
+    NodeFigures { view: Box<crate::msg::AdminView>, reply: crossbeam_channel::Sender<crate::msg::AdminView> },
     /// `register`: SADD; answered to `to`, and the hub learns the system.
     Register { system: Box<str>, to: ConnId },
     /// Is `system` registered? Answered with [`Command::SystemKnown`].
@@ -193,7 +196,13 @@ impl Pending {
 pub struct ClusterConfig {
     pub cfg: Arc<crate::config::Config>,
     pub hooks: Option<crate::webhooks::Webhooks>,
+    /// This node's figures for the admin page (a JSON object), written to Redis with each
+    /// heartbeat so any node's page can show every node's without asking them.
+    pub figures: NodeFigures,
 }
+
+/// Renders this node's figures (JSON object text), on the broker's thread.
+pub type NodeFigures = Arc<dyn Fn() -> String + Send + Sync>;
 
 impl std::ops::Deref for ClusterConfig {
     type Target = crate::config::Config;

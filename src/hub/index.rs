@@ -129,6 +129,33 @@ pub struct Index {
 }
 
 impl Index {
+    /// The systems with the most clients and their largest groups, for the admin page:
+    /// O(systems + groups), run only when someone asks. Largest first; ties by name.
+    pub fn admin_view(&self) -> crate::msg::AdminView {
+        use crate::msg::{AdminView, SystemView};
+        use std::cmp::Reverse;
+        // The `n` largest of (size, name, payload), in order.
+        fn top<T>(mut v: Vec<(usize, Arc<str>, T)>, n: usize) -> Vec<(usize, Arc<str>, T)> {
+            let n = n.min(v.len());
+            if n > 0 {
+                v.select_nth_unstable_by_key(n - 1, |e| (Reverse(e.0), e.1.clone()));
+                v.truncate(n);
+                v.sort_unstable_by_key(|e| (Reverse(e.0), e.1.clone()));
+            }
+            v
+        }
+        let by_clients = self.systems.iter().map(|s| (s.members.len(), s.name.clone(), s)).collect();
+        let systems = top(by_clients, AdminView::SYSTEMS)
+            .into_iter()
+            .map(|(clients, name, s)| {
+                let sizes = s.groups.iter().map(|(g, m)| (m.len(), g.clone(), ())).collect();
+                let largest = top(sizes, AdminView::GROUPS).into_iter().map(|(n, g, ())| (g, n)).collect();
+                SystemView { name, clients, users: s.users.len(), groups: s.groups.len(), largest }
+            })
+            .collect();
+        AdminView { systems_total: self.systems.len(), systems, nodes: None }
+    }
+
     /// The system named `name`, if registered (here; in cluster mode, seen in Redis).
     pub fn find(&self, name: &str) -> Option<SysId> {
         self.by_name.get(name).copied()

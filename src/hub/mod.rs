@@ -299,6 +299,16 @@ impl Hub {
                     self.local.out.send(shard, ShardMsg::Resume(r));
                 }
             }
+            Command::AdminView { reply } => {
+                let view = Box::new(self.local.index.admin_view());
+                match self.backend.cluster() {
+                    // The nodes' figures are read from Redis, after this node's view.
+                    Some(c) => c.link.send(crate::cluster::BrokerCmd::NodeFigures { view, reply }),
+                    None => {
+                        let _ = reply.try_send(*view);
+                    }
+                }
+            }
             Command::Stop => {}
         }
     }

@@ -304,12 +304,20 @@ impl Broker {
         self.next_beat = Instant::now() + self.cfg.presence_ttl / 3;
         let e = |e: redis::RedisError| e.to_string();
         let con = self.con.as_mut().ok_or("down")?;
-        let prev: Option<String> = redis::cmd("SET")
+        // The heartbeat, and this node's figures for the admin page (same TTL), in one trip.
+        let (prev,): (Option<String>,) = redis::pipe()
+            .cmd("SET")
             .arg(self.k.alive(me))
             .arg(&self.instance)
             .arg("PX")
             .arg(ttl)
             .arg("GET")
+            .cmd("SET")
+            .arg(self.k.figures(me))
+            .arg((self.cfg.figures)())
+            .arg("PX")
+            .arg(ttl)
+            .ignore()
             .query(con)
             .map_err(e)?;
         match prev {
@@ -319,6 +327,9 @@ impl Broker {
                 tracing::warn!("this node's heartbeat had expired; re-writing its presence");
                 self.resync()?;
                 self.announce()?;
+                // Every heartbeat may have gone at once (FLUSHALL, eviction of TTL keys) with
+                // the connections up: the others get a whole presence_ttl to beat again too.
+                self.up_since = Instant::now();
             }
             Some(v) if v != self.instance => {
                 // Another live process beats under our node id: clientIds, forwarded calls

@@ -7,6 +7,7 @@ use bytes::Bytes;
 use redis::{RedisResult, Value};
 
 use super::Broker;
+use crate::cluster::keys;
 use crate::ids::ConnId;
 use crate::metrics;
 use crate::msg::Command;
@@ -256,6 +257,25 @@ impl Broker {
             return Ok(Vec::new());
         }
         p.query(con).map_err(|e| e.to_string())
+    }
+
+    /// Every known node's figures as it last wrote them (`figures` keys; a node whose key
+    /// expired is left out): one SMEMBERS and one MGET.
+    pub(super) fn node_figures(&mut self) -> Result<Vec<(String, String)>, String> {
+        let e = |e: redis::RedisError| e.to_string();
+        let con = self.con.as_mut().ok_or("down")?;
+        let mut nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.k.nodes()).query(con).map_err(e)?;
+        nodes.sort();
+        let ids: Vec<u32> = nodes.iter().filter_map(|n| u32::from_str_radix(n, 16).ok()).collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut mget = redis::cmd("MGET");
+        ids.iter().for_each(|&n| {
+            mget.arg(self.k.figures(n));
+        });
+        let got: Vec<Option<String>> = mget.query(con).map_err(e)?;
+        Ok(ids.iter().zip(got).filter_map(|(&n, f)| Some((keys::node_name(n), f?))).collect())
     }
 
     /// The members of each of `groups` (one pipeline of `HKEYS`, one per group of the page).
