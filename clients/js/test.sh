@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # roomcast.js's suites — unit (fake clock), Node (the ws package) and headless Chromium
-# (Debian's chromium driven by puppeteer-core) against target/release/roomcast — installing what
-# they need: chromium (apt) if missing, the npm dev dependencies pinned by package-lock.json.
+# (Debian's chromium driven by puppeteer-core) against target/release/roomcast — and the
+# server's admin page in the same Chromium (test/admin-page.test.mjs; its cluster case starts
+# a redis-server), installing what they need: chromium (apt) if missing, the npm dev
+# dependencies pinned by package-lock.json.
 #
 # usage: clients/js/test.sh   (after cargo build --release --bin roomcast)
 # environment: JS_TEST_TIMEOUT  bound on the whole run in seconds, installs included (default 600)
