@@ -1,10 +1,12 @@
 //! The admin listener (`admin_listen`, off by default): `/metrics` and `/health` without a
 //! token, on an internal address, for a Prometheus scraper and health checks inside the
 //! network, and `/admin`, a live page for operators (`admin.html`: self-contained, read-only,
-//! polling `/admin/stats` every second; nothing runs for it while nobody looks). Blocking sockets, one short-lived thread per connection, at most [`MAX_ACTIVE`] at
+//! polling `/admin/stats` every second; nothing runs for it while nobody looks, but for the
+//! figures a cluster node writes with its heartbeat). Blocking sockets, one short-lived thread per connection, at most [`MAX_ACTIVE`] at
 //! once (beyond: 503 at once), each request bounded by [`DEADLINE`] for the whole of it (not
 //! per read: a peer sending a byte a second cannot hold one longer) and an 8 KiB head. A slow
-//! or idle peer therefore never delays a liveness probe. It never touches the event loops.
+//! or idle peer therefore never delays a liveness probe. It never touches the event loops;
+//! `/admin/stats` asks the hub (and, through it, the broker) with a bounded wait.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -56,6 +58,15 @@ pub fn start(addr: SocketAddr, shared: Arc<Shared>, hub: Sender<Command>) -> std
     Ok(bound)
 }
 
+/// One of the [`MAX_ACTIVE`] places, held by a connection's thread.
+struct Slot(Arc<AtomicUsize>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Relaxed);
+    }
+}
+
 /// Hands a connection to a thread of its own, or refuses it when [`MAX_ACTIVE`] are served.
 fn accept(mut s: TcpStream, shared: &Arc<Shared>, hub: &Sender<Command>, active: &Arc<AtomicUsize>) {
     let refuse = |s: &mut TcpStream| {
@@ -70,8 +81,8 @@ fn accept(mut s: TcpStream, shared: &Arc<Shared>, hub: &Sender<Command>, active:
     }
     let (sh, hub, act) = (shared.clone(), hub.clone(), active.clone());
     let spawned = std::thread::Builder::new().name("roomcast-admin-conn".into()).spawn(move || {
+        let _slot = Slot(act); // given back however `serve` ends
         serve(s, &sh, &hub);
-        act.fetch_sub(1, Relaxed);
     });
     if let Err(e) = spawned {
         active.fetch_sub(1, Relaxed);
@@ -155,18 +166,24 @@ fn serve(mut s: TcpStream, shared: &Shared, hub: &Sender<Command>) {
 }
 
 /// `/admin/stats`: every metric (as `/metrics` has it, without the `roomcast_` prefix), the
-/// node and its mode, and the hub's view of the systems (`null` if the hub did not answer
-/// within [`HUB_WAIT`]: busy, or its queue full).
+/// node and its mode, the hub's view of the systems (`null` if the hub did not answer within
+/// [`HUB_WAIT`]: busy, or its queue full) and in cluster mode every node's figures from Redis
+/// (`null` if the broker did not answer in that same time: Redis unreachable, or slow).
 fn stats(shared: &Shared, hub: &Sender<Command>) -> serde_json::Value {
     use serde_json::{json, Map, Value};
     let metrics: Map<String, Value> =
         metrics::values(&shared.stats, &shared.hub_stats).into_iter().map(|(k, _, v)| (k.into(), v.into())).collect();
+    let time_ms = unix_ms(); // with the metrics: the page's rates divide by it
     let cluster = shared.cfg.redis.is_some();
     let redis = cluster.then(|| if shared.hub_stats.cluster_up.load(Relaxed) == 1 { "up" } else { "unreachable" });
+    let deadline = Instant::now() + HUB_WAIT;
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let view = hub.try_send(Command::AdminView { reply: tx }).ok().and_then(|()| rx.recv_timeout(HUB_WAIT).ok());
-    let systems = view.map(|v: AdminView| {
-        let list: Vec<Value> = v
+    let (ntx, nrx) = crossbeam_channel::bounded(1);
+    let asked = hub.try_send(Command::AdminView { reply: tx, nodes: cluster.then_some(ntx) }).is_ok();
+    let view: Option<AdminView> = asked.then(|| rx.recv_deadline(deadline).ok()).flatten();
+    let nodes = (asked && cluster).then(|| nrx.recv_deadline(deadline).ok()).flatten();
+    let systems = view.map(|v| {
+        let top: Vec<Value> = v
             .systems
             .iter()
             .map(|s| {
@@ -174,25 +191,23 @@ fn stats(shared: &Shared, hub: &Sender<Command>) -> serde_json::Value {
                 json!({"system": &*s.name, "clients": s.clients, "users": s.users, "groups": s.groups, "largest": largest})
             })
             .collect();
-        let nodes = v.nodes.map(|n| {
-            let list: Vec<Value> = n
-                .iter()
-                .map(|(name, f)| {
-                    let mut o: Value = serde_json::from_str(f).unwrap_or_else(|_| json!({}));
-                    o["node"] = name.as_str().into();
-                    o
-                })
-                .collect();
-            list
-        });
-        (json!({"total": v.systems_total, "top": list}), nodes)
+        json!({"total": v.systems_total, "top": top})
     });
-    let (systems, nodes) = match systems {
-        Some((s, n)) => (Some(s), n),
-        None => (None, None),
-    };
-    let time_ms =
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let nodes = nodes.map(|n| {
+        let list: Vec<Value> = n
+            .iter()
+            .map(|(name, figures)| {
+                // Whatever another process left under the key: an object, or nothing.
+                let mut o = match serde_json::from_str(figures) {
+                    Ok(Value::Object(m)) => m,
+                    _ => Map::new(),
+                };
+                o.insert("node".into(), name.as_str().into());
+                Value::Object(o)
+            })
+            .collect();
+        list
+    });
     json!({
         "node": format!("{:08x}", shared.cfg.node_id.0),
         "mode": if cluster { "cluster" } else { "single" },
@@ -204,19 +219,19 @@ fn stats(shared: &Shared, hub: &Sender<Command>) -> serde_json::Value {
     })
 }
 
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The figures of this node that every node's admin page shows (cluster mode: written to Redis
-/// with each heartbeat, `cluster::NodeFigures`).
+/// with each heartbeat, `cluster::NodeFigures`; one SET in the heartbeat's round trip).
 pub fn node_figures(shared: Arc<Shared>) -> crate::cluster::NodeFigures {
-    const SHOWN: [&str; 7] =
-        ["ws_clients", "clients", "groups", "users", "recovery_sessions", "frames_queued_total", "cluster_up"];
+    const SHOWN: [&str; 6] = ["ws_clients", "clients", "groups", "users", "recovery_sessions", "messages_queued_total"];
     Arc::new(move || {
         let all = metrics::values(&shared.stats, &shared.hub_stats);
-        let picked: serde_json::Map<String, serde_json::Value> =
+        let mut picked: serde_json::Map<String, serde_json::Value> =
             all.into_iter().filter(|(k, _, _)| SHOWN.contains(k)).map(|(k, _, v)| (k.into(), v.into())).collect();
-        let time_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let mut v = serde_json::Value::Object(picked);
-        v["timeMs"] = time_ms.into();
-        v.to_string()
+        picked.insert("timeMs".into(), unix_ms().into());
+        serde_json::Value::Object(picked).to_string()
     })
 }

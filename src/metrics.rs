@@ -48,7 +48,8 @@ counters!(ShardStats {
         "API calls and connects refused for a name or extend over max_name_bytes / max_extend_bytes (or a connect token's groups over max_groups_per_client)",
     connect_token_refusals_total:
         "WebSocket connects refused (-1001, close 1008) for a missing, invalid or wrong kind of ?token= (connect tokens)",
-    frames_queued_total: "server-to-client frames queued",
+    frames_queued_total: "server-to-client frames queued (HTTP answers, pings and pongs included)",
+    messages_queued_total: "push messages (sends, notices) queued to WebSocket clients: a group send to N members here counts N",
     compressions_total: "messages compressed (permessage-deflate): once per message, whatever its recipients",
     compression_in_bytes_total: "payload bytes given to the compressor",
     compression_out_bytes_total: "payload bytes it made of them (the plain size when compressing did not help)",

@@ -91,8 +91,10 @@ pub enum Command {
     /// Cluster mode, from the subscriber: a relay message for a shard of this node.
     FromNode(crate::protocol::relay::Msg),
     /// From the admin listener (`GET /admin/stats`): this node's systems, answered on
-    /// `reply` (a channel of one; the asker waits a bounded time and may be gone).
-    AdminView { reply: Sender<AdminView> },
+    /// `reply` at once; in cluster mode every node's figures too, read from Redis by the
+    /// broker and answered on `nodes` (channels of one; the asker waits a bounded time and
+    /// may be gone).
+    AdminView { reply: Sender<AdminView>, nodes: Option<Sender<NodesView>> },
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
 }
@@ -105,11 +107,11 @@ pub struct AdminView {
     /// How many systems there are in all (the list may hold fewer).
     pub systems_total: usize,
     pub systems: Vec<SystemView>,
-    /// Cluster mode: every node's figures as it last wrote them to Redis with its heartbeat
-    /// (node name, JSON object), read from Redis; `None` on a single node or while Redis is
-    /// unreachable.
-    pub nodes: Option<Vec<(String, String)>>,
 }
+
+/// Cluster mode: every node's figures as it last wrote them to Redis with its heartbeat
+/// (node name, JSON object text).
+pub type NodesView = Vec<(String, String)>;
 
 impl AdminView {
     pub const SYSTEMS: usize = 20;

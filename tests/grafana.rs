@@ -1,35 +1,40 @@
 //! `deploy/grafana/roomcast.json`, the Grafana dashboard, held against a live server's
 //! `/metrics`: every metric its expressions name is one the server exports, and every metric
-//! the server exports is on it (a new metric must get a panel). A real server process on an
+//! the server exports is on it (a new metric must get a panel); counters only as rates, gauges
+//! never; every metric filtered by the node selector. A real server process on an
 //! `admin_listen` of its own.
 mod util;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 use util::*;
 
 const DASHBOARD: &str = include_str!("../deploy/grafana/roomcast.json");
 
-/// The `roomcast_*` names in a PromQL expression.
-fn metric_names(expr: &str) -> Vec<String> {
+const SELECTOR: &str = "{instance=~\"$instance\"}";
+
+/// The `roomcast_*` names in a PromQL expression, each with whether it is the argument of a
+/// `rate(`; every one must carry the node selector.
+fn metric_names(expr: &str) -> Vec<(String, bool)> {
     let mut out = Vec::new();
-    let mut rest = expr;
-    while let Some(i) = rest.find("roomcast_") {
+    let mut at = 0;
+    while let Some(i) = expr[at..].find("roomcast_").map(|i| i + at) {
         let name: String =
-            rest[i..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
-        rest = &rest[i + name.len()..];
-        out.push(name);
+            expr[i..].chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+        assert!(expr[i + name.len()..].starts_with(SELECTOR), "{expr}: {name} without the node selector");
+        out.push((name.clone(), expr[..i].ends_with("rate(")));
+        at = i + name.len();
     }
     out
 }
 
-/// The metric names of a `/metrics` answer (its `# TYPE` lines).
-fn exported(body: &str) -> BTreeSet<String> {
+/// The metrics of a `/metrics` answer and their kinds (its `# TYPE` lines).
+fn exported(body: &str) -> BTreeMap<String, String> {
     body.lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
-        .filter_map(|l| l.split(' ').next())
-        .map(String::from)
+        .filter_map(|l| l.split_once(' '))
+        .map(|(n, k)| (n.to_string(), k.to_string()))
         .collect()
 }
 
@@ -55,13 +60,16 @@ fn the_dashboard_uses_exactly_the_metrics_the_server_exports() {
             let expr = t["expr"].as_str().unwrap_or_else(|| panic!("panel {title:?}: a target without expr"));
             let names = metric_names(expr);
             assert!(!names.is_empty(), "panel {title:?}: {expr} names no roomcast metric");
-            assert!(expr.contains("instance=~\"$instance\""), "panel {title:?}: {expr} ignores the node selector");
-            for n in names {
-                assert!(live.contains(&n), "panel {title:?} uses {n}, which the server does not export");
+            for (n, rated) in names {
+                let kind = live
+                    .get(&n)
+                    .unwrap_or_else(|| panic!("panel {title:?} uses {n}, which the server does not export"));
+                // A counter only as a rate; a gauge never.
+                assert_eq!(rated, kind == "counter", "panel {title:?}: {expr}: {n} is a {kind}");
                 used.insert(n);
             }
         }
     }
-    let missing: Vec<_> = live.difference(&used).collect();
+    let missing: Vec<_> = live.keys().filter(|n| !used.contains(*n)).collect();
     assert!(missing.is_empty(), "metrics the server exports that no panel shows: {missing:?}");
 }

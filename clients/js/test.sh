@@ -20,5 +20,12 @@ if ! command -v chromium >/dev/null; then
     timeout "$(left)" $SUDO apt-get install -y chromium >/dev/null 2>&1 ||
         { timeout "$(left)" $SUDO apt-get update >/dev/null && timeout "$(left)" $SUDO apt-get install -y chromium >/dev/null; }
 fi
+if ! command -v redis-server >/dev/null; then
+    echo "installing redis-server (Debian package) for the admin page's cluster case" >&2
+    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+    export DEBIAN_FRONTEND=noninteractive
+    timeout "$(left)" $SUDO apt-get install -y redis-server >/dev/null 2>&1 ||
+        { timeout "$(left)" $SUDO apt-get update >/dev/null && timeout "$(left)" $SUDO apt-get install -y redis-server >/dev/null; }
+fi
 timeout "$(left)" npm ci --no-audit --no-fund --loglevel=error
 timeout "$(left)" npm test

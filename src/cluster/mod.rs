@@ -46,9 +46,9 @@ pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 /// Hub → broker.
 #[derive(Debug)]
 pub enum BrokerCmd {
-    /// The admin page: `view` (this node's) completed with every node's figures from Redis,
-    /// sent on `reply`.
-    NodeFigures { view: Box<crate::msg::AdminView>, reply: crossbeam_channel::Sender<crate::msg::AdminView> },
+    /// The admin page: every node's figures from Redis, sent on `reply` (nothing is sent if
+    /// Redis is unreachable: the asker stops waiting).
+    NodeFigures { reply: crossbeam_channel::Sender<crate::msg::NodesView> },
     /// `register`: SADD; answered to `to`, and the hub learns the system.
     Register { system: Box<str>, to: ConnId },
     /// Is `system` registered? Answered with [`Command::SystemKnown`].

@@ -153,7 +153,7 @@ impl Index {
                 SystemView { name, clients, users: s.users.len(), groups: s.groups.len(), largest }
             })
             .collect();
-        AdminView { systems_total: self.systems.len(), systems, nodes: None }
+        AdminView { systems_total: self.systems.len(), systems }
     }
 
     /// The system named `name`, if registered (here; in cluster mode, seen in Redis).

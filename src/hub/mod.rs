@@ -299,14 +299,11 @@ impl Hub {
                     self.local.out.send(shard, ShardMsg::Resume(r));
                 }
             }
-            Command::AdminView { reply } => {
-                let view = Box::new(self.local.index.admin_view());
-                match self.backend.cluster() {
-                    // The nodes' figures are read from Redis, after this node's view.
-                    Some(c) => c.link.send(crate::cluster::BrokerCmd::NodeFigures { view, reply }),
-                    None => {
-                        let _ = reply.try_send(*view);
-                    }
+            Command::AdminView { reply, nodes } => {
+                let _ = reply.try_send(self.local.index.admin_view());
+                // The nodes' figures are the broker's to read from Redis.
+                if let (Some(c), Some(nodes)) = (self.backend.cluster(), nodes) {
+                    c.link.send(crate::cluster::BrokerCmd::NodeFigures { reply: nodes });
                 }
             }
             Command::Stop => {}

@@ -83,10 +83,12 @@ impl Shard {
         match (conn.state, conn.session.is_some()) {
             (State::Client { hub_knows: true }, false) => {
                 let f = self.form_for(deflate, out);
+                self.queued_messages += 1;
                 self.queue(slot, f)
             }
             (State::Client { hub_knows: true }, true) if self.record(slot, &out.plain) => {
                 let f = self.form_for(deflate, out);
+                self.queued_messages += 1;
                 self.queue(slot, f)
             }
             (State::Detached, _) => {

@@ -151,6 +151,8 @@ pub struct Shard {
     refusals: refusals::Refusals,
     /// Frames queued since the counter was last published (one atomic add per turn).
     queued_frames: u64,
+    /// Of them, push messages (sends, notices) queued to WebSocket clients, published alike.
+    queued_messages: u64,
     /// Systems a single node's hub confirmed registered (`Backend::shards_answer`), with
     /// its index of each: sends to them are answered here at once, and connects name them by
     /// [`crate::msg::SystemRef::Index`]. Always empty in cluster mode.
@@ -201,6 +203,7 @@ impl Shard {
             logs: LogLimiter::default(),
             refusals: refusals::Refusals::default(),
             queued_frames: 0,
+            queued_messages: 0,
             known_systems: HashMap::new(),
             zip,
             tls_in,

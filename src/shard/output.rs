@@ -48,7 +48,9 @@ impl Shard {
     /// Writes every connection with pending output once (`writev`), then closes what is done.
     pub(super) fn flush_dirty(&mut self) {
         self.flush_connects();
-        metrics::add(&self.shared.stats[self.id as usize].frames_queued_total, std::mem::take(&mut self.queued_frames));
+        let stats = &self.shared.stats[self.id as usize];
+        metrics::add(&stats.frames_queued_total, std::mem::take(&mut self.queued_frames));
+        metrics::add(&stats.messages_queued_total, std::mem::take(&mut self.queued_messages));
         let mut dirty = std::mem::take(&mut self.dirty);
         for (i, &slot) in dirty.iter().enumerate() {
             if let Some(conn) = self.conns.get_mut(slot) {

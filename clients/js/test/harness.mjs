@@ -29,10 +29,15 @@ export async function startServer(args = []) {
     env: { ...process.env, RUST_LOG: "warn", NO_COLOR: "1" },
   });
   const lines = createInterface({ input: child.stdout });
+  // Every stdout line is kept until asked for: one chunk may carry several lines.
+  const queued = [];
+  const waiting = [];
+  lines.on("line", (l) => (waiting.length ? waiting.shift()(l) : queued.push(l)));
+  const nextLine = () => (queued.length ? Promise.resolve(queued.shift()) : new Promise((r) => waiting.push(r)));
   const first = await new Promise((resolve, reject) => {
     child.once("error", reject);
     child.once("exit", (code) => reject(new Error(`roomcast exited (${code}) before listening: is ${BIN} built?`)));
-    lines.once("line", resolve);
+    nextLine().then(resolve);
   });
   const m = /^roomcast listening on (.+):(\d+)$/.exec(first.trim());
   if (!m) throw new Error(`unexpected first line from roomcast: ${first}`);
@@ -40,6 +45,8 @@ export async function startServer(args = []) {
   const operator = jwt({ role: "operator" });
   const server = {
     port,
+    /** The server's next stdout line (e.g. "roomcast admin on ADDR" after the first). */
+    nextLine,
     http: `http://127.0.0.1:${port}`,
     async api(name, system, body = {}) {
       const headers = { "Content-Type": "application/json" };

@@ -67,8 +67,8 @@ enum Later {
     Welcome(ConnId, Arc<str>, Option<Box<str>>),
     /// The client left this node (after leaving its groups), for webhooks.
     Left(ConnId, Arc<str>, Gone),
-    /// The admin page's view, to complete with the nodes' figures (read after the batch).
-    NodeFigures(Box<crate::msg::AdminView>, crossbeam_channel::Sender<crate::msg::AdminView>),
+    /// The admin page asks for the nodes' figures (read after the batch).
+    NodeFigures(crossbeam_channel::Sender<crate::msg::NodesView>),
     /// `get_user_presence`, read once the batch's changes are in Redis.
     UserPresence {
         system: Box<str>,
@@ -453,7 +453,7 @@ impl Broker {
             BrokerCmd::UserPresence { system, users, to } => {
                 steps.push(Step::Local(Later::UserPresence { system, users, to }))
             }
-            BrokerCmd::NodeFigures { view, reply } => steps.push(Step::Local(Later::NodeFigures(view, reply))),
+            BrokerCmd::NodeFigures { reply } => steps.push(Step::Local(Later::NodeFigures(reply))),
             BrokerCmd::AllGroups { system, page, paged, to } => {
                 // One more name than the page holds tells whether more follow.
                 let from = match &*page.after {
@@ -571,10 +571,13 @@ impl Broker {
                 self.emit(Kind::ClientConnected { user_id }, system, None, Some(conn));
             }
             Later::Left(conn, system, why) => self.emit(Kind::ClientDisconnected(why), system, None, Some(conn)),
-            Later::NodeFigures(mut view, reply) => {
-                view.nodes = if failed { None } else { self.node_figures().ok() };
-                let _ = reply.try_send(*view);
-            }
+            Later::NodeFigures(_) if failed => {} // dropped: the asker answers without
+            Later::NodeFigures(reply) => match self.node_figures() {
+                Ok(nodes) => {
+                    let _ = reply.try_send(nodes);
+                }
+                Err(e) => self.down(e),
+            },
             Later::UserPresence { to, .. } if failed => self.unavailable(to),
             Later::UserPresence { system, users, to } => match self.user_clients(&system, &users) {
                 Ok(lists) => {
@@ -644,7 +647,6 @@ impl Broker {
                     self.emit_member(false, system, group, &client, &info, None)
                 }
                 BrokerCmd::Answer { to: ReplyTo::Local(to), .. } => self.unavailable(to),
-                BrokerCmd::NodeFigures { view, reply } => self.run_later(Later::NodeFigures(view, reply), true),
                 _ => {}
             }
         }
