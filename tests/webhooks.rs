@@ -317,7 +317,15 @@ fn dropped_events_are_told_and_requests_carry_a_signed_timestamp() {
     let at = *notices.last().unwrap();
     assert!(ev.len() - at - 1 <= 20, "at most the queue's bound after the last notice: {at} {}", ev.len());
     let last = ev.last().unwrap();
-    assert_eq!(last["name"], "client_disconnected", "the newest events came: {last}");
+    let delivered = ev.iter().filter(|e| e["name"] != "events_dropped").count();
+    if last["name"] == "events_dropped" {
+        // The batch being retried held the whole bound (the sender took it late, under load:
+        // seen 5 times in 25 with both cores busy): every newer event was dropped, and the
+        // notice came alone after it.
+        assert_eq!(delivered, 20, "only a batch filling the bound leaves nothing after the notice: {ev:#?}");
+    } else {
+        assert_eq!(last["name"], "client_disconnected", "the newest events came: {last}");
+    }
     // Alice's join is delivered only if it was in a batch before the drops were told.
     let alice_at = ev.iter().position(|e| e["clientId"] == alice.id.as_str());
     assert!(alice_at.is_none_or(|i| i < at), "{alice_at:?} {at}");
