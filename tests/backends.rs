@@ -136,25 +136,8 @@ impl Drop for Example {
 
 /// POSTs `body` to the example's receiver with these headers; returns the status.
 fn post_hook(addr: SocketAddr, body: &str, headers: &[(&str, String)]) -> u16 {
-    let raw: Vec<(&str, Vec<u8>)> = headers.iter().map(|(k, v)| (*k, v.clone().into_bytes())).collect();
-    post_hook_raw(addr, body, &raw)
-}
-
-/// [`post_hook`] with header values as raw bytes (not UTF-8: what a forger may send).
-fn post_hook_raw(addr: SocketAddr, body: &str, headers: &[(&str, Vec<u8>)]) -> u16 {
-    let mut req = format!(
-        "POST /hook HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
-        body.len()
-    )
-    .into_bytes();
-    for (k, v) in headers {
-        req.extend_from_slice(format!("{k}: ").as_bytes());
-        req.extend_from_slice(v);
-        req.extend_from_slice(b"\r\n");
-    }
-    req.extend_from_slice(b"\r\n");
-    req.extend_from_slice(body.as_bytes());
-    raw_at(addr, &req).0
+    let raw: Vec<(&str, &[u8])> = headers.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    util::hooks::post_raw(addr, "/hook", &raw, body.as_bytes())
 }
 
 fn signed(key: &str, ts: u64, body: &str) -> Vec<(&'static str, String)> {
@@ -228,10 +211,19 @@ fn drive(name: &'static str, cmd: Command) {
     let mut odd = b"sha256=".to_vec();
     odd.extend([b'0'; 63]);
     odd.push(0xe9);
-    let forged = [("X-Roomcast-Timestamp", now.to_string().into_bytes()), ("X-Roomcast-Signature", odd)];
-    assert_eq!(post_hook_raw(hook_addr, probe, &forged), 401, "{name}: a non-ASCII signature");
-    let forged = [("X-Roomcast-Timestamp", vec![0xb9]), ("X-Roomcast-Signature", b"sha256=00".to_vec())];
-    assert_eq!(post_hook_raw(hook_addr, probe, &forged), 401, "{name}: a non-ASCII timestamp");
+    let now_text = now.to_string();
+    let forged: [(&str, &[u8]); 2] = [("X-Roomcast-Timestamp", now_text.as_bytes()), ("X-Roomcast-Signature", &odd)];
+    assert_eq!(
+        util::hooks::post_raw(hook_addr, "/hook", &forged, probe.as_bytes()),
+        401,
+        "{name}: a non-ASCII signature"
+    );
+    let forged: [(&str, &[u8]); 2] = [("X-Roomcast-Timestamp", &[0xb9]), ("X-Roomcast-Signature", b"sha256=00")];
+    assert_eq!(
+        util::hooks::post_raw(hook_addr, "/hook", &forged, probe.as_bytes()),
+        401,
+        "{name}: a non-ASCII timestamp"
+    );
     assert_eq!(post_hook(hook_addr, probe, &signed(HOOK_KEY, now, probe)), 200, "{name}: signed now");
     assert_eq!(post_hook(hook_addr, probe, &signed(HOOK_KEY, now, probe)), 200, "{name}: the same id again");
     ex.expect("webhook probe p1");
@@ -249,28 +241,27 @@ fn drive(name: &'static str, cmd: Command) {
     assert_eq!(lines.iter().filter(|l| l.starts_with("webhook probe")).count(), 1, "{name}: {lines:#?}");
 }
 
+/// An example run by its interpreter: `interpreter` (Debian's `package`) on `file`.
+fn interpreted(name: &'static str, interpreter: &str, version_flag: &str, package: &str, file: &str) {
+    require(interpreter, version_flag, package);
+    let mut cmd = Command::new(interpreter);
+    cmd.arg(examples().join(file));
+    drive(name, cmd);
+}
+
 #[test]
 fn python_backend() {
-    require("python3", "--version", "python3");
-    let mut cmd = Command::new("python3");
-    cmd.arg(examples().join("python/backend.py"));
-    drive("python", cmd);
+    interpreted("python", "python3", "--version", "python3", "python/backend.py");
 }
 
 #[test]
 fn node_backend() {
-    require("node", "--version", "nodejs");
-    let mut cmd = Command::new("node");
-    cmd.arg(examples().join("node/backend.js"));
-    drive("node", cmd);
+    interpreted("node", "node", "--version", "nodejs", "node/backend.js");
 }
 
 #[test]
 fn php_backend() {
-    require("php", "--version", "php-cli");
-    let mut cmd = Command::new("php");
-    cmd.arg(examples().join("php/backend.php"));
-    drive("php", cmd);
+    interpreted("php", "php", "--version", "php-cli", "php/backend.php");
 }
 
 #[test]

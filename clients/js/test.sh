@@ -13,19 +13,17 @@ budget=${JS_TEST_TIMEOUT:-600}
 start=$SECONDS
 left() { local r=$((budget - (SECONDS - start))); echo $((r > 1 ? r : 1)); }
 [ -x ../../target/release/roomcast ] || { echo "roomcast.js tests: build first: cargo build --release --bin roomcast" >&2; exit 2; }
-if ! command -v chromium >/dev/null; then
-    echo "installing chromium (Debian package) for the browser suite" >&2
-    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
+# need COMMAND PACKAGE WHAT-FOR: installs a Debian package when its command is missing.
+need() {
+    command -v "$1" >/dev/null && return
+    echo "installing $2 (Debian package) for $3" >&2
+    local sudo
+    sudo=$([ "$(id -u)" = 0 ] || echo sudo)
     export DEBIAN_FRONTEND=noninteractive
-    timeout "$(left)" $SUDO apt-get install -y chromium >/dev/null 2>&1 ||
-        { timeout "$(left)" $SUDO apt-get update >/dev/null && timeout "$(left)" $SUDO apt-get install -y chromium >/dev/null; }
-fi
-if ! command -v redis-server >/dev/null; then
-    echo "installing redis-server (Debian package) for the admin page's cluster case" >&2
-    SUDO=$([ "$(id -u)" = 0 ] || echo sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    timeout "$(left)" $SUDO apt-get install -y redis-server >/dev/null 2>&1 ||
-        { timeout "$(left)" $SUDO apt-get update >/dev/null && timeout "$(left)" $SUDO apt-get install -y redis-server >/dev/null; }
-fi
+    timeout "$(left)" $sudo apt-get install -y "$2" >/dev/null 2>&1 ||
+        { timeout "$(left)" $sudo apt-get update >/dev/null && timeout "$(left)" $sudo apt-get install -y "$2" >/dev/null; }
+}
+need chromium chromium "the browser suite"
+need redis-server redis-server "the admin page's cluster case"
 timeout "$(left)" npm ci --no-audit --no-fund --loglevel=error
 timeout "$(left)" npm test

@@ -9,6 +9,7 @@
 //! outside the windows is told exactly once (1001 and 1002) to each stayer of its group alive
 //! then. What happened inside the windows is reported, not judged: a send answered 200 while
 //! only some nodes had found the new master reaches only those nodes (docs/CLUSTER.md).
+//! [`finish`] judges a run: messages, notices and (with `--webhook-port`) webhooks.
 
 use std::io::BufRead;
 use std::process::{Command, Stdio};
@@ -140,6 +141,14 @@ pub fn verify<'a>(
         "missing_sample": sample})
 }
 
+/// The stayers the workers' `verify` found closed: (group, closed at, global index).
+fn closed_stayers(verified: &[Value]) -> impl Iterator<Item = (usize, u64, u64)> + '_ {
+    verified.iter().flat_map(|v| v["closed"].as_array().into_iter().flatten()).map(|c| {
+        let n = |i: usize| c[i].as_u64().unwrap_or(0);
+        (n(0) as usize, n(1), n(2))
+    })
+}
+
 /// The churn notices under chaos: for each session wholly outside the windows (a second of
 /// slack after it ends), every stayer of its group alive then must have seen one 1001 and one
 /// 1002. Returns (sessions checked, skipped, notices expected, missing).
@@ -151,11 +160,7 @@ pub fn check_notices(
     windows: &[(u64, u64)],
 ) -> (u64, u64, u64, u64) {
     let got = crate::churn::notice_counts(results);
-    let closed: Vec<(usize, u64)> = verified
-        .iter()
-        .flat_map(|v| v["closed"].as_array().cloned().unwrap_or_default())
-        .map(|c| (c[0].as_u64().unwrap_or(0) as usize, c[1].as_u64().unwrap_or(0)))
-        .collect();
+    let closed: Vec<(usize, u64)> = closed_stayers(verified).map(|(g, t, _)| (g, t)).collect();
     let (mut checked, mut skipped, mut expected, mut missing) = (0, 0, 0, 0);
     for c in churned {
         for s in c["sessions"].as_array().into_iter().flatten() {
@@ -203,11 +208,7 @@ pub fn expected_hooks(
             }
         }
     }
-    let closed: std::collections::HashSet<u64> = verified
-        .iter()
-        .flat_map(|v| v["closed"].as_array().cloned().unwrap_or_default())
-        .filter_map(|c| c[2].as_u64())
-        .collect();
+    let closed: std::collections::HashSet<u64> = closed_stayers(verified).map(|(_, _, global)| global).collect();
     let mut stayers: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     for g in 0..opts.clients {
         let e = stayers.entry(crate::churn::stayer_user(g, opts.churn_tabs)).or_default();
@@ -216,4 +217,73 @@ pub fn expected_hooks(
     }
     users.extend(stayers.into_iter().map(|(u, (n, cut))| (u, 1, u64::from(cut == n))));
     crate::hooks::Expect { clients, users }
+}
+
+/// Chaos soak: after the sends and the churn, every stayer checks what it got against the
+/// messages answered 200 outside the unhealthy windows (`chaos.rs`).
+#[allow(clippy::too_many_arguments)]
+pub fn finish(
+    cli: &crate::Cli,
+    opts: &crate::Opts,
+    w: &mut crate::workers::Workers,
+    out: &mut crate::report::Outcome,
+    deadline: Instant,
+    calls: &Calls,
+    windows: &[(u64, u64)],
+    stats: &crate::sender::SendStats,
+    hooks: Option<&crate::hooks::Hooks>,
+) -> Result<i32, String> {
+    // Until 2 s without a new message (or --drain-secs): the notice counts come with it.
+    w.tell_all(&format!("expect 200 0 {}", cli.drain_secs));
+    w.wait_for(opts.procs, deadline, "deliver", |s| s.results.len())?;
+    let path = std::env::temp_dir().join(format!("roomcast-chaos-{}.json", std::process::id()));
+    let path = path.display().to_string();
+    let (during, failed) = write_expected(&path, calls, windows).map_err(|e| format!("{path}: {e}"))?;
+    w.tell_all(&format!("verify {path}"));
+    w.wait_for(opts.procs, deadline, "verify", |s| s.verified.len())?;
+    let _ = std::fs::remove_file(&path);
+    let st = w.state.lock().expect("lock");
+    let sum = |k: &str| st.verified.iter().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let stayers = crate::churn::stayers_per_group(opts.clients, opts.groups);
+    let (checked, skipped, expected, missing) =
+        check_notices(&st.churned, &st.results, &st.verified, &stayers, windows);
+    let dups: u64 = st.results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
+    let churn_errors: u64 = st.churned.iter().map(|c| c["errors"].as_u64().unwrap_or(0)).sum();
+    let gaps: Vec<f64> = windows.iter().map(|(a, b)| (b - a) as f64 / 1e9).collect();
+    out.set("chaos_windows_secs", json!(gaps));
+    out.set("api_calls", json!(stats.sent));
+    out.set("api_200_outside_windows", json!(calls.iter().filter(|c| c.2 == 200).count() as u64 - during));
+    out.set("api_200_inside_windows", json!(during));
+    out.set("api_failed", json!(failed));
+    out.set("stayers", json!(sum("stayers")));
+    out.set("stayers_cut_by_node_kill", json!(sum("closed_stayers")));
+    out.set("expected", json!(sum("expected")));
+    out.set("lost", json!(sum("missing")));
+    out.set("duplicated", json!(sum("duplicated")));
+    out.set("churn_sessions_checked", json!(checked));
+    out.set("churn_sessions_across_windows", json!(skipped));
+    out.set("churn_errors", json!(churn_errors));
+    out.set("notices_expected", json!(expected));
+    out.set("notices_missing", json!(missing));
+    out.set("notices_duplicated", json!(dups));
+    let mut bad = sum("missing") + sum("duplicated") + missing + dups;
+    let want_hooks = hooks.map(|_| expected_hooks(opts, &st.churned, &st.verified, windows));
+    for v in st.verified.iter().filter(|v| v["missing"].as_u64().unwrap_or(0) > 0) {
+        for m in v["missing_sample"].as_array().into_iter().flatten() {
+            let i = m[1].as_u64().unwrap_or(0) as usize;
+            let c = calls.get(i).copied().unwrap_or_default();
+            eprintln!(
+                "missing: stayer {} (closed at {}) message {i}: call {}..{} status {}",
+                m[0], m[2], c.0, c.1, c.2
+            );
+        }
+    }
+    eprintln!("windows: {windows:?}");
+    let judged = sum("expected");
+    drop(st);
+    if let (Some(h), Some(want)) = (hooks, want_hooks) {
+        crate::hooks::settle(h, Duration::from_secs(cli.drain_secs)); // the workers' state unlocked
+        bad += crate::hooks::check(h, &want, out);
+    }
+    Ok(i32::from(bad > 0 || judged == 0))
 }

@@ -552,7 +552,7 @@ fn run_sends(
         let calls = calls.into_inner();
         let (windows, hits) = windows.lock().expect("windows").clone();
         out.set("chaos_sends_refused_secs", json!(chaos::refused_for(&calls, &hits, &windows)));
-        return finish_chaos(cli, opts, w, out, deadline, &calls, &windows, &stats, hooks);
+        return chaos::finish(cli, opts, w, out, deadline, &calls, &windows, &stats, hooks);
     }
     if sequenced {
         if cli.scenario == Scenario::Recover {
@@ -620,75 +620,6 @@ fn run_sends(
     let compressed: u64 = results.iter().map(|r| r["compressed"].as_u64().unwrap_or(0)).sum();
     out.set("compressed_frames", json!(compressed));
     Ok(i32::from(lost > 0 || stats.errors > 0 || notice_problems > 0))
-}
-
-/// Chaos soak: after the sends and the churn, every stayer checks what it got against the
-/// messages answered 200 outside the unhealthy windows (`chaos.rs`).
-#[allow(clippy::too_many_arguments)]
-fn finish_chaos(
-    cli: &Cli,
-    opts: &Opts,
-    w: &mut Workers,
-    out: &mut report::Outcome,
-    deadline: Instant,
-    calls: &chaos::Calls,
-    windows: &[(u64, u64)],
-    stats: &sender::SendStats,
-    hooks: Option<&hooks::Hooks>,
-) -> Result<i32, String> {
-    // Until 2 s without a new message (or --drain-secs): the notice counts come with it.
-    w.tell_all(&format!("expect 200 0 {}", cli.drain_secs));
-    w.wait_for(opts.procs, deadline, "deliver", |s| s.results.len())?;
-    let path = std::env::temp_dir().join(format!("roomcast-chaos-{}.json", std::process::id()));
-    let path = path.display().to_string();
-    let (during, failed) = chaos::write_expected(&path, calls, windows).map_err(|e| format!("{path}: {e}"))?;
-    w.tell_all(&format!("verify {path}"));
-    w.wait_for(opts.procs, deadline, "verify", |s| s.verified.len())?;
-    let _ = std::fs::remove_file(&path);
-    let st = w.state.lock().expect("lock");
-    let sum = |k: &str| st.verified.iter().map(|v| v[k].as_u64().unwrap_or(0)).sum::<u64>();
-    let stayers = churn::stayers_per_group(opts.clients, opts.groups);
-    let (checked, skipped, expected, missing) =
-        chaos::check_notices(&st.churned, &st.results, &st.verified, &stayers, windows);
-    let dups: u64 = st.results.iter().map(|r| r["notice_dups"].as_u64().unwrap_or(0)).sum();
-    let churn_errors: u64 = st.churned.iter().map(|c| c["errors"].as_u64().unwrap_or(0)).sum();
-    let gaps: Vec<f64> = windows.iter().map(|(a, b)| (b - a) as f64 / 1e9).collect();
-    out.set("chaos_windows_secs", json!(gaps));
-    out.set("api_calls", json!(stats.sent));
-    out.set("api_200_outside_windows", json!(calls.iter().filter(|c| c.2 == 200).count() as u64 - during));
-    out.set("api_200_inside_windows", json!(during));
-    out.set("api_failed", json!(failed));
-    out.set("stayers", json!(sum("stayers")));
-    out.set("stayers_cut_by_node_kill", json!(sum("closed_stayers")));
-    out.set("expected", json!(sum("expected")));
-    out.set("lost", json!(sum("missing")));
-    out.set("duplicated", json!(sum("duplicated")));
-    out.set("churn_sessions_checked", json!(checked));
-    out.set("churn_sessions_across_windows", json!(skipped));
-    out.set("churn_errors", json!(churn_errors));
-    out.set("notices_expected", json!(expected));
-    out.set("notices_missing", json!(missing));
-    out.set("notices_duplicated", json!(dups));
-    let mut bad = sum("missing") + sum("duplicated") + missing + dups;
-    let want_hooks = hooks.map(|_| chaos::expected_hooks(opts, &st.churned, &st.verified, windows));
-    for v in st.verified.iter().filter(|v| v["missing"].as_u64().unwrap_or(0) > 0) {
-        for m in v["missing_sample"].as_array().into_iter().flatten() {
-            let i = m[1].as_u64().unwrap_or(0) as usize;
-            let c = calls.get(i).copied().unwrap_or_default();
-            eprintln!(
-                "missing: stayer {} (closed at {}) message {i}: call {}..{} status {}",
-                m[0], m[2], c.0, c.1, c.2
-            );
-        }
-    }
-    eprintln!("windows: {windows:?}");
-    let judged = sum("expected");
-    drop(st);
-    if let (Some(h), Some(want)) = (hooks, want_hooks) {
-        hooks::settle(h, Duration::from_secs(cli.drain_secs)); // the workers' state unlocked
-        bad += hooks::check(h, &want, out);
-    }
-    Ok(i32::from(bad > 0 || judged == 0))
 }
 
 /// Every client binds into one group with notices on; all C(C+1)/2 notices must arrive.

@@ -136,11 +136,13 @@ impl Index {
         use std::cmp::Reverse;
         // The `n` largest of (size, name, payload), in order.
         fn top<T>(mut v: Vec<(usize, Arc<str>, T)>, n: usize) -> Vec<(usize, Arc<str>, T)> {
+            let order =
+                |a: &(usize, Arc<str>, T), b: &(usize, Arc<str>, T)| (Reverse(a.0), &a.1).cmp(&(Reverse(b.0), &b.1));
             let n = n.min(v.len());
             if n > 0 {
-                v.select_nth_unstable_by_key(n - 1, |e| (Reverse(e.0), e.1.clone()));
+                v.select_nth_unstable_by(n - 1, order);
                 v.truncate(n);
-                v.sort_unstable_by_key(|e| (Reverse(e.0), e.1.clone()));
+                v.sort_unstable_by(order);
             }
             v
         }

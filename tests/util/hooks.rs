@@ -172,3 +172,21 @@ fn connection(s: TcpStream, st: &Mutex<State>, secret: Option<&str>) {
 pub fn names_for(events: &[Value], client: &str) -> Vec<String> {
     events.iter().filter(|e| e["clientId"] == client).map(|e| e["name"].as_str().unwrap().to_string()).collect()
 }
+
+/// POSTs `body` to a webhook receiver at `addr` with these headers, their values as raw bytes
+/// (not UTF-8: what a forger may send): the status answered, 0 if none came.
+pub fn post_raw(addr: std::net::SocketAddr, path: &str, headers: &[(&str, &[u8])], body: &[u8]) -> u16 {
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n",
+        body.len()
+    )
+    .into_bytes();
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: ").as_bytes());
+        req.extend_from_slice(v);
+        req.extend_from_slice(b"\r\n");
+    }
+    req.extend_from_slice(b"\r\n");
+    req.extend_from_slice(body);
+    super::raw_at(addr, &req).0
+}

@@ -394,6 +394,16 @@ impl Broker {
         }
     }
 
+    /// One page of a system's group names: one more name than the page holds tells whether
+    /// more follow.
+    fn pipe_all_groups(&self, p: &mut redis::Pipeline, system: &str, page: &crate::protocol::api::Page) {
+        let from = match &*page.after {
+            "" => "-".to_string(),
+            after => format!("({after}"),
+        };
+        p.cmd("ZRANGEBYLEX").arg(self.k.groups(system)).arg(from).arg("+").arg("LIMIT").arg(0).arg(page.limit + 1);
+    }
+
     /// Adds one command's Redis work to the pipeline and its steps (in order) to `steps`.
     fn plan(&mut self, p: &mut redis::Pipeline, steps: &mut Vec<Step>, cmd: BrokerCmd) {
         match cmd {
@@ -455,13 +465,7 @@ impl Broker {
             }
             BrokerCmd::NodeFigures { reply } => steps.push(Step::Local(Later::NodeFigures(reply))),
             BrokerCmd::AllGroups { system, page, paged, to } => {
-                // One more name than the page holds tells whether more follow.
-                let from = match &*page.after {
-                    "" => "-".to_string(),
-                    after => format!("({after}"),
-                };
-                let key = self.k.groups(&system);
-                p.cmd("ZRANGEBYLEX").arg(key).arg(from).arg("+").arg("LIMIT").arg(0).arg(page.limit + 1);
+                self.pipe_all_groups(p, &system, &page);
                 steps.push(Step::Redis(Post::AllGroups { system, limit: page.limit, paged, to }));
             }
             BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
