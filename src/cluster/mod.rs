@@ -24,6 +24,7 @@ pub use broker::info;
 pub mod endpoint;
 pub mod keys;
 mod link;
+pub mod read;
 mod scripts;
 pub mod stream;
 mod subscriber;
@@ -57,8 +58,6 @@ pub enum BrokerCmd {
     /// `answer`: the caller and its 200 body, sent once Redis has the frame.
     /// `history`: keep it in the group's history stream too (`history_size` > 0).
     Publish { system: Arc<str>, group: Option<Arc<str>>, frame: Frame, answer: Option<(ConnId, Bytes)>, history: bool },
-    /// `get_group_history`, read from the group's history stream.
-    GroupHistory { system: Box<str>, group: Box<str>, limit: usize, to: ConnId },
     /// A client of this node joined a group (`new`; else only its info changed); `notice` is
     /// the 1001 frame, sent to the whole group if the client is new there.
     Join { system: Arc<str>, group: Arc<str>, client: String, info: Box<str>, notice: Option<Frame>, new: bool },
@@ -77,20 +76,12 @@ pub enum BrokerCmd {
     },
     /// A call about clients of another node; `reply`: the caller waits for its answer.
     Forward { node: u32, system: Box<str>, op: Op, reply: Option<ConnId> },
-    /// `get_online_list`, read from presence (`with_users`: with each member's info).
-    OnlineList { system: Box<str>, group: Box<str>, with_users: bool, to: ConnId },
+    /// An API read answered from Redis (`cluster::read`), to the caller `to`.
+    Read { read: Box<dyn read::Read>, to: ConnId },
     /// A connection of this node got its user (its first connection cluster-wide: `user_online`).
     UserJoin { system: Arc<str>, user: Arc<str>, client: String },
     /// A connection of this node with a user left (the user's last cluster-wide: `user_offline`).
     UserLeave { system: Arc<str>, user: Arc<str>, client: String },
-    /// The user's connections across the cluster, handed back to the hub for `call`
-    /// ([`Command::UserClients`]).
-    UserClients { system: Box<str>, user: Box<str>, call: crate::msg::UserCall, to: ConnId },
-    /// `get_user_presence`, read from presence.
-    UserPresence { system: Box<str>, users: Vec<Box<str>>, to: ConnId },
-    /// `get_all_groups` (a page of it, or all while it fits: `paged` false), read from presence
-    /// in steps that each touch one page, never one long call.
-    AllGroups { system: Box<str>, page: crate::protocol::api::Page, paged: bool, to: ConnId },
     /// An answer the hub decided; sent after every earlier command took effect.
     Answer { to: ReplyTo, status: u16, body: Bytes },
     /// A relay message (a session resumed through another node) for `node`'s channel.
@@ -104,7 +95,7 @@ impl BrokerCmd {
         match self {
             BrokerCmd::Publish { frame, .. } => frame.len() as u64,
             BrokerCmd::Forward { op: Op::SendToClients { frame, .. }, .. } => frame.len() as u64,
-            BrokerCmd::UserClients { call: crate::msg::UserCall::Send { frame, .. }, .. } => frame.len() as u64,
+            BrokerCmd::Read { read, .. } => read.queued_bytes(),
             BrokerCmd::ToNode { payload, .. } => payload.len() as u64,
             _ => 0,
         }

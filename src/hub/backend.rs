@@ -1,8 +1,11 @@
 //! The seam between the index and where its effects go: one implementation per mode, side by
 //! side — `single.rs` (everything in this hub's index, now) and `cluster.rs`
-//! ([`ClusterSide`]: through Redis, by the broker). The operations in `ops.rs` call only these
-//! methods for anything that differs between the two; each method here only picks the mode's
-//! implementation (what both share — taking a leaving member out of the index — stays here).
+//! ([`ClusterSide`]: through Redis, by the broker). The operations in `ops.rs` and the
+//! endpoints (`endpoints/`) call these methods for what several of them share and the modes do
+//! differently; each method here only picks the mode's implementation (what both share —
+//! taking a leaving member out of the index — stays here). What one endpoint alone does
+//! differently per mode (a read: from the index, or from Redis) is in its own file, both modes
+//! side by side.
 //!
 //! The delivery each mode promises: single node, a frame reaches every member connected when
 //! it is published, in the hub's order, at most once. Cluster, a group's frames reach every
@@ -12,12 +15,9 @@
 //! | seam | single node | cluster |
 //! | --- | --- | --- |
 //! | `connected` / `system_left` | member of its system at once | also (un)subscribe the system's channel; member once subscribed |
-//! | `register` | added to the index | `SADD` in Redis, answered later |
 //! | `publish` | broadcast to the members now | published to Redis, delivered when it comes back |
 //! | `join` / `leave` | member set and notice now | Lua step in Redis (membership and notices in Redis's order) |
-//! | `online_list` / `all_groups` / `user_presence` | read from the index | read from Redis, answered later |
 //! | `user_came` / `user_went` | `user_online`/`user_offline` from this node's count | a Lua step counts the user's connections in Redis; the one that makes it 1 / 0 sends the webhook |
-//! | `user_clients` | this node's connections of the user | read from Redis, handed back to the hub |
 //! | `forward` | (no other node) | to the client's node, if alive |
 //! | `after_change` | answered now | answered once Redis has the change |
 
@@ -32,8 +32,8 @@ use super::{single, Answer, Local};
 use crate::cluster::{BrokerCmd, BrokerLink};
 use crate::ids::{self, ClientRef, ConnId};
 use crate::metrics;
-use crate::msg::{Frame, Op, ReplyTo, UserCall};
-use crate::protocol::api::{self, ApiError, ApiResult, Done, Page};
+use crate::msg::{Frame, Op, ReplyTo};
+use crate::protocol::api::{self, ApiError, ApiResult, Done};
 use crate::webhooks::Gone;
 
 /// Single node, or cluster mode with its broker.
@@ -71,14 +71,6 @@ impl Backend {
         match self {
             Backend::Single => single::system_left(l, sys, conn, why),
             Backend::Cluster(c) => c.system_left(l, sys, conn, why),
-        }
-    }
-
-    /// `register` of a system this node has not seen.
-    pub fn register(&mut self, l: &mut Local, name: &str, to: ReplyTo) -> Answer {
-        match self {
-            Backend::Single => single::register(l, name),
-            Backend::Cluster(c) => c.ask(l, to, |to| BrokerCmd::Register { system: name.into(), to }),
         }
     }
 
@@ -144,17 +136,6 @@ impl Backend {
         }
     }
 
-    /// `get_online_list` (`with_users`: each member's `userId` and `extend` too).
-    pub fn online_list(&mut self, l: &mut Local, sys: SysId, group: Box<str>, with_users: bool, to: ReplyTo) -> Answer {
-        match self {
-            Backend::Single => single::online_list(l, sys, &group, with_users),
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::OnlineList { system, group, with_users, to })
-            }
-        }
-    }
-
     /// `conn` is a connection of `user` from now on (the index has it): `user_online` if it
     /// is the user's first in the system (single node: here; cluster: across the cluster, as
     /// Redis decides).
@@ -174,41 +155,6 @@ impl Backend {
         }
     }
 
-    /// The connections of `user`, for `call`: a single node's, now (`Ok`); cluster mode's are
-    /// read from Redis by the broker, which hands them back to the hub (`Err(Answer::Later)`,
-    /// or the 503 when it cannot).
-    pub fn user_clients(
-        &mut self,
-        l: &mut Local,
-        sys: SysId,
-        user: Box<str>,
-        call: UserCall,
-        to: ReplyTo,
-    ) -> Result<(Vec<ClientRef>, UserCall), Answer> {
-        match self {
-            Backend::Single => {
-                let node = l.cfg.node_id.0;
-                let conns = l.index.user_conns(sys, &user).iter().map(|&conn| ClientRef { node, conn });
-                Ok((conns.collect(), call))
-            }
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).to_string().into();
-                Err(c.ask(l, to, |to| BrokerCmd::UserClients { system, user, call, to }))
-            }
-        }
-    }
-
-    /// `get_user_presence`.
-    pub fn user_presence(&mut self, l: &mut Local, sys: SysId, users: Vec<Box<str>>, to: ReplyTo) -> Answer {
-        match self {
-            Backend::Single => single::user_presence(l, sys, &users),
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::UserPresence { system, users, to })
-            }
-        }
-    }
-
     /// Whether node `node` (not this one) is known alive: its clients can be reached.
     pub fn alive(&self, node: u32) -> bool {
         matches!(self, Backend::Cluster(c) if c.live.contains(&node))
@@ -219,30 +165,6 @@ impl Backend {
     pub fn forward_quietly(&mut self, l: &mut Local, sys: SysId, op: Op) {
         if let Backend::Cluster(c) = self {
             c.forward_quietly(l, sys, op);
-        }
-    }
-
-    /// `get_group_history`: the group's last `limit` messages, oldest first.
-    pub fn group_history(&mut self, l: &mut Local, sys: SysId, group: Box<str>, limit: usize, to: ReplyTo) -> Answer {
-        match self {
-            Backend::Single => single::group_history(l, sys, &group, limit),
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::GroupHistory { system, group, limit, to })
-            }
-        }
-    }
-
-    /// `get_all_groups`: the whole map while it fits in one answer, or one page.
-    pub fn all_groups(&mut self, l: &mut Local, sys: SysId, page: Option<Page>, to: ReplyTo) -> Answer {
-        let paged = page.is_some();
-        let page = page.unwrap_or(Page { after: "".into(), limit: l.cfg.groups_page_size });
-        match self {
-            Backend::Single => single::all_groups(l, sys, &page, paged),
-            Backend::Cluster(c) => {
-                let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::AllGroups { system, page, paged, to })
-            }
         }
     }
 

@@ -6,15 +6,17 @@
 //! (shard, slot, generation), so a 1002 notice is sent exactly once however many paths
 //! (close, error, idle, `close_client`) report the same connection.
 //!
-//! Files: `mod.rs` the loop and the commands; `ops.rs` one method per API operation, written
-//! once for both modes; `backend.rs` the seam those methods call for everything that differs
-//! between a single node and a cluster (publish, join, leave, query, forward, register);
+//! Files: `mod.rs` the loop and the commands; `endpoints/` the API, one file per endpoint (its
+//! row, body parsing, operation in both modes and OpenAPI part); `ops.rs` the operations
+//! several endpoints share, written once for both modes; `backend.rs` the seam for what they
+//! share and the modes do differently (publish, join, leave, forward, answer after a change);
 //! `cluster.rs` the cluster side of that seam (the broker link, system lookups, live nodes)
 //! and what comes back from Redis; `index.rs` the data; `members.rs` member sets with their
 //! per-shard snapshots; `outbox.rs` sends to shards.
 
 mod backend;
 mod cluster;
+pub mod endpoints;
 mod index;
 mod members;
 mod ops;

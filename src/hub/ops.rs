@@ -1,75 +1,28 @@
-//! One method per API operation, written once for both modes: each finds the system once,
-//! checks and changes the index, and calls the backend seam (`backend.rs`) for whatever
-//! reaches beyond this node. Each returns [`Answer::Now`] or [`Answer::Later`] (the broker
-//! answers).
+//! The hub's operations several endpoints (`endpoints/`) or a client's own actions share: a
+//! frame to some clients, here or forwarded (`send_to_client(s)`, `send_to_user`), acting on
+//! a user's connections (`send_to_user`, `close_user`), joining a group (`bind_to_group`, a
+//! connect token's groups), closing a client (`close_client`, `close_user`) and a client's
+//! publish. Each is written once for both modes over the backend seam (`backend.rs`).
 
+use redis::Value;
 use serde_json::value::RawValue;
 
 use super::index::SysId;
 use super::{Answer, Hub};
+use crate::cluster::keys::Keys;
+use crate::cluster::read::{self, More, Read, Then};
+use crate::cluster::BrokerCmd;
 use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
-use crate::msg::{Frame, Op, ReplyTo, ShardMsg, UserCall};
+use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg, UserCall};
 use crate::protocol::api::{self, ApiError, Done};
 
 impl Hub {
-    /// Runs one API operation for `to`.
-    pub(super) fn api(&mut self, system: &str, op: Op, to: ReplyTo) -> Answer {
-        match self.local.index.find(system) {
-            Some(sys) => self.api_in(sys, op, to),
-            None if matches!(op, Op::Register) => self.backend.register(&mut self.local, system, to),
-            None => ApiError::unknown_system(system).into(),
-        }
-    }
-
-    /// Runs one API operation of a known system.
-    pub(super) fn api_in(&mut self, sys: SysId, op: Op, to: ReplyTo) -> Answer {
-        match op {
-            Op::Register => ApiError::already_registered(self.local.index.name(sys)).into(),
-            Op::SendToClients { clients, frame, message_id, strict } => {
-                let done = Done::Sent(message_id.clone());
-                self.send_frames(sys, clients, frame, message_id, strict, to, done)
-            }
-            Op::SendToGroup { group, frame, message_id } => {
-                self.backend.publish(&mut self.local, sys, Some(&group), frame, message_id, Some(to))
-            }
-            Op::SendToSystem { frame, message_id } => {
-                self.backend.publish(&mut self.local, sys, None, frame, message_id, Some(to))
-            }
-            Op::Bind { client, group, user_id, extend, notify } if client.node == self.local.cfg.node_id.0 => {
-                self.bind(sys, client.conn, &group, user_id, extend, notify, to)
-            }
-            Op::Unbind { client, group, notify } if client.node == self.local.cfg.node_id.0 => {
-                self.unbind(sys, client.conn, &group, notify, to)
-            }
-            Op::Close { client, notify } if client.node == self.local.cfg.node_id.0 => {
-                self.close(sys, client.conn, notify, to)
-            }
-            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => {
-                self.backend.forward(&mut self.local, client.node, sys, op, to)
-            }
-            Op::OnlineList { group, with_users } => {
-                self.backend.online_list(&mut self.local, sys, group, with_users, to)
-            }
-            Op::SendToUser { user, frame, message_id } => {
-                metrics::add(&self.local.stats.user_sends_total, 1);
-                self.user_op(sys, user, UserCall::Send { frame, message_id }, to)
-            }
-            Op::CloseUser { user, notify } => {
-                metrics::add(&self.local.stats.user_closes_total, 1);
-                self.user_op(sys, user, UserCall::Close { notify }, to)
-            }
-            Op::UserPresence { users } => self.backend.user_presence(&mut self.local, sys, users, to),
-            Op::GroupHistory { group, limit } => self.backend.group_history(&mut self.local, sys, group, limit, to),
-            Op::AllGroups { page } => self.backend.all_groups(&mut self.local, sys, page, to),
-        }
-    }
-
     /// One frame to each of `clients` (here, or forwarded to their nodes): `send_to_client`
     /// (`strict`: 404 when the one client is unknown), `send_to_clients`, `send_to_user`;
     /// `done`: the answer once it is on its way.
     #[allow(clippy::too_many_arguments)]
-    fn send_frames(
+    pub(super) fn send_frames(
         &mut self,
         sys: SysId,
         clients: Vec<ClientRef>,
@@ -100,17 +53,21 @@ impl Hub {
     }
 
     /// `send_to_user` / `close_user`: the user's connections are found (this node's, or the
-    /// cluster's by the broker, which hands them back as [`crate::msg::Command::UserClients`]),
-    /// then [`Hub::user_call`] acts on them.
-    fn user_op(&mut self, sys: SysId, user: Box<str>, call: UserCall, to: ReplyTo) -> Answer {
-        if let UserCall::Close { .. } = call {
-            if let Some(e) = self.backend.blocked(&mut self.local) {
-                return e.into();
+    /// cluster's, read from Redis by the broker, which hands them back as
+    /// [`crate::msg::Command::UserClients`]), then [`Hub::user_call`] acts on them.
+    pub(super) fn user_op(&mut self, sys: SysId, user: Box<str>, call: UserCall, to: ReplyTo) -> Answer {
+        let Hub { local: l, backend, .. } = self;
+        match backend.cluster() {
+            None => {
+                let node = l.cfg.node_id.0;
+                let conns = l.index.user_conns(sys, &user).iter().map(|&conn| ClientRef { node, conn });
+                let clients = conns.collect();
+                self.user_call(sys, clients, call, to)
             }
-        }
-        match self.backend.user_clients(&mut self.local, sys, user, call, to) {
-            Ok((clients, call)) => self.user_call(sys, clients, call, to),
-            Err(later) => later,
+            Some(c) => {
+                let system = l.index.name(sys).to_string().into();
+                c.ask(l, to, |to| BrokerCmd::Read { read: Box::new(UserClients { system, user, call, to }), to })
+            }
         }
     }
 
@@ -140,35 +97,6 @@ impl Hub {
                 }
                 self.backend.after_change(to, Ok(Done::Body(api::clients_body(n))))
             }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn bind(
-        &mut self,
-        sys: SysId,
-        conn: ConnId,
-        group: &str,
-        user_id: Option<Box<str>>,
-        extend: Box<str>,
-        notify: bool,
-        to: ReplyTo,
-    ) -> Answer {
-        if let Some(e) = self.backend.blocked(&mut self.local) {
-            return e.into();
-        }
-        // A bind naming no userId: the connection's user (its connect token's sub), if any.
-        let known = self.local.index.users.get(&conn).map(|u| Box::<str>::from(&**u));
-        let user_id = user_id.or(known).unwrap_or_default();
-        match self.join_group(sys, conn, group, user_id.clone(), extend, notify) {
-            Ok(()) => {
-                // A connection without a user takes the first userId a bind names.
-                if !user_id.is_empty() && !self.local.index.users.contains_key(&conn) {
-                    self.give_user(sys, conn, &user_id);
-                }
-                self.backend.after_change(to, Ok(Done::Empty))
-            }
-            Err(e) => e.into(),
         }
     }
 
@@ -212,34 +140,8 @@ impl Hub {
         Ok(())
     }
 
-    fn unbind(&mut self, sys: SysId, conn: ConnId, group: &str, notify: bool, to: ReplyTo) -> Answer {
-        if let Some(e) = self.backend.blocked(&mut self.local) {
-            return e.into();
-        }
-        let client = match self.local.index.client_and_system(sys, conn) {
-            Ok((c, _)) => c,
-            Err(e) => return e.into(),
-        };
-        if let Some(pos) = client.groups.iter().position(|g| **g == *group) {
-            let key = client.groups.swap_remove(pos);
-            self.backend.leave(&mut self.local, sys, &key, conn, None, notify);
-        }
-        self.backend.after_change(to, Ok(Done::Empty))
-    }
-
-    fn close(&mut self, sys: SysId, conn: ConnId, notify: bool, to: ReplyTo) -> Answer {
-        if let Some(e) = self.backend.blocked(&mut self.local) {
-            return e.into();
-        }
-        if let Err(e) = self.local.index.client_in(sys, conn) {
-            return e.into();
-        }
-        self.kick(conn, notify);
-        self.backend.after_change(to, Ok(Done::Empty))
-    }
-
     /// Removes a client of this node and closes it with 1000 (its session, if any, ends).
-    fn kick(&mut self, conn: ConnId, notify: bool) {
+    pub(super) fn kick(&mut self, conn: ConnId, notify: bool) {
         self.remove_client(conn, notify, crate::webhooks::Gone::Kicked);
         let close = ShardMsg::Close { target: conn.in_shard(), code: 1000, reason: "closed by server" };
         self.local.out.send(conn.shard as usize, close);
@@ -261,6 +163,37 @@ impl Hub {
         if let Answer::Now(Err(e)) = self.backend.publish(&mut self.local, sys, Some(group), f, id.into(), None) {
             let text = format!(r#"{{"cmd":"error","msg":{}}}"#, api::json_string(&e.msg));
             reply(self, &text);
+        }
+    }
+}
+
+/// Cluster mode: the user's connections on every node (its hash in Redis), handed back to the
+/// hub with the call to make on them.
+#[derive(Debug)]
+struct UserClients {
+    system: Box<str>,
+    user: Box<str>,
+    call: UserCall,
+    to: ConnId,
+}
+
+impl Read for UserClients {
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize {
+        p.cmd("HKEYS").arg(k.user(&self.system, &self.user));
+        1
+    }
+
+    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, _: &mut More<'_>) -> Option<Then> {
+        let ids = read::strings(results.pop()?)?;
+        let clients = ids.iter().filter_map(|s| crate::ids::parse_client_ref(s)).collect();
+        let UserClients { system, call, to, .. } = *self;
+        Some(Then::Hub(Command::UserClients { system, clients, call, to }))
+    }
+
+    fn queued_bytes(&self) -> u64 {
+        match &self.call {
+            UserCall::Send { frame, .. } => frame.len() as u64,
+            UserCall::Close { .. } => 0,
         }
     }
 }

@@ -6,7 +6,6 @@
 //! hub's order (one thread), at most once; a group's history keeps the last `history_size`
 //! frames for `history_ttl`.
 
-use std::ops::Bound;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,8 +14,7 @@ use super::outbox::notice;
 use super::{Answer, Local};
 use crate::ids::{self, ConnId};
 use crate::msg::{Frame, ShardMsg};
-use crate::protocol::api::{self, ApiError, Done, Page};
-use crate::protocol::ws as wsp;
+use crate::protocol::api::{self, Done};
 use crate::webhooks::{Gone, Kind, Membership, Webhooks};
 
 /// A new client of `sys`: a member of its system at once; welcomed unless the shard did.
@@ -32,14 +30,6 @@ pub(super) fn connected(l: &mut Local, sys: SysId, conn: ConnId, welcomed: bool,
 
 pub(super) fn system_left(l: &mut Local, sys: SysId, conn: ConnId, why: Gone) {
     l.emit(Kind::ClientDisconnected(why), l.index.name(sys), None, Some(conn));
-}
-
-pub(super) fn register(l: &mut Local, name: &str) -> Answer {
-    let shards = l.shards();
-    match l.index.add_system(name, shards) {
-        Some(_) => Ok(Done::Empty).into(),
-        None => ApiError::already_registered(name).into(),
-    }
 }
 
 /// Broadcast to the members now (and kept, for a group with history).
@@ -104,22 +94,6 @@ pub(super) fn leaving(
     });
 }
 
-pub(super) fn online_list(l: &mut Local, sys: SysId, group: &str, with_users: bool) -> Answer {
-    let node = l.cfg.node_id.0;
-    let Local { index, .. } = l;
-    let members: Vec<ConnId> = index.systems[sys.index()].groups.get(group).map_or(Vec::new(), |m| m.iter().collect());
-    let ids: Vec<String> = members.iter().map(|&c| ids::client_id(node, c)).collect();
-    if !with_users {
-        return Ok(Done::Body(api::online_list_body(&ids))).into();
-    }
-    let info = |c: &ConnId| index.clients.get(c).map_or(("", ""), |cl| (&*cl.user_id, &*cl.extend));
-    let list = ids.iter().zip(&members).map(|(id, c)| {
-        let (user, extend) = info(c);
-        (id.as_str(), user, extend)
-    });
-    Ok(Done::Body(api::online_users_body(list))).into()
-}
-
 /// A connection of `user` came (`online`) or went (the index has the change): the webhooks
 /// hear of the user's first and last.
 pub(super) fn user_changed(l: &mut Local, sys: SysId, user: &Arc<str>, online: bool) {
@@ -127,41 +101,6 @@ pub(super) fn user_changed(l: &mut Local, sys: SysId, user: &Arc<str>, online: b
         let n = l.index.user_conns(sys, user).len();
         h.user(l.index.name(sys).clone(), user.clone(), online, Some(n));
     }
-}
-
-/// `get_user_presence`: each user's connections here.
-pub(super) fn user_presence(l: &mut Local, sys: SysId, users: &[Box<str>]) -> Answer {
-    let node = l.cfg.node_id.0;
-    let lists: Vec<Vec<String>> =
-        users.iter().map(|u| l.index.user_conns(sys, u).iter().map(|&c| ids::client_id(node, c)).collect()).collect();
-    let body = api::user_presence_body(users.iter().map(|u| &**u).zip(lists.iter().map(Vec::as_slice)));
-    Ok(Done::Body(body)).into()
-}
-
-/// The group's last `limit` kept messages younger than `history_ttl`, oldest first.
-pub(super) fn group_history(l: &mut Local, sys: SysId, group: &str, limit: usize) -> Answer {
-    let cutoff = Instant::now().checked_sub(l.cfg.history_ttl);
-    let system = l.index.system(sys);
-    let kept = system.histories.get(group);
-    let recent = kept.into_iter().flatten().filter(|(t, _)| cutoff.is_none_or(|c| *t >= c));
-    let n = recent.clone().count();
-    let last = recent.skip(n.saturating_sub(limit)).map(|(_, f)| wsp::payload(f));
-    Ok(Done::Body(api::history_body(last))).into()
-}
-
-pub(super) fn all_groups(l: &mut Local, sys: SysId, page: &Page, paged: bool) -> Answer {
-    let node = l.cfg.node_id.0;
-    let system = l.index.system(sys);
-    let from = match &*page.after {
-        "" => Bound::Unbounded,
-        after => Bound::Excluded(after),
-    };
-    let names: Vec<&Arc<str>> = system.names.range::<str, _>((from, Bound::Unbounded)).take(page.limit + 1).collect();
-    let members = |g: &str| match system.groups.get(g) {
-        Some(m) => m.iter().map(|c| ids::client_id(node, c)).collect(),
-        None => Vec::new(),
-    };
-    api::groups_page(&names, page.limit, paged, members).map(Done::Body).into()
 }
 
 /// Keeps a message sent to group `g` in its history: while the group has members, or a

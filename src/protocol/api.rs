@@ -12,10 +12,12 @@ use serde_json::value::RawValue;
 
 use super::ws;
 
-/// The OpenAPI 3.1 document of the whole HTTP API (`GET /api/openapi.json`): every endpoint,
-/// its body, every answer, the WebSocket frames and the webhook events. Checked against a live
-/// server by `scripts/openapi-check.sh` (Schemathesis) in the test command.
-pub const OPENAPI: &str = include_str!("openapi.json");
+/// The OpenAPI 3.1 document of the HTTP API without the `/api/<name>` endpoints: the other
+/// paths, the WebSocket frames, the webhook events and the shared schemas. Each endpoint's path
+/// item is in its own file; `hub::endpoints::openapi` puts the whole document together for
+/// `GET /api/openapi.json`, checked against a live server by `scripts/openapi-check.sh`
+/// (Schemathesis) in the test command.
+pub const OPENAPI_BASE: &str = include_str!("openapi.json");
 
 /// An API failure: the HTTP status and a message saying what was wrong (and what to do).
 /// The body is `{"code":-1,"msg":<msg>,"data":[]}` ([`ApiError::body`]).

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use super::endpoints::{self, Access, Limits, Request};
 use super::refusals::Cause;
 use super::{Shard, State};
 use crate::auth::{Admit, Grant, Scope};
+use crate::hub::endpoints::{self, Access, Limits, Request};
 use crate::ids;
 use crate::metrics;
 use crate::msg::{Command, SystemRef, Target};
@@ -75,7 +75,7 @@ impl Shard {
             }
             ("GET", "/roomcast.js") => self.client_js(slot, head.if_none_match.as_deref(), ka),
             ("GET", "/api/openapi.json") => {
-                self.respond(slot, 200, api::OPENAPI.as_bytes(), ka);
+                self.respond(slot, 200, endpoints::openapi().as_bytes(), ka);
             }
             ("GET", "/metrics") => {
                 // With an API key, the numbers are an operator's (an internal address can serve
@@ -167,7 +167,7 @@ impl Shard {
         limits.name(&system, "systemId")?;
         let cfg = &self.shared.cfg;
         let req = Request { body: &body, node: cfg.node_id.0, cluster: self.shared.peers, limits };
-        let op = (endpoint.op)(&req)?;
+        let op = (endpoint.parse)(&req)?;
         // A send to a system the hub confirmed registered cannot fail at the hub: answer it
         // as soon as it is queued (the hub sees it before any later call of this client).
         // Only a single node's hub confirms systems (`Backend::shards_answer`).

@@ -20,7 +20,6 @@
 //! the files where events arrive only name them (`Shard::on_event`).
 
 mod conn;
-mod endpoints;
 mod http;
 mod inbox;
 mod lifecycle;

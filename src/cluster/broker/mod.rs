@@ -69,18 +69,18 @@ enum Later {
     Left(ConnId, Arc<str>, Gone),
     /// The admin page asks for the nodes' figures (read after the batch).
     NodeFigures(crossbeam_channel::Sender<crate::msg::NodesView>),
-    /// `get_user_presence`, read once the batch's changes are in Redis.
-    UserPresence {
-        system: Box<str>,
-        users: Vec<Box<str>>,
-        to: ConnId,
-    },
 }
 
 /// One command's effect, in command order.
 enum Step {
     Redis(Post),
     Local(Later),
+    /// An API read: its `n` results make the answer to `to`.
+    Read {
+        read: Box<dyn super::read::Read>,
+        to: ConnId,
+        n: usize,
+    },
 }
 
 pub(super) struct Broker {
@@ -369,7 +369,27 @@ impl Broker {
                     self.post(post, r);
                 }
                 Step::Local(l) => self.run_later(l, failed),
+                Step::Read { read, to, n } => {
+                    let got: Option<Vec<Value>> = results.by_ref().take(n).map(Result::ok).collect();
+                    match got.filter(|g| g.len() == n) {
+                        Some(values) => self.read_done(read, to, values),
+                        None => self.unavailable(to),
+                    }
+                }
             }
+        }
+    }
+
+    /// An API read's results: its answer, or what it hands the hub.
+    fn read_done(&mut self, read: Box<dyn super::read::Read>, to: ConnId, values: Vec<Value>) {
+        let Some(con) = self.con.as_mut() else { return self.unavailable(to) };
+        let mut more = |p: redis::Pipeline| p.query::<Vec<Value>>(con).map_err(|e| e.to_string());
+        match read.answer(&self.k, values, &mut more) {
+            Some(super::read::Then::Answer(status, body)) => self.reply(to, status, body, None),
+            Some(super::read::Then::Hub(cmd)) => {
+                let _ = self.hub.send(cmd);
+            }
+            None => self.unavailable(to),
         }
     }
 
@@ -394,16 +414,6 @@ impl Broker {
         }
     }
 
-    /// One page of a system's group names: one more name than the page holds tells whether
-    /// more follow.
-    fn pipe_all_groups(&self, p: &mut redis::Pipeline, system: &str, page: &crate::protocol::api::Page) {
-        let from = match &*page.after {
-            "" => "-".to_string(),
-            after => format!("({after}"),
-        };
-        p.cmd("ZRANGEBYLEX").arg(self.k.groups(system)).arg(from).arg("+").arg("LIMIT").arg(0).arg(page.limit + 1);
-    }
-
     /// Adds one command's Redis work to the pipeline and its steps (in order) to `steps`.
     fn plan(&mut self, p: &mut redis::Pipeline, steps: &mut Vec<Step>, cmd: BrokerCmd) {
         match cmd {
@@ -419,10 +429,6 @@ impl Broker {
             BrokerCmd::Publish { system, group, frame, answer, history } => {
                 steps.push(Step::Redis(Post::Publish { answer }));
                 self.pipe_publish(p, steps, &system, group.as_deref(), &frame, history);
-            }
-            BrokerCmd::GroupHistory { system, group, limit, to } => {
-                p.cmd("XREVRANGE").arg(self.k.history(&system, &group)).arg("+").arg("-").arg("COUNT").arg(limit);
-                steps.push(Step::Redis(Post::History { to }));
             }
             BrokerCmd::Join { system, group, client, info, notice, .. } => {
                 let n = notice.unwrap_or_default();
@@ -443,9 +449,10 @@ impl Broker {
                 }
             }
             BrokerCmd::Forward { node, system, op, reply } => self.pipe_forward(p, steps, node, &system, &op, reply),
-            BrokerCmd::OnlineList { system, group: g, with_users, to } => {
-                p.cmd(if with_users { "HGETALL" } else { "HKEYS" }).arg(self.k.group(&system, &g));
-                steps.push(Step::Redis(Post::Online { with_users, to }));
+            BrokerCmd::Read { read, to } => {
+                let n = read.pipe(&self.k, p);
+                debug_assert!(n > 0, "a read adds at least one command: {read:?}");
+                steps.push(Step::Read { read, to, n });
             }
             BrokerCmd::UserJoin { system, user, client } => {
                 self.pipe_user(p, true, self.me(), &system, &user, &client);
@@ -455,19 +462,7 @@ impl Broker {
                 self.pipe_user(p, false, self.me(), &system, &user, &client);
                 steps.push(Step::Redis(Post::User { online: false, system, user, client }));
             }
-            BrokerCmd::UserClients { system, user, call, to } => {
-                p.cmd("HKEYS").arg(self.k.user(&system, &user));
-                steps.push(Step::Redis(Post::UserClients { system, call, to }));
-            }
-            // Read after this batch's pipeline (one HKEYS per user, in a pipeline of its own).
-            BrokerCmd::UserPresence { system, users, to } => {
-                steps.push(Step::Local(Later::UserPresence { system, users, to }))
-            }
             BrokerCmd::NodeFigures { reply } => steps.push(Step::Local(Later::NodeFigures(reply))),
-            BrokerCmd::AllGroups { system, page, paged, to } => {
-                self.pipe_all_groups(p, &system, &page);
-                steps.push(Step::Redis(Post::AllGroups { system, limit: page.limit, paged, to }));
-            }
             BrokerCmd::Answer { to: ReplyTo::Local(to), status, body } => {
                 steps.push(Step::Local(Later::Answer(to, status, body)))
             }
@@ -516,7 +511,7 @@ impl Broker {
     /// Runs the pipeline (unless nothing in it): its results, and whether it failed (then
     /// the connection is down and every result is an error).
     fn query(&mut self, p: &redis::Pipeline, steps: &[Step]) -> (Vec<RedisResult<Value>>, bool) {
-        let pipelined = steps.iter().any(|s| matches!(s, Step::Redis(_)));
+        let pipelined = steps.iter().any(|s| matches!(s, Step::Redis(_) | Step::Read { .. }));
         let results: Result<Vec<RedisResult<Value>>, String> = match pipelined {
             false => Ok(Vec::new()),
             true => p.query(self.con.as_mut().expect("checked by run_batch")).map_err(|e| e.to_string()),
@@ -582,14 +577,6 @@ impl Broker {
                 }
                 Err(e) => self.down(e),
             },
-            Later::UserPresence { to, .. } if failed => self.unavailable(to),
-            Later::UserPresence { system, users, to } => match self.user_clients(&system, &users) {
-                Ok(lists) => {
-                    let body = api::user_presence_body(users.iter().map(|u| &**u).zip(lists.iter().map(Vec::as_slice)));
-                    self.reply(to, 200, body, None);
-                }
-                Err(_) => self.unavailable(to),
-            },
         }
     }
 
@@ -624,11 +611,7 @@ impl Broker {
                 BrokerCmd::Register { to, .. }
                 | BrokerCmd::Forward { reply: Some(to), .. }
                 | BrokerCmd::Publish { answer: Some((to, _)), .. } => self.unavailable(to),
-                BrokerCmd::OnlineList { to, .. }
-                | BrokerCmd::AllGroups { to, .. }
-                | BrokerCmd::UserClients { to, .. }
-                | BrokerCmd::UserPresence { to, .. }
-                | BrokerCmd::GroupHistory { to, .. } => self.unavailable(to),
+                BrokerCmd::Read { to, .. } => self.unavailable(to),
                 BrokerCmd::Lookup { system } => {
                     let registered = Err(api::CLUSTER_UNAVAILABLE.to_string());
                     let _ = self.hub.send(Command::SystemKnown { system, registered });

@@ -1,6 +1,5 @@
 //! What the broker does with each pipeline result: answers, lookups, forwarded calls.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -46,33 +45,12 @@ pub(super) enum Post {
         corr: u64,
         waiting: bool,
     },
-    Online {
-        with_users: bool,
-        to: ConnId,
-    },
     /// A USER_JOIN (`online`) or USER_LEAVE step's `{changed, connections after}`: webhooks.
     User {
         online: bool,
         system: Arc<str>,
         user: Arc<str>,
         client: String,
-    },
-    /// The user's clientIds, for the hub to act on.
-    UserClients {
-        system: Box<str>,
-        call: crate::msg::UserCall,
-        to: ConnId,
-    },
-    /// A group's history stream, newest first.
-    History {
-        to: ConnId,
-    },
-    /// The page's group names; their members are read next, one `HKEYS` each.
-    AllGroups {
-        system: Box<str>,
-        limit: usize,
-        paged: bool,
-        to: ConnId,
     },
 }
 
@@ -112,25 +90,6 @@ impl Broker {
                     self.forwarded(corr, r);
                 }
             }
-            Post::Online { with_users: false, to } => match r {
-                Ok(Value::Array(ids)) => {
-                    let ids: Vec<String> = ids.into_iter().filter_map(string).collect();
-                    self.reply(to, 200, api::online_list_body(&ids), None);
-                }
-                _ => self.unavailable(to),
-            },
-            Post::Online { with_users: true, to } => match r {
-                Ok(Value::Array(kv)) => {
-                    let kv: Vec<String> = kv.into_iter().filter_map(string).collect();
-                    let infos: Vec<(&str, [String; 2])> = kv
-                        .chunks_exact(2)
-                        .map(|p| (p[0].as_str(), serde_json::from_str(&p[1]).unwrap_or_default()))
-                        .collect();
-                    let members = infos.iter().map(|(c, [u, e])| (*c, u.as_str(), e.as_str()));
-                    self.reply(to, 200, api::online_users_body(members), None);
-                }
-                _ => self.unavailable(to),
-            },
             Post::User { online, system, user, client } => {
                 if r.is_ok() {
                     self.user_applied(&system, &user, &client, online);
@@ -139,16 +98,6 @@ impl Broker {
                     h.user(system, user, online, Some(n.max(0) as usize));
                 }
             }
-            Post::UserClients { system, call, to } => match r {
-                Ok(Value::Array(ids)) => {
-                    let clients = ids.into_iter().filter_map(string).filter_map(|s| crate::ids::parse_client_ref(&s));
-                    let clients = clients.collect();
-                    let _ = self.hub.send(Command::UserClients { system, clients, call, to });
-                }
-                _ => self.unavailable(to),
-            },
-            Post::History { to } => self.history_read(to, r),
-            Post::AllGroups { system, limit, paged, to } => self.groups_read(&system, limit, paged, to, r),
         }
     }
 
@@ -197,28 +146,6 @@ impl Broker {
             }
         }
     }
-
-    fn history_read(&mut self, to: ConnId, r: RedisResult<Value>) {
-        let Ok(Value::Array(entries)) = r else { return self.unavailable(to) };
-        // Entry ids are `<ms>-<n>`: older than history_ttl is gone (the stream's own expiry
-        // only runs when it is idle that long).
-        let cutoff = crate::auth::now_millis().saturating_sub(self.cfg.history_ttl.as_millis() as u64);
-        let mut kept: Vec<Vec<u8>> = entries.into_iter().filter_map(|e| stream_message(e, cutoff)).collect();
-        kept.reverse();
-        self.reply(to, 200, api::history_body(kept.iter().map(Vec::as_slice)), None);
-    }
-
-    fn groups_read(&mut self, system: &str, limit: usize, paged: bool, to: ConnId, r: RedisResult<Value>) {
-        let Ok(Value::Array(names)) = r else { return self.unavailable(to) };
-        let names: Vec<String> = names.into_iter().filter_map(string).collect();
-        let Ok(mut members) = self.group_members(system, &names[..names.len().min(limit)]) else {
-            return self.unavailable(to);
-        };
-        match api::groups_page(&names, limit, paged, |g| members.remove(g).unwrap_or_default()) {
-            Ok(body) => self.reply(to, 200, body, None),
-            Err(e) => self.reply(to, e.status, e.body(), None),
-        }
-    }
 }
 
 impl Broker {
@@ -246,19 +173,6 @@ impl Broker {
         }
     }
 
-    /// The clientIds of each of `users` (one pipeline of `HKEYS`).
-    pub(super) fn user_clients(&mut self, system: &str, users: &[Box<str>]) -> Result<Vec<Vec<String>>, String> {
-        let mut p = redis::pipe();
-        for u in users {
-            p.cmd("HKEYS").arg(self.k.user(system, u));
-        }
-        let con = self.con.as_mut().ok_or("down")?;
-        if users.is_empty() {
-            return Ok(Vec::new());
-        }
-        p.query(con).map_err(|e| e.to_string())
-    }
-
     /// Every known node's figures as it last wrote them (`figures` keys; a node whose key
     /// expired is left out): one SMEMBERS and one MGET.
     pub(super) fn node_figures(&mut self) -> Result<Vec<(String, String)>, String> {
@@ -277,33 +191,6 @@ impl Broker {
         let got: Vec<Option<String>> = mget.query(con).map_err(e)?;
         Ok(ids.iter().zip(got).filter_map(|(&n, f)| Some((keys::node_name(n), f?))).collect())
     }
-
-    /// The members of each of `groups` (one pipeline of `HKEYS`, one per group of the page).
-    fn group_members(&mut self, system: &str, groups: &[String]) -> Result<HashMap<String, Vec<String>>, String> {
-        let mut p = redis::pipe();
-        for g in groups {
-            p.cmd("HKEYS").arg(self.k.group(system, g));
-        }
-        let con = self.con.as_mut().ok_or("down")?;
-        let lists: Vec<Vec<String>> =
-            if groups.is_empty() { Vec::new() } else { p.query(con).map_err(|e| e.to_string())? };
-        Ok(groups.iter().cloned().zip(lists).collect())
-    }
-}
-
-/// The message of one stream entry `[id, [field, value]]`, if not older than `cutoff` (ms).
-fn stream_message(e: Value, cutoff: u64) -> Option<Vec<u8>> {
-    let Value::Array(mut parts) = e else { return None };
-    let Value::Array(fields) = parts.pop()? else { return None };
-    let id = string(parts.pop()?)?;
-    let ms: u64 = id.split('-').next()?.parse().ok()?;
-    if ms < cutoff {
-        return None;
-    }
-    match fields.into_iter().nth(1)? {
-        Value::BulkString(b) => Some(b),
-        _ => None,
-    }
 }
 
 /// A Lua step's `{a, b}` result.
@@ -313,14 +200,6 @@ pub(super) fn pair(r: &RedisResult<Value>) -> Option<(i64, i64)> {
             [Value::Int(a), Value::Int(b)] => Some((*a, *b)),
             _ => None,
         },
-        _ => None,
-    }
-}
-
-fn string(v: Value) -> Option<String> {
-    match v {
-        Value::BulkString(b) => String::from_utf8(b).ok(),
-        Value::SimpleString(s) => Some(s),
         _ => None,
     }
 }

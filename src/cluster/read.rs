@@ -1,0 +1,58 @@
+//! Cluster mode's API reads: a call answered from what Redis holds (`get_online_list`,
+//! `get_all_groups`, `get_group_history`, `get_user_presence`, a user's connections). Each
+//! read is written beside its endpoint (`hub/endpoints/`) as a [`Read`]; the broker only runs
+//! it, in command order, inside the batch's pipeline, so a read sees every change this node
+//! queued before it (read-your-writes through any node, as the changes are answered once
+//! Redis has them).
+
+use bytes::Bytes;
+use redis::Value;
+
+use super::keys::Keys;
+use crate::msg::Command;
+
+/// What a read's results come to.
+pub enum Then {
+    /// The caller's answer (HTTP status and JSON body).
+    Answer(u16, Bytes),
+    /// A command for the hub, which answers the caller once it has acted on it (the
+    /// connections of a user, for `send_to_user` / `close_user`).
+    Hub(Command),
+}
+
+/// A follow-up pipeline on the broker's connection, for a read whose second question depends on
+/// its first answer (a page of groups, then their members).
+pub type More<'a> = dyn FnMut(redis::Pipeline) -> Result<Vec<Value>, String> + 'a;
+
+/// An API call answered from Redis.
+pub trait Read: Send + std::fmt::Debug {
+    /// Adds its commands to the batch's pipeline; returns how many (at least one: each gives
+    /// one result, handed to [`Read::answer`] in order).
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize;
+
+    /// What its results come to; `None`: they are not what the read expects (the caller gets
+    /// 503, as when Redis is unreachable).
+    fn answer(self: Box<Self>, k: &Keys, results: Vec<Value>, more: &mut More<'_>) -> Option<Then>;
+
+    /// Frame bytes it holds while it waits for the broker (`broker_queue_bytes`).
+    fn queued_bytes(&self) -> u64 {
+        0
+    }
+}
+
+/// A text reply (bulk or simple string), if it is one.
+pub fn string(v: Value) -> Option<String> {
+    match v {
+        Value::BulkString(b) => String::from_utf8(b).ok(),
+        Value::SimpleString(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The strings of an array reply (anything else in it is left out); `None`: not an array.
+pub fn strings(v: Value) -> Option<Vec<String>> {
+    match v {
+        Value::Array(items) => Some(items.into_iter().filter_map(string).collect()),
+        _ => None,
+    }
+}
