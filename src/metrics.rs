@@ -106,6 +106,8 @@ counters!(HubStats {
     webhook_batches_expired_total: "webhook batches given up after webhook_retry_for",
     webhook_queue_events: "webhook events waiting to be sent",
     history_messages: "single node: messages kept in group histories (history_size, history_ttl)",
+    state_writes_total: "single node: times the state (registered systems) was written to state_dir",
+    state_write_errors_total: "single node: state writes to state_dir that failed (logged; the last good state stays)",
     group_limit_refusals_total: "binds refused (400) because the client was in max_groups_per_client groups",
     admin_refusals_total: "admin listener connections refused (503): 64 were being served",
     admin_timeouts_total: "admin listener requests not complete within 2 s (closed)",

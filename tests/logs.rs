@@ -219,3 +219,19 @@ fn a_wrong_redis_password_is_logged_once() {
     std::thread::sleep(std::time::Duration::from_secs(2));
     assert_eq!(s.count("Redis unreachable"), 1);
 }
+
+/// A `state_dir` whose state file is not ours: one warning naming the file, why, where it was
+/// set aside and that the node starts clean.
+#[test]
+fn an_unusable_state_is_told_in_one_line() {
+    let dir = std::env::temp_dir().join(format!("roomcast-logs-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("state.json"), b"{ not json").unwrap();
+    let lines = startup_lines(&["--state-dir", dir.to_str().unwrap()]);
+    let told: Vec<&String> = lines.iter().filter(|l| l.contains("state.json")).collect();
+    assert_eq!(told.len(), 1, "{lines:?}");
+    let line = told[0];
+    assert!(line.contains("WARN") && line.contains("not a state file"), "{line}");
+    assert!(line.contains("state.json.unreadable") && line.contains("starting clean"), "{line}");
+}

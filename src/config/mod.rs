@@ -100,6 +100,10 @@ settings! {
         "Groups one client may be in at once (400 beyond)";
     groups_page_size: usize = "1000", "ROOMCAST_GROUPS_PAGE_SIZE",
         "Most groups in one get_all_groups answer; a system with more is read in pages";
+    systems: String = none, "ROOMCAST_SYSTEMS",
+        "Systems registered at every start, comma-separated (a list in the file): connects and calls for them never wait for a register call";
+    state_dir: PathBuf = none, "ROOMCAST_STATE_DIR",
+        "Single node: keep the registered systems in this directory across restarts (state.json, written atomically after each register and at shutdown)";
     history_size: usize = "0", "ROOMCAST_HISTORY_SIZE",
         "Messages kept per group for get_group_history (0: off); at most 10000";
     history_ttl: Duration = "10m", "ROOMCAST_HISTORY_TTL",
@@ -163,6 +167,8 @@ pub struct Config {
     pub subprotocols: Vec<Box<str>>,
     /// `redis_ca`'s contents.
     pub redis_ca: Option<Vec<u8>>,
+    /// `systems`, parsed: registered at start, each once.
+    pub start_systems: Vec<Box<str>>,
 }
 
 impl Deref for Config {
@@ -264,8 +270,32 @@ impl ServeArgs {
         check_bounds(&s)?;
         let origins = s.allowed_origins.as_deref().map(crate::protocol::origin::Origins::parse).transpose()?;
         let subprotocols = crate::protocol::http::parse_subprotocols(s.subprotocols.as_deref().unwrap_or(""))?;
-        Ok(Config { settings: s, jwt, origins, subprotocols, redis_ca })
+        let start_systems = start_systems(&s)?;
+        if let Some(dir) = &s.state_dir {
+            crate::state::check_dir(dir)?;
+        }
+        Ok(Config { settings: s, jwt, origins, subprotocols, redis_ca, start_systems })
     }
+}
+
+/// `systems`: each name non-empty and within `max_name_bytes`; a name given twice counts once.
+fn start_systems(s: &Settings) -> Result<Vec<Box<str>>, String> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    for name in s.systems.as_deref().unwrap_or("").split(',').map(str::trim) {
+        if name.is_empty() {
+            if s.systems.as_deref().is_some_and(|l| !l.trim().is_empty()) {
+                return Err("systems: an empty systemId in the list".into());
+            }
+            continue;
+        }
+        if name.len() > s.max_name_bytes {
+            return Err(format!("systems: '{name}' is longer than max_name_bytes ({})", s.max_name_bytes));
+        }
+        if !out.iter().any(|n| **n == *name) {
+            out.push(name.into());
+        }
+    }
+    Ok(out)
 }
 
 /// The API's key, and whether serving without one is allowed here.
@@ -339,6 +369,11 @@ fn check_cluster(s: &Settings) -> Result<(), String> {
             "redis_max_stall = {:?}: at most 1s (it is a share of each second the pub/sub reader may wait)",
             s.redis_max_stall
         ));
+    }
+    if s.redis.is_some() && s.state_dir.is_some() {
+        return Err("state_dir is for a single node: cluster mode keeps registered systems in Redis \
+                    (pre-register them with systems)"
+            .into());
     }
     Ok(())
 }

@@ -148,11 +148,13 @@ impl Hub {
         let out = Outbox::new(links, cfg.compression.then_some(cfg.compression_min_size));
         // Cluster mode: the broker records the events (after Redis took each change).
         let hooks = hooks.filter(|_| broker.is_none());
-        Hub {
+        let mut hub = Hub {
             local: Local { cfg, out, index: Index::default(), stats, hooks },
             backend: Backend::new(broker),
             redis_taken: 0,
-        }
+        };
+        hub.register_at_start();
+        hub
     }
 
     /// Runs until [`Command::Stop`] (or until every shard's command sender is gone).
@@ -201,6 +203,7 @@ impl Hub {
             l.stats.systems.store(l.index.systems.len() as u64, Relaxed);
         }
         self.local.out.wake();
+        self.save_state();
     }
 
     /// Handles what else is waiting, up to [`BATCH`] commands from each queue, so none starves

@@ -148,6 +148,8 @@ impl Broker {
     ) -> Result<Self, String> {
         let now = Instant::now();
         let cfg_node = cfg.node_id.0;
+        // Written at every connect to Redis, as systems seen registered are.
+        let known = cfg.start_systems.iter().cloned().collect();
         Ok(Broker {
             k: Keys::new(&cfg.redis_prefix),
             tls: link::client_config(cfg.redis_ca.as_deref())?,
@@ -167,7 +169,7 @@ impl Broker {
             users: HashMap::new(),
             users_left: HashMap::new(),
             systems: HashMap::new(),
-            known: HashSet::new(),
+            known,
             subscribed: HashSet::new(),
             scripts: scripts::Scripts::new(),
             next_beat: now,
