@@ -17,6 +17,8 @@
 //! the Lua steps in `scripts.rs`. Where Redis is: [`endpoint`] reads `--redis` and, with
 //! Sentinel, asks for the master at every (re)connect; `link.rs` opens the pub/sub connection
 //! (plain or TLS, one half read by the subscriber, the other written by the broker).
+//! API reads answered from Redis are [`read::Read`]s, each written beside its endpoint in
+//! `hub/endpoints/`; the broker runs them in its pipeline.
 //! What crosses nodes is the exact frame the origin built: a message is serialized once.
 
 mod broker;

@@ -1,14 +1,16 @@
 //! Cluster mode's API reads: a call answered from what Redis holds (`get_online_list`,
 //! `get_all_groups`, `get_group_history`, `get_user_presence`, a user's connections). Each
-//! read is written beside its endpoint (`hub/endpoints/`) as a [`Read`]; the broker only runs
-//! it, in command order, inside the batch's pipeline, so a read sees every change this node
-//! queued before it (read-your-writes through any node, as the changes are answered once
-//! Redis has them).
+//! read is written beside its endpoint (`hub/endpoints/`; the user's connections, shared by
+//! `send_to_user` and `close_user`, in `hub/ops.rs`) as a [`Read`]; the broker only runs it,
+//! in command order, inside the batch's pipeline, so a read sees every change this node queued
+//! before it (read-your-writes through any node, as the changes are answered once Redis has
+//! them) and none queued after it.
 
 use bytes::Bytes;
 use redis::Value;
 
 use super::keys::Keys;
+use crate::ids::ConnId;
 use crate::msg::Command;
 
 /// What a read's results come to.
@@ -26,13 +28,14 @@ pub type More<'a> = dyn FnMut(redis::Pipeline) -> Result<Vec<Value>, String> + '
 
 /// An API call answered from Redis.
 pub trait Read: Send + std::fmt::Debug {
-    /// Adds its commands to the batch's pipeline; returns how many (at least one: each gives
-    /// one result, handed to [`Read::answer`] in order).
-    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize;
+    /// Adds its commands to the batch's pipeline: at least one, none of them `ignore()`d (each
+    /// gives one result; the broker counts them and hands them to [`Read::answer`] in order).
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline);
 
-    /// What its results come to; `None`: they are not what the read expects (the caller gets
-    /// 503, as when Redis is unreachable).
-    fn answer(self: Box<Self>, k: &Keys, results: Vec<Value>, more: &mut More<'_>) -> Option<Then>;
+    /// What its results come to, for the caller `to`; `None`: they are not what the read
+    /// expects (the caller gets 503, as when Redis is unreachable). Called only when every one
+    /// of its results is a value (an error reply is a 503 too).
+    fn answer(self: Box<Self>, k: &Keys, results: Vec<Value>, to: ConnId, more: &mut More<'_>) -> Option<Then>;
 
     /// Frame bytes it holds while it waits for the broker (`broker_queue_bytes`).
     fn queued_bytes(&self) -> u64 {

@@ -3,9 +3,9 @@
 //! ([`ClusterSide`]: through Redis, by the broker). The operations in `ops.rs` and the
 //! endpoints (`endpoints/`) call these methods for what several of them share and the modes do
 //! differently; each method here only picks the mode's implementation (what both share —
-//! taking a leaving member out of the index — stays here). What one endpoint alone does
-//! differently per mode (a read: from the index, or from Redis) is in its own file, both modes
-//! side by side.
+//! taking a leaving member out of the index — stays here). Reads differ per mode (from the
+//! index, or from Redis) and are not here: each is in its endpoint's file, both modes side by
+//! side (the user's connections, which two endpoints share, in `ops.rs`).
 //!
 //! The delivery each mode promises: single node, a frame reaches every member connected when
 //! it is published, in the hub's order, at most once. Cluster, a group's frames reach every

@@ -117,6 +117,19 @@ impl ClusterSide {
         Answer::Later
     }
 
+    /// An API read answered from Redis ([`crate::cluster::read`]) for a caller here; `make`
+    /// builds it from the system's name.
+    pub fn read(
+        &mut self,
+        l: &Local,
+        sys: SysId,
+        to: ReplyTo,
+        make: impl FnOnce(Box<str>) -> Box<dyn crate::cluster::read::Read>,
+    ) -> Answer {
+        let read = make(Box::from(&**l.index.name(sys)));
+        self.ask(l, to, |to| BrokerCmd::Read { read, to })
+    }
+
     /// A call about a client of node `node`: the broker forwards it, that node answers.
     pub fn forward(&mut self, l: &Local, node: u32, sys: SysId, op: Op, to: ReplyTo) -> Answer {
         if !self.live.contains(&node) {

@@ -2,7 +2,9 @@
 //! frame to some clients, here or forwarded (`send_to_client(s)`, `send_to_user`), acting on
 //! a user's connections (`send_to_user`, `close_user`), joining a group (`bind_to_group`, a
 //! connect token's groups), closing a client (`close_client`, `close_user`) and a client's
-//! publish. Each is written once for both modes over the backend seam (`backend.rs`).
+//! publish. Each is written once for both modes: what the modes do differently goes through
+//! the backend seam (`backend.rs`), but for the user's connections, read here from the index
+//! or, in cluster mode, from Redis (`UserConnsRead`, a `cluster::read::Read`).
 
 use redis::Value;
 use serde_json::value::RawValue;
@@ -11,7 +13,6 @@ use super::index::SysId;
 use super::{Answer, Hub};
 use crate::cluster::keys::Keys;
 use crate::cluster::read::{self, More, Read, Then};
-use crate::cluster::BrokerCmd;
 use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::{Command, Frame, Op, ReplyTo, ShardMsg, UserCall};
@@ -64,10 +65,7 @@ impl Hub {
                 let clients = conns.collect();
                 self.user_call(sys, clients, call, to)
             }
-            Some(c) => {
-                let system = l.index.name(sys).to_string().into();
-                c.ask(l, to, |to| BrokerCmd::Read { read: Box::new(UserClients { system, user, call, to }), to })
-            }
+            Some(c) => c.read(l, sys, to, |system| Box::new(UserConnsRead { system, user, call })),
         }
     }
 
@@ -170,23 +168,21 @@ impl Hub {
 /// Cluster mode: the user's connections on every node (its hash in Redis), handed back to the
 /// hub with the call to make on them.
 #[derive(Debug)]
-struct UserClients {
+struct UserConnsRead {
     system: Box<str>,
     user: Box<str>,
     call: UserCall,
-    to: ConnId,
 }
 
-impl Read for UserClients {
-    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize {
+impl Read for UserConnsRead {
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) {
         p.cmd("HKEYS").arg(k.user(&self.system, &self.user));
-        1
     }
 
-    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, _: &mut More<'_>) -> Option<Then> {
+    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, to: ConnId, _: &mut More<'_>) -> Option<Then> {
         let ids = read::strings(results.pop()?)?;
         let clients = ids.iter().filter_map(|s| crate::ids::parse_client_ref(s)).collect();
-        let UserClients { system, call, to, .. } = *self;
+        let UserConnsRead { system, call, .. } = *self;
         Some(Then::Hub(Command::UserClients { system, clients, call, to }))
     }
 

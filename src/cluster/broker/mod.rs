@@ -361,7 +361,7 @@ impl Broker {
         for cmd in batch {
             self.plan(&mut p, &mut steps, cmd);
         }
-        let (results, failed) = self.query(&p, &steps);
+        let (results, failed) = self.query(&p);
         let mut results = results.into_iter();
         for step in steps {
             match step {
@@ -372,8 +372,11 @@ impl Broker {
                 }
                 Step::Local(l) => self.run_later(l, failed),
                 Step::Read { read, to, n } => {
-                    let got: Option<Vec<Value>> = results.by_ref().take(n).map(Result::ok).collect();
-                    match got.filter(|g| g.len() == n) {
+                    // Its n results are taken whatever they hold: the next step's are after them.
+                    let got: Vec<RedisResult<Value>> = results.by_ref().take(n).collect();
+                    let complete = got.len() == n;
+                    let values = got.into_iter().map(|r| r.map_err(|e| tracing::debug!("redis: {e}")).ok());
+                    match values.collect::<Option<Vec<Value>>>().filter(|_| complete) {
                         Some(values) => self.read_done(read, to, values),
                         None => self.unavailable(to),
                     }
@@ -383,10 +386,22 @@ impl Broker {
     }
 
     /// An API read's results: its answer, or what it hands the hub.
+    /// A follow-up query (`Read::answer`'s `more`) that fails takes the connection down, as a
+    /// failed pipeline does.
     fn read_done(&mut self, read: Box<dyn super::read::Read>, to: ConnId, values: Vec<Value>) {
-        let Some(con) = self.con.as_mut() else { return self.unavailable(to) };
-        let mut more = |p: redis::Pipeline| p.query::<Vec<Value>>(con).map_err(|e| e.to_string());
-        match read.answer(&self.k, values, &mut more) {
+        let (con, mut failed) = (&mut self.con, None);
+        let mut more = |p: redis::Pipeline| {
+            let con = con.as_mut().ok_or_else(|| "Redis connection down".to_string())?;
+            p.query::<Vec<Value>>(con).map_err(|e| {
+                failed = Some(e.to_string());
+                e.to_string()
+            })
+        };
+        let then = read.answer(&self.k, values, to, &mut more);
+        if let Some(e) = failed {
+            self.down(e);
+        }
+        match then {
             Some(super::read::Then::Answer(status, body)) => self.reply(to, status, body, None),
             Some(super::read::Then::Hub(cmd)) => {
                 let _ = self.hub.send(cmd);
@@ -452,7 +467,9 @@ impl Broker {
             }
             BrokerCmd::Forward { node, system, op, reply } => self.pipe_forward(p, steps, node, &system, &op, reply),
             BrokerCmd::Read { read, to } => {
-                let n = read.pipe(&self.k, p);
+                let before = p.len();
+                read.pipe(&self.k, p);
+                let n = p.len() - before;
                 debug_assert!(n > 0, "a read adds at least one command: {read:?}");
                 steps.push(Step::Read { read, to, n });
             }
@@ -512,11 +529,10 @@ impl Broker {
 
     /// Runs the pipeline (unless nothing in it): its results, and whether it failed (then
     /// the connection is down and every result is an error).
-    fn query(&mut self, p: &redis::Pipeline, steps: &[Step]) -> (Vec<RedisResult<Value>>, bool) {
-        let pipelined = steps.iter().any(|s| matches!(s, Step::Redis(_) | Step::Read { .. }));
-        let results: Result<Vec<RedisResult<Value>>, String> = match pipelined {
-            false => Ok(Vec::new()),
-            true => p.query(self.con.as_mut().expect("checked by run_batch")).map_err(|e| e.to_string()),
+    fn query(&mut self, p: &redis::Pipeline) -> (Vec<RedisResult<Value>>, bool) {
+        let results: Result<Vec<RedisResult<Value>>, String> = match p.is_empty() {
+            true => Ok(Vec::new()),
+            false => p.query(self.con.as_mut().expect("checked by run_batch")).map_err(|e| e.to_string()),
         };
         // A master demoted to a replica (a failover that went on without it) refuses
         // writes: look for the new master as if the connection had failed.

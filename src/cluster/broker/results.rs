@@ -1,4 +1,5 @@
-//! What the broker does with each pipeline result: answers, lookups, forwarded calls.
+//! What the broker does with each pipeline result but API reads' (`Step::Read`, whose
+//! `cluster::read::Read` makes the answer): answers, lookups, forwarded calls, webhooks.
 
 use std::sync::Arc;
 

@@ -13,10 +13,10 @@ use redis::Value;
 use super::{Access, Endpoint, Request};
 use crate::cluster::keys::Keys;
 use crate::cluster::read::{self, More, Read, Then};
-use crate::cluster::BrokerCmd;
 use crate::hub::index::SysId;
 use crate::hub::{Answer, Hub, Local};
 use crate::ids;
+use crate::ids::ConnId;
 use crate::msg::{Op, ReplyTo};
 use crate::protocol::api::{self, ApiError, Done, Page};
 
@@ -41,11 +41,7 @@ impl Hub {
         let page = page.unwrap_or(Page { after: "".into(), limit: l.cfg.groups_page_size });
         match backend.cluster() {
             None => here(l, sys, &page, paged),
-            Some(c) => {
-                let system = l.index.name(sys).to_string().into();
-                let read = Box::new(FromRedis { system, page, paged });
-                c.ask(l, to, |to| BrokerCmd::Read { read, to })
-            }
+            Some(c) => c.read(l, sys, to, |system| Box::new(AllGroupsRead { system, page, paged })),
         }
     }
 }
@@ -69,24 +65,23 @@ fn here(l: &mut Local, sys: SysId, page: &Page, paged: bool) -> Answer {
 /// Cluster mode's answer: one page of the system's group names (one more than the page holds
 /// tells whether more follow), then each group's members (`HKEYS`, one pipeline).
 #[derive(Debug)]
-struct FromRedis {
+struct AllGroupsRead {
     system: Box<str>,
     page: Page,
     paged: bool,
 }
 
-impl Read for FromRedis {
-    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize {
+impl Read for AllGroupsRead {
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) {
         let from = match &*self.page.after {
             "" => "-".to_string(),
             after => format!("({after}"),
         };
         let limit = self.page.limit + 1;
         p.cmd("ZRANGEBYLEX").arg(k.groups(&self.system)).arg(from).arg("+").arg("LIMIT").arg(0).arg(limit);
-        1
     }
 
-    fn answer(self: Box<Self>, k: &Keys, mut results: Vec<Value>, more: &mut More<'_>) -> Option<Then> {
+    fn answer(self: Box<Self>, k: &Keys, mut results: Vec<Value>, _: ConnId, more: &mut More<'_>) -> Option<Then> {
         let names = read::strings(results.pop()?)?;
         let listed = &names[..names.len().min(self.page.limit)];
         let mut members: HashMap<&str, Vec<String>> = HashMap::new();

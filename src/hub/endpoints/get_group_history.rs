@@ -10,9 +10,9 @@ use redis::Value;
 use super::{Access, Endpoint, Request};
 use crate::cluster::keys::Keys;
 use crate::cluster::read::{self, More, Read, Then};
-use crate::cluster::BrokerCmd;
 use crate::hub::index::SysId;
 use crate::hub::{Answer, Hub, Local};
+use crate::ids::ConnId;
 use crate::msg::{Op, ReplyTo};
 use crate::protocol::api::{self, ApiError, Done};
 use crate::protocol::ws as wsp;
@@ -35,10 +35,8 @@ impl Hub {
         match backend.cluster() {
             None => here(l, sys, &group, limit),
             Some(c) => {
-                let system = l.index.name(sys).to_string().into();
                 let ttl_ms = l.cfg.history_ttl.as_millis() as u64;
-                let read = Box::new(FromRedis { system, group, limit, ttl_ms });
-                c.ask(l, to, |to| BrokerCmd::Read { read, to })
+                c.read(l, sys, to, |system| Box::new(HistoryRead { system, group, limit, ttl_ms }))
             }
         }
     }
@@ -57,7 +55,7 @@ fn here(l: &mut Local, sys: SysId, group: &str, limit: usize) -> Answer {
 
 /// Cluster mode's answer: the newest `limit` entries of the group's stream.
 #[derive(Debug)]
-struct FromRedis {
+struct HistoryRead {
     system: Box<str>,
     group: Box<str>,
     limit: usize,
@@ -65,14 +63,13 @@ struct FromRedis {
     ttl_ms: u64,
 }
 
-impl Read for FromRedis {
-    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize {
+impl Read for HistoryRead {
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) {
         let key = k.history(&self.system, &self.group);
         p.cmd("XREVRANGE").arg(key).arg("+").arg("-").arg("COUNT").arg(self.limit);
-        1
     }
 
-    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, _: &mut More<'_>) -> Option<Then> {
+    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, _: ConnId, _: &mut More<'_>) -> Option<Then> {
         let Value::Array(entries) = results.pop()? else { return None };
         // Entry ids are `<ms>-<n>`: older than history_ttl is gone (the stream's own expiry
         // only runs when it is idle that long).

@@ -7,7 +7,6 @@ use redis::Value;
 use super::{Access, Endpoint, Request};
 use crate::cluster::keys::Keys;
 use crate::cluster::read::{self, More, Read, Then};
-use crate::cluster::BrokerCmd;
 use crate::hub::index::SysId;
 use crate::hub::{Answer, Hub, Local};
 use crate::ids::{self, ConnId};
@@ -26,11 +25,7 @@ impl Hub {
         let Hub { local: l, backend, .. } = self;
         match backend.cluster() {
             None => here(l, sys, &group, with_users),
-            Some(c) => {
-                let system = l.index.name(sys).to_string().into();
-                let read = Box::new(FromRedis { system, group, with_users });
-                c.ask(l, to, |to| BrokerCmd::Read { read, to })
-            }
+            Some(c) => c.read(l, sys, to, |system| Box::new(OnlineListRead { system, group, with_users })),
         }
     }
 }
@@ -54,19 +49,18 @@ fn here(l: &Local, sys: SysId, group: &str, with_users: bool) -> Answer {
 
 /// Cluster mode's answer: the group's presence hash (clientId → `[userId, extend]`).
 #[derive(Debug)]
-struct FromRedis {
+struct OnlineListRead {
     system: Box<str>,
     group: Box<str>,
     with_users: bool,
 }
 
-impl Read for FromRedis {
-    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize {
+impl Read for OnlineListRead {
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) {
         p.cmd(if self.with_users { "HGETALL" } else { "HKEYS" }).arg(k.group(&self.system, &self.group));
-        1
     }
 
-    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, _: &mut More<'_>) -> Option<Then> {
+    fn answer(self: Box<Self>, _: &Keys, mut results: Vec<Value>, _: ConnId, _: &mut More<'_>) -> Option<Then> {
         let items = read::strings(results.pop()?)?;
         if !self.with_users {
             return Some(Then::Answer(200, api::online_list_body(&items)));

@@ -7,10 +7,10 @@ use redis::Value;
 use super::{Access, Endpoint, Request};
 use crate::cluster::keys::Keys;
 use crate::cluster::read::{self, More, Read, Then};
-use crate::cluster::BrokerCmd;
 use crate::hub::index::SysId;
 use crate::hub::{Answer, Hub, Local};
 use crate::ids;
+use crate::ids::ConnId;
 use crate::msg::{Op, ReplyTo};
 use crate::protocol::api::{self, ApiError, Done};
 
@@ -47,11 +47,7 @@ impl Hub {
         let Hub { local: l, backend, .. } = self;
         match backend.cluster() {
             None => here(l, sys, &users),
-            Some(c) => {
-                let system = l.index.name(sys).to_string().into();
-                let read = Box::new(FromRedis { system, users });
-                c.ask(l, to, |to| BrokerCmd::Read { read, to })
-            }
+            Some(c) => c.read(l, sys, to, |system| Box::new(PresenceRead { system, users })),
         }
     }
 }
@@ -70,21 +66,20 @@ fn body(users: &[Box<str>], lists: &[Vec<String>]) -> bytes::Bytes {
 
 /// Cluster mode's answer: each user's hash (clientId → 1), one `HKEYS` each.
 #[derive(Debug)]
-struct FromRedis {
+struct PresenceRead {
     system: Box<str>,
     /// Not empty (`parse`).
     users: Vec<Box<str>>,
 }
 
-impl Read for FromRedis {
-    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) -> usize {
+impl Read for PresenceRead {
+    fn pipe(&self, k: &Keys, p: &mut redis::Pipeline) {
         for u in &self.users {
             p.cmd("HKEYS").arg(k.user(&self.system, u));
         }
-        self.users.len()
     }
 
-    fn answer(self: Box<Self>, _: &Keys, results: Vec<Value>, _: &mut More<'_>) -> Option<Then> {
+    fn answer(self: Box<Self>, _: &Keys, results: Vec<Value>, _: ConnId, _: &mut More<'_>) -> Option<Then> {
         let lists: Vec<Vec<String>> = results.into_iter().map(read::strings).collect::<Option<_>>()?;
         Some(Then::Answer(200, body(&self.users, &lists)))
     }

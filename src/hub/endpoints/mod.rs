@@ -10,9 +10,10 @@
 //! connections, joining a group, closing a client), the backend seam for what differs
 //! between the modes in `hub/backend.rs` (publish, join, leave, forward, answer after a
 //! change), the JSON bodies in `protocol/api.rs`, the `Op` in `msg.rs`. Adding an endpoint:
-//! its file, a line in [`ENDPOINTS`] and in `Hub::api_in` below, its `Op` variant in
-//! `msg.rs`, `docs/API.md`, and its test; an operation about one client of another node also
-//! needs its encoding in `cluster/wire.rs`.
+//! its file; here its `mod` line, its line in [`ENDPOINTS`] and its arm in `Hub::api_in`; its
+//! `Op` variant in `msg.rs` (and in `Op::teaches_system` if it is a send); its arm in
+//! `cluster/wire.rs`'s `request` (which names every `Op`: `None` unless it is about one client
+//! of another node, then its encoding); `docs/API.md`; its test.
 
 mod bind_to_group;
 mod close_client;
@@ -62,7 +63,7 @@ pub struct Endpoint {
     pub openapi: &'static str,
 }
 
-/// Every endpoint, in the order of docs/API.md and of the OpenAPI document.
+/// Every endpoint, in the order of the OpenAPI document.
 pub static ENDPOINTS: &[&Endpoint] = &[
     &register::ROW,
     &send_to_client::ROW,
