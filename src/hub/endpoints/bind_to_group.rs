@@ -61,118 +61,60 @@ impl Hub {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "bind_to_group",
-  "summary": "Add a client to a group (1001 to its members); binding twice only updates userId/extend",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
-   "content": {
-    "application/json": {
-     "schema": {
-      "type": "object",
-      "properties": {
-       "clientId": {
-        "$ref": "#/components/schemas/ClientId"
-       },
-       "groupName": {
-        "$ref": "#/components/schemas/GroupName"
-       },
-       "userId": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "maxLength": 256,
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "extend": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "maxLength": 4096,
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "notify": {
-        "type": [
-         "boolean",
-         "null"
-        ],
-        "default": true,
-        "description": "false: no 1001/1002 notice for this call (webhooks still fire) (null: as if left out)"
-       }
+ "summary": "Add a client to a group (1001 to its members); binding twice only updates userId/extend",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "clientId": {
+       "$ref": "#/components/schemas/ClientId"
       },
-      "required": [
-       "clientId",
-       "groupName"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "array",
-           "maxItems": 0
-          }
-         }
-        }
-       ]
+      "groupName": {
+       "$ref": "#/components/schemas/GroupName"
+      },
+      "userId": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "maxLength": 256,
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "extend": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "maxLength": 4096,
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "notify": {
+       "type": [
+        "boolean",
+        "null"
+       ],
+       "default": true,
+       "description": "false: no 1001/1002 notice for this call (webhooks still fire) (null: as if left out)"
       }
-     }
+     },
+     "required": [
+      "clientId",
+      "groupName"
+     ]
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
+ },
+ "responses": {
+  "200": {
+   "$ref": "#/components/responses/Empty"
+  }
  }
 }"##;

@@ -25,104 +25,66 @@ impl Hub {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "close_user",
-  "summary": "Close every connection of a user with 1000, as close_client does (1002 to their groups, sessions ended)",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
+ "summary": "Close every connection of a user with 1000, as close_client does (1002 to their groups, sessions ended)",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "userId": {
+       "$ref": "#/components/schemas/UserId"
+      },
+      "notify": {
+       "type": [
+        "boolean",
+        "null"
+       ],
+       "default": true,
+       "description": "false: no 1001/1002 notice for this call (webhooks still fire) (null: as if left out)"
+      }
+     },
+     "required": [
+      "userId"
+     ]
+    }
+   }
+  }
+ },
+ "responses": {
+  "200": {
+   "description": "Success",
    "content": {
     "application/json": {
      "schema": {
-      "type": "object",
-      "properties": {
-       "userId": {
-        "$ref": "#/components/schemas/UserId"
+      "allOf": [
+       {
+        "$ref": "#/components/schemas/Ok"
        },
-       "notify": {
-        "type": [
-         "boolean",
-         "null"
-        ],
-        "default": true,
-        "description": "false: no 1001/1002 notice for this call (webhooks still fire) (null: as if left out)"
-       }
-      },
-      "required": [
-       "userId"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "object",
-           "required": [
-            "clients"
-           ],
-           "properties": {
-            "clients": {
-             "type": "integer",
-             "minimum": 0
-            }
+       {
+        "type": "object",
+        "properties": {
+         "data": {
+          "type": "object",
+          "required": [
+           "clients"
+          ],
+          "properties": {
+           "clients": {
+            "type": "integer",
+            "minimum": 0
            }
           }
          }
         }
-       ]
-      }
+       }
+      ]
      }
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
  }
 }"##;

@@ -103,105 +103,67 @@ impl Read for AllGroupsRead {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "get_all_groups",
-  "summary": "The system's groups and their clients, whole (while it fits one answer) or a page",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": false,
+ "summary": "The system's groups and their clients, whole (while it fits one answer) or a page",
+ "requestBody": {
+  "required": false,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "limit": {
+       "type": [
+        "integer",
+        "null"
+       ],
+       "minimum": 1,
+       "description": "(null: as if left out)"
+      },
+      "cursor": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "maxLength": 256,
+       "description": "(null: as if left out)"
+      }
+     }
+    }
+   }
+  }
+ },
+ "responses": {
+  "200": {
+   "description": "Success",
    "content": {
     "application/json": {
      "schema": {
-      "type": "object",
-      "properties": {
-       "limit": {
-        "type": [
-         "integer",
-         "null"
-        ],
-        "minimum": 1,
-        "description": "(null: as if left out)"
+      "allOf": [
+       {
+        "$ref": "#/components/schemas/Ok"
        },
-       "cursor": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "maxLength": 256,
-        "description": "(null: as if left out)"
-       }
-      }
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "oneOf": [
-            {
-             "$ref": "#/components/schemas/GroupMap"
-            },
-            {
-             "$ref": "#/components/schemas/GroupPage"
-            }
-           ]
-          }
+       {
+        "type": "object",
+        "properties": {
+         "data": {
+          "oneOf": [
+           {
+            "$ref": "#/components/schemas/GroupMap"
+           },
+           {
+            "$ref": "#/components/schemas/GroupPage"
+           }
+          ]
          }
         }
-       ]
-      }
+       }
+      ]
      }
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "description": "Without limit and cursor: the whole map {group: [clientId]} (upstream's answer), or 400 when the system has more than groups_page_size groups or 100,000 clientIds. With either: one page {groups, cursor}; pass cursor back, \"\" means the last page.",
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
- }
+  }
+ },
+ "description": "Without limit and cursor: the whole map {group: [clientId]} (upstream's answer), or 400 when the system has more than groups_page_size groups or 100,000 clientIds. With either: one page {groups, cursor}; pass cursor back, \"\" means the last page."
 }"##;

@@ -95,98 +95,60 @@ fn stream_message(e: Value, cutoff: u64) -> Option<Vec<u8>> {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "get_group_history",
-  "summary": "A group's last messages as its members received them (history_size > 0)",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
+ "summary": "A group's last messages as its members received them (history_size > 0)",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "groupName": {
+       "$ref": "#/components/schemas/GroupName"
+      },
+      "limit": {
+       "type": [
+        "integer",
+        "null"
+       ],
+       "minimum": 1,
+       "description": "(null: as if left out)"
+      }
+     },
+     "required": [
+      "groupName"
+     ]
+    }
+   }
+  }
+ },
+ "responses": {
+  "200": {
+   "description": "Success",
    "content": {
     "application/json": {
      "schema": {
-      "type": "object",
-      "properties": {
-       "groupName": {
-        "$ref": "#/components/schemas/GroupName"
+      "allOf": [
+       {
+        "$ref": "#/components/schemas/Ok"
        },
-       "limit": {
-        "type": [
-         "integer",
-         "null"
-        ],
-        "minimum": 1,
-        "description": "(null: as if left out)"
+       {
+        "type": "object",
+        "properties": {
+         "data": {
+          "type": "array",
+          "items": {
+           "$ref": "#/components/schemas/PushFrame"
+          }
+         }
+        }
        }
-      },
-      "required": [
-       "groupName"
       ]
      }
     }
    }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "array",
-           "items": {
-            "$ref": "#/components/schemas/PushFrame"
-           }
-          }
-         }
-        }
-       ]
-      }
-     }
-    }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
-   }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
  }
 }"##;

@@ -72,95 +72,57 @@ impl Read for OnlineListRead {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "get_online_list",
-  "summary": "The clients in a group",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
+ "summary": "The clients in a group",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "groupName": {
+       "$ref": "#/components/schemas/GroupName"
+      },
+      "withUsers": {
+       "type": [
+        "boolean",
+        "null"
+       ],
+       "default": false,
+       "description": "true: each member as {clientId, userId, extend} (null: as if left out)"
+      }
+     },
+     "required": [
+      "groupName"
+     ]
+    }
+   }
+  }
+ },
+ "responses": {
+  "200": {
+   "description": "Success",
    "content": {
     "application/json": {
      "schema": {
-      "type": "object",
-      "properties": {
-       "groupName": {
-        "$ref": "#/components/schemas/GroupName"
+      "allOf": [
+       {
+        "$ref": "#/components/schemas/Ok"
        },
-       "withUsers": {
-        "type": [
-         "boolean",
-         "null"
-        ],
-        "default": false,
-        "description": "true: each member as {clientId, userId, extend} (null: as if left out)"
+       {
+        "type": "object",
+        "properties": {
+         "data": {
+          "$ref": "#/components/schemas/OnlineList"
+         }
+        }
        }
-      },
-      "required": [
-       "groupName"
       ]
      }
     }
    }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "$ref": "#/components/schemas/OnlineList"
-          }
-         }
-        }
-       ]
-      }
-     }
-    }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
-   }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
  }
 }"##;

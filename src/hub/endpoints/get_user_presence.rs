@@ -85,110 +85,72 @@ impl Read for PresenceRead {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "get_user_presence",
-  "summary": "Whether each user is online, with their clientIds (at most 1000 users a call)",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
+ "summary": "Whether each user is online, with their clientIds (at most 1000 users a call)",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "userIds": {
+       "type": "array",
+       "minItems": 1,
+       "maxItems": 1000,
+       "items": {
+        "$ref": "#/components/schemas/UserId"
+       }
+      }
+     },
+     "required": [
+      "userIds"
+     ]
+    }
+   }
+  }
+ },
+ "responses": {
+  "200": {
+   "description": "Success",
    "content": {
     "application/json": {
      "schema": {
-      "type": "object",
-      "properties": {
-       "userIds": {
-        "type": "array",
-        "minItems": 1,
-        "maxItems": 1000,
-        "items": {
-         "$ref": "#/components/schemas/UserId"
-        }
-       }
-      },
-      "required": [
-       "userIds"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
+      "allOf": [
+       {
+        "$ref": "#/components/schemas/Ok"
+       },
+       {
+        "type": "object",
+        "properties": {
+         "data": {
+          "type": "object",
+          "additionalProperties": {
            "type": "object",
-           "additionalProperties": {
-            "type": "object",
-            "required": [
-             "online",
-             "clients"
-            ],
-            "properties": {
-             "online": {
-              "type": "boolean"
-             },
-             "clients": {
-              "type": "array",
-              "items": {
-               "$ref": "#/components/schemas/ClientId"
-              }
+           "required": [
+            "online",
+            "clients"
+           ],
+           "properties": {
+            "online": {
+             "type": "boolean"
+            },
+            "clients": {
+             "type": "array",
+             "items": {
+              "$ref": "#/components/schemas/ClientId"
              }
             }
            }
           }
          }
         }
-       ]
-      }
+       }
+      ]
      }
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
  }
 }"##;

@@ -59,7 +59,10 @@ pub struct Endpoint {
     pub early_answer: bool,
     /// Builds the operation from the request body.
     pub parse: fn(&Request<'_>) -> Result<Op, ApiError>,
-    /// Its path item in the OpenAPI document (`/api/<name>`), a JSON object.
+    /// Its own part of its OpenAPI operation (`POST /api/<name>`), a JSON object: summary,
+    /// request body, its success answer (and any answer only it gives). What every endpoint
+    /// shares — operationId, tag, the `SystemId` header (by `access`), the error answers — is
+    /// added by [`openapi`].
     pub openapi: &'static str,
 }
 
@@ -226,6 +229,9 @@ impl Request<'_> {
     }
 }
 
+/// The error answers every endpoint may give, each of the `Error` shape.
+const ERRORS: [&str; 9] = ["400", "401", "403", "404", "408", "411", "413", "431", "503"];
+
 /// The OpenAPI document served at `/api/openapi.json`: the server's own paths, schemas and
 /// webhooks (`protocol/openapi.json`) with each endpoint's path item put in, in table order.
 pub fn openapi() -> &'static str {
@@ -233,15 +239,33 @@ pub fn openapi() -> &'static str {
     DOC.get_or_init(|| {
         const AT: &str = "\"paths\": {";
         let base = api::OPENAPI_BASE;
+        // Constants: `the_openapi_document_matches_the_table` checks both.
         let at = base.find(AT).expect("the base document has its paths") + AT.len();
         let mut doc = String::with_capacity(base.len() + ENDPOINTS.len() * 2048);
         doc.push_str(&base[..at]);
         for e in ENDPOINTS {
-            doc.push_str(&format!("\n  \"/api/{}\": {},", e.name, e.openapi.trim()));
+            doc.push_str(&format!("\n  \"/api/{}\": {{\"post\": {}}},", e.name, operation(e)));
         }
         doc.push_str(&base[at..]);
         doc
     })
+}
+
+/// An endpoint's OpenAPI operation: its own part with what every endpoint shares.
+fn operation(e: &Endpoint) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let mut op: serde_json::Map<String, Value> = serde_json::from_str(e.openapi).expect("an endpoint's part is JSON");
+    op.insert("operationId".into(), e.name.into());
+    op.insert("tags".into(), json!(["api"]));
+    if e.access == Access::System {
+        op.insert("parameters".into(), json!([{"$ref": "#/components/parameters/SystemId"}]));
+    }
+    if let Some(responses) = op.entry("responses").or_insert_with(|| json!({})).as_object_mut() {
+        for status in ERRORS {
+            responses.entry(status).or_insert_with(|| json!({"$ref": "#/components/responses/Error"}));
+        }
+    }
+    Value::Object(op)
 }
 
 #[cfg(test)]

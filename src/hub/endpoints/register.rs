@@ -78,86 +78,33 @@ impl Hub {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "register",
-  "summary": "Register a system (tenant); operator token only",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
-   "content": {
-    "application/json": {
-     "schema": {
-      "type": "object",
-      "properties": {
-       "systemId": {
-        "$ref": "#/components/schemas/SystemIdValue"
-       }
-      },
-      "required": [
-       "systemId"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "array",
-           "maxItems": 0
-          }
-         }
-        }
-       ]
+ "summary": "Register a system (tenant); operator token only",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "systemId": {
+       "$ref": "#/components/schemas/SystemIdValue"
       }
-     }
+     },
+     "required": [
+      "systemId"
+     ]
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "409": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
+  }
+ },
+ "responses": {
+  "200": {
+   "$ref": "#/components/responses/Empty"
+  },
+  "409": {
+   "$ref": "#/components/responses/Error"
   }
  }
 }"##;

@@ -36,127 +36,62 @@ impl Hub {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "send_to_clients",
-  "summary": "Push one message (one messageId, one frame) to several clients; unknown ids are skipped",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
-   "content": {
-    "application/json": {
-     "schema": {
-      "type": "object",
-      "properties": {
-       "clientIds": {
-        "type": "array",
-        "minItems": 1,
-        "items": {
-         "type": "string"
-        }
-       },
-       "sendUserId": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "code": {
-        "type": [
-         "integer",
-         "null"
-        ],
-        "format": "int64",
-        "default": 0,
-        "description": "(null: as if left out)"
-       },
-       "msg": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "data": {
-        "description": "Any JSON value, passed to clients byte for byte (absent: \"\")"
+ "summary": "Push one message (one messageId, one frame) to several clients; unknown ids are skipped",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "clientIds": {
+       "type": "array",
+       "minItems": 1,
+       "items": {
+        "type": "string"
        }
       },
-      "required": [
-       "clientIds"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "object",
-           "required": [
-            "messageId"
-           ],
-           "properties": {
-            "messageId": {
-             "$ref": "#/components/schemas/MessageId"
-            }
-           }
-          }
-         }
-        }
-       ]
+      "sendUserId": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "code": {
+       "type": [
+        "integer",
+        "null"
+       ],
+       "format": "int64",
+       "default": 0,
+       "description": "(null: as if left out)"
+      },
+      "msg": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "data": {
+       "description": "Any JSON value, passed to clients byte for byte (absent: \"\")"
       }
-     }
+     },
+     "required": [
+      "clientIds"
+     ]
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
+ },
+ "responses": {
+  "200": {
+   "$ref": "#/components/responses/Sent"
+  }
  }
 }"##;

@@ -23,123 +23,58 @@ impl Hub {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "send_to_group",
-  "summary": "Push a message to every member of a group",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
-   "content": {
-    "application/json": {
-     "schema": {
-      "type": "object",
-      "properties": {
-       "groupName": {
-        "$ref": "#/components/schemas/GroupName"
-       },
-       "sendUserId": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "code": {
-        "type": [
-         "integer",
-         "null"
-        ],
-        "format": "int64",
-        "default": 0,
-        "description": "(null: as if left out)"
-       },
-       "msg": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "data": {
-        "description": "Any JSON value, passed to clients byte for byte (absent: \"\")"
-       }
+ "summary": "Push a message to every member of a group",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "groupName": {
+       "$ref": "#/components/schemas/GroupName"
       },
-      "required": [
-       "groupName"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "object",
-           "required": [
-            "messageId"
-           ],
-           "properties": {
-            "messageId": {
-             "$ref": "#/components/schemas/MessageId"
-            }
-           }
-          }
-         }
-        }
-       ]
+      "sendUserId": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "code": {
+       "type": [
+        "integer",
+        "null"
+       ],
+       "format": "int64",
+       "default": 0,
+       "description": "(null: as if left out)"
+      },
+      "msg": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "data": {
+       "description": "Any JSON value, passed to clients byte for byte (absent: \"\")"
       }
-     }
+     },
+     "required": [
+      "groupName"
+     ]
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
+ },
+ "responses": {
+  "200": {
+   "$ref": "#/components/responses/Sent"
+  }
  }
 }"##;

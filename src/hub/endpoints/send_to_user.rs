@@ -32,129 +32,91 @@ impl Hub {
     }
 }
 
-/// Its path item in the OpenAPI document.
+/// Its own part of its OpenAPI operation (`Endpoint::openapi`).
 const OPENAPI: &str = r##"{
- "post": {
-  "operationId": "send_to_user",
-  "summary": "Push one message to every connection of a user (a connect token's sub, else its first bind's userId), on every node",
-  "tags": [
-   "api"
-  ],
-  "requestBody": {
-   "required": true,
+ "summary": "Push one message to every connection of a user (a connect token's sub, else its first bind's userId), on every node",
+ "requestBody": {
+  "required": true,
+  "content": {
+   "application/json": {
+    "schema": {
+     "type": "object",
+     "properties": {
+      "userId": {
+       "$ref": "#/components/schemas/UserId"
+      },
+      "sendUserId": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "code": {
+       "type": [
+        "integer",
+        "null"
+       ],
+       "format": "int64",
+       "default": 0,
+       "description": "(null: as if left out)"
+      },
+      "msg": {
+       "type": [
+        "string",
+        "null"
+       ],
+       "default": "",
+       "description": "(null: as if left out)"
+      },
+      "data": {
+       "description": "Any JSON value, passed to clients byte for byte (absent: \"\")"
+      }
+     },
+     "required": [
+      "userId"
+     ]
+    }
+   }
+  }
+ },
+ "responses": {
+  "200": {
+   "description": "Success",
    "content": {
     "application/json": {
      "schema": {
-      "type": "object",
-      "properties": {
-       "userId": {
-        "$ref": "#/components/schemas/UserId"
+      "allOf": [
+       {
+        "$ref": "#/components/schemas/Ok"
        },
-       "sendUserId": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "code": {
-        "type": [
-         "integer",
-         "null"
-        ],
-        "format": "int64",
-        "default": 0,
-        "description": "(null: as if left out)"
-       },
-       "msg": {
-        "type": [
-         "string",
-         "null"
-        ],
-        "default": "",
-        "description": "(null: as if left out)"
-       },
-       "data": {
-        "description": "Any JSON value, passed to clients byte for byte (absent: \"\")"
-       }
-      },
-      "required": [
-       "userId"
-      ]
-     }
-    }
-   }
-  },
-  "responses": {
-   "200": {
-    "description": "Success",
-    "content": {
-     "application/json": {
-      "schema": {
-       "allOf": [
-        {
-         "$ref": "#/components/schemas/Ok"
-        },
-        {
-         "type": "object",
-         "properties": {
-          "data": {
-           "type": "object",
-           "required": [
-            "messageId",
-            "clients"
-           ],
-           "properties": {
-            "messageId": {
-             "$ref": "#/components/schemas/MessageId"
-            },
-            "clients": {
-             "type": "integer",
-             "minimum": 0,
-             "description": "connections the message went to"
-            }
+       {
+        "type": "object",
+        "properties": {
+         "data": {
+          "type": "object",
+          "required": [
+           "messageId",
+           "clients"
+          ],
+          "properties": {
+           "messageId": {
+            "$ref": "#/components/schemas/MessageId"
+           },
+           "clients": {
+            "type": "integer",
+            "minimum": 0,
+            "description": "connections the message went to"
            }
           }
          }
         }
-       ]
-      }
+       }
+      ]
      }
     }
-   },
-   "400": {
-    "$ref": "#/components/responses/Error"
-   },
-   "401": {
-    "$ref": "#/components/responses/Error"
-   },
-   "403": {
-    "$ref": "#/components/responses/Error"
-   },
-   "404": {
-    "$ref": "#/components/responses/Error"
-   },
-   "408": {
-    "$ref": "#/components/responses/Error"
-   },
-   "411": {
-    "$ref": "#/components/responses/Error"
-   },
-   "413": {
-    "$ref": "#/components/responses/Error"
-   },
-   "431": {
-    "$ref": "#/components/responses/Error"
-   },
-   "503": {
-    "$ref": "#/components/responses/Error"
    }
-  },
-  "parameters": [
-   {
-    "$ref": "#/components/parameters/SystemId"
-   }
-  ]
+  }
  }
 }"##;
