@@ -45,7 +45,8 @@
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
 //! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration, one connection's state ([`tls::TlsConn`], rustls's unbuffered API, no sockets); the shard's socket side is `shard/tls.rs` |
 //! | [`admin`] | `admin_listen`: `/metrics`, `/health` and the admin page (`admin.html`, polling `/admin/stats`: the metrics, the hub's [`msg::AdminView`], in cluster mode every node's figures from Redis) without a token on an internal address (a thread per connection, bounded, one deadline per request) |
-//! | [`state`] | a single node's `state_dir`: the registered systems kept across restarts (one versioned file, written atomically) |
+//! | [`state`] | a single node's `state_dir`: the registered systems, the node id and (at a graceful shutdown) the recoverable sessions kept across restarts (one versioned file, written atomically) |
+//! | [`restore`] | what a start makes of that state: systems to register, the node id to take, each kept session checked whole and handed to its shard (`shard/restart.rs`, which also keeps them at shutdown) and to the hub's index (`hub/keep.rs`) |
 //! | [`metrics`] | per-shard atomic counters, summed when `/metrics` is read |
 //! | [`webhooks`] | presence webhooks: events recorded by the hub (cluster: the broker) into one bounded queue, posted by a sender thread of their own (signed with a timestamp, never redirected, drops told) |
 //!
@@ -103,6 +104,7 @@ pub mod metrics;
 pub mod msg;
 pub mod protocol;
 pub mod recovery;
+pub mod restore;
 pub mod server;
 pub mod shard;
 pub mod state;

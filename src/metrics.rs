@@ -72,6 +72,9 @@ counters!(ShardStats {
     recovery_kept_bytes: "bytes (each frame + 64) recoverable sessions keep for their clients",
     recovery_detached_total: "recoverable sessions whose connection ended without a close handshake (kept)",
     recovery_resumed_total: "resumes that recovered their session",
+    recovery_restart_closes_total:
+        "single node with state_dir: recoverable clients closed 1012 at shutdown, their sessions kept for the next start",
+    recovery_restored_total: "single node with state_dir: sessions the last run kept, put back (detached) at start",
     recovery_takeovers_total: "resumes that took over a connection that still looked open",
     recovery_refused_unknown_total:
         "resumes refused (fresh session): malformed token, or no such session (ended, expired)",
@@ -108,6 +111,9 @@ counters!(HubStats {
     history_messages: "single node: messages kept in group histories (history_size, history_ttl)",
     state_writes_total: "single node: times the state (registered systems) was written to state_dir",
     state_write_errors_total: "single node: state writes to state_dir that failed (logged; the last good state stays)",
+    state_sessions_written_total: "single node: recoverable sessions written to state_dir at shutdown",
+    state_sessions_left_out_total:
+        "single node: sessions in state_dir that could not be put back at start (logged by cause; fresh sessions for their clients)",
     group_limit_refusals_total: "binds refused (400) because the client was in max_groups_per_client groups",
     admin_refusals_total: "admin listener connections refused (503): 64 were being served",
     admin_timeouts_total: "admin listener requests not complete within 2 s (closed)",

@@ -95,8 +95,40 @@ pub enum Command {
     /// broker and answered on `nodes` (channels of one; the asker waits a bounded time and
     /// may be gone).
     AdminView { reply: Sender<AdminView>, nodes: Option<Sender<NodesView>> },
+    /// A single node with `state_dir`, a shard at the end of its shutdown: its recoverable
+    /// sessions, for the state the hub writes (the hub adds what its index knows of them).
+    Sessions(Vec<KeptSession>),
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
+}
+
+/// A recoverable session kept across a restart (single node, `state_dir`): what its shard holds
+/// of it — written at shutdown (`Command::Sessions`), and handed back to its shard at the next
+/// start (`crate::restore`), which puts it in its slot, detached.
+pub struct KeptSession {
+    pub conn: ConnId,
+    pub secret: crate::recovery::Secret,
+    pub system: Box<str>,
+    /// Unix time (ms) it lost its connection.
+    pub detached_ms: u64,
+    /// The address it counts against (`max_connections_per_ip`), if one is counted.
+    pub ip: Option<std::net::IpAddr>,
+    /// What `recovery::Unacked::saved` says of its frames: the acknowledged frame before them,
+    /// the frames, and whether a resume from before the first can be served.
+    pub acked: Option<Frame>,
+    pub frames: Vec<Frame>,
+    pub from_start: bool,
+}
+
+impl std::fmt::Debug for KeptSession {
+    /// Never shows the secret (tokens are never logged).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeptSession")
+            .field("conn", &self.conn)
+            .field("system", &self.system)
+            .field("frames", &self.frames.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// What the admin page shows of the hub's index: the systems with the most clients here

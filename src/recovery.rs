@@ -285,6 +285,23 @@ impl<F: Kept> Unacked<F> {
         }
     }
 
+    /// What a restart keeps of it ([`Unacked::restored`] builds it again): the frame just before
+    /// those held (acknowledged), those held in order, and whether a resume from before the
+    /// first frame (no `last`) can still be served.
+    pub fn saved(&self) -> (Option<&F>, impl Iterator<Item = &F>, bool) {
+        (self.dropped.as_ref(), self.frames.iter(), self.first == 0 && !self.lost)
+    }
+
+    /// Frames kept across a restart ([`Unacked::saved`]): a resume gets what it would have got
+    /// before. Positions start again at 0 (the client's acknowledgements name positions of
+    /// pings sent after the restart only).
+    pub fn restored(dropped: Option<F>, frames: impl IntoIterator<Item = F>, from_start: bool) -> Self {
+        let frames: VecDeque<F> = frames.into_iter().collect();
+        let bytes = frames.iter().map(|f| f.bytes().len() + KEPT_FRAME_COST).sum();
+        debug_assert!(!from_start || dropped.is_none(), "a frame before the first one");
+        Unacked { frames, bytes, first: 0, dropped, lost: !from_start }
+    }
+
     /// The frames after the one whose messageId is `last` (`None`: after the connect frame,
     /// i.e. every frame ever sent), if it still holds everything after that point.
     pub fn after(&self, last: Option<&str>) -> Option<std::collections::vec_deque::Iter<'_, F>> {
@@ -386,6 +403,35 @@ mod tests {
         assert!(h.after(Some("a")).is_none());
         assert!(h.after(None).is_none());
         assert_eq!(h.next(), 4);
+    }
+
+    /// A restart keeps exactly what a resume could be served: from the acknowledged frame, from
+    /// a held one, and from the start only if nothing was ever dropped.
+    #[test]
+    fn what_a_restart_keeps_serves_the_same_resumes() {
+        let ids = |it: std::collections::vec_deque::Iter<'_, bytes::Bytes>| {
+            it.map(|f| String::from_utf8(message_id(f).unwrap().to_vec()).unwrap()).collect::<Vec<_>>()
+        };
+        let again = |h: &Unacked<bytes::Bytes>| {
+            let (dropped, frames, from_start) = h.saved();
+            Unacked::restored(dropped.cloned(), frames.cloned().collect::<Vec<_>>(), from_start)
+        };
+        let mut h = Unacked::default();
+        for id in ["a", "b", "c"] {
+            h.record(frame(id), 1 << 20);
+        }
+        let r = again(&h);
+        assert_eq!((r.len(), r.bytes()), (h.len(), h.bytes()));
+        assert_eq!(ids(r.after(None).unwrap()), ["a", "b", "c"]);
+        h.ack(1);
+        let r = again(&h);
+        assert!(r.after(None).is_none(), "a was acknowledged: not from the start");
+        assert_eq!(ids(r.after(Some("a")).unwrap()), ["b", "c"], "from the acknowledged frame");
+        assert_eq!(ids(r.after(Some("b")).unwrap()), ["c"]);
+        assert_eq!(r.next(), 2, "positions start again");
+        let mut l = Unacked::<bytes::Bytes>::default();
+        l.lose();
+        assert!(again(&l).after(None).is_none(), "a loss is kept");
     }
 
     #[test]

@@ -17,6 +17,7 @@ use crate::config::{Config, JwtKey};
 use crate::hub::{Hub, Inbox, ShardLink};
 use crate::metrics::{self, HubStats};
 use crate::msg::{Command, ShardMsg};
+use crate::restore;
 use crate::shard::{Shard, Shared, WAKER};
 use crate::webhooks;
 
@@ -99,9 +100,11 @@ fn verifier(cfg: &Config) -> io::Result<Verifier> {
 impl Server {
     /// Binds and starts every thread. With port 0 the first shard picks a port and the
     /// others bind the same one.
-    pub fn start(cfg: Config) -> io::Result<Server> {
+    pub fn start(mut cfg: Config) -> io::Result<Server> {
         // Before any thread starts: a Redis URL cluster mode cannot use fails here, not midway.
         cluster::check_url(&cfg).map_err(io::Error::other)?;
+        // A single node's state_dir: what the last run kept (it may set the node id).
+        let mut kept = restore::read(&mut cfg);
         let cfg = Arc::new(cfg);
         let tls = match (&cfg.tls_cert, &cfg.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(io::Error::other)?),
@@ -125,7 +128,8 @@ impl Server {
             cfg: cfg.clone(),
         });
         let (hub_tx, hub_rx) = bounded(cfg.hub_queue);
-        let Started { links, hub_links, shards } = start_shards(listeners, &shared, &hub_tx)?;
+        let per_shard = std::mem::take(&mut kept.shards);
+        let Started { links, hub_links, shards } = start_shards(listeners, &shared, &hub_tx, per_shard)?;
         let admin = match cfg.admin_listen {
             Some(a) => Some(admin::start(a, shared.clone(), hub_tx.clone())?),
             None => None,
@@ -139,7 +143,8 @@ impl Server {
                 (Some(link), threads)
             }
         };
-        let hub = Hub::new(cfg.clone(), hub_links, hub_stats, broker, hooks);
+        let mut hub = Hub::new(cfg.clone(), hub_links, hub_stats, broker, hooks);
+        hub.restore(kept);
         // Joined after the hub and the broker (which hold the event senders): the webhook
         // sender then delivers what is left, bounded by shutdown_timeout.
         cluster.extend(hook_threads);
@@ -219,9 +224,12 @@ fn start_shards(
     listeners: Vec<std::net::TcpListener>,
     shared: &Arc<Shared>,
     hub_tx: &Sender<Command>,
+    kept: Vec<Vec<crate::msg::KeptSession>>,
 ) -> io::Result<Started> {
     let cfg = &shared.cfg;
     let n = listeners.len();
+    debug_assert_eq!(kept.len(), n, "one list of kept sessions per shard");
+    let mut kept = kept.into_iter();
     let mut started = Started { links: Vec::new(), hub_links: Vec::new(), shards: Vec::new() };
     let (started_tx, started_rx) = bounded::<Result<(), String>>(n);
     for (i, l) in listeners.into_iter().enumerate() {
@@ -235,11 +243,12 @@ fn start_shards(
         started.links.push((tx.clone(), waker.clone()));
         started.hub_links.push(ShardLink { tx, replies, waker });
         let (shared, hub_tx, started_tx) = (shared.clone(), hub_tx.clone(), started_tx.clone());
+        let kept = kept.next().unwrap_or_default();
         let listener = mio::net::TcpListener::from_std(l);
         // Built on its own thread: a shard holds thread-local (`Rc`) buffers.
         let thread =
             std::thread::Builder::new().name(format!("roomcast-shard-{i}")).spawn(move || {
-                match Shard::new(i as u16, shared, poll, listener, (rx, replies_rx), hub_tx) {
+                match Shard::new(i as u16, shared, poll, listener, (rx, replies_rx), hub_tx, kept) {
                     Ok(shard) => {
                         let _ = started_tx.send(Ok(()));
                         shard.run()

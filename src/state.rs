@@ -1,11 +1,15 @@
-//! What a single node keeps across restarts in `state_dir`: the registered systems, in one
-//! file (`state.json`, JSON with a format name and a version number). Written atomically — a
+//! What a single node keeps across restarts in `state_dir`: the registered systems, the node
+//! id, and (written at a graceful shutdown only) the recoverable sessions, in one file
+//! (`state.json`, JSON with a format name and a version number). Written atomically — a
 //! temporary file in the same directory, fsync, rename over the old one, fsync of the
 //! directory — so a crash at any moment leaves the old state or the new one, never a mix. Read
 //! once at start; a file that cannot be read, is not ours or has a version this build does not
 //! know is set aside (renamed `state.json.unreadable`), logged, and the node starts clean.
 //!
-//! Pure file handling: the hub decides when to write (after each `register`, and at shutdown).
+//! Version 2 added `nodeId` and `sessions`; a version 1 file (systems only) still reads.
+//!
+//! Pure file handling: the hub decides when to write (after each `register`, at start and at
+//! shutdown), `crate::restore` what a start makes of what was read.
 
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -16,22 +20,104 @@ use serde::{Deserialize, Serialize};
 pub const FILE: &str = "state.json";
 /// The `format` every state file names.
 pub const FORMAT: &str = "roomcast-state";
-/// The version this build writes and reads.
-pub const VERSION: u64 = 1;
+/// The version this build writes (and the newest it reads).
+pub const VERSION: u64 = 2;
+/// The oldest version this build reads.
+pub const OLDEST: u64 = 1;
 
 /// What is kept.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct State {
     /// Registered systems, in the order they were registered.
     pub systems: Vec<String>,
+    /// The node id the sessions' clientIds carry (8 hex digits); a start without its own
+    /// `node_id` takes it, so the clientIds stay valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_id: Option<String>,
+    /// Unix time (ms) the sessions were written.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub written_ms: u64,
+    /// The recoverable sessions at a graceful shutdown (none otherwise).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sessions: Vec<Session>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct OnDisk {
-    format: String,
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// A recoverable session as written at shutdown: everything its client needs to resume it on
+/// the next start, and what the index knew of it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Session {
+    pub client_id: String,
+    /// The current resume token's secret (32 hex digits). The file holds live resume secrets:
+    /// it is written readable by its owner only.
+    pub secret: String,
+    pub system: String,
+    /// Its user (connect token `sub`, or the first bind naming one), if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The `userId` and `extend` of its last bind (what online lists show).
+    #[serde(default)]
+    pub user_id: String,
+    #[serde(default)]
+    pub extend: String,
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Unix time (ms) it lost its connection (the shutdown, for one connected then).
+    pub detached_ms: u64,
+    /// The address it counts against (`max_connections_per_ip`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<std::net::IpAddr>,
+    /// A resume from before its first frame (no `last`) can still be served.
+    #[serde(default)]
+    pub from_start: bool,
+    /// The payload of the frame just before `frames` (acknowledged): a resume naming it gets
+    /// them all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<Payload>,
+    /// The payloads (JSON text) of the push frames it may still owe its client, in order.
+    #[serde(default)]
+    pub frames: Vec<Payload>,
+}
+
+/// A frame's payload, kept as the JSON text it is (read back checked to be JSON).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Payload(pub Box<serde_json::value::RawValue>);
+
+impl Payload {
+    /// `text` if it is JSON (a push frame's payload always is).
+    pub fn new(text: &[u8]) -> Option<Payload> {
+        let s = std::str::from_utf8(text).ok()?;
+        serde_json::value::RawValue::from_string(s.to_owned()).ok().map(Payload)
+    }
+
+    pub fn text(&self) -> &str {
+        self.0.get()
+    }
+}
+
+impl PartialEq for Payload {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Eq for Payload {}
+
+/// The file: the state with its format and version beside its own fields. Written through
+/// `flatten`; read as the header first and then as a [`State`] alone (which passes over the two
+/// header fields), since `flatten` cannot read the frames' raw JSON back.
+#[derive(Serialize)]
+struct OnDisk<'a> {
+    format: &'a str,
     version: u64,
     #[serde(flatten)]
-    state: State,
+    state: &'a State,
 }
 
 /// What a start found in `state_dir`.
@@ -91,20 +177,21 @@ fn parse(text: &[u8]) -> Result<State, String> {
         return Err(format!("not a state file (its format is not \"{FORMAT}\")"));
     }
     match head.version {
-        Some(VERSION) => {}
-        Some(v) => return Err(format!("state version {v}: this build reads version {VERSION}")),
+        Some(v) if (OLDEST..=VERSION).contains(&v) => {}
+        Some(v) => return Err(format!("state version {v}: this build reads versions {OLDEST} to {VERSION}")),
         None => return Err("a state file without a version".into()),
     }
-    let on_disk: OnDisk = serde_json::from_slice(text).map_err(|e| format!("a damaged state file ({e})"))?;
-    Ok(on_disk.state)
+    serde_json::from_slice(text).map_err(|e| format!("a damaged state file ({e})"))
 }
 
 /// Writes `state` to `dir` atomically (see the module docs).
 pub fn write(dir: &Path, state: &State) -> io::Result<()> {
-    let body = serde_json::to_vec(&OnDisk { format: FORMAT.into(), version: VERSION, state: state.clone() })?;
+    let body = serde_json::to_vec(&OnDisk { format: FORMAT, version: VERSION, state })?;
     let tmp = dir.join(format!(".{FILE}.tmp"));
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        // Owner only: the sessions' resume secrets are in it.
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
     }
@@ -128,10 +215,45 @@ mod tests {
     fn a_written_state_reads_back() {
         let d = dir("roundtrip");
         assert_eq!(read(&d), Found::Nothing);
-        let s = State { systems: vec!["a".into(), "日本".into()] };
+        let s = State { systems: vec!["a".into(), "日本".into()], ..State::default() };
         write(&d, &s).unwrap();
         assert_eq!(read(&d), Found::State(s));
         assert!(!d.join(format!(".{FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn sessions_and_their_frames_read_back_as_written() {
+        let d = dir("sessions");
+        let frame = |t: &str| Payload::new(t.as_bytes()).unwrap();
+        let session = Session {
+            client_id: "0a0b0c0d-1".into(),
+            secret: "ab".repeat(16),
+            system: "s".into(),
+            user: Some("u1".into()),
+            groups: vec!["g".into()],
+            detached_ms: 17,
+            ip: Some("127.0.0.1".parse().unwrap()),
+            acked: Some(frame(r#"{"type":"m","data":{"messageId":"m0"}}"#)),
+            frames: vec![frame(r#"{"type":"m","data":{"messageId":"m1","text":"日本 \"q\""}}"#)],
+            ..Session::default()
+        };
+        let s = State {
+            systems: vec!["s".into()],
+            node_id: Some("0a0b0c0d".into()),
+            written_ms: 9,
+            sessions: vec![session],
+        };
+        write(&d, &s).unwrap();
+        assert_eq!(read(&d), Found::State(s));
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(d.join(FILE)).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn a_version_1_file_reads_as_systems_only() {
+        let d = dir("v1");
+        std::fs::write(d.join(FILE), br#"{"format":"roomcast-state","version":1,"systems":["a","b"]}"#).unwrap();
+        assert_eq!(read(&d), Found::State(State { systems: vec!["a".into(), "b".into()], ..State::default() }));
     }
 
     #[test]

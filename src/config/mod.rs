@@ -169,6 +169,19 @@ pub struct Config {
     pub redis_ca: Option<Vec<u8>>,
     /// `systems`, parsed: registered at start, each once.
     pub start_systems: Vec<Box<str>>,
+    /// `node_id` was given (flag, environment or file), not drawn at random.
+    pub node_id_given: bool,
+}
+
+impl Config {
+    /// A single node's start found the node id its kept sessions were given (`state_dir`):
+    /// it is this run's too, unless one was given. Returns the node id in force.
+    pub fn take_node_id(&mut self, kept: NodeId) -> NodeId {
+        if !self.node_id_given {
+            self.settings.node_id = kept;
+        }
+        self.settings.node_id
+    }
 }
 
 impl Deref for Config {
@@ -255,6 +268,7 @@ impl ServeArgs {
                 toml::from_str(&text).map_err(|e| format!("config file {}: {e}", path.display()))?;
             self.merge_file(table).map_err(|e| format!("config file {}: {e}", path.display()))?;
         }
+        let node_id_given = self.node_id.is_some();
         let mut s = self.settings();
         s.hub_queue = s.hub_queue.max(16);
         s.shard_queue = s.shard_queue.max(16);
@@ -274,7 +288,7 @@ impl ServeArgs {
         if let Some(dir) = &s.state_dir {
             crate::state::check_dir(dir)?;
         }
-        Ok(Config { settings: s, jwt, origins, subprotocols, redis_ca, start_systems })
+        Ok(Config { settings: s, jwt, origins, subprotocols, redis_ca, start_systems, node_id_given })
     }
 }
 

@@ -12,12 +12,14 @@
 //! share and the modes do differently (publish, join, leave, forward, answer after a change);
 //! `cluster.rs` the cluster side of that seam (the broker link, system lookups, live nodes)
 //! and what comes back from Redis; `index.rs` the data; `members.rs` member sets with their
-//! per-shard snapshots; `outbox.rs` sends to shards.
+//! per-shard snapshots; `outbox.rs` sends to shards; `keep.rs` what is kept across a restart
+//! (systems registered without a call, a single node's `state_dir` and its sessions).
 
 mod backend;
 mod cluster;
 pub mod endpoints;
 mod index;
+mod keep;
 mod members;
 mod ops;
 mod outbox;
@@ -135,6 +137,9 @@ pub struct Hub {
     backend: Backend,
     /// Commands taken from the `redis` queue so far (losses are applied by this count).
     redis_taken: u64,
+    /// A single node with `state_dir`, shutting down: the sessions the shards kept for the
+    /// next start (written with the state at `Stop`).
+    kept: Vec<crate::msg::KeptSession>,
 }
 
 impl Hub {
@@ -152,6 +157,7 @@ impl Hub {
             local: Local { cfg, out, index: Index::default(), stats, hooks },
             backend: Backend::new(broker),
             redis_taken: 0,
+            kept: Vec::new(),
         };
         hub.register_at_start();
         hub
@@ -311,6 +317,7 @@ impl Hub {
                     c.link.send(crate::cluster::BrokerCmd::NodeFigures { reply: nodes });
                 }
             }
+            Command::Sessions(kept) => self.sessions_kept(kept),
             Command::Stop => {}
         }
     }

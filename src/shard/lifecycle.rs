@@ -231,6 +231,13 @@ impl Shard {
         self.phase_changed(slot, Counted::of(from), Counted::of(to));
     }
 
+    /// A session the last run kept (`restart.rs`), put at `slot` already `Detached`: its
+    /// phase's gauges rise as for a move from a phase that counts in none.
+    pub(super) fn set_state_restored(&mut self, slot: usize) {
+        debug_assert_eq!(self.conns[slot].state, State::Detached);
+        self.phase_changed(slot, Counted::default(), Counted::of(State::Detached));
+    }
+
     /// Frees `slot`: its phase's gauges drop as for a move to a phase that counts in none.
     pub(super) fn remove_conn(&mut self, slot: usize) -> Conn {
         self.phase_changed(slot, Counted::of(self.conns[slot].state), Counted::default());

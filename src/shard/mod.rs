@@ -17,7 +17,8 @@
 //! connection and its output queue; `lifecycle.rs` every change of a connection's phase (the
 //! only place that keeps the per-phase gauges, checked against the slab in debug builds), its
 //! deadlines, and (`lifecycle/react.rs`, `lifecycle/apply.rs`) what each event does to it:
-//! the files where events arrive only name them (`Shard::on_event`).
+//! the files where events arrive only name them (`Shard::on_event`); `resume.rs` session
+//! recovery, `restart.rs` sessions kept across a restart (`state_dir`).
 
 mod conn;
 mod http;
@@ -27,6 +28,7 @@ mod output;
 pub mod per_ip;
 mod refusals;
 mod relay;
+mod restart;
 mod resume;
 mod sweep;
 #[cfg(test)]
@@ -145,6 +147,9 @@ pub struct Shard {
     ping: Buf,
     accept_paused: bool,
     shutdown_deadline: Option<u32>,
+    /// A single node with `state_dir`: a shutdown keeps the recoverable sessions for the next
+    /// start (`restart.rs`).
+    keeps_sessions: bool,
     logs: LogLimiter,
     /// When each refusal cause was last logged for each source address.
     refusals: refusals::Refusals,
@@ -173,11 +178,13 @@ impl Shard {
         mut listener: TcpListener,
         (rx, replies): (Receiver<ShardMsg>, Receiver<Reply>),
         hub: Sender<Command>,
+        kept: Vec<crate::msg::KeptSession>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let keeps_sessions = shared.cfg.state_dir.is_some() && !shared.peers;
         let zip = shared.cfg.compression.then(|| zip::Zip::new(shared.cfg.compression_level));
         let tls_in = if shared.tls.is_some() { vec![0; TLS_IN] } else { Vec::new() };
-        Ok(Shard {
+        let mut shard = Shard {
             id,
             shared,
             poll,
@@ -199,6 +206,7 @@ impl Shard {
             ping: Buf::new(wsp::frame(wsp::OP_PING, b"")),
             accept_paused: false,
             shutdown_deadline: None,
+            keeps_sessions,
             logs: LogLimiter::default(),
             refusals: refusals::Refusals::default(),
             queued_frames: 0,
@@ -208,7 +216,9 @@ impl Shard {
             tls_in,
             tls_plain: Vec::new(),
             tls_out: Vec::new(),
-        })
+        };
+        shard.restore(kept);
+        Ok(shard)
     }
 
     fn stats(&self) -> &ShardStats {
@@ -304,12 +314,14 @@ impl Shard {
             }
             if let Some(deadline) = self.shutdown_deadline {
                 let late = (self.now().wrapping_sub(deadline) as i32) >= 0;
-                if self.conns.is_empty() || late {
+                // Only sessions kept for the next start left (none unless `keeps_sessions`).
+                if self.conns.len() == self.kept_here() || late {
                     let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
                     for s in slots {
                         self.on_event(s, Event::ShutdownLate);
                     }
                     self.flush_backlog();
+                    self.hand_over_sessions();
                     return;
                 }
             }

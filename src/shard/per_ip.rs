@@ -149,6 +149,14 @@ impl PerIp {
         Some(ip)
     }
 
+    /// A session of `ip` kept by the last run and put back at start (`crate::restore`): the
+    /// address counts it as a kept session again. Returns its key, for [`PerIp::end_kept`].
+    pub fn keep_restored(&self, ip: IpAddr) -> IpAddr {
+        let ip = self.key(ip);
+        self.maps().by_ip.entry(ip).or_default().kept += 1;
+        ip
+    }
+
     /// A kept session of `ip` (from [`PerIp::detach`]) ended or was resumed.
     pub fn end_kept(&self, ip: IpAddr) {
         let now = self.second();

@@ -104,7 +104,9 @@ impl Shard {
         }
         metrics::add(&st.recovery_detached_total, 1);
         self.set_state(slot, State::Detached);
-        self.kept_begin(slot, ip, true);
+        // A shutdown keeping sessions for the next start ends none (that start bounds them).
+        let evict = self.shutdown_deadline.is_none();
+        self.kept_begin(slot, ip, evict);
     }
 
     /// The session at `slot` is now kept without a connection (detached, counted as kept by
@@ -135,14 +137,14 @@ impl Shard {
 
     /// Sessions kept here without a connection: the shard's own `recovery_sessions` gauge
     /// (kept by [`Shard::set_state`]).
-    fn kept_here(&self) -> usize {
+    pub(super) fn kept_here(&self) -> usize {
         self.stats().recovery_sessions.load(std::sync::atomic::Ordering::Relaxed) as usize
     }
 
     /// Ends the oldest kept sessions while this shard keeps more than its share of
     /// `max_recovery_sessions`. (Each kept session has one entry with its current `kept_seq`,
     /// so the newest — the one just kept — goes last: it is never its own victim.)
-    fn evict_oldest_kept(&mut self) {
+    pub(super) fn evict_oldest_kept(&mut self) {
         let cfg = &self.shared.cfg;
         let share = cfg.max_recovery_sessions.div_ceil(cfg.shards);
         while self.kept_here() > share {

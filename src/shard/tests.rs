@@ -49,7 +49,7 @@ fn shard_full(
     let addr = listener.local_addr().unwrap();
     let (_, rx) = bounded(16);
     let (_, rrx) = bounded(16);
-    (Shard::new(0, shared, poll, listener, (rx, rrx), hub).unwrap(), addr)
+    (Shard::new(0, shared, poll, listener, (rx, rrx), hub, Vec::new()).unwrap(), addr)
 }
 
 /// Accepts until a connection is in the slab (the listener is non-blocking).

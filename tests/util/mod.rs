@@ -50,18 +50,13 @@ impl Server {
 
     fn spawn_with(extra: &[&str], envs: &[(&str, &str)], token: Option<String>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
-        cmd.envs(envs.iter().copied());
+        cmd.env("RUST_LOG", "warn").envs(envs.iter().copied());
         cmd.args(["--listen", "127.0.0.1:0"]);
         if !extra.contains(&"--shards") {
             cmd.args(["--shards", "2"]);
         }
-        let mut child = cmd
-            .args(extra)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn roomcast");
+        let mut child =
+            cmd.args(extra).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn roomcast");
         let mut out = BufReader::new(child.stdout.take().unwrap());
         let mut line = String::new();
         out.read_line(&mut line).expect("read listen line");

@@ -2,15 +2,13 @@
 //! with `state_dir` writes the registered systems there, `crate::state`); cluster mode adds it
 //! to Redis's set of systems (`SADD`) and the broker answers, after which every node learns it
 //! on first use. Systems registered without a call — the `systems` setting, and what
-//! `state_dir` kept — are added at start (`Hub::register_at_start`).
+//! `state_dir` kept — are added at start (`hub/keep.rs`).
 
 use super::{Access, Endpoint};
 use crate::cluster::BrokerCmd;
 use crate::hub::{Answer, Hub};
-use crate::metrics;
 use crate::msg::{Op, ReplyTo};
 use crate::protocol::api::{ApiError, Done};
-use crate::state::{self, Found, State};
 
 pub(super) static ROW: Endpoint = Endpoint {
     name: "register",
@@ -33,46 +31,6 @@ impl Hub {
                 }
                 self.save_state();
                 Ok(Done::Empty).into()
-            }
-        }
-    }
-
-    /// Registers the systems that need no call: `systems`, and on a single node those
-    /// `state_dir` kept (an unusable state is logged and set aside: a clean start).
-    pub(in crate::hub) fn register_at_start(&mut self) {
-        let mut names = self.local.cfg.start_systems.clone();
-        let dir = self.local.cfg.state_dir.clone().filter(|_| self.backend.cluster().is_none());
-        if let Some(dir) = &dir {
-            match state::read(dir) {
-                Found::Nothing => tracing::info!(dir = %dir.display(), "state_dir holds no state yet: a clean start"),
-                Found::State(s) => {
-                    tracing::info!(dir = %dir.display(), systems = s.systems.len(), "registered systems restored from state_dir");
-                    names.extend(s.systems.into_iter().map(Into::into));
-                }
-                Found::Unusable(why) => tracing::warn!("state_dir: {why}: starting clean"),
-            }
-        }
-        let shards = self.local.shards();
-        for n in &names {
-            self.local.index.add_system(n, shards);
-        }
-        if dir.is_some() {
-            self.save_state();
-        }
-    }
-
-    /// A single node with `state_dir`: writes the registered systems there (after each
-    /// register, at start and at shutdown). A failed write is logged and counted; the state
-    /// written last stays.
-    pub(in crate::hub) fn save_state(&mut self) {
-        let Some(dir) = &self.local.cfg.state_dir else { return };
-        debug_assert!(self.backend.cluster().is_none(), "state_dir is refused in cluster mode (config)");
-        let systems = self.local.index.systems.iter().map(|s| s.name.to_string()).collect();
-        match state::write(dir, &State { systems }) {
-            Ok(()) => metrics::add(&self.local.stats.state_writes_total, 1),
-            Err(e) => {
-                metrics::add(&self.local.stats.state_write_errors_total, 1);
-                tracing::error!(dir = %dir.display(), "cannot write the state to state_dir: {e}; the state written last stays");
             }
         }
     }

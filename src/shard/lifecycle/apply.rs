@@ -34,7 +34,8 @@ impl Shard {
             _ => false,
         };
         let shutting_down = self.shutdown_deadline.is_some();
-        Some(Phase { state: c.state, recoverable: c.session.is_some(), owes, shutting_down })
+        let keeps_sessions = self.keeps_sessions;
+        Some(Phase { state: c.state, recoverable: c.session.is_some(), owes, shutting_down, keeps_sessions })
     }
 
     fn apply(&mut self, slot: usize, action: Action) {
@@ -58,6 +59,7 @@ impl Shard {
                 }
             }
             Action::EndSession => self.conns[slot].session = None,
+            Action::Restart => self.restart(slot),
         }
     }
 

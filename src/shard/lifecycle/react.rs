@@ -28,13 +28,16 @@
 //! | kicked (`close_client`) | `Detached` | free (the hub removed it already) |
 //! | | `Relayed` | the edge closes with the code, free |
 //! | | `Client` | close with the code (the hub removed it already) |
+//! | shutdown, sessions kept (`state_dir`) | `Client` (told, recoverable) | restart: close 1012, the session kept (detached) for the state, nobody told |
+//! | | `Detached` | nothing (kept for the state) |
 //! | shutdown | `Client`, `Echo` | close 1001 |
 //! | | `Http` owing nothing / owing | free / finish the HTTP exchange |
 //! | | `Detached` | free (hub told: shutdown) |
 //! | | `Relayed` | the edge closes 1001, free (hub told) |
 //! | | `Edge` | owner keeps, close 1001 |
 //! | | `Parked` | owner keeps, free |
-//! | shutdown deadline | `Detached`, `Relayed` | free (hub told: shutdown) |
+//! | shutdown deadline | `Detached`, sessions kept | nothing (kept for the state) |
+//! | | `Detached`, `Relayed` | free (hub told: shutdown) |
 //! | | any other | as socket lost, while shutting down (nothing detaches) |
 //! | peer node gone | `Parked` | cut the relay, a fresh session here |
 //! | | `Edge` | cut the relay, close 1001 |
@@ -69,8 +72,12 @@ pub(in crate::shard) struct Phase {
     pub recoverable: bool,
     /// HTTP: a response is still owed (an API call at the hub) or still unsent.
     pub owes: bool,
-    /// The node is shutting down: nothing is kept for a resume any more.
+    /// The node is shutting down: nothing is kept for a resume any more (unless
+    /// `keeps_sessions`).
     pub shutting_down: bool,
+    /// A single node with `state_dir`: a shutdown keeps the recoverable sessions for the next
+    /// start (`crate::restore`).
+    pub keeps_sessions: bool,
 }
 
 /// Something that happened to a connection.
@@ -145,6 +152,9 @@ pub(in crate::shard) enum Action {
     FinishHttp,
     /// The session is no longer recoverable (its connection goes on to close).
     EndSession,
+    /// Shutdown with sessions kept: close 1012 (the client resumes after the restart), and
+    /// keep the session detached for the state written at exit. Nobody is told.
+    Restart,
 }
 
 /// At most this many actions for one event.
@@ -200,6 +210,8 @@ pub(in crate::shard) fn react(p: Phase, event: Event) -> Actions {
         (Event::Kicked { code, reason }, Client { .. }) => {
             one(Action::Close { code, reason: reason.into(), drop_output: false, tell: None })
         }
+        (Event::Shutdown | Event::ShutdownLate, Detached) if p.keeps_sessions => NOTHING,
+        (Event::Shutdown, Client { hub_knows: true }) if p.keeps_sessions && p.recoverable => one(Action::Restart),
         (Event::Shutdown, _) => shutdown(p),
         (Event::ShutdownLate, _) => lost(Phase { shutting_down: true, ..p }, Gone::Shutdown),
         (Event::PeerNodeGone, Parked { .. }) => two(Action::CutRelay, Action::Unpark(None)),
@@ -281,7 +293,7 @@ mod tests {
     use crate::shard::CloseKind;
 
     fn phase(state: State) -> Phase {
-        Phase { state, recoverable: false, owes: false, shutting_down: false }
+        Phase { state, recoverable: false, owes: false, shutting_down: false, keeps_sessions: false }
     }
 
     fn recoverable(state: State) -> Phase {
@@ -341,8 +353,10 @@ mod tests {
     #[test]
     fn every_reaction_keeps_to_the_moves() {
         for state in states() {
-            for bits in 0..8u8 {
-                let p = Phase { state, recoverable: bits & 1 != 0, owes: bits & 2 != 0, shutting_down: bits & 4 != 0 };
+            for bits in 0..16u8 {
+                let (recoverable, owes) = (bits & 1 != 0, bits & 2 != 0);
+                let (shutting_down, keeps_sessions) = (bits & 4 != 0, bits & 8 != 0);
+                let p = Phase { state, recoverable, owes, shutting_down, keeps_sessions };
                 for e in events() {
                     let list = acts(p, e.clone());
                     let ctx = format!("{e:?} in {p:?}: {list:?}");
@@ -366,6 +380,9 @@ mod tests {
                             Action::Unpark(_) => assert!(state.is_parked() && last, "{ctx}"),
                             Action::FinishHttp => assert!(matches!(state, State::Http { .. }) && p.owes, "{ctx}"),
                             Action::EndSession => assert!(p.recoverable, "{ctx}"),
+                            Action::Restart => {
+                                assert!(p.keeps_sessions && p.recoverable && state == TOLD && last, "{ctx}")
+                            }
                         }
                     }
                     // A detached session has no socket: nothing but its end or its edge's may
@@ -485,6 +502,22 @@ mod tests {
         let closing = phase(State::Closing { until: 0, kind: CloseKind::WebSocket });
         assert!(acts(closing, Event::Shutdown).is_empty(), "a closing connection goes on closing");
         assert_eq!(acts(closing, Event::ShutdownLate), [Action::Free { tell: None }], "…until the deadline");
+    }
+
+    /// A shutdown that keeps sessions (`state_dir`): a recoverable client is told to come back
+    /// (1012) and its session kept without a word to anyone, a detached session stays kept even
+    /// past the deadline; everything else goes as in any shutdown.
+    #[test]
+    fn a_shutdown_that_keeps_sessions_keeps_the_recoverable_ones() {
+        let keeps = |p: Phase| Phase { keeps_sessions: true, ..p };
+        assert_eq!(acts(keeps(recoverable(TOLD)), Event::Shutdown), [Action::Restart]);
+        assert!(acts(keeps(recoverable(State::Detached)), Event::Shutdown).is_empty());
+        let late = Phase { shutting_down: true, ..keeps(recoverable(State::Detached)) };
+        assert!(acts(late, Event::ShutdownLate).is_empty(), "kept for the state, not ended");
+        assert!(matches!(&acts(keeps(phase(TOLD)), Event::Shutdown)[..], [Action::Close { code: 1001, .. }]));
+        let unknown = keeps(recoverable(State::Client { hub_knows: false }));
+        assert!(matches!(&acts(unknown, Event::Shutdown)[..], [Action::Close { code: 1001, .. }]));
+        assert_eq!(acts(keeps(phase(HTTP)), Event::Shutdown), [Action::Free { tell: None }]);
     }
 
     /// A half-closed HTTP client still gets what it asked for; a resume whose `last` is gone

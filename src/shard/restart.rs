@@ -1,0 +1,138 @@
+//! Sessions across a restart (a single node with `state_dir`): at shutdown a recoverable
+//! client is closed with 1012 and its session kept, detached, still recording what is sent to
+//! it, until the shard exits and hands every kept session to the hub for the state
+//! (`Command::Sessions`); at the next start the shard gets them back (`crate::restore`) and
+//! puts each in its slot with its generation, detached, for what is left of its
+//! `recovery_window`. Nobody is told either time: to the hub's index and every group the
+//! session never left. The model of a session is in `recovery`; the resume is `resume.rs`'s.
+
+use std::io::Read;
+use std::time::Duration;
+
+use super::lifecycle::react::Event;
+use super::{Buf, Conn, Shard, State};
+use crate::ids::ConnId;
+use crate::metrics;
+use crate::msg::{Command, KeptSession};
+use crate::protocol::ws as wsp;
+use crate::recovery::{Session, Unacked};
+
+/// Reads of a closing socket's unread input before it is dropped (see [`Shard::restart`]).
+const DRAIN_READS: usize = 16;
+
+impl Shard {
+    /// Shutdown, sessions kept: the client is told to come back (1012, written now if its
+    /// socket takes it) and the session is kept, detached, for the state. Input not yet read is
+    /// read away first: closing a socket with unread input resets it, and a reset drops the
+    /// close frame still in the kernel's send queue.
+    pub(super) fn restart(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else { return };
+        conn.out.push(wsp::close_frame(wsp::close::RESTART, "server restarting: resume"));
+        self.flush_one(slot);
+        if let Some(sock) = self.conns.get_mut(slot).and_then(|c| c.sock.as_mut()) {
+            for _ in 0..DRAIN_READS {
+                if !matches!(sock.read(&mut self.scratch), Ok(n) if n > 0) {
+                    break;
+                }
+            }
+        }
+        metrics::add(&self.stats().recovery_restart_closes_total, 1);
+        self.detach(slot);
+    }
+
+    /// At the shard's exit: every kept session, for the state the hub writes. Sent without
+    /// losing it: the hub is running (it stops once every shard has exited), and a hub waiting
+    /// for room in this shard's queue gets it (what it sends is dropped: the shard is done).
+    pub(super) fn hand_over_sessions(&mut self) {
+        if !self.keeps_sessions {
+            return;
+        }
+        let (now, unix) = (self.now(), crate::auth::now_millis());
+        let mut kept = Vec::new();
+        for (slot, c) in self.conns.iter() {
+            let Some(s) = c.session.as_ref().filter(|_| c.state == State::Detached) else { continue };
+            let since = super::lifecycle::elapsed(now, s.detached_since.unwrap_or(now));
+            let (acked, frames, from_start) = s.unacked.saved();
+            kept.push(KeptSession {
+                conn: ConnId { shard: self.id, slot: slot as u32, gen: c.gen },
+                secret: s.secret,
+                system: s.system.clone(),
+                detached_ms: unix.saturating_sub(u64::from(since)),
+                ip: s.ip,
+                acked: acked.map(|f| (**f).clone()),
+                frames: frames.map(|f| (**f).clone()).collect(),
+                from_start,
+            });
+        }
+        let mut cmd = Command::Sessions(kept);
+        let give_up = std::time::Instant::now() + self.cfg().shutdown_timeout;
+        loop {
+            match self.hub.send_timeout(cmd, Duration::from_millis(10)) {
+                Ok(()) => return,
+                Err(crossbeam_channel::SendTimeoutError::Timeout(c)) if std::time::Instant::now() < give_up => {
+                    cmd = c;
+                    while self.rx.try_recv().is_ok() {}
+                }
+                Err(_) => {
+                    tracing::error!(shard = self.id, "the hub took no kept sessions: they are lost");
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At start: the sessions the last run kept for this shard, each put in its slot with its
+    /// generation, detached (counted as every detached session is: the phase gauges, the
+    /// node's kept sessions, its address, the `max_recovery_sessions` order), its window
+    /// shortened by the time since it lost its connection. A session past its window or its
+    /// byte bound ends at once, and the oldest beyond this shard's share of
+    /// `max_recovery_sessions`, as they would have in a run: the hub hears of each.
+    pub(super) fn restore(&mut self, kept: Vec<KeptSession>) {
+        if kept.is_empty() {
+            return;
+        }
+        debug_assert!(self.conns.is_empty(), "restored before any connection");
+        let (now, unix) = (self.now(), crate::auth::now_millis());
+        let window = u64::from(super::lifecycle::Bounds::of(self.cfg()).window_ms);
+        let mut order = Vec::with_capacity(kept.len());
+        let conns = kept.into_iter().map(|k| {
+            let slot = k.conn.slot as usize;
+            order.push((slot, k.ip));
+            // Past the window: lapsed at the first look (1 ms over it).
+            let since = unix.saturating_sub(k.detached_ms).min(window + 1) as u32;
+            (slot, restored_conn(k, now.wrapping_sub(since)))
+        });
+        self.conns = conns.collect();
+        let max = self.shared.cfg.recovery_max_bytes;
+        let mut over = Vec::new();
+        for (slot, ip) in order {
+            self.set_state_restored(slot);
+            let ip = ip.and_then(|ip| self.shared.per_ip.as_ref().map(|p| p.keep_restored(ip)));
+            self.kept_begin(slot, ip, false);
+            if self.conns[slot].session.as_ref().is_some_and(|s| s.unacked.bytes() > max) {
+                over.push(slot);
+            }
+        }
+        metrics::add(&self.stats().recovery_restored_total, self.conns.len() as u64);
+        for slot in over {
+            metrics::add(&self.stats().recovery_overflows_total, 1);
+            self.on_event(slot, Event::SessionEnds);
+        }
+        self.evict_oldest_kept();
+        self.sweep();
+        tracing::info!(shard = self.id, sessions = self.kept_here(), "kept sessions put back, detached");
+    }
+}
+
+/// A kept session as its slot holds it, detached since shard clock `since`.
+fn restored_conn(k: KeptSession, since: u32) -> Conn {
+    let mut c = Conn::without_socket(k.conn.gen, since);
+    c.state = State::Detached;
+    let mut s = Session::new(k.system);
+    s.secret = k.secret;
+    s.detached_since = Some(since);
+    let buf = |f: bytes::Bytes| -> Buf { std::rc::Rc::new(f) };
+    s.unacked = Unacked::restored(k.acked.map(buf), k.frames.into_iter().map(buf), k.from_start);
+    c.session = Some(Box::new(s));
+    c
+}
