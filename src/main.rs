@@ -101,7 +101,10 @@ fn serve(args: ServeArgs) -> ExitCode {
             }
             continue;
         }
-        tracing::info!(signal = sig, "shutting down: closing clients with 1001");
+        tracing::info!(
+            signal = sig,
+            "shutting down: closing clients with 1001 (1012 to recovering ones state_dir keeps)"
+        );
         break;
     }
     server.shutdown();

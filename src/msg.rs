@@ -98,6 +98,9 @@ pub enum Command {
     /// A single node with `state_dir`, a shard at the end of its shutdown: its recoverable
     /// sessions, for the state the hub writes (the hub adds what its index knows of them).
     Sessions(Vec<KeptSession>),
+    /// A single node with `state_dir`, a shard shutting down: only kept sessions are left
+    /// there, and it sends nothing more until [`ShardMsg::HandOver`].
+    Quiet,
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
 }
@@ -364,6 +367,9 @@ pub enum ShardMsg {
     RelayLost(Target),
     /// Graceful shutdown: close 1001 to everyone, flush, exit.
     Shutdown,
+    /// A single node with `state_dir`: every shard is quiet ([`Command::Quiet`]) and the hub
+    /// has handled all they sent: hand the kept sessions over and exit.
+    HandOver,
 }
 
 /// Hub (or broker, subscriber) → shard, on the shard's reply channel: the answer to an API

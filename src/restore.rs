@@ -62,7 +62,11 @@ pub fn read(cfg: &mut Config) -> Plan {
     };
     let node = match state.node_id.as_deref().map(<NodeId as crate::config::Setting>::parse) {
         Some(Ok(kept)) => cfg.take_node_id(kept),
-        _ => cfg.node_id,
+        Some(Err(e)) => {
+            tracing::warn!("state_dir: the kept node id is not one ({e}): its sessions cannot be put back");
+            cfg.node_id
+        }
+        None => cfg.node_id,
     };
     plan.systems = state.systems.iter().map(|s| s.as_str().into()).collect();
     let n = state.sessions.len();
@@ -88,11 +92,12 @@ fn sessions(plan: &mut Plan, state: State, node: u32, max_slot: usize) {
     sessions.sort_by_key(|s| s.detached_ms);
     for s in sessions {
         match session(s, (node, shards, max_slot), &systems) {
-            Ok((kept, client)) if seen.insert(kept.conn) => {
+            // One session per slot (a slot's generation tells two apart, but a slot holds one).
+            Ok((kept, client)) if seen.insert((kept.conn.shard, kept.conn.slot)) => {
                 plan.shards[kept.conn.shard as usize].push(kept);
                 plan.clients.push(client);
             }
-            Ok((kept, _)) => plan.left_out.push((ids::client_id(node, kept.conn), "kept twice")),
+            Ok((kept, _)) => plan.left_out.push((ids::client_id(node, kept.conn), "its slot kept twice")),
             Err((id, why)) => plan.left_out.push((id, why)),
         }
     }
@@ -196,6 +201,7 @@ mod tests {
             sessions: vec![
                 kept(&id(1, 7, 99), "a"),
                 kept(&id(1, 7, 99), "a"),
+                kept(&id(1, 7, 100), "a"),
                 kept(&id(2, 0, 1), "a"),
                 kept(&ids::client_id(0xcd, ConnId { shard: 0, slot: 1, gen: 1 }), "a"),
                 kept(&id(0, 3, 4), "gone"),
@@ -220,8 +226,9 @@ mod tests {
                 "a damaged secret",
                 "its clientId names another node id (node_id changed)",
                 "its shard is not started in this run (shards changed)",
+                "its slot kept twice",
+                "its slot kept twice",
                 "its system is not registered",
-                "kept twice"
             ]
         );
     }

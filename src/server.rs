@@ -171,8 +171,10 @@ impl Server {
         self.admin
     }
 
-    /// Graceful shutdown: every shard stops accepting, sends close 1001 to its clients,
-    /// flushes (bounded by `shutdown_timeout`) and exits; then the hub exits.
+    /// Graceful shutdown: every shard stops accepting, sends close 1001 to its clients (1012
+    /// to recovering ones whose sessions `state_dir` keeps), flushes (bounded by
+    /// `shutdown_timeout`), hands the kept sessions to the hub and exits; then the hub exits
+    /// (writing the state).
     pub fn shutdown(mut self) {
         for (tx, waker) in &self.links {
             let _ = tx.send(ShardMsg::Shutdown);

@@ -191,7 +191,12 @@ pub fn write(dir: &Path, state: &State) -> io::Result<()> {
     {
         // Owner only: the sessions' resume secrets are in it.
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+        // A new file, so the mode holds (a leftover one may have had another, or be a link).
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
         f.write_all(&body)?;
         f.sync_all()?;
     }

@@ -76,9 +76,16 @@ impl Hub {
         }
     }
 
-    /// A shard's kept sessions at the end of its shutdown: written with the state at `Stop`.
-    pub(in crate::hub) fn sessions_kept(&mut self, sessions: Vec<KeptSession>) {
-        self.kept.extend(sessions);
+    /// A shard keeping sessions has only those left. Once every shard is quiet, all they sent
+    /// before has been handled here (one queue, in order) and every frame it made is in their
+    /// queues: each is asked for its sessions after those frames, so none falls between.
+    pub(in crate::hub) fn shard_quiet(&mut self) {
+        self.quiet += 1;
+        if self.quiet == self.local.shards() {
+            for shard in 0..self.local.shards() {
+                self.local.out.send(shard, crate::msg::ShardMsg::HandOver);
+            }
+        }
     }
 
     /// A single node with `state_dir`: writes the registered systems, the node id and the
@@ -111,7 +118,23 @@ impl Hub {
             Err(e) => {
                 metrics::add(&l.stats.state_write_errors_total, 1);
                 tracing::error!(dir = %dir.display(), "cannot write the state to state_dir: {e}; the state written last stays");
+                self.kept_sessions_end();
             }
+        }
+    }
+
+    /// The kept sessions could not be written: they end here, as at a shutdown without
+    /// `state_dir` (the webhooks say so; every client is gone already, so nobody gets a 1002).
+    fn kept_sessions_end(&mut self) {
+        if self.kept.is_empty() {
+            return;
+        }
+        tracing::error!(
+            sessions = self.kept.len(),
+            "the kept sessions end: their clients get fresh sessions after the start"
+        );
+        for k in std::mem::take(&mut self.kept) {
+            self.remove_client(k.conn, false, crate::webhooks::Gone::Shutdown);
         }
     }
 }

@@ -140,6 +140,8 @@ pub struct Hub {
     /// A single node with `state_dir`, shutting down: the sessions the shards kept for the
     /// next start (written with the state at `Stop`).
     kept: Vec<crate::msg::KeptSession>,
+    /// How many shards said they are quiet ([`Command::Quiet`]).
+    quiet: usize,
 }
 
 impl Hub {
@@ -158,6 +160,7 @@ impl Hub {
             backend: Backend::new(broker),
             redis_taken: 0,
             kept: Vec::new(),
+            quiet: 0,
         };
         hub.register_at_start();
         hub
@@ -317,7 +320,8 @@ impl Hub {
                     c.link.send(crate::cluster::BrokerCmd::NodeFigures { reply: nodes });
                 }
             }
-            Command::Sessions(kept) => self.sessions_kept(kept),
+            Command::Sessions(kept) => self.kept.extend(kept),
+            Command::Quiet => self.shard_quiet(),
             Command::Stop => {}
         }
     }

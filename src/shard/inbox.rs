@@ -58,6 +58,7 @@ impl Shard {
                 }
                 ShardMsg::RelayLost(t) => self.relay_lost(t),
                 ShardMsg::Shutdown => self.start_shutdown(),
+                ShardMsg::HandOver => self.hand_over_sessions(),
             }
         }
     }

@@ -150,6 +150,11 @@ pub struct Shard {
     /// A single node with `state_dir`: a shutdown keeps the recoverable sessions for the next
     /// start (`restart.rs`).
     keeps_sessions: bool,
+    /// Keeping sessions, shutting down: this shard told the hub it is quiet (see
+    /// [`Shard::shutdown_done`]).
+    quiet: bool,
+    /// The kept sessions were handed over: the shard exits.
+    handed_over: bool,
     logs: LogLimiter,
     /// When each refusal cause was last logged for each source address.
     refusals: refusals::Refusals,
@@ -207,6 +212,8 @@ impl Shard {
             accept_paused: false,
             shutdown_deadline: None,
             keeps_sessions,
+            quiet: false,
+            handed_over: false,
             logs: LogLimiter::default(),
             refusals: refusals::Refusals::default(),
             queued_frames: 0,
@@ -308,22 +315,13 @@ impl Shard {
             if accepted > 0 {
                 std::thread::yield_now();
             }
-            if Instant::now() >= next_tick {
+            // Quiet (shutting down, only kept sessions left): nothing may end or change now.
+            if Instant::now() >= next_tick && !self.quiet {
                 self.sweep();
                 next_tick = Instant::now() + tick;
             }
-            if let Some(deadline) = self.shutdown_deadline {
-                let late = (self.now().wrapping_sub(deadline) as i32) >= 0;
-                // Only sessions kept for the next start left (none unless `keeps_sessions`).
-                if self.conns.len() == self.kept_here() || late {
-                    let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-                    for s in slots {
-                        self.on_event(s, Event::ShutdownLate);
-                    }
-                    self.flush_backlog();
-                    self.hand_over_sessions();
-                    return;
-                }
+            if self.shutdown_done() {
+                return;
             }
         }
     }

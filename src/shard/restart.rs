@@ -7,7 +7,6 @@
 //! session never left. The model of a session is in `recovery`; the resume is `resume.rs`'s.
 
 use std::io::Read;
-use std::time::Duration;
 
 use super::lifecycle::react::Event;
 use super::{Buf, Conn, Shard, State};
@@ -40,13 +39,21 @@ impl Shard {
         self.detach(slot);
     }
 
-    /// At the shard's exit: every kept session, for the state the hub writes. Sent without
-    /// losing it: the hub is running (it stops once every shard has exited), and a hub waiting
-    /// for room in this shard's queue gets it (what it sends is dropped: the shard is done).
+    /// Asked by the hub once every shard is quiet (`Shard::shutdown_done`): every kept
+    /// session, for the state the hub writes; then the shard exits. The hub is running (it
+    /// stops once every shard has exited) and sends nothing more to shards.
     pub(super) fn hand_over_sessions(&mut self) {
-        if !self.keeps_sessions {
-            return;
+        debug_assert!(self.keeps_sessions && self.quiet, "asked only of a quiet shard");
+        self.handed_over = true;
+        let kept = self.kept_sessions();
+        let n = kept.len();
+        if self.hub.send_timeout(Command::Sessions(kept), self.cfg().shutdown_timeout).is_err() {
+            tracing::error!(shard = self.id, sessions = n, "the hub took no kept sessions: they are lost");
         }
+    }
+
+    /// The kept (detached) sessions, as the state holds them.
+    fn kept_sessions(&self) -> Vec<KeptSession> {
         let (now, unix) = (self.now(), crate::auth::now_millis());
         let mut kept = Vec::new();
         for (slot, c) in self.conns.iter() {
@@ -64,21 +71,7 @@ impl Shard {
                 from_start,
             });
         }
-        let mut cmd = Command::Sessions(kept);
-        let give_up = std::time::Instant::now() + self.cfg().shutdown_timeout;
-        loop {
-            match self.hub.send_timeout(cmd, Duration::from_millis(10)) {
-                Ok(()) => return,
-                Err(crossbeam_channel::SendTimeoutError::Timeout(c)) if std::time::Instant::now() < give_up => {
-                    cmd = c;
-                    while self.rx.try_recv().is_ok() {}
-                }
-                Err(_) => {
-                    tracing::error!(shard = self.id, "the hub took no kept sessions: they are lost");
-                    return;
-                }
-            }
-        }
+        kept
     }
 
     /// At start: the sessions the last run kept for this shard, each put in its slot with its
@@ -95,6 +88,10 @@ impl Shard {
         let (now, unix) = (self.now(), crate::auth::now_millis());
         let window = u64::from(super::lifecycle::Bounds::of(self.cfg()).window_ms);
         let mut order = Vec::with_capacity(kept.len());
+        debug_assert!(
+            kept.iter().map(|k| k.conn.slot).collect::<std::collections::HashSet<_>>().len() == kept.len(),
+            "one session per slot (restore::read)"
+        );
         let conns = kept.into_iter().map(|k| {
             let slot = k.conn.slot as usize;
             order.push((slot, k.ip));

@@ -245,7 +245,10 @@ impl Shard {
     pub(super) fn resume_session(&mut self, r: Resume) {
         let slot = r.session.slot as usize;
         match self.check_resume(r.session, &r.secret, &r.system, r.last.as_deref()) {
-            Ok(missed) => self.attach(slot, (r.sock, r.deflate, r.tls), r.accept, missed),
+            Ok(missed) => {
+                self.attach(slot, (r.sock, r.deflate, r.tls), r.accept, missed);
+                self.shutdown_arrival(slot);
+            }
             Err(why) => {
                 if why == Refusal::LastNotHeld {
                     // The session's own client moved on: the session ends now (its groups are
@@ -318,6 +321,15 @@ impl Shard {
         if let Some(slot) = self.adopt(r.sock, r.tls) {
             self.conns[slot].deflate = r.deflate;
             self.connect_client(slot, r.accept.into(), &r.system, true, false, r.admit);
+            self.shutdown_arrival(slot);
+        }
+    }
+
+    /// A connection that arrived from another shard after this one began its shutdown gets the
+    /// shutdown too (it missed [`Shard::start_shutdown`]): closed, or restarted and kept.
+    fn shutdown_arrival(&mut self, slot: usize) {
+        if self.shutdown_deadline.is_some() && self.conns.contains(slot) {
+            self.on_event(slot, Event::Shutdown);
         }
     }
 

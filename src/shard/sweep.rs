@@ -42,6 +42,12 @@ impl LogLimiter {
     }
 }
 
+/// How long past its shutdown deadline a quiet shard waits for the hub's
+/// [`crate::msg::ShardMsg::HandOver`] before it exits without handing its sessions over (they
+/// are then lost, with an error line): the other shards are quiet by their deadlines, which
+/// are the same but for the moments their `Shutdown` came.
+const QUIET_MARGIN_MS: u32 = 1000;
+
 impl Shard {
     pub(super) fn start_shutdown(&mut self) {
         if self.shutdown_deadline.is_some() {
@@ -56,6 +62,47 @@ impl Shard {
         for slot in slots {
             self.on_event(slot, Event::Shutdown);
         }
+    }
+
+    /// Where a shutdown stands, once a turn: true when the shard may exit. Its connections
+    /// are done once none is left but the sessions kept for the next start, or at the
+    /// deadline (the rest are then dropped). Without sessions to keep, it exits then. Keeping
+    /// sessions, it tells the hub it is quiet and goes on taking the hub's messages (frames
+    /// for its kept sessions are still recorded) until the hub, having heard every shard,
+    /// asks for them ([`crate::msg::ShardMsg::HandOver`]) — every shard is quiet by its
+    /// deadline at the latest — or [`QUIET_MARGIN_MS`] past the deadline.
+    pub(super) fn shutdown_done(&mut self) -> bool {
+        let Some(deadline) = self.shutdown_deadline else { return false };
+        if self.handed_over {
+            return true;
+        }
+        if self.quiet {
+            self.flush_backlog();
+            let give_up = deadline.wrapping_add(QUIET_MARGIN_MS);
+            if (self.now().wrapping_sub(give_up) as i32) < 0 {
+                return false;
+            }
+            tracing::error!(
+                shard = self.id,
+                sessions = self.kept_here(),
+                "the hub never asked for the kept sessions: they are lost"
+            );
+            return true;
+        }
+        let late = (self.now().wrapping_sub(deadline) as i32) >= 0;
+        if self.conns.len() != self.kept_here() && !late {
+            return false;
+        }
+        let slots: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for s in slots {
+            self.on_event(s, Event::ShutdownLate);
+        }
+        if self.keeps_sessions {
+            self.tell_hub_lifecycle(crate::msg::Command::Quiet);
+            self.quiet = true;
+        }
+        self.flush_backlog();
+        !self.keeps_sessions
     }
 
     /// Periodic sweep: what each connection's deadlines make due ([`lifecycle::due`]), then
