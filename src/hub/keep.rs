@@ -4,7 +4,7 @@
 //! `state_dir` — after each `register`, at start, and at shutdown with the sessions the shards
 //! handed over (`Command::Sessions`) and what the index knows of them.
 
-use super::index::{self, SysId};
+use super::index;
 use super::Hub;
 use crate::metrics;
 use crate::msg::KeptSession;
@@ -66,13 +66,7 @@ impl Hub {
         }
         l.index.clients.insert(c.conn, client);
         if let Some(user) = &c.user {
-            self.restored_user(sys, c.conn, user);
-        }
-    }
-
-    fn restored_user(&mut self, sys: SysId, conn: crate::ids::ConnId, user: &str) {
-        if self.local.index.set_user(sys, conn, user) {
-            metrics::add(&self.local.stats.users, 1);
+            self.give_user(sys, c.conn, user);
         }
     }
 

@@ -85,39 +85,55 @@ impl Shard {
             return;
         }
         debug_assert!(self.conns.is_empty(), "restored before any connection");
-        let (now, unix) = (self.now(), crate::auth::now_millis());
-        let window = u64::from(super::lifecycle::Bounds::of(self.cfg()).window_ms);
-        let mut order = Vec::with_capacity(kept.len());
         debug_assert!(
             kept.iter().map(|k| k.conn.slot).collect::<std::collections::HashSet<_>>().len() == kept.len(),
             "one session per slot (restore::read)"
         );
+        let addresses = self.put_back(kept);
+        metrics::add(&self.stats().recovery_restored_total, self.conns.len() as u64);
+        for (slot, ip) in addresses {
+            self.set_state_restored(slot);
+            let ip = ip.and_then(|ip| self.shared.per_ip.as_ref().map(|p| p.keep_restored(ip)));
+            self.kept_begin(slot, ip, false);
+        }
+        self.end_over_bounds();
+        tracing::info!(shard = self.id, sessions = self.kept_here(), "kept sessions put back, detached");
+    }
+
+    /// The kept sessions into the slab, each at its slot; each slot with its address, in the
+    /// order given (oldest detached first: the `max_recovery_sessions` order).
+    fn put_back(&mut self, kept: Vec<KeptSession>) -> Vec<(usize, Option<std::net::IpAddr>)> {
+        let (now, unix) = (self.now(), crate::auth::now_millis());
+        let window = u64::from(super::lifecycle::Bounds::of(self.cfg()).window_ms);
+        let mut addresses = Vec::with_capacity(kept.len());
         let conns = kept.into_iter().map(|k| {
             let slot = k.conn.slot as usize;
-            order.push((slot, k.ip));
+            addresses.push((slot, k.ip));
             // Past the window: lapsed at the first look (1 ms over it).
             let since = unix.saturating_sub(k.detached_ms).min(window + 1) as u32;
             (slot, restored_conn(k, now.wrapping_sub(since)))
         });
         self.conns = conns.collect();
+        addresses
+    }
+
+    /// Sessions put back past a bound end now, as they would have in a run: over
+    /// `recovery_max_bytes`, the oldest beyond this shard's share of `max_recovery_sessions`,
+    /// and (the sweep) past their window.
+    fn end_over_bounds(&mut self) {
         let max = self.shared.cfg.recovery_max_bytes;
-        let mut over = Vec::new();
-        for (slot, ip) in order {
-            self.set_state_restored(slot);
-            let ip = ip.and_then(|ip| self.shared.per_ip.as_ref().map(|p| p.keep_restored(ip)));
-            self.kept_begin(slot, ip, false);
-            if self.conns[slot].session.as_ref().is_some_and(|s| s.unacked.bytes() > max) {
-                over.push(slot);
-            }
-        }
-        metrics::add(&self.stats().recovery_restored_total, self.conns.len() as u64);
+        let over: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.session.as_ref().is_some_and(|s| s.unacked.bytes() > max))
+            .map(|(slot, _)| slot)
+            .collect();
         for slot in over {
             metrics::add(&self.stats().recovery_overflows_total, 1);
             self.on_event(slot, Event::SessionEnds);
         }
         self.evict_oldest_kept();
         self.sweep();
-        tracing::info!(shard = self.id, sessions = self.kept_here(), "kept sessions put back, detached");
     }
 }
 

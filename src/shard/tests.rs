@@ -31,6 +31,15 @@ fn shard_full(
     hub: crossbeam_channel::Sender<crate::msg::Command>,
     per_ip: Option<super::per_ip::PerIp>,
 ) -> (Shard, std::net::SocketAddr) {
+    shard_kept(hub, per_ip, Vec::new())
+}
+
+/// [`shard_full`], started with the sessions a last run `kept`.
+fn shard_kept(
+    hub: crossbeam_channel::Sender<crate::msg::Command>,
+    per_ip: Option<super::per_ip::PerIp>,
+    kept: Vec<crate::msg::KeptSession>,
+) -> (Shard, std::net::SocketAddr) {
     let cfg = Arc::new(Config::default());
     let shared = Arc::new(Shared {
         peers: false,
@@ -49,7 +58,7 @@ fn shard_full(
     let addr = listener.local_addr().unwrap();
     let (_, rx) = bounded(16);
     let (_, rrx) = bounded(16);
-    (Shard::new(0, shared, poll, listener, (rx, rrx), hub, Vec::new()).unwrap(), addr)
+    (Shard::new(0, shared, poll, listener, (rx, rrx), hub, kept).unwrap(), addr)
 }
 
 /// Accepts until a connection is in the slab (the listener is non-blocking).
@@ -249,4 +258,48 @@ fn a_refused_detached_session_releases_its_address() {
     assert!(s.conns.get(slot).is_none());
     assert_eq!(addresses(), 0, "the address is released with the session");
     s.check_gauges();
+}
+
+/// Sessions a last run kept go back into their slots with their generations, detached and
+/// counted as kept; one past its window and one over `recovery_max_bytes` end at once (the
+/// hub hears of each), and a new connection takes a free slot, never a kept one.
+#[test]
+fn kept_sessions_go_back_to_their_slots_and_past_a_bound_end() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let frame = |n: usize| {
+        let payload = format!("{{\"messageId\":\"m{n}\",\"msg\":\"{}\"}}", "x".repeat(n));
+        crate::protocol::ws::frame(crate::protocol::ws::OP_TEXT, payload.as_bytes())
+    };
+    let now = crate::auth::now_millis();
+    let kept = |slot, gen, detached_ms, frames: Vec<bytes::Bytes>| crate::msg::KeptSession {
+        conn: crate::ids::ConnId { shard: 0, slot, gen },
+        secret: crate::recovery::new_secret(),
+        system: "sys".into(),
+        detached_ms,
+        ip: None,
+        acked: None,
+        frames,
+        from_start: true,
+    };
+    let max = Config::default().recovery_max_bytes;
+    let sessions = vec![
+        kept(9, 1, 0, vec![frame(1)]),
+        kept(3, 7, now, vec![frame(1), frame(2)]),
+        kept(5, 2, now, vec![frame(max)]),
+    ];
+    let (hub, hub_rx) = bounded(16);
+    let (mut s, addr) = shard_kept(hub, None, sessions);
+    assert_eq!(s.conns.len(), 1, "the lapsed and the oversized one ended");
+    assert_eq!((s.conns[3].gen, s.conns[3].state), (7, super::State::Detached));
+    assert_eq!(s.conns[3].session.as_ref().unwrap().unacked.after(None).unwrap().count(), 2);
+    assert_eq!((s.kept_here(), s.shared.kept.load(Relaxed)), (1, 1));
+    assert_eq!(s.stats().recovery_restored_total.load(Relaxed), 3);
+    assert_eq!(s.stats().recovery_overflows_total.load(Relaxed), 1);
+    assert_eq!(s.stats().recovery_expired_total.load(Relaxed), 1);
+    s.flush_backlog();
+    assert_eq!(hub_rx.try_iter().count(), 2, "the hub heard of both ends");
+    let _c = StdStream::connect(addr).unwrap();
+    accept_one(&mut s, 1);
+    assert!(s.conns.iter().any(|(k, _)| k != 3), "a new connection in a free slot");
+    assert_eq!(s.conns[3].gen, 7);
 }
