@@ -49,7 +49,7 @@ fn is_zero(n: &u64) -> bool {
 
 /// A recoverable session as written at shutdown: everything its client needs to resume it on
 /// the next start, and what the index knew of it.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Session {
     pub client_id: String,
@@ -82,6 +82,19 @@ pub struct Session {
     /// The payloads (JSON text) of the push frames it may still owe its client, in order.
     #[serde(default)]
     pub frames: Vec<Payload>,
+}
+
+/// Without the secret: a resume secret is never logged.
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client_id", &self.client_id)
+            .field("system", &self.system)
+            .field("groups", &self.groups)
+            .field("detached_ms", &self.detached_ms)
+            .field("frames", &self.frames.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// A frame's payload, kept as the JSON text it is (read back checked to be JSON).
