@@ -43,6 +43,8 @@
 //! | [`auth`] | JWT verification (HS256 / RS256 / ES256) and minting: API tokens (system, operator) and connect tokens (`/ws` only: user and groups, [`auth::Grant`]) |
 //! | [`recovery`] | session recovery: what a recoverable session keeps (its unacknowledged frames by reference, resume token), pure; the shard's side is `shard/resume.rs` |
 //! | [`ids`] | `ConnId` (shard, slot, generation) and the clientId / messageId encodings |
+//! | [`aliases`] | cluster mode: where the clientIds of a stopped node live now (moves of generation ranges to an adopter; the adopter's table of adopted sessions), one table per node read by every thread |
+//! | [`handoff`] | cluster mode: the messages of a SIGTERMed node's hand-off of its sessions to a live node (pure; the hub's side is `hub/handoff.rs`, the broker's `cluster/broker/adopt.rs`, the shards' `shard/restart.rs`) |
 //! | [`tls`] | TLS termination: certificate loading, reload on SIGHUP, the rustls configuration, one connection's state ([`tls::TlsConn`], rustls's unbuffered API, no sockets); the shard's socket side is `shard/tls.rs` |
 //! | [`admin`] | `admin_listen`: `/metrics`, `/health` and the admin page (`admin.html`, polling `/admin/stats`: the metrics, the hub's [`msg::AdminView`], in cluster mode every node's figures from Redis) without a token on an internal address (a thread per connection, bounded, one deadline per request) |
 //! | [`state`] | a single node's `state_dir`: the registered systems, the node id and (at a graceful shutdown) the recoverable sessions kept across restarts (one versioned file, written atomically) |
@@ -54,7 +56,8 @@
 //!
 //! 1. A connection is read and written only by the shard that accepted it; hub state only by
 //!    the hub thread. No lock on any per-message path of a single node (cluster mode: a
-//!    forwarded call takes the `Pending` mutex once when sent and once when answered;
+//!    forwarded call takes the `Pending` mutex once when sent and once when answered; once a
+//!    node has learnt of a hand-off, reading a clientId takes the `aliases` read lock;
 //!    per-address bounds, when set, take one mutex at accept, handshake and close).
 //! 2. One outgoing message is serialized exactly once into an immutable [`bytes::Bytes`]
 //!    (WebSocket header + JSON) shared by every recipient on every shard (inside a shard,
@@ -95,9 +98,11 @@
 //!     of them (asserted in debug builds).
 
 pub mod admin;
+pub mod aliases;
 pub mod auth;
 pub mod cluster;
 pub mod config;
+pub mod handoff;
 pub mod hub;
 pub mod ids;
 pub mod metrics;

@@ -103,7 +103,7 @@ fn serve(args: ServeArgs) -> ExitCode {
         }
         tracing::info!(
             signal = sig,
-            "shutting down: closing clients with 1001 (1012 to recovering ones state_dir keeps)"
+            "shutting down: closing clients with 1001 (1012 to recovering ones, whose sessions state_dir keeps or a live node adopts)"
         );
         break;
     }

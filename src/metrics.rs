@@ -73,8 +73,10 @@ counters!(ShardStats {
     recovery_detached_total: "recoverable sessions whose connection ended without a close handshake (kept)",
     recovery_resumed_total: "resumes that recovered their session",
     recovery_restart_closes_total:
-        "single node with state_dir: recoverable clients closed 1012 at shutdown, their sessions kept for the next start",
+        "recoverable clients closed 1012 at shutdown, their sessions kept (state_dir) or handed to a live node (cluster mode)",
     recovery_restored_total: "single node with state_dir: sessions the last run kept, put back (detached) at start",
+    recovery_adopted_total:
+        "cluster mode: sessions a stopping node handed over, held here (detached) under their old clientIds",
     recovery_takeovers_total: "resumes that took over a connection that still looked open",
     recovery_refused_unknown_total:
         "resumes refused (fresh session): malformed token, or no such session (ended, expired)",
@@ -112,6 +114,12 @@ counters!(HubStats {
     state_writes_total: "single node: times the state (registered systems) was written to state_dir",
     state_write_errors_total: "single node: state writes to state_dir that failed (logged; the last good state stays)",
     state_sessions_written_total: "single node: recoverable sessions written to state_dir at shutdown",
+    handoff_sessions_total:
+        "cluster mode: recoverable sessions this node handed to a live node at shutdown (the adopter holds them)",
+    handoff_failed_total:
+        "cluster mode: shutdown hand-offs that did not complete (no live node, refused, timed out, Redis down): their sessions ended",
+    handoff_refused_total:
+        "cluster mode: hand-offs this node refused to adopt (it was stopping itself, or past max_recovery_sessions)",
     state_sessions_left_out_total:
         "single node: sessions in state_dir that could not be put back at start (logged by cause; fresh sessions for their clients)",
     group_limit_refusals_total: "binds refused (400) because the client was in max_groups_per_client groups",

@@ -66,7 +66,25 @@ pub enum Command {
     /// at this point of Redis's order; if it is ours it becomes a member here before the frame
     /// (its 1001 notice, if any) is delivered, so group membership follows one order
     /// cluster-wide.
-    Published { system: Box<str>, group: Option<Box<str>>, frame: Option<Frame>, joined: Option<ClientRef> },
+    /// `at`: its place in its publisher's stream (what a hand-off's cut compares).
+    Published {
+        system: Box<str>,
+        group: Option<Box<str>>,
+        frame: Option<Frame>,
+        joined: Option<ClientRef>,
+        at: Option<crate::handoff::At>,
+    },
+    /// Cluster mode, from the subscriber: a hand-off message for this node (`handoff`), in
+    /// its place among Redis's messages; with a `Ready`, `cut` holds the last positions this
+    /// node saw on its channels (everything before it in the queue).
+    HandOff { msg: crate::handoff::Msg, cut: Vec<crate::handoff::Cut> },
+    /// Cluster mode, from shards: sessions another node handed over, now held here
+    /// ([`ShardMsg::Adopt`]): each old clientId with its connection here; `over`: those no
+    /// slot could take.
+    Adopted { from: u32, held: Vec<(ClientRef, ConnId)>, over: Vec<ClientRef> },
+    /// Cluster mode, from a shard shutting down: a relay message for one of its sessions that
+    /// came too late (the session is being handed over): the hub passes it to the adopter.
+    Bounced(crate::protocol::relay::Msg),
     /// Cluster mode, from the broker: whether `system` is registered (`Err`: Redis
     /// unreachable), answering a lookup the hub asked for.
     SystemKnown { system: Box<str>, registered: Result<bool, String> },
@@ -103,6 +121,13 @@ pub enum Command {
     Quiet,
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
+}
+
+/// A session handed over by a stopping node: its old clientId and what its shard held.
+#[derive(Debug)]
+pub struct Adoption {
+    pub id: ClientRef,
+    pub kept: KeptSession,
 }
 
 /// A recoverable session kept across a restart (single node, `state_dir`): what its shard holds
@@ -367,9 +392,13 @@ pub enum ShardMsg {
     RelayLost(Target),
     /// Graceful shutdown: close 1001 to everyone, flush, exit.
     Shutdown,
-    /// A single node with `state_dir`: every shard is quiet ([`Command::Quiet`]) and the hub
-    /// has handled all they sent: hand the kept sessions over and exit.
+    /// Sessions kept (a single node with `state_dir`, or a cluster node's hand-off): every
+    /// shard is quiet ([`Command::Quiet`]) and the hub has handled all they sent: hand the
+    /// kept sessions over and exit.
     HandOver,
+    /// Cluster mode: sessions another node handed over, to hold here, detached, under their
+    /// old clientIds (answered with [`Command::Adopted`]).
+    Adopt { from: u32, sessions: Vec<Adoption> },
 }
 
 /// Hub (or broker, subscriber) → shard, on the shard's reply channel: the answer to an API

@@ -123,6 +123,20 @@ fn session(
     if !systems.contains(s.system.as_str()) {
         return fail("its system is not registered");
     }
+    let (_, kept, client) = convert(s)?;
+    Ok((kept, client))
+}
+
+/// A session handed over by another node (cluster mode's hand-off): its old clientId, what
+/// its new shard holds and what the index holds (`conn` still the old one), or why not.
+pub fn handed(s: state::Session) -> Result<(ids::ClientRef, KeptSession, Client), (String, &'static str)> {
+    convert(s)
+}
+
+/// A session in the state's form made into what a shard and the index hold.
+fn convert(s: state::Session) -> Result<(ids::ClientRef, KeptSession, Client), (String, &'static str)> {
+    let fail = |why| Err((s.client_id.clone(), why));
+    let Some(r) = ids::parse_client_ref(&s.client_id) else { return fail("a malformed clientId") };
     let Some(secret) = secret(&s.secret) else { return fail("a damaged secret") };
     let frame = |p: &state::Payload| wsp::frame(wsp::OP_TEXT, p.text().as_bytes());
     let kept = KeptSession {
@@ -143,7 +157,7 @@ fn session(
         extend: s.extend.into(),
         groups: s.groups.into_iter().map(Into::into).collect(),
     };
-    Ok((kept, client))
+    Ok((r, kept, client))
 }
 
 /// 32 hex digits.

@@ -113,6 +113,7 @@ impl Server {
         let (listeners, addr) = bind_all(&cfg)?;
         let hub_stats = Arc::new(HubStats::default());
         let shared = Arc::new(Shared {
+            aliases: Default::default(),
             peers: cfg.redis.is_some(),
             verifier: verifier(&cfg)?,
             stats: metrics::per_shard(cfg.shards),
@@ -144,6 +145,7 @@ impl Server {
             }
         };
         let mut hub = Hub::new(cfg.clone(), hub_links, hub_stats, broker, hooks);
+        hub.share_aliases(shared.aliases.clone());
         hub.restore(kept);
         // Joined after the hub and the broker (which hold the event senders): the webhook
         // sender then delivers what is left, bounded by shutdown_timeout.
@@ -287,7 +289,12 @@ fn start_cluster(
     hub_links: &[ShardLink],
     inbox: &mut Inbox,
 ) -> io::Result<(cluster::BrokerLink, Vec<JoinHandle<()>>)> {
-    let ccfg = ClusterConfig { cfg: cfg.clone(), hooks: hooks.clone(), figures: admin::node_figures(shared.clone()) };
+    let ccfg = ClusterConfig {
+        cfg: cfg.clone(),
+        hooks: hooks.clone(),
+        figures: admin::node_figures(shared.clone()),
+        aliases: shared.aliases.clone(),
+    };
     let replies = Replies(hub_links.iter().map(|l| (l.replies.clone(), l.waker.clone())).collect());
     let (control, control_rx) = crossbeam_channel::unbounded();
     let (redis, redis_rx) = bounded(cfg.hub_queue);

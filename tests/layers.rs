@@ -43,7 +43,8 @@ fn protocol_code_names_nothing_above_it() {
 
 #[test]
 fn the_cross_thread_contract_names_no_thread_module() {
-    check(vec![src("msg.rs")], &["auth", "ids", "protocol", "recovery", "tls", "webhooks"]);
+    check(vec![src("msg.rs")], &["auth", "handoff", "ids", "protocol", "recovery", "state", "tls", "webhooks"]);
+    check(vec![src("handoff.rs"), src("aliases.rs")], &["ids", "state"]);
     check(vec![src("tls/conn.rs")], &[]);
 }
 

@@ -47,6 +47,11 @@ impl Keys {
         format!("{}nodes", self.prefix)
     }
 
+    /// Hash of the moves of stopped nodes' clientIds (`aliases::Move` text → '').
+    pub fn moved(&self) -> String {
+        format!("{}moved", self.prefix)
+    }
+
     pub fn cluster(&self) -> String {
         format!("{}cluster", self.prefix)
     }

@@ -88,6 +88,28 @@ pub enum BrokerCmd {
     Answer { to: ReplyTo, status: u16, body: Bytes },
     /// A relay message (a session resumed through another node) for `node`'s channel.
     ToNode { node: u32, payload: Vec<u8> },
+    /// A stopping node `from` asked this one to adopt sessions in `channels`: subscribe to
+    /// them (kept until [`BrokerCmd::Adopt`] or [`BrokerCmd::Unprepare`]), then answer `Ready`.
+    Prepare { from: u32, channels: Vec<crate::handoff::Channel> },
+    /// These sessions of this node are another node's now: the mirror forgets them (so
+    /// leaving Redis at exit does not end them).
+    HandedOff { clients: Vec<String> },
+    /// The hand-off from `from` was given up: its channels are no longer kept for it.
+    Unprepare { from: u32 },
+    /// The sessions of `from` are held here: their presence entries move from `from`'s node
+    /// hash to this node's, the `moved` hash and the cluster learn the move, `from` hears
+    /// `Done`.
+    Adopt { from: u32, clients: Vec<Adopted>, moved: Option<crate::aliases::Move>, adopted: u32 },
+}
+
+/// A session adopted here, as its presence entries name it.
+#[derive(Debug)]
+pub struct Adopted {
+    pub client: String,
+    pub system: Box<str>,
+    pub groups: Vec<Box<str>>,
+    pub info: Box<str>,
+    pub user: Option<Box<str>>,
 }
 
 impl BrokerCmd {
@@ -192,6 +214,9 @@ pub struct ClusterConfig {
     /// This node's figures for the admin page (a JSON object), written to Redis with each
     /// heartbeat so any node's page can show every node's without asking them.
     pub figures: NodeFigures,
+    /// Where moved clientIds are (`aliases`): learnt from Redis and announcements, written
+    /// for the sessions this node adopted.
+    pub aliases: Arc<crate::aliases::Aliases>,
 }
 
 /// Renders this node's figures (JSON object text), on the broker's thread.
@@ -242,6 +267,7 @@ pub fn start(
         budget: std::cell::RefCell::new(subscriber::StallBudget::new(cfg.redis_max_stall, std::time::Instant::now())),
         queued: std::cell::Cell::new(0),
         node: cfg.node_id.0,
+        aliases: cfg.aliases.clone(),
         last_log: std::cell::Cell::new(None),
     };
     let s = std::thread::Builder::new()

@@ -109,6 +109,11 @@ impl Gaps {
         }
     }
 
+    /// The last position seen on `chan` from each publisher: (origin, epoch, seq).
+    pub fn last(&self, chan: &str) -> Vec<(u32, u32, u64)> {
+        self.seen.get(chan).map_or_else(Vec::new, |m| m.iter().map(|(&o, &(e, s))| (o, e, s)).collect())
+    }
+
     pub fn channels(&self) -> usize {
         self.seen.len()
     }

@@ -83,6 +83,8 @@ pub(super) struct Subscriber {
     pub queued: Cell<u64>,
     /// This node (its clients' join markers are never dropped).
     pub node: u32,
+    /// Where moved clientIds are (a join marker of a session adopted here is ours too).
+    pub aliases: Arc<crate::aliases::Aliases>,
     pub last_log: Cell<Option<Instant>>,
 }
 
@@ -149,6 +151,8 @@ impl Subscriber {
             Chan::Cluster => {
                 if let Some(node) = wire::parse_hello(&payload) {
                     let _ = self.hub.control.send(Command::Nodes { alive: vec![node], dead: Vec::new() });
+                } else if let Some(m) = wire::parse_moved(&payload) {
+                    self.aliases.moved(m);
                 }
                 return;
             }
@@ -171,14 +175,16 @@ impl Subscriber {
         }
         // Another node's client joining without a notice: nothing for this node. (Joins are
         // published on group channels only: a marker anywhere else means nothing.)
-        let ours = joined.filter(|c| c.node == self.node && group.is_some());
+        let ours = joined
+            .filter(|c| group.is_some() && matches!(self.aliases.route(self.node, *c), crate::aliases::Route::Here(_)));
         if frame.is_none() && ours.is_none() {
             return;
         }
         // The frame is the payload's tail: keep the buffer, no copy.
         let frame = frame.map(|f| payload.len() - f.len()).map(|start| Bytes::from(payload).slice(start..));
         let had_frame = frame.is_some();
-        let cmd = Command::Published { system: system.into(), group: group.map(Into::into), frame, joined: ours };
+        let at = at.map(|p| crate::handoff::At { origin: p.origin, epoch: p.epoch, seq: p.seq });
+        let cmd = Command::Published { system: system.into(), group: group.map(Into::into), frame, joined: ours, at };
         if let Err(cmd) = self.to_hub(cmd) {
             if had_frame {
                 metrics::add(&self.stats.cluster_redis_dropped_total, 1);
@@ -247,6 +253,17 @@ impl Subscriber {
     }
 
     fn node_msg(&self, payload: &[u8]) {
+        if let Some(msg) = crate::handoff::decode(payload) {
+            let cut = match &msg {
+                crate::handoff::Msg::Ready { channels, .. } => self.cut(channels),
+                _ => Vec::new(),
+            };
+            if self.to_hub(Command::HandOff { msg, cut }).is_err() {
+                metrics::add(&self.stats.cluster_redis_dropped_total, 1);
+                tracing::warn!("the hub's queue was full: a hand-off message was dropped (the hand-off times out)");
+            }
+            return;
+        }
         if let Some(m) = crate::protocol::relay::decode(payload) {
             let target = m.target();
             // After one is lost, the later ones for that connection go too, until the hub has
@@ -272,6 +289,25 @@ impl Subscriber {
             }
             None => tracing::warn!("ignored a malformed message on this node's channel"),
         }
+    }
+}
+
+impl Subscriber {
+    /// The cut of a hand-off, taken as its `Ready` is read: on each of `channels`, the last
+    /// position seen from each publisher (everything up to it is in the hub's queue already).
+    fn cut(&self, channels: &[crate::handoff::Channel]) -> Vec<crate::handoff::Cut> {
+        let gaps = self.gaps.borrow();
+        let mut cut = Vec::new();
+        for c in channels {
+            let name = match &c.group {
+                Some(g) => self.keys.group(&c.system, g),
+                None => self.keys.system(&c.system),
+            };
+            for (origin, epoch, seq) in gaps.last(&name) {
+                cut.push(crate::handoff::Cut { channel: c.clone(), at: crate::handoff::At { origin, epoch, seq } });
+            }
+        }
+        cut
     }
 }
 

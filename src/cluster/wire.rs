@@ -78,6 +78,22 @@ pub fn hello(node: u32) -> Vec<u8> {
     v
 }
 
+/// Cluster channel: clientIds of a stopped node moved to their adopter (`aliases::Move`).
+const MOVED: u8 = b'M';
+
+/// The announcement of a move on the cluster channel.
+pub fn moved(m: &crate::aliases::Move) -> Vec<u8> {
+    let mut v = vec![MOVED];
+    v.extend_from_slice(m.encode().as_bytes());
+    v
+}
+
+/// The move an announcement names; `None` for anything else.
+pub fn parse_moved(p: &[u8]) -> Option<crate::aliases::Move> {
+    let (&MOVED, rest) = p.split_first()? else { return None };
+    crate::aliases::Move::decode(std::str::from_utf8(rest).ok()?)
+}
+
 /// The node a hello announces; `None` for anything malformed.
 pub fn parse_hello(p: &[u8]) -> Option<u32> {
     match p {

@@ -30,7 +30,7 @@ use super::index::{Client, SysId};
 use super::outbox::notice;
 use super::{single, Answer, Local};
 use crate::cluster::{BrokerCmd, BrokerLink};
-use crate::ids::{self, ClientRef, ConnId};
+use crate::ids::{ClientRef, ConnId};
 use crate::metrics;
 use crate::msg::{Frame, Op, ReplyTo};
 use crate::protocol::api::{self, ApiError, ApiResult, Done};
@@ -114,8 +114,8 @@ impl Backend {
         removed: Option<&Client>,
         notify: bool,
     ) {
-        let id = ids::client_id(l.cfg.node_id.0, conn);
-        let Local { index, out, cfg, stats, hooks } = l;
+        let id = l.id(conn);
+        let Local { index, out, cfg, stats, hooks, .. } = l;
         let Some(client) = removed.or_else(|| index.clients.get(&conn)) else { return };
         let system = &mut index.systems[sys.index()];
         match self {
@@ -183,7 +183,7 @@ impl Backend {
         &mut self,
         l: &mut Local,
         sys: SysId,
-        remote: Vec<ClientRef>,
+        remote: Vec<(u32, ClientRef)>,
         send: (Frame, Box<str>, Done),
         strict: bool,
         to: ReplyTo,

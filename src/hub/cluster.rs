@@ -85,7 +85,7 @@ impl ClusterSide {
     /// back (see `Hub::frame_from_redis`); the notice goes out in that order too.
     pub fn join(&mut self, l: &Local, sys: SysId, key: &Arc<str>, conn: ConnId, new: bool, notify: bool) {
         let Some(client) = l.index.clients.get(&conn) else { return };
-        let id = crate::ids::client_id(l.cfg.node_id.0, conn);
+        let id = l.id(conn);
         let notice = (new && notify).then(|| notice_frame(api::ONLINE, &id, client));
         let info = crate::cluster::info(&client.user_id, &client.extend);
         let (system, group) = (l.index.systems[sys.index()].name.clone(), key.clone());
@@ -147,15 +147,15 @@ impl ClusterSide {
         &mut self,
         l: &Local,
         sys: SysId,
-        remote: Vec<ClientRef>,
+        remote: Vec<(u32, ClientRef)>,
         (frame, id, done): (Frame, Box<str>, Done),
         strict: bool,
         to: ReplyTo,
     ) -> Answer {
         let mut by_node: HashMap<u32, Vec<ClientRef>> = HashMap::new();
-        for c in remote {
-            if self.live.contains(&c.node) {
-                by_node.entry(c.node).or_default().push(c);
+        for (node, c) in remote {
+            if self.live.contains(&node) {
+                by_node.entry(node).or_default().push(c);
             } else if strict {
                 return ApiError::unknown_client().into();
             }
@@ -185,7 +185,9 @@ impl ClusterSide {
     /// alive, or while the broker cannot take it).
     pub fn forward_quietly(&mut self, l: &Local, sys: SysId, op: Op) {
         let node = match &op {
-            Op::Close { client, .. } | Op::Bind { client, .. } | Op::Unbind { client, .. } => client.node,
+            Op::Close { client, .. } | Op::Bind { client, .. } | Op::Unbind { client, .. } => {
+                l.aliases.node_of(l.cfg.node_id.0, *client)
+            }
             _ => return debug_assert!(false, "not a call about one client: {op:?}"),
         };
         if self.live.contains(&node) && self.link.usable() {
@@ -198,7 +200,7 @@ impl ClusterSide {
     /// connections (the step that makes it 1 or 0 sends the webhook).
     pub fn user_changed(&mut self, l: &Local, sys: SysId, conn: ConnId, user: &Arc<str>, online: bool) {
         let (system, user) = (l.index.name(sys).clone(), user.clone());
-        let client = crate::ids::client_id(l.cfg.node_id.0, conn);
+        let client = l.id(conn);
         self.link.send(match online {
             true => BrokerCmd::UserJoin { system, user, client },
             false => BrokerCmd::UserLeave { system, user, client },
@@ -324,10 +326,10 @@ impl Hub {
     /// A call another node forwarded about clients of this node.
     pub(super) fn remote(&mut self, origin: u32, corr: u64, system: Box<str>, op: Op) {
         let to = ReplyTo::Remote { node: origin, corr };
-        let me = self.local.cfg.node_id.0;
+        let here = |c: &ClientRef| !matches!(self.local.route(*c), crate::aliases::Route::Node(_));
         let (foreign, wants_answer) = match &op {
-            Op::SendToClients { clients, strict, .. } => (clients.iter().any(|c| c.node != me), *strict),
-            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => (client.node != me, true),
+            Op::SendToClients { clients, strict, .. } => (!clients.iter().all(here), *strict),
+            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => (!here(client), true),
             _ => (true, true),
         };
         let answer = match self.local.index.find(&system) {
@@ -348,16 +350,15 @@ impl Hub {
         frame: Option<&Frame>,
         joined: Option<ClientRef>,
     ) {
-        let me = self.local.cfg.node_id.0;
         let shards = self.local.shards();
+        let joined = joined.and_then(|c| match self.local.route(c) {
+            crate::aliases::Route::Here(conn) => Some(ClientRef { node: self.local.cfg.node_id.0, conn }),
+            _ => None,
+        });
         let Local { index, out, stats, .. } = &mut self.local;
         let Some(sys) = index.find(system) else { return };
         let in_group = |c: &ClientRef| {
-            c.node == me
-                && index
-                    .clients
-                    .get(&c.conn)
-                    .is_some_and(|cl| group.is_some_and(|g| cl.groups.iter().any(|k| **k == *g)))
+            index.clients.get(&c.conn).is_some_and(|cl| group.is_some_and(|g| cl.groups.iter().any(|k| **k == *g)))
         };
         let joined = joined.filter(in_group);
         let system = &mut index.systems[sys.index()];

@@ -41,7 +41,7 @@ impl Hub {
 
     /// One kept session into the index, as it was: member of its system and groups, with its
     /// user, `userId` and `extend`.
-    fn restore_client(&mut self, c: restore::Client) {
+    pub(in crate::hub) fn restore_client(&mut self, c: restore::Client) {
         let shards = self.local.shards();
         let l = &mut self.local;
         let Some(sys) = l.index.find(&c.system) else { return };
@@ -76,8 +76,13 @@ impl Hub {
     pub(in crate::hub) fn shard_quiet(&mut self) {
         self.quiet += 1;
         if self.quiet == self.local.shards() {
-            for shard in 0..self.local.shards() {
-                self.local.out.send(shard, crate::msg::ShardMsg::HandOver);
+            match self.backend.cluster() {
+                Some(_) => self.hand_off_start(),
+                None => {
+                    for shard in 0..self.local.shards() {
+                        self.local.out.send(shard, crate::msg::ShardMsg::HandOver);
+                    }
+                }
             }
         }
     }
@@ -90,7 +95,7 @@ impl Hub {
         debug_assert!(self.backend.cluster().is_none(), "state_dir is refused in cluster mode (config)");
         let l = &self.local;
         let sessions: Vec<state::Session> =
-            self.kept.iter().filter_map(|k| kept_state(&l.index, l.cfg.node_id.0, k)).collect();
+            self.kept.iter().filter_map(|k| kept_state(&l.index, &l.aliases, l.cfg.node_id.0, k)).collect();
         let state = State {
             systems: l.index.systems.iter().map(|s| s.name.to_string()).collect(),
             node_id: Some(format!("{:08x}", l.cfg.node_id.0)),
@@ -119,7 +124,7 @@ impl Hub {
 
     /// The kept sessions could not be written: they end here, as at a shutdown without
     /// `state_dir` (the webhooks say so; every client is gone already, so nobody gets a 1002).
-    fn kept_sessions_end(&mut self) {
+    pub(in crate::hub) fn kept_sessions_end(&mut self) {
         if self.kept.is_empty() {
             return;
         }
@@ -135,7 +140,12 @@ impl Hub {
 
 /// A kept session as the state holds it, with what the index knows of it (`None`: the index no
 /// longer has it — it ended meanwhile).
-fn kept_state(ix: &index::Index, node: u32, k: &KeptSession) -> Option<state::Session> {
+pub(in crate::hub) fn kept_state(
+    ix: &index::Index,
+    aliases: &crate::aliases::Aliases,
+    node: u32,
+    k: &KeptSession,
+) -> Option<state::Session> {
     let client = ix.clients.get(&k.conn)?;
     // A push frame's payload is JSON we built.
     let payload = |f: &bytes::Bytes| {
@@ -144,7 +154,7 @@ fn kept_state(ix: &index::Index, node: u32, k: &KeptSession) -> Option<state::Se
         p
     };
     Some(state::Session {
-        client_id: crate::ids::client_id(node, k.conn),
+        client_id: aliases.id(node, k.conn),
         secret: restore::secret_hex(&k.secret),
         system: ix.name(client.system).to_string(),
         user: ix.users.get(&k.conn).map(|u| u.to_string()),

@@ -18,6 +18,7 @@
 mod backend;
 mod cluster;
 pub mod endpoints;
+mod handoff;
 mod index;
 mod keep;
 mod members;
@@ -115,6 +116,8 @@ struct Local {
     stats: Arc<HubStats>,
     /// Presence webhooks, if configured (single node: the hub records the events).
     hooks: Option<Webhooks>,
+    /// Where moved clientIds are (cluster mode's hand-off; shared with the shards).
+    aliases: Arc<crate::aliases::Aliases>,
 }
 
 impl Local {
@@ -122,10 +125,20 @@ impl Local {
         self.out.links.len()
     }
 
+    /// The clientId of `conn` of this node (the old one of a session adopted here).
+    fn id(&self, conn: ConnId) -> String {
+        self.aliases.id(self.cfg.node_id.0, conn)
+    }
+
+    /// Where the session a clientId names is, seen from here.
+    fn route(&self, r: crate::ids::ClientRef) -> crate::aliases::Route {
+        self.aliases.route(self.cfg.node_id.0, r)
+    }
+
     /// Records a presence event (single node; cluster mode records them in the broker).
     fn emit(&self, kind: webhooks::Kind, system: &Arc<str>, group: Option<&Arc<str>>, client: Option<ConnId>) {
         if let Some(h) = &self.hooks {
-            let client = client.map(|c| crate::ids::client_id(self.cfg.node_id.0, c).into());
+            let client = client.map(|c| self.id(c).into());
             h.emit(webhooks::Event::new(kind, system.clone(), group.cloned(), client));
         }
     }
@@ -142,6 +155,8 @@ pub struct Hub {
     kept: Vec<crate::msg::KeptSession>,
     /// How many shards said they are quiet ([`Command::Quiet`]).
     quiet: usize,
+    /// Cluster mode: sessions handed to another node at shutdown, or adopted from one.
+    handoff: handoff::HandOffs,
 }
 
 impl Hub {
@@ -156,14 +171,26 @@ impl Hub {
         // Cluster mode: the broker records the events (after Redis took each change).
         let hooks = hooks.filter(|_| broker.is_none());
         let mut hub = Hub {
-            local: Local { cfg, out, index: Index::default(), stats, hooks },
+            local: Local { cfg, out, index: Index::default(), stats, hooks, aliases: Default::default() },
             backend: Backend::new(broker),
             redis_taken: 0,
             kept: Vec::new(),
             quiet: 0,
+            handoff: Default::default(),
         };
         hub.register_at_start();
         hub
+    }
+
+    /// Shares the node's table of moved clientIds (the shards hold it too).
+    pub fn share_aliases(&mut self, aliases: Arc<crate::aliases::Aliases>) {
+        self.local.aliases = aliases;
+    }
+
+    /// `Stop` came: exit now, or once this node's hand-off is over.
+    fn stop_now(&mut self) -> bool {
+        self.handoff.stop_asked = true;
+        !self.handoff.busy()
     }
 
     /// Runs until [`Command::Stop`] (or until every shard's command sender is gone).
@@ -189,18 +216,21 @@ impl Hub {
                     recv(inbox.redis) -> m => {
                         m.map_err(|_| inbox.redis = crossbeam_channel::never()).ok().map(|c| (c, Source::Redis))
                     }
-                    default(SWEEP_EVERY) => None,
+                    default(self.handoff.tick(SWEEP_EVERY)) => None,
                 },
             };
             self.sweep(&mut next_sweep);
+            self.hand_off_tick();
             let n = match first {
                 None => 0,
-                Some((Command::Stop, _)) => break,
+                Some((Command::Stop, _)) if self.stop_now() => break,
+                Some((Command::Stop, _)) => 0,
                 Some((cmd, from)) => {
                     self.take(cmd, from);
                     match self.batch(&inbox) {
                         Some(n) => n + 1,
-                        None => break,
+                        None if self.stop_now() => break,
+                        None => 0,
                     }
                 }
             };
@@ -210,6 +240,9 @@ impl Hub {
             l.out.wake();
             l.stats.clients.store(l.index.clients.len() as u64, Relaxed);
             l.stats.systems.store(l.index.systems.len() as u64, Relaxed);
+            if self.handoff.stop_asked && !self.handoff.busy() {
+                break;
+            }
         }
         self.local.out.wake();
         self.save_state();
@@ -274,9 +307,15 @@ impl Hub {
             }
             Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
             Command::Remote { origin, corr, system, op } => self.remote(origin, corr, system, op),
-            Command::Published { system, group, frame, joined } => {
+            Command::Published { system, group, frame, joined, at } => {
+                if let Some(f) = &frame {
+                    self.keep_for_adoption(&system, group.as_deref(), f, at);
+                }
                 self.frame_from_redis(&system, group.as_deref(), frame.as_ref(), joined)
             }
+            Command::HandOff { msg, cut } => self.hand_off_msg(msg, cut),
+            Command::Adopted { from, held, over } => self.adopted(from, held, over),
+            Command::Bounced(m) => self.bounced(m),
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
             Command::UserClients { system, clients, call, to } => {
                 let to = ReplyTo::Local(to);
@@ -296,17 +335,19 @@ impl Hub {
                     }
                 }
             }
+            Command::ToNode { node, payload, .. } if node == self.local.cfg.node_id.0 => {
+                // A session adopted here whose client resumed here before the move was known:
+                // its edge and its session are both this node's.
+                if let Some(m) = crate::protocol::relay::decode(&payload) {
+                    self.relay_in(m);
+                }
+            }
             Command::ToNode { node, from_shard, payload } => {
                 if !self.backend.send_to_node(node, payload) {
                     self.local.out.send(from_shard as usize, ShardMsg::NodeGone(node));
                 }
             }
-            Command::FromNode(m) => {
-                let shard = m.target().shard as usize;
-                if shard < self.local.shards() {
-                    self.local.out.send(shard, ShardMsg::FromNode(m));
-                }
-            }
+            Command::FromNode(m) => self.relay_in(m),
             Command::Resume(r) => {
                 let shard = r.session.shard as usize;
                 if shard < self.local.shards() {
@@ -320,7 +361,7 @@ impl Hub {
                     c.link.send(crate::cluster::BrokerCmd::NodeFigures { reply: nodes });
                 }
             }
-            Command::Sessions(kept) => self.kept.extend(kept),
+            Command::Sessions(kept) => self.sessions_in(kept),
             Command::Quiet => self.shard_quiet(),
             Command::Stop => {}
         }

@@ -33,18 +33,20 @@ impl Hub {
         to: ReplyTo,
         done: Done,
     ) -> Answer {
-        let me = self.local.cfg.node_id.0;
+        use crate::aliases::Route;
         let mut remote = Vec::new();
         let zipped = self.local.out.zipped(&frame);
         for c in clients {
-            if c.node != me {
-                remote.push(c);
-            } else if self.local.index.client_in(sys, c.conn).is_ok() {
-                let msg =
-                    ShardMsg::DeliverOne { target: c.conn.in_shard(), frame: frame.clone(), zipped: zipped.clone() };
-                self.local.out.send(c.conn.shard as usize, msg);
-            } else if strict {
-                return ApiError::unknown_client().into();
+            match self.local.route(c) {
+                Route::Node(node) => remote.push((node, c)),
+                Route::Here(conn) if self.handoff.moving(conn) => self.pass_on_send(conn, &frame),
+                Route::Here(conn) if self.local.index.client_in(sys, conn).is_ok() => {
+                    let msg =
+                        ShardMsg::DeliverOne { target: conn.in_shard(), frame: frame.clone(), zipped: zipped.clone() };
+                    self.local.out.send(conn.shard as usize, msg);
+                }
+                _ if strict => return ApiError::unknown_client().into(),
+                _ => {}
             }
         }
         if remote.is_empty() {
@@ -74,11 +76,15 @@ impl Hub {
     pub(super) fn user_call(&mut self, sys: SysId, clients: Vec<ClientRef>, call: UserCall, to: ReplyTo) -> Answer {
         // What the call reaches: clients here still connected, and those of nodes alive (a node
         // that died keeps its connections in Redis until it is reaped).
-        let me = self.local.cfg.node_id.0;
-        let (index, backend) = (&self.local.index, &self.backend);
+        use crate::aliases::Route;
+        let (l, backend) = (&self.local, &self.backend);
         let clients: Vec<ClientRef> = clients
             .into_iter()
-            .filter(|c| if c.node == me { index.client_in(sys, c.conn).is_ok() } else { backend.alive(c.node) })
+            .filter(|c| match l.route(*c) {
+                Route::Here(conn) => l.index.client_in(sys, conn).is_ok(),
+                Route::Node(n) => backend.alive(n),
+                Route::Gone => false,
+            })
             .collect();
         let n = clients.len();
         match call {
@@ -88,9 +94,9 @@ impl Hub {
             }
             UserCall::Close { notify } => {
                 for c in clients {
-                    match c.node == me {
-                        true => self.kick(c.conn, notify),
-                        false => self.backend.forward_quietly(&mut self.local, sys, Op::Close { client: c, notify }),
+                    match self.local.route(c) {
+                        Route::Here(conn) => self.kick(conn, notify),
+                        _ => self.backend.forward_quietly(&mut self.local, sys, Op::Close { client: c, notify }),
                     }
                 }
                 self.backend.after_change(to, Ok(Done::Body(api::clients_body(n))))

@@ -51,7 +51,7 @@ pub(super) fn publish(l: &mut Local, sys: SysId, group: Option<&str>, frame: Fra
 /// A member now; the members are told (1001) if `notify`, the webhooks hear of it.
 pub(super) fn join(l: &mut Local, sys: SysId, key: &Arc<str>, conn: ConnId, notify: bool) {
     let node = l.cfg.node_id.0;
-    let Local { index, out, cfg, stats, hooks } = l;
+    let Local { index, out, cfg, stats, hooks, .. } = l;
     let system = &mut index.systems[sys.index()];
     let Some(client) = index.clients.get(&conn) else { return };
     let Some(members) = system.groups.get_mut(&**key) else { return };

@@ -87,6 +87,17 @@ impl Msg {
     }
 }
 
+impl Msg {
+    /// Names another connection of the receiving node instead (a session adopted there under
+    /// its old clientId, `crate::aliases`).
+    pub fn retarget(&mut self, conn: ConnId) {
+        match self {
+            Msg::ResumeReq { session, .. } | Msg::Event { session, .. } => *session = conn,
+            Msg::ResumeAns { edge, .. } | Msg::Frame { edge, .. } | Msg::EdgeClose { edge, .. } => *edge = conn,
+        }
+    }
+}
+
 fn refusal_code(r: Refusal) -> u8 {
     match r {
         Refusal::Unknown => 1,

@@ -32,6 +32,7 @@ impl Shard {
                         }
                     }
                 }
+                ShardMsg::FromNode(m) if self.handing_off() => self.bounce(m),
                 ShardMsg::FromNode(m) => self.node_said(m),
                 ShardMsg::NodeGone(node) => self.node_gone(node),
                 ShardMsg::Resume(r) => self.resume_session(*r),
@@ -59,6 +60,7 @@ impl Shard {
                 ShardMsg::RelayLost(t) => self.relay_lost(t),
                 ShardMsg::Shutdown => self.start_shutdown(),
                 ShardMsg::HandOver => self.hand_over_sessions(),
+                ShardMsg::Adopt { from, sessions } => self.adopt_sessions(from, sessions),
             }
         }
     }

@@ -100,6 +100,8 @@ pub struct Shared {
     /// names something real, and `/health` reports the cluster. The shard's one view of the
     /// mode, set at start; what else differs per mode the hub decides (`hub::backend`).
     pub peers: bool,
+    /// Where moved clientIds are (cluster mode's hand-off; empty otherwise).
+    pub aliases: Arc<crate::aliases::Aliases>,
 }
 
 impl Shared {
@@ -186,7 +188,7 @@ impl Shard {
         kept: Vec<crate::msg::KeptSession>,
     ) -> io::Result<Self> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let keeps_sessions = shared.cfg.state_dir.is_some() && !shared.peers;
+        let keeps_sessions = shared.cfg.state_dir.is_some() || shared.peers;
         let zip = shared.cfg.compression.then(|| zip::Zip::new(shared.cfg.compression_level));
         let tls_in = if shared.tls.is_some() { vec![0; TLS_IN] } else { Vec::new() };
         let mut shard = Shard {

@@ -31,9 +31,12 @@ impl Shard {
         self.tell_hub_lifecycle(Command::ToNode { node, from_shard: self.id, payload });
     }
 
-    /// The edge at `slot`: where its session is.
+    /// The edge at `slot`: where its session is (where its clientId's node handed it, if
+    /// it did: `crate::aliases`).
     fn owner(&self, slot: usize) -> Option<Peer> {
-        self.conns.get(slot)?.session.as_ref()?.relay?.owner()
+        let p = self.conns.get(slot)?.session.as_ref()?.relay?.owner()?;
+        let node = self.shared.aliases.node_of(self.node(), ids::ClientRef { node: p.node, conn: p.conn });
+        Some(Peer { node, ..p })
     }
 
     /// The relayed session at `slot`: where its client is.
@@ -84,6 +87,11 @@ impl Shard {
         match result {
             Ok(r) => {
                 metrics::add(&self.stats().recovery_resumed_total, 1);
+                // The owner as the aliases know it now (the answer may come from an adopter).
+                let owner = self.owner(slot);
+                if let Some(s) = self.conns[slot].session.as_mut() {
+                    s.relay = owner.map(Relay::ToOwner);
+                }
                 self.set_state(slot, State::Edge);
                 let conn = &mut self.conns[slot];
                 let accept = conn.session.as_mut().and_then(|s| s.accept.take()).unwrap_or_default();
@@ -175,7 +183,7 @@ impl Shard {
         conn.partial = None;
         conn.frag = None;
         conn.last_ping = now;
-        let id = ids::client_id(node, ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen });
+        let id = self.shared.aliases.id(node, ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen });
         let Some(s) = conn.session.as_mut() else { return (id, String::new()) };
         s.detached_since = None;
         s.relay = Some(Relay::ToEdge(edge));

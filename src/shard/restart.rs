@@ -137,6 +137,59 @@ impl Shard {
     }
 }
 
+impl Shard {
+    /// Cluster mode, shutting down with sessions to hand over: relay messages for them are
+    /// no longer served here.
+    pub(super) fn handing_off(&self) -> bool {
+        self.keeps_sessions && self.shared.peers && self.shutdown_deadline.is_some()
+    }
+
+    /// A relay message that came while this shard's sessions are being handed over: a resume
+    /// through another node, or what its edge said. The hub passes it to the adopter (which
+    /// holds the session by then), so the resume is served there. Anything else is for a
+    /// connection of this shard that is going: dropped.
+    pub(super) fn bounce(&mut self, m: crate::protocol::relay::Msg) {
+        use crate::protocol::relay::Msg;
+        match m {
+            Msg::ResumeReq { .. } | Msg::Event { .. } => self.tell_hub_lifecycle(Command::Bounced(m)),
+            _ => self.node_said(m),
+        }
+    }
+
+    /// Cluster mode: sessions a stopping node handed over, each put in a free slot with a
+    /// new generation, detached for what is left of its window (counted as every detached
+    /// session is); the hub learns where each is ([`Command::Adopted`]) and holds it under its
+    /// old clientId. Past this shard's share of `max_recovery_sessions` (or its slots) a
+    /// session is not taken: its old node ends it.
+    pub(super) fn adopt_sessions(&mut self, from: u32, sessions: Vec<crate::msg::Adoption>) {
+        let (now, unix) = (self.now(), crate::auth::now_millis());
+        let window = u64::from(super::lifecycle::Bounds::of(self.cfg()).window_ms);
+        let share = self.shared.cfg.max_recovery_sessions.div_ceil(self.shared.cfg.shards);
+        let mut held = Vec::with_capacity(sessions.len());
+        let mut over = Vec::new();
+        for a in sessions {
+            if self.kept_here() >= share || self.conns.len() >= crate::ids::SLOTS {
+                over.push(a.id);
+                continue;
+            }
+            let slot = self.conns.vacant_key();
+            let gen = self.next_gen;
+            self.next_gen = crate::ids::next_gen(gen);
+            let ip = a.kept.ip;
+            let since = unix.saturating_sub(a.kept.detached_ms).min(window) as u32;
+            let kept = KeptSession { conn: ConnId { shard: self.id, slot: slot as u32, gen }, ..a.kept };
+            let at = self.conns.insert(restored_conn(kept, now.wrapping_sub(since)));
+            debug_assert_eq!(at, slot);
+            self.set_state_restored(slot);
+            let ip = ip.and_then(|ip| self.shared.per_ip.as_ref().map(|p| p.keep_restored(ip)));
+            self.kept_begin(slot, ip, false);
+            held.push((a.id, ConnId { shard: self.id, slot: slot as u32, gen }));
+        }
+        metrics::add(&self.stats().recovery_adopted_total, held.len() as u64);
+        self.tell_hub_lifecycle(Command::Adopted { from, held, over });
+    }
+}
+
 /// A kept session as its slot holds it, detached since shard clock `since`.
 fn restored_conn(k: KeptSession, since: u32) -> Conn {
     let mut c = Conn::without_socket(k.conn.gen, since);

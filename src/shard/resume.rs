@@ -181,15 +181,20 @@ impl Shard {
         let session = recovery::parse_token(token)
             .filter(|(c, _)| c.node != node || (c.conn.shard as usize) < self.shared.stats.len());
         let session = session.filter(|(c, _)| c.node == node || cluster);
-        let Some((session, secret)) = session else {
-            self.refused(Refusal::Unknown);
-            return self.connect_client(slot, accept.into(), &system, true, ka, admit);
+        // A session handed over by a stopping node is where the aliases say.
+        let routed = session.map(|(c, secret)| (c, self.shared.aliases.route(node, c), secret));
+        let (session, secret) = match routed {
+            Some((_, crate::aliases::Route::Here(conn), secret)) => (conn, secret),
+            Some((c, crate::aliases::Route::Node(owner), secret)) => {
+                // Another node owns the session: the client stays here, relayed (protocol::relay).
+                let owner = ids::ClientRef { node: owner, conn: c.conn };
+                return self.park(slot, accept, owner, secret, system, last, admit);
+            }
+            Some((_, crate::aliases::Route::Gone, _)) | None => {
+                self.refused(Refusal::Unknown);
+                return self.connect_client(slot, accept.into(), &system, true, ka, admit);
+            }
         };
-        if session.node != node {
-            // Another node owns the session: the client stays here, relayed (protocol::relay).
-            return self.park(slot, accept, session, secret, system, last, admit);
-        }
-        let session = session.conn;
         // The socket leaves this shard: not a connection of ours any more (still one of the
         // node's: `connections` is unchanged).
         let mut conn = self.remove_conn(slot);
@@ -302,8 +307,8 @@ impl Shard {
         let Some(s) = conn.session.as_mut() else { return };
         s.detached_since = None;
         s.secret = recovery::new_secret();
-        let id =
-            ids::client_id(self.shared.cfg.node_id.0, ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen });
+        let here = ids::ConnId { shard: self.id, slot: slot as u32, gen: conn.gen };
+        let id = self.shared.aliases.id(self.shared.cfg.node_id.0, here);
         let frame = api::session_frame(&id, &recovery::token(&id, &s.secret), Some(missed.len()));
         self.queue(slot, accept);
         self.queue(slot, frame);

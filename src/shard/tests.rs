@@ -42,6 +42,7 @@ fn shard_kept(
 ) -> (Shard, std::net::SocketAddr) {
     let cfg = Arc::new(Config::default());
     let shared = Arc::new(Shared {
+        aliases: Default::default(),
         peers: false,
         verifier: Verifier::open(),
         stats: metrics::per_shard(1),

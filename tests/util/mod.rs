@@ -50,7 +50,9 @@ impl Server {
 
     fn spawn_with(extra: &[&str], envs: &[(&str, &str)], token: Option<String>) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_roomcast"));
-        cmd.env("RUST_LOG", "warn").envs(envs.iter().copied());
+        // ROOMCAST_TEST_LOG (e.g. `info`) shows the servers' logs when a test is run alone.
+        let log = std::env::var("ROOMCAST_TEST_LOG").unwrap_or_else(|_| "warn".into());
+        cmd.env("RUST_LOG", log).envs(envs.iter().copied());
         cmd.args(["--listen", "127.0.0.1:0"]);
         if !extra.contains(&"--shards") {
             cmd.args(["--shards", "2"]);

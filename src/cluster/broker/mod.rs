@@ -9,6 +9,7 @@ use bytes::Bytes;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use redis::{RedisResult, Value};
 
+mod adopt;
 mod presence;
 pub(super) mod results;
 
@@ -115,6 +116,8 @@ pub(super) struct Broker {
     /// Systems seen registered (written again if Redis lost its data).
     known: HashSet<Box<str>>,
     subscribed: HashSet<String>,
+    /// Channels kept for sessions a stopping node is handing over (by that node).
+    pinned: HashMap<u32, Vec<String>>,
     scripts: scripts::Scripts,
     next_beat: Instant,
     /// When this connection to Redis began: nodes are reaped only a whole `presence_ttl`
@@ -171,6 +174,7 @@ impl Broker {
             systems: HashMap::new(),
             known,
             subscribed: HashSet::new(),
+            pinned: HashMap::new(),
             scripts: scripts::Scripts::new(),
             next_beat: now,
             up_since: now,
@@ -290,6 +294,7 @@ impl Broker {
         self.subscribed.clear();
         self.subscribe(&chans)?;
         self.resync()?;
+        self.load_moves()?;
         // The other nodes forward calls only to nodes they know alive: tell them at once, and
         // learn who is alive before taking calls.
         self.announce()?;
@@ -320,10 +325,10 @@ impl Broker {
 
     /// Unsubscribes from channels that lost their last member here, and waits for Redis.
     fn unsubscribe(&mut self, chans: Vec<String>) -> Result<(), String> {
-        let chans: Vec<String> = chans
-            .into_iter()
-            .filter(|c| !self.groups.contains_key(c) && !self.systems.contains_key(c) && self.subscribed.remove(c))
-            .collect();
+        let pinned: HashSet<&String> = self.pinned.values().flatten().collect();
+        let keep = |c: &String| self.groups.contains_key(c) || self.systems.contains_key(c) || pinned.contains(c);
+        let chans: Vec<String> = chans.into_iter().filter(|c| !keep(c)).collect();
+        let chans: Vec<String> = chans.into_iter().filter(|c| self.subscribed.remove(c)).collect();
         if chans.is_empty() || self.sub.is_none() {
             return Ok(());
         }
@@ -418,7 +423,7 @@ impl Broker {
         let mut unsub = Vec::new();
         let mut subs: Vec<String> = Vec::new();
         for cmd in batch {
-            if let Some(c) = self.mirror(cmd, &mut unsub) {
+            for c in self.mirror(cmd, &mut unsub).into_iter().chain(self.pin(cmd, &mut unsub)) {
                 if !subs.contains(&c) {
                     subs.push(c);
                 }
@@ -488,6 +493,17 @@ impl Broker {
             BrokerCmd::ToNode { node, payload } => {
                 p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
                 steps.push(Step::Redis(Post::Ignore));
+            }
+            BrokerCmd::Prepare { from, channels } => {
+                // Subscribed before this pipeline runs (`pin`): `Ready` follows the subscriptions.
+                let ready = crate::handoff::Msg::Ready { from: self.me(), channels };
+                p.cmd("PUBLISH").arg(self.k.node(from)).arg(crate::handoff::encode(&ready));
+                steps.push(Step::Redis(Post::Ignore));
+            }
+            BrokerCmd::Unprepare { .. } => {}
+            BrokerCmd::HandedOff { clients } => self.forget_clients(&clients),
+            BrokerCmd::Adopt { from, clients, moved, adopted } => {
+                self.pipe_adopt(p, steps, from, &clients, moved, adopted)
             }
             BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
                 p.cmd("PUBLISH").arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
@@ -587,7 +603,11 @@ impl Broker {
                 let _ = self.hub.send(Command::Subscribed { conn });
                 self.emit(Kind::ClientConnected { user_id }, system, None, Some(conn));
             }
-            Later::Left(conn, system, why) => self.emit(Kind::ClientDisconnected(why), system, None, Some(conn)),
+            Later::Left(conn, system, why) => {
+                self.emit(Kind::ClientDisconnected(why), system, None, Some(conn));
+                // Its last word: an adopted session's old clientId goes with it.
+                self.cfg.aliases.ended(conn);
+            }
             Later::NodeFigures(_) if failed => {} // dropped: the asker answers without
             Later::NodeFigures(reply) => match self.node_figures() {
                 Ok(nodes) => {
@@ -601,7 +621,7 @@ impl Broker {
     /// Records a presence event about a client of this node (webhooks).
     pub(super) fn emit(&self, kind: Kind, system: Arc<str>, group: Option<Arc<str>>, client: Option<ConnId>) {
         if let Some(h) = &self.cfg.hooks {
-            let client = client.map(|c| crate::ids::client_id(self.me(), c).into());
+            let client = client.map(|c| self.cfg.aliases.id(self.me(), c).into());
             h.emit(Event::new(kind, system, group, client));
         }
     }

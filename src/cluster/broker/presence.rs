@@ -145,6 +145,17 @@ impl Broker {
         }
     }
 
+    /// The mirror holds `client` in `group` (a JOIN's, or a session adopted here).
+    pub(super) fn mirror_join(&mut self, system: &Arc<str>, group: &Arc<str>, client: &str, info: &str) {
+        let chan = self.k.group(system, group);
+        let m = self.groups.entry(chan).or_insert_with(|| GroupMirror {
+            system: system.clone(),
+            group: group.clone(),
+            clients: HashMap::new(),
+        });
+        m.clients.insert(client.to_string(), info.into());
+    }
+
     /// Updates the mirror; returns the channel to subscribe to, if any.
     pub(super) fn mirror(&mut self, cmd: &BrokerCmd, unsub: &mut Vec<String>) -> Option<String> {
         match cmd {
@@ -391,6 +402,7 @@ impl Broker {
     /// back end hears of each (webhooks: `group_left`, `group_vacated`, then
     /// `client_disconnected` with `node_lost`), from this survivor only.
     fn reap(&mut self, node: u32) -> Result<(), String> {
+        self.forget_moves_to(node);
         let held = self.held(node)?;
         let mut p = redis::pipe();
         let mut gone = Vec::new();

@@ -102,7 +102,8 @@ impl Hub {
     /// Runs one API operation of a known system: each endpoint's own method (in its file), or,
     /// for a call about one client of another node, the forward to that node (which runs it).
     pub(super) fn api_in(&mut self, sys: SysId, op: Op, to: ReplyTo) -> Answer {
-        let me = self.local.cfg.node_id.0;
+        use crate::aliases::Route;
+        let route = |c: &ClientRef| self.local.route(*c);
         match op {
             Op::Register => ApiError::already_registered(self.local.index.name(sys)).into(),
             Op::SendToClients { clients, frame, message_id, strict } => {
@@ -110,16 +111,22 @@ impl Hub {
             }
             Op::SendToGroup { group, frame, message_id } => self.send_to_group(sys, &group, frame, message_id, to),
             Op::SendToSystem { frame, message_id } => self.send_to_system(sys, frame, message_id, to),
-            Op::Bind { client, group, user_id, extend, notify } if client.node == me => {
-                self.bind(sys, client.conn, &group, user_id, extend, notify, to)
+            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } if matches!(route(&client), Route::Here(c) if self.handoff.moving(c)) => {
+                ApiError::new(503, "the client's session is moving to another node (shutdown): retry").into()
             }
-            Op::Unbind { client, group, notify } if client.node == me => {
-                self.unbind(sys, client.conn, &group, notify, to)
+            Op::Bind { client, group, user_id, extend, notify } if let Route::Here(conn) = route(&client) => {
+                self.bind(sys, conn, &group, user_id, extend, notify, to)
             }
-            Op::Close { client, notify } if client.node == me => self.close_client(sys, client.conn, notify, to),
-            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => {
-                self.backend.forward(&mut self.local, client.node, sys, op, to)
+            Op::Unbind { client, group, notify } if let Route::Here(conn) = route(&client) => {
+                self.unbind(sys, conn, &group, notify, to)
             }
+            Op::Close { client, notify } if let Route::Here(conn) = route(&client) => {
+                self.close_client(sys, conn, notify, to)
+            }
+            Op::Bind { client, .. } | Op::Unbind { client, .. } | Op::Close { client, .. } => match route(&client) {
+                Route::Node(node) => self.backend.forward(&mut self.local, node, sys, op, to),
+                _ => ApiError::unknown_client().into(),
+            },
             Op::OnlineList { group, with_users } => self.online_list(sys, group, with_users, to),
             Op::AllGroups { page } => self.all_groups(sys, page, to),
             Op::GroupHistory { group, limit } => self.group_history(sys, group, limit, to),

@@ -75,8 +75,8 @@ pub(in crate::shard) struct Phase {
     /// The node is shutting down: nothing is kept for a resume any more (unless
     /// `keeps_sessions`).
     pub shutting_down: bool,
-    /// A single node with `state_dir`: a shutdown keeps the recoverable sessions for the next
-    /// start (`crate::restore`).
+    /// A shutdown keeps the recoverable sessions: for the next start (a single node with
+    /// `state_dir`, `crate::restore`) or for a live node (cluster mode, `hub::handoff`).
     pub keeps_sessions: bool,
 }
 
@@ -212,6 +212,15 @@ pub(in crate::shard) fn react(p: Phase, event: Event) -> Actions {
         }
         (Event::Shutdown | Event::ShutdownLate, Detached) if p.keeps_sessions => NOTHING,
         (Event::Shutdown, Client { hub_knows: true }) if p.keeps_sessions && p.recoverable => one(Action::Restart),
+        // Cluster mode: a session whose client resumed through another node is kept for the
+        // hand-off too; its client comes back through another node.
+        (Event::Shutdown, Relayed) if p.keeps_sessions => {
+            two(Action::EdgeCloses { code: close::RESTART, reason: "server restarting: resume" }, Action::Detach)
+        }
+        // A client here whose session another node owns: it resumes through another node.
+        (Event::Shutdown, Edge) if p.keeps_sessions => {
+            two(Action::OwnerKeeps, close(close::RESTART, "server restarting: resume", false, Gone::Shutdown))
+        }
         (Event::Shutdown, _) => shutdown(p),
         (Event::ShutdownLate, _) => lost(Phase { shutting_down: true, ..p }, Gone::Shutdown),
         (Event::PeerNodeGone, Parked { .. }) => two(Action::CutRelay, Action::Unpark(None)),
