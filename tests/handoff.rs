@@ -8,7 +8,7 @@ mod util;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tungstenite::protocol::frame::coding::CloseCode;
@@ -198,4 +198,283 @@ fn a_stopped_node_hands_its_sessions_to_a_live_node() {
     assert_eq!(metric(&b, "handoff_refused_total") + metric(&c, "handoff_refused_total"), 0);
     let adopted = metric(&b, "recovery_adopted_total") + metric(&c, "recovery_adopted_total");
     assert_eq!(adopted, 2, "one adopter took both");
+}
+
+/// An API call that may meet a node on its way down: `None` when it could not be made.
+fn try_api(addr: std::net::SocketAddr, name: &str, body: Value) -> Option<(u16, Value)> {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let req = format!(
+        "POST /api/{name} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nSystemId: a\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    s.write_all(req.as_bytes()).ok()?;
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    if out.is_empty() {
+        return None;
+    }
+    let (st, text) = parse_response(&out);
+    Some((st, serde_json::from_str(&text).ok()?))
+}
+
+/// What one recovering client of the rolling restart saw.
+#[derive(Default)]
+struct Seen {
+    id: String,
+    /// Every push frame: (code, messageId, msg), in arrival order.
+    frames: Vec<(i64, String, String)>,
+    /// Close codes it got, and anything else that went wrong.
+    closes: Vec<u16>,
+    odd: Vec<String>,
+    /// Every resume's (recovered, same clientId).
+    resumes: Vec<(bool, bool)>,
+}
+
+/// Opens a recovering connection to `at` (resuming, if given): the client and its connect
+/// frame, or `None` if that node did not take it.
+fn open(at: std::net::SocketAddr, resume: Option<(&str, &str)>) -> Option<(Client, Value)> {
+    let mut url = format!("ws://{at}/ws?systemId=a&recover=1");
+    if let Some((t, l)) = resume {
+        url.push_str(&format!("&resume={t}&last={l}"));
+    }
+    let stream = std::net::TcpStream::connect(at).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(8))).ok()?;
+    let (mut ws, _) = tungstenite::client::client(url, stream).ok()?;
+    let hello = loop {
+        match ws.read().ok()? {
+            tungstenite::Message::Text(t) => break serde_json::from_str::<Value>(t.as_str()).ok()?,
+            tungstenite::Message::Close(_) => return None,
+            _ => {}
+        }
+    };
+    ws.get_ref().set_read_timeout(Some(Duration::from_millis(100))).ok()?;
+    Some((Client { ws, id: String::new() }, hello))
+}
+
+/// One recovering client: reads until three direct sends came; on a 1012 it resumes through
+/// another live node from the last frame it processed.
+fn member(
+    live: Arc<std::sync::Mutex<Vec<std::net::SocketAddr>>>,
+    mut at: std::net::SocketAddr,
+    ready: std::sync::mpsc::Sender<String>,
+) -> Seen {
+    let (mut c, hello) = open(at, None).expect("first connect");
+    let mut seen = Seen { id: hello["data"]["clientId"].as_str().unwrap().into(), ..Seen::default() };
+    let mut token = hello["data"]["resumeToken"].as_str().unwrap().to_string();
+    ready.send(seen.id.clone()).unwrap();
+    let t0 = Instant::now();
+    while t0.elapsed() < Duration::from_secs(30) {
+        match c.ws.read() {
+            Ok(tungstenite::Message::Text(t)) => {
+                let f: Value = serde_json::from_str(t.as_str()).unwrap();
+                let (id, msg) = (f["messageId"].as_str().unwrap_or(""), f["msg"].as_str().unwrap_or(""));
+                seen.frames.push((f["code"].as_i64().unwrap_or(-1), id.into(), msg.into()));
+                // Done after the end marker and one direct send through each of the 3 nodes.
+                if seen.frames.iter().filter(|f| f.2 == "direct").count() == 3 {
+                    return seen;
+                }
+            }
+            Ok(tungstenite::Message::Close(f)) => {
+                let code = f.as_ref().map_or(0, |f| u16::from(f.code));
+                seen.closes.push(code);
+                if code != 1012 {
+                    let reason = f.map(|f| f.reason.to_string()).unwrap_or_default();
+                    seen.odd.push(format!("closed {code} ({reason}) at {at}; resumes {:?}", seen.resumes));
+                    return seen;
+                }
+                let last = seen.frames.last().map(|f| f.1.clone()).unwrap_or_default();
+                let t = Instant::now();
+                loop {
+                    if t.elapsed() > Duration::from_secs(20) {
+                        seen.odd.push("no node took the resume".into());
+                        return seen;
+                    }
+                    let to = live.lock().unwrap().iter().copied().find(|a| *a != at);
+                    if let Some((nc, hello)) = to
+                        .and_then(|to| open(to, Some((&token, &last))).map(|o| (o, to)))
+                        .map(|((c, h), to)| (c, h, to))
+                        .map(|(c, h, to)| {
+                            at = to;
+                            (c, h)
+                        })
+                    {
+                        seen.resumes
+                            .push((hello["data"]["recovered"] == true, hello["data"]["clientId"] == seen.id.as_str()));
+                        token = hello["data"]["resumeToken"].as_str().unwrap_or("").to_string();
+                        c = nc;
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            }
+            Ok(_) => {}
+            Err(tungstenite::Error::Io(e))
+                if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(e) => {
+                seen.odd.push(format!("socket error {e}"));
+                return seen;
+            }
+        }
+    }
+    let tail: Vec<_> = seen.frames.iter().rev().take(4).cloned().collect();
+    seen.odd.push(format!(
+        "not 3 direct sends within 30 s; closes {:?}, resumes {:?}, last frames {tail:?}",
+        seen.closes, seen.resumes
+    ));
+    seen
+}
+
+/// Issue 26's rolling restart: 3 nodes, 30 recovering clients in 3 groups spread over them,
+/// a steady group-send load through live nodes, each node SIGTERMed and started again in
+/// turn while its clients resume through the others. Judged: 1012 to recovering clients and
+/// 1001 to plain ones, every resume recovered with its clientId, every send answered 200
+/// arrives exactly once and in order at every member of its group, no notice about them and
+/// no presence webhook for them during the run, online lists never drop them, and
+/// `send_to_client` reaches each through every node afterwards.
+#[test]
+fn a_rolling_restart_of_three_nodes_loses_nothing() {
+    const PER_NODE: usize = 10;
+    const GROUPS: usize = 3;
+    let redis = Redis::start();
+    let hooks = Receiver::start(None);
+    let url = hooks.url();
+    let args = ["--shutdown-timeout", "1s", "--webhook-url", &url, "--webhook-batch-delay", "10ms"];
+    let mut nodes: Vec<Server> = (0..3).map(|_| node(&redis, &args)).collect();
+    nodes[0].register("a");
+    let live = Arc::new(std::sync::Mutex::new(nodes.iter().map(|n| n.addr).collect::<Vec<_>>()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let mut members = Vec::new();
+    for n in &nodes {
+        for _ in 0..PER_NODE {
+            let (live, tx, at) = (live.clone(), tx.clone(), n.addr);
+            members.push(std::thread::spawn(move || member(live, at, tx)));
+        }
+    }
+    let ids: Vec<String> =
+        (0..members.len()).map(|_| rx.recv_timeout(Duration::from_secs(10)).expect("every member connected")).collect();
+    let group_of = |k: usize| k % GROUPS;
+    for (k, id) in ids.iter().enumerate() {
+        // Bound through another node than its own, mostly.
+        nodes[(k + 1) % nodes.len()].bind("a", id, &format!("g{}", group_of(k)), &format!("u{k}"));
+    }
+    let mut plain: Vec<Client> = nodes.iter().map(|n| n.client("a")).collect();
+    for (k, p) in plain.iter().enumerate() {
+        nodes[k].bind("a", &p.id, "plain", "p");
+    }
+    let joins = ids.len() + plain.len();
+    let hooks_before =
+        hooks.wait("the joins", |ev| ev.iter().filter(|e| e["name"] == "group_joined").count() == joins).len();
+    let starts: Vec<String> =
+        (0..GROUPS).map(|g| util::cluster::send_group(&nodes[0], "a", &format!("g{g}"), "start")).collect();
+
+    let done = Arc::new(AtomicBool::new(false));
+    // The load: group sends round-robin over the groups, through live nodes.
+    let load = {
+        let (live, done) = (live.clone(), done.clone());
+        std::thread::spawn(move || {
+            let mut sent: Vec<Vec<String>> = vec![Vec::new(); GROUPS];
+            let mut n = 0usize;
+            while !done.load(Ordering::Relaxed) && n < 3000 {
+                n += 1;
+                let g = n % GROUPS;
+                let addrs = live.lock().unwrap().clone();
+                let body = json!({"groupName": format!("g{g}"), "msg": format!("m{n}")});
+                if let Some((200, v)) = try_api(addrs[n % addrs.len()], "send_to_group", body) {
+                    sent[g].push(v["data"]["messageId"].as_str().unwrap().to_string());
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            sent
+        })
+    };
+    // Online lists, read through live nodes: never without one of the members.
+    let watch = {
+        let (live, done, ids) = (live.clone(), done.clone(), ids.clone());
+        std::thread::spawn(move || {
+            let mut dropped = Vec::new();
+            let mut n = 0usize;
+            while !done.load(Ordering::Relaxed) {
+                n += 1;
+                let g = n % GROUPS;
+                let addrs = live.lock().unwrap().clone();
+                if let Some((200, v)) =
+                    try_api(addrs[n % addrs.len()], "get_online_list", json!({"groupName": format!("g{g}")}))
+                {
+                    let list: Vec<&str> =
+                        v["data"]["list"].as_array().unwrap().iter().filter_map(|x| x.as_str()).collect();
+                    for (k, id) in ids.iter().enumerate().filter(|(k, _)| group_of(*k) == g) {
+                        if !list.contains(&id.as_str()) {
+                            dropped.push((k, id.clone()));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            dropped
+        })
+    };
+
+    std::thread::sleep(Duration::from_millis(300));
+    for (i, p) in plain.iter_mut().enumerate() {
+        // Roll node i: out of the live list, SIGTERM, a new process in its place.
+        let addr = nodes[i].addr;
+        live.lock().unwrap().retain(|a| *a != addr);
+        let node_i = &mut nodes[i];
+        let code = std::thread::scope(|s| {
+            let h = s.spawn(|| p.close_code());
+            assert!(node_i.terminate().is_some_and(|s| s.success()), "node {i} exits cleanly");
+            h.join().unwrap()
+        });
+        assert_eq!(code, Some(CloseCode::Away), "a plain client gets 1001");
+        nodes[i] = node(&redis, &args);
+        live.lock().unwrap().push(nodes[i].addr);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    done.store(true, Ordering::Relaxed);
+    let sent = load.join().unwrap();
+    let dropped = watch.join().unwrap();
+    for g in 0..GROUPS {
+        util::cluster::send_group(&nodes[0], "a", &format!("g{g}"), "end");
+    }
+    // send_to_client reaches each member through every node (new processes all).
+    for n in &nodes {
+        for id in &ids {
+            let (st, v) = n.api("send_to_client", Some("a"), json!({"clientId": id, "msg": "direct"}));
+            assert_eq!(st, 200, "{id} through {}: {v}", n.addr);
+        }
+    }
+    let seen: Vec<Seen> = members.into_iter().map(|h| h.join().unwrap()).collect();
+    assert!(dropped.is_empty(), "online lists dropped members during the run: {dropped:?}");
+    let total: usize = sent.iter().map(Vec::len).sum();
+    assert!(total > 100, "a steady load ran through the restarts ({total} sends)");
+    for (k, s) in seen.iter().enumerate() {
+        let g = group_of(ids.iter().position(|i| *i == s.id).unwrap());
+        if !s.odd.is_empty() {
+            let bad: Vec<_> = seen.iter().filter(|s| !s.odd.is_empty()).map(|s| (&s.id, &s.odd)).collect();
+            panic!("{} of {} members: {bad:?}", bad.len(), seen.len());
+        }
+        assert!(!s.closes.is_empty() && s.closes.iter().all(|c| *c == 1012), "{k} {}: closes {:?}", s.id, s.closes);
+        assert!(s.resumes.iter().all(|r| *r == (true, true)), "{}: resumes {:?}", s.id, s.resumes);
+        let from = s.frames.iter().position(|f| f.1 == starts[g]).expect("the start marker");
+        let after: Vec<&(i64, String, String)> = s.frames[from..].iter().collect();
+        assert!(after.iter().all(|f| f.0 == 0), "{}: no notice during the run: {after:?}", s.id);
+        let directs = after.iter().filter(|f| f.2 == "direct").count();
+        assert_eq!(directs, 3, "{}: a direct send through each node", s.id);
+        let got: Vec<&str> = after
+            .iter()
+            .filter(|f| f.2 != "direct" && f.2 != "end" && f.1 != starts[g])
+            .map(|f| f.1.as_str())
+            .collect();
+        let want: Vec<&str> = sent[g].iter().map(String::as_str).collect();
+        assert_eq!(got, want, "{}: every frame once, in order", s.id);
+        assert_eq!(after.iter().filter(|f| f.2 == "end").count(), 1, "{}", s.id);
+    }
+    for e in &hooks.events()[hooks_before..] {
+        let client = e["data"]["clientId"].as_str().unwrap_or("");
+        assert!(!ids.iter().any(|id| id == client), "no presence webhook for a recovering client: {e}");
+    }
 }

@@ -153,6 +153,8 @@ impl Subscriber {
                     let _ = self.hub.control.send(Command::Nodes { alive: vec![node], dead: Vec::new() });
                 } else if let Some(m) = wire::parse_moved(&payload) {
                     self.aliases.moved(m);
+                } else if let Some(node) = wire::parse_bye(&payload).filter(|n| *n != self.node) {
+                    let _ = self.hub.control.send(Command::Nodes { alive: Vec::new(), dead: vec![node] });
                 }
                 return;
             }

@@ -78,6 +78,24 @@ pub fn hello(node: u32) -> Vec<u8> {
     v
 }
 
+/// Cluster channel: a node leaves (graceful exit): the others stop routing to it at once.
+const BYE: u8 = b'B';
+
+/// A node's goodbye on the cluster channel.
+pub fn bye(node: u32) -> Vec<u8> {
+    let mut v = vec![BYE];
+    v.extend_from_slice(&node.to_be_bytes());
+    v
+}
+
+/// The node a goodbye names; `None` for anything else.
+pub fn parse_bye(p: &[u8]) -> Option<u32> {
+    match p {
+        [BYE, a, b, c, d] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
 /// Cluster channel: clientIds of a stopped node moved to their adopter (`aliases::Move`).
 const MOVED: u8 = b'M';
 

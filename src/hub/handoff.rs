@@ -26,9 +26,9 @@ use crate::protocol::relay;
 
 /// How long a stopping node waits for an adopter's `Ready` before it asks the next one
 /// (the shards wait for their sessions to be asked for at most 1 s past their deadline).
-const READY_TIMEOUT: Duration = Duration::from_millis(300);
-/// How many nodes a stopping node asks at most.
-const MAX_ASKED: usize = 2;
+const READY_TIMEOUT: Duration = Duration::from_millis(250);
+/// How many nodes a stopping node asks at most (within the shards' 1 s margin).
+const MAX_ASKED: usize = 3;
 /// How long a stopping node still passes on resumes for its sessions after `Done`.
 const LINGER: Duration = Duration::from_millis(250);
 /// Most frames an adopter keeps for coming sessions (then the hand-off is given up).
@@ -297,7 +297,12 @@ impl Hub {
     }
 
     /// A relay message a shard could not serve any more (its session is on its way).
-    pub(super) fn bounced(&mut self, m: relay::Msg) {
+    pub(super) fn bounced(&mut self, mut m: relay::Msg) {
+        // A session this node had adopted was named by its connection here: the adopter knows
+        // it by its old one.
+        if let Some(r) = self.local.aliases.adopted_as(m.target()) {
+            m.retarget(r.conn);
+        }
         let Some(out) = self.handoff.out.as_mut() else {
             if self.handoff.early.len() < MAX_KEPT_FRAMES {
                 self.handoff.early.push(m);

@@ -31,8 +31,9 @@ impl Shard {
         self.tell_hub_lifecycle(Command::ToNode { node, from_shard: self.id, payload });
     }
 
-    /// The edge at `slot`: where its session is (where its clientId's node handed it, if
-    /// it did: `crate::aliases`).
+    /// The edge at `slot`: where its session is. The edge keeps the session's clientId (its
+    /// node and connection there); this is where that routes now (`crate::aliases`: the node
+    /// it names, or the node it was handed to).
     fn owner(&self, slot: usize) -> Option<Peer> {
         let p = self.conns.get(slot)?.session.as_ref()?.relay?.owner()?;
         let node = self.shared.aliases.node_of(self.node(), ids::ClientRef { node: p.node, conn: p.conn });
@@ -69,7 +70,8 @@ impl Shard {
         conn.session = Some(Box::new(s));
         self.set_state(slot, State::Parked { until: now.wrapping_add(PARK_MS) });
         let origin = self.node();
-        self.tell_node(owner.node, &Msg::ResumeReq { origin, edge, session: owner.conn, secret, system, last });
+        let Some(to) = self.owner(slot) else { return };
+        self.tell_node(to.node, &Msg::ResumeReq { origin, edge, session: owner.conn, secret, system, last });
     }
 
     /// The owner answered a parked resume.
@@ -87,11 +89,6 @@ impl Shard {
         match result {
             Ok(r) => {
                 metrics::add(&self.stats().recovery_resumed_total, 1);
-                // The owner as the aliases know it now (the answer may come from an adopter).
-                let owner = self.owner(slot);
-                if let Some(s) = self.conns[slot].session.as_mut() {
-                    s.relay = owner.map(Relay::ToOwner);
-                }
                 self.set_state(slot, State::Edge);
                 let conn = &mut self.conns[slot];
                 let accept = conn.session.as_mut().and_then(|s| s.accept.take()).unwrap_or_default();
@@ -266,11 +263,13 @@ impl Shard {
     /// `node` is gone (or was never reachable): edges it owned close, sessions relayed to it
     /// are kept detached, resumes parked for it get fresh sessions.
     pub(super) fn node_gone(&mut self, node: u32) {
+        // An edge's owner is where its clientId routes now (`owner`), not the node it names.
         let hit: Vec<usize> = self
             .conns
             .iter()
-            .filter(|(_, c)| c.session.as_ref().and_then(|s| s.relay).is_some_and(|r| r.peer().node == node))
+            .filter(|(_, c)| c.session.as_ref().and_then(|s| s.relay).is_some())
             .map(|(k, _)| k)
+            .filter(|&k| self.owner(k).or_else(|| self.edge(k)).is_some_and(|p| p.node == node))
             .collect();
         for slot in hit {
             self.on_event(slot, LifeEvent::PeerNodeGone);

@@ -185,10 +185,9 @@ impl Shard {
         let routed = session.map(|(c, secret)| (c, self.shared.aliases.route(node, c), secret));
         let (session, secret) = match routed {
             Some((_, crate::aliases::Route::Here(conn), secret)) => (conn, secret),
-            Some((c, crate::aliases::Route::Node(owner), secret)) => {
+            Some((c, crate::aliases::Route::Node(_), secret)) => {
                 // Another node owns the session: the client stays here, relayed (protocol::relay).
-                let owner = ids::ClientRef { node: owner, conn: c.conn };
-                return self.park(slot, accept, owner, secret, system, last, admit);
+                return self.park(slot, accept, c, secret, system, last, admit);
             }
             Some((_, crate::aliases::Route::Gone, _)) | None => {
                 self.refused(Refusal::Unknown);

@@ -473,6 +473,9 @@ impl Broker {
         }
         p.cmd("DEL").arg(self.k.node(me)).arg(self.k.alive(me)).ignore();
         p.cmd("SREM").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
+        // The others stop routing here now, not at their next look at the heartbeats (a
+        // node stopping next must not pick this one to hand its sessions to).
+        p.cmd("PUBLISH").arg(self.k.cluster()).arg(wire::bye(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
         self.users_gone(&users, results.into_iter());
