@@ -66,6 +66,8 @@ struct Table {
     moves: Vec<Move>,
     adopted: HashMap<ClientRef, ConnId>,
     foreign: HashMap<ConnId, ClientRef>,
+    /// `adopted` by the old connection alone (relay messages name no node).
+    by_old: HashMap<ConnId, ConnId>,
 }
 
 /// The node's table (see the module docs).
@@ -140,7 +142,7 @@ impl Aliases {
         if !self.any.load(Ordering::Acquire) {
             return None;
         }
-        self.read().adopted.iter().find(|(r, _)| r.conn == old).map(|(_, &c)| c)
+        self.read().by_old.get(&old).copied()
     }
 
     /// The session named `r` is now at `conn` here.
@@ -149,6 +151,9 @@ impl Aliases {
         debug_assert!(!t.foreign.contains_key(&conn), "one adopted session per connection");
         t.adopted.insert(r, conn);
         t.foreign.insert(conn, r);
+        // Two nodes' connections alike (shard, slot and a clock-drawn generation): the later
+        // wins the relay lookup; calls, which name the node, still find both.
+        t.by_old.insert(r.conn, conn);
     }
 
     /// The connection `conn` ended: if it held an adopted session, that alias goes.
@@ -159,6 +164,9 @@ impl Aliases {
         let mut t = self.write();
         if let Some(r) = t.foreign.remove(&conn) {
             t.adopted.remove(&r);
+            if t.by_old.get(&r.conn) == Some(&conn) {
+                t.by_old.remove(&r.conn);
+            }
         }
     }
 

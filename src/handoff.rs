@@ -82,9 +82,10 @@ pub enum Msg {
         client: String,
         payload: String,
     },
+    /// The adopter holds these sessions (their clientIds); the stopping node ends the rest.
     Done {
         from: u32,
-        adopted: u32,
+        held: Vec<String>,
     },
 }
 

@@ -119,6 +119,8 @@ pub enum Command {
     /// A single node with `state_dir`, a shard shutting down: only kept sessions are left
     /// there, and it sends nothing more until [`ShardMsg::HandOver`].
     Quiet,
+    /// The node is shutting down (sent before the shards are told): it adopts nothing more.
+    Stopping,
     /// Every shard has stopped: the hub exits (and with it the broker).
     Stop,
 }

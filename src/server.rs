@@ -178,6 +178,7 @@ impl Server {
     /// `shutdown_timeout`), hands the kept sessions to the hub and exits; then the hub exits
     /// (writing the state).
     pub fn shutdown(mut self) {
+        let _ = self.hub_tx.send(Command::Stopping);
         for (tx, waker) in &self.links {
             let _ = tx.send(ShardMsg::Shutdown);
             let _ = waker.wake();

@@ -179,8 +179,10 @@ fn a_stopped_node_hands_its_sessions_to_a_live_node() {
     // Presence webhooks: carol's departure only.
     let later = hooks.wait("carol's webhooks", |ev| ev.iter().any(|e| e["name"] == "client_disconnected"));
     for e in &later[hooks_before..] {
-        let client = e["data"]["clientId"].as_str().unwrap_or("");
+        let client = e["clientId"].as_str().unwrap_or("");
         assert!(client != ids.0 && client != ids.1, "no presence webhook for a handed-over session: {e}");
+        let user = e["userId"].as_str().unwrap_or("");
+        assert!(user != "alice" && user != "bob", "no user webhook for their users: {e}");
     }
     // Calls naming their clientIds reach them through every node.
     for (s, n) in [(&b, 1), (&c, 2)] {
@@ -474,7 +476,55 @@ fn a_rolling_restart_of_three_nodes_loses_nothing() {
         assert_eq!(after.iter().filter(|f| f.2 == "end").count(), 1, "{}", s.id);
     }
     for e in &hooks.events()[hooks_before..] {
-        let client = e["data"]["clientId"].as_str().unwrap_or("");
+        let client = e["clientId"].as_str().unwrap_or("");
         assert!(!ids.iter().any(|id| id == client), "no presence webhook for a recovering client: {e}");
+        let user = e["userId"].as_str().unwrap_or("");
+        assert!(!user.starts_with('u'), "no user webhook for their users: {e}");
     }
+}
+
+/// When no live node takes them (here the only other node refuses: it would hold more than
+/// its `max_recovery_sessions`), the sessions end as on a plain shutdown: their group hears
+/// each leave once, their webhooks fire, online lists drop them, and a resume gets a fresh
+/// session.
+#[test]
+fn sessions_no_node_takes_end_as_on_a_plain_shutdown() {
+    let redis = Redis::start();
+    let hooks = Receiver::start(None);
+    let url = hooks.url();
+    let args = ["--shutdown-timeout", "1s", "--webhook-url", &url, "--webhook-batch-delay", "10ms"];
+    let mut a = node(&redis, &args);
+    let mut b_args = args.to_vec();
+    b_args.extend(["--max-recovery-sessions", "1", "--shards", "1"]);
+    let b = node(&redis, &b_args);
+    a.register("a");
+    let (mut alice, _) = recovering(&a, None);
+    let (mut bob, _) = recovering(&a, None);
+    let mut watcher = b.client("a");
+    for (id, user) in [(&watcher.id, "w"), (&alice.c.id, "alice"), (&bob.c.id, "bob")] {
+        b.bind("a", id, "g", user);
+    }
+    hooks.wait("the joins", |ev| ev.iter().filter(|e| e["name"] == "group_joined").count() == 3);
+    let ids = [alice.c.id.clone(), bob.c.id.clone()];
+    assert!(a.terminate().is_some_and(|s| s.success()));
+    for r in [&mut alice, &mut bob] {
+        assert_eq!(r.c.close_code(), Some(CloseCode::Restart));
+    }
+    let mut gone = vec![util::cluster::notice(&mut watcher, 1002), util::cluster::notice(&mut watcher, 1002)];
+    gone.sort();
+    let mut want = ids.to_vec();
+    want.sort();
+    assert_eq!(gone, want, "each leave told once");
+    watcher.expect_silence(Duration::from_millis(300));
+    let ev = hooks.wait("both disconnected", |ev| {
+        ids.iter().all(|id| ev.iter().any(|e| e["name"] == "client_disconnected" && e["clientId"] == id.as_str()))
+    });
+    for id in &ids {
+        let n = ev.iter().filter(|e| e["name"] == "client_disconnected" && e["clientId"] == id.as_str()).count();
+        assert_eq!(n, 1, "{id}: one client_disconnected");
+    }
+    assert_eq!(online(&b, "a", "g"), vec![watcher.id.clone()]);
+    assert_eq!(metric(&b, "handoff_refused_total"), 1);
+    let (_, hello) = recovering(&b, Some((&alice.token, "x")));
+    assert_eq!(hello["data"]["recovered"], false, "{hello}");
 }

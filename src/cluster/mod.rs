@@ -99,7 +99,7 @@ pub enum BrokerCmd {
     /// The sessions of `from` are held here: their presence entries move from `from`'s node
     /// hash to this node's, the `moved` hash and the cluster learn the move, `from` hears
     /// `Done`.
-    Adopt { from: u32, clients: Vec<Adopted>, moved: Option<crate::aliases::Move>, adopted: u32 },
+    Adopt { from: u32, clients: Vec<Adopted>, moved: Option<crate::aliases::Move>, held: Vec<String> },
 }
 
 /// A session adopted here, as its presence entries name it.

@@ -36,17 +36,19 @@ const MAX_KEPT_FRAMES: usize = 100_000;
 
 /// Where this node's own hand-off stands.
 enum Phase {
+    /// No adopter asked yet.
+    Starting,
     /// `Ask` sent to the adopter; waiting for `Ready` until the deadline.
     Asked(Instant),
-    /// The cut taken, the shards asked for their sessions: `answered` of them did.
-    Cutting { cut: Vec<Cut>, answered: usize },
+    /// The cut taken, the shards asked for their sessions (until the deadline).
+    Cutting { cut: Vec<Cut>, until: Instant },
     /// Sessions sent; waiting for `Done` until the deadline.
     Sent(Instant),
     /// Done; for a moment still passing on what comes for the sessions from nodes that have
     /// not heard of the move yet (it is announced with `Done`).
     Lingering(Instant),
-    /// Over (done, or given up): the hub may exit.
-    Over,
+    /// Over (done, or given up: `failed`): the hub may exit once the shards' sessions are in.
+    Over { failed: bool },
 }
 
 /// The stopping side.
@@ -60,6 +62,11 @@ pub(super) struct Out {
     later: Vec<Msg>,
     bounced: Vec<relay::Msg>,
     sessions: usize,
+    /// Shards that handed their sessions to the hub (`Command::Sessions`).
+    answered: usize,
+    /// When the first node was asked: the adopter must confirm within `shutdown_timeout` + 1 s
+    /// of it (it gives up itself after `shutdown_timeout`, and says so).
+    asked_at: Instant,
 }
 
 /// The adopting side, per stopping node.
@@ -85,6 +92,8 @@ pub(super) struct HandOffs {
     pub ins: HashMap<u32, In>,
     /// `Stop` came while a hand-off was under way: exit once it is over.
     pub stop_asked: bool,
+    /// This node is shutting down (from the signal on: it adopts nothing).
+    pub stopping: bool,
     /// Relay messages bounced before the hand-off started (passed on with it).
     early: Vec<relay::Msg>,
 }
@@ -92,7 +101,7 @@ pub(super) struct HandOffs {
 impl HandOffs {
     /// A hand-off of ours is under way (the hub must not exit yet).
     pub fn busy(&self) -> bool {
-        self.out.as_ref().is_some_and(|o| !matches!(o.phase, Phase::Over))
+        self.out.as_ref().is_some_and(|o| !matches!(o.phase, Phase::Over { .. }))
     }
 
     /// How long the hub may sleep.
@@ -131,11 +140,13 @@ impl Hub {
         self.handoff.out = Some(Out {
             adopter: 0,
             asked: Vec::new(),
-            phase: Phase::Over,
+            phase: Phase::Starting,
             moving,
             later: Vec::new(),
             bounced: std::mem::take(&mut self.handoff.early),
             sessions,
+            answered: 0,
+            asked_at: Instant::now(),
         });
         self.ask_next();
     }
@@ -150,7 +161,10 @@ impl Hub {
     /// Asks the next live node to adopt, or gives up.
     fn ask_next(&mut self) {
         let me = self.me();
-        let Some(out) = self.handoff.out.as_mut() else { return };
+        let Some(out) = self.handoff.out.as_mut().filter(|o| matches!(o.phase, Phase::Starting | Phase::Asked(_)))
+        else {
+            return;
+        };
         let live: Vec<u32> = match self.backend.cluster() {
             Some(c) if c.link.usable() => {
                 let mut l: Vec<u32> = c.live.iter().copied().filter(|n| *n != me && !out.asked.contains(n)).collect();
@@ -187,18 +201,20 @@ impl Hub {
 
     /// No hand-off: the sessions end as without one, once the shards handed them to the hub.
     fn hand_off_failed(&mut self, why: &str) {
+        let shards = self.local.shards();
         let Some(out) = self.handoff.out.as_mut() else { return };
-        let asked = !matches!(out.phase, Phase::Cutting { .. } | Phase::Sent(_));
-        out.phase = Phase::Over;
+        let shards_not_asked = matches!(out.phase, Phase::Starting | Phase::Asked(_));
+        out.phase = Phase::Over { failed: true };
+        let all_in = out.answered >= shards;
         metrics::add(&self.local.stats.handoff_failed_total, 1);
         tracing::warn!(
             sessions = out.sessions,
             "shutdown: the sessions could not be handed to a live node ({why}): they end"
         );
-        if asked {
-            // The shards have not been asked yet: their sessions come to `self.kept` and end.
+        if shards_not_asked {
+            // Their sessions come to `self.kept` and end there (`sessions_in`).
             self.ask_for_sessions();
-        } else {
+        } else if all_in {
             self.kept_sessions_end();
         }
     }
@@ -208,23 +224,24 @@ impl Hub {
         match msg {
             Msg::Ask { from, sessions, channels } => self.asked(from, sessions, channels),
             Msg::Ready { from, .. } => self.ready(from, cut),
-            Msg::Refused { from, why } => {
-                if self.out_adopter() == Some(from) {
-                    tracing::info!(
-                        node = format!("{from:08x}"),
-                        "shutdown: hand-off refused ({why}); asking another node"
-                    );
-                    self.ask_next();
-                }
-            }
+            Msg::Refused { from, why } => self.refused(from, why),
             Msg::Part { from, sessions, last, cut } => self.part(from, sessions, last, cut),
             Msg::Send { from, client, payload } => self.send_in(from, client, payload),
-            Msg::Done { from, adopted } => self.done(from, adopted),
+            Msg::Done { from, held } => self.done(from, held),
         }
     }
 
-    fn out_adopter(&self) -> Option<u32> {
-        self.handoff.out.as_ref().filter(|o| !matches!(o.phase, Phase::Over)).map(|o| o.adopter)
+    /// The adopter asked said no (before `Ready`: ask the next one), or gave up (after).
+    fn refused(&mut self, from: u32, why: String) {
+        let Some(out) = self.handoff.out.as_ref().filter(|o| o.adopter == from) else { return };
+        match out.phase {
+            Phase::Asked(_) => {
+                tracing::info!(node = format!("{from:08x}"), "shutdown: hand-off refused ({why}); asking another node");
+                self.ask_next();
+            }
+            Phase::Cutting { .. } | Phase::Sent(_) => self.hand_off_failed(&format!("the adopter gave up: {why}")),
+            _ => {}
+        }
     }
 
     /// The adopter is subscribed; `cut`: what this node's shards were given of its channels.
@@ -233,7 +250,9 @@ impl Hub {
         if !matches!(out.phase, Phase::Asked(_)) {
             return;
         }
-        out.phase = Phase::Cutting { cut, answered: 0 };
+        // The shards answer at once (they are quiet, waiting for this); they give up 1 s past
+        // their own deadline.
+        out.phase = Phase::Cutting { cut, until: Instant::now() + Duration::from_secs(1) };
         self.ask_for_sessions();
     }
 
@@ -242,16 +261,19 @@ impl Hub {
         self.kept.extend(kept);
         let shards = self.local.shards();
         let Some(out) = self.handoff.out.as_mut() else { return };
-        let Phase::Cutting { cut, answered } = &mut out.phase else {
-            // Given up before: they end once all are in.
-            return;
-        };
-        *answered += 1;
-        if *answered < shards {
+        out.answered += 1;
+        if out.answered < shards {
             return;
         }
-        let cut = std::mem::take(cut);
-        self.send_sessions(cut);
+        match &mut out.phase {
+            Phase::Cutting { cut, .. } => {
+                let cut = std::mem::take(cut);
+                self.send_sessions(cut);
+            }
+            // Given up before they were all in: they end now.
+            Phase::Over { failed: true } => self.kept_sessions_end(),
+            _ => {}
+        }
     }
 
     /// Every shard handed its sessions over: to the adopter, then what came for them since.
@@ -264,7 +286,7 @@ impl Hub {
         let Some(out) = self.handoff.out.as_mut() else { return };
         let adopter = out.adopter;
         out.sessions = sessions.len();
-        out.phase = Phase::Sent(Instant::now() + self.local.cfg.shutdown_timeout);
+        out.phase = Phase::Sent(out.asked_at + self.local.cfg.shutdown_timeout + Duration::from_secs(1));
         let later = std::mem::take(&mut out.later);
         let bounced = std::mem::take(&mut out.bounced);
         for part in handoff::parts(me, sessions, cut) {
@@ -316,31 +338,46 @@ impl Hub {
                     c.link.send(BrokerCmd::ToNode { node: adopter, payload: relay::encode(&m) });
                 }
             }
-            Phase::Over => {}
+            Phase::Over { .. } => {}
             _ => out.bounced.push(m),
         }
     }
 
-    /// The adopter holds the sessions and Redis says so: this node may go.
-    fn done(&mut self, from: u32, adopted: u32) {
+    /// The adopter holds the sessions `held` (their clientIds): they are its own now. Any
+    /// other one (no room there, or not taken) ends here as on a plain shutdown.
+    fn done(&mut self, from: u32, held: Vec<String>) {
         let Some(out) = self.handoff.out.as_mut().filter(|o| o.adopter == from) else { return };
         if !matches!(out.phase, Phase::Sent(_)) {
             return;
         }
         out.phase = Phase::Lingering(Instant::now() + LINGER);
-        let ended = out.sessions.saturating_sub(adopted as usize);
-        metrics::add(&self.local.stats.handoff_sessions_total, u64::from(adopted));
+        let me = self.me();
+        let held: HashSet<String> = held.into_iter().collect();
+        let kept = std::mem::take(&mut self.kept);
+        let (handed, rest): (Vec<KeptSession>, Vec<KeptSession>) =
+            kept.into_iter().partition(|k| held.contains(&self.local.aliases.id(me, k.conn)));
+        metrics::add(&self.local.stats.handoff_sessions_total, handed.len() as u64);
         tracing::info!(
             adopter = format!("{from:08x}"),
-            handed = adopted,
-            ended,
+            handed = handed.len(),
+            ended = rest.len(),
             "shutdown: recoverable sessions handed to a live node (their clients, closed 1012, resume through any node)"
         );
-        // They are the adopter's now: nothing of them ends here.
-        let me = self.me();
-        let clients = self.kept.drain(..).map(|k| self.local.aliases.id(me, k.conn)).collect();
+        let clients = handed.iter().map(|k| self.local.aliases.id(me, k.conn)).collect();
         if let Some(c) = self.backend.cluster() {
             c.link.send(BrokerCmd::HandedOff { clients });
+        }
+        self.kept = rest;
+        self.kept_sessions_end();
+    }
+
+    /// `Stop`: every shard is gone. A hand-off that has not sent the sessions yet cannot go
+    /// on (the shards that had not answered never will): what came in ends.
+    pub(super) fn shards_gone(&mut self) {
+        let early = |o: &Out| matches!(o.phase, Phase::Starting | Phase::Asked(_) | Phase::Cutting { .. });
+        if self.handoff.out.as_ref().is_some_and(early) {
+            self.hand_off_failed("the shards stopped before the adopter was ready");
+            self.kept_sessions_end();
         }
     }
 
@@ -349,10 +386,13 @@ impl Hub {
         let now = Instant::now();
         match self.handoff.out.as_ref().map(|o| &o.phase) {
             Some(Phase::Asked(t)) if now >= *t => self.ask_next(),
+            Some(Phase::Cutting { until, .. }) if now >= *until => {
+                self.hand_off_failed("a shard did not hand its sessions over in time")
+            }
             Some(Phase::Sent(t)) if now >= *t => self.hand_off_failed("the adopter did not confirm in time"),
             Some(Phase::Lingering(t)) if now >= *t => {
                 if let Some(o) = self.handoff.out.as_mut() {
-                    o.phase = Phase::Over;
+                    o.phase = Phase::Over { failed: false };
                 }
             }
             _ => {}
@@ -368,7 +408,8 @@ impl Hub {
     /// A stopping node asks this one to adopt `sessions` in `channels`.
     fn asked(&mut self, from: u32, sessions: u32, channels: Vec<Channel>) {
         let me = self.me();
-        let why = if self.quiet > 0 || self.handoff.out.is_some() || self.handoff.stop_asked {
+        let stopping = self.handoff.stopping || self.quiet > 0 || self.handoff.out.is_some() || self.handoff.stop_asked;
+        let why = if stopping {
             Some("this node is stopping too".to_string())
         } else if sessions as usize + self.local.aliases.adopted_count() > self.local.cfg.max_recovery_sessions {
             Some(format!("past max_recovery_sessions ({})", self.local.cfg.max_recovery_sessions))
@@ -389,7 +430,9 @@ impl Hub {
                 self.local.index.add_system(&c.system, shards);
             }
         }
-        let until = Instant::now() + self.local.cfg.shutdown_timeout + Duration::from_secs(1);
+        // Given up (and the stopping node told) past `shutdown_timeout`: before the stopping
+        // node itself gives up (1 s later), so the two never both act.
+        let until = Instant::now() + self.local.cfg.shutdown_timeout;
         let inc = In {
             channels: channels.iter().cloned().collect(),
             frames: Vec::new(),
@@ -436,15 +479,19 @@ impl Hub {
     }
 
     fn give_up_adoption(&mut self, from: u32, why: &str) {
-        let Some(i) = self.handoff.ins.remove(&from) else { return };
+        if self.handoff.ins.remove(&from).is_none() {
+            return;
+        }
         tracing::warn!(node = format!("{from:08x}"), "gave up adopting sessions: {why}");
         metrics::add(&self.local.stats.handoff_failed_total, 1);
         // Sessions already in the shards stay until their window ends (their node still owns
-        // them in Redis; nobody routes to them here): the sweep ends them.
-        let _ = i;
+        // them in Redis; nobody routes to them here): the sweep ends them. The stopping node
+        // hears of it and ends them on its side.
         if let Some(c) = self.backend.cluster() {
             c.link.send(BrokerCmd::Unprepare { from });
         }
+        let me = self.me();
+        self.tell_node(from, &Msg::Refused { from: me, why: why.to_string() });
     }
 
     fn part(&mut self, from: u32, sessions: Vec<crate::state::Session>, last: bool, cut: Vec<Cut>) {
@@ -504,7 +551,8 @@ impl Hub {
             }
             return;
         }
-        if let Some(conn) = self.local.aliases.adopted_conn(target) {
+        let names_session = matches!(m, relay::Msg::ResumeReq { .. } | relay::Msg::Event { .. });
+        if let Some(conn) = self.local.aliases.adopted_conn(target).filter(|_| names_session) {
             m.retarget(conn);
             let shard = conn.shard as usize;
             if shard < self.local.shards() {
@@ -512,7 +560,12 @@ impl Hub {
             }
             return;
         }
-        let coming = self.handoff.ins.values_mut().find(|i| i.clients.keys().any(|r| r.conn == target));
+        let coming = self
+            .handoff
+            .ins
+            .values_mut()
+            .filter(|_| names_session)
+            .find(|i| i.clients.keys().any(|r| r.conn == target));
         if let Some(i) = coming {
             return i.relays.push(m);
         }
@@ -591,9 +644,9 @@ impl Hub {
             frames = delivered,
             "adopted the sessions of a stopping node (detached, under their old clientIds)"
         );
-        let adopted = i.held.len() as u32;
+        let held = i.held.iter().map(|(r, _)| r.id()).collect();
         if let Some(c) = self.backend.cluster() {
-            c.link.send(BrokerCmd::Adopt { from, clients: entries, moved, adopted });
+            c.link.send(BrokerCmd::Adopt { from, clients: entries, moved, held });
         }
     }
 }

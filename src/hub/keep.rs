@@ -122,18 +122,18 @@ impl Hub {
         }
     }
 
-    /// The kept sessions could not be written: they end here, as at a shutdown without
-    /// `state_dir` (the webhooks say so; every client is gone already, so nobody gets a 1002).
+    /// Kept sessions that cannot live on (the state could not be written; no live node took
+    /// them): they end here, as at a shutdown without keeping them — the webhooks say so, and
+    /// in cluster mode their groups' members on other nodes get their 1002 (on one node every
+    /// client is gone already).
     pub(in crate::hub) fn kept_sessions_end(&mut self) {
         if self.kept.is_empty() {
             return;
         }
-        tracing::error!(
-            sessions = self.kept.len(),
-            "the kept sessions end: their clients get fresh sessions after the start"
-        );
+        tracing::error!(sessions = self.kept.len(), "the kept sessions end: their clients' resumes get fresh sessions");
+        let notify = self.backend.cluster().is_some();
         for k in std::mem::take(&mut self.kept) {
-            self.remove_client(k.conn, false, crate::webhooks::Gone::Shutdown);
+            self.remove_client(k.conn, notify, crate::webhooks::Gone::Shutdown);
         }
     }
 }

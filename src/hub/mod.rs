@@ -190,6 +190,7 @@ impl Hub {
     /// `Stop` came: exit now, or once this node's hand-off is over.
     fn stop_now(&mut self) -> bool {
         self.handoff.stop_asked = true;
+        self.shards_gone();
         !self.handoff.busy()
     }
 
@@ -362,6 +363,7 @@ impl Hub {
                 }
             }
             Command::Sessions(kept) => self.sessions_in(kept),
+            Command::Stopping => self.handoff.stopping = true,
             Command::Quiet => self.shard_quiet(),
             Command::Stop => {}
         }

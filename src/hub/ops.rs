@@ -39,7 +39,9 @@ impl Hub {
         for c in clients {
             match self.local.route(c) {
                 Route::Node(node) => remote.push((node, c)),
-                Route::Here(conn) if self.handoff.moving(conn) => self.pass_on_send(conn, &frame),
+                Route::Here(conn) if self.local.index.client_in(sys, conn).is_ok() && self.handoff.moving(conn) => {
+                    self.pass_on_send(conn, &frame)
+                }
                 Route::Here(conn) if self.local.index.client_in(sys, conn).is_ok() => {
                     let msg =
                         ShardMsg::DeliverOne { target: conn.in_shard(), frame: frame.clone(), zipped: zipped.clone() };
@@ -95,6 +97,9 @@ impl Hub {
             UserCall::Close { notify } => {
                 for c in clients {
                     match self.local.route(c) {
+                        // One moving to an adopter is not closed here (the close would race
+                        // the adoption): it stays connected to its new node.
+                        Route::Here(conn) if self.handoff.moving(conn) => {}
                         Route::Here(conn) => self.kick(conn, notify),
                         _ => self.backend.forward_quietly(&mut self.local, sys, Op::Close { client: c, notify }),
                     }

@@ -56,7 +56,7 @@ impl Broker {
         from: u32,
         clients: &[Adopted],
         moved: Option<Move>,
-        adopted: u32,
+        held: Vec<String>,
     ) {
         let me = self.me();
         let (old, new) = (self.k.node(from), self.k.node(me));
@@ -79,7 +79,7 @@ impl Broker {
             p.cmd("PUBLISH").arg(self.k.cluster()).arg(wire::moved(&m));
             n += 2;
         }
-        let done = crate::handoff::Msg::Done { from: me, adopted };
+        let done = crate::handoff::Msg::Done { from: me, held };
         p.cmd("PUBLISH").arg(self.k.node(from)).arg(crate::handoff::encode(&done));
         n += 1;
         steps.extend((0..n).map(|_| Step::Redis(Post::Ignore)));

@@ -502,9 +502,7 @@ impl Broker {
             }
             BrokerCmd::Unprepare { .. } => {}
             BrokerCmd::HandedOff { clients } => self.forget_clients(&clients),
-            BrokerCmd::Adopt { from, clients, moved, adopted } => {
-                self.pipe_adopt(p, steps, from, &clients, moved, adopted)
-            }
+            BrokerCmd::Adopt { from, clients, moved, held } => self.pipe_adopt(p, steps, from, &clients, moved, held),
             BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
                 p.cmd("PUBLISH").arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
                 steps.push(Step::Redis(Post::Ignore));
