@@ -3,7 +3,9 @@
 # WebSocket and HTTP clients; cluster tests with their own redis-server), the server against
 # its OpenAPI document (Schemathesis), the browser client's suites (Node and Chromium, through
 # a fault-injecting proxy), the chaos soak (a Sentinel-watched cluster losing its
-# Redis master twice and a node once under load), then Autobahn conformance.
+# Redis master twice and a node once under load), a rolling restart of a 3-node cluster under
+# load (3,000 recovering clients: nothing lost, duplicated or flapping), then Autobahn
+# conformance.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Debian packages the tests need, installed when their command is missing:
@@ -27,4 +29,5 @@ scripts/openapi-check.sh
 # roomcast.js: its unit tests, then the same scenarios in Node (ws) and in headless Chromium.
 clients/js/test.sh
 loadtest/chaos.sh
+loadtest/rolling.sh
 scripts/autobahn.sh

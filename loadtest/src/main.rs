@@ -52,6 +52,12 @@ pub enum Scenario {
     /// Every client (recover=1) is dropped at once and resumes while --messages are sent:
     /// time until all recovered, and nothing lost.
     Reconnect,
+    /// A rolling restart under load: recovering clients (recover=1) over the nodes, a paced
+    /// fanout through them (one sender; a send whose node goes down is sent again through the
+    /// next), and --chaos-cmd restarting the nodes in turn (loadtest/rolling.sh). A client
+    /// told 1012 resumes through the next node. Judged: every message once and in order at
+    /// every member (lost, gaps, duplicates), every resume recovered, no 1001/1002 (flaps).
+    Rolling,
 }
 
 /// Command line.
@@ -246,10 +252,10 @@ fn main() {
         report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm | Scenario::Users),
         groups: cli.groups.max(1),
         churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
-        recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect),
+        recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect | Scenario::Rolling),
         compression: cli.compression,
         tls: cli.tls,
-        chaos: cli.chaos_cmd.is_some(),
+        chaos: cli.chaos_cmd.is_some() && cli.scenario == Scenario::Churn,
         api_ports,
         churn_tabs: if cli.webhook_port.is_some() { cli.tabs } else { 0 },
     };
@@ -263,10 +269,15 @@ fn main() {
         eprintln!("--webhook-port: --tabs must be a multiple of the node count (--port), at least 2");
         std::process::exit(2);
     }
-    if opts.chaos && cli.scenario != Scenario::Churn {
-        eprintln!("--chaos-cmd: only for the churn scenario");
+    if cli.chaos_cmd.is_some() && !matches!(cli.scenario, Scenario::Churn | Scenario::Rolling) {
+        eprintln!("--chaos-cmd: only for the churn and rolling scenarios");
         std::process::exit(2);
     }
+    if cli.scenario == Scenario::Rolling && cli.chaos_cmd.is_none() {
+        eprintln!("rolling: --chaos-cmd restarts the nodes (loadtest/rolling.sh runs it)");
+        std::process::exit(2);
+    }
+    sender::RETRY.store(cli.scenario == Scenario::Rolling, std::sync::atomic::Ordering::Relaxed);
     stream::TLS.store(cli.tls, std::sync::atomic::Ordering::Relaxed);
     if cli.tls && cli.scenario == Scenario::Churn {
         eprintln!("--tls: not for the churn scenario (its churning clients are plain)");
@@ -367,7 +378,9 @@ fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
         Scenario::Unicast | Scenario::Users | Scenario::Churn => {
             run_sends(cli, opts, &mut w, &mut out, deadline, &ready, hooks.as_ref())?
         }
-        Scenario::Recover | Scenario::Reconnect => run_sends(cli, opts, &mut w, &mut out, deadline, &ready, None)?,
+        Scenario::Recover | Scenario::Reconnect | Scenario::Rolling => {
+            run_sends(cli, opts, &mut w, &mut out, deadline, &ready, None)?
+        }
         Scenario::Joinstorm => run_joinstorm(cli, opts, &mut w, &mut out, deadline, &ready)?,
     };
     out.set("wall_secs", json!(t0.elapsed().as_secs_f64()));
@@ -471,7 +484,7 @@ fn run_sends(
     }
     // One sender keeps one order per group (the recovering clients check every sequence
     // number); otherwise --concurrency keep-alive connections.
-    let sequenced = matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect);
+    let sequenced = matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect | Scenario::Rolling);
     let concurrency = if sequenced { 1 } else { cli.concurrency };
     let cpu_before = report::sample(&cli.pid);
     let send_start = now_nanos();
@@ -554,7 +567,7 @@ fn run_sends(
         out.set("chaos_sends_refused_secs", json!(chaos::refused_for(&calls, &hits, &windows)));
         return chaos::finish(cli, opts, w, out, deadline, &calls, &windows, &stats, hooks);
     }
-    if sequenced {
+    if sequenced && cli.scenario != Scenario::Rolling {
         if cli.scenario == Scenario::Recover {
             w.tell_all("drops stop");
         }
@@ -609,6 +622,16 @@ fn run_sends(
         let failed =
             w.state.lock().expect("lock").resumed.iter().map(|r| r["resume_failed"].as_u64().unwrap_or(0)).sum::<u64>();
         notice_problems += sum("seq_gaps") + sum("seq_dups") + failed;
+        if cli.scenario == Scenario::Rolling {
+            // Bound without notices: any 1001/1002 is a presence flap.
+            let code = |c: &str| results.iter().map(|r| r["codes"][c].as_u64().unwrap_or(0)).sum::<u64>();
+            let flaps = code("1001") + code("1002");
+            out.set("restarts_1012", json!(sum("restarts")));
+            out.set("resumed", json!(sum("resumed")));
+            out.set("resume_failed", json!(sum("resume_failed")));
+            out.set("presence_flaps", json!(flaps));
+            notice_problems += flaps + sum("resume_failed");
+        }
     }
     if let (Some(b), Some(a)) = (cpu_before, cpu_after) {
         let cpu = a.cpu_secs - b.cpu_secs;

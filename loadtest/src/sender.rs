@@ -26,6 +26,19 @@ struct Conn {
     written: usize,
     inbuf: Vec<u8>,
     inflight: Option<(u64, Instant)>,
+    /// With [`RETRY`]: the request in flight (sent again if it fails), and how often it was.
+    req: Vec<u8>,
+    tries: u32,
+}
+
+/// The rolling scenario: a request whose connection closes before its answer (its node went
+/// down; it was never read) or that is answered 503 is sent again, through the next node,
+/// until answered otherwise ([`MAX_TRIES`]). Every message then has one sequence number.
+pub static RETRY: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+const MAX_TRIES: u32 = 500;
+
+fn retrying() -> bool {
+    RETRY.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Builds a POST request.
@@ -70,8 +83,21 @@ pub fn run(
     mut done: impl FnMut(u64, u16, &[u8]),
 ) -> io::Result<SendStats> {
     let mut poll = Poll::new()?;
-    let open = |poll: &Poll, i: usize| -> io::Result<Conn> {
-        let s = std::net::TcpStream::connect(addrs[i % addrs.len()])?;
+    // Connection `i` (its poll token) to node `at` (modulo the nodes).
+    let open = |poll: &Poll, i: usize, at: usize| -> io::Result<Conn> {
+        let s = match std::net::TcpStream::connect(addrs[at % addrs.len()]) {
+            Ok(s) => s,
+            // A node restarting: the next ones, a while.
+            Err(_) if retrying() => (1..addrs.len() * 100)
+                .find_map(|k| {
+                    if k % addrs.len() == 0 {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    std::net::TcpStream::connect(addrs[(at + k) % addrs.len()]).ok()
+                })
+                .ok_or_else(|| io::Error::other("no node takes connections"))?,
+            Err(e) => return Err(e),
+        };
         s.set_nodelay(true)?;
         s.set_nonblocking(true)?;
         let mut sock = TcpStream::from_std(s);
@@ -82,11 +108,15 @@ pub fn run(
             written: 0,
             inbuf: Vec::new(),
             inflight: None,
+            req: Vec::new(),
+            tries: 0,
         })
     };
+    // Connections are reopened at the next node each time (rolling: the last may be down).
+    let mut opened = conns.max(1);
     let mut cs = Vec::new();
     for i in 0..conns.max(1) {
-        cs.push(open(&poll, i)?);
+        cs.push(open(&poll, i, i)?);
     }
     let mut next_conn = 0usize;
     let mut stats = SendStats {
@@ -121,8 +151,16 @@ pub fn run(
                 c.out = make(n);
                 c.written = 0;
                 c.inflight = Some((n, Instant::now()));
+                if retrying() {
+                    c.req = c.out.clone();
+                    c.tries = 0;
+                }
                 stats.sent += 1;
-                flush(c).map_err(|e| io::Error::new(e.kind(), format!("conn {i}: {e}")))?;
+                match flush(c) {
+                    // Rolling: its node is going down; the read side sees it and sends again.
+                    Err(_) if retrying() => {}
+                    r => r.map_err(|e| io::Error::new(e.kind(), format!("conn {i}: {e}")))?,
+                }
             }
         }
         // Paced and held back by the rate (not by busy connections, whose answers wake the
@@ -140,7 +178,10 @@ pub fn run(
             let i = ev.token().0;
             let c = &mut cs[i];
             if ev.is_writable() {
-                flush(c)?;
+                match flush(c) {
+                    Err(_) if retrying() => {}
+                    r => r?,
+                }
             }
             if !ev.is_readable() {
                 continue;
@@ -155,10 +196,24 @@ pub fn run(
                     Ok(n) => c.inbuf.extend_from_slice(&chunk[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    // Rolling: a node going down resets its connections.
+                    Err(_) if retrying() => {
+                        closed = true;
+                        break;
+                    }
                     Err(e) => return Err(e),
                 }
             }
             while let Some((status, body, len)) = parse_response(&c.inbuf) {
+                if status == 503 && retrying() && c.tries < MAX_TRIES && c.inflight.is_some() {
+                    c.inbuf.drain(..len);
+                    c.tries += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                    c.out = c.req.clone();
+                    c.written = 0;
+                    flush(c)?;
+                    continue;
+                }
                 let Some((n, t)) = c.inflight.take() else { break };
                 let _ = stats.latency.record(t.elapsed().as_micros().max(1) as u64);
                 if status == 200 {
@@ -172,13 +227,22 @@ pub fn run(
             }
             if closed {
                 // The server closed this connection. Idle: its keep-alive timeout, so open a
-                // new one. With a request in flight: that request failed.
-                if c.inflight.take().is_some() {
+                // new one. With a request in flight: that request failed (rolling: it was
+                // never read, its node going down: sent again through the next node).
+                let again = retrying() && c.inflight.is_some() && c.tries < MAX_TRIES;
+                let resend = again.then(|| (c.inflight, c.req.clone(), c.tries + 1));
+                if !again && c.inflight.take().is_some() {
                     stats.errors += 1;
                     received += 1;
                 }
                 let _ = poll.registry().deregister(&mut c.sock.sock);
-                cs[i] = open(&poll, i)?;
+                opened += 1;
+                cs[i] = open(&poll, i, opened)?;
+                if let Some((inflight, req, tries)) = resend {
+                    let c = &mut cs[i];
+                    (c.inflight, c.out, c.req, c.tries, c.written) = (inflight, req.clone(), req, tries, 0);
+                    flush(c)?;
+                }
             }
         }
     }

@@ -44,6 +44,11 @@ struct Ws {
     /// Chaos: the index (`"i"`) of every message received, and when the connection closed.
     got: Option<Vec<u32>>,
     closed_at: u64,
+    /// A recovering client told to come back (close 1012: its node restarts), or whose
+    /// resume could not connect: it resumes through another node (`resume_elsewhere`).
+    resume_due: bool,
+    /// Connections tried for the resume under way.
+    tries: u32,
 }
 
 /// Counters and histograms of one worker.
@@ -54,6 +59,8 @@ pub struct Tally {
     pub first_rx: u64,
     pub last_rx: u64,
     pub closed: u64,
+    /// Close frames 1012 (the node restarts) to recovering clients, each followed by a resume.
+    pub restarts: u64,
     /// Churn mode only: per churner clientId, [1001 count, 1002 count] over all stayers.
     pub notices: Option<HashMap<String, [u64; 2]>>,
     /// Churn mode only: (stayer, churner, code) already seen, to count duplicates.
@@ -80,6 +87,7 @@ impl Tally {
             first_rx: 0,
             last_rx: 0,
             closed: 0,
+            restarts: 0,
             notices: None,
             seen: HashSet::new(),
             notice_dups: 0,
@@ -196,6 +204,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                         rec: opts.recover.then(Default::default),
                         got: opts.chaos.then(Vec::new),
                         closed_at: 0,
+                        resume_due: false,
+                        tries: 0,
                     }));
                 }
                 Err(_) => {
@@ -212,7 +222,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 if ev.is_writable() || ev.is_error() {
                     if c.sock.sock.peer_addr().is_err() {
                         c.st = St::Closed;
-                        failed += 1;
+                        // A resume whose node is down (restarting): the next node.
+                        match c.rec.as_ref().is_some_and(|r| r.dropped_at.is_some()) {
+                            true => c.resume_due = true,
+                            false => failed += 1,
+                        }
                         continue;
                     }
                     let path = match &c.rec {
@@ -230,6 +244,11 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
             }
             if ev.is_readable() || ev.is_read_closed() {
                 read_all(c, &mut chunk, &mut tally, &mut handshake, &mut opened, &mut failed);
+            }
+        }
+        for k in 0..conns.len() {
+            if conns[k].as_ref().is_some_and(|c| c.resume_due) {
+                resume_elsewhere(&mut conns, k, &mut poll, opts, &mut tally)?;
             }
         }
         let settled = opened + failed >= hi - lo;
@@ -382,7 +401,8 @@ pub fn run(opts: &Opts, index: usize) -> io::Result<()> {
                 emit(json!({"type": "result", "worker": index, "codes": codes, "latency": hist_json(&tally.latency),
                     "first_rx": tally.first_rx, "last_rx": tally.last_rx, "closed": tally.closed, "connected": opened,
                     "notices": tally.notices, "notice_dups": tally.notice_dups,
-                    "seq_gaps": tally.rec.gaps, "seq_dups": tally.rec.dups,
+                    "seq_gaps": tally.rec.gaps, "seq_dups": tally.rec.dups, "restarts": tally.restarts,
+                    "resumed": tally.rec.resumed, "resume_failed": tally.rec.resume_failed,
                     "wire_bytes": tally.wire_bytes, "compressed": tally.compressed}));
                 expect = None;
             }
@@ -419,6 +439,50 @@ fn drop_and_resume(
     let mut sock = connect(addr, src)?;
     poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;
     c.sock = crate::stream::Stream::new(sock); // the old socket is closed here, with a reset
+    c.st = St::Connecting;
+    c.rbuf.clear();
+    c.wbuf.clear();
+    c.started = Instant::now();
+    Ok(())
+}
+
+/// How many connections a resume after a 1012 tries (round the nodes) before it gives up.
+const RESUME_TRIES: u32 = 200;
+
+/// Client `k` was told to come back (1012) or its resume could not connect: it resumes
+/// through the next node (the one that closed it may be restarting), as often as
+/// [`RESUME_TRIES`] allows, a few milliseconds apart.
+fn resume_elsewhere(
+    conns: &mut [Option<Ws>],
+    k: usize,
+    poll: &mut Poll,
+    opts: &Opts,
+    tally: &mut Tally,
+) -> io::Result<()> {
+    let Some(c) = conns.get_mut(k).and_then(Option::as_mut) else { return Ok(()) };
+    c.resume_due = false;
+    let Some(rec) = c.rec.as_mut() else { return Ok(()) };
+    if rec.dropped_at.is_none() {
+        rec.dropped_at = Some(Instant::now());
+        tally.rec.drops += 1;
+        c.tries = 0;
+    }
+    c.tries += 1;
+    if c.tries > RESUME_TRIES {
+        tally.rec.resume_failed += 1;
+        rec.dropped_at = None;
+        close(c);
+        return Ok(());
+    }
+    if c.tries > opts.ports.len() as u32 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = poll.registry().deregister(&mut c.sock.sock);
+    let addr = opts.ports[(c.global + 1 + c.tries as usize) % opts.ports.len()];
+    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (c.global % opts.src_ips.max(1)) as u8));
+    let mut sock = connect(addr, src)?;
+    poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;
+    c.sock = crate::stream::Stream::new(sock);
     c.st = St::Connecting;
     c.rbuf.clear();
     c.wbuf.clear();
@@ -487,7 +551,10 @@ fn read_all(
     loop {
         match c.sock.read(chunk) {
             Ok(0) => {
+                let resuming = c.rec.as_ref().is_some_and(|r| r.dropped_at.is_some());
                 match c.st {
+                    _ if c.resume_due => return,
+                    St::Connecting | St::Handshake if resuming => c.resume_due = true,
                     St::Open => tally.closed += 1,
                     St::Connecting | St::Handshake => *failed += 1,
                     St::Closed => {}
@@ -502,8 +569,15 @@ fn read_all(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => {
+                let resuming = c.rec.as_ref().is_some_and(|r| r.dropped_at.is_some());
+                if c.resume_due {
+                    return;
+                }
                 if matches!(c.st, St::Connecting | St::Handshake) {
-                    *failed += 1;
+                    match resuming {
+                        true => c.resume_due = true,
+                        false => *failed += 1,
+                    }
                 }
                 close(c);
                 return;
@@ -607,6 +681,14 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
             // recovering clients carry what the pong acknowledges).
             0x9 => pongs.push(p.to_vec()),
             0x8 => {
+                // 1012 to a recovering client: its node restarts; it resumes elsewhere.
+                let code = (p.len() >= 2).then(|| u16::from_be_bytes([p[0], p[1]]));
+                if code == Some(1012) && c.rec.is_some() {
+                    tally.restarts += 1;
+                    c.resume_due = true;
+                    close(c);
+                    break;
+                }
                 tally.closed += 1;
                 close(c);
             }

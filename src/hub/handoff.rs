@@ -372,8 +372,13 @@ impl Hub {
     }
 
     /// `Stop`: every shard is gone. A hand-off that has not sent the sessions yet cannot go
-    /// on (the shards that had not answered never will): what came in ends.
+    /// on (the shards that had not answered never will): what came in ends. Adoptions under
+    /// way are given up, and their stopping nodes told (they end their sessions at once).
     pub(super) fn shards_gone(&mut self) {
+        let adopting: Vec<u32> = self.handoff.ins.keys().copied().collect();
+        for from in adopting {
+            self.give_up_adoption(from, "the adopter is stopping");
+        }
         let early = |o: &Out| matches!(o.phase, Phase::Starting | Phase::Asked(_) | Phase::Cutting { .. });
         if self.handoff.out.as_ref().is_some_and(early) {
             self.hand_off_failed("the shards stopped before the adopter was ready");
