@@ -2,14 +2,16 @@
 # Rolling restart under load (issue 26): 3 roomcast nodes on one Redis (all on loopback, all
 # started here), recovering clients spread over them, a paced fanout through them, and each
 # node in turn SIGTERMed and started again on its port while its clients resume through the
-# others (the `rolling` scenario of the load tester). A step prints "killed" at the SIGTERM
+# others (the `rolling` scenario of the load tester), while churning clients come and go. A step prints "killed" at the SIGTERM
 # and "healthy" once the new process is up. The load tester judges every message answered
 # 200: once and in order at every member of its group (lost, sequence gaps, duplicates), every
 # resume recovered, and no 1001/1002 (presence flaps; the clients are bound without notices).
 # Exit status non-zero on any of them.
 #   loadtest/rolling.sh                                  # 3 x 1000 clients, about 45 s
 #   CLIENTS=15000 PROCS=3 loadtest/rolling.sh            # 3 x 5000 (the README's figure)
-# (CLIENTS, NGROUPS, MESSAGES, RATE, PROCS, AT set the load; other load-tester options follow.)
+# (CLIENTS, NGROUPS, MESSAGES, RATE, PROCS, CHURNERS, AT set the load; other load-tester options
+# follow.) CHURNERS threads per worker keep connecting, binding with notices and leaving:
+# every churn session that completes is told exactly once (1001 and 1002) to each member.
 # Results: target/rolling/rolling.json; node logs beside it.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -72,6 +74,6 @@ echo "redis :$rport, nodes ${ports[*]}" >&2
 P=$(IFS=,; echo "${ports[*]}")
 "$root/target/release/roomcast-loadtest" rolling --port "$P" \
   --clients "${CLIENTS:-3000}" --groups "${NGROUPS:-30}" --messages "${MESSAGES:-6000}" \
-  --send-rate "${RATE:-150}" --procs "${PROCS:-2}" \
+  --send-rate "${RATE:-150}" --procs "${PROCS:-2}" --churners "${CHURNERS:-2}" \
   --chaos-cmd "OUT=$OUT $root/loadtest/rolling.sh step" --chaos-at "${AT:-8,18,28}" \
   --time-limit 300 --drain-secs 15 --label rolling --json "$OUT/rolling.json" "$@"

@@ -47,6 +47,16 @@ pub struct Cut {
     pub at: At,
 }
 
+/// Which of its part's frames a session holds: the acknowledged one before them, and its
+/// unacknowledged ones in order (indexes into the part's `frames`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refs {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acked: Option<u32>,
+    #[serde(default)]
+    pub frames: Vec<u32>,
+}
+
 /// Whether a message at `at` on `channel` was given to A's shards before the cut (then the
 /// sessions have it already): same publisher, same epoch, not past the cut's position.
 pub fn before_cut(cut: &[Cut], channel: &Channel, at: Option<At>) -> bool {
@@ -70,9 +80,15 @@ pub enum Msg {
         from: u32,
         why: String,
     },
+    /// Sessions (without their frames), the part's distinct frames once each (`frames`: the
+    /// sessions of a group share most of theirs), and per session which of them it holds.
     Part {
         from: u32,
         sessions: Vec<crate::state::Session>,
+        #[serde(default)]
+        frames: Vec<crate::state::Payload>,
+        #[serde(default)]
+        refs: Vec<Refs>,
         last: bool,
         cut: Vec<Cut>,
     },
@@ -116,38 +132,100 @@ pub fn decode(p: &[u8]) -> Option<Msg> {
     }
 }
 
-/// The sessions in parts of at most [`PART_BYTES`] each (one session larger than that goes
-/// alone); the cut goes with the last. Never empty: no sessions is one last part.
+/// The sessions in parts of about [`PART_BYTES`] each (a session larger than that goes
+/// alone), each part with its distinct frames once; the cut goes with the last. Never empty:
+/// no sessions is one last part.
 pub fn parts(from: u32, sessions: Vec<crate::state::Session>, cut: Vec<Cut>) -> Vec<Msg> {
-    let mut parts: Vec<Vec<crate::state::Session>> = vec![Vec::new()];
-    let mut bytes = 0;
-    for s in sessions {
-        let n = serde_json::to_vec(&s).map_or(0, |v| v.len());
-        if bytes + n > PART_BYTES && !parts.last().is_some_and(Vec::is_empty) {
-            parts.push(Vec::new());
-            bytes = 0;
+    let mut out = Vec::new();
+    let mut part = Packer::default();
+    for mut s in sessions {
+        let frames = std::mem::take(&mut s.frames);
+        let acked = s.acked.take();
+        let head = serde_json::to_vec(&s).map_or(0, |v| v.len());
+        let new_bytes: usize =
+            frames.iter().chain(&acked).filter(|p| !part.index.contains_key(p.text())).map(|p| p.text().len()).sum();
+        let cost = head + new_bytes + 8 * (frames.len() + 1);
+        if part.bytes + cost > PART_BYTES && !part.sessions.is_empty() {
+            out.push(std::mem::take(&mut part));
         }
-        bytes += n;
-        parts.last_mut().expect("one part at least").push(s);
+        part.bytes += head + 8 * (frames.len() + 1);
+        let refs =
+            Refs { acked: acked.map(|p| part.intern(p)), frames: frames.into_iter().map(|p| part.intern(p)).collect() };
+        part.refs.push(refs);
+        part.sessions.push(s);
     }
-    let n = parts.len();
+    out.push(part);
+    let n = out.len();
     let mut cut = Some(cut);
-    parts
-        .into_iter()
+    out.into_iter()
         .enumerate()
-        .map(|(i, sessions)| {
+        .map(|(i, p)| {
             let last = i + 1 == n;
-            Msg::Part { from, sessions, last, cut: if last { cut.take().unwrap_or_default() } else { Vec::new() } }
+            let cut = if last { cut.take().unwrap_or_default() } else { Vec::new() };
+            Msg::Part { from, sessions: p.sessions, frames: p.frames, refs: p.refs, last, cut }
         })
         .collect()
+}
+
+/// One part being filled.
+#[derive(Default)]
+struct Packer {
+    sessions: Vec<crate::state::Session>,
+    frames: Vec<crate::state::Payload>,
+    refs: Vec<Refs>,
+    index: std::collections::HashMap<String, u32>,
+    bytes: usize,
+}
+
+impl Packer {
+    fn intern(&mut self, p: crate::state::Payload) -> u32 {
+        if let Some(&i) = self.index.get(p.text()) {
+            return i;
+        }
+        let i = self.frames.len() as u32;
+        self.bytes += p.text().len();
+        self.index.insert(p.text().to_string(), i);
+        self.frames.push(p);
+        i
+    }
+}
+
+/// A part's sessions with their frames back, and how many were left out (a reference out
+/// of range: such a session is not adopted, so its node ends it).
+pub fn unpack(
+    sessions: Vec<crate::state::Session>,
+    frames: &[crate::state::Payload],
+    refs: Vec<Refs>,
+) -> (Vec<crate::state::Session>, usize) {
+    let n = sessions.len();
+    let get = |i: u32| frames.get(i as usize).cloned();
+    let whole: Vec<crate::state::Session> = sessions
+        .into_iter()
+        .zip(refs)
+        .filter_map(|(mut s, r)| {
+            s.frames = r.frames.iter().map(|&i| get(i)).collect::<Option<Vec<_>>>()?;
+            s.acked = match r.acked {
+                Some(i) => Some(get(i)?),
+                None => None,
+            };
+            Some(s)
+        })
+        .collect();
+    let left_out = n - whole.len();
+    (whole, left_out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn payload(text: &str) -> crate::state::Payload {
+        crate::state::Payload::new(format!("\"{text}\"").as_bytes()).unwrap()
+    }
+
+    /// A session holding one frame of `frame_bytes` of its own.
     fn session(id: &str, frame_bytes: usize) -> crate::state::Session {
-        let payload = crate::state::Payload::new(format!("\"{}\"", "x".repeat(frame_bytes)).as_bytes()).unwrap();
+        let payload = payload(&format!("{id}{}", "x".repeat(frame_bytes)));
         crate::state::Session {
             client_id: id.into(),
             secret: "00".repeat(16),
@@ -170,6 +248,8 @@ mod tests {
         let m = Msg::Part {
             from: 7,
             sessions: vec![session("a", 3)],
+            frames: Vec::new(),
+            refs: vec![Refs::default()],
             last: true,
             cut: vec![Cut { channel: ch.clone(), at: At { origin: 1, epoch: 2, seq: 3 } }],
         };
@@ -213,5 +293,26 @@ mod tests {
         assert_eq!(c, &cut);
         let none = super::parts(3, Vec::new(), Vec::new());
         assert!(matches!(&none[..], [Msg::Part { last: true, .. }]));
+    }
+
+    #[test]
+    fn a_part_holds_each_frame_once_and_gives_every_session_its_own_back() {
+        let shared: Vec<_> = (0..3).map(|i| payload(&format!("group frame {i} {}", "y".repeat(1000)))).collect();
+        let sessions: Vec<crate::state::Session> = (0..100)
+            .map(|i| {
+                let mut s = session(&format!("s{i}"), 1);
+                s.acked = Some(shared[0].clone());
+                s.frames = vec![shared[1].clone(), shared[2].clone(), payload(&format!("direct {i}"))];
+                s
+            })
+            .collect();
+        let parts = parts(3, sessions.clone(), Vec::new());
+        let [Msg::Part { sessions: got, frames, refs, last: true, .. }] = &parts[..] else { panic!("one part") };
+        assert_eq!(frames.len(), 3 + 100, "3 shared frames once, 100 direct ones");
+        assert!(got.iter().all(|s| s.frames.is_empty() && s.acked.is_none()), "frames travel in the table");
+        let (back, damaged) = unpack(got.clone(), frames, refs.clone());
+        assert_eq!((back, damaged), (sessions, 0));
+        let (whole, left_out) = unpack(got.clone(), &frames[..2], refs.clone());
+        assert_eq!((whole.len(), left_out), (0, 100), "a reference past the table: not adopted");
     }
 }

@@ -77,7 +77,7 @@ pub enum Command {
     /// Cluster mode, from the subscriber: a hand-off message for this node (`handoff`), in
     /// its place among Redis's messages; with a `Ready`, `cut` holds the last positions this
     /// node saw on its channels (everything before it in the queue).
-    HandOff { msg: crate::handoff::Msg, cut: Vec<crate::handoff::Cut> },
+    HandOff { msg: Box<crate::handoff::Msg>, cut: Vec<crate::handoff::Cut> },
     /// Cluster mode, from shards: sessions another node handed over, now held here
     /// ([`ShardMsg::Adopt`]): each old clientId with its connection here; `over`: those no
     /// slot could take.

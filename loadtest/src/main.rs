@@ -249,9 +249,12 @@ fn main() {
         procs: cli.procs.max(1),
         src_ips: cli.src_ips.clamp(1, 250),
         token,
-        report_ids: matches!(cli.scenario, Scenario::Unicast | Scenario::Joinstorm | Scenario::Users),
+        report_ids: matches!(
+            cli.scenario,
+            Scenario::Unicast | Scenario::Joinstorm | Scenario::Users | Scenario::Rolling
+        ),
         groups: cli.groups.max(1),
-        churners: if cli.scenario == Scenario::Churn { cli.churners } else { 0 },
+        churners: if matches!(cli.scenario, Scenario::Churn | Scenario::Rolling) { cli.churners } else { 0 },
         recover: cli.recover || matches!(cli.scenario, Scenario::Recover | Scenario::Reconnect | Scenario::Rolling),
         compression: cli.compression,
         tls: cli.tls,
@@ -472,7 +475,7 @@ fn run_sends(
         }
     }
     let by_ids = cli.by_ids;
-    if cli.scenario == Scenario::Churn {
+    if matches!(cli.scenario, Scenario::Churn | Scenario::Rolling) {
         w.tell_all("churn start");
         std::thread::sleep(Duration::from_millis(500));
     }
@@ -556,7 +559,7 @@ fn run_sends(
         }
         let _ = t.join();
     }
-    if cli.scenario == Scenario::Churn {
+    if matches!(cli.scenario, Scenario::Churn | Scenario::Rolling) {
         w.tell_all("churn stop");
         w.wait_for(procs, deadline, "churn stop", |s| s.churned.len())?;
         std::thread::sleep(Duration::from_millis(1500)); // let the last 1002s arrive
@@ -612,7 +615,7 @@ fn run_sends(
     out.set("latency_p999_ms", json!(lat.value_at_quantile(0.999) as f64 / 1e3));
     out.set("latency_max_ms", json!(lat.max() as f64 / 1e3));
     let mut notice_problems = 0;
-    if cli.scenario == Scenario::Churn {
+    if matches!(cli.scenario, Scenario::Churn | Scenario::Rolling) {
         notice_problems = churn::check(opts, groups, &w.state.lock().expect("lock").churned, &results, out);
     }
     if sequenced {
@@ -623,9 +626,16 @@ fn run_sends(
             w.state.lock().expect("lock").resumed.iter().map(|r| r["resume_failed"].as_u64().unwrap_or(0)).sum::<u64>();
         notice_problems += sum("seq_gaps") + sum("seq_dups") + failed;
         if cli.scenario == Scenario::Rolling {
-            // Bound without notices: any 1001/1002 is a presence flap.
-            let code = |c: &str| results.iter().map(|r| r["codes"][c].as_u64().unwrap_or(0)).sum::<u64>();
-            let flaps = code("1001") + code("1002");
+            // The recovering clients never leave nor join again: any notice about one of them
+            // is a presence flap (the churners' own are judged above, exactly once).
+            let stayers: std::collections::HashSet<&str> = ready
+                .iter()
+                .flat_map(|r| r["ids"].as_array().into_iter().flatten())
+                .filter_map(Value::as_str)
+                .collect();
+            let got = churn::notice_counts(&results);
+            let flaps: u64 = got.iter().filter(|(id, _)| stayers.contains(id.as_str())).map(|(_, n)| n[0] + n[1]).sum();
+            out.set("stayers", json!(stayers.len()));
             out.set("restarts_1012", json!(sum("restarts")));
             out.set("resumed", json!(sum("resumed")));
             out.set("resume_failed", json!(sum("resume_failed")));

@@ -80,11 +80,16 @@ pub fn on_connect_frame(rec: &mut Rec, p: &[u8], t: &mut RecTally, resuming: boo
     Some(ok)
 }
 
-/// A push frame of code 200: remember its messageId, check its sequence number.
-pub fn on_message(rec: &mut Rec, p: &[u8], t: &mut RecTally) {
+/// Any push frame (a notice too): the last processed, where a resume continues from.
+pub fn processed(rec: &mut Rec, p: &[u8]) {
     if let Some(id) = p.strip_prefix(MESSAGE_ID) {
         rec.last = String::from_utf8_lossy(string_after(id, 0)).into_owned();
     }
+}
+
+/// A push frame of code 200: remember its messageId, check its sequence number.
+pub fn on_message(rec: &mut Rec, p: &[u8], t: &mut RecTally) {
+    processed(rec, p);
     let Some(i) = SEQ.find(p) else { return };
     let digits = &p[i + SEQ.needle().len()..];
     let n = digits.iter().take_while(|c| c.is_ascii_digit()).fold(0u64, |n, &c| n * 10 + u64::from(c - b'0'));

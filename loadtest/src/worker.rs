@@ -649,6 +649,9 @@ fn parse(c: &mut Ws, now: u64, tally: &mut Tally, hs: &mut Histogram<u64>, opene
                         tally.first_rx = now;
                     }
                     tally.last_rx = now;
+                    if let (Some(rec), 1001 | 1002) = (c.rec.as_mut(), code) {
+                        crate::recover::processed(rec, p);
+                    }
                     if let (Some(map), 1001 | 1002) = (tally.notices.as_mut(), code) {
                         // data is a JSON string: {\"clientId\":\"ID\",...}
                         if let Some(i) = NOTICE_ID.find(p) {

@@ -260,7 +260,7 @@ impl Subscriber {
                 crate::handoff::Msg::Ready { channels, .. } => self.cut(channels),
                 _ => Vec::new(),
             };
-            if self.to_hub(Command::HandOff { msg, cut }).is_err() {
+            if self.to_hub(Command::HandOff { msg: Box::new(msg), cut }).is_err() {
                 metrics::add(&self.stats.cluster_redis_dropped_total, 1);
                 tracing::warn!("the hub's queue was full: a hand-off message was dropped (the hand-off times out)");
             }

@@ -225,7 +225,17 @@ impl Hub {
             Msg::Ask { from, sessions, channels } => self.asked(from, sessions, channels),
             Msg::Ready { from, .. } => self.ready(from, cut),
             Msg::Refused { from, why } => self.refused(from, why),
-            Msg::Part { from, sessions, last, cut } => self.part(from, sessions, last, cut),
+            Msg::Part { from, sessions, frames, refs, last, cut } => {
+                let (sessions, left_out) = handoff::unpack(sessions, &frames, refs);
+                if left_out > 0 {
+                    tracing::warn!(
+                        node = format!("{from:08x}"),
+                        left_out,
+                        "handed sessions with damaged frame references: not adopted (their node ends them)"
+                    );
+                }
+                self.part(from, sessions, last, cut)
+            }
             Msg::Send { from, client, payload } => self.send_in(from, client, payload),
             Msg::Done { from, held } => self.done(from, held),
         }

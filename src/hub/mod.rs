@@ -314,7 +314,7 @@ impl Hub {
                 }
                 self.frame_from_redis(&system, group.as_deref(), frame.as_ref(), joined)
             }
-            Command::HandOff { msg, cut } => self.hand_off_msg(msg, cut),
+            Command::HandOff { msg, cut } => self.hand_off_msg(*msg, cut),
             Command::Adopted { from, held, over } => self.adopted(from, held, over),
             Command::Bounced(m) => self.bounced(m),
             Command::SystemKnown { system, registered } => self.system_known(system, registered),
