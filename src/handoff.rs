@@ -105,19 +105,6 @@ pub enum Msg {
     },
 }
 
-impl Msg {
-    pub fn from(&self) -> u32 {
-        match self {
-            Msg::Ask { from, .. }
-            | Msg::Ready { from, .. }
-            | Msg::Refused { from, .. }
-            | Msg::Part { from, .. }
-            | Msg::Send { from, .. }
-            | Msg::Done { from, .. } => *from,
-        }
-    }
-}
-
 pub fn encode(m: &Msg) -> Vec<u8> {
     let mut v = vec![KIND];
     serde_json::to_writer(&mut v, m).expect("a hand-off message serializes");

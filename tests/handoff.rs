@@ -16,24 +16,6 @@ use util::cluster::{node, online, Redis};
 use util::hooks::Receiver;
 use util::*;
 
-struct Recovering {
-    c: Client,
-    token: String,
-}
-
-fn recovering(s: &Server, resume: Option<(&str, &str)>) -> (Recovering, Value) {
-    let mut url = "/ws?systemId=a&recover=1".to_string();
-    if let Some((token, last)) = resume {
-        url.push_str(&format!("&resume={token}&last={last}"));
-    }
-    let mut c = Client::connect(&s.url(&url));
-    let hello = c.recv().expect("connect frame");
-    assert_eq!(hello["code"], 0, "{hello}");
-    c.id = hello["data"]["clientId"].as_str().unwrap().to_string();
-    let token = hello["data"]["resumeToken"].as_str().expect("a resume token").to_string();
-    (Recovering { c, token }, hello)
-}
-
 /// Group sends through `addr` every 20 ms until `stop`: the messageIds answered 200, in order.
 fn steady_load(addr: std::net::SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<String>> {
     std::thread::spawn(move || {

@@ -134,27 +134,6 @@ fn a_cluster_registers_the_systems_setting_in_redis() {
     assert_eq!(st, 409, "{v}");
 }
 
-/// A client that opted in to session recovery, and its current resume token.
-struct Recovering {
-    c: Client,
-    token: String,
-}
-
-/// Connects to `a` with `recover=1` (resuming `resume` = (token, last) if given); the client and
-/// its connect frame.
-fn recovering(s: &Server, resume: Option<(&str, &str)>) -> (Recovering, serde_json::Value) {
-    let mut url = "/ws?systemId=a&recover=1".to_string();
-    if let Some((token, last)) = resume {
-        url.push_str(&format!("&resume={token}&last={last}"));
-    }
-    let mut c = Client::connect(&s.url(&url));
-    let hello = c.recv().expect("connect frame");
-    assert_eq!(hello["code"], 0, "{hello}");
-    c.id = hello["data"]["clientId"].as_str().unwrap().to_string();
-    let token = hello["data"]["resumeToken"].as_str().expect("a resume token").to_string();
-    (Recovering { c, token }, hello)
-}
-
 fn send_group(s: &Server, msg: &str) -> String {
     let (st, v) = s.api("send_to_group", Some("a"), json!({"groupName": "g", "msg": msg}));
     assert_eq!(st, 200, "{v}");

@@ -435,10 +435,15 @@ fn drop_and_resume(
     // Through the next node each time (cluster mode: a resume through another node is relayed
     // by the session's own node).
     let addr = opts.ports[(c.global + tally.rec.drops as usize) % opts.ports.len()];
+    reconnect(c, k, poll, opts, addr) // the old socket is closed here, with a reset
+}
+
+/// Client `k` connects again, to `addr`, for a resume (its old socket is dropped).
+fn reconnect(c: &mut Ws, k: usize, poll: &mut Poll, opts: &Opts, addr: SocketAddr) -> io::Result<()> {
     let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (c.global % opts.src_ips.max(1)) as u8));
     let mut sock = connect(addr, src)?;
     poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;
-    c.sock = crate::stream::Stream::new(sock); // the old socket is closed here, with a reset
+    c.sock = crate::stream::Stream::new(sock);
     c.st = St::Connecting;
     c.rbuf.clear();
     c.wbuf.clear();
@@ -479,15 +484,7 @@ fn resume_elsewhere(
     }
     let _ = poll.registry().deregister(&mut c.sock.sock);
     let addr = opts.ports[(c.global + 1 + c.tries as usize) % opts.ports.len()];
-    let src = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (c.global % opts.src_ips.max(1)) as u8));
-    let mut sock = connect(addr, src)?;
-    poll.registry().register(&mut sock, Token(k), Interest::READABLE | Interest::WRITABLE)?;
-    c.sock = crate::stream::Stream::new(sock);
-    c.st = St::Connecting;
-    c.rbuf.clear();
-    c.wbuf.clear();
-    c.started = Instant::now();
-    Ok(())
+    reconnect(c, k, poll, opts, addr)
 }
 
 fn connect(addr: SocketAddr, src: IpAddr) -> io::Result<TcpStream> {

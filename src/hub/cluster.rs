@@ -341,6 +341,44 @@ impl Hub {
         }
     }
 
+    /// What a group or system channel carried: kept for sessions on their way here (a
+    /// hand-off), then delivered to the members here.
+    pub(super) fn published(
+        &mut self,
+        system: &str,
+        group: Option<&str>,
+        frame: Option<&Frame>,
+        joined: Option<ClientRef>,
+        at: Option<crate::handoff::At>,
+    ) {
+        if let Some(f) = frame {
+            self.keep_for_adoption(system, group, f, at);
+        }
+        self.frame_from_redis(system, group, frame, joined)
+    }
+
+    /// Nodes seen alive or dead: relays with a node gone end in every shard.
+    pub(super) fn nodes_changed(&mut self, alive: Vec<u32>, dead: Vec<u32>) {
+        for n in self.backend.nodes(alive, dead) {
+            for shard in 0..self.local.shards() {
+                self.local.out.send(shard, ShardMsg::NodeGone(n));
+            }
+        }
+    }
+
+    /// A shard's relay message for `node`. For this node itself it loops back (a session
+    /// adopted here whose client resumed here before the move was known: edge and session
+    /// are both this node's); for a node not alive the shard hears it is gone.
+    pub(super) fn relay_out(&mut self, node: u32, from_shard: u16, payload: Vec<u8>) {
+        if node == self.local.cfg.node_id.0 {
+            if let Some(m) = crate::protocol::relay::decode(&payload) {
+                self.relay_in(m);
+            }
+        } else if !self.backend.send_to_node(node, payload) {
+            self.local.out.send(from_shard as usize, ShardMsg::NodeGone(node));
+        }
+    }
+
     /// A frame through Redis (any node's send, a notice decided in Redis) for members here;
     /// first, if `joined` is a client of ours still in the group, it becomes a member.
     pub(super) fn frame_from_redis(

@@ -309,10 +309,7 @@ impl Hub {
             Command::Publish { conn, group, code, msg, data } => self.publish(conn, &group, code, &msg, &data),
             Command::Remote { origin, corr, system, op } => self.remote(origin, corr, system, op),
             Command::Published { system, group, frame, joined, at } => {
-                if let Some(f) = &frame {
-                    self.keep_for_adoption(&system, group.as_deref(), f, at);
-                }
-                self.frame_from_redis(&system, group.as_deref(), frame.as_ref(), joined)
+                self.published(&system, group.as_deref(), frame.as_ref(), joined, at)
             }
             Command::HandOff { msg, cut } => self.hand_off_msg(*msg, cut),
             Command::Adopted { from, held, over } => self.adopted(from, held, over),
@@ -329,25 +326,8 @@ impl Hub {
                 }
             }
             Command::Subscribed { conn } => self.subscribed(conn),
-            Command::Nodes { alive, dead } => {
-                for n in self.backend.nodes(alive, dead) {
-                    for shard in 0..self.local.shards() {
-                        self.local.out.send(shard, ShardMsg::NodeGone(n));
-                    }
-                }
-            }
-            Command::ToNode { node, payload, .. } if node == self.local.cfg.node_id.0 => {
-                // A session adopted here whose client resumed here before the move was known:
-                // its edge and its session are both this node's.
-                if let Some(m) = crate::protocol::relay::decode(&payload) {
-                    self.relay_in(m);
-                }
-            }
-            Command::ToNode { node, from_shard, payload } => {
-                if !self.backend.send_to_node(node, payload) {
-                    self.local.out.send(from_shard as usize, ShardMsg::NodeGone(node));
-                }
-            }
+            Command::Nodes { alive, dead } => self.nodes_changed(alive, dead),
+            Command::ToNode { node, from_shard, payload } => self.relay_out(node, from_shard, payload),
             Command::FromNode(m) => self.relay_in(m),
             Command::Resume(r) => {
                 let shard = r.session.shard as usize;

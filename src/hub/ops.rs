@@ -39,14 +39,17 @@ impl Hub {
         for c in clients {
             match self.local.route(c) {
                 Route::Node(node) => remote.push((node, c)),
-                Route::Here(conn) if self.local.index.client_in(sys, conn).is_ok() && self.handoff.moving(conn) => {
-                    self.pass_on_send(conn, &frame)
-                }
-                Route::Here(conn) if self.local.index.client_in(sys, conn).is_ok() => {
-                    let msg =
-                        ShardMsg::DeliverOne { target: conn.in_shard(), frame: frame.clone(), zipped: zipped.clone() };
-                    self.local.out.send(conn.shard as usize, msg);
-                }
+                Route::Here(conn) if self.local.index.client_in(sys, conn).is_ok() => match self.handoff.moving(conn) {
+                    true => self.pass_on_send(conn, &frame),
+                    false => {
+                        let msg = ShardMsg::DeliverOne {
+                            target: conn.in_shard(),
+                            frame: frame.clone(),
+                            zipped: zipped.clone(),
+                        };
+                        self.local.out.send(conn.shard as usize, msg);
+                    }
+                },
                 _ if strict => return ApiError::unknown_client().into(),
                 _ => {}
             }

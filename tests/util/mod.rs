@@ -354,3 +354,24 @@ pub fn metric(server: &Server, name: &str) -> u64 {
         .find_map(|l| l.strip_prefix(&format!("roomcast_{name} ")).map(|v| v.trim().parse().unwrap()))
         .unwrap_or_else(|| panic!("metric {name} missing"))
 }
+
+/// A client that opted in to session recovery, and its current resume token.
+pub struct Recovering {
+    pub c: Client,
+    pub token: String,
+}
+
+/// Connects to system `a` of `s` with `recover=1` (resuming `resume` = (token, last) if
+/// given); the client and its connect frame.
+pub fn recovering(s: &Server, resume: Option<(&str, &str)>) -> (Recovering, Value) {
+    let mut url = "/ws?systemId=a&recover=1".to_string();
+    if let Some((token, last)) = resume {
+        url.push_str(&format!("&resume={token}&last={last}"));
+    }
+    let mut c = Client::connect(&s.url(&url));
+    let hello = c.recv().expect("connect frame");
+    assert_eq!(hello["code"], 0, "{hello}");
+    c.id = hello["data"]["clientId"].as_str().unwrap().to_string();
+    let token = hello["data"]["resumeToken"].as_str().expect("a resume token").to_string();
+    (Recovering { c, token }, hello)
+}
