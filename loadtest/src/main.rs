@@ -112,6 +112,11 @@ pub struct Cli {
     /// Seconds to wait for deliveries after the last send.
     #[arg(long, default_value_t = 20)]
     pub drain_secs: u64,
+    /// Seconds to hold the clients connected (and bound) before sending: an idle phase for
+    /// measuring what connections cost at rest (heartbeats, presence). The phases are printed
+    /// on stderr as `phase NAME UNIX_NANOS` (hold, send, sent).
+    #[arg(long, default_value_t = 0)]
+    pub hold_secs: u64,
     /// Write the JSON result here.
     #[arg(long)]
     pub json: Option<String>,
@@ -446,8 +451,11 @@ fn run_sends(
         }
     } else {
         let users = if opts.churn_tabs > 0 { format!(" {} mixed", opts.churn_tabs) } else { String::new() };
+        let bind_start = Instant::now();
         w.tell_all(&format!("bind {groups} false{users}"));
         w.wait_for(procs, deadline, "bind", |s| s.bound.len())?;
+        let bound: usize = ready.iter().map(|r| r["connected"].as_u64().unwrap_or(0) as usize).sum();
+        out.set("binds_per_s", json!(bound as f64 / bind_start.elapsed().as_secs_f64()));
         let per_group = |g: usize| cli.messages / groups as u64 + u64::from((g as u64) < cli.messages % groups as u64);
         for (i, e) in expected.iter_mut().enumerate() {
             let (lo, hi) = range(i);
@@ -475,6 +483,10 @@ fn run_sends(
         }
     }
     let by_ids = cli.by_ids;
+    if cli.hold_secs > 0 {
+        eprintln!("phase hold {}", now_nanos());
+        std::thread::sleep(Duration::from_secs(cli.hold_secs).min(deadline.saturating_duration_since(Instant::now())));
+    }
     if matches!(cli.scenario, Scenario::Churn | Scenario::Rolling) {
         w.tell_all("churn start");
         std::thread::sleep(Duration::from_millis(500));
@@ -491,6 +503,7 @@ fn run_sends(
     let concurrency = if sequenced { 1 } else { cli.concurrency };
     let cpu_before = report::sample(&cli.pid);
     let send_start = now_nanos();
+    eprintln!("phase send {send_start}");
     let rate = (cli.send_rate > 0.0).then_some(cli.send_rate);
     let (system, token) = (opts.system.clone(), opts.token.clone());
     let scenario = cli.scenario;
@@ -553,6 +566,7 @@ fn run_sends(
         },
     )
     .map_err(|e| format!("sending: {e}"))?;
+    eprintln!("phase sent {}", now_nanos());
     if let Some(t) = chaos_thread {
         if !t.is_finished() {
             eprintln!("note: sending ended before the last chaos step; waiting for it");

@@ -355,14 +355,19 @@ impl Broker {
         }
         let con = self.con.as_mut().ok_or("down")?;
         let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.k.nodes()).query(con).map_err(e)?;
+        let others: Vec<u32> =
+            nodes.iter().filter_map(|n| u32::from_str_radix(n, 16).ok()).filter(|&n| n != me).collect();
+        // Every other node's heartbeat in one round trip: one trip per node held the broker
+        // (and the API answers behind it) for 50 trips per beat at 51 nodes.
+        let mut check = redis::pipe();
+        for &node in &others {
+            check.cmd("EXISTS").arg(self.k.alive(node));
+        }
+        let alive: Vec<bool> = if others.is_empty() { Vec::new() } else { check.query(con).map_err(e)? };
+        debug_assert_eq!(alive.len(), others.len(), "one EXISTS answer per node");
         let (mut up, mut dead) = (vec![me], Vec::new());
-        for n in nodes {
-            let Ok(node) = u32::from_str_radix(&n, 16) else { continue };
-            if node == me {
-                continue;
-            }
+        for (node, alive) in others.into_iter().zip(alive) {
             let con = self.con.as_mut().ok_or("down")?;
-            let alive: bool = redis::cmd("EXISTS").arg(self.k.alive(node)).query(con).map_err(e)?;
             if alive {
                 up.push(node);
                 continue;

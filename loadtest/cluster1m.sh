@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# A million connections on this machine: Redis plus NODES roomcast nodes in cluster mode on
+# loopback (a process holds at most ~19,900 sockets here: 51 nodes of 19,608) and
+# roomcast-loadtest with one worker process per node. Each run connects CLIENTS fresh clients
+# (round robin over the nodes), binds them, holds them idle for HOLD seconds (what connections
+# cost at rest: memory per connection in the nodes and the kernel, Redis's heartbeat and
+# presence load), then:
+#   fanout: 100 groups of 10,000 spanning every node, FANOUT_MESSAGES sends as fast as
+#           answered (600,000 frames by default: a burst the kernel can buffer; 300 sends put
+#           3,000,000 frames in flight, 3.2 GB of TCP buffers, past tcp_mem, and the nodes'
+#           Redis links and their clients' pongs then stalled behind them: docs/PERFORMANCE.md);
+#   churn:  CHURN_GROUPS groups, CHURN_MESSAGES sends at CHURN_RATE/s while one churner per
+#           worker keeps connecting, binding (notices on) and leaving: every 1001/1002 exactly
+#           once, nothing lost for the stayers.
+# Prints a table (cluster_stats.py) and writes it, the JSON results, samples and logs to $OUT.
+# Usage: loadtest/cluster1m.sh [CLIENTS] [NODES]        (defaults: 1000000 51)
+# Needs redis-server and redis-cli (Debian package redis-server); ~24 GiB of RAM is plenty.
+#
+# As root it runs in a network namespace of its own whose TCP hash table of established
+# connections has EHASH (default 2097152) buckets (net.ipv4.tcp_child_ehash_entries, Linux
+# 6.1+): the table the kernel sizes at boot (262,144 buckets on this machine) holds 2,000,000
+# loopback sockets in chains of ~8, and the lookup of every segment's socket
+# (__inet_lookup_established) then took 23 % of all CPU. EHASH=0: the machine's own table.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+EHASH=${EHASH:-2097152}
+if [ "$EHASH" != 0 ] && [ -z "${CLUSTER1M_NETNS:-}" ] && [ "$(id -u)" = 0 ] &&
+   [ -e /proc/sys/net/ipv4/tcp_child_ehash_entries ] && command -v ip >/dev/null; then
+  ns=rc1m-$$
+  old=$(cat /proc/sys/net/ipv4/tcp_child_ehash_entries)
+  echo "$EHASH" >/proc/sys/net/ipv4/tcp_child_ehash_entries
+  ip netns add "$ns"
+  echo "$old" >/proc/sys/net/ipv4/tcp_child_ehash_entries   # only namespaces made from now on
+  trap 'ip netns del "$ns"' EXIT
+  ip netns exec "$ns" ip link set lo up
+  CLUSTER1M_NETNS=$ns ip netns exec "$ns" "$0" "$@"
+  exit $?
+fi
+clients=${1:-1000000}
+nodes=${2:-51}
+OUT=${OUT:-$root/target/cluster1m}
+HOLD=${HOLD:-20}
+FANOUT_MESSAGES=${FANOUT_MESSAGES:-60}
+CHURN_GROUPS=${CHURN_GROUPS:-10000}
+CHURN_MESSAGES=${CHURN_MESSAGES:-3000}
+CHURN_RATE=${CHURN_RATE:-100}
+rm -rf "$OUT"; mkdir -p "$OUT"
+cd "$root"
+cargo build --release -q -p roomcast -p roomcast-loadtest --bin roomcast --bin roomcast-loadtest
+LT=$root/target/release/roomcast-loadtest
+# shellcheck source=cluster-lib.sh
+. "$root/loadtest/cluster-lib.sh"
+# shellcheck source=cluster-sample.sh
+. "$root/loadtest/cluster-sample.sh"
+per_node=$(( (clients + nodes - 1) / nodes ))
+limit=$(ulimit -n)
+[ "$per_node" -lt $((limit - 100)) ] || { echo "$per_node clients per node do not fit $limit open files: more NODES"; exit 1; }
+{ echo "network namespace: ${CLUSTER1M_NETNS:-none (the host namespace)}"
+  echo "established-connection hash buckets: $(cat /proc/sys/net/ipv4/tcp_ehash_entries 2>/dev/null || echo '?')"
+  echo "tcp_mem (pages): $(cat /proc/sys/net/ipv4/tcp_mem 2>/dev/null || echo '?')"; } | tee "$OUT/kernel.txt"
+started=$(date +%s)
+start_cluster "$nodes"
+echo "cluster of $nodes nodes up in $(( $(date +%s) - started )) s" >&2
+start_sampler "$OUT/samples.txt"
+sleep 3   # the idle baseline: first samples before any client
+
+run() { # name, loadtest args...
+  local name=$1; shift
+  "$LT" "$@" --port "$PORTS" --pid "$PIDS" --procs "$nodes" --label "cluster-$nodes" --time-limit 1500 \
+    --hold-secs "$HOLD" --json "$OUT/$name.json" 2>"$OUT/$name.log" | sed "s/^/[$name] /" || echo "[$name] loadtest exit $?"
+  sleep 5   # the clients' sockets close; the next run starts from a quiet machine
+}
+run fanout fanout --clients "$clients" --groups 100 --messages "$FANOUT_MESSAGES" --concurrency 16
+run churn churn --clients "$clients" --groups "$CHURN_GROUPS" --messages "$CHURN_MESSAGES" --send-rate "$CHURN_RATE" \
+  --churners 1 --concurrency 16
+kill "$SAMPLER"; SAMPLER=""
+python3 "$root/loadtest/cluster_stats.py" "$OUT" "$nodes" "$clients" fanout churn
