@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""Samples a running cluster once a second, in one process (a shell loop forking a hundred
-readers per sample fell seconds behind on a saturated machine): one line per sample,
+"""Samples a running cluster about once a second, in one process (a shell loop forking a
+hundred readers per sample fell 10 s behind on a saturated machine; this one kept within 3 s
+at a million connections): one line per sample,
 
   unix_secs rss_node1..rss_nodeN redis_rss redis_cpu_ticks redis_commands slab_kib used_kib
   tcp_inuse tcp_mem_pages nodes_cpu_ticks loadtest_cpu_ticks
 
 RSS in KiB (/proc/PID/status), CPU in clock ticks (/proc/PID/stat): Redis's, all nodes' and
-all load-test processes'; Redis's total_commands_processed (INFO stats, over its socket); the
+all load-test processes'; Redis's total_commands_processed (INFO stats, over its socket; nan
+when Redis did not answer, so no rate is taken across it); the
 kernel's Slab and MemTotal - MemAvailable (/proc/meminfo); the TCP line of /proc/net/sockstat.
 cluster_stats.py reads the file. Usage: cluster_sample.py OUT REDIS_PORT REDIS_PID NODE_PID..."""
 import os
@@ -45,15 +47,22 @@ def loadtest_pids():
                 pass
 
 
+def recv(sock):
+    b = sock.recv(65536)
+    if not b:
+        raise OSError("Redis closed the connection")
+    return b
+
+
 def redis_commands(sock):
     sock.sendall(b"INFO stats\r\n")
     buf = b""
     while b"\r\n" not in buf:
-        buf += sock.recv(65536)
+        buf += recv(sock)
     head, rest = buf.split(b"\r\n", 1)
     size = int(head[1:])
     while len(rest) < size + 2:
-        rest += sock.recv(65536)
+        rest += recv(sock)
     for line in rest.decode().splitlines():
         if line.startswith("total_commands_processed:"):
             return int(line.split(":")[1])
@@ -81,16 +90,16 @@ with open(out, "w", buffering=1) as w:
     while True:
         t = time.time()
         try:
-            cmds = redis_commands(sock)
-        except OSError:
-            cmds = 0
+            cmds = str(redis_commands(sock))
+        except (OSError, ValueError):
+            cmds = "nan"
             try:
                 sock = socket.create_connection(("127.0.0.1", port), timeout=2)
             except OSError:
                 pass
         slab, used = meminfo()
         inuse, mem = tcp()
-        row = [f"{t:.3f}"] + [str(rss(p)) for p in node_pids] + [str(rss(redis_pid)), str(ticks(redis_pid)), str(cmds),
+        row = [f"{t:.3f}"] + [str(rss(p)) for p in node_pids] + [str(rss(redis_pid)), str(ticks(redis_pid)), cmds,
                str(slab), str(used), str(inuse), str(mem), str(sum(ticks(p) for p in node_pids)),
                str(sum(ticks(p) for p in loadtest_pids()))]
         w.write(" ".join(row) + "\n")

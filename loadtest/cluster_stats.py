@@ -10,6 +10,7 @@ nothing sent) the memory per connection (nodes' RSS, the kernel's Slab, all used
 each over the first sample, taken before any client connected) and Redis's idle cost (CPU,
 commands/s, per node); during its sends, Redis's CPU and commands per send."""
 import json
+import math
 import statistics as st
 import sys
 
@@ -22,7 +23,7 @@ def samples():
     for line in open(f"{out}/samples.txt"):
         f = line.split()
         if len(f) not in (nodes + 8, nodes + 10):
-            continue  # a line cut by the sampler's end, or a failed read
+            continue  # a line cut short when the sampler was stopped
         v = [float(x) for x in f] + [float("nan")] * (nodes + 10 - len(f))  # (older samplers: no CPU of nodes)
         rows.append({"t": v[0], "node_rss": sum(v[1:nodes + 1]), "redis_rss": v[nodes + 1],
                      "ticks": v[nodes + 2], "cmds": v[nodes + 3], "slab": v[nodes + 4],
@@ -32,15 +33,15 @@ def samples():
 
 
 def phases(name):
-    p = {}
-    try:
-        for line in open(f"{out}/{name}.log"):
-            if line.startswith("phase "):
-                _, what, ns = line.split()
-                p[what] = int(ns) / 1e9
-    except OSError:
-        pass
-    return p
+    """The load tester's phase lines, from its log (RUN.log), or the copy kept with stored
+    results (RUN.txt, or phases.txt)."""
+    for path in (f"{out}/{name}.log", f"{out}/{name}.txt", f"{out}/phases.txt"):
+        try:
+            lines = open(path).read().splitlines()
+        except OSError:
+            continue
+        return {f[1]: int(f[2]) / 1e9 for f in (x.split() for x in lines) if len(f) == 3 and f[0] == "phase"}
+    return {}
 
 
 def window(rows, a, b):
@@ -49,11 +50,13 @@ def window(rows, a, b):
 
 
 def rate(w, key):
-    return (w[-1][key] - w[0][key]) / (w[-1]["t"] - w[0]["t"])
+    """Per second between the first and last samples in w that have the figure (a sample
+    whose Redis read failed has nan commands)."""
+    w = [x for x in w if not math.isnan(x[key])]
+    return (w[-1][key] - w[0][key]) / (w[-1]["t"] - w[0]["t"]) if len(w) >= 2 else float("nan")
 
 
 rows = samples()
-base = rows[0] if rows else None
 lines = [f"# {nodes} nodes + 1 Redis, {clients:,} clients", ""]
 lines += ["| run | connected | connect/s | binds/s | delivered | lost | delivered msg/s | p50 / p99 ms | notices expected / missing / dup |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -73,13 +76,22 @@ lines.append("")
 figures = {}
 for name in runs:
     p = phases(name)
-    if base is None or "hold" not in p or "send" not in p:
+    if not rows or "hold" not in p or "send" not in p:
         continue
     hold = window(rows, p["hold"], p["send"])
     if not hold:
         continue
+    try:
+        r = json.load(open(f"{out}/{name}.json"))
+    except (OSError, ValueError):
+        r = {}
+    # The baseline: the last sample before this run's first connection (older load testers
+    # print no start: the first sample of all, taken before any run).
+    before = [x for x in rows if x["t"] < p.get("start", 0)]
+    base = before[-1] if before else rows[0]
+    conns = r.get("connected") or clients
     med = lambda k: st.median(x[k] for x in hold)  # noqa: E731
-    per = lambda k: (med(k) - base[k]) * 1024 / clients  # noqa: E731
+    per = lambda k: (med(k) - base[k]) * 1024 / conns  # noqa: E731
     cpu = rate(hold, "ticks") / TICK * 100
     ops = rate(hold, "cmds")
     f = figures.setdefault(name, {})
@@ -89,14 +101,13 @@ for name in runs:
              loadtest_idle_cpu_pct=rate(hold, "lt_ticks") / TICK * 100)
     lines.append(f"{name}, hold ({hold[-1]['t'] - hold[0]['t']:.0f} s, {med('tcp_inuse'):,.0f} TCP sockets in use): "
                  f"per connection {per('node_rss'):,.0f} B of node RSS ({per('node_rss') * clients / nodes / 1048576:,.1f} MiB per node), "
-                 f"{per('slab'):,.0f} B of kernel Slab, {(med('tcp_mem') - base['tcp_mem']) * 4096 / clients:,.0f} B of TCP buffers, "
-                 f"{per('used'):,.0f} B of all used memory (both ends of each loopback connection, the load tester's too); "
+                 f"{per('slab'):,.0f} B of kernel Slab, {(med('tcp_mem') - base['tcp_mem']) * 4096 / conns:,.0f} B of TCP buffers, "
+                 f"{per('used'):,.0f} B of MemTotal - MemAvailable (which leaves out reclaimable Slab; both ends of each loopback connection and the load tester count in all three); "
                  f"Redis idle: {cpu:.1f} % of a core, {ops:,.0f} commands/s ({ops / nodes:,.1f} per node), RSS {med('redis_rss') / 1024:,.1f} MiB; "
                  f"the idle nodes (heartbeat pings to every client every ping_interval): {rate(hold, 'node_ticks') / TICK * 100:.0f} % of a core, "
                  f"the load tester answering them {rate(hold, 'lt_ticks') / TICK * 100:.0f} %")
     if "sent" in p:
         send = window(rows, p["send"], p["sent"])
-        r = json.load(open(f"{out}/{name}.json"))
         calls = r.get("api_calls") or 0
         if send and calls:
             busy = (send[-1]["ticks"] - send[0]["ticks"]) / TICK / (send[-1]["t"] - send[0]["t"])

@@ -114,7 +114,8 @@ pub struct Cli {
     pub drain_secs: u64,
     /// Seconds to hold the clients connected (and bound) before sending: an idle phase for
     /// measuring what connections cost at rest (heartbeats, presence). The phases are printed
-    /// on stderr as `phase NAME UNIX_NANOS` (hold, send, sent).
+    /// on stderr as `phase NAME UNIX_NANOS` (start: before the first connection; hold, send,
+    /// sent).
     #[arg(long, default_value_t = 0)]
     pub hold_secs: u64,
     /// Write the JSON result here.
@@ -322,6 +323,7 @@ fn hist() -> Histogram<u64> {
 fn parent(cli: &Cli, opts: &Opts) -> Result<i32, String> {
     let deadline = Instant::now() + Duration::from_secs(cli.time_limit);
     let t0 = Instant::now();
+    eprintln!("phase start {}", now_nanos());
     // Register the system (409: it already exists, fine).
     let reg = sender::post(
         "/api/register",
