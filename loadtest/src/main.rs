@@ -456,8 +456,20 @@ fn run_sends(
         let bind_start = Instant::now();
         w.tell_all(&format!("bind {groups} false{users}"));
         w.wait_for(procs, deadline, "bind", |s| s.bound.len())?;
-        let bound: usize = ready.iter().map(|r| r["connected"].as_u64().unwrap_or(0) as usize).sum();
+        let (bound, unbound) = w
+            .state
+            .lock()
+            .expect("lock")
+            .bound
+            .iter()
+            .fold((0, 0), |(b, u), v| (b + v["ok"].as_u64().unwrap_or(0), u + v["errors"].as_u64().unwrap_or(0)));
         out.set("binds_per_s", json!(bound as f64 / bind_start.elapsed().as_secs_f64()));
+        // A client left unbound gets none of its group's messages: they count as lost, and
+        // this says why.
+        out.set("bind_failed", json!(unbound));
+        if unbound > 0 {
+            eprintln!("note: {unbound} clients were not bound (refused, failed or past the deadline); their messages count as lost");
+        }
         let per_group = |g: usize| cli.messages / groups as u64 + u64::from((g as u64) < cli.messages % groups as u64);
         for (i, e) in expected.iter_mut().enumerate() {
             let (lo, hi) = range(i);
