@@ -13,7 +13,7 @@
 #           worker keeps connecting, binding (notices on) and leaving: every 1001/1002 exactly
 #           once, nothing lost for the stayers.
 # Prints a table (cluster_stats.py) and writes it, the JSON results, samples and logs to $OUT.
-# Usage: loadtest/cluster1m.sh [CLIENTS] [NODES]        (defaults: 1000000 51)
+# Usage: loadtest/cluster1m.sh [CLIENTS] [NODES]        (defaults: 1000000 51; RUNS="fanout churn")
 # Needs redis-server and redis-cli (Debian package redis-server); ~24 GiB of RAM is plenty.
 #
 # As root it runs in a network namespace of its own whose TCP hash table of established
@@ -53,6 +53,7 @@ FANOUT_MESSAGES=${FANOUT_MESSAGES:-60}
 CHURN_GROUPS=${CHURN_GROUPS:-10000}
 CHURN_MESSAGES=${CHURN_MESSAGES:-3000}
 CHURN_RATE=${CHURN_RATE:-100}
+RUNS=${RUNS:-fanout churn}
 rm -rf "$OUT"; mkdir -p "$OUT"
 cd "$root"
 LT=$root/target/release/roomcast-loadtest
@@ -90,8 +91,14 @@ quiet() {
   done
   echo "Redis still busy after 10 minutes; going on" >&2
 }
-run fanout fanout --clients "$clients" --groups 100 --messages "$FANOUT_MESSAGES" --concurrency 16
-run churn churn --clients "$clients" --groups "$CHURN_GROUPS" --messages "$CHURN_MESSAGES" --send-rate "$CHURN_RATE" \
-  --churners 1 --concurrency 16
+for r in $RUNS; do
+  case $r in
+    fanout) run fanout fanout --clients "$clients" --groups 100 --messages "$FANOUT_MESSAGES" --concurrency 16 ;;
+    churn) run churn churn --clients "$clients" --groups "$CHURN_GROUPS" --messages "$CHURN_MESSAGES" \
+      --send-rate "$CHURN_RATE" --churners 1 --concurrency 16 ;;
+    *) echo "unknown run '$r' (RUNS: fanout churn)"; exit 2 ;;
+  esac
+done
 kill "$SAMPLER" 2>/dev/null || true; SAMPLER=""
-python3 "$root/loadtest/cluster_stats.py" "$OUT" "$nodes" "$clients" fanout churn
+# shellcheck disable=SC2086
+python3 "$root/loadtest/cluster_stats.py" "$OUT" "$nodes" "$clients" $RUNS
