@@ -81,12 +81,13 @@ run() { # name, loadtest args...
 }
 # Until Redis is back to its idle load (the nodes remove a million clients' presence after a run,
 # a LEAVE step each: a run started 5 s after the previous one connected at half the rate).
+commands() { redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | awk -F: '/^total_commands_processed/ {printf "%d", $2}' || true; }
 quiet() {
   local a b
   for _ in $(seq 300); do
-    a=$(redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | awk -F: '/^total_commands_processed/ {printf "%d", $2}') || true
+    a=$(commands)
     sleep 2
-    b=$(redis-cli -p "$REDIS_PORT" info stats 2>/dev/null | awk -F: '/^total_commands_processed/ {printf "%d", $2}') || true
+    b=$(commands)
     [ -n "$a" ] && [ -n "$b" ] && [ $((b - a)) -lt $((nodes * 40)) ] && return 0
   done
   echo "Redis still busy after 10 minutes; going on" >&2

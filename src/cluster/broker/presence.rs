@@ -353,22 +353,7 @@ impl Broker {
             }
             Some(_) => {}
         }
-        let con = self.con.as_mut().ok_or("down")?;
-        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.k.nodes()).query(con).map_err(e)?;
-        let others: Vec<u32> =
-            nodes.iter().filter_map(|n| u32::from_str_radix(n, 16).ok()).filter(|&n| n != me).collect();
-        // Every other node's heartbeat in one round trip: one trip per node held the broker
-        // (and the API answers behind it) for 50 trips per beat at 51 nodes. The answers are a
-        // snapshot: a node whose heartbeat returns while earlier ones are reaped is judged by
-        // it (and heals itself: it finds its heartbeat gone and writes its presence again).
-        let mut check = redis::pipe();
-        for &node in &others {
-            check.cmd("EXISTS").arg(self.k.alive(node));
-        }
-        let alive: Vec<bool> = if others.is_empty() { Vec::new() } else { check.query(con).map_err(e)? };
-        if alive.len() != others.len() {
-            return Err(format!("{} answers to {} heartbeat checks", alive.len(), others.len()));
-        }
+        let (others, alive) = self.others_alive()?;
         let (mut up, mut dead) = (vec![me], Vec::new());
         for (node, alive) in others.into_iter().zip(alive) {
             let con = self.con.as_mut().ok_or("down")?;
@@ -394,6 +379,31 @@ impl Broker {
         }
         let _ = self.hub.send(crate::msg::Command::Nodes { alive: up, dead });
         Ok(())
+    }
+
+    /// Every other node in `nodes`, with whether its heartbeat is there, in one round trip (one
+    /// trip per node held the broker, and the API answers behind it, for 50 trips per beat at
+    /// 51 nodes). A snapshot: a node whose heartbeat returns while earlier ones are reaped is
+    /// judged by it (and heals itself: it finds its heartbeat gone and writes it all again).
+    fn others_alive(&mut self) -> Result<(Vec<u32>, Vec<bool>), String> {
+        let me = self.me();
+        let e = |e: redis::RedisError| e.to_string();
+        let con = self.con.as_mut().ok_or("down")?;
+        let nodes: Vec<String> = redis::cmd("SMEMBERS").arg(self.k.nodes()).query(con).map_err(e)?;
+        let others: Vec<u32> =
+            nodes.iter().filter_map(|n| u32::from_str_radix(n, 16).ok()).filter(|&n| n != me).collect();
+        if others.is_empty() {
+            return Ok((others, Vec::new()));
+        }
+        let mut check = redis::pipe();
+        for &node in &others {
+            check.cmd("EXISTS").arg(self.k.alive(node));
+        }
+        let alive: Vec<bool> = check.query(con).map_err(e)?;
+        if alive.len() != others.len() {
+            return Err(format!("{} answers to {} heartbeat checks", alive.len(), others.len()));
+        }
+        Ok((others, alive))
     }
 
     /// Tells every node (on the cluster channel) that this one takes calls for its clients.
