@@ -138,6 +138,8 @@ counters!(HubStats {
     cluster_unavailable_total: "cluster mode: API calls answered 503 (Redis unreachable or broker queue full)",
     cluster_remote_timeouts_total: "cluster mode: forwarded calls another node did not answer in time (503)",
     cluster_reaped_total: "cluster mode: presence entries of dead nodes removed by this node",
+    cluster_resubscribed_total:
+        "cluster mode on a Redis Cluster: channels a master let go of (their slot moved) subscribed again on the new master",
     cluster_node_id_conflicts_total: "cluster mode: heartbeats that found another running node using this node id",
 });
 

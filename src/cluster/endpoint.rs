@@ -1,6 +1,8 @@
-//! Where the nodes find Redis: one address (`redis://`, `rediss://`), or the master that a set
+//! Where the nodes find Redis: one address (`redis://`, `rediss://`), the master that a set
 //! of Sentinels names (`redis+sentinel://`, `rediss+sentinel://`), asked again at every
-//! (re)connect so a failover is followed.
+//! (re)connect so a failover is followed, or a Redis Cluster's seed nodes
+//! (`redis+cluster://`, `rediss+cluster://`), from which the masters are learnt
+//! ([`super::sharded`]).
 //!
 //! The URL parsing is pure; connecting is the redis crate's (its Sentinel client checks the
 //! named master's `ROLE` before handing it out).
@@ -24,6 +26,76 @@ pub struct SentinelUrl {
     pub db: i64,
 }
 
+/// A parsed `redis+cluster://[user:password@]host[:port][,host[:port]…]`: seed nodes of a
+/// Redis Cluster (any of them answers with the whole cluster's slot map).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterUrl {
+    /// `rediss+cluster://`: TLS to every node.
+    pub tls: bool,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub seeds: Vec<(String, u16)>,
+}
+
+/// Redis's default port, for cluster seeds given without one.
+const REDIS_PORT: u16 = 6379;
+
+/// Whether `url` names a Redis Cluster (its keys then carry hash tags: `keys::Keys`).
+pub fn is_cluster(url: &str) -> bool {
+    url.starts_with("redis+cluster://") || url.starts_with("rediss+cluster://")
+}
+
+/// `None`: not a Redis Cluster URL.
+pub fn parse_cluster(url: &str) -> Option<Result<ClusterUrl, String>> {
+    let (tls, rest) = if let Some(r) = url.strip_prefix("redis+cluster://") {
+        (false, r)
+    } else {
+        (true, url.strip_prefix("rediss+cluster://")?)
+    };
+    let parsed = (|| {
+        let (username, password, rest) = auth(rest)?;
+        // A Redis Cluster has database 0 only.
+        let hosts = match rest.split_once('/') {
+            Some((h, "" | "0")) | Some((h, "0/")) => h,
+            Some(_) => return Err("a Redis Cluster has no databases but 0: no /db in the URL".to_string()),
+            None => rest,
+        };
+        Ok(ClusterUrl { tls, username, password, seeds: hosts_list(hosts, REDIS_PORT, "cluster")? })
+    })();
+    Some(parsed.map_err(|e| format!("--redis {}: {e}", redact(url))))
+}
+
+/// `[user:password@]rest`: the user, the password (each `None` if empty) and the rest.
+fn auth(rest: &str) -> Result<(Option<String>, Option<String>, &str), String> {
+    let (auth, rest) = match rest.rsplit_once('@') {
+        Some((a, r)) => (Some(a), r),
+        None => (None, rest),
+    };
+    let Some(a) = auth else { return Ok((None, None, rest)) };
+    let (u, p) = a.split_once(':').unwrap_or(("", a));
+    let non_empty = |s: &str| (!s.is_empty()).then(|| percent_decode(s)).transpose();
+    Ok((non_empty(u)?, non_empty(p)?, rest))
+}
+
+/// `host[:port],…` (IPv6 in brackets); `what` names them in errors.
+fn hosts_list(hosts: &str, default_port: u16, what: &str) -> Result<Vec<(String, u16)>, String> {
+    let mut out = Vec::new();
+    for h in hosts.split(',') {
+        let (host, port) = match h.rsplit_once(':') {
+            Some((host, port)) if !host.ends_with(']') || !port.is_empty() => {
+                (host, port.parse::<u16>().map_err(|_| format!("bad {what} port in '{h}'"))?)
+            }
+            _ => (h, default_port),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err(format!("an empty {what} host"));
+        }
+        out.push((host.to_string(), port));
+    }
+    Ok(out)
+}
+
 /// `None`: not a Sentinel URL (a plain one, for the redis crate to read).
 pub fn parse_sentinel(url: &str) -> Option<Result<SentinelUrl, String>> {
     let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
@@ -35,33 +107,9 @@ pub fn parse_sentinel(url: &str) -> Option<Result<SentinelUrl, String>> {
 }
 
 fn parse_sentinel_rest(tls: bool, rest: &str) -> Result<SentinelUrl, String> {
-    let (auth, rest) = match rest.rsplit_once('@') {
-        Some((a, r)) => (Some(a), r),
-        None => (None, rest),
-    };
-    let (username, password) = match auth {
-        None => (None, None),
-        Some(a) => {
-            let (u, p) = a.split_once(':').unwrap_or(("", a));
-            let non_empty = |s: &str| (!s.is_empty()).then(|| percent_decode(s)).transpose();
-            (non_empty(u)?, non_empty(p)?)
-        }
-    };
+    let (username, password, rest) = auth(rest)?;
     let (hosts, path) = rest.split_once('/').ok_or("no master name: …/<master name>[/db]")?;
-    let mut sentinels = Vec::new();
-    for h in hosts.split(',') {
-        let (host, port) = match h.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || !port.is_empty() => {
-                (host, port.parse::<u16>().map_err(|_| format!("bad Sentinel port in '{h}'"))?)
-            }
-            _ => (h, SENTINEL_PORT),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err("an empty Sentinel host".into());
-        }
-        sentinels.push((host.to_string(), port));
-    }
+    let sentinels = hosts_list(hosts, SENTINEL_PORT, "Sentinel")?;
     let (master, db) = match path.split_once('/') {
         Some((m, db)) if !db.is_empty() => (m, db.parse::<i64>().map_err(|_| format!("bad db '{db}'"))?),
         Some((m, _)) => (m, 0),
@@ -97,12 +145,19 @@ use crate::config::redact_password as redact;
 pub enum Endpoint {
     Direct(redis::Client),
     Sentinel(SentinelClient),
+    /// A Redis Cluster, reached through its seeds (`super::sharded`).
+    Cluster(super::sharded::Nodes),
 }
 
 impl Endpoint {
     /// Checks and prepares `url`; `ca`: PEM roots trusted for TLS instead of the system's.
     pub fn new(url: &str, ca: Option<&[u8]>) -> Result<Endpoint, String> {
         let certs = || TlsCertificates { client_tls: None, root_cert: ca.map(<[u8]>::to_vec) };
+        if let Some(c) = parse_cluster(url) {
+            return super::sharded::Nodes::new(c?, ca)
+                .map(Endpoint::Cluster)
+                .map_err(|e| format!("--redis {}: {e}", redact(url)));
+        }
         if let Some(s) = parse_sentinel(url) {
             let s = s?;
             let addrs = s.sentinels.iter().map(|(h, p)| match s.tls {
@@ -142,11 +197,13 @@ impl Endpoint {
         Ok(Endpoint::Direct(client))
     }
 
-    /// The master to connect to now (for Sentinel: asked of the Sentinels again).
+    /// The master to connect to now (for Sentinel: asked of the Sentinels again; a Redis
+    /// Cluster has several: `Endpoint::Cluster` connects through `sharded::Sharded`).
     pub fn master(&mut self) -> Result<redis::Client, String> {
         match self {
             Endpoint::Direct(c) => Ok(c.clone()),
             Endpoint::Sentinel(s) => s.get_client().map_err(|e| format!("Sentinel: {e}")),
+            Endpoint::Cluster(_) => Err("a Redis Cluster has no one master".into()),
         }
     }
 
@@ -186,6 +243,30 @@ mod tests {
         ] {
             assert!(parse_sentinel(bad).unwrap().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn cluster_urls() {
+        let u = parse_cluster("redis+cluster://:pw@a:7000,b,[::1]:7002").unwrap().unwrap();
+        assert_eq!(
+            u,
+            ClusterUrl {
+                tls: false,
+                username: None,
+                password: Some("pw".into()),
+                seeds: vec![("a".into(), 7000), ("b".into(), REDIS_PORT), ("::1".into(), 7002)],
+            }
+        );
+        let u = parse_cluster("rediss+cluster://u:p%40ss@h:7000/").unwrap().unwrap();
+        assert!(u.tls && is_cluster("rediss+cluster://h"));
+        assert_eq!((u.username.as_deref(), u.password.as_deref()), (Some("u"), Some("p@ss")));
+        assert!(parse_cluster("redis://h:6379").is_none() && !is_cluster("redis://h"));
+        for bad in ["redis+cluster://h:x", "redis+cluster://,h", "redis+cluster://h/2", "redis+cluster://"] {
+            assert!(parse_cluster(bad).unwrap().is_err(), "{bad}");
+        }
+        let e = parse_cluster("redis+cluster://:secret@h:x").unwrap().unwrap_err();
+        assert!(!e.contains("secret"), "{e}");
+        assert!(matches!(Endpoint::new("redis+cluster://h:1,h:2", None), Ok(Endpoint::Cluster(_))));
     }
 
     #[test]

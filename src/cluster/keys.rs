@@ -20,6 +20,11 @@
 //! | `rc:u:{len}:{system}:{user}` | hash | clientId → `1` for each connection of the user, on any node (`send_to_user`, `user_online`/`user_offline`) |
 //! | `rc:h:{len}:{system}:{group}` | stream, TTL `history_ttl` | the group's last `history_size` messages (`get_group_history`) |
 //! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
+//!
+//! On a Redis Cluster ([`Keys::tagged`]) a group's hash (its channel) and its history carry one
+//! hash tag, `rc:g:{8:sys:grp}` and `rc:h:{8:sys:grp}`, so they and the Lua steps over them stay
+//! in one slot while different groups spread over the masters; every other step touches one
+//! key. (The prefix must then hold no braces: `check_prefix`.)
 
 use std::sync::Arc;
 
@@ -27,6 +32,8 @@ use std::sync::Arc;
 #[derive(Clone, Debug)]
 pub struct Keys {
     prefix: Arc<str>,
+    /// A Redis Cluster's layout: group keys in braces (their hash tag).
+    tagged: bool,
 }
 
 /// A node id as written in keys and in `rc:nodes`: 8 hex digits, as in clientIds.
@@ -36,7 +43,39 @@ pub fn node_name(node: u32) -> String {
 
 impl Keys {
     pub fn new(prefix: &str) -> Self {
-        Keys { prefix: prefix.into() }
+        Keys { prefix: prefix.into(), tagged: false }
+    }
+
+    /// The layout for a Redis Cluster (group keys tagged), or for one Redis (`false`: the names
+    /// as they always were, so nodes of either version share one Redis).
+    pub fn tagged(self, tagged: bool) -> Self {
+        Keys { tagged, ..self }
+    }
+
+    /// The layout `--redis` calls for.
+    pub fn for_config(cfg: &crate::config::Config) -> Self {
+        Keys::new(&cfg.redis_prefix).tagged(cfg.redis.as_deref().is_some_and(super::endpoint::is_cluster))
+    }
+
+    /// Whether names carry hash tags (a Redis Cluster).
+    pub fn is_tagged(&self) -> bool {
+        self.tagged
+    }
+
+    /// The command that publishes on a channel: `SPUBLISH` (sharded) on a Redis Cluster.
+    pub fn publish(&self) -> &'static str {
+        if self.tagged {
+            "SPUBLISH"
+        } else {
+            "PUBLISH"
+        }
+    }
+
+    fn group_body(&self, kind: &str, system: &str, group: &str) -> String {
+        match self.tagged {
+            true => format!("{}{kind}:{{{}:{system}:{group}}}", self.prefix, system.len()),
+            false => format!("{}{kind}:{}:{system}:{group}", self.prefix, system.len()),
+        }
     }
 
     pub fn systems(&self) -> String {
@@ -74,11 +113,11 @@ impl Keys {
     }
 
     pub fn group(&self, system: &str, group: &str) -> String {
-        format!("{}g:{}:{system}:{group}", self.prefix, system.len())
+        self.group_body("g", system, group)
     }
 
     pub fn history(&self, system: &str, group: &str) -> String {
-        format!("{}h:{}:{system}:{group}", self.prefix, system.len())
+        self.group_body("h", system, group)
     }
 
     pub fn user(&self, system: &str, user: &str) -> String {
@@ -103,6 +142,10 @@ impl Keys {
         }
         let c = c.strip_prefix(&*self.prefix)?;
         if let Some(rest) = c.strip_prefix("g:") {
+            let rest = match self.tagged {
+                true => rest.strip_prefix('{')?.strip_suffix('}')?,
+                false => rest,
+            };
             let (sys, g) = split(rest)?;
             return Some(Chan::Group(sys, g.strip_prefix(':')?));
         }
@@ -115,6 +158,19 @@ impl Keys {
         }
         let n = c.strip_prefix("n:")?;
         (n.len() == 8).then(|| u32::from_str_radix(n, 16).ok()).flatten().map(Chan::Node)
+    }
+}
+
+/// On a Redis Cluster the prefix may hold no brace: one would be read as every key's hash
+/// tag, putting them all in one slot.
+pub fn check_prefix(cfg: &crate::config::Config) -> Result<(), String> {
+    let cluster = cfg.redis.as_deref().is_some_and(super::endpoint::is_cluster);
+    match cluster && cfg.redis_prefix.contains(['{', '}']) {
+        true => Err(format!(
+            "--redis-prefix {:?}: no braces on a Redis Cluster (they would make one hash tag of every key)",
+            cfg.redis_prefix
+        )),
+        false => Ok(()),
     }
 }
 
@@ -176,6 +232,26 @@ mod tests {
         assert_eq!(k.parse_channel("rc:g:9:ab"), None);
         assert_eq!(k.parse_channel("rc:n:zz"), None);
         assert_eq!(k.parse_channel("other"), None);
+    }
+
+    #[test]
+    fn a_redis_cluster_keeps_each_groups_keys_in_one_slot() {
+        let k = Keys::new("rc:").tagged(true);
+        assert_eq!(k.group("s", "g"), "rc:g:{1:s:g}");
+        assert_eq!(k.history("s", "g"), "rc:h:{1:s:g}");
+        for (s, g) in [("s", "g"), ("a}b", "c"), ("x", "y}z{"), ("", "")] {
+            let slot = super::super::sharded::slot(k.group(s, g).as_bytes());
+            assert_eq!(slot, super::super::sharded::slot(k.history(s, g).as_bytes()), "{s} {g}");
+            assert_eq!(k.parse_channel(&k.group(s, g)), Some(Chan::Group(s, g)));
+        }
+        assert_ne!(
+            super::super::sharded::slot(k.group("s", "g1").as_bytes()),
+            super::super::sharded::slot(k.group("s", "g2").as_bytes()),
+            "groups spread"
+        );
+        assert_eq!(k.parse_channel("rc:g:1:s:g"), None, "an untagged name is another layout's");
+        assert_eq!(Keys::new("rc:").parse_channel(&k.group("s", "g")), None);
+        assert_eq!((k.publish(), Keys::new("rc:").publish()), ("SPUBLISH", "PUBLISH"));
     }
 
     #[test]

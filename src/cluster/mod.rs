@@ -15,8 +15,10 @@
 //!
 //! Keys and channels are in [`keys`] (all under `--redis-prefix`), the payloads in [`wire`],
 //! the Lua steps in `scripts.rs`. Where Redis is: [`endpoint`] reads `--redis` and, with
-//! Sentinel, asks for the master at every (re)connect; `link.rs` opens the pub/sub connection
-//! (plain or TLS, one half read by the subscriber, the other written by the broker).
+//! Sentinel, asks for the master at every (re)connect; on a Redis Cluster [`sharded`] routes
+//! each command to its slot's master and the pub/sub is sharded (`SSUBSCRIBE`/`SPUBLISH`, one
+//! connection per master); `link.rs` opens a pub/sub connection (plain or TLS, one half read by
+//! the subscriber, the other written by the broker).
 //! API reads answered from Redis are [`read::Read`]s, each written beside its endpoint in
 //! `hub/endpoints/`; the broker runs them in its pipeline.
 //! What crosses nodes is the exact frame the origin built: a message is serialized once.
@@ -28,6 +30,7 @@ pub mod keys;
 mod link;
 pub mod read;
 mod scripts;
+pub mod sharded;
 pub mod stream;
 mod subscriber;
 pub mod wire;
@@ -233,7 +236,7 @@ impl std::ops::Deref for ClusterConfig {
 /// URL it cannot use, before anything starts.
 pub fn check_url(cfg: &crate::config::Config) -> Result<(), String> {
     match &cfg.redis {
-        Some(url) => endpoint::Endpoint::new(url, cfg.redis_ca.as_deref()).map(|_| ()),
+        Some(url) => endpoint::Endpoint::new(url, cfg.redis_ca.as_deref()).and_then(|_| keys::check_prefix(cfg)),
         None => Ok(()),
     }
 }
@@ -253,22 +256,24 @@ pub fn start(
     let (tx, rx): (Sender<BrokerCmd>, Receiver<BrokerCmd>) = unbounded();
     let replies = Arc::new(replies);
     let pending = Arc::new(Pending::default());
+    keys::check_prefix(&cfg)?;
     let (streams_tx, streams_rx) = unbounded();
     let (events_tx, events_rx) = unbounded();
     let losses = hub.losses.clone();
+    let gaps: Arc<Mutex<stream::Gaps>> = Default::default();
     let sub = subscriber::Subscriber {
         hub: hub.clone(),
         replies: replies.clone(),
         pending: pending.clone(),
         stats: stats.clone(),
         events: events_tx,
-        keys: keys::Keys::new(&cfg.redis_prefix),
-        gaps: Default::default(),
-        budget: std::cell::RefCell::new(subscriber::StallBudget::new(cfg.redis_max_stall, std::time::Instant::now())),
-        queued: std::cell::Cell::new(0),
+        keys: keys::Keys::for_config(&cfg),
+        gaps: gaps.clone(),
+        budget: Mutex::new(subscriber::StallBudget::new(cfg.redis_max_stall, std::time::Instant::now())),
+        queued: Default::default(),
         node: cfg.node_id.0,
         aliases: cfg.aliases.clone(),
-        last_log: std::cell::Cell::new(None),
+        last_log: Mutex::new(None),
     };
     let s = std::thread::Builder::new()
         .name("roomcast-subscriber".into())
@@ -283,6 +288,7 @@ pub fn start(
         stats.clone(),
         streams_tx,
         events_rx,
+        gaps,
     )?;
     let b = std::thread::Builder::new()
         .name("roomcast-broker".into())
@@ -411,8 +417,13 @@ impl Losses {
 /// Subscriber → broker.
 #[derive(Debug)]
 enum SubEvent {
-    /// A (un)subscribe was confirmed on the pub/sub connection of this generation.
-    Confirmed(u64),
+    /// A subscription was confirmed on the pub/sub connection of this generation.
+    Subscribed(u64),
+    /// A channel was unsubscribed on it: at the broker's asking, or (sharded pub/sub) by a
+    /// master that gave the channel's slot away (the broker subscribes where it is now).
+    Unsubscribed(u64, String),
+    /// A sharded subscription was refused there (`MOVED`: the slot is another master's).
+    Refused(u64, String),
     /// The pub/sub connection of this generation failed.
     Down(u64),
 }

@@ -43,6 +43,45 @@ pub trait Read: Send + std::fmt::Debug {
     }
 }
 
+/// Takes groups found empty out of their systems' index (`rc:gs:`, read by `get_all_groups`):
+/// ZREM, then (a trip later) EXISTS of the group's hash, then ZADD again for a group a member
+/// came to meanwhile. Right against a join on any node, whose ZADD follows its step's HSET by a
+/// trip (`Broker::reindex`): either that HSET came before the EXISTS (added back here) or the
+/// join's ZADD comes after the ZREM. Each in its own trip: on a Redis Cluster the index and the
+/// group are in different slots, and commands to different masters have no order.
+pub fn unindex(k: &Keys, groups: &[(&str, &str)], more: &mut More<'_>) -> Result<(), String> {
+    if groups.is_empty() {
+        return Ok(());
+    }
+    let mut zrem = redis::pipe();
+    for (s, g) in groups {
+        zrem.cmd("ZREM").arg(k.groups(s)).arg(*g);
+    }
+    more(zrem)?;
+    let mut exists = redis::pipe();
+    for (s, g) in groups {
+        exists.cmd("EXISTS").arg(k.group(s, g));
+    }
+    let found = more(exists)?;
+    index(k, groups.iter().zip(found).filter(|(_, e)| matches!(e, Value::Int(1))).map(|(g, _)| *g), more)
+}
+
+/// Adds groups to their systems' index (ZADD, score 0: by name).
+pub fn index<'a>(
+    k: &Keys,
+    groups: impl Iterator<Item = (&'a str, &'a str)>,
+    more: &mut More<'_>,
+) -> Result<(), String> {
+    let mut p = redis::pipe();
+    for (s, g) in groups {
+        p.cmd("ZADD").arg(k.groups(s)).arg(0).arg(g);
+    }
+    if !p.is_empty() {
+        more(p)?;
+    }
+    Ok(())
+}
+
 /// A text reply (bulk or simple string), if it is one.
 pub fn string(v: Value) -> Option<String> {
     match v {

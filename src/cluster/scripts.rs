@@ -26,28 +26,35 @@ impl Scripts {
 
     /// Loads every script (Redis may have restarted empty).
     pub fn load(&self, con: &mut redis::Connection) -> redis::RedisResult<()> {
-        for s in [&self.join, &self.leave, &self.keep, &self.user_join, &self.user_leave] {
+        for s in self.all() {
             s.load(con)?;
         }
         Ok(())
     }
+
+    /// Every script (a Redis Cluster connection loads them on each master it reaches).
+    pub fn all(&self) -> Vec<Script> {
+        [&self.join, &self.leave, &self.keep, &self.user_join, &self.user_leave].into_iter().cloned().collect()
+    }
 }
 
-/// KEYS: group hash (also its channel), groups (sorted set, score 0: by name), node hash.
-/// ARGV: clientId, info, group name, member field, joined marker with the 1001 notice
-/// ('' = no notice), max size, joined marker alone.
+/// KEYS: group hash (also its channel).
+/// ARGV: clientId, info, joined marker with the 1001 notice ('' = no notice), max size, joined
+/// marker alone, the publish command (`PUBLISH`, or `SPUBLISH` on a Redis Cluster).
 /// Publishes the marker (the client's node makes it a member at this point of the group's
 /// order), with the notice if the client is new and the group not larger than max size.
 /// Returns {1 if the client is new there, the group's size}.
+///
+/// Every step touches one group's keys only (one hash slot on a Redis Cluster): the node's hash
+/// and the system's groups index are written beside the step, in the same pipeline
+/// (`broker::presence`).
 pub const JOIN: &str = r"
 local new = redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
-redis.call('ZADD', KEYS[2], 0, ARGV[3])
-redis.call('HSET', KEYS[3], ARGV[4], ARGV[2])
 local n = redis.call('HLEN', KEYS[1])
-if new == 1 and ARGV[5] ~= '' and n <= tonumber(ARGV[6]) then
-  redis.call('PUBLISH', KEYS[1], ARGV[5])
+if new == 1 and ARGV[3] ~= '' and n <= tonumber(ARGV[4]) then
+  redis.call(ARGV[6], KEYS[1], ARGV[3])
 else
-  redis.call('PUBLISH', KEYS[1], ARGV[7])
+  redis.call(ARGV[6], KEYS[1], ARGV[5])
 end
 return {new, n}
 ";
@@ -62,37 +69,34 @@ end
 return 0
 ";
 
-/// KEYS: group hash (also its channel), groups (sorted set), node hash.
-/// ARGV: clientId, group name, member field, notice payload ('' = none), max size, the skip
-/// marker published instead when no notice goes out (the channel's positions stay unbroken).
-/// Returns {1 if the client was a member, the group's size after}.
+/// KEYS: group hash (also its channel).
+/// ARGV: clientId, notice payload ('' = none), max size, the skip marker published instead
+/// when no notice goes out (the channel's positions stay unbroken), the publish command.
+/// Returns {1 if the client was a member, the group's size after} (a size of 0: the broker
+/// takes the group out of the system's index).
 pub const LEAVE: &str = r"
 local gone = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[3])
 local n = redis.call('HLEN', KEYS[1])
-if n == 0 then redis.call('ZREM', KEYS[2], ARGV[2]) end
-if gone == 1 and n > 0 and ARGV[4] ~= '' and n <= tonumber(ARGV[5]) then
-  redis.call('PUBLISH', KEYS[1], ARGV[4])
+if gone == 1 and n > 0 and ARGV[2] ~= '' and n <= tonumber(ARGV[3]) then
+  redis.call(ARGV[5], KEYS[1], ARGV[2])
 else
-  redis.call('PUBLISH', KEYS[1], ARGV[6])
+  redis.call(ARGV[5], KEYS[1], ARGV[4])
 end
 return {gone, n}
 ";
 
-/// KEYS: the user's hash, node hash. ARGV: clientId, user field.
+/// KEYS: the user's hash. ARGV: clientId.
 /// Returns {1 if the connection is new there, the user's connections after}: `{1, 1}` is the
 /// user's first connection in the cluster (`user_online`, decided here, once).
 pub const USER_JOIN: &str = r"
 local new = redis.call('HSET', KEYS[1], ARGV[1], '1')
-redis.call('HSET', KEYS[2], ARGV[2], '')
 return {new, redis.call('HLEN', KEYS[1])}
 ";
 
-/// KEYS: the user's hash, node hash. ARGV: clientId, user field.
+/// KEYS: the user's hash. ARGV: clientId.
 /// Returns {1 if the connection was there, the user's connections after}: `{1, 0}` was the
 /// user's last connection in the cluster (`user_offline`, decided here, once).
 pub const USER_LEAVE: &str = r"
 local gone = redis.call('HDEL', KEYS[1], ARGV[1])
-redis.call('HDEL', KEYS[2], ARGV[2])
 return {gone, redis.call('HLEN', KEYS[1])}
 ";

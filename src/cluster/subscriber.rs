@@ -1,4 +1,6 @@
-//! The subscriber thread: reads the pub/sub connection the broker opened and subscribes on.
+//! The subscriber: reads the pub/sub connections the broker opened and subscribes on — one on
+//! one Redis, one per master on a Redis Cluster (sharded pub/sub: a channel is served by its
+//! slot's master), each read by a thread of its own over the state they share here.
 //!
 //! It never waits on the hub without a bound: what Redis brings goes to the hub's bounded
 //! `redis` queue; while the queue is full the subscriber waits, for at most `redis_max_stall`
@@ -9,9 +11,9 @@
 //! drops it as a slow subscriber. A gap in a channel's positions ([`super::stream`]) is
 //! recorded the same way (`cluster_redis_missed_total`). A loss is never silent.
 
-use std::cell::{Cell, RefCell};
 use std::io::BufReader;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -75,17 +77,33 @@ pub(super) struct Subscriber {
     pub stats: Arc<HubStats>,
     pub events: Sender<SubEvent>,
     pub keys: Keys,
-    /// The last position seen per channel and publisher.
-    pub gaps: RefCell<Gaps>,
-    /// How long it may still wait for a full hub queue.
-    pub budget: RefCell<StallBudget>,
-    /// Messages put in the hub's `redis` queue so far (a loss is recorded at this count).
-    pub queued: Cell<u64>,
+    /// The last position seen per channel and publisher (shared with the broker, which
+    /// forgets a channel once it has left it).
+    pub gaps: Arc<Mutex<Gaps>>,
+    /// How long it may still wait for a full hub queue (all connections together).
+    pub budget: Mutex<StallBudget>,
+    /// Messages put in the hub's `redis` queue so far (a loss is recorded at this count: with
+    /// several connections, messages of other channels may fall either side of it, which
+    /// moves no loss past a message of its own channel).
+    pub queued: AtomicU64,
     /// This node (its clients' join markers are never dropped).
     pub node: u32,
     /// Where moved clientIds are (a join marker of a session adopted here is ours too).
     pub aliases: Arc<crate::aliases::Aliases>,
-    pub last_log: Cell<Option<Instant>>,
+    pub last_log: Mutex<Option<Instant>>,
+}
+
+/// A pub/sub connection for the subscriber: its generation, its read half, and — for the
+/// first connection after the broker (re)connected — how many channels the broker subscribes
+/// first, on all its connections (the node's own: `Gaps::reconnected`).
+pub struct Stream {
+    pub gen: u64,
+    pub reader: link::Reader,
+    pub resubscribing: Option<usize>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn bulk(v: Value) -> Option<Vec<u8>> {
@@ -97,47 +115,81 @@ fn bulk(v: Value) -> Option<Vec<u8>> {
 }
 
 impl Subscriber {
-    /// Reads each connection the broker hands over until it fails; ends with the broker.
-    pub fn run(self, streams: Receiver<(u64, link::Reader, usize)>) {
-        for (gen, stream, resubscribing) in streams {
-            self.gaps.borrow_mut().reconnected(resubscribing);
-            let mut reader = BufReader::with_capacity(64 << 10, stream);
-            let mut parser = redis::Parser::new();
-            loop {
-                match parser.parse_value(&mut reader) {
-                    Ok(Value::Array(items)) | Ok(Value::Push { data: items, .. }) => self.push(gen, items),
-                    Ok(Value::ServerError(e)) => {
-                        tracing::warn!("redis pub/sub connection: {e:?}");
-                        break;
-                    }
-                    Ok(_) => {} // +OK of AUTH
-                    Err(_) => break,
+    /// Reads each connection the broker hands over, each on a thread of its own until it
+    /// fails; ends with the broker. A reconnect's first connection waits until every earlier
+    /// one has ended (the broker shut them), so what they read comes before what it reads.
+    pub fn run(self, streams: Receiver<Stream>) {
+        let me = Arc::new(self);
+        let mut readers: Vec<std::thread::JoinHandle<()>> = Vec::new();
+        for stream in streams {
+            if let Some(n) = stream.resubscribing {
+                readers.drain(..).for_each(|r| {
+                    let _ = r.join();
+                });
+                lock(&me.gaps).reconnected(n);
+            }
+            readers.retain(|r| !r.is_finished());
+            let sub = me.clone();
+            let spawned = std::thread::Builder::new()
+                .name("roomcast-subscriber".into())
+                .spawn(move || sub.read(stream.gen, stream.reader));
+            match spawned {
+                Ok(r) => readers.push(r),
+                Err(e) => {
+                    tracing::error!("cannot start a pub/sub reader thread: {e}");
+                    let _ = me.events.send(SubEvent::Down(stream.gen));
                 }
             }
-            let _ = self.events.send(SubEvent::Down(gen));
         }
+        readers.into_iter().for_each(|r| {
+            let _ = r.join();
+        });
+    }
+
+    /// Reads one connection until it fails.
+    fn read(&self, gen: u64, stream: link::Reader) {
+        let mut reader = BufReader::with_capacity(64 << 10, stream);
+        let mut parser = redis::Parser::new();
+        loop {
+            match parser.parse_value(&mut reader) {
+                Ok(Value::Array(items)) | Ok(Value::Push { data: items, .. }) => self.push(gen, items),
+                // A sharded subscription the node asked of a master that no longer serves its
+                // slot (`MOVED`): the broker looks again.
+                Ok(Value::ServerError(e)) if self.keys.is_tagged() => {
+                    let _ = self.events.send(SubEvent::Refused(gen, format!("{e:?}")));
+                }
+                Ok(Value::ServerError(e)) => {
+                    tracing::warn!("redis pub/sub connection: {e:?}");
+                    break;
+                }
+                Ok(_) => {} // +OK of AUTH
+                Err(_) => break,
+            }
+        }
+        let _ = self.events.send(SubEvent::Down(gen));
     }
 
     fn push(&self, gen: u64, items: Vec<Value>) {
         let mut it = items.into_iter();
         let kind = it.next().and_then(bulk).unwrap_or_default();
         match &kind[..] {
-            b"message" => {
+            b"message" | b"smessage" => {
                 let (Some(chan), Some(payload)) = (it.next().and_then(bulk), it.next().and_then(bulk)) else { return };
                 metrics::add(&self.stats.cluster_received_total, 1);
                 self.message(&chan, payload);
             }
-            b"subscribe" => {
+            b"subscribe" | b"ssubscribe" => {
                 if let Some(chan) = it.next().and_then(bulk) {
-                    self.gaps.borrow_mut().subscribed(&String::from_utf8_lossy(&chan));
+                    lock(&self.gaps).subscribed(&String::from_utf8_lossy(&chan));
                 }
-                let _ = self.events.send(SubEvent::Confirmed(gen));
+                let _ = self.events.send(SubEvent::Subscribed(gen));
             }
-            b"unsubscribe" => {
+            // The broker's own, or (sharded) a master letting the channels of a slot it gave
+            // away go: the broker tells them apart, and forgets the positions of its own.
+            b"unsubscribe" | b"sunsubscribe" => {
                 if let Some(chan) = it.next().and_then(bulk) {
-                    self.gaps.borrow_mut().forget(&String::from_utf8_lossy(&chan));
+                    let _ = self.events.send(SubEvent::Unsubscribed(gen, String::from_utf8_lossy(&chan).into_owned()));
                 }
-                let _ = self.events.send(SubEvent::Confirmed(gen));
             }
             _ => {}
         }
@@ -169,7 +221,7 @@ impl Subscriber {
         };
         let channel = || Lost::Channel(system.into(), group.map(Into::into));
         if let Some(at) = at {
-            let missed = self.gaps.borrow_mut().saw(name, at);
+            let missed = lock(&self.gaps).saw(name, at);
             if missed > 0 {
                 metrics::add(&self.stats.cluster_redis_missed_total, missed);
                 self.lost(channel(), "messages of a channel never came (pub/sub connection lost?)");
@@ -195,7 +247,7 @@ impl Subscriber {
             // A client of ours joins at its marker: without it, it would never be a member
             // here. The join is recorded in its place in the stream instead.
             if let Command::Published { system, group: Some(group), joined: Some(client), .. } = cmd {
-                self.hub.losses.record(self.queued.get(), Lost::Joined { system, group, client });
+                self.hub.losses.record(self.queued.load(Ordering::Acquire), Lost::Joined { system, group, client });
             }
         }
     }
@@ -205,7 +257,7 @@ impl Subscriber {
     fn to_hub(&self, cmd: Command) -> Result<(), Command> {
         let cmd = match self.hub.redis.try_send(cmd) {
             Ok(()) => {
-                self.queued.set(self.queued.get() + 1);
+                self.queued.fetch_add(1, Ordering::AcqRel);
                 return Ok(());
             }
             // The hub is gone (shutdown): nothing to deliver to.
@@ -213,7 +265,7 @@ impl Subscriber {
             Err(TrySendError::Full(cmd)) => cmd,
         };
         let start = Instant::now();
-        let left = self.budget.borrow_mut().available(start);
+        let left = lock(&self.budget).available(start);
         let sent = match left.is_zero() {
             true => Err(cmd),
             false => match self.hub.redis.send_timeout(cmd, left) {
@@ -222,18 +274,19 @@ impl Subscriber {
                 Err(crossbeam_channel::SendTimeoutError::Timeout(cmd)) => Err(cmd),
             },
         };
-        self.budget.borrow_mut().spend(start.elapsed());
+        lock(&self.budget).spend(start.elapsed());
         if sent.is_ok() {
-            self.queued.set(self.queued.get() + 1);
+            self.queued.fetch_add(1, Ordering::AcqRel);
         }
         sent
     }
 
     /// Records a loss in its place in the queue, and says so (at most once a second).
     fn lost(&self, what: Lost, why: &str) {
-        self.hub.losses.record(self.queued.get(), what);
-        if self.last_log.get().is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
-            self.last_log.set(Some(Instant::now()));
+        self.hub.losses.record(self.queued.load(Ordering::Acquire), what);
+        let mut last = lock(&self.last_log);
+        if last.is_none_or(|t| t.elapsed() > Duration::from_secs(1)) {
+            *last = Some(Instant::now());
             tracing::warn!("cluster: {why}; the sessions that may have missed it will not be recovered from before it");
         }
     }
@@ -298,7 +351,7 @@ impl Subscriber {
     /// The cut of a hand-off, taken as its `Ready` is read: on each of `channels`, the last
     /// position seen from each publisher (everything up to it is in the hub's queue already).
     fn cut(&self, channels: &[crate::handoff::Channel]) -> Vec<crate::handoff::Cut> {
-        let gaps = self.gaps.borrow();
+        let gaps = lock(&self.gaps);
         let mut cut = Vec::new();
         for c in channels {
             let name = match &c.group {

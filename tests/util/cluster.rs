@@ -1,4 +1,5 @@
-//! Cluster-mode helpers: a `redis-server` of the test's own on a free loopback port, and
+//! Cluster-mode helpers: a `redis-server` of the test's own on a free loopback port (or, with
+//! `ROOMCAST_TEST_REDIS=cluster`, a Redis Cluster of six: [`Redis::start_cluster`]), and
 //! `roomcast` nodes started against it.
 
 use std::net::TcpStream;
@@ -18,15 +19,104 @@ pub struct Redis {
     extra: Vec<String>,
     /// Serves TLS only, on `port`.
     tls: bool,
+    /// A Redis Cluster's servers (this one then is only their handle: `url`, `stop`, `spawn`
+    /// act on them all).
+    pub members: Vec<Redis>,
+    /// A cluster member keeps its directory (its `nodes.conf`) across `stop` and `spawn`.
+    keep_dir: bool,
+}
+
+/// Whether the tests run against a Redis Cluster (`ROOMCAST_TEST_REDIS=cluster`).
+pub fn on_redis_cluster() -> bool {
+    std::env::var("ROOMCAST_TEST_REDIS").is_ok_and(|v| v == "cluster")
 }
 
 impl Redis {
+    /// One Redis, or a Redis Cluster with `ROOMCAST_TEST_REDIS=cluster`.
     pub fn start() -> Redis {
         Self::start_with(None)
     }
 
     pub fn start_with(password: Option<&'static str>) -> Redis {
+        if on_redis_cluster() {
+            return Self::start_cluster(password);
+        }
         Self::launch(password, Vec::new(), false)
+    }
+
+    /// A Redis Cluster: three masters with a replica each (`redis-cli --cluster create`),
+    /// `cluster-node-timeout` 1 s, ready (`cluster_state:ok` on every server).
+    pub fn start_cluster(password: Option<&'static str>) -> Redis {
+        let conf =
+            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"];
+        let mut extra: Vec<String> = conf.iter().map(|a| a.to_string()).collect();
+        if let Some(p) = password {
+            extra.extend(["--masterauth".to_string(), p.to_string()]);
+        }
+        let members: Vec<Redis> = (0..6)
+            .map(|_| {
+                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let mut r = Redis {
+                    child: None,
+                    port,
+                    password,
+                    extra: extra.clone(),
+                    tls: false,
+                    members: Vec::new(),
+                    keep_dir: true,
+                };
+                r.spawn();
+                r
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        create.args(members.iter().map(|m| format!("127.0.0.1:{}", m.port)));
+        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        if let Some(p) = password {
+            create.args(["-a", p, "--no-auth-warning"]);
+        }
+        let out = create.output().expect("redis-cli must be installed (apt-get install redis-server)");
+        assert!(out.status.success(), "redis-cli --cluster create: {}", String::from_utf8_lossy(&out.stdout));
+        let handle = Redis {
+            child: None,
+            port: members[0].port,
+            password,
+            extra: Vec::new(),
+            tls: false,
+            members,
+            keep_dir: false,
+        };
+        handle.wait_cluster_ok();
+        handle
+    }
+
+    /// Waits until every running member says `cluster_state:ok` and agrees on the masters.
+    pub fn wait_cluster_ok(&self) {
+        let t = Instant::now();
+        loop {
+            let ok = self
+                .members
+                .iter()
+                .filter(|m| m.child.is_some())
+                .all(|m| m.cli(&["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+            if ok {
+                return;
+            }
+            assert!(t.elapsed() < Duration::from_secs(30), "the Redis Cluster did not become ready");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// `redis-cli` against this server: its output (empty if it failed).
+    pub fn cli(&self, args: &[&str]) -> String {
+        let mut c = Command::new("redis-cli");
+        c.args(["-p", &self.port.to_string()]);
+        if let Some(p) = self.password {
+            c.args(["-a", p, "--no-auth-warning"]);
+        }
+        let out = c.args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     /// A plain `redis-server` with more arguments.
@@ -50,12 +140,17 @@ impl Redis {
     /// On a free loopback port.
     fn launch(password: Option<&'static str>, extra: Vec<String>, tls: bool) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis { child: None, port, password, extra, tls };
+        let mut r = Redis { child: None, port, password, extra, tls, members: Vec::new(), keep_dir: false };
         r.spawn();
         r
     }
 
+    /// Starts the server (again: a cluster's members all, and waits for the cluster).
     pub fn spawn(&mut self) {
+        if !self.members.is_empty() {
+            self.members.iter_mut().for_each(Redis::spawn);
+            return self.wait_cluster_ok();
+        }
         let mut args = match self.tls {
             false => vec!["--port".to_string(), self.port.to_string()],
             true => {
@@ -65,8 +160,10 @@ impl Redis {
         args.extend(self.extra.iter().cloned());
         // Its own empty directory: a replica's full sync writes dump.rdb there, and a later
         // redis-server started in the same directory would load it.
-        let dir = std::env::temp_dir().join(format!("roomcast-redis-{}-{}", std::process::id(), self.port));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = self.dir();
+        if !self.keep_dir {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
         std::fs::create_dir_all(&dir).unwrap();
         args.extend(["--dir".to_string(), dir.display().to_string()]);
         args.extend(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"].map(String::from));
@@ -86,17 +183,22 @@ impl Redis {
         }
     }
 
-    /// Kills the server at once (SIGKILL), as a crash would.
+    fn dir(&self) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("roomcast-redis-{}-{}", std::process::id(), self.port))
+    }
+
+    /// Kills the server at once (SIGKILL), as a crash would (a cluster's members all; they
+    /// come back with their data gone and their cluster membership kept).
     pub fn stop(&mut self) {
+        self.members.iter_mut().for_each(Redis::stop);
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
-        let _ = std::fs::remove_dir_all(std::env::temp_dir().join(format!(
-            "roomcast-redis-{}-{}",
-            std::process::id(),
-            self.port
-        )));
+        // (A cluster's handle has no directory of its own: its port is its first member's.)
+        if !self.keep_dir && self.members.is_empty() {
+            let _ = std::fs::remove_dir_all(self.dir());
+        }
     }
 
     /// The running server's process id.
@@ -105,6 +207,11 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
+        if !self.members.is_empty() {
+            let seeds: Vec<String> = self.members.iter().take(3).map(|m| format!("127.0.0.1:{}", m.port)).collect();
+            let auth = self.password.map(|p| format!(":{p}@")).unwrap_or_default();
+            return format!("redis+cluster://{auth}{}", seeds.join(","));
+        }
         if self.tls {
             return format!("rediss://127.0.0.1:{}", self.port);
         }
@@ -118,6 +225,9 @@ impl Redis {
 impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
+        if self.keep_dir {
+            let _ = std::fs::remove_dir_all(self.dir());
+        }
     }
 }
 

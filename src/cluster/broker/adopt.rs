@@ -18,7 +18,7 @@ impl Broker {
                         None => self.k.system(&c.system),
                     })
                     .collect();
-                let new = chans.iter().filter(|c| !self.subscribed.contains(*c)).cloned().collect();
+                let new = chans.iter().filter(|c| !self.subscribed.contains_key(*c)).cloned().collect();
                 self.pinned.insert(*from, chans);
                 new
             }

@@ -18,6 +18,8 @@ use results::Post;
 
 use super::endpoint::Endpoint;
 use super::keys::{self, Keys};
+use super::sharded::{self, Addr, Con, Sharded};
+use super::subscriber::Stream;
 use super::{link, scripts, wire, BrokerCmd, ClusterConfig, Pending, Replies, SubEvent};
 use crate::ids::ConnId;
 use crate::metrics::{self, HubStats};
@@ -61,6 +63,14 @@ struct UserMirror {
     clients: HashMap<String, bool>,
 }
 
+/// A pub/sub connection the broker subscribes on (its read half is the subscriber's).
+struct Link {
+    /// The master it is to (a Redis Cluster's; `None` on one Redis).
+    addr: Option<Addr>,
+    gen: u64,
+    w: link::Writer,
+}
+
 /// Local effects that follow a batch's pipeline.
 enum Later {
     Answer(ConnId, u16, Bytes),
@@ -91,13 +101,21 @@ pub(super) struct Broker {
     endpoint: Endpoint,
     /// TLS settings for the pub/sub connection (the redis crate has its own for commands).
     tls: Arc<rustls::ClientConfig>,
-    con: Option<redis::Connection>,
-    sub: Option<link::Writer>,
+    con: Option<Con>,
+    /// The pub/sub connections (one per master on a Redis Cluster), in the order opened.
+    links: Vec<Link>,
     sub_gen: u64,
-    /// Each new pub/sub connection for the subscriber: its generation, its read half, and how
-    /// many channels the broker subscribes on it first.
-    streams: Sender<(u64, link::Reader, usize)>,
+    /// Each new pub/sub connection, for the subscriber.
+    streams: Sender<Stream>,
     events: Receiver<SubEvent>,
+    /// The subscriber's positions per channel: a channel this node left is forgotten there.
+    gaps: Arc<std::sync::Mutex<super::stream::Gaps>>,
+    /// Channels a master let go of (its slot moved): subscribed again where they are now.
+    released: Vec<String>,
+    /// Groups that got their first member (added to their system's index after the pipeline)
+    /// or lost their last (taken out): `reindex`.
+    to_index: Vec<(Arc<str>, Arc<str>)>,
+    vacated: Vec<(Arc<str>, Arc<str>)>,
     /// The hub's `control` queue (unbounded: the broker never waits on the hub, so its
     /// heartbeats never wait behind frames).
     hub: Sender<Command>,
@@ -115,7 +133,8 @@ pub(super) struct Broker {
     systems: HashMap<String, usize>,
     /// Systems seen registered (written again if Redis lost its data).
     known: HashSet<Box<str>>,
-    subscribed: HashSet<String>,
+    /// Channels subscribed, each with the link it is subscribed on.
+    subscribed: HashMap<String, usize>,
     /// Channels kept for sessions a stopping node is handing over (by that node).
     pinned: HashMap<u32, Vec<String>>,
     scripts: scripts::Scripts,
@@ -146,23 +165,28 @@ impl Broker {
         replies: Arc<Replies>,
         pending: Arc<Pending>,
         stats: Arc<HubStats>,
-        streams: Sender<(u64, link::Reader, usize)>,
+        streams: Sender<Stream>,
         events: Receiver<SubEvent>,
+        gaps: Arc<std::sync::Mutex<super::stream::Gaps>>,
     ) -> Result<Self, String> {
         let now = Instant::now();
         let cfg_node = cfg.node_id.0;
         // Written at every connect to Redis, as systems seen registered are.
         let known = cfg.start_systems.iter().cloned().collect();
         Ok(Broker {
-            k: Keys::new(&cfg.redis_prefix),
+            k: Keys::for_config(&cfg),
             tls: link::client_config(cfg.redis_ca.as_deref())?,
             cfg,
             endpoint,
             con: None,
-            sub: None,
+            links: Vec::new(),
             sub_gen: 0,
             streams,
             events,
+            gaps,
+            released: Vec::new(),
+            to_index: Vec::new(),
+            vacated: Vec::new(),
             hub,
             wakes: replies.wakes(),
             replies,
@@ -173,7 +197,7 @@ impl Broker {
             users_left: HashMap::new(),
             systems: HashMap::new(),
             known,
-            subscribed: HashSet::new(),
+            subscribed: HashMap::new(),
             pinned: HashMap::new(),
             scripts: scripts::Scripts::new(),
             next_beat: now,
@@ -214,8 +238,13 @@ impl Broker {
             let bytes: u64 = batch.iter().map(BrokerCmd::queued_bytes).sum();
             metrics::sub(&self.stats.cluster_broker_queue_bytes, bytes);
             while let Ok(ev) = self.events.try_recv() {
-                if matches!(ev, SubEvent::Down(g) if g == self.sub_gen) && self.con.is_some() {
-                    self.down("pub/sub connection lost".into());
+                if let Err(e) = self.event(ev, None) {
+                    self.down(e);
+                }
+            }
+            if !self.released.is_empty() && self.con.is_some() {
+                if let Err(e) = self.reroute() {
+                    self.down(e);
                 }
             }
             if self.con.is_none() && Instant::now() >= self.retry_at {
@@ -241,10 +270,8 @@ impl Broker {
         if self.con.is_some() {
             let _ = self.leave_all();
         }
-        // Ends the subscriber's read; it exits once this thread's stream sender is gone.
-        if let Some(s) = self.sub.take() {
-            s.shutdown();
-        }
+        // Ends the subscriber's reads; it exits once this thread's stream sender is gone.
+        self.links.drain(..).for_each(|l| l.w.shutdown());
     }
 
     fn down(&mut self, why: String) {
@@ -256,9 +283,8 @@ impl Broker {
         self.last_down = Some(why.clone());
         metrics::add(&self.stats.cluster_redis_errors_total, 1);
         self.con = None;
-        if let Some(s) = self.sub.take() {
-            s.shutdown();
-        }
+        self.links.drain(..).for_each(|l| l.w.shutdown());
+        self.released.clear();
         self.stats.cluster_up.store(0, Relaxed);
         self.retry_at = Instant::now() + self.backoff;
         // A quarter of presence_ttl at most: a node cut off with the others must be back, once
@@ -270,27 +296,32 @@ impl Broker {
 
     fn connect(&mut self) -> Result<(), String> {
         let e = |e: redis::RedisError| e.to_string();
-        let client = self.endpoint.master()?;
-        let mut con = client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
-        con.set_read_timeout(Some(IO_TIMEOUT)).map_err(e)?;
-        con.set_write_timeout(Some(IO_TIMEOUT)).map_err(e)?;
-        self.scripts.load(&mut con).map_err(e)?;
-        let (reader, mut w) = link::open(&client, &self.tls, IO_TIMEOUT)?;
-        let info = client.get_connection_info();
-        if let Some(pw) = info.redis_settings().password() {
-            let mut auth = redis::cmd("AUTH");
-            if let Some(user) = info.redis_settings().username() {
-                auth.arg(user);
+        // The command connection, and the servers to open pub/sub connections to.
+        let (con, servers) = match &mut self.endpoint {
+            Endpoint::Cluster(nodes) => {
+                let s = Sharded::connect(nodes, self.scripts.all(), IO_TIMEOUT)?;
+                let servers = s.topology().masters().iter().map(|a| Ok((Some(a.clone()), nodes.client(a)?)));
+                let servers = servers.collect::<Result<Vec<_>, String>>()?;
+                (Con::Cluster(s), servers)
             }
-            w.write_all(&auth.arg(pw).get_packed_command()).map_err(|e| e.to_string())?;
-        }
-        self.sub_gen += 1;
+            endpoint => {
+                let client = endpoint.master()?;
+                let mut con = client.get_connection_with_timeout(IO_TIMEOUT).map_err(e)?;
+                con.set_read_timeout(Some(IO_TIMEOUT)).map_err(e)?;
+                con.set_write_timeout(Some(IO_TIMEOUT)).map_err(e)?;
+                self.scripts.load(&mut con).map_err(e)?;
+                (Con::One(con), vec![(None, client)])
+            }
+        };
+        let at: Vec<String> = servers.iter().map(|(_, c)| address(c)).collect();
+        self.con = Some(con);
         let mut chans = vec![self.k.node(self.me()), self.k.cluster()];
         chans.extend(self.groups.keys().cloned());
         chans.extend(self.systems.keys().cloned());
-        self.streams.send((self.sub_gen, reader, chans.len())).map_err(|e| e.to_string())?;
-        self.sub = Some(w);
-        self.con = Some(con);
+        self.links.clear();
+        for (i, (addr, client)) in servers.into_iter().enumerate() {
+            self.open_link(addr, &client, (i == 0).then_some(chans.len()))?;
+        }
         self.subscribed.clear();
         self.subscribe(&chans)?;
         self.resync()?;
@@ -302,24 +333,63 @@ impl Broker {
         self.beat()?;
         self.stats.cluster_up.store(1, Relaxed);
         self.backoff = Duration::from_millis(100);
-        let at = match info.addr() {
-            redis::ConnectionAddr::Tcp(h, p) | redis::ConnectionAddr::TcpTls { host: h, port: p, .. } => {
-                format!("{h}:{p}")
-            }
-            other => format!("{other:?}"),
-        };
-        tracing::info!(node = keys::node_name(self.me()), redis = at, "connected to Redis");
+        tracing::info!(node = keys::node_name(self.me()), redis = at.join(","), "connected to Redis");
         self.last_down = None;
         Ok(())
     }
 
+    /// Opens a pub/sub connection to `client`'s server and hands its read half to the
+    /// subscriber; `resubscribing`: the first of a (re)connect, with the channels to come.
+    fn open_link(
+        &mut self,
+        addr: Option<Addr>,
+        client: &redis::Client,
+        resubscribing: Option<usize>,
+    ) -> Result<(), String> {
+        let (reader, mut w) = link::open(client, &self.tls, IO_TIMEOUT)?;
+        let info = client.get_connection_info();
+        if let Some(pw) = info.redis_settings().password() {
+            let mut auth = redis::cmd("AUTH");
+            if let Some(user) = info.redis_settings().username() {
+                auth.arg(user);
+            }
+            w.write_all(&auth.arg(pw).get_packed_command()).map_err(|e| e.to_string())?;
+        }
+        self.sub_gen += 1;
+        let gen = self.sub_gen;
+        self.streams.send(Stream { gen, reader, resubscribing }).map_err(|e| e.to_string())?;
+        self.links.push(Link { addr, gen, w });
+        Ok(())
+    }
+
+    /// The link `chan` is to be subscribed on: the only one, or its slot's master's (opened
+    /// if that master is new).
+    fn link_for(&mut self, chan: &str) -> Result<usize, String> {
+        let Some(Con::Cluster(s)) = &self.con else { return Ok(0) };
+        let addr = s.topology().master_of(sharded::slot(chan.as_bytes())).clone();
+        if let Some(i) = self.links.iter().position(|l| l.addr.as_ref() == Some(&addr)) {
+            return Ok(i);
+        }
+        let Endpoint::Cluster(nodes) = &self.endpoint else { unreachable!("a sharded connection is a cluster's") };
+        let client = nodes.client(&addr)?;
+        self.open_link(Some(addr), &client, None)?;
+        Ok(self.links.len() - 1)
+    }
+
     /// Subscribes and waits until Redis confirmed every channel.
     fn subscribe(&mut self, chans: &[String]) -> Result<(), String> {
-        if chans.is_empty() {
-            return Ok(());
+        let mut by_link: Vec<(usize, Vec<String>)> = Vec::new();
+        for c in chans {
+            let i = self.link_for(c)?;
+            match by_link.iter_mut().find(|(l, _)| *l == i) {
+                Some((_, list)) => list.push(c.clone()),
+                None => by_link.push((i, vec![c.clone()])),
+            }
         }
-        self.pubsub_command("SUBSCRIBE", chans)?;
-        self.subscribed.extend(chans.iter().cloned());
+        self.pubsub_command(true, &by_link)?;
+        for (i, list) in by_link {
+            self.subscribed.extend(list.into_iter().map(|c| (c, i)));
+        }
         Ok(())
     }
 
@@ -328,29 +398,137 @@ impl Broker {
         let pinned: HashSet<&String> = self.pinned.values().flatten().collect();
         let keep = |c: &String| self.groups.contains_key(c) || self.systems.contains_key(c) || pinned.contains(c);
         let chans: Vec<String> = chans.into_iter().filter(|c| !keep(c)).collect();
-        let chans: Vec<String> = chans.into_iter().filter(|c| self.subscribed.remove(c)).collect();
-        if chans.is_empty() || self.sub.is_none() {
+        let mut by_link: Vec<(usize, Vec<String>)> = Vec::new();
+        for c in chans {
+            let Some(i) = self.subscribed.remove(&c) else { continue };
+            match by_link.iter_mut().find(|(l, _)| *l == i) {
+                Some((_, list)) => list.push(c),
+                None => by_link.push((i, vec![c])),
+            }
+        }
+        if by_link.is_empty() || self.links.is_empty() {
             return Ok(());
         }
-        self.pubsub_command("UNSUBSCRIBE", &chans)
+        self.pubsub_command(false, &by_link)
     }
 
-    /// Sends (UN)SUBSCRIBE on the pub/sub connection and waits for every confirmation.
-    fn pubsub_command(&mut self, cmd: &str, chans: &[String]) -> Result<(), String> {
-        let w = self.sub.as_mut().ok_or("no pub/sub connection")?;
-        w.write_all(&redis::cmd(cmd).arg(chans).get_packed_command()).map_err(|e| e.to_string())?;
+    /// Sends (UN)SUBSCRIBE on each link for its channels (sharded: `SSUBSCRIBE`, one command
+    /// per channel, as a command's channels must share a slot) and waits for every
+    /// confirmation. A channel unsubscribed here is forgotten by the subscriber's positions.
+    fn pubsub_command(&mut self, on: bool, by_link: &[(usize, Vec<String>)]) -> Result<(), String> {
+        let sharded = self.k.is_tagged();
+        let cmd = match (on, sharded) {
+            (true, false) => "SUBSCRIBE",
+            (false, false) => "UNSUBSCRIBE",
+            (true, true) => "SSUBSCRIBE",
+            (false, true) => "SUNSUBSCRIBE",
+        };
+        let mut subscribing: HashMap<u64, usize> = HashMap::new();
+        let mut leaving: HashSet<(u64, String)> = HashSet::new();
+        for (i, chans) in by_link {
+            let link = self.links.get_mut(*i).ok_or("no pub/sub connection")?;
+            let bytes = match sharded {
+                true => chans.iter().flat_map(|c| redis::cmd(cmd).arg(c).get_packed_command()).collect(),
+                false => redis::cmd(cmd).arg(chans).get_packed_command(),
+            };
+            link.w.write_all(&bytes).map_err(|e| e.to_string())?;
+            match on {
+                true => *subscribing.entry(link.gen).or_default() += chans.len(),
+                false => leaving.extend(chans.iter().map(|c| (link.gen, c.clone()))),
+            }
+        }
         let deadline = Instant::now() + IO_TIMEOUT;
-        let mut left = chans.len();
-        while left > 0 {
+        while !subscribing.is_empty() || !leaving.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
             match self.events.recv_timeout(wait) {
-                Ok(SubEvent::Confirmed(g)) if g == self.sub_gen => left -= 1,
-                Ok(SubEvent::Down(g)) if g == self.sub_gen => return Err("pub/sub connection lost".into()),
-                Ok(_) => {}
+                Ok(ev) => self.event(ev, Some((&mut subscribing, &mut leaving)))?,
                 Err(_) => return Err(format!("no {cmd} confirmation in time")),
             }
         }
         Ok(())
+    }
+
+    /// A subscriber event. `waiting`: the confirmations a (un)subscribe waits for (it counts
+    /// them); anything else is handled here: a failed or refusing connection is an error, a
+    /// channel a master let go of is subscribed again later (`reroute`).
+    #[allow(clippy::type_complexity)]
+    fn event(
+        &mut self,
+        ev: SubEvent,
+        waiting: Option<(&mut HashMap<u64, usize>, &mut HashSet<(u64, String)>)>,
+    ) -> Result<(), String> {
+        let current = |g: u64, links: &[Link]| links.iter().any(|l| l.gen == g);
+        match ev {
+            SubEvent::Down(g) if current(g, &self.links) && self.con.is_some() => Err("pub/sub connection lost".into()),
+            SubEvent::Refused(g, e) if current(g, &self.links) => Err(format!("a subscription was refused: {e}")),
+            SubEvent::Subscribed(g) => {
+                if let Some((subscribing, _)) = waiting {
+                    if let Some(n) = subscribing.get_mut(&g) {
+                        *n -= 1;
+                        if *n == 0 {
+                            subscribing.remove(&g);
+                        }
+                    }
+                }
+                Ok(())
+            }
+            SubEvent::Unsubscribed(g, chan) => {
+                let asked = waiting.is_some_and(|(_, leaving)| leaving.remove(&(g, chan.clone())));
+                if asked {
+                    self.gaps.lock().unwrap_or_else(|p| p.into_inner()).forget(&chan);
+                } else if current(g, &self.links) && self.subscribed.get(&chan).is_some_and(|&i| self.links[i].gen == g)
+                {
+                    self.released.push(chan);
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Channels a master let go of (their slot moved to another master): the slot map is
+    /// asked again — of that master first, which knows where it gave the slot — and they are
+    /// subscribed where they are now. What was published there meanwhile is missed, and the
+    /// positions show it (the subscriber keeps them: the sessions of those channels are not
+    /// recoverable from before); this node's join markers on them are published again, so a
+    /// member who joined meanwhile is one here.
+    fn reroute(&mut self) -> Result<(), String> {
+        let released = std::mem::take(&mut self.released);
+        let from = released.first().and_then(|c| self.subscribed.get(c)).and_then(|&i| self.links[i].addr.clone());
+        if let Some(Con::Cluster(s)) = &mut self.con {
+            s.refresh(from.as_ref())?;
+        }
+        let chans: Vec<String> = released.into_iter().filter(|c| self.subscribed.remove(c).is_some()).collect();
+        metrics::add(&self.stats.cluster_resubscribed_total, chans.len() as u64);
+        tracing::info!(channels = chans.len(), "Redis Cluster: channels moved to another master; subscribed there");
+        self.subscribe(&chans)?;
+        let mut p = redis::pipe();
+        for c in &chans {
+            if let Some(m) = self.groups.get(c) {
+                for (client, info) in &m.clients {
+                    self.pipe_join(&mut p, &m.system, &m.group, client, info, b"", true);
+                }
+            }
+        }
+        if !p.is_empty() {
+            let con = self.con.as_mut().ok_or("down")?;
+            p.query::<()>(con).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// The groups index after a pipeline: the groups that got their first member added, those
+    /// that lost their last taken out (`read::unindex`).
+    fn reindex(&mut self) -> Result<(), String> {
+        if self.to_index.is_empty() && self.vacated.is_empty() {
+            return Ok(());
+        }
+        let (add, gone) = (std::mem::take(&mut self.to_index), std::mem::take(&mut self.vacated));
+        let con = self.con.as_mut().ok_or("down")?;
+        let mut more = |p: redis::Pipeline| p.query::<Vec<Value>>(con).map_err(|e| e.to_string());
+        super::read::index(&self.k, add.iter().map(|(s, g)| (&**s, &**g)), &mut more)?;
+        let gone: Vec<(&str, &str)> = gone.iter().map(|(s, g)| (&**s, &**g)).collect();
+        super::read::unindex(&self.k, &gone, &mut more)
     }
 
     fn run_batch(&mut self, batch: Vec<BrokerCmd>) {
@@ -387,6 +565,16 @@ impl Broker {
                     }
                 }
             }
+        }
+        if self.con.is_some() {
+            if let Err(e) = self.reindex() {
+                self.down(e);
+            }
+        } else {
+            // Written again (every mirrored group) by the resync after the reconnect; groups
+            // left empty are taken out by the next read that finds them.
+            self.to_index.clear();
+            self.vacated.clear();
         }
     }
 
@@ -454,12 +642,12 @@ impl Broker {
             }
             BrokerCmd::Join { system, group, client, info, notice, .. } => {
                 let n = notice.unwrap_or_default();
-                self.pipe_join(p, &system, &group, &client, &info, &n);
+                self.pipe_join(p, &system, &group, &client, &info, &n, false);
                 steps.push(Step::Redis(Post::Join { system, group, client, info }));
             }
             BrokerCmd::Leave { system, group, client, notice, info } => {
                 let me = self.me();
-                self.pipe_leave(p, me, &system, &group, &client, notice.as_deref());
+                self.pipe_leave(p, me, &system, &group, &client, notice.as_deref(), false);
                 steps.push(Step::Redis(Post::Leave { system, group, client, info }));
             }
             BrokerCmd::SystemSub { system, welcome, left, .. } => {
@@ -479,11 +667,11 @@ impl Broker {
                 steps.push(Step::Read { read, to, n });
             }
             BrokerCmd::UserJoin { system, user, client } => {
-                self.pipe_user(p, true, self.me(), &system, &user, &client);
+                self.pipe_user(p, true, self.me(), &system, &user, &client, false);
                 steps.push(Step::Redis(Post::User { online: true, system, user, client }));
             }
             BrokerCmd::UserLeave { system, user, client } => {
-                self.pipe_user(p, false, self.me(), &system, &user, &client);
+                self.pipe_user(p, false, self.me(), &system, &user, &client, false);
                 steps.push(Step::Redis(Post::User { online: false, system, user, client }));
             }
             BrokerCmd::NodeFigures { reply } => steps.push(Step::Local(Later::NodeFigures(reply))),
@@ -491,20 +679,20 @@ impl Broker {
                 steps.push(Step::Local(Later::Answer(to, status, body)))
             }
             BrokerCmd::ToNode { node, payload } => {
-                p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
+                p.cmd(self.k.publish()).arg(self.k.node(node)).arg(payload);
                 steps.push(Step::Redis(Post::Ignore));
             }
             BrokerCmd::Prepare { from, channels } => {
                 // Subscribed before this pipeline runs (`pin`): `Ready` follows the subscriptions.
                 let ready = crate::handoff::Msg::Ready { from: self.me(), channels };
-                p.cmd("PUBLISH").arg(self.k.node(from)).arg(crate::handoff::encode(&ready));
+                p.cmd(self.k.publish()).arg(self.k.node(from)).arg(crate::handoff::encode(&ready));
                 steps.push(Step::Redis(Post::Ignore));
             }
             BrokerCmd::Unprepare { .. } => {}
             BrokerCmd::HandedOff { clients } => self.forget_clients(&clients),
             BrokerCmd::Adopt { from, clients, moved, held } => self.pipe_adopt(p, steps, from, &clients, moved, held),
             BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
-                p.cmd("PUBLISH").arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
+                p.cmd(self.k.publish()).arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
                 steps.push(Step::Redis(Post::Ignore));
             }
         }
@@ -527,7 +715,7 @@ impl Broker {
             None => self.k.system(system),
         };
         let at = self.stamps.next(&chan);
-        p.cmd("PUBLISH").arg(chan).arg(wire::delivery(at, frame));
+        p.cmd(self.k.publish()).arg(chan).arg(wire::delivery(at, frame));
         if let (Some(g), true) = (group, history) {
             p.cmd("EVALSHA")
                 .arg(self.scripts.keep.get_hash())
@@ -589,7 +777,7 @@ impl Broker {
         if let Some(to) = reply {
             self.pending.insert(self.corr, to);
         }
-        p.cmd("PUBLISH").arg(self.k.node(node)).arg(payload);
+        p.cmd(self.k.publish()).arg(self.k.node(node)).arg(payload);
         steps.push(Step::Redis(Post::Forward { corr: self.corr, waiting: reply.is_some() }));
     }
 
@@ -673,5 +861,13 @@ impl Broker {
                 _ => {}
             }
         }
+    }
+}
+
+/// `host:port` of the server `client` points at (for logs).
+fn address(client: &redis::Client) -> String {
+    match client.get_connection_info().addr() {
+        redis::ConnectionAddr::Tcp(h, p) | redis::ConnectionAddr::TcpTls { host: h, port: p, .. } => format!("{h}:{p}"),
+        other => format!("{other:?}"),
     }
 }

@@ -23,7 +23,11 @@ fn offline_notice(client: &str, info: &str) -> bytes::Bytes {
 }
 
 impl Broker {
-    /// `notice`: the 1001 frame, or empty.
+    /// `notice`: the 1001 frame, or empty. Three commands: the node's hash first (a node that
+    /// dies right after leaves nothing its reaper cannot find), the JOIN step (its result
+    /// kept, unless `quiet`), then the system's groups index (after the group's hash: see
+    /// `read::unindex`).
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pipe_join(
         &self,
         p: &mut redis::Pipeline,
@@ -32,28 +36,32 @@ impl Broker {
         client: &str,
         info: &str,
         notice: &[u8],
+        quiet: bool,
     ) {
         let chan = self.k.group(system, group);
         // One position for either marker: the step publishes exactly one of them.
         let at = self.stamps.next(&chan);
         let with_notice = if notice.is_empty() { Vec::new() } else { wire::joined(at, client, notice) };
+        p.cmd("HSET").arg(self.k.node(self.me())).arg(keys::member_field(client, system, group)).arg(info).ignore();
         p.cmd("EVALSHA")
             .arg(self.scripts.join.get_hash())
-            .arg(3)
+            .arg(1)
             .arg(chan)
-            .arg(self.k.groups(system))
-            .arg(self.k.node(self.me()))
             .arg(client)
             .arg(info)
-            .arg(group)
-            .arg(keys::member_field(client, system, group))
             .arg(with_notice)
             .arg(self.cfg.notify_max_group_size)
-            .arg(wire::joined(at, client, b""));
+            .arg(wire::joined(at, client, b""))
+            .arg(self.k.publish());
+        if quiet {
+            p.ignore();
+        }
+        p.cmd("ZADD").arg(self.k.groups(system)).arg(0).arg(group).ignore();
     }
 
     /// `node`: whose presence the client leaves (this one, or a dead one being reaped);
-    /// `notice`: the 1002 frame, if the remaining members are to be told.
+    /// `notice`: the 1002 frame, if the remaining members are to be told. Two commands: the
+    /// LEAVE step (its result kept, unless `quiet`), then the node's hash.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pipe_leave(
         &self,
@@ -63,6 +71,7 @@ impl Broker {
         group: &str,
         client: &str,
         notice: Option<&[u8]>,
+        quiet: bool,
     ) {
         let chan = self.k.group(system, group);
         // The step publishes the notice or, when it sends none, the skip: one message either way.
@@ -70,20 +79,23 @@ impl Broker {
         let notice = notice.map(|f| wire::delivery(at, f)).unwrap_or_default();
         p.cmd("EVALSHA")
             .arg(self.scripts.leave.get_hash())
-            .arg(3)
+            .arg(1)
             .arg(chan)
-            .arg(self.k.groups(system))
-            .arg(self.k.node(node))
             .arg(client)
-            .arg(group)
-            .arg(keys::member_field(client, system, group))
             .arg(notice)
             .arg(self.cfg.notify_max_group_size)
-            .arg(wire::skip(at));
+            .arg(wire::skip(at))
+            .arg(self.k.publish());
+        if quiet {
+            p.ignore();
+        }
+        p.cmd("HDEL").arg(self.k.node(node)).arg(keys::member_field(client, system, group)).ignore();
     }
 
     /// A USER_JOIN (`join`) or USER_LEAVE step for `client`, a connection of `node` (this one,
-    /// or a dead one being reaped).
+    /// or a dead one being reaped), with the node's hash (written before a join, cleared after
+    /// a leave); the step's result is kept unless `quiet`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn pipe_user(
         &self,
         p: &mut redis::Pipeline,
@@ -92,15 +104,20 @@ impl Broker {
         system: &str,
         user: &str,
         client: &str,
+        quiet: bool,
     ) {
+        let field = keys::user_field(client, system, user);
+        if join {
+            p.cmd("HSET").arg(self.k.node(node)).arg(&field).arg("").ignore();
+        }
         let script = if join { &self.scripts.user_join } else { &self.scripts.user_leave };
-        p.cmd("EVALSHA")
-            .arg(script.get_hash())
-            .arg(2)
-            .arg(self.k.user(system, user))
-            .arg(self.k.node(node))
-            .arg(client)
-            .arg(keys::user_field(client, system, user));
+        p.cmd("EVALSHA").arg(script.get_hash()).arg(1).arg(self.k.user(system, user)).arg(client);
+        if quiet {
+            p.ignore();
+        }
+        if !join {
+            p.cmd("HDEL").arg(self.k.node(node)).arg(&field).ignore();
+        }
     }
 
     /// A USER_LEAVE whose `user_offline` (if it was the last connection) is sent once the
@@ -112,7 +129,7 @@ impl Broker {
         (system, user, client): (&'a str, &'a str, &str),
         offline: &mut Vec<(&'a str, &'a str)>,
     ) {
-        self.pipe_user(p, false, node, system, user, client);
+        self.pipe_user(p, false, node, system, user, client, false);
         offline.push((system, user));
     }
 
@@ -167,7 +184,7 @@ impl Broker {
                     clients: HashMap::new(),
                 });
                 m.clients.insert(client.clone(), info.clone());
-                (!self.subscribed.contains(&chan)).then_some(chan)
+                (!self.subscribed.contains_key(&chan)).then_some(chan)
             }
             BrokerCmd::Leave { system, group, client, .. } => {
                 let chan = self.k.group(system, group);
@@ -200,7 +217,7 @@ impl Broker {
                 let chan = self.k.system(system);
                 if *on {
                     *self.systems.entry(chan.clone()).or_default() += 1;
-                    (!self.subscribed.contains(&chan)).then_some(chan)
+                    (!self.subscribed.contains_key(&chan)).then_some(chan)
                 } else {
                     if let Some(n) = self.systems.get_mut(&chan) {
                         *n -= 1;
@@ -224,8 +241,7 @@ impl Broker {
 
     /// A LEAVE step for a client that is gone, with its 1002 notice; its result is ignored.
     fn pipe_gone(&self, p: &mut redis::Pipeline, node: u32, system: &str, group: &str, client: &str, info: &str) {
-        self.pipe_leave(p, node, system, group, client, Some(&offline_notice(client, info)));
-        p.ignore();
+        self.pipe_leave(p, node, system, group, client, Some(&offline_notice(client, info)), true);
     }
 
     /// Makes Redis hold exactly this node's presence: entries it no longer has leave (with
@@ -246,14 +262,12 @@ impl Broker {
             } else if let Some((client, system, user)) = keys::parse_user_field(field) {
                 let key = self.k.user(system, user);
                 if !self.users.get(&key).is_some_and(|m| m.clients.contains_key(client)) {
-                    self.pipe_user(&mut p, false, me, system, user, client);
                     // A leave while Redis was away: its result decides user_offline. (Anything
                     // else Redis holds for us but we do not is stale: no event.)
-                    match self.users_left.get(&key).is_some_and(|m| m.clients.contains_key(client)) {
-                        true => decided.push((system.into(), user.into(), false)),
-                        false => {
-                            p.ignore();
-                        }
+                    let decides = self.users_left.get(&key).is_some_and(|m| m.clients.contains_key(client));
+                    self.pipe_user(&mut p, false, me, system, user, client, !decides);
+                    if decides {
+                        decided.push((system.into(), user.into(), false));
                     }
                 }
             } else {
@@ -262,20 +276,16 @@ impl Broker {
         }
         for m in self.groups.values() {
             for (client, info) in &m.clients {
-                self.pipe_join(&mut p, &m.system, &m.group, client, info, b"");
-                p.ignore();
+                self.pipe_join(&mut p, &m.system, &m.group, client, info, b"", true);
             }
         }
         // Joins while Redis was away (not held yet): their results decide user_online. Those
         // Redis held before are written again silently (it may have restarted empty).
         for m in self.users.values() {
             for (client, held) in &m.clients {
-                self.pipe_user(&mut p, true, me, &m.system, &m.user, client);
-                match held {
-                    true => {
-                        p.ignore();
-                    }
-                    false => decided.push((m.system.clone(), m.user.clone(), true)),
+                self.pipe_user(&mut p, true, me, &m.system, &m.user, client, *held);
+                if !held {
+                    decided.push((m.system.clone(), m.user.clone(), true));
                 }
             }
         }
@@ -296,6 +306,10 @@ impl Broker {
                 }
             }
         }
+        // Every group with a member here is in its system's index (after the JOIN steps).
+        let groups: Vec<_> = self.groups.values().map(|m| (m.system.clone(), m.group.clone())).collect();
+        self.to_index.extend(groups);
+        self.reindex()?;
         // Redis holds every connection of ours now, and none that left.
         for m in self.users.values_mut() {
             m.clients.values_mut().for_each(|held| *held = true);
@@ -409,7 +423,7 @@ impl Broker {
     /// Tells every node (on the cluster channel) that this one takes calls for its clients.
     pub(super) fn announce(&mut self) -> Result<(), String> {
         let con = self.con.as_mut().ok_or("down")?;
-        redis::cmd("PUBLISH")
+        redis::cmd(self.k.publish())
             .arg(self.k.cluster())
             .arg(wire::hello(self.cfg.node_id.0))
             .query::<i64>(con)
@@ -428,7 +442,7 @@ impl Broker {
         let mut users = Vec::new();
         for (field, info) in &held {
             if let Some((client, system, group)) = keys::parse_member_field(field) {
-                self.pipe_leave(&mut p, node, system, group, client, Some(&offline_notice(client, info)));
+                self.pipe_leave(&mut p, node, system, group, client, Some(&offline_notice(client, info)), false);
                 gone.push((client, system, group, info));
             }
         }
@@ -442,6 +456,12 @@ impl Broker {
         p.cmd("SREM").arg(self.k.nodes()).arg(keys::node_name(node)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
+        for (&(_, sys, group, _), r) in gone.iter().zip(&results) {
+            if matches!(r, redis::Value::Array(v) if matches!(v.as_slice(), [_, redis::Value::Int(0)])) {
+                self.vacated.push((sys.into(), group.into()));
+            }
+        }
+        self.reindex()?;
         if self.cfg.hooks.is_some() {
             // Each client's group_left events first, then the users' user_offline, then the
             // clients' client_disconnected.
@@ -490,11 +510,13 @@ impl Broker {
                 self.pipe_gone(&mut p, me, &m.system, &m.group, client, info);
             }
         }
-        p.cmd("DEL").arg(self.k.node(me)).arg(self.k.alive(me)).ignore();
+        // One key each: they are in different slots on a Redis Cluster.
+        p.cmd("DEL").arg(self.k.node(me)).ignore();
+        p.cmd("DEL").arg(self.k.alive(me)).ignore();
         p.cmd("SREM").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
         // The others stop routing here now, not at their next look at the heartbeats (a
         // node stopping next must not pick this one to hand its sessions to).
-        p.cmd("PUBLISH").arg(self.k.cluster()).arg(wire::bye(me)).ignore();
+        p.cmd(self.k.publish()).arg(self.k.cluster()).arg(wire::bye(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;
         self.users_gone(&users, results.into_iter());

@@ -102,8 +102,10 @@ impl Broker {
         }
     }
 
-    /// A join (`joined`) or leave that changed the group: its webhook events (the member's,
-    /// and the group's when it became occupied or vacant).
+    /// A join (`joined`) or leave step's result: the system's groups index learns a group
+    /// that got its first member or lost its last (`Broker::reindex`, after the pipeline); one
+    /// that changed the group has its webhook events (the member's, and the group's when it
+    /// became occupied or vacant).
     fn membership(
         &mut self,
         joined: bool,
@@ -113,8 +115,15 @@ impl Broker {
         info: &str,
         r: &RedisResult<Value>,
     ) {
-        let Some((1, n)) = pair(r) else { return };
-        self.emit_member(joined, system, group, client, info, Some(n.max(0) as usize));
+        let Some((changed, n)) = pair(r) else { return };
+        match (joined, n) {
+            (true, 1) => self.to_index.push((system.clone(), group.clone())),
+            (false, 0) => self.vacated.push((system.clone(), group.clone())),
+            _ => {}
+        }
+        if changed == 1 {
+            self.emit_member(joined, system, group, client, info, Some(n.max(0) as usize));
+        }
     }
 
     fn registered(&mut self, system: Box<str>, to: ConnId, r: RedisResult<Value>) {
@@ -175,7 +184,8 @@ impl Broker {
     }
 
     /// Every known node's figures as it last wrote them (`figures` keys; a node whose key
-    /// expired is left out): one SMEMBERS and one MGET.
+    /// expired is left out): one SMEMBERS, then one GET each (in one pipeline: on a Redis
+    /// Cluster the keys are in different slots).
     pub(super) fn node_figures(&mut self) -> Result<Vec<(String, String)>, String> {
         let e = |e: redis::RedisError| e.to_string();
         let con = self.con.as_mut().ok_or("down")?;
@@ -185,11 +195,11 @@ impl Broker {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
-        let mut mget = redis::cmd("MGET");
+        let mut gets = redis::pipe();
         ids.iter().for_each(|&n| {
-            mget.arg(self.k.figures(n));
+            gets.cmd("GET").arg(self.k.figures(n));
         });
-        let got: Vec<Option<String>> = mget.query(con).map_err(e)?;
+        let got: Vec<Option<String>> = gets.query(con).map_err(e)?;
         Ok(ids.iter().zip(got).filter_map(|(&n, f)| Some((keys::node_name(n), f?))).collect())
     }
 }
