@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests, black-box tests (real server processes on port 0, real
-# WebSocket and HTTP clients; cluster tests with their own redis-server), the server against
+# WebSocket and HTTP clients; cluster tests with their own redis-server, and the cluster suite
+# again on a Redis Cluster of their own), the server against
 # its OpenAPI document (Schemathesis), the browser client's suites (Node and Chromium, through
 # a fault-injecting proxy), the chaos soak (a Sentinel-watched cluster losing its
 # Redis master twice and a node once under load), a rolling restart of a 3-node cluster under
@@ -25,6 +26,8 @@ need php php-cli "tests/backends.rs (examples/backends/php)"
 need systemd-analyze systemd "tests/deploy.rs (systemd-analyze verify and security)"
 cargo build --release --bin roomcast
 cargo test --workspace --all-targets
+# The cluster suite again, on a Redis Cluster (six redis-servers, sharded pub/sub).
+ROOMCAST_TEST_REDIS=cluster cargo test --test cluster
 scripts/openapi-check.sh
 # roomcast.js: its unit tests, then the same scenarios in Node (ws) and in headless Chromium.
 clients/js/test.sh

@@ -101,6 +101,9 @@ fn a_bad_prefix_or_redis_url_is_refused_at_start() {
         (vec!["--redis", "redis+sentinel://127.0.0.1:1"], "master name"),
         (vec!["--redis", "redis+unix:///tmp/x.sock"], "only redis:// and rediss://"),
         (vec!["--redis", "rediss://127.0.0.1:1", "--redis-ca", "/nonexistent.pem"], "redis-ca"),
+        (vec!["--redis", "redis+cluster://127.0.0.1:1/2"], "no databases but 0"),
+        (vec!["--redis", "redis+cluster://127.0.0.1:x"], "bad cluster port"),
+        (vec!["--redis", "redis+cluster://127.0.0.1:1", "--redis-prefix", "{rc}:"], "no braces on a Redis Cluster"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_roomcast")).args(&args).output().unwrap();
         assert!(!out.status.success(), "{args:?} started");

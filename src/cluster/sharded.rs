@@ -8,11 +8,16 @@
 //! group and a node's channel, there is no order on a Redis Cluster.)
 //!
 //! A command answered `MOVED` (its slot has a new master: resharding, failover) is sent again
-//! to the master named, and the slot map learns it; `ASK` (its key moved during a migration) is
-//! sent to the target with `ASKING`; `TRYAGAIN` and `CLUSTERDOWN` are sent again after a pause;
-//! `NOSCRIPT` (a master that never had our scripts) loads them there and sends again — at most
-//! [`MAX_REDIRECTS`] rounds. An I/O error fails the whole pipeline, as on one Redis (the broker
-//! then reconnects and re-writes this node's state).
+//! to the master named, and the slot map learns it — after [`MOVED_GRACE`]: the nodes
+//! subscribed to the slot's channels hear from the old master that it let them go and
+//! subscribe on the new one meanwhile, so what is published there after the pause reaches
+//! them. `ASK` (the key moved to the target of a migration still under way) is waited out the
+//! same way, [`RETRY_PAUSE`] at a time, for up to [`ASK_PATIENCE`], before it is followed
+//! (`ASKING` to the target): a step run on the target during the migration would publish
+//! where no node subscribes yet. `TRYAGAIN` and `CLUSTERDOWN` are sent again after a pause;
+//! `NOSCRIPT` (a master that never had our scripts) loads them there and sends again. All of
+//! it within [`REDIRECT_DEADLINE`]; an I/O error fails the whole pipeline, as on one Redis
+//! (the broker then reconnects and re-writes this node's state).
 //!
 //! The redis crate's own cluster connection is not used: its pipelines refuse `EVALSHA`, which
 //! every presence step is, and its slot map, which the pub/sub side needs to know where to
@@ -27,10 +32,14 @@ use super::endpoint::ClusterUrl;
 
 /// Hash slots in a Redis Cluster.
 pub const SLOTS: u16 = 16384;
-/// Rounds of redirections one pipeline may take before it fails.
-pub const MAX_REDIRECTS: usize = 5;
-/// The pause before sending again what was answered `TRYAGAIN` or `CLUSTERDOWN`.
-const RETRY_PAUSE: Duration = Duration::from_millis(25);
+/// How long one pipeline may be redirected and retried before it fails.
+pub const REDIRECT_DEADLINE: Duration = Duration::from_secs(2);
+/// How long an `ASK` is waited out (the migration may finish) before it is followed.
+pub const ASK_PATIENCE: Duration = Duration::from_secs(1);
+/// The pause before sending again what was answered `ASK`, `TRYAGAIN` or `CLUSTERDOWN`.
+pub const RETRY_PAUSE: Duration = Duration::from_millis(10);
+/// The pause before sending to a slot's new master what its old one answered `MOVED`.
+pub const MOVED_GRACE: Duration = Duration::from_millis(50);
 /// No master owns this slot (`Topology::owner`).
 const NONE: u16 = u16::MAX;
 
@@ -277,14 +286,15 @@ impl Sharded {
         let mut results: Vec<Option<Value>> = vec![None; cmds.len()];
         let mut todo: Vec<(usize, Route)> =
             cmds.iter().enumerate().map(|(i, c)| (i, c.key.map_or(Route::Any, |k| Route::Slot(slot(k))))).collect();
-        for _ in 0..MAX_REDIRECTS {
-            let (again, pause) = self.round(&cmds, &todo, &mut results).inspect_err(|_| self.cons.clear())?;
-            if again.is_empty() {
+        let start = std::time::Instant::now();
+        loop {
+            let follow_ask = start.elapsed() >= ASK_PATIENCE;
+            let (again, pause) =
+                self.round(&cmds, &todo, &mut results, follow_ask).inspect_err(|_| self.cons.clear())?;
+            if again.is_empty() || start.elapsed() + pause > REDIRECT_DEADLINE {
                 break;
             }
-            if pause {
-                std::thread::sleep(RETRY_PAUSE);
-            }
+            std::thread::sleep(pause);
             todo = again;
         }
         results
@@ -298,13 +308,15 @@ impl Sharded {
     }
 
     /// One round: the commands in `todo` sent to their nodes (each node's in order), their
-    /// replies read; what is to be sent again, and whether to pause first.
+    /// replies read; what is to be sent again, and the pause before (`follow_ask`: an `ASK` is
+    /// followed at once rather than waited out).
     fn round(
         &mut self,
         cmds: &[Packed],
         todo: &[(usize, Route)],
         results: &mut [Option<Value>],
-    ) -> RedisResult<(Vec<(usize, Route)>, bool)> {
+        follow_ask: bool,
+    ) -> RedisResult<(Vec<(usize, Route)>, Duration)> {
         let io = |e: String| RedisError::from((redis::ErrorKind::Io, "Redis Cluster", e));
         // Per node, in command order: (index, asking).
         let mut by_node: Vec<(Addr, Vec<(usize, bool)>)> = Vec::new();
@@ -329,7 +341,7 @@ impl Sharded {
             }
             self.con(addr).map_err(io)?.send_packed_command(&bytes)?;
         }
-        let (mut again, mut pause) = (Vec::new(), false);
+        let (mut again, mut pause, mut moved_to) = (Vec::new(), Duration::ZERO, None);
         for (addr, list) in &by_node {
             for &(i, asking) in list {
                 let con = self.con(addr).map_err(io)?;
@@ -342,28 +354,51 @@ impl Sharded {
                     continue;
                 };
                 let target = || e.details().and_then(|d| redirect(d, addr));
+                let same = || todo.iter().find(|(j, _)| *j == i).expect("sent").1.clone();
                 match (e.code(), target()) {
                     ("MOVED", Some((slot, to))) => {
-                        self.topo.moved(slot, to);
+                        self.topo.moved(slot, to.clone());
+                        moved_to.get_or_insert(to);
+                        pause = pause.max(MOVED_GRACE);
                         again.push((i, Route::Slot(slot)));
                     }
-                    ("ASK", Some((_, to))) => again.push((i, Route::Ask(to))),
-                    ("TRYAGAIN" | "CLUSTERDOWN", _) => {
-                        pause = true;
-                        again.push((i, todo.iter().find(|(j, _)| *j == i).expect("sent").1.clone()));
+                    ("ASK", Some((_, to))) if follow_ask => again.push((i, Route::Ask(to))),
+                    ("ASK" | "TRYAGAIN" | "CLUSTERDOWN", _) => {
+                        pause = pause.max(RETRY_PAUSE);
+                        again.push((i, same()));
                     }
                     ("NOSCRIPT", _) => {
                         for s in self.scripts.clone() {
                             s.load(self.con(addr).map_err(io)?)?;
                         }
-                        again.push((i, todo.iter().find(|(j, _)| *j == i).expect("sent").1.clone()));
+                        again.push((i, same()));
                     }
                     _ => results[i] = Some(v),
                 }
             }
         }
         again.sort_by_key(|(i, _)| *i);
+        // One slot moved: others may have too, and a master that gave all its slots away
+        // becomes a replica, which takes an SPUBLISH without a MOVED (and its subscribers are
+        // not ours): the whole map is asked again, of the node named.
+        if let Some(to) = moved_to {
+            if let Err(e) = self.refresh(Some(&to)) {
+                tracing::debug!("Redis Cluster slot map not refreshed after a MOVED: {e}");
+            }
+        }
         Ok((again, pause))
+    }
+}
+
+/// A `MOVED` detail on a pub/sub connection (`slot host:port`; Redis names the host there).
+pub fn moved(detail: &str) -> Option<(u16, Addr)> {
+    redirect(detail, &(String::new(), 0)).filter(|(_, (h, _))| !h.is_empty())
+}
+
+/// `slot` is served by `addr` now (a refused subscription said so).
+impl Sharded {
+    pub fn moved(&mut self, slot: u16, addr: Addr) {
+        self.topo.moved(slot, addr);
     }
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Sender};
 use redis::{RedisResult, Value};
 
 mod adopt;
@@ -224,10 +224,22 @@ impl Broker {
             let due = if self.con.is_some() { self.next_beat } else { self.retry_at };
             let wait = due.saturating_duration_since(Instant::now()).min(tick);
             let mut batch = Vec::new();
-            match rx.recv_timeout(wait) {
-                Ok(cmd) => batch.push(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
+            // A subscriber event wakes the broker too (a master letting channels go: they are
+            // subscribed again at once).
+            let events = self.events.clone();
+            crossbeam_channel::select! {
+                recv(rx) -> cmd => match cmd {
+                    Ok(cmd) => batch.push(cmd),
+                    Err(_) => break,
+                },
+                recv(events) -> ev => {
+                    if let Ok(ev) = ev {
+                        if let Err(e) = self.event(ev, None) {
+                            self.down(e);
+                        }
+                    }
+                },
+                default(wait) => {}
             }
             while batch.len() < BATCH {
                 match rx.try_recv() {
@@ -377,20 +389,29 @@ impl Broker {
     }
 
     /// Subscribes and waits until Redis confirmed every channel.
+    /// (On a Redis Cluster, a channel whose slot moved since the map was read is refused with
+    /// `MOVED`, and subscribed again where it is: a few times at most.)
     fn subscribe(&mut self, chans: &[String]) -> Result<(), String> {
-        let mut by_link: Vec<(usize, Vec<String>)> = Vec::new();
-        for c in chans {
-            let i = self.link_for(c)?;
-            match by_link.iter_mut().find(|(l, _)| *l == i) {
-                Some((_, list)) => list.push(c.clone()),
-                None => by_link.push((i, vec![c.clone()])),
+        let mut chans = chans.to_vec();
+        for _ in 0..4 {
+            if chans.is_empty() {
+                return Ok(());
             }
+            let mut by_link: Vec<(usize, Vec<String>)> = Vec::new();
+            for c in chans {
+                let i = self.link_for(&c)?;
+                match by_link.iter_mut().find(|(l, _)| *l == i) {
+                    Some((_, list)) => list.push(c),
+                    None => by_link.push((i, vec![c])),
+                }
+            }
+            let refused = self.pubsub_command(true, &by_link)?;
+            for (i, list) in by_link {
+                self.subscribed.extend(list.into_iter().filter(|c| !refused.contains(c)).map(|c| (c, i)));
+            }
+            chans = refused;
         }
-        self.pubsub_command(true, &by_link)?;
-        for (i, list) in by_link {
-            self.subscribed.extend(list.into_iter().map(|c| (c, i)));
-        }
-        Ok(())
+        Err("subscriptions refused again and again (MOVED)".into())
     }
 
     /// Unsubscribes from channels that lost their last member here, and waits for Redis.
@@ -409,13 +430,14 @@ impl Broker {
         if by_link.is_empty() || self.links.is_empty() {
             return Ok(());
         }
-        self.pubsub_command(false, &by_link)
+        self.pubsub_command(false, &by_link).map(|_| ())
     }
 
     /// Sends (UN)SUBSCRIBE on each link for its channels (sharded: `SSUBSCRIBE`, one command
     /// per channel, as a command's channels must share a slot) and waits for every
     /// confirmation. A channel unsubscribed here is forgotten by the subscriber's positions.
-    fn pubsub_command(&mut self, on: bool, by_link: &[(usize, Vec<String>)]) -> Result<(), String> {
+    /// Returns the channels refused with `MOVED` (the slot map learnt where they are).
+    fn pubsub_command(&mut self, on: bool, by_link: &[(usize, Vec<String>)]) -> Result<Vec<String>, String> {
         let sharded = self.k.is_tagged();
         let cmd = match (on, sharded) {
             (true, false) => "SUBSCRIBE",
@@ -438,14 +460,28 @@ impl Broker {
             }
         }
         let deadline = Instant::now() + IO_TIMEOUT;
+        let mut again = Vec::new();
         while !subscribing.is_empty() || !leaving.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
-            match self.events.recv_timeout(wait) {
-                Ok(ev) => self.event(ev, Some((&mut subscribing, &mut leaving)))?,
-                Err(_) => return Err(format!("no {cmd} confirmation in time")),
+            let ev = self.events.recv_timeout(wait).map_err(|_| format!("no {cmd} confirmation in time"))?;
+            if let SubEvent::Refused(g, Ok((slot, addr))) = &ev {
+                // A slot that moved since the map was read: those channels go where it is.
+                let Some((_, chans)) = by_link.iter().find(|(i, _)| self.links[*i].gen == *g) else { continue };
+                let refused: Vec<String> =
+                    chans.iter().filter(|c| sharded::slot(c.as_bytes()) == *slot).cloned().collect();
+                if let (Some(n), Some(Con::Cluster(s))) = (subscribing.get_mut(g), &mut self.con) {
+                    s.moved(*slot, addr.clone());
+                    *n = n.saturating_sub(refused.len());
+                    if *n == 0 {
+                        subscribing.remove(g);
+                    }
+                }
+                again.extend(refused);
+                continue;
             }
+            self.event(ev, Some((&mut subscribing, &mut leaving)))?;
         }
-        Ok(())
+        Ok(again)
     }
 
     /// A subscriber event. `waiting`: the confirmations a (un)subscribe waits for (it counts
@@ -460,7 +496,10 @@ impl Broker {
         let current = |g: u64, links: &[Link]| links.iter().any(|l| l.gen == g);
         match ev {
             SubEvent::Down(g) if current(g, &self.links) && self.con.is_some() => Err("pub/sub connection lost".into()),
-            SubEvent::Refused(g, e) if current(g, &self.links) => Err(format!("a subscription was refused: {e}")),
+            // Subscriptions are refused while one waits for them (`pubsub_command`); a MOVED
+            // now answers an unsubscribe sent unwaited-for (`reroute`) where the slot was.
+            SubEvent::Refused(_, Ok(_)) => Ok(()),
+            SubEvent::Refused(g, Err(e)) if current(g, &self.links) => Err(format!("a subscription was refused: {e}")),
             SubEvent::Subscribed(g) => {
                 if let Some((subscribing, _)) = waiting {
                     if let Some(n) = subscribing.get_mut(&g) {
@@ -498,7 +537,15 @@ impl Broker {
         if let Some(Con::Cluster(s)) = &mut self.con {
             s.refresh(from.as_ref())?;
         }
-        let chans: Vec<String> = released.into_iter().filter(|c| self.subscribed.remove(c).is_some()).collect();
+        let mut chans = Vec::new();
+        for c in released {
+            let Some(old) = self.subscribed.remove(&c) else { continue };
+            // Let go where it was too, unanswered-for (a master that let it go has already; a
+            // server that is a replica now would deliver the shard's messages a second time).
+            let bye = redis::cmd("SUNSUBSCRIBE").arg(&c).get_packed_command();
+            self.links[old].w.write_all(&bye).map_err(|e| e.to_string())?;
+            chans.push(c);
+        }
         metrics::add(&self.stats.cluster_resubscribed_total, chans.len() as u64);
         tracing::info!(channels = chans.len(), "Redis Cluster: channels moved to another master; subscribed there");
         self.subscribe(&chans)?;
@@ -513,6 +560,23 @@ impl Broker {
         if !p.is_empty() {
             let con = self.con.as_mut().ok_or("down")?;
             p.query::<()>(con).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// A Redis Cluster's slot map, asked again with each heartbeat: a channel subscribed on a
+    /// server that no longer is its slot's master (its `sunsubscribe` missed, or it became a
+    /// replica) is subscribed again where it is (`reroute`), and the command connection sends
+    /// to the masters as they are now.
+    pub(super) fn check_slots(&mut self) -> Result<(), String> {
+        let Some(Con::Cluster(s)) = &mut self.con else { return Ok(()) };
+        s.refresh(None)?;
+        let topo = s.topology();
+        for (chan, &i) in &self.subscribed {
+            let owner = topo.master_of(sharded::slot(chan.as_bytes()));
+            if self.links[i].addr.as_ref() != Some(owner) && !self.released.contains(chan) {
+                self.released.push(chan.clone());
+            }
         }
         Ok(())
     }

@@ -367,6 +367,7 @@ impl Broker {
             }
             Some(_) => {}
         }
+        self.check_slots()?;
         let (others, alive) = self.others_alive()?;
         let (mut up, mut dead) = (vec![me], Vec::new());
         for (node, alive) in others.into_iter().zip(alive) {
