@@ -15,7 +15,11 @@
 # user_offline must come exactly once (a stayer's user goes offline only if the node kill took
 # all its tabs). Exit status: non-zero on any
 # loss, duplicate or missing notice.
+# With REDIS=cluster, the nodes run on a Redis Cluster instead (six servers: three masters with
+# a replica each, cluster-node-timeout 1 s), and each master step SIGKILLs a master (its replica
+# takes over; the killed server comes back as that replica's replica).
 #   loadtest/chaos.sh                      # defaults below, about 90 s
+#   REDIS=cluster loadtest/chaos.sh        # the same on a Redis Cluster
 #   loadtest/chaos.sh --messages 40000     # more: any churn/loadtest option
 # Results: target/chaos/chaos.json; logs beside it.
 set -euo pipefail
@@ -23,6 +27,10 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 # shellcheck source=loadtest/server-lib.sh
 . "$root/loadtest/server-lib.sh"
 OUT=${OUT:-$root/target/chaos}
+# A Redis Cluster server's settings (nodes.conf is in its --dir). A replica takes over however
+# long ago it last heard from its master (validity factor 0): one that synced and then idled
+# (no writes for a while) would otherwise refuse to, and the shard stay down.
+CLUSTER_CONF="--cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 1000 --cluster-replica-validity-factor 0"
 # Is the node on port $1 connected to Redis? (bash's /dev/tcp: no curl needed)
 node_up() {
   local r
@@ -48,7 +56,33 @@ if [ "${1:-}" = step ]; then
     for _ in $(seq "$n"); do "$@" && return 0; sleep 0.1; done
     echo "chaos: $what did not happen" >&2; return 1
   }
+  start_member() { # port: a Redis Cluster server, in its own directory (its nodes.conf)
+    redis-server --port "$1" --bind 127.0.0.1 --dir "$OUT/redis-$1" --save "" --appendonly no $CLUSTER_CONF >"$OUT/redis-$1.log" 2>&1 &
+    echo $! >"$OUT/redis-$1.pid"
+  }
   case ${STEPS[$((k - 1))]} in
+    cmaster)
+      # A Redis Cluster master (the first listed that serves slots), SIGKILLed.
+      live=${cports[0]}
+      for p in "${cports[@]}"; do cli "$p" PING >/dev/null 2>&1 && { live=$p; break; }; done
+      old=$(cli "$live" CLUSTER NODES | awk '$3 ~ /master/ && $3 !~ /fail/ && NF > 8 { split($2, a, "[:@]"); print a[2]; exit }')
+      kill -9 "$(cat "$OUT/redis-$old.pid")"
+      echo killed
+      echo "chaos: killed the Redis Cluster master :$old" >&2
+      for p in "${cports[@]}"; do [ "$p" != "$old" ] && { live=$p; break; }; done
+      promoted() {
+        cli "$live" CLUSTER INFO 2>/dev/null | grep -q cluster_state:ok &&
+          ! cli "$live" CLUSTER NODES 2>/dev/null | awk -v p=":$old@" 'index($2, p) && $3 ~ /master/ && $3 !~ /fail/ { found = 1 } END { exit !found }'
+      }
+      wait_for 30 "a replica taking over" promoted
+      echo "chaos: a replica serves :$old's slots" >&2
+      wait_for 30 "every running node on the new masters" all_up
+      echo healthy
+      # The killed server comes back with its cluster config: a replica of the one promoted.
+      start_member "$old"
+      synced() { cli "$old" INFO replication 2>/dev/null | grep -q master_link_status:up; }
+      wait_for 30 "the killed server syncing as a replica" synced
+      ;;
     master)
       old=$(master_port)
       pid=$(cat "$OUT/redis-$old.pid")
@@ -129,6 +163,35 @@ start_redis() { # port [replicaof-port]
   for _ in $(seq 100); do redis-cli -p "$1" PING >/dev/null 2>&1 && return; sleep 0.1; done
   echo "redis :$1 did not start"; exit 1
 }
+if [ "${REDIS:-}" = cluster ]; then
+  cports=()
+  # A cluster server's port: at most 55535, with its bus port (10000 above) free too.
+  cluster_port() { python3 -c 'import random, socket
+while True:
+    p = random.randint(20000, 55535)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError: pass'; }
+  for _ in 1 2 3 4 5 6; do
+    p=$(cluster_port); cports+=("$p"); mkdir -p "$OUT/redis-$p"
+    redis-server --port "$p" --bind 127.0.0.1 --dir "$OUT/redis-$p" --save "" --appendonly no $CLUSTER_CONF >"$OUT/redis-$p.log" 2>&1 &
+    echo $! >"$OUT/redis-$p.pid"
+  done
+  for p in "${cports[@]}"; do
+    for _ in $(seq 100); do redis-cli -p "$p" PING >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${cports[@]}") --cluster-replicas 1 --cluster-yes >"$OUT/cluster-create.log"
+  for _ in $(seq 300); do
+    ok=1
+    for p in "${cports[@]}"; do redis-cli -p "$p" CLUSTER INFO | grep -q cluster_state:ok || ok=0; done
+    [ $ok = 1 ] && break; sleep 0.1
+  done
+  [ $ok = 1 ] || { echo "the Redis Cluster never became ready"; exit 1; }
+  url="redis+cluster://127.0.0.1:${cports[0]},127.0.0.1:${cports[1]},127.0.0.1:${cports[2]}"
+  steps="cmaster node cmaster"
+else
 mport=$(free_port); rport=$(free_port)
 start_redis "$mport"
 start_redis "$rport" "$mport"
@@ -149,8 +212,10 @@ for _ in $(seq 300); do
   [ $ok = 1 ] && break; sleep 0.1
 done
 [ $ok = 1 ] || { echo "the Sentinels never found each other and the replica"; exit 1; }
-hport=$(free_port) # the load tester's webhook receiver (--webhook-port)
 url="redis+sentinel://127.0.0.1:${sports[0]},127.0.0.1:${sports[1]},127.0.0.1:${sports[2]}/mymaster"
+steps="master node master"
+fi
+hport=$(free_port) # the load tester's webhook receiver (--webhook-port)
 ports=()
 for i in 1 2 3; do
   log=$OUT/node$i.log
@@ -163,13 +228,14 @@ for i in 1 2 3; do
   node_up "$port" || { echo "node $i never reached Redis"; cat "$log"; exit 1; }
 done
 {
-  echo "sports=(${sports[*]})"
+  echo "sports=(${sports[*]:-})"
+  echo "cports=(${cports[*]:-})"
   echo "nports=(${ports[*]})"
   echo "npids=(${pids[-3]} ${pids[-2]} ${pids[-1]})"
   echo "NODE3_PID=${pids[-1]}"
-  echo "STEPS=(master node master)"
+  echo "STEPS=($steps)"
 } >"$OUT/state"
-echo "redis master :$mport, replica :$rport, sentinels ${sports[*]}, nodes ${ports[*]}" >&2
+echo "redis ${url}, nodes ${ports[*]}" >&2
 P=$(IFS=,; echo "${ports[*]}")
 "$root/target/release/roomcast-loadtest" churn --port "$P" --api-port "${ports[0]},${ports[1]}" \
   --clients 1500 --groups 20 --messages 24000 --send-rate 400 --churners 3 --procs 2 --concurrency 8 \

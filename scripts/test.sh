@@ -4,7 +4,7 @@
 # again on a Redis Cluster of their own), the server against
 # its OpenAPI document (Schemathesis), the browser client's suites (Node and Chromium, through
 # a fault-injecting proxy), the chaos soak (a Sentinel-watched cluster losing its
-# Redis master twice and a node once under load), a rolling restart of a 3-node cluster under
+# Redis master twice and a node once under load; then the same on a Redis Cluster), a rolling restart of a 3-node cluster under
 # load (3,000 recovering clients: nothing lost, duplicated or flapping), then Autobahn
 # conformance.
 set -euo pipefail
@@ -32,5 +32,6 @@ scripts/openapi-check.sh
 # roomcast.js: its unit tests, then the same scenarios in Node (ws) and in headless Chromium.
 clients/js/test.sh
 loadtest/chaos.sh
+REDIS=cluster OUT=target/chaos-cluster loadtest/chaos.sh
 loadtest/rolling.sh
 scripts/autobahn.sh

@@ -26,6 +26,18 @@ pub struct Redis {
     keep_dir: bool,
 }
 
+/// A free port for a Redis Cluster server: at most 55535, with the port 10000 above it (its
+/// cluster bus) free too (Redis refuses higher ones).
+fn cluster_port() -> u16 {
+    loop {
+        let port = fastrand::u16(20000..=55535);
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10000) {
+            return port;
+        }
+    }
+}
+
 /// Whether the tests run against a Redis Cluster (`ROOMCAST_TEST_REDIS=cluster`).
 pub fn on_redis_cluster() -> bool {
     std::env::var("ROOMCAST_TEST_REDIS").is_ok_and(|v| v == "cluster")
@@ -47,15 +59,25 @@ impl Redis {
     /// A Redis Cluster: three masters with a replica each (`redis-cli --cluster create`),
     /// `cluster-node-timeout` 1 s, ready (`cluster_state:ok` on every server).
     pub fn start_cluster(password: Option<&'static str>) -> Redis {
-        let conf =
-            ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "1000"];
+        // A replica takes over however long ago it last heard from its master (validity
+        // factor 0: one that synced and idled would refuse to, and the shard stay down).
+        let conf = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "1000",
+            "--cluster-replica-validity-factor",
+            "0",
+        ];
         let mut extra: Vec<String> = conf.iter().map(|a| a.to_string()).collect();
         if let Some(p) = password {
             extra.extend(["--masterauth".to_string(), p.to_string()]);
         }
         let members: Vec<Redis> = (0..6)
             .map(|_| {
-                let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+                let port = cluster_port();
                 let mut r = Redis {
                     child: None,
                     port,
