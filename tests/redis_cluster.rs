@@ -96,6 +96,37 @@ fn groups_spread_over_the_masters_on_sharded_pub_sub() {
     assert!(!index.lines().any(|l| l == "g0"), "g0 left in the index: {index}");
 }
 
+#[test]
+fn rediss_cluster_carries_commands_and_pub_sub() {
+    let dir = std::env::temp_dir().join(format!("roomcast-rediss-cluster-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()]).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.key_pair.serialize_pem()).unwrap();
+    let rc = Redis::start_cluster_tls(&cert, &key);
+    assert!(rc.url().starts_with("rediss+cluster://"), "{}", rc.url());
+    let ca = cert.display().to_string();
+    let n = nodes(&rc, 2, &["--redis-ca", &ca]);
+    n[0].register("s");
+    let mut clients: Vec<Client> = (0..6).map(|i| n[i % 2].client("s")).collect();
+    for (i, c) in clients.iter_mut().enumerate() {
+        n[(i + 1) % 2].bind("s", &c.id, &format!("g{i}"), "u");
+        assert_eq!(notice(c, 1001), c.id);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let id = send_group(&n[i % 2], "s", &format!("g{i}"), "over tls");
+        assert_eq!(next_message(c)["messageId"], id.as_str());
+    }
+    assert_eq!(online(&n[1], "s", "g0"), vec![clients[0].id.clone()]);
+    // Without the CA the certificates are not trusted: the node stays down and says so.
+    let url = rc.url();
+    let untrusted = Server::start(&["--redis", url.as_str()]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(health(&untrusted)["cluster"], "redis unreachable");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// Sends to the group through `s` until one is answered 200 (only 503 before it, each call
 /// quick); returns how long that took and the message id.
 fn send_until_back(s: &Server, group: &str, since: Instant) -> (Duration, String) {

@@ -141,7 +141,7 @@ settings! {
         "Node id (hex, up to 8 digits) embedded in clientIds";
     #[arg(hide_env_values = true)]
     redis: String = none, "ROOMCAST_REDIS",
-        "Redis URL: redis://[:password@]host:6379[/db], rediss:// (TLS), or redis+sentinel://[:password@]host:26379[,host:port…]/<master>[/db] (rediss+sentinel:// for TLS): turns cluster mode on";
+        "Redis URL: redis://[:password@]host:6379[/db], rediss:// (TLS), redis+sentinel://[:password@]host:26379[,host:port…]/<master>[/db] (rediss+sentinel:// for TLS), or redis+cluster://[:password@]host:6379[,host:port…] (a Redis Cluster; rediss+cluster:// for TLS): turns cluster mode on";
     redis_prefix: String = "rc:", "ROOMCAST_REDIS_PREFIX",
         "Cluster mode: prefix of every Redis key and channel, so several clusters can share one Redis";
     redis_ca: PathBuf = none, "ROOMCAST_REDIS_CA",

@@ -24,6 +24,8 @@ pub struct Redis {
     pub members: Vec<Redis>,
     /// A cluster member keeps its directory (its `nodes.conf`) across `stop` and `spawn`.
     keep_dir: bool,
+    /// TLS: the CA `redis-cli` trusts.
+    ca: Option<std::path::PathBuf>,
 }
 
 /// A free port for a Redis Cluster server: at most 55535, with the port 10000 above it (its
@@ -59,6 +61,20 @@ impl Redis {
     /// A Redis Cluster: three masters with a replica each (`redis-cli --cluster create`),
     /// `cluster-node-timeout` 1 s, ready (`cluster_state:ok` on every server).
     pub fn start_cluster(password: Option<&'static str>) -> Redis {
+        Self::cluster(password, None, 1)
+    }
+
+    /// A Redis Cluster of three masters serving TLS only (the bus and replication too), with
+    /// this certificate and key (PEM files; the certificate is its own CA).
+    pub fn start_cluster_tls(cert: &std::path::Path, key: &std::path::Path) -> Redis {
+        Self::cluster(None, Some((cert, key)), 0)
+    }
+
+    fn cluster(
+        password: Option<&'static str>,
+        tls: Option<(&std::path::Path, &std::path::Path)>,
+        replicas: usize,
+    ) -> Redis {
         // A replica takes over however long ago it last heard from its master (validity
         // factor 0: one that synced and idled would refuse to, and the shard stay down).
         let conf = [
@@ -75,7 +91,22 @@ impl Redis {
         if let Some(p) = password {
             extra.extend(["--masterauth".to_string(), p.to_string()]);
         }
-        let members: Vec<Redis> = (0..6)
+        if let Some((cert, key)) = tls {
+            let (cert, key) = (cert.display().to_string(), key.display().to_string());
+            extra.extend([
+                "--tls-cert-file".into(),
+                cert.clone(),
+                "--tls-key-file".into(),
+                key,
+                "--tls-ca-cert-file".into(),
+                cert,
+            ]);
+            extra.extend(
+                ["--tls-auth-clients", "no", "--tls-cluster", "yes", "--tls-replication", "yes"].map(String::from),
+            );
+        }
+        let ca = tls.map(|(cert, _)| cert.to_path_buf());
+        let members: Vec<Redis> = (0..3 * (1 + replicas))
             .map(|_| {
                 let port = cluster_port();
                 let mut r = Redis {
@@ -83,18 +114,22 @@ impl Redis {
                     port,
                     password,
                     extra: extra.clone(),
-                    tls: false,
+                    tls: tls.is_some(),
                     members: Vec::new(),
                     keep_dir: true,
+                    ca: ca.clone(),
                 };
                 r.spawn();
                 r
             })
             .collect();
         let mut create = Command::new("redis-cli");
+        if let Some(ca) = &ca {
+            create.arg("--tls").arg("--cacert").arg(ca);
+        }
         create.arg("--cluster").arg("create");
         create.args(members.iter().map(|m| format!("127.0.0.1:{}", m.port)));
-        create.args(["--cluster-replicas", "1", "--cluster-yes"]);
+        create.args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"]);
         if let Some(p) = password {
             create.args(["-a", p, "--no-auth-warning"]);
         }
@@ -105,9 +140,10 @@ impl Redis {
             port: members[0].port,
             password,
             extra: Vec::new(),
-            tls: false,
+            tls: tls.is_some(),
             members,
             keep_dir: false,
+            ca,
         };
         handle.wait_cluster_ok();
         handle
@@ -133,6 +169,9 @@ impl Redis {
     /// `redis-cli` against this server: its output (empty if it failed).
     pub fn cli(&self, args: &[&str]) -> String {
         let mut c = Command::new("redis-cli");
+        if let Some(ca) = &self.ca {
+            c.arg("--tls").arg("--cacert").arg(ca);
+        }
         c.args(["-p", &self.port.to_string()]);
         if let Some(p) = self.password {
             c.args(["-a", p, "--no-auth-warning"]);
@@ -162,7 +201,7 @@ impl Redis {
     /// On a free loopback port.
     fn launch(password: Option<&'static str>, extra: Vec<String>, tls: bool) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Redis { child: None, port, password, extra, tls, members: Vec::new(), keep_dir: false };
+        let mut r = Redis { child: None, port, password, extra, tls, members: Vec::new(), keep_dir: false, ca: None };
         r.spawn();
         r
     }
@@ -232,7 +271,8 @@ impl Redis {
         if !self.members.is_empty() {
             let seeds: Vec<String> = self.members.iter().take(3).map(|m| format!("127.0.0.1:{}", m.port)).collect();
             let auth = self.password.map(|p| format!(":{p}@")).unwrap_or_default();
-            return format!("redis+cluster://{auth}{}", seeds.join(","));
+            let scheme = if self.tls { "rediss+cluster" } else { "redis+cluster" };
+            return format!("{scheme}://{auth}{}", seeds.join(","));
         }
         if self.tls {
             return format!("rediss://127.0.0.1:{}", self.port);
