@@ -80,20 +80,20 @@ fn groups_spread_over_the_masters_on_sharded_pub_sub() {
     let (st, v) = n[0].api("get_all_groups", Some("s"), json!({}));
     assert_eq!(st, 200);
     assert_eq!(v["data"].as_object().unwrap().len(), 24, "{v}");
-    // A group emptied leaves the index (on another master than the group).
-    let gone = clients.remove(0);
-    drop(gone);
+    // A group emptied leaves the index (on another master than the group) by the broker's
+    // own update, before any read could tidy it.
+    let index_master = &rc.members[master_of(&rc, "rc:gs:1:s")];
+    let listed = || index_master.cli(&["ZRANGE", "rc:gs:1:s", "0", "-1"]);
+    assert!(listed().lines().any(|l| l == "g0"));
+    drop(clients.remove(0));
     let t = Instant::now();
-    loop {
-        let (_, v) = n[1].api("get_all_groups", Some("s"), json!({}));
-        if v["data"].get("g0").is_none() && v["data"].as_object().unwrap().len() == 23 {
-            break;
-        }
-        assert!(t.elapsed() < Duration::from_secs(5), "g0 still listed: {v}");
-        std::thread::sleep(Duration::from_millis(50));
+    while listed().lines().any(|l| l == "g0") {
+        assert!(t.elapsed() < Duration::from_secs(5), "g0 still in the index: {}", listed());
+        std::thread::sleep(Duration::from_millis(20));
     }
-    let index = rc.members[master_of(&rc, "rc:gs:1:s")].cli(&["ZRANGE", "rc:gs:1:s", "0", "-1"]);
-    assert!(!index.lines().any(|l| l == "g0"), "g0 left in the index: {index}");
+    assert_eq!(listed().lines().count(), 23);
+    let (_, v) = n[1].api("get_all_groups", Some("s"), json!({}));
+    assert!(v["data"].get("g0").is_none() && v["data"].as_object().unwrap().len() == 23, "{v}");
 }
 
 #[test]
@@ -122,7 +122,7 @@ fn rediss_cluster_carries_commands_and_pub_sub() {
     // Without the CA the certificates are not trusted: the node stays down and says so.
     let url = rc.url();
     let untrusted = Server::start(&["--redis", url.as_str()]);
-    std::thread::sleep(Duration::from_millis(500));
+    std::thread::sleep(Duration::from_secs(1)); // the trusted nodes were up in less
     assert_eq!(health(&untrusted)["cluster"], "redis unreachable");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -207,7 +207,7 @@ fn a_killed_master_is_replaced_by_its_replica_without_restarting_a_node() {
 
 /// `redis-cli --cluster reshard` moving all of one master's slots to another while group sends
 /// flow steadily through both nodes: every send answered 200 reaches every member, once and in
-/// order; joins made during the move count.
+/// order (nothing more comes); a join into a moved group after it works.
 #[test]
 fn a_slot_migration_under_load_loses_nothing() {
     const GROUPS: usize = 12;
@@ -220,9 +220,14 @@ fn a_slot_migration_under_load_loses_nothing() {
         assert_eq!(notice(c, 1001), c.id);
         c.set_timeout(Duration::from_secs(10));
     }
+    // From the master serving most of the groups.
     let ms = masters(&rc);
-    let (from, to) = (&ms[0], &ms[1]);
-    let moving = (0..GROUPS).filter(|i| master_of(&rc, &format!("rc:g:{{1:s:g{i}}}")) == from.0).count();
+    let owners: Vec<usize> = (0..GROUPS).map(|i| master_of(&rc, &format!("rc:g:{{1:s:g{i}}}"))).collect();
+    let count = |m: &(usize, String)| owners.iter().filter(|&&o| o == m.0).count();
+    let from = ms.iter().max_by_key(|m| count(m)).unwrap();
+    let to = ms.iter().find(|m| m.0 != from.0).unwrap();
+    let moving = count(from);
+    assert!(moving > 0);
     eprintln!("{moving} of {GROUPS} groups on the master whose slots move");
 
     let sent: Arc<Mutex<Vec<Vec<String>>>> = Arc::new(Mutex::new(vec![Vec::new(); GROUPS]));
@@ -273,6 +278,7 @@ fn a_slot_migration_under_load_loses_nothing() {
         let got: Vec<String> =
             (0..ids.len()).map(|_| next_message(c)["messageId"].as_str().unwrap().to_string()).collect();
         assert_eq!(&got, ids, "group g{g}: every send answered 200, once and in order");
+        c.expect_silence(Duration::from_millis(100));
     }
     let mut late = n[0].client("s");
     n[1].bind("s", &late.id, &format!("g{moved_group}"), "late");
@@ -284,5 +290,5 @@ fn a_slot_migration_under_load_loses_nothing() {
     }
     let moved: u64 = n.iter().map(|s| metric(s, "cluster_resubscribed_total")).sum();
     eprintln!("{moved} channels subscribed again on their new master");
-    assert!(moved > 0 || moving == 0, "the nodes followed the moved channels");
+    assert!(moved > 0, "the nodes followed the moved channels");
 }

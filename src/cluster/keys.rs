@@ -22,7 +22,7 @@
 //! | `rc:cluster` | channel | a node announcing itself (so the others forward to it at once) |
 //!
 //! On a Redis Cluster ([`Keys::tagged`]) a group's hash (its channel) and its history carry one
-//! hash tag, `rc:g:{8:sys:grp}` and `rc:h:{8:sys:grp}`, so they and the Lua steps over them stay
+//! hash tag, `rc:g:{3:sys:grp}` and `rc:h:{3:sys:grp}`, so they and the Lua steps over them stay
 //! in one slot while different groups spread over the masters; every other step touches one
 //! key. (The prefix must then hold no braces: `check_prefix`.)
 

@@ -422,9 +422,9 @@ enum SubEvent {
     /// A channel was unsubscribed on it: at the broker's asking, or (sharded pub/sub) by a
     /// master that gave the channel's slot away (the broker subscribes where it is now).
     Unsubscribed(u64, String),
-    /// A sharded subscription was refused there: `MOVED` (the slot, and the master serving
-    /// it now), or another error.
-    Refused(u64, Result<(u16, sharded::Addr), String>),
+    /// A sharded (un)subscribe was refused there: `MOVED` (its detail: the slot, and the master
+    /// serving it now), or another error.
+    Refused(u64, Result<String, String>),
     /// The pub/sub connection of this generation failed.
     Down(u64),
 }

@@ -139,6 +139,9 @@ impl Topology {
                 }
             };
             let (from, to) = ((*from).clamp(0, SLOTS as i64 - 1) as usize, (*to).clamp(0, SLOTS as i64 - 1) as usize);
+            if from > to {
+                return Err(format!("a CLUSTER SLOTS range {from}-{to}"));
+            }
             t.owner[from..=to].iter_mut().for_each(|o| *o = i as u16);
         }
         if let Some(free) = t.owner.iter().position(|&o| o == NONE) {
@@ -342,6 +345,7 @@ impl Sharded {
             self.con(addr).map_err(io)?.send_packed_command(&bytes)?;
         }
         let (mut again, mut pause, mut moved_to) = (Vec::new(), Duration::ZERO, None);
+        let mut no_script: Vec<Addr> = Vec::new();
         for (addr, list) in &by_node {
             for &(i, asking) in list {
                 let con = self.con(addr).map_err(io)?;
@@ -367,14 +371,21 @@ impl Sharded {
                         pause = pause.max(RETRY_PAUSE);
                         again.push((i, same()));
                     }
+                    // Loaded once this round's replies are all read (the connection has more
+                    // to come: a SCRIPT LOAD now would take one of theirs).
                     ("NOSCRIPT", _) => {
-                        for s in self.scripts.clone() {
-                            s.load(self.con(addr).map_err(io)?)?;
+                        if !no_script.contains(addr) {
+                            no_script.push(addr.clone());
                         }
                         again.push((i, same()));
                     }
                     _ => results[i] = Some(v),
                 }
+            }
+        }
+        for addr in no_script {
+            for s in self.scripts.clone() {
+                s.load(self.con(&addr).map_err(io)?)?;
             }
         }
         again.sort_by_key(|(i, _)| *i);
@@ -390,9 +401,9 @@ impl Sharded {
     }
 }
 
-/// A `MOVED` detail on a pub/sub connection (`slot host:port`; Redis names the host there).
-pub fn moved(detail: &str) -> Option<(u16, Addr)> {
-    redirect(detail, &(String::new(), 0)).filter(|(_, (h, _))| !h.is_empty())
+/// A `MOVED` detail (`slot host:port`) given by the server at `from` (an empty host is its).
+pub fn moved(detail: &str, from: &Addr) -> Option<(u16, Addr)> {
+    redirect(detail, from)
 }
 
 /// `slot` is served by `addr` now (a refused subscription said so).

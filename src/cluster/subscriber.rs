@@ -156,7 +156,7 @@ impl Subscriber {
                 // A sharded subscription the node asked of a master that no longer serves its
                 // slot (`MOVED`): the broker looks again.
                 Ok(Value::ServerError(e)) if self.keys.is_tagged() => {
-                    let moved = (e.code() == "MOVED").then(|| e.details().and_then(super::sharded::moved)).flatten();
+                    let moved = (e.code() == "MOVED").then(|| e.details().map(str::to_string)).flatten();
                     let _ = self.events.send(SubEvent::Refused(gen, moved.ok_or_else(|| format!("{e:?}"))));
                 }
                 Ok(Value::ServerError(e)) => {

@@ -76,11 +76,11 @@ impl Broker {
         }
         for m in self.moves_after(from, moved) {
             p.cmd("HSET").arg(self.k.moved()).arg(m.encode()).arg("");
-            p.cmd("PUBLISH").arg(self.k.cluster()).arg(wire::moved(&m));
+            p.cmd(self.k.publish()).arg(self.k.cluster()).arg(wire::moved(&m));
             n += 2;
         }
         let done = crate::handoff::Msg::Done { from: me, held };
-        p.cmd("PUBLISH").arg(self.k.node(from)).arg(crate::handoff::encode(&done));
+        p.cmd(self.k.publish()).arg(self.k.node(from)).arg(crate::handoff::encode(&done));
         n += 1;
         steps.extend((0..n).map(|_| Step::Redis(Post::Ignore)));
     }

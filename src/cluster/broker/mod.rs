@@ -330,7 +330,8 @@ impl Broker {
         let mut chans = vec![self.k.node(self.me()), self.k.cluster()];
         chans.extend(self.groups.keys().cloned());
         chans.extend(self.systems.keys().cloned());
-        self.links.clear();
+        // (Empty after `down`; each one's reader ends only when its socket is shut.)
+        self.links.drain(..).for_each(|l| l.w.shutdown());
         for (i, (addr, client)) in servers.into_iter().enumerate() {
             self.open_link(addr, &client, (i == 0).then_some(chans.len()))?;
         }
@@ -464,19 +465,34 @@ impl Broker {
         while !subscribing.is_empty() || !leaving.is_empty() {
             let wait = deadline.saturating_duration_since(Instant::now());
             let ev = self.events.recv_timeout(wait).map_err(|_| format!("no {cmd} confirmation in time"))?;
-            if let SubEvent::Refused(g, Ok((slot, addr))) = &ev {
-                // A slot that moved since the map was read: those channels go where it is.
-                let Some((_, chans)) = by_link.iter().find(|(i, _)| self.links[*i].gen == *g) else { continue };
-                let refused: Vec<String> =
-                    chans.iter().filter(|c| sharded::slot(c.as_bytes()) == *slot).cloned().collect();
-                if let (Some(n), Some(Con::Cluster(s))) = (subscribing.get_mut(g), &mut self.con) {
-                    s.moved(*slot, addr.clone());
-                    *n = n.saturating_sub(refused.len());
-                    if *n == 0 {
-                        subscribing.remove(g);
+            if let SubEvent::Refused(g, Ok(detail)) = &ev {
+                // A slot that moved since the map was read. Each command names one channel and
+                // gets one reply: one channel of that slot (not yet refused) is refused.
+                let Some(link) = self.links.iter().find(|l| l.gen == *g) else { continue };
+                let from = link.addr.clone().unwrap_or_default();
+                let Some((slot, addr)) = sharded::moved(detail, &from) else {
+                    return Err(format!("a subscription was refused: MOVED {detail}"));
+                };
+                let in_slot = |c: &String| sharded::slot(c.as_bytes()) == slot;
+                if on {
+                    let mine = by_link.iter().find(|(i, _)| self.links.get(*i).is_some_and(|l| l.gen == *g));
+                    let Some((_, chans)) = mine else { continue };
+                    let Some(c) = chans.iter().find(|c| in_slot(c) && !again.contains(*c)) else { continue };
+                    again.push(c.clone());
+                    if let Some(n) = subscribing.get_mut(g) {
+                        *n -= 1;
+                        if *n == 0 {
+                            subscribing.remove(g);
+                        }
                     }
+                } else if let Some(left) = leaving.iter().find(|(lg, c)| lg == g && in_slot(c)).cloned() {
+                    // That server no longer holds the channel: left as asked.
+                    leaving.remove(&left);
+                    self.gaps.lock().unwrap_or_else(|p| p.into_inner()).forget(&left.1);
                 }
-                again.extend(refused);
+                if let Some(Con::Cluster(s)) = &mut self.con {
+                    s.moved(slot, addr);
+                }
                 continue;
             }
             self.event(ev, Some((&mut subscribing, &mut leaving)))?;
@@ -515,7 +531,8 @@ impl Broker {
                 let asked = waiting.is_some_and(|(_, leaving)| leaving.remove(&(g, chan.clone())));
                 if asked {
                     self.gaps.lock().unwrap_or_else(|p| p.into_inner()).forget(&chan);
-                } else if current(g, &self.links) && self.subscribed.get(&chan).is_some_and(|&i| self.links[i].gen == g)
+                } else if self.k.is_tagged()
+                    && self.subscribed.get(&chan).and_then(|&i| self.links.get(i)).is_some_and(|l| l.gen == g)
                 {
                     self.released.push(chan);
                 }
@@ -533,7 +550,7 @@ impl Broker {
     /// member who joined meanwhile is one here.
     fn reroute(&mut self) -> Result<(), String> {
         let released = std::mem::take(&mut self.released);
-        let from = released.first().and_then(|c| self.subscribed.get(c)).and_then(|&i| self.links[i].addr.clone());
+        let from = released.first().and_then(|c| self.subscribed.get(c)).and_then(|&i| self.links.get(i)?.addr.clone());
         if let Some(Con::Cluster(s)) = &mut self.con {
             s.refresh(from.as_ref())?;
         }
@@ -543,7 +560,8 @@ impl Broker {
             // Let go where it was too, unanswered-for (a master that let it go has already; a
             // server that is a replica now would deliver the shard's messages a second time).
             let bye = redis::cmd("SUNSUBSCRIBE").arg(&c).get_packed_command();
-            self.links[old].w.write_all(&bye).map_err(|e| e.to_string())?;
+            let link = self.links.get_mut(old).ok_or("no pub/sub connection")?;
+            link.w.write_all(&bye).map_err(|e| e.to_string())?;
             chans.push(c);
         }
         metrics::add(&self.stats.cluster_resubscribed_total, chans.len() as u64);
@@ -570,11 +588,15 @@ impl Broker {
     /// to the masters as they are now.
     pub(super) fn check_slots(&mut self) -> Result<(), String> {
         let Some(Con::Cluster(s)) = &mut self.con else { return Ok(()) };
-        s.refresh(None)?;
+        // Not fatal: the pipelines say soon enough whether the masters can be reached.
+        if let Err(e) = s.refresh(None) {
+            tracing::debug!("Redis Cluster slot map not read at the heartbeat: {e}");
+            return Ok(());
+        }
         let topo = s.topology();
         for (chan, &i) in &self.subscribed {
             let owner = topo.master_of(sharded::slot(chan.as_bytes()));
-            if self.links[i].addr.as_ref() != Some(owner) && !self.released.contains(chan) {
+            if self.links.get(i).and_then(|l| l.addr.as_ref()) != Some(owner) && !self.released.contains(chan) {
                 self.released.push(chan.clone());
             }
         }

@@ -23,10 +23,11 @@ fn offline_notice(client: &str, info: &str) -> bytes::Bytes {
 }
 
 impl Broker {
-    /// `notice`: the 1001 frame, or empty. Three commands: the node's hash first (a node that
-    /// dies right after leaves nothing its reaper cannot find), the JOIN step (its result
-    /// kept, unless `quiet`), then the system's groups index (after the group's hash: see
-    /// `read::unindex`).
+    /// `notice`: the 1001 frame, or empty. Two commands: the node's hash first (on one Redis a
+    /// node that dies right after leaves nothing its reaper cannot find; on a Redis Cluster the
+    /// two go to different masters in the same instant, with no order), then the JOIN step (its
+    /// result kept, unless `quiet`). The system's groups index follows the step's answer
+    /// (`Broker::reindex`, see `read::unindex`).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn pipe_join(
         &self,
@@ -293,9 +294,12 @@ impl Broker {
             p.cmd("SADD").arg(self.k.systems()).arg(&**s).ignore();
         }
         // Heartbeat before membership: a node listed in rc:nodes is never seen without one
-        // until it really lapses (another node's beat would take it for dead).
+        // until it really lapses (another node's beat would take it for dead). A trip of its
+        // own: on a Redis Cluster the two keys are on different masters, with no order.
         let ttl = self.cfg.presence_ttl.as_millis() as u64;
-        p.cmd("SET").arg(self.k.alive(me)).arg(&self.instance).arg("PX").arg(ttl).ignore();
+        let con = self.con.as_mut().ok_or("down")?;
+        let beat = redis::cmd("SET").arg(self.k.alive(me)).arg(&self.instance).arg("PX").arg(ttl).query::<()>(con);
+        beat.map_err(|e| e.to_string())?;
         p.cmd("SADD").arg(self.k.nodes()).arg(keys::node_name(me)).ignore();
         let con = self.con.as_mut().ok_or("down")?;
         let results: Vec<redis::Value> = p.query(con).map_err(|e| e.to_string())?;

@@ -115,15 +115,13 @@ impl Broker {
         info: &str,
         r: &RedisResult<Value>,
     ) {
-        let Some((changed, n)) = pair(r) else { return };
+        let Some((1, n)) = pair(r) else { return };
         match (joined, n) {
             (true, 1) => self.to_index.push((system.clone(), group.clone())),
             (false, 0) => self.vacated.push((system.clone(), group.clone())),
             _ => {}
         }
-        if changed == 1 {
-            self.emit_member(joined, system, group, client, info, Some(n.max(0) as usize));
-        }
+        self.emit_member(joined, system, group, client, info, Some(n.max(0) as usize));
     }
 
     fn registered(&mut self, system: Box<str>, to: ConnId, r: RedisResult<Value>) {
