@@ -79,10 +79,10 @@ impl Broker {
             p.cmd(self.k.publish()).arg(self.k.cluster()).arg(wire::moved(&m));
             n += 2;
         }
-        let done = crate::handoff::Msg::Done { from: me, held };
-        p.cmd(self.k.publish()).arg(self.k.node(from)).arg(crate::handoff::encode(&done));
-        n += 1;
         steps.extend((0..n).map(|_| Step::Redis(Post::Ignore)));
+        // After the moves (on a Redis Cluster they may be on other masters).
+        let done = crate::handoff::Msg::Done { from: me, held };
+        self.publish_after(p, steps, self.k.node(from), crate::handoff::encode(&done));
     }
 
     /// The moves to write for an adoption from `from`: its own, and each that named `from` as

@@ -116,6 +116,8 @@ pub(super) struct Broker {
     /// or lost their last (taken out): `reindex`.
     to_index: Vec<(Arc<str>, Arc<str>)>,
     vacated: Vec<(Arc<str>, Arc<str>)>,
+    /// Messages to publish once the batch's pipeline ran (`publish_after`).
+    after: Vec<(String, Vec<u8>)>,
     /// The hub's `control` queue (unbounded: the broker never waits on the hub, so its
     /// heartbeats never wait behind frames).
     hub: Sender<Command>,
@@ -187,6 +189,7 @@ impl Broker {
             released: Vec::new(),
             to_index: Vec::new(),
             vacated: Vec::new(),
+            after: Vec::new(),
             hub,
             wakes: replies.wakes(),
             replies,
@@ -631,6 +634,7 @@ impl Broker {
             self.plan(&mut p, &mut steps, cmd);
         }
         let (results, failed) = self.query(&p);
+        self.send_after(failed);
         let mut results = results.into_iter();
         for step in steps {
             match step {
@@ -778,8 +782,7 @@ impl Broker {
             BrokerCmd::HandedOff { clients } => self.forget_clients(&clients),
             BrokerCmd::Adopt { from, clients, moved, held } => self.pipe_adopt(p, steps, from, &clients, moved, held),
             BrokerCmd::Answer { to: ReplyTo::Remote { node, corr }, status, body } => {
-                p.cmd(self.k.publish()).arg(self.k.node(node)).arg(wire::answer(corr, status, &body));
-                steps.push(Step::Redis(Post::Ignore));
+                self.publish_after(p, steps, self.k.node(node), wire::answer(corr, status, &body));
             }
         }
     }
@@ -812,6 +815,42 @@ impl Broker {
                 .arg(self.cfg.history_size)
                 .arg(self.cfg.history_ttl.as_millis() as u64);
             steps.push(Step::Redis(Post::Ignore));
+        }
+    }
+
+    /// A message on a node's channel that must follow every effect before it in the batch (an
+    /// answer to a forwarded call, a hand-off's `Done`): in the pipeline on one Redis (one
+    /// connection keeps the order); on a Redis Cluster, where the effects may be on other
+    /// masters, in a trip of its own once the pipeline ran (`send_after`).
+    fn publish_after(
+        &mut self,
+        p: &mut redis::Pipeline,
+        steps: &mut Vec<Step>,
+        chan: String,
+        payload: Vec<u8>,
+    ) {
+        if self.k.is_tagged() {
+            self.after.push((chan, payload));
+        } else {
+            p.cmd("PUBLISH").arg(chan).arg(payload);
+            steps.push(Step::Redis(Post::Ignore));
+        }
+    }
+
+    /// Sends what `publish_after` held back (dropped if the pipeline failed: the callers wait
+    /// for answers that do not come and get 503, as when such a publish fails).
+    fn send_after(&mut self, failed: bool) {
+        let after = std::mem::take(&mut self.after);
+        if after.is_empty() || failed {
+            return;
+        }
+        let mut p = redis::pipe();
+        for (chan, payload) in after {
+            p.cmd(self.k.publish()).arg(chan).arg(payload).ignore();
+        }
+        let Some(con) = self.con.as_mut() else { return };
+        if let Err(e) = p.query::<()>(con) {
+            self.down(e.to_string());
         }
     }
 
