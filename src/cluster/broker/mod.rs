@@ -822,13 +822,7 @@ impl Broker {
     /// answer to a forwarded call, a hand-off's `Done`): in the pipeline on one Redis (one
     /// connection keeps the order); on a Redis Cluster, where the effects may be on other
     /// masters, in a trip of its own once the pipeline ran (`send_after`).
-    fn publish_after(
-        &mut self,
-        p: &mut redis::Pipeline,
-        steps: &mut Vec<Step>,
-        chan: String,
-        payload: Vec<u8>,
-    ) {
+    fn publish_after(&mut self, p: &mut redis::Pipeline, steps: &mut Vec<Step>, chan: String, payload: Vec<u8>) {
         if self.k.is_tagged() {
             self.after.push((chan, payload));
         } else {
