@@ -165,15 +165,6 @@ start_redis() { # port [replicaof-port]
 }
 if [ "${REDIS:-}" = cluster ]; then
   cports=()
-  # A cluster server's port: at most 55535, with its bus port (10000 above) free too.
-  cluster_port() { python3 -c 'import random, socket
-while True:
-    p = random.randint(20000, 55535)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-        print(p); break
-    except OSError: pass'; }
   for _ in 1 2 3 4 5 6; do
     p=$(cluster_port); cports+=("$p"); mkdir -p "$OUT/redis-$p"
     redis-server --port "$p" --bind 127.0.0.1 --dir "$OUT/redis-$p" --save "" --appendonly no $CLUSTER_CONF >"$OUT/redis-$p.log" 2>&1 &

@@ -32,21 +32,11 @@ stop_all() {
   npids=() rpids=()
 }
 trap stop_all EXIT
-# A port at most 55535 with the one 10000 above free (a cluster server's bus port).
-port() { python3 -c 'import random, socket
-while True:
-    p = random.randint(20000, 55535)
-    try:
-        for q in (p, p + 10000):
-            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
-        print(p); break
-    except OSError: pass'; }
-
 start_redis() { # mode dir: sets URL and rpids
   local mode=$1 dir=$2 p ports=()
   local n=1; [ "$mode" = cluster ] && n=3
   for _ in $(seq $n); do
-    p=$(port); ports+=("$p"); mkdir -p "$dir/redis-$p"
+    p=$(cluster_port); ports+=("$p"); mkdir -p "$dir/redis-$p"
     # shellcheck disable=SC2046
     redis-server --port "$p" --bind 127.0.0.1 --dir "$dir/redis-$p" --save "" --appendonly no \
       $([ "$mode" = cluster ] && echo --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 5000) \

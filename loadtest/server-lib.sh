@@ -27,3 +27,14 @@ bun_peer() { cd "$root/loadtest/peers" && exec node_modules/.bin/bun bun-server.
 # in_order ROUND: "bun roomcast" in odd rounds, "roomcast bun" in even ones. A run leaves
 # TIME_WAIT sockets and warm caches to the next, so a fixed order would favour one side.
 in_order() { if [ $(($1 % 2)) = 1 ]; then echo "bun roomcast"; else echo "roomcast bun"; fi; }
+
+# A free port for a Redis Cluster server: at most 55535, with the one 10000 above it (its
+# cluster bus) free too (Redis refuses higher ones).
+cluster_port() { python3 -c 'import random, socket
+while True:
+    p = random.randint(20000, 55535)
+    try:
+        for q in (p, p + 10000):
+            s = socket.socket(); s.bind(("127.0.0.1", q)); s.close()
+        print(p); break
+    except OSError: pass'; }

@@ -259,26 +259,6 @@ fn write_cert(dir: &Dir) -> (PathBuf, PathBuf) {
     (cert, key)
 }
 
-/// Sends to the group through `s` until one is answered 200 (only 503 before it, each call
-/// quick); returns how long that took and the message id.
-fn send_until_back(s: &Server, since: Instant) -> (Duration, String) {
-    let mut refused = 0;
-    loop {
-        let call = Instant::now();
-        let (st, v) =
-            s.api("send_to_group", Some("s"), json!({"groupName": "g", "code": 0, "msg": "after", "data": 1}));
-        assert!(call.elapsed() < Duration::from_secs(4), "a call hung for {:?}", call.elapsed());
-        if st == 200 {
-            eprintln!("group sends back {:?} after the failover began ({refused} calls answered 503)", since.elapsed());
-            return (since.elapsed(), v["data"]["messageId"].as_str().unwrap().to_string());
-        }
-        assert_eq!(st, 503, "{v}");
-        refused += 1;
-        assert!(since.elapsed() < Duration::from_secs(30), "sends never came back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The next message a client gets, past the one sent while the nodes were finding the master
 /// (it reaches only the nodes that had found it: docs/CLUSTER.md).
 fn next_past(c: &mut Client, during: &str) -> String {

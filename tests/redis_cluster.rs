@@ -127,26 +127,6 @@ fn rediss_cluster_carries_commands_and_pub_sub() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// Sends to the group through `s` until one is answered 200 (only 503 before it, each call
-/// quick); returns how long that took and the message id.
-fn send_until_back(s: &Server, group: &str, since: Instant) -> (Duration, String) {
-    let mut refused = 0;
-    loop {
-        let call = Instant::now();
-        let (st, v) =
-            s.api("send_to_group", Some("s"), json!({"groupName": group, "code": 0, "msg": "after", "data": 1}));
-        assert!(call.elapsed() < Duration::from_secs(4), "a call hung for {:?}", call.elapsed());
-        if st == 200 {
-            eprintln!("group sends back {:?} after the kill ({refused} calls answered 503)", since.elapsed());
-            return (since.elapsed(), v["data"]["messageId"].as_str().unwrap().to_string());
-        }
-        assert_eq!(st, 503, "{v}");
-        refused += 1;
-        assert!(since.elapsed() < Duration::from_secs(30), "sends never came back");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn a_killed_master_is_replaced_by_its_replica_without_restarting_a_node() {
     let mut rc = Redis::start_cluster(None);
@@ -169,7 +149,7 @@ fn a_killed_master_is_replaced_by_its_replica_without_restarting_a_node() {
 
     rc.members[victim].stop();
     let killed = Instant::now();
-    let (_, during) = send_until_back(&n[1], "g", killed);
+    let (_, during) = send_until_back(&n[1], killed);
     for s in &n {
         wait_up(s);
     }
